@@ -1,0 +1,100 @@
+# dtlua -- Daytona sandboxes driven from Lua, with a C core.
+#
+#   make deps      install missing Debian packages (no-op when all present)
+#   make           build build/bin/dtlua, build/bin/dtlocal and daytona.core
+#   make test      run every spec with busted
+#   make asan      build with AddressSanitizer + UBSan and run the core specs
+#   make bench     run the benchmarks (QUICK=1 for a rough table)
+#   make install PREFIX=/usr/local
+
+PREFIX   ?= /usr/local
+BUILD    ?= build
+CC       ?= cc
+LUA_VER  := 5.4
+
+PKGS     := lua5.4 libuv libcurl libwebsockets libmicrohttpd openssl
+CPPFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -fPIC -fno-strict-aliasing
+LIBS     := $(shell pkg-config --libs libuv libcurl libwebsockets libmicrohttpd openssl 2>/dev/null) -lwslay -lutil
+LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
+
+DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-dev \
+            libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
+            lua-busted git pkg-config gcc make curl nodejs npm uidmap
+
+CORE_SRC := $(filter-out csrc/dtlua.c csrc/sandbox_launcher.c,$(wildcard csrc/*.c))
+CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+HDRS     := $(wildcard csrc/*.h)
+
+CORE_SO  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core.so
+DTLUA    := $(BUILD)/bin/dtlua
+DTLOCAL  := $(BUILD)/bin/dtlocal
+LAUNCHER := $(BUILD)/libexec/dtlua/dtlua-sandbox
+LUASHARE := $(BUILD)/share/lua/$(LUA_VER)
+
+.PHONY: all deps test asan bench install uninstall clean docs
+
+all: $(CORE_SO) $(DTLUA) $(DTLOCAL) $(LUASHARE)
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/obj/%.o: csrc/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(CORE_SO): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS) $(LDFLAGS)
+
+# dtlua links the core in and preloads it, so start-up needs no dlopen.
+$(DTLUA): $(BUILD)/obj/dtlua.o $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
+
+# dtlocal is dtlua under another name: it runs the local server's main.
+$(DTLOCAL): $(DTLUA)
+	ln -sf dtlua $@
+
+$(LUASHARE):
+	@mkdir -p $(dir $@)
+	ln -sfn $(CURDIR)/lua $@
+
+test: all
+	busted
+
+# The C core's specs under AddressSanitizer + UBSan.  Lua itself is not
+# instrumented; the sanitizer runtime is preloaded into lua5.4.
+ASAN_BUILD := build-asan
+asan:
+	$(MAKE) BUILD=$(ASAN_BUILD) CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	DTLUA_BUILD=$(ASAN_BUILD) \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	busted --run=core
+
+bench: all
+	bench/run $(if $(QUICK),--quick)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/daytona \
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)
+	install -m 0755 $(DTLUA) $(DESTDIR)$(PREFIX)/bin/dtlua
+	ln -sf dtlua $(DESTDIR)$(PREFIX)/bin/dtlocal
+	install -m 0755 $(CORE_SO) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/daytona/core.so
+	cd lua && find . -name '*.lua' | while read f; do \
+	  install -D -m 0644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/$$f"; done
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/dtlua $(DESTDIR)$(PREFIX)/bin/dtlocal
+	rm -rf $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/daytona $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/daytona \
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/dtlocal $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/daytona.lua
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
