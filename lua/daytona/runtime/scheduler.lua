@@ -1,0 +1,407 @@
+--- The scheduler: coroutine tasks over the core's one event loop.
+--
+-- There is one suspension point, `wait(obj, ...)`. In a task it yields to the
+-- scheduler until one of the objects is signalled; anywhere else (the main
+-- thread of a plain `lua5.4`, a coroutine that is not a task) it runs the loop
+-- and the other tasks until then. Everything that looks blocking in the SDK is
+-- built on it, so the same code works in both places.
+--
+-- Waitable objects are the core's userdata (signalled from C through the
+-- ready list) and tasks (signalled here when they finish).
+local core = require "daytona.core"
+local errors = require "daytona.errors"
+
+local coroutine, setmetatable, select, table, pcall, tostring, type, xpcall, error =
+  coroutine, setmetatable, select, table, pcall, tostring, type, xpcall, error
+local unpack = table.unpack
+
+local M = {}
+
+-- scheduler state lives in one table so that a re-require (busted does) sees the same
+local S = package.loaded["daytona.runtime.scheduler.state"] or {
+  tasks = {},          -- coroutine -> Task, for tasks not finished
+  ntasks = 0,
+  waiters = {},        -- waitable -> { [waiter] = true }; a waiter is a Task or a Blocker
+  runq = {},           -- tasks to resume: { task, value } records
+  runq_head = 1,
+  lua_ready = {},      -- waitables signalled from Lua (finished tasks)
+  buf = {},            -- reused output array of core.step
+  interrupted = false, -- Ctrl-C seen by `run`
+}
+package.loaded["daytona.runtime.scheduler.state"] = S
+
+local WAIT = setmetatable({}, { __name = "daytona.wait" })   -- the tag of our yields
+local CANCEL = setmetatable({}, { __name = "daytona.cancel" })
+
+---------------------------------------------------------------------------
+-- Tasks
+---------------------------------------------------------------------------
+
+local Task = {}
+Task.__index = Task
+Task.__name = "daytona.Task"
+
+local function report(task)
+  io.stderr:write("dtlua: error in task nobody waited for: ",
+    tostring(task.err), "\n", task.traceback or "", "\n")
+end
+
+function Task.__gc(task)
+  if task.status == "failed" and not task.observed then report(task) end
+end
+
+function Task:__tostring()
+  return ("task %s (%s)"):format(self.name or tostring(self.co):match("0x%x+") or "?", self.status)
+end
+
+local function signal_lua(obj)
+  local q = S.lua_ready
+  q[#q + 1] = obj
+end
+
+local function schedule(task, value)
+  local q = S.runq
+  q[#q + 1] = { task, value }
+end
+
+-- Remove a waiter from every object it waits on.
+local function unregister(waiter)
+  local objs = waiter.waiting_on
+  if not objs then return end
+  for i = 1, #objs do
+    local set = S.waiters[objs[i]]
+    if set then
+      set[waiter] = nil
+      if next(set) == nil then S.waiters[objs[i]] = nil end
+    end
+  end
+  waiter.waiting_on = nil
+end
+
+local function register(waiter, ...)
+  local n = select("#", ...)
+  local objs = { ... }
+  for i = 1, n do
+    local obj = objs[i]
+    local set = S.waiters[obj]
+    if not set then set = {}; S.waiters[obj] = set end
+    set[waiter] = true
+  end
+  waiter.waiting_on = objs
+end
+
+-- A signalled object wakes everything waiting on it.
+local function dispatch(obj)
+  local set = S.waiters[obj]
+  if not set then return end
+  S.waiters[obj] = nil
+  for waiter in pairs(set) do
+    unregister(waiter)
+    if waiter.co then schedule(waiter, obj) else waiter.fired = obj end
+  end
+end
+
+local function finish(task, ok, ...)
+  S.tasks[task.co] = nil
+  S.ntasks = S.ntasks - 1
+  if ok then
+    task.status = "done"
+    task.results = table.pack(...)
+  else
+    local err = ...
+    if errors.is(err, errors.CancelledError) then
+      task.status = "cancelled"
+    else
+      task.status = "failed"
+    end
+    task.err = err
+  end
+  signal_lua(task)
+end
+
+local function traceback_handler(err)
+  -- keep error objects as they are; remember the traceback beside them
+  local tb = debug.traceback(type(err) == "string" and err or tostring(err), 2)
+  return { err = err, traceback = tb }
+end
+
+local function task_body(task, fn, ...)
+  local res = table.pack(xpcall(fn, traceback_handler, ...))
+  if res[1] then return unpack(res, 2, res.n) end
+  task.traceback = res[2].traceback
+  error(res[2].err, 0)
+end
+
+local function resume(task, value)
+  if task.status ~= "running" then return end
+  local co = task.co
+  local res = table.pack(coroutine.resume(co, value))
+  if coroutine.status(co) == "dead" then
+    finish(task, unpack(res, 1, res.n))
+  elseif res[2] ~= WAIT then
+    -- a bare coroutine.yield() inside a task: a cooperative yield, run again later
+    schedule(task, nil)
+  end
+end
+
+--- Run fn(...) as a new task; it starts on the next scheduler step.
+-- @return Task
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error(("bad argument #1 to 'spawn' (function expected, got %s)"):format(type(fn)), 2)
+  end
+  local task = setmetatable({ status = "running", observed = false }, Task)
+  local args = table.pack(...)
+  task.co = coroutine.create(function()
+    return task_body(task, fn, unpack(args, 1, args.n))
+  end)
+  S.tasks[task.co] = task
+  S.ntasks = S.ntasks + 1
+  schedule(task, nil)
+  return task
+end
+
+--- The running task, or nil outside one.
+function M.running()
+  return S.tasks[coroutine.running()]
+end
+
+--- Wait until one of the objects is signalled; returns the one that was.
+-- Raises CancelledError if the task is cancelled meanwhile.
+function M.wait(...)
+  local task = S.tasks[coroutine.running()]
+  if task then
+    if task.cancel_requested then
+      task.cancel_requested = nil
+      error(errors.CancelledError("task cancelled"), 0)
+    end
+    register(task, ...)
+    local obj = coroutine.yield(WAIT)
+    if obj == CANCEL then
+      error(errors.CancelledError("task cancelled"), 0)
+    end
+    return obj
+  end
+  -- not in a task: drive the loop ourselves until an object fires
+  local blocker = {}
+  local first = ...
+  register(blocker, ...)
+  local ok, err = pcall(function()
+    while not blocker.fired do
+      if not M.step(-1) and not blocker.fired then
+        error("deadlock: waiting on " .. tostring(first) .. " but nothing can wake it", 0)
+      end
+    end
+  end)
+  unregister(blocker)
+  if not ok then error(err, 0) end
+  return blocker.fired
+end
+
+--- Wait for the task; returns its results or raises its error.
+function Task:wait()
+  self.observed = true
+  while self.status == "running" do M.wait(self) end
+  if self.status == "done" then return unpack(self.results, 1, self.results.n) end
+  error(self.err, 0)
+end
+
+--- True once the task has finished (done, failed or cancelled).
+function Task:done()
+  return self.status ~= "running"
+end
+
+--- Cancel the task: it gets a CancelledError at its current (or next) wait,
+-- so its to-be-closed handles close and its processes and transfers stop.
+function Task:cancel()
+  if self.status ~= "running" then return end
+  if S.tasks[coroutine.running()] == self then
+    self.cancel_requested = true        -- cancelling ourselves: at the next wait
+  elseif self.waiting_on then
+    unregister(self)
+    schedule(self, CANCEL)
+  elseif not self.started then
+    -- never ran: finish it without running
+    S.tasks[self.co] = nil
+    S.ntasks = S.ntasks - 1
+    self.status = "cancelled"
+    self.err = errors.CancelledError("task cancelled")
+    signal_lua(self)
+  else
+    self.cancel_requested = true
+  end
+end
+
+---------------------------------------------------------------------------
+-- The loop
+---------------------------------------------------------------------------
+
+local function run_queue()
+  local q = S.runq
+  while S.runq_head <= #q do
+    local rec = q[S.runq_head]
+    q[S.runq_head] = nil
+    S.runq_head = S.runq_head + 1
+    local task = rec[1]
+    task.started = true
+    resume(task, rec[2])
+  end
+  -- compact the queue once drained
+  if S.runq_head > #q then
+    S.runq = {}
+    S.runq_head = 1
+  end
+  -- tasks finished meanwhile wake their waiters
+  local lr = S.lua_ready
+  if #lr > 0 then
+    S.lua_ready = {}
+    for i = 1, #lr do dispatch(lr[i]) end
+  end
+end
+
+local function has_runnable()
+  return S.runq_head <= #S.runq or #S.lua_ready > 0
+end
+
+--- Run ready work once. timeout_ms < 0 waits for the next event; 0 never blocks.
+-- Returns true while there is anything left that could make progress.
+function M.step(timeout_ms)
+  run_queue()
+  local buf = S.buf
+  local n = core.step(has_runnable() and 0 or (timeout_ms or -1), buf)
+  for i = 1, n do
+    local obj = buf[i]
+    buf[i] = nil
+    dispatch(obj)
+  end
+  run_queue()
+  while has_runnable() do run_queue() end
+  return has_runnable() or core.alive()
+end
+
+--- The number of tasks not finished yet.
+function M.count()
+  return S.ntasks
+end
+
+--- Cancel every unfinished task (Ctrl-C, shutdown).
+function M.cancel_all()
+  local list = {}
+  for _, t in pairs(S.tasks) do list[#list + 1] = t end
+  for _, t in ipairs(list) do t:cancel() end
+end
+
+--- Run fn(...) as the main task and drive the loop until it and every task
+-- it spawned have finished. Ctrl-C cancels all tasks; the result is then
+-- `false, "interrupted"`. Returns true, results... or false, err, traceback.
+function M.run(fn, ...)
+  local main = M.spawn(fn, ...)
+  main.observed = true
+  main.name = "main"
+  local sigint = core.signal("INT")
+  S.interrupted = false
+  local watching = { [sigint] = true }
+  while S.ntasks > 0 or has_runnable() do
+    run_queue()
+    local buf = S.buf
+    local n = core.step(has_runnable() and 0 or -1, buf)
+    for i = 1, n do
+      local obj = buf[i]
+      buf[i] = nil
+      if watching[obj] then
+        if obj:take() > 0 and not S.interrupted then
+          S.interrupted = true
+          M.cancel_all()
+        end
+      else
+        dispatch(obj)
+      end
+    end
+    if not has_runnable() and S.ntasks > 0 and not core.alive() then
+      -- every task waits on something nothing will signal
+      io.stderr:write("dtlua: deadlock: ", S.ntasks, " task(s) wait on nothing that can finish\n")
+      M.cancel_all()
+      run_queue()
+      break
+    end
+  end
+  sigint:close()
+  if S.interrupted then return false, "interrupted" end
+  if main.status == "done" then return true, unpack(main.results, 1, main.results.n) end
+  return false, main.err, main.traceback
+end
+
+---------------------------------------------------------------------------
+-- Combinators
+---------------------------------------------------------------------------
+
+--- Sleep for the given number of seconds.
+function M.sleep(seconds)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
+    error("bad argument #1 to 'sleep' (non-negative number expected)", 2)
+  end
+  local t <close> = core.timer(math.floor(seconds * 1000 + 0.5))
+  while not t:done() do M.wait(t) end
+end
+
+local function as_task(item, i)
+  if type(item) == "function" then return M.spawn(item) end
+  if getmetatable(item) == Task then return item end
+  error(("bad argument to 'all' (item %d is a %s, expected a function or task)"):format(i, type(item)), 3)
+end
+
+--- Run functions (or tasks) concurrently; returns a list of their first
+-- results in order. The first error cancels the others and is raised.
+function M.all(list)
+  if type(list) ~= "table" then
+    error("bad argument #1 to 'all' (table expected, got " .. type(list) .. ")", 2)
+  end
+  local tasks, results = {}, {}
+  for i = 1, #list do tasks[i] = as_task(list[i], i) end
+  local pending = #tasks
+  local ok, err = pcall(function()
+    while pending > 0 do
+      local open = {}
+      for i = 1, #tasks do
+        local t = tasks[i]
+        if t.status == "running" then open[#open + 1] = t
+        elseif not t.collected then
+          t.collected = true
+          t.observed = true
+          pending = pending - 1
+          if t.status ~= "done" then error(t.err, 0) end
+          results[i] = t.results[1]
+        end
+      end
+      if #open > 0 then M.wait(unpack(open)) end
+    end
+  end)
+  if not ok then
+    for i = 1, #tasks do tasks[i]:cancel(); tasks[i].observed = true end
+    error(err, 0)
+  end
+  return results
+end
+
+--- Run fn(...) with a deadline; raises DaytonaTimeoutError if it takes longer
+-- than `seconds` (fn is cancelled), else returns its results.
+function M.timeout(seconds, fn, ...)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
+    error("bad argument #1 to 'timeout' (non-negative number expected)", 2)
+  end
+  local task = M.spawn(fn, ...)
+  task.observed = true
+  local timer <close> = core.timer(math.floor(seconds * 1000 + 0.5))
+  local ok, err = pcall(function()
+    while task.status == "running" and not timer:done() do M.wait(task, timer) end
+  end)
+  if not ok then task:cancel(); error(err, 0) end
+  if task.status == "running" then
+    task:cancel()
+    error(errors.DaytonaTimeoutError(("operation timed out after %g s"):format(seconds)), 2)
+  end
+  return task:wait()
+end
+
+M.Task = Task
+return M
