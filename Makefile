@@ -35,7 +35,7 @@ LUASHARE := $(BUILD)/share/lua/$(LUA_VER)
 
 .PHONY: all deps test asan bench install uninstall clean docs
 
-all: $(CORE_SO) $(DTLUA) $(DTLOCAL) $(LUASHARE)
+all: $(CORE_SO) $(DTLUA) $(DTLOCAL) $(LAUNCHER) $(LUASHARE)
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -57,6 +57,12 @@ $(CORE_SO): $(CORE_OBJ)
 $(DTLUA): $(BUILD)/obj/dtlua.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
+
+# The local server's sandbox launcher and init: a separate small program,
+# since it must set up namespaces before anything else runs.
+$(LAUNCHER): csrc/sandbox_launcher.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
 # dtlocal is dtlua under another name: it runs the local server's main.
 $(DTLOCAL): $(DTLUA)
@@ -87,6 +93,7 @@ install: all
 	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)
 	install -m 0755 $(DTLUA) $(DESTDIR)$(PREFIX)/bin/dtlua
 	ln -sf dtlua $(DESTDIR)$(PREFIX)/bin/dtlocal
+	install -D -m 0755 $(LAUNCHER) $(DESTDIR)$(PREFIX)/libexec/dtlua/dtlua-sandbox
 	install -m 0755 $(CORE_SO) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/daytona/core.so
 	cd lua && find . -name '*.lua' | while read f; do \
 	  install -D -m 0644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/$$f"; done

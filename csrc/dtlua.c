@@ -1,3 +1,519 @@
-/* dtlua.c -- placeholder main until the interpreter lands. */
-#include "dt.h"
-int main (void) { return 0; }
+/*
+** dtlua.c -- the dtlua interpreter: lua.c's command line, with the daytona
+** module preloaded and every chunk run as a task of the scheduler.
+**
+**   dtlua [options] [script [args]]
+**     -e stat   execute string 'stat'
+**     -i        enter interactive mode after executing 'script'
+**     -l mod    require library 'mod' into global 'mod'
+**     -l g=mod  require library 'mod' into global 'g'
+**     -v        show version information
+**     -E        ignore environment variables (LUA_INIT, LUA_PATH, LUA_CPATH)
+**     -W        turn warnings on
+**     --        stop handling options
+**     -         execute stdin and stop handling options
+**
+** The same binary is `dtlocal` (by the name it is run under): then it runs
+** the local sandbox server's command line, lua/dtlocal/cli.lua.
+**
+** A chunk run as a task may call anything in the SDK straight-line: every
+** wait yields to the scheduler.  The process exits when the chunk and every
+** task it spawned have finished; an uncaught error exits 1 with a traceback,
+** Ctrl-C cancels all tasks (closing their connections and processes) and
+** exits 130.
+*/
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#define DTLUA_VERSION "dtlua 0.1.0"
+#define LUA_VER "5.4"
+
+LUAMOD_API int luaopen_daytona_core (lua_State *L);
+
+static const char *progname = "dtlua";
+
+static void l_message (const char *pname, const char *msg) {
+  if (pname) fprintf(stderr, "%s: ", pname);
+  fprintf(stderr, "%s\n", msg);
+  fflush(stderr);
+}
+
+/* Report a non-ok status with the message on top of the stack. */
+static int report (lua_State *L, int status) {
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    if (msg == NULL) msg = luaL_typename(L, -1);
+    l_message(progname, msg);
+    lua_pop(L, 1);
+  }
+  return status;
+}
+
+static int msghandler (lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static int docall (lua_State *L, int narg, int nres) {
+  int status;
+  int base = lua_gettop(L) - narg;
+  lua_pushcfunction(L, msghandler);
+  lua_insert(L, base);
+  status = lua_pcall(L, narg, nres, base);
+  lua_remove(L, base);
+  return status;
+}
+
+/*
+** Run the function below its narg arguments on the stack as the scheduler's
+** main task, driving the loop until every task is done.  Leaves nres results
+** (or an error message) like docall.  Exit code 130 is reported through
+** *interrupted.
+*/
+static int dotask (lua_State *L, int narg, int nres, int *interrupted) {
+  int status, base, n;
+  base = lua_gettop(L) - narg;   /* index of the function */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "daytona.runtime.scheduler");
+  status = docall(L, 1, 1);
+  if (status != LUA_OK) return status;
+  lua_getfield(L, -1, "run");
+  lua_remove(L, -2);
+  lua_insert(L, base);           /* run, fn, args... */
+  status = docall(L, narg + 1, LUA_MULTRET);
+  if (status != LUA_OK) return status;
+  n = lua_gettop(L) - base + 1;  /* ok, results... */
+  if (!lua_toboolean(L, base)) {
+    /* false, err, traceback | false, "interrupted" */
+    if (n == 2 && lua_isstring(L, base + 1) &&
+        strcmp(lua_tostring(L, base + 1), "interrupted") == 0) {
+      *interrupted = 1;
+      lua_settop(L, base - 1);
+      lua_pushliteral(L, "interrupted");
+      return LUA_ERRRUN;
+    }
+    if (n >= 3 && lua_isstring(L, base + 2)) {
+      lua_pushvalue(L, base + 2);          /* the task's traceback */
+    } else {
+      lua_pushvalue(L, base + 1);
+      msghandler(L);
+    }
+    lua_replace(L, base);
+    lua_settop(L, base);
+    return LUA_ERRRUN;
+  }
+  lua_remove(L, base);
+  n--;
+  if (nres != LUA_MULTRET) lua_settop(L, base - 1 + nres);
+  (void)n;
+  return LUA_OK;
+}
+
+static int dochunk (lua_State *L, int status, int *interrupted) {
+  if (status == LUA_OK) status = dotask(L, 0, 0, interrupted);
+  return report(L, status);
+}
+
+static int dostring (lua_State *L, const char *s, const char *name, int *intr) {
+  return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name), intr);
+}
+
+static void print_version (void) {
+  printf("%s (%s)\n", DTLUA_VERSION, LUA_RELEASE);
+  fflush(stdout);
+}
+
+static void print_usage (const char *badoption) {
+  fprintf(stderr, "%s: ", progname);
+  if (badoption[1] == 'e' || badoption[1] == 'l')
+    fprintf(stderr, "'%s' needs argument\n", badoption);
+  else
+    fprintf(stderr, "unrecognized option '%s'\n", badoption);
+  fprintf(stderr,
+    "usage: %s [options] [script [args]]\n"
+    "Available options are:\n"
+    "  -e stat   execute string 'stat'\n"
+    "  -i        enter interactive mode after executing 'script'\n"
+    "  -l mod    require library 'mod' into global 'mod'\n"
+    "  -l g=mod  require library 'mod' into global 'g'\n"
+    "  -v        show version information\n"
+    "  -E        ignore environment variables\n"
+    "  -W        turn warnings on\n"
+    "  --        stop handling options\n"
+    "  -         stop handling options and execute stdin\n", progname);
+}
+
+/* arg table: script at index 0, options before it negative, args after it */
+static void createargtable (lua_State *L, char **argv, int argc, int script) {
+  int i, narg;
+  if (script == argc) script = 0;
+  narg = argc - (script + 1);
+  lua_createtable(L, narg, script + 1);
+  for (i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+static int pushargs (lua_State *L) {
+  int i, n;
+  if (lua_getglobal(L, "arg") != LUA_TTABLE)
+    luaL_error(L, "'arg' is not a table");
+  n = (int)luaL_len(L, -1);
+  luaL_checkstack(L, n + 3, "too many arguments to script");
+  for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -i);
+  return n;
+}
+
+static int handle_script (lua_State *L, char **argv, int *intr) {
+  int status;
+  const char *fname = argv[0];
+  if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) fname = NULL;
+  status = luaL_loadfile(L, fname);
+  if (status == LUA_OK) {
+    int n = pushargs(L);
+    status = dotask(L, n, 0, intr);
+  }
+  return report(L, status);
+}
+
+#define has_error 1
+#define has_i 2
+#define has_v 4
+#define has_e 8
+#define has_E 16
+
+static int collectargs (char **argv, int *first) {
+  int args = 0, i;
+  if (argv[0] != NULL) {
+    if (argv[0][0]) progname = argv[0];
+  } else {
+    *first = -1;
+    return 0;
+  }
+  for (i = 1; argv[i] != NULL; i++) {
+    *first = i;
+    if (argv[i][0] != '-') return args;
+    switch (argv[i][1]) {
+      case '-':
+        if (argv[i][2] != '\0') return has_error;
+        *first = i + 1;
+        return args;
+      case '\0':
+        return args;
+      case 'E':
+        if (argv[i][2] != '\0') return has_error;
+        args |= has_E;
+        break;
+      case 'W':
+        if (argv[i][2] != '\0') return has_error;
+        break;
+      case 'i':
+        args |= has_i;  /* -i implies -v */
+        /* FALLTHROUGH */
+      case 'v':
+        if (argv[i][2] != '\0') return has_error;
+        args |= has_v;
+        break;
+      case 'e':
+        args |= has_e;
+        /* FALLTHROUGH */
+      case 'l':
+        if (argv[i][2] == '\0') {
+          i++;
+          if (argv[i] == NULL || argv[i][0] == '-') return has_error;
+        }
+        break;
+      default:
+        return has_error;
+    }
+  }
+  *first = 0;
+  return args;
+}
+
+static int dolibrary (lua_State *L, char *globname, int *intr) {
+  int status;
+  char *modname = strchr(globname, '=');
+  if (modname == NULL) modname = globname;
+  else { *modname = '\0'; modname++; }
+  lua_getglobal(L, "require");
+  lua_pushstring(L, modname);
+  status = docall(L, 1, 1);
+  (void)intr;
+  if (status == LUA_OK) lua_setglobal(L, globname);
+  return report(L, status);
+}
+
+static int runargs (lua_State *L, char **argv, int n, int *intr) {
+  int i;
+  for (i = 1; i < n; i++) {
+    int option = argv[i][1];
+    switch (option) {
+      case 'e':
+      case 'l': {
+        int status;
+        char *extra = argv[i] + 2;
+        if (*extra == '\0') extra = argv[++i];
+        status = (option == 'e') ? dostring(L, extra, "=(command line)", intr)
+                                 : dolibrary(L, extra, intr);
+        if (status != LUA_OK) return 0;
+        break;
+      }
+      case 'W':
+        lua_warning(L, "@on", 0);
+        break;
+    }
+  }
+  return 1;
+}
+
+static int handle_luainit (lua_State *L, int *intr) {
+  const char *name = "=LUA_INIT_5_4";
+  const char *init = getenv(name + 1);
+  if (init == NULL) {
+    name = "=LUA_INIT";
+    init = getenv(name + 1);
+  }
+  if (init == NULL) return LUA_OK;
+  if (init[0] == '@') return dochunk(L, luaL_loadfile(L, init + 1), intr);
+  return dostring(L, init, name, intr);
+}
+
+/* --- REPL (no readline: one line at a time, '=' and expressions print) -- */
+
+static int pushline (lua_State *L, int firstline) {
+  char buf[4096];
+  size_t l;
+  fputs(firstline ? "> " : ">> ", stdout);
+  fflush(stdout);
+  if (fgets(buf, sizeof buf, stdin) == NULL) return 0;
+  l = strlen(buf);
+  if (l > 0 && buf[l - 1] == '\n') buf[--l] = '\0';
+  if (firstline && buf[0] == '=') lua_pushfstring(L, "return %s", buf + 1);
+  else lua_pushlstring(L, buf, l);
+  return 1;
+}
+
+static int incomplete (lua_State *L, int status) {
+  if (status == LUA_ERRSYNTAX) {
+    size_t lmsg;
+    const char *msg = lua_tolstring(L, -1, &lmsg);
+    if (lmsg >= 5 && strcmp(msg + lmsg - 5, "<eof>") == 0) {
+      lua_pop(L, 1);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int loadline (lua_State *L) {
+  int status;
+  size_t len;
+  const char *line;
+  lua_settop(L, 0);
+  if (!pushline(L, 1)) return -1;
+  line = lua_tolstring(L, 1, &len);
+  {
+    const char *retline = lua_pushfstring(L, "return %s;", line);
+    status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
+    if (status == LUA_OK) {
+      lua_remove(L, -2);
+      lua_remove(L, 1);
+      return status;
+    }
+    lua_pop(L, 2);
+  }
+  for (;;) {
+    line = lua_tolstring(L, 1, &len);
+    status = luaL_loadbuffer(L, line, len, "=stdin");
+    if (!incomplete(L, status) || !pushline(L, 0)) break;
+    lua_pushliteral(L, "\n");
+    lua_insert(L, -2);
+    lua_concat(L, 3);
+  }
+  lua_remove(L, 1);
+  return status;
+}
+
+static void l_print (lua_State *L) {
+  int n = lua_gettop(L);
+  if (n > 0) {
+    luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+    lua_getglobal(L, "print");
+    lua_insert(L, 1);
+    if (lua_pcall(L, n, 0, 0) != LUA_OK)
+      l_message(progname, lua_pushfstring(L, "error calling 'print' (%s)",
+                                           lua_tostring(L, -1)));
+  }
+}
+
+static void doREPL (lua_State *L) {
+  int status;
+  const char *oldprogname = progname;
+  progname = NULL;
+  while ((status = loadline(L)) != -1) {
+    int intr = 0;
+    if (status == LUA_OK) status = dotask(L, 0, LUA_MULTRET, &intr);
+    if (status == LUA_OK) l_print(L);
+    else report(L, status);
+  }
+  lua_settop(L, 0);
+  fputs("\n", stdout);
+  fflush(stdout);
+  progname = oldprogname;
+}
+
+/* --- paths ---------------------------------------------------------------- */
+
+/* Put <prefix>/share/lua/5.4 and <prefix>/lib/lua/5.4 first on the search
+** paths, where <prefix> is the directory above the one holding this binary:
+** the same layout in the build tree and after `make install`. */
+static void set_paths (lua_State *L) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  char *slash;
+  if (n <= 0) return;
+  exe[n] = '\0';
+  if ((slash = strrchr(exe, '/')) == NULL) return;
+  *slash = '\0';                                   /* .../bin */
+  if ((slash = strrchr(exe, '/')) == NULL) return;
+  *slash = '\0';                                   /* prefix */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s/share/lua/" LUA_VER "/?.lua;%s/share/lua/" LUA_VER
+                  "/?/init.lua;%s", exe, exe, lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "cpath");
+  lua_pushfstring(L, "%s/lib/lua/" LUA_VER "/?.so;%s", exe, lua_tostring(L, -1));
+  lua_setfield(L, -3, "cpath");
+  lua_pop(L, 1);
+  /* where the sandbox launcher lives, for the local server */
+  lua_pushfstring(L, "%s/libexec/dtlua", exe);
+  lua_setfield(L, -2, "dtlua_libexec");
+  lua_pushstring(L, exe);
+  lua_setfield(L, -2, "dtlua_prefix");
+  lua_pop(L, 1);
+}
+
+static int is_dtlocal (const char *argv0) {
+  const char *base = strrchr(argv0, '/');
+  base = base ? base + 1 : argv0;
+  return strcmp(base, "dtlocal") == 0;
+}
+
+/* --- main ----------------------------------------------------------------- */
+
+struct smain {
+  int argc;
+  char **argv;
+  int status;       /* process exit status */
+};
+
+static int pmain (lua_State *L) {
+  struct smain *sm = (struct smain *)lua_touserdata(L, 1);
+  int argc = sm->argc;
+  char **argv = sm->argv;
+  int script = 0, args, intr = 0;
+  sm->status = EXIT_FAILURE;
+  luaL_checkversion(L);
+  luaL_openlibs(L);
+  /* the core is linked in: no dlopen at start-up */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_daytona_core);
+  lua_setfield(L, -2, "daytona.core");
+  lua_pop(L, 1);
+
+  if (is_dtlocal(argv[0])) {
+    set_paths(L);
+    createargtable(L, argv, argc, 0);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "dtlocal.cli");
+    if (report(L, docall(L, 1, 1)) != LUA_OK) return 0;
+    lua_getfield(L, -1, "main");
+    lua_remove(L, -2);
+    lua_getglobal(L, "arg");
+    if (report(L, dotask(L, 1, 1, &intr)) != LUA_OK) {
+      sm->status = intr ? 130 : EXIT_FAILURE;
+      return 0;
+    }
+    sm->status = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : EXIT_SUCCESS;
+    return 0;
+  }
+
+  args = collectargs(argv, &script);
+  if (args == has_error) {
+    print_usage(argv[script]);
+    return 0;
+  }
+  if (args & has_v) print_version();
+  if (args & has_E) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  }
+  set_paths(L);
+  createargtable(L, argv, argc, script);
+  lua_gc(L, LUA_GCGEN, 0, 0);
+  /* daytona preloaded as a global, like the standard libraries */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "daytona");
+  if (report(L, docall(L, 1, 1)) != LUA_OK) return 0;
+  lua_setglobal(L, "daytona");
+  if (!(args & has_E)) {
+    if (handle_luainit(L, &intr) != LUA_OK) goto failed;
+  }
+  if (!runargs(L, argv, script > 0 ? script : argc, &intr)) goto failed;
+  if (script > 0 && argv[script] != NULL) {
+    if (handle_script(L, argv + script, &intr) != LUA_OK) goto failed;
+  }
+  if (args & has_i) doREPL(L);
+  else if (script < 1 && !(args & (has_e | has_v))) {
+    if (isatty(0)) {
+      print_version();
+      doREPL(L);
+    } else {
+      if (dochunk(L, luaL_loadfile(L, NULL), &intr) != LUA_OK) goto failed;
+    }
+  }
+  sm->status = EXIT_SUCCESS;
+  return 0;
+failed:
+  sm->status = intr ? 130 : EXIT_FAILURE;
+  return 0;
+}
+
+int main (int argc, char **argv) {
+  int status;
+  struct smain sm = {argc, argv, EXIT_FAILURE};
+  lua_State *L = luaL_newstate();
+  if (L == NULL) {
+    l_message(argv[0], "cannot create state: not enough memory");
+    return EXIT_FAILURE;
+  }
+  lua_pushcfunction(L, &pmain);
+  lua_pushlightuserdata(L, &sm);
+  status = lua_pcall(L, 1, 1, 0);
+  if (status != LUA_OK) {
+    report(L, status);
+    sm.status = EXIT_FAILURE;
+  }
+  lua_close(L);
+  return sm.status;
+}

@@ -23,10 +23,11 @@ local S = package.loaded["daytona.runtime.scheduler.state"] or {
   ntasks = 0,
   waiters = {},        -- waitable -> { [waiter] = true }; a waiter is a Task or a Blocker
   runq = {},           -- tasks to resume: { task, value } records
-  runq_head = 1,
+  runq_n = 0,
   lua_ready = {},      -- waitables signalled from Lua (finished tasks)
   buf = {},            -- reused output array of core.step
   interrupted = false, -- Ctrl-C seen by `run`
+  failed = {},         -- failed tasks, checked for unobserved errors at the end of `run`
 }
 package.loaded["daytona.runtime.scheduler.state"] = S
 
@@ -60,8 +61,9 @@ local function signal_lua(obj)
 end
 
 local function schedule(task, value)
-  local q = S.runq
-  q[#q + 1] = { task, value }
+  local n = S.runq_n + 1
+  S.runq[n] = { task, value }
+  S.runq_n = n
 end
 
 -- Remove a waiter from every object it waits on.
@@ -113,6 +115,7 @@ local function finish(task, ok, ...)
       task.status = "cancelled"
     else
       task.status = "failed"
+      S.failed[#S.failed + 1] = task
     end
     task.err = err
   end
@@ -237,19 +240,15 @@ end
 ---------------------------------------------------------------------------
 
 local function run_queue()
-  local q = S.runq
-  while S.runq_head <= #q do
-    local rec = q[S.runq_head]
-    q[S.runq_head] = nil
-    S.runq_head = S.runq_head + 1
-    local task = rec[1]
-    task.started = true
-    resume(task, rec[2])
-  end
-  -- compact the queue once drained
-  if S.runq_head > #q then
-    S.runq = {}
-    S.runq_head = 1
+  -- take the whole queue at once: resumed tasks schedule into a fresh one
+  while S.runq_n > 0 do
+    local q, n = S.runq, S.runq_n
+    S.runq, S.runq_n = {}, 0
+    for i = 1, n do
+      local rec = q[i]
+      rec[1].started = true
+      resume(rec[1], rec[2])
+    end
   end
   -- tasks finished meanwhile wake their waiters
   local lr = S.lua_ready
@@ -260,7 +259,7 @@ local function run_queue()
 end
 
 local function has_runnable()
-  return S.runq_head <= #S.runq or #S.lua_ready > 0
+  return S.runq_n > 0 or #S.lua_ready > 0
 end
 
 --- Run ready work once. timeout_ms < 0 waits for the next event; 0 never blocks.
@@ -326,6 +325,12 @@ function M.run(fn, ...)
     end
   end
   sigint:close()
+  -- whatever failed and was never waited for is reported now, not at exit's GC
+  local failed = S.failed
+  S.failed = {}
+  for _, t in ipairs(failed) do
+    if not t.observed then t.observed = true; report(t) end
+  end
   if S.interrupted then return false, "interrupted" end
   if main.status == "done" then return true, unpack(main.results, 1, main.results.n) end
   return false, main.err, main.traceback

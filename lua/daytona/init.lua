@@ -1,0 +1,66 @@
+--- daytona: Daytona sandboxes driven from Lua.
+--
+--     local daytona = require "daytona"
+--     local client = daytona.new()                 -- DAYTONA_API_KEY, or the local server
+--     local sb <close> = client:create{ language = "python" }
+--     print(sb.process:exec("echo hi").result)
+--
+-- The module also carries the runtime every call stands on: tasks
+-- (`spawn`, `all`, `timeout`, `sleep`) and, for hosts with their own frame
+-- loop, `daytona.loop`. The SDK classes and the runtime's transport modules
+-- (`daytona.http`, `daytona.websocket`, `daytona.server`, `daytona.process`)
+-- load on first use, so `require "daytona"` stays cheap.
+local scheduler = require "daytona.runtime.scheduler"
+local errors = require "daytona.errors"
+local core = require "daytona.core"
+
+local M = {
+  _VERSION = "0.1.0",
+  errors = errors,
+  spawn = scheduler.spawn,
+  sleep = scheduler.sleep,
+  all = scheduler.all,
+  timeout = scheduler.timeout,
+  running = scheduler.running,
+}
+
+--- Host integration, for programs that run their own frame loop.
+-- `step(timeout_ms)` runs ready work and returns (0 never blocks), true while
+-- work remains; `fd()` is a descriptor to poll for readability; `timeout()`
+-- is how many ms the host may sleep before calling step again (-1: until fd
+-- is readable).
+M.loop = {
+  step = function(timeout_ms)
+    if timeout_ms ~= nil and math.type(timeout_ms) ~= "integer" then
+      error("bad argument #1 to 'step' (integer milliseconds expected)", 2)
+    end
+    return scheduler.step(timeout_ms or 0)
+  end,
+  fd = core.fd,
+  timeout = core.backend_timeout,
+  tasks = scheduler.count,
+}
+
+local lazy = {
+  http = "daytona.runtime.http",
+  websocket = "daytona.runtime.websocket",
+  server = "daytona.runtime.server",
+  process = "daytona.runtime.process",
+  Client = "daytona.client",
+}
+
+--- daytona.new(config) -> Client (see daytona.client)
+function M.new(config)
+  return require("daytona.client").new(config)
+end
+
+return setmetatable(M, {
+  __index = function(t, k)
+    local mod = lazy[k]
+    if mod then
+      local v = require(mod)
+      rawset(t, k, v)
+      return v
+    end
+  end,
+})
