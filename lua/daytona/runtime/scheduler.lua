@@ -27,7 +27,7 @@ local S = package.loaded["daytona.runtime.scheduler.state"] or {
   lua_ready = {},      -- waitables signalled from Lua (finished tasks)
   buf = {},            -- reused output array of core.step
   interrupted = false, -- Ctrl-C seen by `run`
-  failed = {},         -- failed tasks, checked for unobserved errors at the end of `run`
+  failed = setmetatable({}, { __mode = "k" }), -- failed tasks (weak), checked for unobserved errors at the end of `run`
 }
 package.loaded["daytona.runtime.scheduler.state"] = S
 
@@ -115,7 +115,7 @@ local function finish(task, ok, ...)
       task.status = "cancelled"
     else
       task.status = "failed"
-      S.failed[#S.failed + 1] = task
+      S.failed[task] = true
     end
     task.err = err
   end
@@ -327,8 +327,8 @@ function M.run(fn, ...)
   sigint:close()
   -- whatever failed and was never waited for is reported now, not at exit's GC
   local failed = S.failed
-  S.failed = {}
-  for _, t in ipairs(failed) do
+  S.failed = setmetatable({}, { __mode = "k" })
+  for t in pairs(failed) do
     if not t.observed then t.observed = true; report(t) end
   end
   if S.interrupted then return false, "interrupted" end
