@@ -21,7 +21,7 @@ LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-dev \
             libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
-            lua-busted git pkg-config gcc make curl nodejs npm uidmap
+            lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3
 
 CORE_SRC := $(filter-out csrc/dtlua.c csrc/sandbox_launcher.c,$(wildcard csrc/*.c))
 CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
@@ -38,12 +38,15 @@ LUASHARE := $(BUILD)/share/lua/$(LUA_VER)
 all: $(CORE_SO) $(DTLUA) $(DTLOCAL) $(LAUNCHER) $(LUASHARE)
 
 deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done; \
+	  command -v node >/dev/null || echo nodejs; command -v npm >/dev/null || echo npm); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+	@# the official TypeScript SDK, pinned, for the wire-compatibility spec and bench/
+	@[ -d spec/ts/node_modules/@daytonaio/sdk ] || npm ci --prefix spec/ts --no-audit --no-fund --loglevel=error
 
 $(BUILD)/obj/%.o: csrc/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -88,20 +91,25 @@ asan:
 bench: all
 	bench/run $(if $(QUICK),--quick)
 
+# The layout dtlua looks for beside its own binary: <prefix>/bin,
+# <prefix>/lib/lua/5.4, <prefix>/share/lua/5.4, <prefix>/libexec/dtlua.
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib/lua/$(LUA_VER)
+LUADIR     ?= $(PREFIX)/share/lua/$(LUA_VER)
+LIBEXECDIR ?= $(PREFIX)/libexec/dtlua
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/daytona \
-	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)
-	install -m 0755 $(DTLUA) $(DESTDIR)$(PREFIX)/bin/dtlua
-	ln -sf dtlua $(DESTDIR)$(PREFIX)/bin/dtlocal
-	install -D -m 0755 $(LAUNCHER) $(DESTDIR)$(PREFIX)/libexec/dtlua/dtlua-sandbox
-	install -m 0755 $(CORE_SO) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/daytona/core.so
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/daytona $(DESTDIR)$(LUADIR) $(DESTDIR)$(LIBEXECDIR)
+	install -m 0755 $(DTLUA) $(DESTDIR)$(BINDIR)/dtlua
+	ln -sf dtlua $(DESTDIR)$(BINDIR)/dtlocal
+	install -m 0755 $(LAUNCHER) $(DESTDIR)$(LIBEXECDIR)/dtlua-sandbox
+	install -m 0755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/daytona/core.so
 	cd lua && find . -name '*.lua' | while read f; do \
-	  install -D -m 0644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/$$f"; done
+	  install -D -m 0644 "$$f" "$(DESTDIR)$(LUADIR)/$$f"; done
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/dtlua $(DESTDIR)$(PREFIX)/bin/dtlocal
-	rm -rf $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/daytona $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/daytona \
-	  $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/dtlocal $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/daytona.lua
+	rm -f $(DESTDIR)$(BINDIR)/dtlua $(DESTDIR)$(BINDIR)/dtlocal $(DESTDIR)$(LIBEXECDIR)/dtlua-sandbox
+	rm -rf $(DESTDIR)$(LIBDIR)/daytona $(DESTDIR)$(LUADIR)/daytona $(DESTDIR)$(LUADIR)/dtlocal
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,37 @@
+-- luarocks make rockspec/dtlua-scm-1.rockspec   (from a checkout; builds with the Makefile)
+rockspec_format = "3.0"
+package = "dtlua"
+version = "scm-1"
+source = {
+  url = "git+file://.",
+}
+description = {
+  summary = "Daytona sandboxes driven from Lua, with a C core",
+  detailed = [[
+    The daytona Lua SDK (coroutine-friendly, streaming), its C core (one libuv
+    loop driving libcurl, libwebsockets and libmicrohttpd), the dtlua
+    interpreter and dtlocal, a local Daytona-compatible sandbox server.
+  ]],
+  license = "Apache-2.0",
+}
+dependencies = {
+  "lua == 5.4",
+}
+external_dependencies = {
+  -- headers and libraries come from Debian's packages (make deps)
+  CURL = { header = "curl/curl.h" },
+  UV = { header = "uv.h" },
+}
+build = {
+  type = "make",
+  build_variables = {
+    CFLAGS = "-O2 -g",
+  },
+  install_variables = {
+    PREFIX = "$(PREFIX)",
+    BINDIR = "$(BINDIR)",
+    LIBDIR = "$(LIBDIR)",
+    LUADIR = "$(LUADIR)",
+    LIBEXECDIR = "$(PREFIX)/libexec/dtlua",
+  },
+}
