@@ -35,7 +35,7 @@ LUASHARE := $(BUILD)/share/lua/$(LUA_VER)
 
 .PHONY: all deps test asan bench install uninstall clean docs
 
-all: $(CORE_SO) $(DTLUA) $(DTLOCAL) $(LAUNCHER) $(LUASHARE)
+all: $(CORE_SO) $(DTLUA) $(DTLOCAL) $(LAUNCHER) $(LUASHARE) $(BUILD)/bin/dtlua-host
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done; \
@@ -60,6 +60,11 @@ $(CORE_SO): $(CORE_OBJ)
 $(DTLUA): $(BUILD)/obj/dtlua.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
+
+# examples/host: a C program with its own frame loop embedding Lua + the core
+$(BUILD)/bin/dtlua-host: examples/host/host.c $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
 
 # The local server's sandbox launcher and init: a separate small program,
 # since it must set up namespaces before anything else runs.
