@@ -21,7 +21,7 @@ LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-dev \
             libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
-            lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3
+            lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time
 
 CORE_SRC := $(filter-out csrc/dtlua.c csrc/sandbox_launcher.c,$(wildcard csrc/*.c))
 CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)

@@ -1,9 +1,13 @@
 /*
 ** util.c -- small system helpers the Lua layers need and Lua lacks:
 ** digests of files streamed in fixed chunks, random tokens, constant-time
-** comparison, terminal and process facts.
+** comparison, terminal and process facts, and the few file-system calls
+** (readdir, mkdir, chmod, chown, user/group lookup) the toolbox daemon needs.
 */
+#include <dirent.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,27 +162,118 @@ static int l_environ (lua_State *L) {
   return 1;
 }
 
-/* util.stat(path) -> {type=, size=, mode=, mtime=, uid=, gid=} | nil, msg, code
-** lstat: a symlink reports itself. */
+/* A failed system call as nil, message, code with the errno's stable name
+** ("ENOENT", "EACCES", "ENOTDIR", ...). */
+static int sysfail (lua_State *L, int e) {
+  return dt_fail(L, strerror(e), uv_err_name(uv_translate_sys_error(e)));
+}
+
+/* util.stat(path [, follow]) -> {type=, size=, mode=, mtime=, mtime_nsec=,
+**   uid=, gid=} | nil, msg, code
+** lstat by default: a symlink reports itself; follow = true stats its target.
+** mode holds the permission bits (07777); mtime is whole seconds and
+** mtime_nsec the nanoseconds within that second. */
 static int l_stat (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  int follow = lua_toboolean(L, 2);
   struct stat st;
   const char *type;
-  if (lstat(path, &st) < 0) {
-    int e = errno;
-    return dt_fail(L, strerror(e), e == ENOENT ? "ENOENT" : "EIO");
-  }
+  if ((follow ? stat(path, &st) : lstat(path, &st)) < 0)
+    return sysfail(L, errno);
   if (S_ISREG(st.st_mode)) type = "file";
   else if (S_ISDIR(st.st_mode)) type = "directory";
   else if (S_ISLNK(st.st_mode)) type = "link";
+  else if (S_ISFIFO(st.st_mode)) type = "fifo";
+  else if (S_ISSOCK(st.st_mode)) type = "socket";
+  else if (S_ISCHR(st.st_mode)) type = "char";
+  else if (S_ISBLK(st.st_mode)) type = "block";
   else type = "other";
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushstring(L, type); lua_setfield(L, -2, "type");
   lua_pushinteger(L, (lua_Integer)st.st_size); lua_setfield(L, -2, "size");
   lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777)); lua_setfield(L, -2, "mode");
-  lua_pushinteger(L, (lua_Integer)st.st_mtime); lua_setfield(L, -2, "mtime");
+  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_sec); lua_setfield(L, -2, "mtime");
+  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_nsec); lua_setfield(L, -2, "mtime_nsec");
   lua_pushinteger(L, (lua_Integer)st.st_uid); lua_setfield(L, -2, "uid");
   lua_pushinteger(L, (lua_Integer)st.st_gid); lua_setfield(L, -2, "gid");
+  return 1;
+}
+
+/* util.readdir(path) -> { name, ... } (without "." and "..", unsorted)
+**   | nil, msg, code */
+static int l_readdir (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR *d = opendir(path);
+  struct dirent *e;
+  lua_Integer n = 0;
+  if (d == NULL) return sysfail(L, errno);
+  lua_newtable(L);
+  for (;;) {
+    errno = 0;
+    e = readdir(d);
+    if (e == NULL) break;
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    lua_pushstring(L, e->d_name);
+    lua_rawseti(L, -2, ++n);
+  }
+  if (errno != 0) {
+    int err = errno;
+    closedir(d);
+    return sysfail(L, err);
+  }
+  closedir(d);
+  return 1;
+}
+
+/* util.mkdir(path, mode) -> true | nil, msg, code (EEXIST when it exists);
+** mode is filtered by the umask as usual. */
+static int l_mkdir (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lua_Integer mode = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, mode >= 0 && mode <= 07777, 2, "mode out of range");
+  if (mkdir(path, (mode_t)mode) < 0) return sysfail(L, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* util.chmod(path, mode) -> true | nil, msg, code */
+static int l_chmod (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lua_Integer mode = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, mode >= 0 && mode <= 07777, 2, "mode out of range");
+  if (chmod(path, (mode_t)mode) < 0) return sysfail(L, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* util.chown(path, uid, gid) -> true | nil, msg, code; -1 leaves one as is */
+static int l_chown (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lua_Integer uid = luaL_checkinteger(L, 2), gid = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, uid >= -1 && uid <= 0xfffffffe, 2, "uid out of range");
+  luaL_argcheck(L, gid >= -1 && gid <= 0xfffffffe, 3, "gid out of range");
+  if (chown(path, (uid_t)uid, (gid_t)gid) < 0) return sysfail(L, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* util.user(name) -> uid, gid, home | nil (no such user) */
+static int l_user (lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  struct passwd *pw = getpwnam(name);
+  if (pw == NULL) { luaL_pushfail(L); return 1; }
+  lua_pushinteger(L, (lua_Integer)pw->pw_uid);
+  lua_pushinteger(L, (lua_Integer)pw->pw_gid);
+  lua_pushstring(L, pw->pw_dir);
+  return 3;
+}
+
+/* util.group(name) -> gid | nil (no such group) */
+static int l_group (lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  struct group *gr = getgrnam(name);
+  if (gr == NULL) { luaL_pushfail(L); return 1; }
+  lua_pushinteger(L, (lua_Integer)gr->gr_gid);
   return 1;
 }
 
@@ -188,6 +283,8 @@ void dt_open_util (lua_State *L) {
     {"random_bytes", l_random_bytes}, {"hex", l_hex},
     {"equal_ct", l_equal_ct}, {"isatty", l_isatty}, {"getpid", l_getpid},
     {"getuid", l_getuid}, {"environ", l_environ}, {"stat", l_stat},
+    {"readdir", l_readdir}, {"mkdir", l_mkdir}, {"chmod", l_chmod},
+    {"chown", l_chown}, {"user", l_user}, {"group", l_group},
     {NULL, NULL}
   };
   dt_setfuncs(L, funcs);

@@ -1,0 +1,366 @@
+--- daytona.runtime.process: child processes and PTYs over the core's loop.
+--
+-- The policy layer over `core.process` (mechanism): argument checking,
+-- waiting with `scheduler.wait` (so every call reads as blocking, yields in
+-- a task and runs the loop on a plain main thread), timeouts, cancellation
+-- and turning failures into `daytona.errors`.
+--
+--     local process = require "daytona.runtime.process"
+--     local r = process.run({ "sh", "-c", "echo hi; exit 3" }, { timeout = 10 })
+--     print(r.exit_code, r.stdout)                   --> 3   hi\n
+--
+--     local p <close> = process.spawn({ "cat" })
+--     p:write("hello\n"); p:close_stdin()
+--     for line in p:lines() do print(line) end
+--     print(p:wait(5))                                --> 0   nil
+--
+--     local t <close> = process.spawn({ "sh" }, { pty = { cols = 100, rows = 30 } })
+--     t:write("stty size\n"); print(t:read())         -- terminal output, with echo
+--
+-- process.spawn(argv, opts) -> Process
+--   Starts argv[1] (searched in PATH: the child's PATH when `env` gives one)
+--   with arguments argv[2..]. Raises `DaytonaError` with code ENOENT (no such
+--   program or cwd), EACCES (not executable) or another errno-style code
+--   when the process cannot be started; a plain error on misuse.
+--   opts (all optional):
+--     cwd        working directory of the child
+--     env        { NAME = "value" } or { "NAME=value", ... }: the child's whole
+--                environment; nil inherits ours
+--     stdin      "pipe" (default), "null", "inherit" or a descriptor number
+--     stdout     the same
+--     stderr     the same, or "stdout": merged into the stdout pipe
+--     pty        { cols = 80, rows = 24 } (or true): run on a new pseudo
+--                terminal; stdin, stdout and stderr are the terminal, read
+--                with p:read("stdout"); the child leads a new session with
+--                the terminal as its controlling terminal
+--     new_group  false: stay in our process group (default: the child
+--                leads a new group, so p:kill reaches its descendants)
+--   The process is killed (SIGKILL, whole group) when the handle is closed
+--   (`local p <close> = ...`), collected, or when the loop shuts down, and
+--   a task cancelled while waiting on it closes it through its `<close>`
+--   variable.
+--
+-- Process methods (each wait raises `CancelledError` if the task is
+-- cancelled meanwhile; `timeout` is in seconds, nil waits for ever):
+--   p:pid() -> integer
+--   p:write(data [, timeout]) -> p   queues data for stdin (the terminal in
+--                PTY mode); waits while more than `core.process.IN_BOUND`
+--                bytes are queued. Raises `DaytonaError` (code EPIPE) when
+--                the child's input is closed.
+--   p:close_stdin()               EOF on stdin once queued data is written
+--                (PTY: sends the terminal's EOF character, normally ^D)
+--   p:read([stream [, timeout]]) -> chunk | nil at EOF   stream is "stdout"
+--                (default) or "stderr"; a stream that is not a pipe reads
+--                as EOF. Output is buffered in C (a few hundred KiB per
+--                stream, the child pausing meanwhile), so read what you
+--                spawned as a pipe, or the child may block writing.
+--   p:lines([stream [, timeout]]) -> iterator over lines without "\n"
+--                (PTY output keeps its "\r")
+--   p:wait([timeout]) -> exit_code, signal   exit_code is the status, or
+--                128 + the signal's number when killed by a signal, whose
+--                name ("SIGKILL") is then the second result. Raises
+--                `DaytonaTimeoutError` (code ETIMEDOUT) on timeout; the
+--                process keeps running.
+--   p:status() -> nil while running | exit_code, signal
+--   p:kill([sig = "TERM" [, tree = true]]) -> boolean   sends sig (a name
+--                such as "KILL"/"SIGKILL" or a number) to the process group
+--                (tree) or just the process; false if it no longer exists
+--   p:resize(cols, rows)          PTY mode: the child sees SIGWINCH
+--   p:close()                     idempotent; kills the group if running
+--
+-- process.run(argv, opts) -> result
+--   Runs argv to completion collecting its output. opts: cwd, env as for
+--   spawn; `input` (string written to stdin; stdin is /dev/null without it);
+--   `stderr` ("pipe" default, "stdout" to merge, "null"); `timeout` seconds
+--   for the whole run; `max_output` bytes kept per stream (the rest is read
+--   and dropped, so the child never blocks; result.truncated says so).
+--   result: { exit_code =, signal = (nil or "SIGKILL"...), stdout =,
+--   stderr = (nil when merged or null), truncated = boolean }.
+--   Raises like spawn, and `DaytonaTimeoutError` (code ETIMEDOUT, fields
+--   stdout/stderr with what was read) after killing the process tree when
+--   the timeout passes; `CancelledError` (after killing it) on cancellation.
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local errors = require "daytona.errors"
+
+local type, tostring, error, setmetatable, pairs, ipairs, math =
+  type, tostring, error, setmetatable, pairs, ipairs, math
+local concat = table.concat
+local wait = scheduler.wait
+local cp = core.process
+
+local M = {}
+
+M.IN_BOUND = cp.IN_BOUND
+M.OUT_BOUND = cp.OUT_BOUND
+
+local function argerror(fname, n, msg)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
+end
+
+local function check_timeout(fname, n, timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+    argerror(fname, n, "timeout must be a non-negative number of seconds")
+  end
+end
+
+local function fail(msg, code, fields)
+  fields = fields or {}
+  fields.code = code
+  if code == "ETIMEDOUT" then return errors.DaytonaTimeoutError(msg, fields) end
+  return errors.DaytonaError(msg, fields)
+end
+
+local function timer_for(timeout)
+  if timeout == nil then return nil end
+  return core.timer(math.floor(timeout * 1000 + 0.5))
+end
+
+---------------------------------------------------------------------------
+-- Process
+---------------------------------------------------------------------------
+
+local Process = {}
+Process.__index = Process
+Process.__name = "daytona.runtime.Process"
+
+function Process:__tostring()
+  return ("process %d (%s)"):format(self.proc:pid(), self.argv0)
+end
+
+function Process:__close() self:close() end
+
+-- collecting an abandoned handle kills its process, as closing it would
+function Process:__gc() self.proc:close() end
+
+-- Wait on the process (and the timer) until ready() is true; raises
+-- DaytonaTimeoutError when the timer fires first. The C object is signalled
+-- whenever anything changes and stays pinned until everything a predicate
+-- here can wait for has happened, so this cannot wait on nothing.
+local function wait_until(self, ready, timeout, what)
+  if ready() then return end
+  local timer <close> = timer_for(timeout)
+  while not ready() do
+    if timer then
+      if timer:done() then
+        error(fail(("%s: timed out after %g s waiting for %s"):format(self.argv0, timeout, what),
+          "ETIMEDOUT", { pid = self.proc:pid() }), 3)
+      end
+      wait(self.proc, timer)
+    else
+      wait(self.proc)
+    end
+  end
+end
+
+function Process:pid() return self.proc:pid() end
+
+function Process:status() return self.proc:status() end
+
+function Process:write(data, timeout)
+  if type(data) ~= "string" then argerror("write", 1, "string expected, got " .. type(data)) end
+  check_timeout("write", 2, timeout)
+  local ok, msg, code = self.proc:write(data)
+  if ok == nil then error(fail(("%s: write: %s"):format(self.argv0, msg), code), 2) end
+  if not ok then
+    local proc = self.proc
+    wait_until(self, function() return proc:pending() <= M.IN_BOUND end, timeout, "stdin to drain")
+  end
+  return self
+end
+
+function Process:close_stdin()
+  self.proc:close_stdin()
+end
+
+local STREAMS = { stdout = true, stderr = true }
+
+local function check_stream(fname, stream)
+  if stream == nil then return "stdout" end
+  if not STREAMS[stream] then argerror(fname, 1, "'stdout' or 'stderr' expected") end
+  return stream
+end
+
+-- one chunk of the stream, waiting; nil at EOF
+local function read_chunk(self, stream, timeout)
+  local proc = self.proc
+  local data, msg, code
+  wait_until(self, function()
+    data, msg, code = proc:read(stream)
+    return data ~= ""
+  end, timeout, stream)
+  if data == nil and msg then
+    error(fail(("%s: read %s: %s"):format(self.argv0, stream, msg), code), 3)
+  end
+  return data
+end
+
+function Process:read(stream, timeout)
+  stream = check_stream("read", stream)
+  check_timeout("read", 2, timeout)
+  local rest = self.rest[stream]
+  if rest then   -- what lines() had read past its last line
+    self.rest[stream] = nil
+    return rest
+  end
+  return read_chunk(self, stream, timeout)
+end
+
+function Process:lines(stream, timeout)
+  stream = check_stream("lines", stream)
+  check_timeout("lines", 2, timeout)
+  return function()
+    local buf = self.rest[stream] or ""
+    while true do
+      local nl = buf:find("\n", 1, true)
+      if nl then
+        self.rest[stream] = nl < #buf and buf:sub(nl + 1) or nil
+        return buf:sub(1, nl - 1)
+      end
+      local chunk = read_chunk(self, stream, timeout)
+      if chunk == nil then
+        self.rest[stream] = nil
+        if buf ~= "" then return buf end
+        return nil
+      end
+      buf = buf .. chunk
+    end
+  end
+end
+
+function Process:wait(timeout)
+  check_timeout("wait", 1, timeout)
+  local proc = self.proc
+  wait_until(self, function() return proc:status() ~= nil end, timeout, "exit")
+  return proc:status()
+end
+
+function Process:kill(sig, tree)
+  if tree == nil then tree = true end
+  local ok, msg, code = self.proc:kill(sig or "TERM", tree)
+  if ok then return true end
+  if code == "ESRCH" then return false end
+  error(fail(("%s: kill: %s"):format(self.argv0, msg), code), 2)
+end
+
+function Process:resize(cols, rows)
+  local ok, msg, code = self.proc:resize(cols, rows)
+  if not ok then error(fail(("%s: resize: %s"):format(self.argv0, msg), code), 2) end
+end
+
+function Process:close()
+  self.proc:close()
+end
+
+local SPAWN_KEYS = {
+  cwd = true, env = true, stdin = true, stdout = true, stderr = true, pty = true, new_group = true,
+}
+
+local function spawn(fname, argv, opts)
+  if type(argv) ~= "table" then argerror(fname, 1, "argv table expected, got " .. type(argv)) end
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(fname, 2, "options table expected, got " .. type(opts))
+  end
+  local o = { argv = argv }
+  for k, v in pairs(opts or {}) do
+    if not SPAWN_KEYS[k] then argerror(fname, 2, "unknown option '" .. tostring(k) .. "'") end
+    o[k] = v
+  end
+  local proc, msg, code = cp.spawn(o)
+  if not proc then error(fail(msg, code), 3) end
+  return setmetatable({ proc = proc, argv0 = tostring(argv[1]), rest = {} }, Process)
+end
+
+function M.spawn(argv, opts)
+  return spawn("spawn", argv, opts)
+end
+
+---------------------------------------------------------------------------
+-- run
+---------------------------------------------------------------------------
+
+local RUN_KEYS = { cwd = true, env = true, input = true, timeout = true, max_output = true, stderr = true }
+local RUN_STDERR = { pipe = true, stdout = true, null = true }
+
+function M.run(argv, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then argerror("run", 2, "options table expected, got " .. type(opts)) end
+  for k in pairs(opts) do
+    if not RUN_KEYS[k] then argerror("run", 2, "unknown option '" .. tostring(k) .. "'") end
+  end
+  if opts.input ~= nil and type(opts.input) ~= "string" then argerror("run", 2, "'input' must be a string") end
+  if opts.stderr ~= nil and not RUN_STDERR[opts.stderr] then
+    argerror("run", 2, "'stderr' must be \"pipe\", \"stdout\" or \"null\"")
+  end
+  local max = opts.max_output
+  if max ~= nil and (math.type(max) ~= "integer" or max < 0) then
+    argerror("run", 2, "'max_output' must be a non-negative integer")
+  end
+  local timeout = opts.timeout
+  check_timeout("run", 2, timeout)
+
+  local p <close> = spawn("run", argv, {
+    cwd = opts.cwd, env = opts.env,
+    stdin = opts.input and "pipe" or "null",
+    stderr = opts.stderr or "pipe",
+  })
+  local proc = p.proc
+  if opts.input then
+    -- everything is queued in C at once: we already hold the input, and
+    -- output is read meanwhile, so a child that writes before it reads
+    -- cannot deadlock us. A child that exits without reading makes the
+    -- write fail with EPIPE, which is no error of the run.
+    proc:write(opts.input)
+    proc:close_stdin()
+  end
+
+  local out = { stdout = {}, stderr = {} }
+  local size = { stdout = 0, stderr = 0 }
+  local truncated = false
+  local function drain()
+    local more = false
+    for _, s in ipairs({ "stdout", "stderr" }) do
+      while true do
+        local chunk, msg, code = proc:read(s)
+        if chunk == nil then
+          if msg then error(fail(("%s: read %s: %s"):format(p.argv0, s, msg), code), 3) end
+          break
+        end
+        if chunk == "" then more = true; break end
+        if max and size[s] + #chunk > max then
+          chunk = chunk:sub(1, max - size[s])
+          truncated = true
+        end
+        if #chunk > 0 then
+          local t = out[s]
+          t[#t + 1] = chunk
+          size[s] = size[s] + #chunk
+        end
+      end
+    end
+    return more or proc:status() == nil
+  end
+
+  local timer <close> = timer_for(timeout)
+  while drain() do
+    if timer and timer:done() then
+      proc:kill("KILL", true)
+      error(fail(("%s: timed out after %g s"):format(p.argv0, timeout), "ETIMEDOUT", {
+        pid = proc:pid(), stdout = concat(out.stdout), stderr = concat(out.stderr),
+      }), 2)
+    end
+    if timer then wait(proc, timer) else wait(proc) end
+  end
+  local code, sig = proc:status()
+  local merged = opts.stderr == "stdout" or opts.stderr == "null"
+  return {
+    exit_code = code,
+    signal = sig,
+    stdout = concat(out.stdout),
+    stderr = not merged and concat(out.stderr) or nil,
+    truncated = truncated,
+  }
+end
+
+M.Process = Process
+return M

@@ -1,0 +1,167 @@
+--- `client.snapshot`: the images sandboxes are created from.
+--
+--     local s = client.snapshot:create({ name = "py-tools", image = "python:3.12-slim" },
+--       { on_logs = print, timeout = 600 })
+--     local sb <close> = client:create{ snapshot = "py-tools" }
+--     for _, s in ipairs(client.snapshot:list().items) do print(s.name, s.state) end
+--
+-- Snapshots are plain tables with the API's fields in snake_case (`id`,
+-- `name`, `image_name`, `state`, `size`, `entrypoint`, `cpu`, `gpu`, `mem`,
+-- `disk`, `error_reason`, `created_at`, `updated_at`, `last_used_at`, ...).
+local api = require "daytona.api"
+local errors = require "daytona.errors"
+local scheduler = require "daytona.runtime.scheduler"
+
+local check = api.check
+local type, setmetatable, error, pcall = type, setmetatable, error, pcall
+
+local M = {}
+
+local SnapshotService = {}
+SnapshotService.__index = SnapshotService
+SnapshotService.__name = "daytona.SnapshotService"
+M.SnapshotService = SnapshotService
+
+--- The snapshot service of a client (made by the Client).
+-- @param client Client
+-- @return SnapshotService
+function M.new(client)
+  return setmetatable({ _client = client, _t = client._transport }, SnapshotService)
+end
+
+local function snapshot_id(v, f)
+  if type(v) == "table" and type(v.id) == "string" then return v.id end
+  return check.string(v, f, "snapshot")
+end
+
+--- One page of snapshots.
+-- @param opts optional `{ page = 1, limit = 100, name = prefix, sort =
+--   "lastUsedAt", order = "desc" }`
+-- @return `{ items = { snapshot, ... }, total, page, total_pages }`
+function SnapshotService:list(opts)
+  local f = "snapshot.list"
+  opts = check.options(opts, f, api.set("page", "limit", "name", "sort", "order"))
+  local r = self._t:request({ method = "GET", path = "/snapshots", what = "list snapshots", query = {
+    page = check.optinteger(opts.page, f, "page", 1),
+    limit = check.optinteger(opts.limit, f, "limit", 1, 200),
+    name = check.optstring(opts.name, f, "name"),
+    sort = check.optstring(opts.sort, f, "sort"),
+    order = check.optstring(opts.order, f, "order"),
+  } })
+  r = api.model(r or {})
+  r.items = r.items or {}
+  return r
+end
+
+--- A snapshot by name or id.
+-- @param name string
+-- @return snapshot table
+-- @raise DaytonaNotFoundError
+function SnapshotService:get(name)
+  name = check.string(name, "snapshot.get", "name")
+  return api.model(self._t:request({ method = "GET", path = "/snapshots/" .. api.urlencode(name),
+    what = "get snapshot" }))
+end
+
+--- Delete a snapshot.
+-- @param snapshot a snapshot table or its id
+-- @return nothing
+-- @raise DaytonaNotFoundError
+function SnapshotService:delete(snapshot)
+  local id = snapshot_id(snapshot, "snapshot.delete")
+  self._t:request({ method = "DELETE", path = "/snapshots/" .. api.urlencode(id), what = "delete snapshot" })
+end
+
+--- Activate an inactive snapshot.
+-- @param snapshot a snapshot table or its id
+-- @return the snapshot
+function SnapshotService:activate(snapshot)
+  local id = snapshot_id(snapshot, "snapshot.activate")
+  return api.model(self._t:request({ method = "POST", path = "/snapshots/" .. api.urlencode(id) .. "/activate",
+    idempotent = true, what = "activate snapshot" }))
+end
+
+local function stream_logs(self, snap, on_logs, deadline)
+  local r = self._t:request({ method = "GET", path = "/snapshots/" .. api.urlencode(snap.id) .. "/build-logs-url",
+    deadline = deadline, what = "get snapshot build logs URL" })
+  local url = type(r) == "table" and r.url
+  if type(url) ~= "string" then return end
+  local ok, s = pcall(self._t.stream, self._t, { method = "GET", url = url, query = { follow = true },
+    deadline = deadline, what = "stream snapshot build logs" })
+  if not ok then return end
+  pcall(function()
+    for chunk in s:chunks() do
+      local text = chunk:gsub("%s+$", "")
+      if text ~= "" then on_logs(text) end
+    end
+  end)
+  s:close()
+end
+
+--- Create a snapshot from an image name (or an Image object with a
+-- `dockerfile` field) and wait until it is active.
+-- @param params `{ name = , image = , resources = { cpu, memory, disk, gpu },
+--   entrypoint = { ... }, region_id = , sandbox_class = }`
+-- @param opts optional `{ on_logs = function(line), timeout = 0 }` (0 = no limit)
+-- @return the snapshot
+-- @raise DaytonaError with the build's error reason; DaytonaTimeoutError
+function SnapshotService:create(params, opts)
+  local f = "snapshot.create"
+  check.options(check.table(params, f, "params"), f,
+    api.set("name", "image", "resources", "entrypoint", "region_id", "sandbox_class"), "params")
+  opts = check.options(opts, f, api.set("on_logs", "timeout"))
+  local on_logs = check.optfunction(opts.on_logs, f, "on_logs")
+  local timeout = check.timeout(opts.timeout, f, 0)
+  local body = {
+    name = check.string(params.name, f, "name"),
+    entrypoint = params.entrypoint and check.strlist(params.entrypoint, f, "entrypoint") or nil,
+    regionId = check.optstring(params.region_id, f, "region_id") or self._client.target,
+    sandboxClass = check.optstring(params.sandbox_class, f, "sandbox_class"),
+  }
+  local image = params.image
+  if type(image) == "string" and image ~= "" then
+    body.imageName = image
+  elseif type(image) == "table" and type(image.dockerfile) == "string" then
+    body.buildInfo = { dockerfileContent = image.dockerfile }
+  else
+    api.argerror(f, "image", "image name or Image object expected")
+  end
+  if params.resources ~= nil then
+    local r = params.resources
+    check.options(check.table(r, f, "resources"), f, api.set("cpu", "memory", "disk", "gpu"), "resources")
+    body.cpu = check.optinteger(r.cpu, f, "resources.cpu", 1)
+    body.memory = check.optinteger(r.memory, f, "resources.memory", 1)
+    body.disk = check.optinteger(r.disk, f, "resources.disk", 1)
+    body.gpu = check.optinteger(r.gpu, f, "resources.gpu", 0)
+  end
+  local deadline = api.deadline(timeout)
+  local snap = api.model(self._t:request({ method = "POST", path = "/snapshots", json = body,
+    deadline = deadline, what = "create snapshot" }))
+  local last_state, streamer = nil, nil
+  local interval = 1
+  local ok, res = pcall(function()
+  while true do
+    local st = snap.state
+    if on_logs and st ~= last_state then on_logs(("Creating snapshot %s (%s)"):format(snap.name, st)) end
+    last_state = st
+    if st == "active" then return snap end
+    if st == "error" or st == "build_failed" then
+      error(errors.DaytonaError(("snapshot %s failed: %s"):format(snap.name, snap.error_reason or st),
+        { code = st }), 0)
+    end
+    if on_logs and body.buildInfo and not streamer and st ~= "pending" then
+      streamer = scheduler.spawn(stream_logs, self, snap, on_logs, deadline)
+      streamer.observed = true
+    end
+    api.remaining(deadline, "create snapshot", timeout)
+    scheduler.sleep(interval)
+    snap = api.model(self._t:request({ method = "GET", path = "/snapshots/" .. api.urlencode(snap.id),
+      deadline = deadline, what = "get snapshot" }))
+  end
+  end)
+  if streamer then streamer:cancel() end
+  if not ok then error(res, 0) end
+  return res
+end
+
+return M

@@ -1,0 +1,110 @@
+--- `client.volume`: shared volumes mounted into sandboxes.
+--
+--     local v = client.volume:get("shared-data", { create = true })
+--     client.volume:wait_for_ready(v)
+--     local sb <close> = client:create{ volumes = { { volume_id = v.id, mount_path = "/data" } } }
+--
+-- Volumes are plain tables: `{ id, name, organization_id, state, created_at,
+-- updated_at, last_used_at, error_reason }`; states `creating`,
+-- `pending_create`, `ready`, `pending_delete`, `deleting`, `deleted`, `error`.
+local api = require "daytona.api"
+local errors = require "daytona.errors"
+local scheduler = require "daytona.runtime.scheduler"
+
+local check = api.check
+local type, ipairs, setmetatable, error = type, ipairs, setmetatable, error
+
+local M = {}
+
+local VolumeService = {}
+VolumeService.__index = VolumeService
+VolumeService.__name = "daytona.VolumeService"
+M.VolumeService = VolumeService
+
+--- The volume service of a client (made by the Client).
+-- @param client Client
+-- @return VolumeService
+function M.new(client)
+  return setmetatable({ _client = client, _t = client._transport }, VolumeService)
+end
+
+local function volume_id(v, f)
+  if type(v) == "table" and type(v.id) == "string" then return v.id end
+  return check.string(v, f, "volume")
+end
+
+--- All volumes.
+-- @param opts optional `{ include_deleted = false }`
+-- @return list of volumes
+function VolumeService:list(opts)
+  opts = check.options(opts, "volume.list", api.set("include_deleted"))
+  local r = self._t:request({ method = "GET", path = "/volumes", what = "list volumes",
+    query = { includeDeleted = check.optboolean(opts.include_deleted, "volume.list", "include_deleted") } }) or {}
+  local out = {}
+  for i, v in ipairs(r) do out[i] = api.model(v) end
+  return out
+end
+
+--- A volume by name, optionally creating it when missing.
+-- @param name string
+-- @param opts optional `{ create = false }`
+-- @return the volume
+-- @raise DaytonaNotFoundError when missing and not created
+function VolumeService:get(name, opts)
+  name = check.string(name, "volume.get", "name")
+  opts = check.options(opts, "volume.get", api.set("create"))
+  local create = check.optboolean(opts.create, "volume.get", "create")
+  local v = self._t:request({ method = "GET", path = "/volumes/by-name/" .. api.urlencode(name),
+    what = "get volume", not_found = create and false or nil })
+  if v == false then return self:create(name) end
+  return api.model(v)
+end
+
+--- Create a volume (it becomes `ready` asynchronously; see wait_for_ready).
+-- @param name string
+-- @return the volume
+-- @raise DaytonaConflictError if the name is taken
+function VolumeService:create(name)
+  name = check.string(name, "volume.create", "name")
+  return api.model(self._t:request({ method = "POST", path = "/volumes", json = { name = name },
+    what = "create volume" }))
+end
+
+--- Delete a volume.
+-- @param volume a volume table or its id
+-- @return nothing
+-- @raise DaytonaConflictError while a sandbox uses it
+function VolumeService:delete(volume)
+  local id = volume_id(volume, "volume.delete")
+  self._t:request({ method = "DELETE", path = "/volumes/" .. api.urlencode(id), what = "delete volume" })
+end
+
+--- Wait until a volume is ready (sandbox creation refuses volumes that
+-- are not).
+-- @param volume a volume table or its id
+-- @param opts optional `{ timeout = 60 }`
+-- @return the volume
+-- @raise DaytonaTimeoutError; DaytonaError if it reaches `error`
+function VolumeService:wait_for_ready(volume, opts)
+  local f = "volume.wait_for_ready"
+  local id = volume_id(volume, f)
+  opts = check.options(opts, f, api.set("timeout"))
+  local timeout = check.timeout(opts.timeout, f, 60)
+  local deadline = api.deadline(timeout)
+  local interval = 0.1
+  while true do
+    local v = api.model(self._t:request({ method = "GET", path = "/volumes/" .. api.urlencode(id),
+      deadline = deadline, what = "get volume" }))
+    if v.state == "ready" then return v end
+    if v.state == "error" then
+      error(errors.DaytonaError(("volume %s failed: %s"):format(v.name or id, v.error_reason or "error"),
+        { code = "error" }), 0)
+    end
+    api.remaining(deadline, "wait for volume", timeout)
+    scheduler.sleep(interval)
+    interval = interval * 1.5
+    if interval > 1 then interval = 1 end
+  end
+end
+
+return M

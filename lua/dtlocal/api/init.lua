@@ -1,0 +1,528 @@
+--- dtlocal.api: the local Daytona-compatible server (doc/dtlocal.md).
+--
+-- One HTTP server on the core's loop:
+--   /api/...                  the control plane (dtlocal.api.routes)
+--   /toolbox/{id}/{rest}      forwarded to the sandbox's toolbox daemon
+--   /preview/{id}/{port}/...  forwarded to 127.0.0.1:{port} (sandboxes share
+--                             the host's network); X-Daytona-Preview-Token,
+--                             the API token, or a public sandbox
+--   /preview/signed/{token}/...  the same through a signed preview token
+--
+--   local api = require "dtlocal.api"
+--   local app = api.new{ host =, port =, token =, state_dir =, minute =, log =,
+--                        info_file = }
+--   app:start()         -- lock the state dir, load, listen, restart sandboxes
+--   app:run()           -- serve until SIGTERM or SIGHUP (or cancellation)
+--   app:close()         -- stop serving; stop sandbox processes, keep their states
+--
+-- app.api_url, app.toolbox_url, app.base_url, app.token are set by start().
+-- Every route needs `Authorization: Bearer <token>` (compared in constant
+-- time); toolbox routes also take the sandbox's preview token. Errors are
+-- the structured body of dtlocal.router everywhere.
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local errors = require "daytona.errors"
+local router = require "dtlocal.router"
+local model = require "dtlocal.api.model"
+local store_mod = require "dtlocal.api.store"
+local routes = require "dtlocal.api.routes"
+local sandboxes = require "dtlocal.api.sandboxes"
+local volumes = require "dtlocal.api.volumes"
+local runner_mod = require "dtlocal.api.runner"
+local uids_mod = require "dtlocal.api.uids"
+local proxy = require "dtlocal.api.proxy"
+
+local type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table =
+  type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table
+local format = string.format
+local util = core.util
+local json = router.json
+local raise = router.raise
+
+local M = {}
+
+M.MAX_API_BODY = 1024 * 1024   -- control-plane JSON bodies
+
+local App = {}
+App.__index = App
+App.__name = "dtlocal.App"
+
+--- A server, not started. opts: host ("127.0.0.1"), port (0 = any), token
+-- (default: random), state_dir (required), minute (seconds per interval
+-- minute, default 60), log (function(fmt, ...)), info_file (path of the
+-- user's description file to write, or nil).
+function M.new(opts)
+  assert(type(opts.state_dir) == "string", "state_dir")
+  return setmetatable({
+    host = opts.host or "127.0.0.1",
+    port = opts.port or 0,
+    token = opts.token or model.token(40),
+    state_dir = opts.state_dir,
+    minute = opts.minute or 60,
+    log = opts.log or function() end,
+    info_file = opts.info_file,
+    tasks = {},
+  }, App)
+end
+
+---------------------------------------------------------------------------
+-- The state dir lock: one server per state dir
+---------------------------------------------------------------------------
+
+local function pid_alive(pid)
+  local f = pid and io.open("/proc/" .. pid .. "/cmdline", "rb")
+  if not f then return false end
+  local cmd = f:read("a") or ""
+  f:close()
+  return cmd:find("dtlocal", 1, true) ~= nil or cmd:find("dtlua", 1, true) ~= nil
+end
+
+function App:lock()
+  local dir = self.state_dir .. "/server.lock"
+  for _ = 1, 2 do
+    local ok, _, code = util.mkdir(dir, 448)
+    if ok then
+      local f = io.open(dir .. "/pid", "wb")
+      if f then f:write(tostring(util.getpid())); f:close() end
+      self.lock_dir = dir
+      return
+    end
+    if code ~= "EEXIST" then error("cannot lock " .. self.state_dir .. ": " .. tostring(code), 0) end
+    local f = io.open(dir .. "/pid", "rb")
+    local pid = f and math.tointeger(tonumber(f:read("a") or ""))
+    if f then f:close() end
+    if pid and pid_alive(pid) then
+      error(format("another dtlocal (pid %d) serves the state directory %s", pid, self.state_dir), 0)
+    end
+    -- a server that died without cleaning up
+    os.remove(dir .. "/pid")
+    os.remove(dir)
+  end
+  error("cannot lock " .. self.state_dir, 0)
+end
+
+function App:unlock()
+  if self.lock_dir then
+    os.remove(self.lock_dir .. "/pid")
+    os.remove(self.lock_dir)
+    self.lock_dir = nil
+  end
+end
+
+---------------------------------------------------------------------------
+-- URLs and tokens used by the routes
+---------------------------------------------------------------------------
+
+function App:preview_url(rec, port)
+  return format("%s/preview/%s/%d", self.base_url, rec.id, port)
+end
+
+function App:preview_token(rec)
+  local t = rec.dtlocal.preview_token
+  if not t then
+    t = model.token(32)
+    rec.dtlocal.preview_token = t
+    self.mgr:save(rec)
+  end
+  return t
+end
+
+-- Signed preview tokens: 16 lower-case alphanumerics, per sandbox, with
+-- their port and expiry; the index maps each to its sandbox.
+function App:sign_preview(rec, port, seconds)
+  local token = model.token(16, true)
+  local now = model.now_ms()
+  local signed = rec.dtlocal.signed
+  for t, s in pairs(signed) do            -- drop expired ones while here
+    if s.expires_ms <= now then signed[t] = nil; self.signed[t] = nil end
+  end
+  signed[token] = { port = port, expires_ms = now + seconds * 1000 }
+  self.signed[token] = rec.id
+  self.mgr:save(rec)
+  return token
+end
+
+function App:expire_preview(rec, token)
+  rec.dtlocal.signed[token] = nil
+  self.signed[token] = nil
+  self.mgr:save(rec)
+end
+
+function App:signed_preview_url(token)
+  return format("%s/preview/signed/%s", self.base_url, token)
+end
+
+---------------------------------------------------------------------------
+-- Requests
+---------------------------------------------------------------------------
+
+local function bearer(headers)
+  local h = headers.authorization
+  if not h then return nil end
+  return h:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
+end
+
+function App:check_token(given)
+  return type(given) == "string" and util.equal_ct(given, self.token)
+end
+
+-- 401 unless the request carries the API token.
+function App:require_api_token(ctx)
+  local given = bearer(ctx.headers)
+  if not given then
+    raise(401, "unauthorized: missing authentication: send Authorization: Bearer <token>", "UNAUTHORIZED")
+  end
+  if not self:check_token(given) then
+    raise(401, "unauthorized: authentication failed: Bearer token is invalid", "UNAUTHORIZED")
+  end
+end
+
+-- Read the whole request body (bounded) for the JSON routes.
+local function read_body(req, headers, limit)
+  local cl = headers["content-length"]
+  if cl and (tonumber(cl) or 0) > limit then
+    raise(413, format("the request body is larger than %d bytes", limit), "PAYLOAD_TOO_LARGE")
+  end
+  if not cl and not headers["transfer-encoding"] then return nil end
+  local parts, n = {}, 0
+  while true do
+    local chunk, msg = req:read()
+    if chunk == nil then
+      if msg then raise(400, "cannot read the request body: " .. tostring(msg)) end
+      break
+    end
+    if chunk == "" then
+      scheduler.wait(req)
+    else
+      n = n + #chunk
+      if n > limit then
+        raise(413, format("the request body is larger than %d bytes", limit), "PAYLOAD_TOO_LARGE")
+      end
+      parts[#parts + 1] = chunk
+    end
+  end
+  return table.concat(parts)
+end
+
+local function reply_json(ctx, status, body, headers)
+  local h = { ["Content-Type"] = "application/json; charset=utf-8" }
+  for k, v in pairs(headers or {}) do h[k] = v end
+  ctx.responded = true
+  ctx.status = status
+  if body == nil then
+    h["Content-Type"] = nil
+    return ctx.req:respond(status, h, "")
+  end
+  return ctx.req:respond(status, h, type(body) == "string" and body or json.encode(body))
+end
+
+-- The control plane: /api/...
+function App:api(ctx)
+  self:require_api_token(ctx)
+  local sub = ctx.path:sub(5)                      -- below /api
+  if sub == "" then sub = "/" end
+  -- the deprecated toolbox routes: /api/toolbox/{id}/toolbox/{rest}
+  local tid, trest = sub:match("^/toolbox/([^/]+)/toolbox(/.*)$")
+  if tid then return self:toolbox(ctx, tid, trest, true) end
+  local handler, params, allowed = self.api_router:match(ctx.method, sub)
+  if not handler then
+    if params == 405 then
+      raise(405, format("Cannot %s %s (allowed: %s)", ctx.method, ctx.path, tostring(allowed)))
+    end
+    raise(404, format("Cannot %s %s", ctx.method, ctx.path))
+  end
+  ctx.body = read_body(ctx.req, ctx.headers, M.MAX_API_BODY)
+  ctx.query = routes.parse_query(ctx.qs)
+  ctx.path = sub
+  local status, body, headers = handler(ctx, params)
+  reply_json(ctx, status, body, headers)
+end
+
+-- The running sandbox behind a toolbox or preview request (400 if it is
+-- not started, as the Daytona proxy answers).
+local function running_instance(self, rec)
+  local rt = self.mgr.rt[rec.id]
+  local inst = rt and rt.inst
+  if rec.state ~= "started" or not inst then
+    raise(400, format("Sandbox %s is %s. Is the Sandbox started?", rec.id, rec.state))
+  end
+  return inst
+end
+
+-- Strip one query parameter (the preview token must not reach the sandbox).
+local function strip_param(qs, name)
+  if qs == "" then return qs end
+  local out = {}
+  for pair in qs:gmatch("[^&]+") do
+    if pair:match("^([^=]*)") ~= name then out[#out + 1] = pair end
+  end
+  return table.concat(out, "&")
+end
+
+-- /toolbox/{id}/{rest}: to the sandbox's daemon.
+function App:toolbox(ctx, key, rest, api_checked)
+  local rec = self.mgr:lookup(key)
+  local q = routes.parse_query(ctx.qs)
+  if not api_checked then
+    local ok = self:check_token(bearer(ctx.headers))
+    if not ok and rec then
+      local pt = rec.dtlocal.preview_token
+      local given = ctx.headers["x-daytona-preview-token"] or (q.DAYTONA_SANDBOX_AUTH_KEY or {})[1]
+      ok = pt ~= nil and given ~= nil and util.equal_ct(given, pt)
+    end
+    if not ok then
+      if not bearer(ctx.headers) and not ctx.headers["x-daytona-preview-token"] and not q.DAYTONA_SANDBOX_AUTH_KEY then
+        raise(401, "unauthorized: missing authentication: send Authorization: Bearer <token>", "UNAUTHORIZED")
+      end
+      raise(401, "unauthorized: authentication failed: Bearer token is invalid", "UNAUTHORIZED")
+    end
+  end
+  if not rec then raise(404, format("Sandbox with ID %s not found", key)) end
+  local inst = running_instance(self, rec)
+  if ctx.headers["x-daytona-skip-last-activity-update"] ~= "true" then self.mgr:touch(rec) end
+  local qs = strip_param(ctx.qs, "DAYTONA_SANDBOX_AUTH_KEY")
+  local target = (rest == "" and "/" or rest) .. (qs ~= "" and ("?" .. qs) or "")
+  local base = inst.base_url
+  local prefix = "/toolbox/" .. rec.id
+  local up_opts = {
+    what = "the toolbox daemon of sandbox " .. rec.id,
+    rewrite_location = function(loc)
+      if loc:sub(1, 1) == "/" then return prefix .. loc end
+      return loc
+    end,
+    on_open = function() self.mgr:connection(rec, 1) end,
+    on_close = function() self.mgr:connection(rec, -1) end,
+  }
+  if ctx.is_websocket then
+    return proxy.websocket(ctx, base:gsub("^http", "ws") .. target, up_opts)
+  end
+  return proxy.forward(ctx, base .. target, up_opts)
+end
+
+-- /preview/{id}/{port}/{rest} and /preview/signed/{token}/{rest}
+function App:preview(ctx)
+  local p = ctx.path
+  local rec, port, rest
+  local token, srest = p:match("^/preview/signed/([^/]+)(.*)$")
+  if token then
+    local id = self.signed[token]
+    rec = id and self.mgr.by_id[id]
+    local s = rec and rec.dtlocal.signed[token]
+    if not s or s.expires_ms <= model.now_ms() then
+      raise(401, "unauthorized: the signed preview URL is invalid or has expired", "UNAUTHORIZED")
+    end
+    port, rest = s.port, srest
+  else
+    local key, sport, prest = p:match("^/preview/([^/]+)/(%d+)(.*)$")
+    if not key then raise(404, "a preview URL is /preview/{sandboxId}/{port}/...") end
+    rec = self.mgr:lookup(key)
+    if not rec then raise(404, format("Sandbox with ID %s not found", key)) end
+    port, rest = math.tointeger(tonumber(sport)), prest
+    if not port or port < 1 or port > 65535 then raise(400, "port must be 1-65535") end
+    if not rec.public then
+      local q = routes.parse_query(ctx.qs)
+      local given = ctx.headers["x-daytona-preview-token"] or (q.DAYTONA_SANDBOX_AUTH_KEY or {})[1]
+      local pt = rec.dtlocal.preview_token
+      local ok = self:check_token(bearer(ctx.headers))
+        or (pt ~= nil and given ~= nil and util.equal_ct(given, pt))
+      if not ok then
+        raise(401, "unauthorized: send X-Daytona-Preview-Token (from the preview-url route)", "UNAUTHORIZED")
+      end
+    end
+  end
+  running_instance(self, rec)
+  if rec.networkBlockAll then
+    raise(502, format("sandbox %s has networkBlockAll: its ports are not reachable from the host", rec.id),
+      "BAD_GATEWAY")
+  end
+  if ctx.headers["x-daytona-skip-last-activity-update"] ~= "true" then self.mgr:touch(rec) end
+  local qs = strip_param(ctx.qs, "DAYTONA_SANDBOX_AUTH_KEY")
+  local target = (rest == "" and "/" or rest) .. (qs ~= "" and ("?" .. qs) or "")
+  local base = format("http://127.0.0.1:%d", port)
+  local opts = {
+    what = format("port %d of sandbox %s", port, rec.id),
+    headers = { ["X-Forwarded-Host"] = ctx.headers.host, ["X-Forwarded-Proto"] = "http" },
+    on_open = function() self.mgr:connection(rec, 1) end,
+    on_close = function() self.mgr:connection(rec, -1) end,
+  }
+  if ctx.is_websocket then
+    return proxy.websocket(ctx, "ws://127.0.0.1:" .. port .. target, opts)
+  end
+  return proxy.forward(ctx, base .. target, opts)
+end
+
+-- Route one request by its first path segment.
+function App:dispatch(ctx)
+  local p = ctx.path
+  if p == "/api" or p:sub(1, 5) == "/api/" then return self:api(ctx) end
+  local id, rest = p:match("^/toolbox/([^/]+)(.*)$")
+  if id then return self:toolbox(ctx, id, rest, false) end
+  if p:sub(1, 9) == "/preview/" then return self:preview(ctx) end
+  if p == "/" or p == "/health" then
+    return reply_json(ctx, 200, { status = "ok", api = self.api_url })
+  end
+  raise(404, format("Cannot %s %s", ctx.method, p))
+end
+
+local function redact(target)
+  return (target:gsub("(DAYTONA_SANDBOX_AUTH_KEY=)[^&]*", "%1***"))
+end
+
+function App:handle(req)
+  local info = req:info()
+  if not info then req:close(); return end
+  local t0 = core.now()
+  local target = info.target or info.path
+  local path, qs = target:match("^([^?]*)%??(.*)$")
+  local headers = info.headers or {}
+  local upgrade = headers.upgrade
+  local ctx = {
+    app = self, req = req, method = info.method, path = path, full_path = path, qs = qs,
+    headers = headers, query = {},
+    is_websocket = upgrade ~= nil and upgrade:lower():find("websocket", 1, true) ~= nil,
+  }
+  local ok, status, body, err, tb = router.call(path, info.method, self.dispatch, self, ctx)
+  if not ok then
+    if errors.is(err, errors.CancelledError) then
+      req:close()
+      error(err, 0)
+    end
+    if tb then self.log("%s %s: %s", info.method, redact(target), tb) end
+    body.path = path
+    if not ctx.responded then
+      reply_json(ctx, status, body)
+    else
+      req:close()   -- the head is out: all that is left is cutting the body short
+    end
+  end
+  self.log("%s %s %s %s %.1fms", info.remote or "-", info.method, redact(target),
+    tostring(ctx.status or "-"), (core.now() - t0) * 1000)
+end
+
+---------------------------------------------------------------------------
+-- Life cycle
+---------------------------------------------------------------------------
+
+local function url_host(host)
+  if host:find(":", 1, true) and not host:find("^%[") then return "[" .. host .. "]" end
+  if host == "0.0.0.0" then return "127.0.0.1" end
+  if host == "::" or host == "[::]" then return "[::1]" end
+  return host
+end
+
+function App:write_info()
+  local info = {
+    api_url = self.api_url, toolbox_url = self.toolbox_url, token = self.token,
+    pid = util.getpid(), state_dir = self.state_dir,
+  }
+  local text = json.encode(info)
+  self.info_paths = { self.state_dir .. "/server.json" }
+  if self.info_file then
+    local dir = self.info_file:match("^(.*)/[^/]+$")
+    if dir then store_mod.mkdirs(dir, 448) end
+    self.info_paths[#self.info_paths + 1] = self.info_file
+  end
+  for _, p in ipairs(self.info_paths) do
+    local ok, msg = store_mod.write_atomic(p, text)
+    if not ok then error("cannot write " .. p .. ": " .. tostring(msg), 0) end
+  end
+end
+
+--- Lock the state dir, load the records, listen, and start serving (in
+-- tasks; call from a task). Raises a plain error when it cannot.
+function App:start()
+  local ok, msg = store_mod.mkdirs(self.state_dir, 448)
+  if not ok then error("cannot create the state directory: " .. msg, 0) end
+  self:lock()
+  local started, err = pcall(function()
+    self.started_at = model.iso()
+    self.store = store_mod.new(self.state_dir)
+    self.runner = runner_mod.new{ log = self.log }
+    if util.getuid() == 0 then
+      self.uids = uids_mod.new{}
+      self.uids:sweep()
+    end
+    self.vols = volumes.new{ store = self.store, runner = self.runner, log = self.log }
+    self.vols:load()
+    self.mgr = sandboxes.new{
+      store = self.store, runner = self.runner, uids = self.uids, log = self.log,
+      minute = self.minute, volumes = function(k) return self.vols:find(k) end,
+    }
+    self.api_router = routes.new()
+    self.signed = {}
+    local srv, lmsg = core.server.listen{ host = self.host, port = self.port, connection_timeout = 0 }
+    if not srv then error(format("cannot listen on %s:%d: %s", self.host, self.port, tostring(lmsg)), 0) end
+    self.srv = srv
+    self.port = srv:port()
+    self.base_url = format("http://%s:%d", url_host(self.host), self.port)
+    self.api_url = self.base_url .. "/api"
+    self.toolbox_url = self.base_url .. "/toolbox"
+    local n, restarted = self.mgr:load()
+    for _, rec in ipairs(self.mgr:all()) do
+      for t in pairs(rec.dtlocal.signed) do self.signed[t] = rec.id end
+    end
+    self.log("dtlocal: %d sandbox(es) in %s, %d being started again; listening on %s",
+      n, self.state_dir, restarted, self.base_url)
+    self:write_info()
+  end)
+  if not started then
+    if self.srv then self.srv:close() end
+    self:unlock()
+    error(err, 0)
+  end
+  local accept = scheduler.spawn(function()
+    while true do
+      local req, _, code = self.srv:accept()
+      if req then
+        scheduler.spawn(function()
+          local hok, herr = pcall(self.handle, self, req)
+          if not hok then
+            if not errors.is(herr, errors.CancelledError) then
+              self.log("request failed: %s", tostring(herr))
+            end
+            req:close()   -- nothing sensible was sent: drop the connection
+          end
+          -- else the response is on its way; closing now would cut it off
+        end).observed = true
+      elseif code == "ECANCELED" then
+        return
+      else
+        scheduler.wait(self.srv)
+      end
+    end
+  end)
+  accept.observed = true
+  local sweeper = scheduler.spawn(self.mgr.run_sweeper, self.mgr)
+  sweeper.observed = true
+  self.tasks = { accept, sweeper }
+  return self
+end
+
+--- Serve until SIGTERM or SIGHUP; raises CancelledError when the task is
+-- cancelled (Ctrl-C under dtlua).
+function App:run()
+  local term <close> = core.signal("TERM")
+  local hup <close> = core.signal("HUP")
+  while term:take() == 0 and hup:take() == 0 do scheduler.wait(term, hup) end
+  self.log("dtlocal: signal received, shutting down")
+end
+
+--- Stop serving, stop every sandbox process (their states stay recorded,
+-- so the next start-up starts them again), remove the description files.
+function App:close()
+  if self.closed then return end
+  self.closed = true
+  if self.srv then self.srv:close() end
+  for _, t in ipairs(self.tasks) do t:cancel() end
+  if self.mgr then self.mgr:shutdown() end
+  for _, p in ipairs(self.info_paths or {}) do
+    -- only our own: a newer server may have replaced the user's file
+    local f = io.open(p, "rb")
+    local info = f and json.decode(f:read("a") or "")
+    if f then f:close() end
+    if type(info) == "table" and info.pid == util.getpid() then os.remove(p) end
+  end
+  self:unlock()
+end
+
+return M

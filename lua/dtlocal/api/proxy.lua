@@ -1,0 +1,280 @@
+--- dtlocal.api.proxy: forwarding to a sandbox's toolbox daemon and to the
+-- servers a sandbox runs (preview links).
+--
+-- `forward(app, ctx, upstream)` streams both ways with constant memory: the
+-- request body is read from the server request chunk by chunk into the
+-- upstream transfer (`body_producer`), the response body from the upstream
+-- stream into the server response (`req:write`, which waits while the
+-- client is slow). Status and end-to-end headers pass through; hop-by-hop
+-- headers and our credentials do not (protocol §2.2: the proxy never
+-- forwards the API key into the sandbox).
+--
+-- WebSocket routes are relayed message by message: the upstream WebSocket
+-- is opened first with the subprotocols the client offered, and the client
+-- is then answered with the one the daemon selected; text/binary kinds,
+-- close codes and close reasons go through unchanged.
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local errors = require "daytona.errors"
+local router = require "dtlocal.router"
+
+local type, pairs, ipairs, tostring, tonumber, pcall, error, string, table =
+  type, pairs, ipairs, tostring, tonumber, pcall, error, string, table
+local format, concat = string.format, table.concat
+local raise = router.raise
+
+local M = {}
+
+M.CONNECT_TIMEOUT = 10
+
+-- Request headers not forwarded: hop-by-hop ones (RFC 9110 §7.6.1), the
+-- ones the upstream transfer sets itself, and our credentials.
+local DROP_REQUEST = {
+  connection = true, ["keep-alive"] = true, ["proxy-connection"] = true, te = true,
+  trailer = true, ["transfer-encoding"] = true, upgrade = true, host = true,
+  ["content-length"] = true, expect = true, ["proxy-authorization"] = true,
+  authorization = true, ["x-daytona-preview-token"] = true,
+  ["sec-websocket-key"] = true, ["sec-websocket-version"] = true,
+  ["sec-websocket-extensions"] = true, ["sec-websocket-protocol"] = true,
+}
+
+-- Response headers not passed back: hop-by-hop ones; the length is set
+-- again from the upstream's.
+local DROP_RESPONSE = {
+  connection = true, ["keep-alive"] = true, ["proxy-connection"] = true, te = true,
+  trailer = true, ["transfer-encoding"] = true, upgrade = true, ["content-length"] = true,
+  date = true, server = true,
+}
+
+local function header_case(name)
+  return (name:gsub("^%l", string.upper):gsub("%-%l", string.upper))
+end
+
+-- Headers also named in a request's Connection header are hop-by-hop too.
+local function connection_tokens(h)
+  local t = {}
+  for tok in (h or ""):gmatch("[^,%s]+") do t[tok:lower()] = true end
+  return t
+end
+
+--- The request headers to send upstream (a { Name = value } table).
+function M.upstream_headers(headers, extra)
+  local out = { Expect = false }   -- no 100-continue round trip on big uploads
+  local conn = connection_tokens(headers.connection)
+  for k, v in pairs(headers) do
+    if not DROP_REQUEST[k] and not conn[k] then out[header_case(k)] = v end
+  end
+  for k, v in pairs(extra or {}) do out[k] = v end
+  return out
+end
+
+-- Whether the request carries a body, and its size when declared.
+local function request_body(headers)
+  local cl = headers["content-length"]
+  if cl then
+    local n = math.tointeger(tonumber(cl))
+    if not n or n < 0 then raise(400, "invalid Content-Length header") end
+    return n > 0, n
+  end
+  if headers["transfer-encoding"] then return true, nil end
+  return false, nil
+end
+
+-- Wait for room in the server response and write chunk; false if the
+-- client has gone.
+local function write_client(req, chunk)
+  while true do
+    local ok = req:write(chunk)
+    if ok then return true end
+    if ok == nil then return false end
+    scheduler.wait(req)
+  end
+end
+
+--- Forward the request of ctx (see dtlocal.api) to `url` (an absolute
+-- http URL of the upstream, path and query included). opts.headers are
+-- added to the upstream request. Answers the client itself; returns the
+-- status sent (for the log). Raises HttpError 502 when the upstream cannot
+-- be reached before anything was sent.
+function M.forward(ctx, url, opts)
+  opts = opts or {}
+  local http = require "daytona.runtime.http"
+  local req = ctx.req
+  local has_body, size = request_body(ctx.headers)
+  local producer
+  if has_body then
+    producer = function()
+      while true do
+        local chunk, msg = req:read()
+        if chunk == nil then
+          if msg then error(errors.DaytonaError("client request body: " .. tostring(msg)), 0) end
+          return nil
+        end
+        if chunk ~= "" then return chunk end
+        scheduler.wait(req)
+      end
+    end
+  end
+  local ok, up = pcall(http.stream, {
+    url = url,
+    method = ctx.method,
+    headers = M.upstream_headers(ctx.headers, opts.headers),
+    body_producer = producer,
+    body_size = size,
+    connect_timeout = M.CONNECT_TIMEOUT,
+    follow_redirects = false,
+  })
+  if not ok then
+    if errors.is(up, errors.CancelledError) then error(up, 0) end
+    raise(502, format("%s: %s", opts.what or "upstream", tostring(up.message or up)), "BAD_GATEWAY")
+  end
+  local stream <close> = up
+  local headers = {}
+  for k, v in pairs(stream.headers or {}) do
+    if not DROP_RESPONSE[k] then headers[header_case(k)] = v end
+  end
+  if opts.rewrite_location and headers.Location then
+    headers.Location = opts.rewrite_location(headers.Location)
+  end
+  local status = stream.status
+  local clen = stream.headers and stream.headers["content-length"]
+  if clen and ctx.method ~= "HEAD" then headers["Content-Length"] = clen end
+  local rok = req:respond(status, headers)
+  ctx.responded = true
+  ctx.status = status
+  if not rok then return status end
+  while true do
+    local rd, chunk = pcall(stream.read, stream)
+    if not rd then
+      if errors.is(chunk, errors.CancelledError) then error(chunk, 0) end
+      -- the upstream broke off mid-body: the client must see a cut, not an end
+      req:close()
+      return status
+    end
+    if chunk == nil then break end
+    if not write_client(req, chunk) then return status end
+  end
+  req:finish()
+  return status
+end
+
+---------------------------------------------------------------------------
+-- WebSockets
+---------------------------------------------------------------------------
+
+local function parse_protocols(header)
+  local list = {}
+  for tok in (header or ""):gmatch("[^,]+") do
+    tok = tok:match("^%s*(.-)%s*$")
+    if tok ~= "" then list[#list + 1] = tok end
+  end
+  return list
+end
+
+--- Whether this core can relay WebSockets (it needs the WebSocket client).
+function M.websocket_available()
+  local ok, ws = pcall(require, "daytona.runtime.websocket")
+  return ok and type(ws) == "table" and type(ws.connect) == "function"
+end
+
+-- Pump messages from `from` to `to` until `from` closes; returns the close
+-- code and reason it ended with.
+local function pump(from_recv, to_send)
+  while true do
+    local data, kind, code, reason = from_recv()
+    if data == nil then return code, reason end
+    if not to_send(data, kind) then return nil end
+  end
+end
+
+--- Relay a WebSocket request of ctx to the upstream `url` (ws://...).
+-- opts.on_open / opts.on_close are called around the relay (activity).
+function M.websocket(ctx, url, opts)
+  opts = opts or {}
+  if not M.websocket_available() then
+    raise(501, "relaying WebSockets needs the core's WebSocket client "
+      .. "(daytona.runtime.websocket), which this build does not have yet", "NOT_IMPLEMENTED")
+  end
+  local websocket = require "daytona.runtime.websocket"
+  local offered = parse_protocols(ctx.headers["sec-websocket-protocol"])
+  local ok, up = pcall(websocket.connect, url, {
+    protocols = #offered > 0 and offered or nil,
+    headers = M.upstream_headers(ctx.headers, opts.headers),
+    connect_timeout = M.CONNECT_TIMEOUT,
+  })
+  if not ok then
+    if errors.is(up, errors.CancelledError) then error(up, 0) end
+    -- the daemon refused the upgrade: pass its answer on when there is one
+    local st = type(up) == "table" and up.status_code
+    if st and st >= 400 then
+      raise(st, tostring(up.message or up), type(up.code) == "string" and up.code or nil)
+    end
+    raise(502, format("%s: %s", opts.what or "upstream", tostring(type(up) == "table" and up.message or up)),
+      "BAD_GATEWAY")
+  end
+  local ws, msg = ctx.req:upgrade_websocket{ protocol = up.protocol }
+  if not ws then
+    up:close(1011, "client upgrade failed")
+    raise(400, "WebSocket upgrade failed: " .. tostring(msg))
+  end
+  ctx.responded = true
+  ctx.status = 101
+  if opts.on_open then opts.on_open() end
+  local function client_recv()
+    while true do
+      local data, kind, code, reason = ws:receive()
+      if data == nil then return nil, nil, code, reason end
+      if data ~= "" then return data, kind end
+      scheduler.wait(ws)
+    end
+  end
+  local function client_send(data, kind)
+    while true do
+      local sok = ws:send(data, kind)
+      if sok then return true end
+      if sok == nil then return false end
+      scheduler.wait(ws)
+    end
+  end
+  local function up_recv()
+    local data, kind, code, reason = up:receive()
+    if data == nil then return nil, nil, code, reason end
+    return data, kind
+  end
+  local function up_send(data, kind)
+    return (pcall(up.send, up, data, kind))
+  end
+  local closed_by
+  local to_client = scheduler.spawn(function()
+    local code, reason = pump(up_recv, client_send)
+    closed_by = closed_by or "upstream"
+    pcall(ws.close, ws, code and code >= 1000 and code ~= 1005 and code ~= 1006 and code or 1000, reason or "")
+  end)
+  local to_up = scheduler.spawn(function()
+    local code, reason = pump(client_recv, up_send)
+    closed_by = closed_by or "client"
+    pcall(up.close, up, code and code >= 1000 and code ~= 1005 and code ~= 1006 and code or 1000, reason or "")
+  end)
+  to_client.observed, to_up.observed = true, true
+  local rok, rerr = pcall(function()
+    while not (to_client:done() and to_up:done()) do
+      scheduler.wait(to_client, to_up)
+      -- once one side has closed, the other gets a short while to follow
+      if to_client:done() ~= to_up:done() then
+        local t <close> = core.timer(5000)
+        while not (to_client:done() and to_up:done()) and not t:done() do
+          scheduler.wait(to_client, to_up, t)
+        end
+        break
+      end
+    end
+  end)
+  to_client:cancel()
+  to_up:cancel()
+  pcall(up.close, up)
+  if opts.on_close then opts.on_close() end
+  if not rok then error(rerr, 0) end
+  return 101
+end
+
+return M

@@ -1,0 +1,244 @@
+--- dtlocal.api.runner: running sandboxes with the launcher.
+--
+-- A started sandbox is `dtlua-sandbox run` (csrc/sandbox_launcher.c,
+-- doc/sandbox.md) whose one program is this installation's
+-- `dtlocal toolbox --socket /run/dtlua/toolbox.sock`. The sandbox's `run/`
+-- directory is /run/dtlua inside, so the host reaches the daemon at
+-- `<sandbox dir>/run/toolbox.sock`. The installation (the prefix, and the
+-- real directory of the Lua files when share/lua/5.4 is a symlink into a
+-- checkout) is bind-mounted read-only at the same paths, so the daemon runs
+-- from the same build.
+--
+-- The daemon prints one line `ready` on stdout once it listens; that line
+-- is what "started" means. Everything else the launcher and the daemon
+-- print goes to the server's log, prefixed with the sandbox id.
+--
+--   local runner = runner.new{ prefix =, log = }
+--   local inst = runner:launch{ id =, dir =, uid_first =, user =, env =,
+--                               network_block_all =, volumes = {{host=, path=}} }
+--   inst:wait_ready([timeout])   -- raises a plain error with the reason
+--   inst:wait_exit() -> "exit status 0" | "killed by SIGKILL" ...
+--   inst:stop(grace)             -- SIGTERM, SIGKILL after grace s (0: at once)
+--   runner:remove_tree(dir)      -- `dtlua-sandbox rm`: files of any host uid
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local process = require "daytona.runtime.process"
+local errors = require "daytona.errors"
+
+local type, pairs, ipairs, tostring, setmetatable, pcall, error, io, os, table =
+  type, pairs, ipairs, tostring, setmetatable, pcall, error, io, os, table
+local format, concat = string.format, table.concat
+
+local M = {}
+
+M.SOCKET = "/run/dtlua/toolbox.sock"     -- inside the sandbox
+
+-- Whether the daemon listens on M.SOCKET (the design) or, until the core's
+-- server can listen on a unix socket and its HTTP/WebSocket clients can
+-- connect to one, on 127.0.0.1:<any port> of the host network the sandbox
+-- shares (reachable by every local user: see doc/dtlocal.md, Security).
+M.UNIX_SOCKET = false
+M.READY_TIMEOUT = 30                      -- seconds from spawn to the daemon's "ready"
+M.STDERR_KEEP = 4096                      -- bytes of stderr kept for error reasons
+
+-- Top-level host trees every sandbox sees through its overlay anyway
+-- (csrc/sandbox_launcher.c `top_entries`): no bind needed below them.
+local OVERLAID = { bin = true, sbin = true, lib = true, lib32 = true, lib64 = true,
+                   libx32 = true, usr = true, etc = true, var = true, opt = true, srv = true }
+
+--- The canonical path of p (symlinks resolved), or p itself.
+function M.realpath(p)
+  local h = io.popen("readlink -f '" .. p:gsub("'", "'\\''") .. "' 2>/dev/null")
+  local r = h and h:read("l")
+  if h then h:close() end
+  if r and r ~= "" then return r end
+  return p
+end
+
+local Runner = {}
+Runner.__index = Runner
+Runner.__name = "dtlocal.Runner"
+
+--- A runner. opts: prefix (the installation, default package.dtlua_prefix),
+-- launcher (default <prefix>/libexec/dtlua/dtlua-sandbox), log.
+function M.new(opts)
+  opts = opts or {}
+  local prefix = opts.prefix or package.dtlua_prefix
+  if type(prefix) ~= "string" or prefix == "" then
+    error("cannot find the dtlua installation (run the server as `dtlocal`)", 0)
+  end
+  prefix = M.realpath(prefix)
+  local launcher = opts.launcher or (prefix .. "/libexec/dtlua/dtlua-sandbox")
+  local st = core.util.stat(launcher, true)
+  if not st or st.type ~= "file" then
+    error("the sandbox launcher " .. launcher .. " is missing (build it with `make`)", 0)
+  end
+  local self = setmetatable({
+    prefix = prefix, launcher = launcher, dtlocal = prefix .. "/bin/dtlocal",
+    log = opts.log or function() end, binds = {},
+  }, Runner)
+  -- what the daemon needs to run from the same build, at the same paths
+  local lua_tree = M.realpath(prefix .. "/share/lua/5.4")
+  for _, p in ipairs({ prefix, lua_tree }) do
+    local top = p:match("^/([^/]+)")
+    local covered = false
+    for _, b in ipairs(self.binds) do
+      if p == b or p:sub(1, #b + 1) == b .. "/" then covered = true end
+    end
+    if top and not OVERLAID[top] and not covered then self.binds[#self.binds + 1] = p end
+  end
+  return self
+end
+
+local Instance = {}
+Instance.__index = Instance
+Instance.__name = "dtlocal.SandboxProcess"
+
+--- Start a sandbox. spec: id, dir (the sandbox's root dir), uid_first
+-- (host id of sandbox id 0; required as root), user ("daytona"|"root"),
+-- env ({NAME = value}), network_block_all, volumes ({{host=, path=}}).
+-- Returns an Instance at once; raises DaytonaError if the launcher cannot
+-- be executed at all.
+function Runner:launch(spec)
+  local argv = { self.launcher, "run", "--root-dir", spec.dir, "--hostname", spec.id }
+  local function add(...) for _, v in ipairs({ ... }) do argv[#argv + 1] = v end end
+  if spec.uid_first then add("--uid-base", tostring(spec.uid_first)) end
+  add("--net", spec.network_block_all and "none" or "host")
+  add("--user", spec.user == "root" and "root" or "daytona")
+  local names = {}
+  for k in pairs(spec.env or {}) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do add("--env", k .. "=" .. spec.env[k]) end
+  for _, b in ipairs(self.binds) do add("--ro-bind", b, b) end
+  for _, v in ipairs(spec.volumes or {}) do add("--bind", v.host, v.path) end
+  if M.UNIX_SOCKET then
+    add("--", self.dtlocal, "toolbox", "--socket", M.SOCKET)
+  else
+    add("--", self.dtlocal, "toolbox", "--listen", "127.0.0.1:0")
+  end
+  local proc = process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "pipe" })
+  local inst = setmetatable({
+    id = spec.id, proc = proc, pid = proc:pid(), log = self.log,
+    socket = spec.dir .. "/run/toolbox.sock", stderr = {}, stderr_len = 0,
+  }, Instance)
+  -- stderr: kept (for the error reason) and logged, line by line
+  inst.err_task = scheduler.spawn(function()
+    for line in proc:lines("stderr") do
+      inst.log("sandbox %s: %s", inst.id, line)
+      inst.stderr[#inst.stderr + 1] = line
+      inst.stderr_len = inst.stderr_len + #line
+      while inst.stderr_len > M.STDERR_KEEP and #inst.stderr > 1 do
+        inst.stderr_len = inst.stderr_len - #table.remove(inst.stderr, 1)
+      end
+    end
+  end)
+  inst.err_task.observed = true
+  return inst
+end
+
+-- The last thing the launcher or the daemon said on stderr.
+function Instance:last_words()
+  local s = concat(self.stderr, "; ")
+  if s == "" then return nil end
+  return s:gsub("^" .. "dtlua%-sandbox: ", "")
+end
+
+-- Describe an exit status like the launcher's exit codes (doc/sandbox.md).
+local EXIT_NAMES = {
+  [64] = "bad launcher arguments", [65] = "cannot prepare the sandbox directory",
+  [66] = "cannot create the namespaces", [67] = "cannot mount the root file system",
+  [68] = "cannot pivot into the root file system", [69] = "cannot switch to the sandbox user",
+  [70] = "the sandbox is already running", [71] = "internal launcher failure",
+  [126] = "the toolbox daemon cannot be executed", [127] = "the toolbox daemon was not found",
+}
+
+local function describe(code, sig)
+  if sig then return "killed by " .. sig end
+  local name = EXIT_NAMES[code]
+  return format("exit status %d%s", code, name and (", " .. name) or "")
+end
+
+--- Wait until the toolbox daemon listens (its `ready` line); raises a plain
+-- error saying why when the sandbox ends first or `timeout` passes.
+function Instance:wait_ready(timeout)
+  local ok, res = pcall(function()
+    return scheduler.timeout(timeout or M.READY_TIMEOUT, function()
+      for line in self.proc:lines("stdout") do
+        local url = line:match("^ready%s+(%S+)")
+        if url then
+          if url:match("^http://") then
+            self.base_url = url
+          else   -- "unix:PATH": the host reaches it through the run dir
+            self.base_url, self.unix_socket = "http://localhost", self.socket
+          end
+          return true
+        end
+        self.log("sandbox %s: %s", self.id, line)
+      end
+      return false
+    end)
+  end)
+  if ok and res then
+    -- from now on the daemon's stdout is only logged, never left to fill up
+    self.out_task = scheduler.spawn(function()
+      for line in self.proc:lines("stdout") do self.log("sandbox %s: %s", self.id, line) end
+    end)
+    self.out_task.observed = true
+    return true
+  end
+  if not ok and errors.is(res, errors.CancelledError) then
+    self:stop(0)
+    error(res, 0)
+  end
+  local why
+  if not ok and errors.is(res, errors.DaytonaTimeoutError) then
+    self:stop(0)
+    why = format("the toolbox daemon did not start within %g s", timeout or M.READY_TIMEOUT)
+  else
+    local code, sig = self.proc:wait(5)
+    if self.err_task then pcall(scheduler.timeout, 1, function() self.err_task:wait() end) end
+    why = describe(code, sig)
+  end
+  local words = self:last_words()
+  error(words and (why .. ": " .. words) or why, 0)
+end
+
+--- Wait until the sandbox has ended; returns a description of the status.
+function Instance:wait_exit()
+  local code, sig = self.proc:wait()
+  if self.err_task then pcall(scheduler.timeout, 1, function() self.err_task:wait() end) end
+  local words = self:last_words()
+  local d = describe(code, sig)
+  if code ~= 0 and not sig and words then d = d .. ": " .. words end
+  return d
+end
+
+--- Whether the sandbox's launcher still runs.
+function Instance:running()
+  return self.proc:status() == nil
+end
+
+--- Stop the sandbox: SIGTERM to the launcher (which forwards it to init
+-- and the daemon), SIGKILL after `grace` seconds (0: SIGKILL at once; the
+-- kernel then kills everything in the sandbox's PID namespace).
+function Instance:stop(grace)
+  if self.proc:status() ~= nil then return end
+  if grace and grace > 0 then
+    self.proc:kill("TERM", false)
+    local ok = pcall(self.proc.wait, self.proc, grace)
+    if ok then return end
+  end
+  self.proc:kill("KILL", false)
+  self.proc:wait()
+end
+
+--- Remove a sandbox's (or a volume's) directory tree, whatever host ids
+-- own its files. Raises a plain error if it cannot.
+function Runner:remove_tree(dir)
+  local r = process.run({ self.launcher, "rm", "--root-dir", dir }, { timeout = 600, stderr = "stdout" })
+  if r.exit_code ~= 0 then
+    error(format("cannot remove %s: %s", dir, (r.stdout or ""):gsub("%s+$", "")), 0)
+  end
+end
+
+return M

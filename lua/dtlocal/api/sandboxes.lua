@@ -1,0 +1,523 @@
+--- dtlocal.api.sandboxes: the sandbox manager -- records, lifecycle and the
+-- timers that stop, archive and delete idle sandboxes.
+--
+-- States as the API reports them (protocol §3.2): a create goes
+-- `creating -> started`; start `starting -> started`; stop
+-- `stopping -> stopped` (an ephemeral sandbox then goes on to be deleted);
+-- delete `destroying -> destroyed`, after which the sandbox is gone (404);
+-- archive `stopped -> archived`; a sandbox whose init dies unexpectedly
+-- goes to `error` (recoverable: `recover` starts it again).
+--
+-- One transition runs at a time per sandbox, as a task (`rt.op`). A request
+-- that needs another transition meanwhile gets 409 `Sandbox state change in
+-- progress`, except a repeat of the same one, which waits for it.
+--
+-- Every record change is saved at once (atomically) except activity, which
+-- is kept in memory and saved by the sweeper every few seconds.
+--
+--   local mgr = sandboxes.new{ store =, uids =, runner =, log =, minute = 60 }
+--   mgr:load()                         -- records from disk; restarts started ones
+--   local rec = mgr:create(values)     -- values from model.check_create
+--   mgr:find(id_or_name) -> rec        -- raises 404
+--   mgr:start(rec) / mgr:stop(rec, force) / mgr:delete(rec) / ...
+--   mgr:touch(rec)                     -- activity (toolbox traffic)
+--   mgr:shutdown()                     -- kill every sandbox process, keep states
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local errors = require "daytona.errors"
+local router = require "dtlocal.router"
+local model = require "dtlocal.api.model"
+
+local type, pairs, ipairs, tostring, setmetatable, pcall, error, next =
+  type, pairs, ipairs, tostring, setmetatable, pcall, error, next
+local format = string.format
+local raise = router.raise
+
+local M = {}
+
+-- How long a request waits for a transition before answering with the
+-- state reached so far (the API waits up to 30 s, protocol §3.3).
+M.WAIT = 30
+-- Graceful stop: SIGTERM, then SIGKILL after this many seconds.
+M.STOP_GRACE = 10
+-- Activity is saved at most this often (seconds).
+M.SAVE_ACTIVITY_EVERY = 5
+
+local Manager = {}
+Manager.__index = Manager
+Manager.__name = "dtlocal.SandboxManager"
+
+--- A manager. opts: store (dtlocal.api.store), runner (dtlocal.api.runner
+-- instance), uids (dtlocal.api.uids pool or nil when ranges are not used),
+-- log (function(fmt, ...)), minute (seconds in an interval minute; 60
+-- except in specs), volumes (function(id_or_name) -> volume record or nil).
+function M.new(opts)
+  local mgr = setmetatable({
+    store = assert(opts.store, "store"),
+    runner = assert(opts.runner, "runner"),
+    uids = opts.uids,
+    log = opts.log or function() end,
+    minute = opts.minute or 60,
+    volumes = opts.volumes or function() return nil end,
+    by_id = {},
+    rt = {},           -- id -> runtime state { inst, op, op_kind, conns, dirty, stopping }
+    closing = false,
+  }, Manager)
+  return mgr
+end
+
+---------------------------------------------------------------------------
+-- Lookup
+---------------------------------------------------------------------------
+
+function Manager:rtof(rec)
+  local rt = self.rt[rec.id]
+  if not rt then rt = { conns = 0 }; self.rt[rec.id] = rt end
+  return rt
+end
+
+--- The record of a live sandbox by id or name, or nil.
+function Manager:lookup(key)
+  local rec = self.by_id[key]
+  if rec then return rec end
+  local found
+  for _, r in pairs(self.by_id) do
+    if r.name == key then
+      -- a destroying sandbox gives its name up to a new one
+      if r.state ~= "destroying" then return r end
+      found = found or r
+    end
+  end
+  return found
+end
+
+--- Like lookup, but raises 404 with the API's message.
+function Manager:find(key)
+  local rec = self:lookup(key)
+  if not rec then raise(404, format("Sandbox with ID or name %s not found", key)) end
+  return rec
+end
+
+--- Every live record (unordered).
+function Manager:all()
+  local out = {}
+  for _, r in pairs(self.by_id) do out[#out + 1] = r end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Persistence and state
+---------------------------------------------------------------------------
+
+function Manager:record_path(rec)
+  return self.store:sandbox_dir(rec.id) .. "/sandbox.json"
+end
+
+function Manager:save(rec)
+  rec.lastActivityAt = model.iso(rec.dtlocal.activity_ms)
+  self.store:save(rec)
+  self:rtof(rec).dirty = false
+end
+
+-- Move a record to a state, stamp it, save it, log it.
+function Manager:set_state(rec, state, reason)
+  local old = rec.state
+  local now = model.now_ms()
+  rec.state = state
+  rec.updatedAt = model.iso(now)
+  rec.dtlocal.state_ms = now
+  if state == "error" then
+    rec.errorReason = reason
+    rec.recoverable = true
+  elseif state ~= "destroying" and state ~= "destroyed" then
+    rec.errorReason = nil
+    rec.recoverable = false
+  end
+  if state == "started" or state == "stopped" or state == "destroyed" or state == "archived" then
+    rec.desiredState = state
+  end
+  -- a state change counts as activity (auto-stop starts counting again)
+  rec.dtlocal.activity_ms = now
+  if state ~= "destroyed" then self:save(rec) end
+  if old ~= state then
+    self.log("sandbox %s: %s -> %s%s", rec.id, old or "-", state, reason and (" (" .. reason .. ")") or "")
+  end
+end
+
+--- Save a record changed in place (labels, intervals, settings).
+function Manager:update(rec)
+  rec.updatedAt = model.iso()
+  self:save(rec)
+end
+
+--- Record activity: toolbox traffic resets the auto-stop timer.
+function Manager:touch(rec)
+  rec.dtlocal.activity_ms = model.now_ms()
+  self:rtof(rec).dirty = true
+end
+
+--- A long-lived connection (WebSocket, streamed logs) keeps the sandbox
+-- active while open: call with +1 when it opens and -1 when it closes.
+function Manager:connection(rec, delta)
+  local rt = self:rtof(rec)
+  rt.conns = rt.conns + delta
+  self:touch(rec)
+end
+
+---------------------------------------------------------------------------
+-- Transitions
+---------------------------------------------------------------------------
+
+-- Wait for the running transition of rec, at most `seconds`.
+local function wait_op(rt, seconds)
+  local op = rt.op
+  if not op or op:done() then return end
+  local t <close> = core.timer(math.floor(seconds * 1000))
+  while not op:done() and not t:done() do scheduler.wait(op, t) end
+end
+
+-- Run fn(self, rec, ...) as rec's transition `kind`; refuse (409) while
+-- another one runs, join a running one of the same kind. Waits at most
+-- M.WAIT seconds for it (0: do not wait).
+function Manager:transition(rec, kind, wait, fn, ...)
+  local rt = self:rtof(rec)
+  if rt.op and not rt.op:done() then
+    if rt.op_kind ~= kind then raise(409, "Sandbox state change in progress") end
+  else
+    local args = table.pack(...)
+    rt.op_kind = kind
+    rt.op = scheduler.spawn(function()
+      local ok, err = pcall(fn, self, rec, table.unpack(args, 1, args.n))
+      if not ok then
+        if errors.is(err, errors.CancelledError) then error(err, 0) end
+        self.log("sandbox %s: %s failed: %s", rec.id, kind, tostring(err))
+        if self.by_id[rec.id] and rec.state ~= "destroyed" then
+          pcall(self.set_state, self, rec, "error", kind .. " failed: " .. tostring(err))
+        end
+      end
+    end)
+    rt.op.observed = true
+    rt.op.name = kind .. " " .. rec.id
+  end
+  if wait ~= 0 then wait_op(rt, wait or M.WAIT) end
+end
+
+-- The body of start/create: launch the sandbox and wait until its toolbox
+-- daemon answers.
+function Manager:do_start(rec)
+  local rt = self:rtof(rec)
+  if self.uids and not rec.dtlocal.uid_slot then
+    local slot, first = self.uids:claim(self:record_path(rec))
+    if not slot then error(first, 0) end
+    rec.dtlocal.uid_slot = slot
+    rec.dtlocal.uid_first = first
+    self:save(rec)
+  end
+  -- the preview token rotates when the sandbox (re)starts (§3.3)
+  rec.dtlocal.preview_token = model.token(32)
+  local vols = {}
+  for _, v in ipairs(rec.volumes or {}) do
+    local vol = self.volumes(v.volumeId)
+    if not vol then error("volume " .. v.volumeId .. " no longer exists", 0) end
+    local host = vol.dtlocal.data_dir
+    if v.subpath then host = host .. "/" .. v.subpath end
+    vols[#vols + 1] = { host = host, path = v.mountPath }
+  end
+  local inst = self.runner:launch{
+    id = rec.id,
+    dir = self.store:sandbox_dir(rec.id),
+    uid_first = rec.dtlocal.uid_first,
+    uid_count = self.uids and self.uids.size or nil,
+    user = rec.user,
+    env = rec.env,
+    network_block_all = rec.networkBlockAll,
+    volumes = vols,
+  }
+  rt.inst = inst
+  rt.stopping = false
+  self:watch(rec, inst)
+  inst:wait_ready()
+  if rec.state == "creating" or rec.state == "starting" or rec.state == "restoring" then
+    self:set_state(rec, "started")
+  end
+end
+
+-- Watch a sandbox's init: if it ends without being asked to, the sandbox
+-- is in error (recoverable).
+function Manager:watch(rec, inst)
+  local t = scheduler.spawn(function()
+    local status = inst:wait_exit()
+    local rt = self.rt[rec.id]
+    if rt and rt.inst == inst then rt.inst = nil end
+    if self.closing or not self.by_id[rec.id] then return end
+    if rt and (rt.stopping or rt.inst ~= nil) then return end
+    if rec.state == "started" or rec.state == "creating" or rec.state == "starting" then
+      self:set_state(rec, "error", "the sandbox's init exited unexpectedly (" .. status .. ")")
+    end
+  end)
+  t.observed = true
+  t.name = "watch " .. rec.id
+end
+
+-- Stop the init of a sandbox (SIGTERM, SIGKILL after the grace period, or
+-- SIGKILL at once when forced) and wait until it is gone.
+function Manager:kill(rec, force)
+  local rt = self:rtof(rec)
+  local inst = rt.inst
+  if not inst then return end
+  rt.stopping = true
+  inst:stop(force and 0 or M.STOP_GRACE)
+  rt.inst = nil
+end
+
+--- Create and start a sandbox from validated values (model.check_create).
+-- Returns the record once started (or after M.WAIT seconds, or in error).
+function Manager:create(c)
+  if c.name then
+    local other = self:lookup(c.name)
+    if other and other.state ~= "destroying" then
+      raise(409, format("Sandbox with name %s already exists", c.name))
+    end
+  end
+  if c.linkedSandbox then
+    local linked = self:find(c.linkedSandbox)
+    c.linkedSandboxId = linked.id
+  end
+  for _, v in ipairs(c.volumes or {}) do
+    local vol = self.volumes(v.volumeId)
+    if not vol then raise(404, format("Volume with ID or name %s not found", v.volumeId)) end
+    if vol.state ~= "ready" then raise(400, format("Volume %s is not ready (state %s)", v.volumeId, vol.state)) end
+    v.volumeId = vol.id
+  end
+  local id = model.uuid()
+  local rec = model.new_record(c, id, model.now_ms())
+  if c.linkedSandboxId then rec.linkedSandboxId = c.linkedSandboxId end
+  self.by_id[id] = rec
+  local ok, err = pcall(self.save, self, rec)
+  if not ok then
+    self.by_id[id] = nil
+    error(err, 0)
+  end
+  self:transition(rec, "start", nil, self.do_start)
+  return rec
+end
+
+--- Start a stopped (or archived, or errored) sandbox; a started one is
+-- returned as it is.
+function Manager:start(rec)
+  local s = rec.state
+  if s == "started" then return rec end
+  if s == "starting" or s == "creating" or s == "restoring" then
+    self:transition(rec, "start", nil, self.do_start)
+    return rec
+  end
+  if s ~= "stopped" and s ~= "archived" and s ~= "error" then
+    raise(409, format("Sandbox is %s and cannot be started", s))
+  end
+  self:transition(rec, "start", nil, function(mgr, r)
+    mgr:set_state(r, s == "archived" and "restoring" or "starting")
+    mgr:do_start(r)
+  end)
+  return rec
+end
+
+--- Recover a sandbox in error: start it again.
+function Manager:recover(rec)
+  if rec.state ~= "error" then
+    raise(409, format("Sandbox is %s; only a sandbox in error can be recovered", rec.state))
+  end
+  return self:start(rec)
+end
+
+-- The body of stop: kill, stopped, and for an ephemeral sandbox delete.
+function Manager:do_stop(rec, force)
+  self:set_state(rec, "stopping")
+  self:kill(rec, force)
+  self:set_state(rec, "stopped")
+  if rec.autoDeleteInterval == 0 then self:do_delete(rec) end
+end
+
+--- Stop a started sandbox (force: SIGKILL instead of SIGTERM).
+function Manager:stop(rec, force)
+  local s = rec.state
+  if s == "stopping" then
+    self:transition(rec, "stop", nil, self.do_stop, force)
+    return rec
+  end
+  if s == "stopped" then return rec end
+  if s ~= "started" and s ~= "error" then
+    raise(409, format("Sandbox is %s and cannot be stopped", s))
+  end
+  self:transition(rec, "stop", nil, self.do_stop, force)
+  return rec
+end
+
+-- The body of delete: kill, remove the tree, release the uid slot, forget.
+function Manager:do_delete(rec)
+  if rec.state ~= "destroying" then self:set_state(rec, "destroying") end
+  self:kill(rec, true)
+  local dir = self.store:sandbox_dir(rec.id)
+  self.store:remove(rec.id)
+  if self.uids and rec.dtlocal.uid_slot then
+    self.uids:release(rec.dtlocal.uid_slot, self:record_path(rec))
+  end
+  rec.state = "destroyed"
+  rec.desiredState = "destroyed"
+  self.by_id[rec.id] = nil
+  self.rt[rec.id] = nil
+  self.runner:remove_tree(dir)
+  self.log("sandbox %s: destroyed", rec.id)
+end
+
+--- Delete a sandbox (any state but a transition in progress). Answers
+-- with the record in `destroying`; it is gone (404) once the files are.
+function Manager:delete(rec)
+  local rt = self:rtof(rec)
+  if rt.op and not rt.op:done() and rt.op_kind ~= "delete" then
+    -- a start in progress may be cut short; anything else must finish first
+    if rt.op_kind ~= "start" then raise(409, "Sandbox state change in progress") end
+    rt.op:cancel()
+    wait_op(rt, 5)
+  end
+  if rec.state ~= "destroying" then self:set_state(rec, "destroying") end
+  self:transition(rec, "delete", 0, self.do_delete)
+  return rec
+end
+
+--- Archive a stopped sandbox. Locally the files stay where they are; the
+-- state is what changes (starting it again goes through `restoring`).
+function Manager:archive(rec)
+  if rec.state == "archived" then return rec end
+  if rec.state ~= "stopped" then
+    raise(409, format("Sandbox is %s; only a stopped sandbox can be archived", rec.state))
+  end
+  local rt = self:rtof(rec)
+  if rt.op and not rt.op:done() then raise(409, "Sandbox state change in progress") end
+  self:set_state(rec, "archived")
+  return rec
+end
+
+--- Kill every sandbox process without changing the recorded states, so
+-- that the next start-up starts the started ones again.
+function Manager:shutdown()
+  self.closing = true
+  local tasks = {}
+  for id, rt in pairs(self.rt) do
+    if rt.op and not rt.op:done() then rt.op:cancel() end
+    if rt.inst then
+      local inst = rt.inst
+      tasks[#tasks + 1] = function() inst:stop(2) end
+    end
+    local rec = self.by_id[id]
+    if rec and rt.dirty then pcall(self.save, self, rec) end
+  end
+  if #tasks > 0 then pcall(scheduler.all, tasks) end
+end
+
+---------------------------------------------------------------------------
+-- Start-up and the sweeper
+---------------------------------------------------------------------------
+
+--- Load the records from disk. Sandboxes recorded as started (or on their
+-- way to it) are started again; interrupted stops end stopped; interrupted
+-- deletes are finished. Returns the number of records and of restarts.
+function Manager:load()
+  local recs, warnings = self.store:load_all()
+  for _, w in ipairs(warnings) do self.log("%s", w) end
+  local restart = {}
+  for _, rec in ipairs(recs) do
+    if type(rec.dtlocal) ~= "table" then rec.dtlocal = {} end
+    local d = rec.dtlocal
+    d.signed = type(d.signed) == "table" and d.signed or {}
+    d.activity_ms = d.activity_ms or model.parse_iso(rec.lastActivityAt) or model.now_ms()
+    d.state_ms = d.state_ms or model.parse_iso(rec.updatedAt) or model.now_ms()
+    d.created_ms = d.created_ms or model.parse_iso(rec.createdAt) or model.now_ms()
+    rec.env = rec.env or {}
+    rec.labels = rec.labels or {}
+    rec.volumes = rec.volumes or {}
+    self.by_id[rec.id] = rec
+    if self.uids and d.uid_slot and not self.uids:keep(d.uid_slot, self:record_path(rec)) then
+      -- another sandbox took the slot while this server was away: a new
+      -- one is claimed at the next start
+      self.log("sandbox %s: uid slot %d is taken by another sandbox; a new one will be used", rec.id, d.uid_slot)
+      d.uid_slot, d.uid_first = nil, nil
+      d.reown = true
+    end
+    local s = rec.state
+    if s == "started" or s == "starting" or s == "creating" or s == "restoring" then
+      restart[#restart + 1] = rec
+    elseif s == "stopping" then
+      self:set_state(rec, "stopped")
+    elseif s == "destroying" then
+      self:transition(rec, "delete", 0, self.do_delete)
+    end
+  end
+  for _, rec in ipairs(restart) do
+    if rec.state == "started" then rec.state = "starting" end
+    self:transition(rec, "start", 0, self.do_start)
+  end
+  return #recs, #restart
+end
+
+-- Deadlines of the automatic transitions for one record (ms), checked by
+-- the sweeper. Returns the action due now, if any.
+function Manager:due(rec, now)
+  local d = rec.dtlocal
+  local minute_ms = self.minute * 1000
+  local rt = self.rt[rec.id]
+  if rt and rt.op and not rt.op:done() then return nil end
+  if d.ttl_minutes and now - d.created_ms >= d.ttl_minutes * minute_ms then return "delete" end
+  local s = rec.state
+  if s == "started" then
+    if rec.autoStopInterval > 0 and (not rt or rt.conns <= 0)
+      and now - d.activity_ms >= rec.autoStopInterval * minute_ms then
+      return "stop"
+    end
+  elseif s == "stopped" or s == "archived" then
+    if rec.autoDeleteInterval >= 0 and now - d.state_ms >= rec.autoDeleteInterval * minute_ms then
+      return "delete"
+    end
+    if s == "stopped" and rec.autoArchiveInterval > 0
+      and now - d.state_ms >= rec.autoArchiveInterval * minute_ms then
+      return "archive"
+    end
+  end
+  return nil
+end
+
+--- One pass of the sweeper: automatic stops, archives and deletes, and
+-- saving activity that changed.
+function Manager:sweep()
+  local now = model.now_ms()
+  local save_due = not self.saved_at or now - self.saved_at >= M.SAVE_ACTIVITY_EVERY * 1000
+  for _, rec in ipairs(self:all()) do
+    local action = self:due(rec, now)
+    if action then
+      self.log("sandbox %s: auto-%s", rec.id, action)
+      local ok, err = pcall(function()
+        if action == "stop" then self:stop(rec, false)   -- waits; fine in the sweeper task
+        elseif action == "archive" then self:archive(rec)
+        else self:delete(rec) end
+      end)
+      if not ok then self.log("sandbox %s: auto-%s failed: %s", rec.id, action, tostring(err.message or err)) end
+    end
+    local rt = self.rt[rec.id]
+    if save_due and rt and rt.dirty and self.by_id[rec.id] then pcall(self.save, self, rec) end
+  end
+  if save_due then self.saved_at = now end
+end
+
+--- Run the sweeper until the manager shuts down (a task body).
+function Manager:run_sweeper()
+  local period = math.max(0.02, math.min(1, self.minute / 4))
+  while not self.closing do
+    scheduler.sleep(period)
+    local ok, err = pcall(self.sweep, self)
+    if not ok then
+      if errors.is(err, errors.CancelledError) then error(err, 0) end
+      self.log("sweeper: %s", tostring(err))
+    end
+  end
+end
+
+return M

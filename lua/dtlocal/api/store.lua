@@ -1,0 +1,153 @@
+--- dtlocal.api.store: sandbox records on disk.
+--
+-- Layout under the state dir (doc/dtlocal.md):
+--   sandboxes/<id>/sandbox.json   the record (wire fields + `dtlocal` private)
+--   sandboxes/<id>/...            the sandbox's own dirs (overlay upper/work, run/)
+--   volumes/<id>/volume.json      a volume's record, volumes/<id>/data its files
+--
+-- Every write is atomic: the JSON goes to a temporary file in the same
+-- directory, which is then renamed over the record, so a crash leaves either
+-- the old or the new record, never half of one.
+--
+--   local st = store.new(dir)        -- creates the directories
+--   st:save(rec); st:load_all() -> { rec... }, { "warning"... }
+--   st:remove(id)                    -- the record only; the caller removes the tree
+local core = require "daytona.core"
+local router = require "dtlocal.router"
+
+local type, ipairs, error, tostring, pcall = type, ipairs, error, tostring, pcall
+local io, os = io, os
+
+local util = core.util
+local json = router.json
+
+local M = {}
+
+--- mkdir -p: create path and its missing parents with `mode`; returns true
+-- or nil, message, code.
+function M.mkdirs(path, mode)
+  mode = mode or 448   -- 0700
+  local st = util.stat(path, true)
+  if st then
+    if st.type == "directory" then return true end
+    return nil, path .. " exists and is not a directory", "ENOTDIR"
+  end
+  local parent = path:match("^(.*)/[^/]+/*$")
+  if parent and parent ~= "" then
+    local ok, msg, code = M.mkdirs(parent, mode)
+    if not ok then return nil, msg, code end
+  end
+  local ok, msg, code = util.mkdir(path, mode)
+  if not ok and code ~= "EEXIST" then return nil, path .. ": " .. msg, code end
+  return true
+end
+
+--- Write text to path atomically (temp file + rename), with file mode
+-- 0600 (the records hold tokens). Returns true or nil, message.
+function M.write_atomic(path, text)
+  local tmp = path .. ".tmp." .. util.getpid()
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  util.chmod(tmp, 384)   -- 0600 before any secret is written
+  local ok, werr = f:write(text)
+  local cok, cerr = f:close()
+  if not ok or not cok then
+    os.remove(tmp)
+    return nil, tostring(werr or cerr)
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then
+    os.remove(tmp)
+    return nil, rerr
+  end
+  return true
+end
+
+--- Read and decode a JSON file: value or nil, message.
+function M.read_json(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local text = f:read("a")
+  f:close()
+  local v, derr = json.decode(text)
+  if v == nil then return nil, path .. ": " .. tostring(derr) end
+  return v
+end
+
+local Store = {}
+Store.__index = Store
+Store.__name = "dtlocal.Store"
+
+--- A store rooted at dir (created with its subdirectories if missing).
+-- Raises if the directories cannot be made.
+function M.new(dir)
+  local st = setmetatable({ dir = dir, sandboxes = dir .. "/sandboxes", volumes = dir .. "/volumes" }, Store)
+  for _, d in ipairs({ dir, st.sandboxes, st.volumes }) do
+    local ok, msg = M.mkdirs(d, 448)
+    if not ok then error("cannot create the state directory: " .. msg, 0) end
+  end
+  return st
+end
+
+function Store:sandbox_dir(id) return self.sandboxes .. "/" .. id end
+function Store:volume_dir(id) return self.volumes .. "/" .. id end
+
+--- Save a sandbox record atomically (creating its directory).
+function Store:save(rec)
+  local dir = self:sandbox_dir(rec.id)
+  local ok, msg = util.mkdir(dir, 448)
+  if not ok and util.stat(dir, true) == nil then
+    error("cannot save sandbox " .. rec.id .. ": " .. tostring(msg), 0)
+  end
+  ok, msg = M.write_atomic(dir .. "/sandbox.json", json.encode(rec))
+  if not ok then error("cannot save sandbox " .. rec.id .. ": " .. tostring(msg), 0) end
+end
+
+--- Remove a sandbox record (the file only).
+function Store:remove(id)
+  os.remove(self:sandbox_dir(id) .. "/sandbox.json")
+end
+
+local function load_dir(root, file)
+  local out, warnings = {}, {}
+  local names = util.readdir(root) or {}
+  table.sort(names)
+  for _, name in ipairs(names) do
+    if not name:find("^%.") then
+      local path = root .. "/" .. name .. "/" .. file
+      if util.stat(path) then
+        local v, err = M.read_json(path)
+        if type(v) == "table" and v.id == name then
+          out[#out + 1] = v
+        else
+          warnings[#warnings + 1] = ("ignoring %s: %s"):format(path, err or "not a record of " .. name)
+        end
+      end
+    end
+  end
+  return out, warnings
+end
+
+--- Every sandbox record on disk, and a list of warnings for unreadable ones.
+function Store:load_all()
+  return load_dir(self.sandboxes, "sandbox.json")
+end
+
+--- Save / remove / load volume records.
+function Store:save_volume(vol)
+  local dir = self:volume_dir(vol.id)
+  local ok, msg = M.mkdirs(dir .. "/data", 493)   -- 0755: the data dir is mounted into sandboxes
+  if not ok then error("cannot save volume " .. vol.id .. ": " .. msg, 0) end
+  ok, msg = M.write_atomic(dir .. "/volume.json", json.encode(vol))
+  if not ok then error("cannot save volume " .. vol.id .. ": " .. tostring(msg), 0) end
+end
+
+function Store:remove_volume(id)
+  os.remove(self:volume_dir(id) .. "/volume.json")
+end
+
+function Store:load_volumes()
+  return load_dir(self.volumes, "volume.json")
+end
+
+return M

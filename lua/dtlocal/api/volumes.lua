@@ -1,0 +1,116 @@
+--- dtlocal.api.volumes: volumes as directories on the host (protocol §3.8).
+--
+-- A volume is `volumes/<id>/data` under the state dir; a sandbox created
+-- with `volumes: [{volumeId, mountPath, subpath?}]` gets that directory (or
+-- its subpath) bind-mounted at mountPath. Creation is immediate (state
+-- `ready`); delete is refused (409) while a sandbox that mounts it exists.
+--
+--   local vols = volumes.new{ store =, runner =, log = }
+--   vols:load(); vols:create(name) -> vol; vols:find(id_or_name) -> vol | nil
+--   vols:delete(vol, in_use)         -- in_use: function(vol) -> sandbox id | nil
+--   volumes.wire(vol) -> VolumeDto
+local router = require "dtlocal.router"
+local model = require "dtlocal.api.model"
+
+local pairs, ipairs, setmetatable, format = pairs, ipairs, setmetatable, string.format
+local raise = router.raise
+local json = router.json
+
+local M = {}
+
+local Volumes = {}
+Volumes.__index = Volumes
+Volumes.__name = "dtlocal.Volumes"
+
+function M.new(opts)
+  return setmetatable({ store = opts.store, runner = opts.runner, log = opts.log or function() end,
+                        by_id = {} }, Volumes)
+end
+
+--- Load the volume records from disk; returns how many.
+function Volumes:load()
+  local recs, warnings = self.store:load_volumes()
+  for _, w in ipairs(warnings) do self.log("%s", w) end
+  for _, v in ipairs(recs) do
+    v.dtlocal = v.dtlocal or {}
+    v.dtlocal.data_dir = self.store:volume_dir(v.id) .. "/data"
+    if v.state == "deleting" or v.state == "pending_delete" then
+      self:finish_delete(v)
+    else
+      self.by_id[v.id] = v
+    end
+  end
+  return #recs
+end
+
+--- A volume by id or name, or nil.
+function Volumes:find(key)
+  local v = self.by_id[key]
+  if v then return v end
+  for _, x in pairs(self.by_id) do
+    if x.name == key then return x end
+  end
+  return nil
+end
+
+--- Every volume, oldest first.
+function Volumes:all()
+  local out = {}
+  for _, v in pairs(self.by_id) do out[#out + 1] = v end
+  table.sort(out, function(a, b)
+    if a.createdAt ~= b.createdAt then return a.createdAt < b.createdAt end
+    return a.id < b.id
+  end)
+  return out
+end
+
+--- Create a volume named `name` (validated by the caller); 409 if the
+-- name is taken.
+function Volumes:create(name)
+  if self:find(name) then raise(409, format("Volume with name %s already exists", name)) end
+  local id = model.uuid()
+  local now = model.iso()
+  local v = {
+    id = id, name = name, organizationId = model.ORGANIZATION_ID, state = "ready",
+    createdAt = now, updatedAt = now,
+    dtlocal = { data_dir = self.store:volume_dir(id) .. "/data" },
+  }
+  self.store:save_volume(v)
+  self.by_id[id] = v
+  self.log("volume %s (%s): created", id, name)
+  return v
+end
+
+function Volumes:finish_delete(v)
+  self.store:remove_volume(v.id)
+  self.by_id[v.id] = nil
+  self.runner:remove_tree(self.store:volume_dir(v.id))
+  self.log("volume %s: deleted", v.id)
+end
+
+--- Delete a volume; 409 while the sandbox `in_use(v)` names mounts it.
+function Volumes:delete(v, in_use)
+  local user = in_use(v)
+  if user then raise(409, format("Volume %s is in use by sandbox %s", v.name, user)) end
+  v.state = "deleting"
+  v.updatedAt = model.iso()
+  self.store:save_volume(v)
+  self:finish_delete(v)
+end
+
+--- Mark a volume used now (lastUsedAt).
+function Volumes:used(v)
+  v.lastUsedAt = model.iso()
+  self.store:save_volume(v)
+end
+
+--- The VolumeDto of a volume.
+function M.wire(v)
+  return {
+    id = v.id, name = v.name, organizationId = v.organizationId, state = v.state,
+    createdAt = v.createdAt, updatedAt = v.updatedAt,
+    lastUsedAt = v.lastUsedAt or json.null, errorReason = v.errorReason or json.null,
+  }
+end
+
+return M

@@ -1,0 +1,110 @@
+--- dtlocal.toolbox.exec: one-shot execution (protocol §4.3).
+--
+-- POST /process/execute: the command text is fed on stdin to a fresh
+-- non-interactive shell in its own process group, stdout and stderr merged
+-- into `result`. POST /process/code-run: the code runs under the runtime
+-- of its language (python3, node, ts-node through npx, or the shell).
+--
+-- Timeouts (`timeout` seconds, 0/absent = none) kill the whole process
+-- group and answer 408 with code PROCESS_EXECUTION_TIMEOUT. A runtime that
+-- is not installed is a 400 naming it, never a fake result.
+local core = require "daytona.core"
+local router = require "dtlocal.router"
+local common = require "dtlocal.toolbox.common"
+local proc = require "dtlocal.toolbox.proc"
+
+local raise = router.raise
+local util = core.util
+local ipairs, pairs, tostring, os, io, pcall, error = ipairs, pairs, tostring, os, io, pcall, error
+
+local M = {}
+
+local function check_cwd(app, cwd)
+  if cwd == nil or cwd == "" then return app.workdir end
+  local path = common.resolve(app, cwd, "cwd")
+  local st = util.stat(path, true)
+  if not st then raise(400, ("cwd: no such directory: %s"):format(path), "BAD_REQUEST") end
+  if st.type ~= "directory" then raise(400, ("cwd: not a directory: %s"):format(path), "BAD_REQUEST") end
+  return path
+end
+
+local function reply(ctx, r, extra)
+  local result = r.output
+  if r.truncated then result = result .. "\n[output truncated by the toolbox: over 64 MiB]\n" end
+  local body = { exitCode = r.exit_code, result = result }
+  if extra then for k, v in pairs(extra) do body[k] = v end end
+  return ctx:reply_json(200, body)
+end
+
+function M.execute(app, ctx)
+  local body = common.json_object(ctx:read_body())
+  local command = common.str(body, "command", true)
+  if not command:find("%S") then
+    raise(400, "invalid request body: field 'command' must not be blank", "INVALID_REQUEST_BODY")
+  end
+  local cwd = check_cwd(app, common.str(body, "cwd"))
+  local envs = common.env_map(body, "envs")
+  local timeout = common.int(body, "timeout", 0, 2 ^ 31)
+  local r, msg = proc.run({ app.shell }, { cwd = cwd, env = common.child_env(app, envs),
+                                           input = command .. "\n", timeout = timeout })
+  if not r then
+    -- the protocol's spawn failure: 200 with exit code -1 and the reason
+    return ctx:reply_json(200, { exitCode = -1, result = tostring(msg) })
+  end
+  return reply(ctx, r)
+end
+
+-- language -> how to run it: program, its arguments before the user's argv,
+-- whether the code goes on stdin (else to a temp file named by `ext`)
+local runtimes = {
+  python = { program = "python3", args = { "-u", "-" } },
+  javascript = { program = "node", args = { "-" }, prefix = "process.argv.splice(1, 1);\n" },
+  typescript = { program = "npx", args = { "--no-install", "ts-node", "-T", "--ignore-diagnostics", "5107",
+                                           "-O", '{"module":"CommonJS"}' }, ext = ".ts" },
+  shell = { program = "SHELL", args = { "-s", "--" } },
+}
+runtimes.bash = runtimes.shell
+runtimes.sh = runtimes.shell
+M.runtimes = runtimes
+
+function M.code_run(app, ctx)
+  local body = common.json_object(ctx:read_body())
+  local code = common.str(body, "code", true)
+  local language = common.str(body, "language", true)
+  local rt = runtimes[language]
+  if not rt then
+    raise(400, ("invalid request body: field 'language' must be one of python, javascript, typescript, shell (got %q)")
+      :format(language), "INVALID_REQUEST_BODY")
+  end
+  local argv_extra = common.str_list(body, "argv") or {}
+  local envs = common.env_map(body, "envs")
+  local timeout = common.int(body, "timeout", 0, 2 ^ 31)
+  local env = common.child_env(app, envs)
+  local program = rt.program == "SHELL" and app.shell or rt.program
+  if not proc.which(program, env.PATH) then
+    raise(400, ("%s is not installed in this sandbox (needed to run %s code)"):format(program, language),
+          "RUNTIME_NOT_FOUND")
+  end
+  local argv = { program }
+  for _, a in ipairs(rt.args) do argv[#argv + 1] = a end
+  local input, tmp
+  if rt.ext then
+    tmp = ("%s/dtn_%s%s"):format(app.tmpdir, util.hex(util.random_bytes(8)), rt.ext)
+    local f, err = io.open(tmp, "wb")
+    if not f then raise(500, "cannot write the code to a temp file: " .. tostring(err)) end
+    f:write(code)
+    f:close()
+    argv[#argv + 1] = tmp
+  else
+    input = (rt.prefix or "") .. code
+  end
+  for _, a in ipairs(argv_extra) do argv[#argv + 1] = a end
+  local ok, r, msg = pcall(proc.run, argv, { cwd = app.workdir, env = env, input = input or "",
+                                             timeout = timeout })
+  if tmp then os.remove(tmp) end
+  if not ok then error(r, 0) end
+  if not r then return ctx:reply_json(200, { exitCode = -1, result = tostring(msg) }) end
+  return reply(ctx, r, { artifacts = { charts = router.json.array() } })
+end
+
+return M

@@ -1,0 +1,636 @@
+--- dtlocal.toolbox.files: the /files routes (protocol §4.2).
+--
+-- Listing, info, folders, delete, move, permissions, find (literal text),
+-- search (glob on names), replace, single and bulk upload (streamed to a
+-- temp file beside the target, renamed into place once complete, so an
+-- aborted upload leaves no partial file) and single and bulk download
+-- (streamed from disk; bulk-download is the multipart layout of §4.2 with
+-- parts `file`/`error`, and a read error mid-file aborts the connection
+-- before the closing boundary so a short file never reads as success).
+--
+-- Handlers take (app, ctx) — see dtlocal.toolbox for the ctx interface.
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local router = require "dtlocal.router"
+local common = require "dtlocal.toolbox.common"
+
+local util = core.util
+local json = router.json
+local raise = router.raise
+local resolve, join, stat_or_fail, fs_fail =
+  common.resolve, common.join, common.stat_or_fail, common.fs_fail
+local io, os, table, string, ipairs, pairs, tostring, type, math =
+  io, os, table, string, ipairs, pairs, tostring, type, math
+
+local M = {}
+
+local CHUNK = 64 * 1024
+
+-- Give the loop a turn every so many files of a tree walk, so one big walk
+-- does not stall every other request.
+local function make_ticker(every)
+  local n = 0
+  return function()
+    n = n + 1
+    if n % every == 0 then scheduler.sleep(0) end
+  end
+end
+
+local function parse_mode(s, what)
+  if s == nil or s == "" then return nil end
+  if not s:match("^[0-7]+$") or #s > 4 then
+    raise(400, ("%s: invalid mode %q (an octal string such as 755 is expected)"):format(what, s),
+          "BAD_REQUEST")
+  end
+  return tonumber(s, 8)
+end
+
+---------------------------------------------------------------------------
+-- list / info / folder / delete / move / permissions
+---------------------------------------------------------------------------
+
+function M.list(app, ctx)
+  local path = resolve(app, ctx.query.path ~= "" and ctx.query.path or ".", "path")
+  local st = stat_or_fail(path)
+  if st.type ~= "directory" then
+    raise(400, path .. ": not a directory", "BAD_REQUEST")
+  end
+  local names, msg, code = util.readdir(path)
+  if not names then fs_fail(path, msg, code) end
+  table.sort(names)
+  local out = json.array()
+  for _, name in ipairs(names) do
+    local est = util.stat(join(path, name), false)
+    if est then out[#out + 1] = common.file_info(name, est) end
+  end
+  return ctx:reply_json(200, out)
+end
+
+function M.info(app, ctx)
+  local path = resolve(app, common.query_required(ctx.query, "path"), "path")
+  local st = stat_or_fail(path)
+  return ctx:reply_json(200, common.file_info(common.basename(path), st))
+end
+
+function M.folder(app, ctx)
+  local path = resolve(app, common.query_required(ctx.query, "path"), "path")
+  local mode = parse_mode(ctx.query.mode, "mode") or 493
+  local existed = util.stat(path, true)
+  local ok, msg, code = common.mkdir_p(path, mode)
+  if not ok then fs_fail(path, msg, code) end
+  -- the mode asked for, not the umask's cut of it
+  if not existed then util.chmod(path, mode) end
+  return ctx:reply_empty(201)
+end
+
+-- Remove a tree without following symlinks.
+local function remove_tree(path, tick)
+  local st, msg, code = util.stat(path, false)
+  if not st then return nil, msg, code end
+  if st.type == "directory" then
+    local names, m2, c2 = util.readdir(path)
+    if not names then return nil, path .. ": " .. m2, c2 end
+    for _, name in ipairs(names) do
+      tick()
+      local ok, m3, c3 = remove_tree(join(path, name), tick)
+      if not ok then return nil, m3, c3 end
+    end
+  end
+  local ok, m4, errno = os.remove(path)
+  if not ok then return nil, m4, common.errno_name(errno) end
+  return true
+end
+
+function M.delete(app, ctx)
+  local path = resolve(app, common.query_required(ctx.query, "path"), "path")
+  local st = stat_or_fail(path, false)
+  if st.type == "directory" and ctx.query.recursive ~= "true" then
+    raise(400, path .. ": is a directory; pass recursive=true to delete it", "BAD_REQUEST")
+  end
+  local ok, msg, code = remove_tree(path, make_ticker(200))
+  if not ok then fs_fail(path, msg, code) end
+  return ctx:reply_empty(204)
+end
+
+function M.move(app, ctx)
+  local src = resolve(app, common.query_required(ctx.query, "source"), "source")
+  local dst = resolve(app, common.query_required(ctx.query, "destination"), "destination")
+  stat_or_fail(src, false)
+  local pst = util.stat(common.dirname(dst), true)
+  if not pst or pst.type ~= "directory" then
+    raise(404, "destination: parent directory does not exist: " .. common.dirname(dst), "FILE_NOT_FOUND")
+  end
+  if util.stat(dst, false) then
+    raise(409, "destination already exists: " .. dst, "CONFLICT")
+  end
+  local ok, msg, errno = os.rename(src, dst)
+  if ok then return ctx:reply_empty(200) end
+  local code = common.errno_name(errno)
+  if code ~= "EXDEV" then fs_fail(src, msg, code) end
+  -- across devices: copy, then remove the source
+  local res = app.proc.run({ "cp", "-a", "--", src, dst }, { cwd = "/" })
+  if res.exit_code ~= 0 then
+    raise(500, "copy across devices failed: " .. res.output, "INTERNAL_SERVER_ERROR")
+  end
+  local rok, rmsg = remove_tree(src, make_ticker(200))
+  if not rok then
+    return ctx:reply_json(200, { message = "moved by copying, but the source could not be removed",
+                                 error = tostring(rmsg) })
+  end
+  return ctx:reply_empty(200)
+end
+
+local function lookup_id(value, kind)
+  if value:match("^%d+$") then return math.tointeger(tonumber(value)) end
+  if kind == "owner" then
+    local uid = util.user(value)
+    if not uid then raise(400, ("owner: unknown user %q"):format(value), "BAD_REQUEST") end
+    return uid
+  end
+  local gid = util.group(value)
+  if not gid then raise(400, ("group: unknown group %q"):format(value), "BAD_REQUEST") end
+  return gid
+end
+
+function M.permissions(app, ctx)
+  local q = ctx.query
+  local path = resolve(app, common.query_required(q, "path"), "path")
+  stat_or_fail(path)
+  local mode = parse_mode(q.mode, "mode")
+  local uid = (q.owner and q.owner ~= "") and lookup_id(q.owner, "owner") or -1
+  local gid = (q.group and q.group ~= "") and lookup_id(q.group, "group") or -1
+  if mode then
+    local ok, msg, code = util.chmod(path, mode)
+    if not ok then fs_fail(path, msg, code) end
+  end
+  if uid ~= -1 or gid ~= -1 then
+    local ok, msg, code = util.chown(path, uid, gid)
+    if not ok then fs_fail(path, msg, code) end
+  end
+  return ctx:reply_empty(200)
+end
+
+---------------------------------------------------------------------------
+-- find / search / replace
+---------------------------------------------------------------------------
+
+-- Walk a tree depth-first (not following symlinked directories), calling
+-- fn(path, name, st) for every entry including the root.
+local function walk(path, fn, tick)
+  local st = util.stat(path, false)
+  if not st then return end
+  tick()
+  fn(path, common.basename(path), st)
+  if st.type ~= "directory" then return end
+  local names = util.readdir(path)
+  if not names then return end
+  table.sort(names)
+  for _, name in ipairs(names) do walk(join(path, name), fn, tick) end
+end
+
+local function is_binary(head)
+  return head:find("\0", 1, true) ~= nil
+end
+
+function M.find(app, ctx)
+  local root = resolve(app, common.query_required(ctx.query, "path"), "path")
+  local pattern = common.query_required(ctx.query, "pattern")
+  stat_or_fail(root)
+  local matches = json.array()
+  walk(root, function(path, _, st)
+    if st.type ~= "file" then return end
+    local f = io.open(path, "rb")
+    if not f then return end
+    local head = f:read(512) or ""
+    if is_binary(head) then f:close(); return end
+    f:seek("set", 0)
+    local n = 0
+    for line in f:lines("L") do
+      n = n + 1
+      if line:find(pattern, 1, true) then
+        matches[#matches + 1] = { file = path, line = n, content = (line:gsub("\r?\n$", "")) }
+      end
+    end
+    f:close()
+  end, make_ticker(50))
+  return ctx:reply_json(200, matches)
+end
+
+-- A shell glob (Go's filepath.Match: * ? [...] [^...] and \ escapes) as an
+-- anchored Lua pattern; nil if malformed.
+local function glob_to_pattern(glob)
+  local out, i, n = { "^" }, 1, #glob
+  while i <= n do
+    local c = glob:sub(i, i)
+    if c == "*" then out[#out + 1] = ".*"
+    elseif c == "?" then out[#out + 1] = "."
+    elseif c == "\\" then
+      i = i + 1
+      if i > n then return nil end
+      out[#out + 1] = "%" .. glob:sub(i, i):gsub("%w", "%0"):gsub("^%%(%w)$", "%1")
+    elseif c == "[" then
+      local j = i + 1
+      local cls = { "[" }
+      if glob:sub(j, j) == "^" or glob:sub(j, j) == "!" then cls[#cls + 1] = "^"; j = j + 1 end
+      local closed = false
+      local first = true
+      while j <= n do
+        local d = glob:sub(j, j)
+        if d == "]" and not first then closed = true; break end
+        if d == "\\" then j = j + 1; d = glob:sub(j, j) end
+        if d:match("%W") and d ~= "-" then cls[#cls + 1] = "%" .. d else cls[#cls + 1] = d end
+        first = false
+        j = j + 1
+      end
+      if not closed then return nil end
+      cls[#cls + 1] = "]"
+      out[#out + 1] = table.concat(cls)
+      i = j
+    elseif c:match("%W") then out[#out + 1] = "%" .. c
+    else out[#out + 1] = c end
+    i = i + 1
+  end
+  out[#out + 1] = "$"
+  return table.concat(out)
+end
+M.glob_to_pattern = glob_to_pattern
+
+function M.search(app, ctx)
+  local root = resolve(app, common.query_required(ctx.query, "path"), "path")
+  local glob = common.query_required(ctx.query, "pattern")
+  local pat = glob_to_pattern(glob)
+  if not pat then raise(400, ("pattern: malformed glob %q"):format(glob), "BAD_REQUEST") end
+  stat_or_fail(root)
+  local files = json.array()
+  walk(root, function(path, name)
+    if name:find(pat) then files[#files + 1] = path end
+  end, make_ticker(200))
+  return ctx:reply_json(200, { files = files })
+end
+
+local function replace_literal(s, pat, new)
+  local out, i, count = {}, 1, 0
+  while true do
+    local a, b = s:find(pat, i, true)
+    if not a then break end
+    out[#out + 1] = s:sub(i, a - 1)
+    out[#out + 1] = new
+    i = b + 1
+    count = count + 1
+  end
+  out[#out + 1] = s:sub(i)
+  return table.concat(out), count
+end
+
+function M.replace(app, ctx)
+  local body = common.json_object(ctx:read_body())
+  local files = common.str_list(body, "files", true)
+  local pattern = common.str(body, "pattern", true)
+  local new = body.newValue
+  if new == nil or new == json.null then
+    raise(400, "invalid request body: field 'newValue' is required", "INVALID_REQUEST_BODY")
+  end
+  if type(new) ~= "string" then
+    raise(400, "invalid request body: field 'newValue' must be a string", "INVALID_REQUEST_BODY")
+  end
+  local results = json.array()
+  for _, f in ipairs(files) do
+    local ok, path = pcall(resolve, app, f, "files")
+    local r = { file = f, success = false }
+    if not ok then
+      r.error = "invalid path"
+    else
+      local fh, err = io.open(path, "rb")
+      if not fh then
+        r.error = err
+      else
+        local text = fh:read("a")
+        fh:close()
+        local replaced = replace_literal(text, pattern, new)
+        local out, werr = io.open(path, "wb")
+        if not out then r.error = werr
+        else
+          local wok, e2 = out:write(replaced)
+          out:close()
+          if wok then r.success = true else r.error = e2 end
+        end
+      end
+    end
+    results[#results + 1] = r
+  end
+  return ctx:reply_json(200, results)
+end
+
+---------------------------------------------------------------------------
+-- Uploads
+---------------------------------------------------------------------------
+
+-- A file being received: bytes go to a temp file beside the target, which
+-- is renamed over the target on commit and removed on abort.
+local Upload = {}
+Upload.__index = Upload
+
+local function open_upload(path)
+  local ok, msg, code = common.mkdir_p(common.dirname(path), 493)
+  if not ok then return nil, msg, code end
+  local dst = util.stat(path, true)
+  if dst and dst.type == "directory" then return nil, path .. ": is a directory", "EISDIR" end
+  local tmp = common.temp_beside(path)
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err, "EACCES" end
+  return setmetatable({ path = path, tmp = tmp, f = f, bytes = 0 }, Upload)
+end
+
+function Upload:write(data)
+  if self.err then return end
+  local ok, err = self.f:write(data)
+  if not ok then self.err = err; return end
+  self.bytes = self.bytes + #data
+end
+
+function Upload:commit()
+  local ok, err = self.f:close()
+  self.f = nil
+  if self.err or not ok then
+    os.remove(self.tmp)
+    return nil, self.err or err
+  end
+  local rok, rerr = os.rename(self.tmp, self.path)
+  if not rok then os.remove(self.tmp); return nil, rerr end
+  return true
+end
+
+function Upload:abort()
+  if self.f then self.f:close(); self.f = nil end
+  os.remove(self.tmp)
+end
+
+-- Read the request's multipart body part by part with a streaming parser,
+-- calling on_part(name, filename) at each part header (it returns a sink
+-- function(data) or nil to skip) and on_end(name) when a part is complete.
+-- Returns true, or nil and a message when the body is not valid multipart.
+local function each_part(ctx, on_part, on_end)
+  local reader, err = ctx:multipart()
+  if not reader then return nil, err end
+  for ev, a, b in reader do
+    if ev == "part" then
+      reader.sink = on_part(a, b)
+    elseif ev == "data" then
+      if reader.sink then reader.sink(a) end
+    elseif ev == "end" then
+      on_end(a)
+      reader.sink = nil
+    elseif ev == "error" then
+      return nil, a
+    end
+  end
+  return true
+end
+
+function M.upload(app, ctx)
+  local path = resolve(app, common.query_required(ctx.query, "path"), "path")
+  local up, committed, fail
+  local ok, res, perr = pcall(each_part, ctx, function(name)
+    if name ~= "file" or up then return nil end
+    local u, msg, code = open_upload(path)
+    if not u then fail = { msg, code }; return nil end
+    up = u
+    return function(data) up:write(data) end
+  end, function(name)
+    if name == "file" and up and not committed then
+      committed = true
+      local cok, cerr = up:commit()
+      if not cok then fail = { "write: " .. tostring(cerr), "EIO" } end
+    end
+  end)
+  if up and not committed then up:abort() end
+  if not ok then error(res, 0) end
+  if fail then fs_fail(path, fail[1], fail[2]) end
+  if not res then raise(400, "invalid multipart form: " .. tostring(perr), "BAD_REQUEST") end
+  if not committed then
+    raise(400, "invalid multipart form: the part 'file' is required", "BAD_REQUEST")
+  end
+  return ctx:reply_empty(200)
+end
+
+function M.bulk_upload(app, ctx)
+  local paths = {}        -- index -> destination (from files[i].path)
+  local done = json.array()
+  local errs = json.array()
+  local current           -- { index =, up = } of the file part being received
+  local text              -- { index =, buf = {} } of the .path part being received
+  local ok, res, perr = pcall(each_part, ctx, function(name)
+    local idx, kind = name:match("^files%[(%d+)%]%.(%a+)$")
+    if kind == "path" then
+      text = { index = idx, buf = {} }
+      return function(data)
+        if #text.buf < 1024 then text.buf[#text.buf + 1] = data end
+      end
+    elseif kind == "file" then
+      local dest = paths[idx]
+      if not dest then
+        errs[#errs + 1] = ("file[%s]: missing .path metadata"):format(idx)
+        return nil
+      end
+      local rok, abs = pcall(resolve, app, dest, "files[" .. idx .. "].path")
+      if not rok then
+        errs[#errs + 1] = ("%s: invalid path"):format(dest)
+        return nil
+      end
+      local up, msg = open_upload(abs)
+      if not up then
+        errs[#errs + 1] = ("%s: create: %s"):format(dest, msg)
+        return nil
+      end
+      current = { index = idx, up = up, dest = abs }
+      return function(data) current.up:write(data) end
+    end
+    return nil
+  end, function(name)
+    local idx, kind = name:match("^files%[(%d+)%]%.(%a+)$")
+    if kind == "path" and text and text.index == idx then
+      local p = table.concat(text.buf):match("^%s*(.-)%s*$")
+      if p == "" then
+        errs[#errs + 1] = ("file[%s]: empty path"):format(idx)
+      else
+        paths[idx] = p
+      end
+      text = nil
+    elseif kind == "file" and current and current.index == idx then
+      local cok, cerr = current.up:commit()
+      if cok then
+        done[#done + 1] = { path = current.dest, bytes = current.up.bytes }
+      else
+        errs[#errs + 1] = ("%s: write: %s"):format(current.dest, tostring(cerr))
+      end
+      current = nil
+    end
+  end)
+  if current then current.up:abort(); current = nil end
+  if not ok then error(res, 0) end
+  if not res then
+    errs[#errs + 1] = "invalid multipart form"
+    return ctx:reply_json(400, { errors = errs, files = done })
+  end
+  if #errs > 0 then return ctx:reply_json(400, { errors = errs, files = done }) end
+  return ctx:reply_json(200, { files = done })
+end
+
+---------------------------------------------------------------------------
+-- Downloads
+---------------------------------------------------------------------------
+
+-- RFC 5987 encoding: every byte outside the attr-char set percent-encoded.
+local function rfc5987(s)
+  return (s:gsub("[^%w!#%$&%+%-%.%^_`|~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- A Latin-1-safe quoted-string copy: characters above U+00FF and control
+-- characters become '_', quotes and backslashes are escaped.
+local function latin1_filename(s)
+  local out = {}
+  local ok = utf8.len(s)
+  if ok then
+    for _, cp in utf8.codes(s) do
+      if cp < 32 or cp == 127 or cp > 255 then out[#out + 1] = "_"
+      elseif cp == 34 or cp == 92 then out[#out + 1] = "\\" .. string.char(cp)
+      else out[#out + 1] = utf8.char(cp) end
+    end
+  else
+    for i = 1, #s do
+      local b = s:byte(i)
+      if b < 32 or b >= 127 then out[#out + 1] = "_"
+      elseif b == 34 or b == 92 then out[#out + 1] = "\\" .. string.char(b)
+      else out[#out + 1] = string.char(b) end
+    end
+  end
+  return table.concat(out)
+end
+
+local function disposition(kind, name, filename)
+  return ('%s; name="%s"; filename="%s"; filename*=utf-8\'\'%s'):format(
+    kind, name, latin1_filename(filename), rfc5987(filename))
+end
+
+local mime_types = {
+  txt = "text/plain; charset=utf-8", html = "text/html; charset=utf-8", htm = "text/html; charset=utf-8",
+  css = "text/css; charset=utf-8", js = "text/javascript; charset=utf-8", mjs = "text/javascript; charset=utf-8",
+  json = "application/json", xml = "text/xml; charset=utf-8", csv = "text/csv; charset=utf-8",
+  md = "text/markdown; charset=utf-8", py = "text/x-python; charset=utf-8",
+  png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg", gif = "image/gif",
+  svg = "image/svg+xml", webp = "image/webp", ico = "image/vnd.microsoft.icon",
+  pdf = "application/pdf", zip = "application/zip", gz = "application/gzip",
+  tar = "application/x-tar", wasm = "application/wasm", mp4 = "video/mp4",
+  mp3 = "audio/mpeg", wav = "audio/wav",
+}
+local function content_type(path)
+  local ext = path:match("%.([%w]+)$")
+  return ext and mime_types[ext:lower()] or "application/octet-stream"
+end
+
+function M.download(app, ctx)
+  local path = resolve(app, common.query_required(ctx.query, "path"), "path")
+  local st = stat_or_fail(path)
+  if st.type == "directory" then raise(400, path .. ": is a directory", "INVALID_FILE_PATH") end
+  local f, err = io.open(path, "rb")
+  if not f then fs_fail(path, err, "EACCES") end
+  local base = common.basename(path)
+  local out = ctx:reply_stream(200, {
+    ["Content-Type"] = "application/octet-stream",
+    ["Content-Disposition"] = ('attachment; filename="%s"; filename*=utf-8\'\'%s'):format(
+      latin1_filename(base), rfc5987(base)),
+    ["Content-Length"] = tostring(st.size),
+  })
+  local ok, perr = pcall(function()
+    while true do
+      local data = f:read(CHUNK)
+      if not data then break end
+      out:write(data)
+    end
+  end)
+  f:close()
+  if not ok then out:abort(); error(perr, 0) end
+  out:finish()
+end
+
+local BOUNDARY = "DAYTONA-FILE-BOUNDARY"
+M.BOUNDARY = BOUNDARY
+
+-- The error part body for one requested path.
+local function error_part(ctx, path, status, code, message)
+  local body = router.error_body(status, message, code, ctx.path, ctx.method)
+  body.path = path
+  return table.concat {
+    "--", BOUNDARY, "\r\n",
+    "Content-Disposition: ", disposition("form-data", "error", path), "\r\n",
+    "Content-Type: application/json; charset=utf-8\r\n\r\n",
+    json.encode(body), "\r\n",
+  }
+end
+
+function M.bulk_download(app, ctx)
+  local raw = ctx:read_body()
+  local body = raw and raw ~= "" and json.decode(raw)
+  local paths = type(body) == "table" and body.paths
+  local valid = type(paths) == "table" and #paths > 0
+  if valid then
+    for i = 1, #paths do if type(paths[i]) ~= "string" then valid = false end end
+  end
+  if not valid then
+    return ctx:reply_json(400, router.error_body(400, 'request body must be {"paths": [ ... ]} and non-empty',
+                                                 "BAD_REQUEST", ctx.path, ctx.method,
+                                                 { error = 'request body must be {"paths": [ ... ]} and non-empty' }))
+  end
+  local out = ctx:reply_stream(200, {
+    ["Content-Type"] = "multipart/form-data; boundary=" .. BOUNDARY,
+  })
+  local ok, perr = pcall(function()
+    for _, req_path in ipairs(paths) do
+      local path = req_path ~= "" and common.resolve(app, req_path, "paths") or nil
+      local st, msg, code
+      if path then st, msg, code = util.stat(path, true) end
+      if not path then
+        out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH", "invalid file path: empty path"))
+      elseif not st then
+        if code == "EACCES" or code == "EPERM" then
+          out:write(error_part(ctx, req_path, 403, "FILE_ACCESS_DENIED", "access denied: " .. req_path))
+        else
+          out:write(error_part(ctx, req_path, 404, "FILE_NOT_FOUND", "file not found: " .. req_path))
+        end
+      elseif st.type == "directory" then
+        out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH",
+                             "invalid file path: is a directory: " .. req_path))
+      else
+        local f, ferr = io.open(path, "rb")
+        if not f then
+          out:write(error_part(ctx, req_path, 403, "FILE_ACCESS_DENIED",
+                               "access denied: " .. tostring(ferr)))
+        else
+          out:write(table.concat {
+            "--", BOUNDARY, "\r\n",
+            "Content-Disposition: ", disposition("form-data", "file", req_path), "\r\n",
+            "Content-Type: ", content_type(path), "\r\n",
+            "Content-Length: ", tostring(st.size), "\r\n\r\n",
+          })
+          while true do
+            local data, rerr = f:read(CHUNK)
+            if not data then
+              -- a read error mid-file: abort the connection (no closing
+              -- boundary) so the short part is never taken for the file
+              if rerr then f:close(); error("read failed: " .. tostring(rerr), 0) end
+              break
+            end
+            out:write(data)
+          end
+          f:close()
+          out:write("\r\n")
+        end
+      end
+    end
+    out:write("--" .. BOUNDARY .. "--\r\n")
+  end)
+  if not ok then out:abort(); error(perr, 0) end
+  out:finish()
+end
+
+return M

@@ -1,0 +1,301 @@
+--- dtlocal.toolbox.git: /git/* over the git command line (protocol §4.7).
+--
+-- Every call runs `git` non-interactively (no terminal prompt; credentials,
+-- when given, reach git through GIT_ASKPASS reading them from the child's
+-- environment, never from argv or the URL). git's failure text is mapped to
+-- the protocol's statuses: authentication 401, authorization 403, missing
+-- repository/branch/remote/reference 404, non-fast-forward, conflicts,
+-- dirty worktree, already exists 409, anything else 500 — each carrying
+-- git's own message.
+local core = require "daytona.core"
+local router = require "dtlocal.router"
+local common = require "dtlocal.toolbox.common"
+local proc = require "dtlocal.toolbox.proc"
+
+local util = core.util
+local json = router.json
+local raise = router.raise
+local ipairs, tostring, table, string, io, os, type, tonumber =
+  ipairs, tostring, table, string, io, os, type, tonumber
+
+local M = {}
+
+local ASKPASS = [[#!/bin/sh
+case "$1" in
+  [Uu]sername*) printf '%s\n' "$DTLUA_GIT_USERNAME" ;;
+  *) printf '%s\n' "$DTLUA_GIT_PASSWORD" ;;
+esac
+]]
+
+-- The askpass helper script, written once per daemon into its state dir.
+local function askpass(app)
+  if app.git_askpass then return app.git_askpass end
+  local path = app.state_dir .. "/git-askpass.sh"
+  local f, err = io.open(path, "wb")
+  if not f then raise(500, "cannot write the git credential helper: " .. tostring(err)) end
+  f:write(ASKPASS)
+  f:close()
+  util.chmod(path, 448)   -- 0700
+  app.git_askpass = path
+  return path
+end
+
+local function classify(text)
+  local t = text:lower()
+  if t:find("authentication failed") or t:find("could not read username")
+     or t:find("could not read password") or t:find("invalid username or password")
+     or t:find("terminal prompts disabled") or t:find("http basic: access denied") then
+    return 401, "UNAUTHORIZED"
+  elseif t:find("permission to .- denied") or t:find("the requested url returned error: 403")
+     or t:find("permission denied") then
+    return 403, "FORBIDDEN"
+  elseif t:find("not a git repository") or t:find("repository .- not found")
+     or t:find("does not exist") or t:find("did not match any") or t:find("not found")
+     or t:find("couldn't find remote ref") or t:find("unknown revision")
+     or t:find("invalid reference") or t:find("no such remote") or t:find("no upstream") then
+    return 404, "NOT_FOUND"
+  elseif t:find("non%-fast%-forward") or t:find("%[rejected%]") or t:find("already exists")
+     or t:find("conflict") or t:find("would be overwritten") or t:find("unstaged changes")
+     or t:find("uncommitted changes") or t:find("not fully merged") or t:find("divergent")
+     or t:find("fetch first") or t:find("your local changes") then
+    return 409, "CONFLICT"
+  end
+  return 500, "INTERNAL_SERVER_ERROR"
+end
+M.classify = classify
+
+-- Run git with args in dir; returns the output on success, raises the
+-- mapped HttpError otherwise. creds = { username =, password = } or nil.
+local function git(app, dir, args, creds, opts)
+  local env = common.child_env(app)
+  env.GIT_TERMINAL_PROMPT = "0"
+  env.GIT_ASKPASS = askpass(app)
+  env.SSH_ASKPASS = nil
+  env.LC_ALL = "C"   -- git's messages in English, for classify()
+  if creds and (creds.username or creds.password) then
+    env.DTLUA_GIT_USERNAME = creds.username or ""
+    env.DTLUA_GIT_PASSWORD = creds.password or ""
+  end
+  local argv = { "git" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r, msg = proc.run(argv, { cwd = dir, env = env, merge = false })
+  if not r then raise(500, "cannot run git: " .. tostring(msg), "INTERNAL_SERVER_ERROR") end
+  if r.exit_code ~= 0 and not (opts and opts.ok_codes and opts.ok_codes[r.exit_code]) then
+    local text = (r.stderr ~= "" and r.stderr or r.output):gsub("%s+$", "")
+    local status, code = classify(text)
+    raise(status, ("git %s failed: %s"):format(args[1] == "-c" and args[3] or args[1], text), code)
+  end
+  return r.output, r.exit_code
+end
+
+local function body_of(ctx)
+  return common.json_object(ctx:read_body())
+end
+
+-- The repository directory of a request (must exist).
+local function repo_dir(app, path, what)
+  local dir = common.resolve(app, path, what or "path")
+  local st = util.stat(dir, true)
+  if not st then raise(404, "repository path not found: " .. dir, "NOT_FOUND") end
+  if st.type ~= "directory" then raise(400, "path is not a directory: " .. dir, "BAD_REQUEST") end
+  return dir
+end
+
+local function creds_of(body)
+  return { username = common.str(body, "username"), password = common.str(body, "password") }
+end
+
+function M.clone(app, ctx)
+  local body = body_of(ctx)
+  local url = common.str(body, "url", true)
+  local path = common.resolve(app, common.str(body, "path", true), "path")
+  local branch = common.str(body, "branch")
+  local commit = common.str(body, "commit_id")
+  local insecure = common.bool(body, "insecure_skip_tls")
+  local args = {}
+  if insecure then args[#args + 1] = "-c"; args[#args + 1] = "http.sslVerify=false" end
+  args[#args + 1] = "clone"
+  if branch and branch ~= "" then args[#args + 1] = "--branch"; args[#args + 1] = branch end
+  args[#args + 1] = "--"
+  args[#args + 1] = url
+  args[#args + 1] = path
+  local parent = common.dirname(path)
+  local ok, msg, code = common.mkdir_p(parent, 493)
+  if not ok then common.fs_fail(parent, msg, code) end
+  git(app, parent, args, creds_of(body))
+  if commit and commit ~= "" then
+    git(app, path, { "checkout", "--detach", commit })
+  end
+  return ctx:reply_empty(200)
+end
+
+-- porcelain v2 XY letter -> the status names of the protocol
+local status_names = {
+  ["."] = "Unmodified", M = "Modified", T = "Modified", A = "Added", D = "Deleted",
+  R = "Renamed", C = "Copied", U = "Updated but unmerged", ["?"] = "Untracked",
+}
+
+function M.status(app, ctx)
+  local dir = repo_dir(app, common.query_required(ctx.query, "path"))
+  local out = git(app, dir, { "status", "--porcelain=v2", "--branch", "-z" })
+  local res = { currentBranch = "", fileStatus = json.array(), branchPublished = false }
+  local fields = {}
+  for f in out:gmatch("([^%z]*)%z") do fields[#fields + 1] = f end
+  local i = 1
+  while i <= #fields do
+    local line = fields[i]
+    local kind = line:sub(1, 1)
+    if kind == "#" then
+      local head = line:match("^# branch%.head (.+)$")
+      if head then res.currentBranch = head == "(detached)" and "HEAD" or head end
+      if line:match("^# branch%.upstream ") then res.branchPublished = true end
+      local a, b = line:match("^# branch%.ab %+(%d+) %-(%d+)$")
+      if a then res.ahead, res.behind = tonumber(a), tonumber(b) end
+    elseif kind == "1" then
+      local xy, path = line:match("^1 (..) %S+ %S+ %S+ %S+ %S+ %S+ (.*)$")
+      if xy then
+        res.fileStatus[#res.fileStatus + 1] = { name = path, staging = status_names[xy:sub(1, 1)] or "Unmodified",
+                                                worktree = status_names[xy:sub(2, 2)] or "Unmodified", extra = "" }
+      end
+    elseif kind == "2" then
+      local xy, path = line:match("^2 (..) %S+ %S+ %S+ %S+ %S+ %S+ %S+ (.*)$")
+      local orig = fields[i + 1] or ""
+      i = i + 1
+      if xy then
+        res.fileStatus[#res.fileStatus + 1] = { name = path, staging = status_names[xy:sub(1, 1)] or "Unmodified",
+                                                worktree = status_names[xy:sub(2, 2)] or "Unmodified", extra = orig }
+      end
+    elseif kind == "u" then
+      local path = line:match("^u .. %S+ %S+ %S+ %S+ %S+ %S+ %S+ %S+ (.*)$")
+      if path then
+        res.fileStatus[#res.fileStatus + 1] = { name = path, staging = "Updated but unmerged",
+                                                worktree = "Updated but unmerged", extra = "" }
+      end
+    elseif kind == "?" then
+      res.fileStatus[#res.fileStatus + 1] = { name = line:sub(3), staging = "Untracked",
+                                              worktree = "Untracked", extra = "" }
+    end
+    i = i + 1
+  end
+  return ctx:reply_json(200, res)
+end
+
+function M.branches(app, ctx)
+  local dir = repo_dir(app, common.query_required(ctx.query, "path"))
+  local out = git(app, dir, { "branch", "--list", "--format=%(refname:short)" })
+  local list = json.array()
+  for line in out:gmatch("[^\n]+") do list[#list + 1] = line end
+  return ctx:reply_json(200, { branches = list })
+end
+
+function M.create_branch(app, ctx)
+  local body = body_of(ctx)
+  local dir = repo_dir(app, common.str(body, "path", true))
+  local name = common.str(body, "name", true)
+  -- as the Daytona daemon does: create the branch and switch to it
+  git(app, dir, { "checkout", "-b", name })
+  return ctx:reply_empty(201)
+end
+
+function M.delete_branch(app, ctx)
+  local body = body_of(ctx)
+  local dir = repo_dir(app, common.str(body, "path", true))
+  local name = common.str(body, "name", true)
+  git(app, dir, { "branch", "-D", "--", name })
+  return ctx:reply_empty(204)
+end
+
+function M.checkout(app, ctx)
+  local body = body_of(ctx)
+  local dir = repo_dir(app, common.str(body, "path", true))
+  local branch = common.str(body, "branch", true)
+  git(app, dir, { "checkout", branch, "--" })
+  return ctx:reply_empty(200)
+end
+
+function M.add(app, ctx)
+  local body = body_of(ctx)
+  local dir = repo_dir(app, common.str(body, "path", true))
+  local files = common.str_list(body, "files", true)
+  if #files == 0 then
+    raise(400, "invalid request body: field 'files' must not be empty", "INVALID_REQUEST_BODY")
+  end
+  local args = { "add", "--" }
+  for _, f in ipairs(files) do args[#args + 1] = f end
+  git(app, dir, args)
+  return ctx:reply_empty(200)
+end
+
+function M.commit(app, ctx)
+  local body = body_of(ctx)
+  local dir = repo_dir(app, common.str(body, "path", true))
+  local message = common.str(body, "message", true)
+  local author = common.str(body, "author", true)
+  local email = common.str(body, "email", true)
+  local allow_empty = common.bool(body, "allow_empty")
+  local args = { "-c", "user.name=" .. author, "-c", "user.email=" .. email,
+                 "-c", "commit.gpgsign=false", "commit", "-q", "-m", message }
+  if allow_empty then args[#args + 1] = "--allow-empty" end
+  git(app, dir, args)
+  local hash = git(app, dir, { "rev-parse", "HEAD" }):gsub("%s+$", "")
+  return ctx:reply_json(200, { hash = hash })
+end
+
+-- The current branch's upstream remote, or nil when it has none.
+local function upstream(app, dir)
+  local out, code = git(app, dir, { "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}" },
+                        nil, { ok_codes = { [128] = true } })
+  if code ~= 0 then return nil end
+  return out:gsub("%s+$", "")
+end
+
+local function only_remote(app, dir)
+  local out = git(app, dir, { "remote" })
+  local first = out:match("([^\n]+)")
+  if out:find("^origin$") or out:find("\norigin\n") or out:find("^origin\n") then return "origin" end
+  return first
+end
+
+function M.push(app, ctx)
+  local body = body_of(ctx)
+  local dir = repo_dir(app, common.str(body, "path", true))
+  if upstream(app, dir) then
+    git(app, dir, { "push" }, creds_of(body))
+  else
+    local remote = only_remote(app, dir)
+    if not remote then raise(404, "git push failed: the repository has no remote", "NOT_FOUND") end
+    git(app, dir, { "push", "--set-upstream", remote, "HEAD" }, creds_of(body))
+  end
+  return ctx:reply_empty(200)
+end
+
+function M.pull(app, ctx)
+  local body = body_of(ctx)
+  local dir = repo_dir(app, common.str(body, "path", true))
+  local args = { "-c", "pull.rebase=false", "pull", "--no-edit" }
+  if not upstream(app, dir) then
+    local remote = only_remote(app, dir)
+    if not remote then raise(404, "git pull failed: the repository has no remote", "NOT_FOUND") end
+    local branch = git(app, dir, { "rev-parse", "--abbrev-ref", "HEAD" }):gsub("%s+$", "")
+    args[#args + 1] = remote
+    args[#args + 1] = branch
+  end
+  git(app, dir, args, creds_of(body))
+  return ctx:reply_empty(200)
+end
+
+function M.history(app, ctx)
+  local dir = repo_dir(app, common.query_required(ctx.query, "path"))
+  local out = git(app, dir, { "log", "--format=%H%x00%an%x00%ae%x00%aI%x00%B%x1e" })
+  local list = json.array()
+  for rec in out:gmatch("([^\30]+)\30") do
+    local hash, an, ae, date, msg = rec:match("^%s*(%x+)%z(.-)%z(.-)%z(.-)%z(.*)$")
+    if hash then
+      list[#list + 1] = { hash = hash, author = an, email = ae, timestamp = date,
+                          message = (msg:gsub("%s+$", "")) }
+    end
+  end
+  return ctx:reply_json(200, list)
+end
+
+return M

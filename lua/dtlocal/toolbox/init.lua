@@ -1,0 +1,508 @@
+--- dtlocal.toolbox: the in-sandbox toolbox daemon (protocol §4, §5, §6.2).
+--
+-- Serves Daytona's toolbox API — files, one-shot execution, sessions, PTYs,
+-- git, info — over our core's HTTP/WebSocket server. Inside a sandbox it
+-- runs as the `daytona` user (home /home/daytona, also the working
+-- directory) and does every file, process and git operation itself with
+-- plain paths; on the host it serves its own specs from a temp dir.
+--
+--     require("dtlocal.toolbox").main{ listen = "127.0.0.1:0" }   -- blocks
+--     local srv = require("dtlocal.toolbox").start{ listen = "127.0.0.1:0",
+--                                                    home = dir }  -- in a task
+--     print(srv.url); ...; srv:close()
+--
+-- toolbox.main(opts)
+--   Runs the daemon until SIGTERM or SIGINT (then stops every session, PTY
+--   and child it started and returns true). Inside a scheduler task it
+--   serves from that task; elsewhere it runs the scheduler itself. Raises a
+--   plain error when it cannot listen. opts:
+--     listen      "HOST:PORT" (default "127.0.0.1:2280"; port 0 picks one)
+--     socket      path of a unix socket to listen on instead (needs the
+--                 core server's unix-socket support; an error until then)
+--     home        the user's home (default $HOME, else /home/daytona)
+--     workdir     where relative paths resolve and commands start
+--                 (default: home)
+--     state_dir   where session logs live (default: a fresh private dir
+--                 under $TMPDIR or /tmp, removed on exit)
+--     entrypoint  a command run as the `entrypoint` session, if any
+--     version     the daemon version reported by GET /version
+--     on_ready    function(srv) called once listening (srv.url, srv.port)
+--     log         function(line) for one line per request (default: none)
+--
+-- toolbox.start(opts) -> Server
+--   The same, but returns at once (call it inside a task): srv.url,
+--   srv.port, srv.app (the daemon state) and srv:close() which stops
+--   serving and everything the daemon started.
+--
+-- Conventions: every handler validates its input and answers errors with
+-- the structured body of dtlocal.router (statusCode, message, code, error,
+-- timestamp, path, method). Unsupported features (computer use, LSP, the
+-- code interpreter, the port proxy) answer with an error that says so —
+-- never a fake success.
+--
+-- Handlers are functions (app, ctx). ctx:
+--   ctx.method, ctx.path (raw path, no query), ctx.query (decoded table),
+--   ctx.headers (lower-case names), ctx.params (route parameters),
+--   ctx.is_websocket, ctx.subprotocols (offered, in order),
+--   ctx.subprotocol_choice (the X-Daytona-SDK-Version~ token if offered)
+--   ctx:read_body([limit]) -> string (413 beyond limit, default 16 MiB)
+--   ctx:multipart() -> iterator of ("part", name, filename) | ("data", bytes)
+--       | ("end", name) | ("error", message) events | nil, message
+--   ctx:reply_json(status, value), ctx:reply_empty(status),
+--   ctx:reply_text(status, text, content_type)
+--   ctx:reply_stream(status, headers) -> out: out:write(s), out:finish(),
+--       out:abort() (drops the connection: the client sees a truncated body)
+--   ctx:reply_file(status, headers, path)
+--   ctx:upgrade(protocol) -> ws: ws:send(data, "text"|"binary"),
+--       ws:receive() -> data, kind | nil (closed), ws:close(code, reason),
+--       ws:abort()
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local errors = require "daytona.errors"
+local router = require "dtlocal.router"
+local common = require "dtlocal.toolbox.common"
+local files = require "dtlocal.toolbox.files"
+local exec = require "dtlocal.toolbox.exec"
+local sessions = require "dtlocal.toolbox.sessions"
+local pty = require "dtlocal.toolbox.pty"
+local git = require "dtlocal.toolbox.git"
+local extras = require "dtlocal.toolbox.extras"
+
+local util = core.util
+local json = router.json
+local wait = scheduler.wait
+local setmetatable, pairs, ipairs, tostring, tonumber, type, table, string, os, io, pcall, error =
+  setmetatable, pairs, ipairs, tostring, tonumber, type, table, string, os, io, pcall, error
+
+local M = {}
+
+M.VERSION = "v0.1.0-dtlocal"
+
+local MAX_BODY = 16 * 1024 * 1024   -- JSON bodies; uploads stream instead
+
+---------------------------------------------------------------------------
+-- Routes
+---------------------------------------------------------------------------
+
+local function build_router()
+  local r = router.new()
+  local function add(method, pattern, fn) r:add(method, pattern, fn) end
+  -- info
+  add("GET", "/version", function(app, ctx) return ctx:reply_json(200, { version = app.version }) end)
+  add("GET", "/user-home-dir", function(app, ctx) return ctx:reply_json(200, { dir = app.home }) end)
+  add("GET", "/project-dir", function(app, ctx) return ctx:reply_json(200, { dir = app.home }) end)
+  add("GET", "/work-dir", function(app, ctx) return ctx:reply_json(200, { dir = app.workdir }) end)
+  -- files
+  add("GET", "/files", files.list)
+  add("DELETE", "/files", files.delete)
+  add("GET", "/files/info", files.info)
+  add("POST", "/files/folder", files.folder)
+  add("POST", "/files/move", files.move)
+  add("POST", "/files/permissions", files.permissions)
+  add("GET", "/files/find", files.find)
+  add("GET", "/files/search", files.search)
+  add("POST", "/files/replace", files.replace)
+  add("POST", "/files/upload", files.upload)
+  add("POST", "/files/upload-v2", files.upload)
+  add("POST", "/files/bulk-upload", files.bulk_upload)
+  add("GET", "/files/download", files.download)
+  add("POST", "/files/bulk-download", files.bulk_download)
+  -- process
+  add("POST", "/process/execute", exec.execute)
+  add("POST", "/process/code-run", exec.code_run)
+  add("POST", "/process/session", sessions.create)
+  add("GET", "/process/session", sessions.list)
+  add("GET", "/process/session/entrypoint", sessions.get_entrypoint)
+  add("GET", "/process/session/entrypoint/logs", sessions.entrypoint_logs)
+  add("GET", "/process/session/{sessionId}", sessions.get)
+  add("DELETE", "/process/session/{sessionId}", sessions.delete)
+  add("POST", "/process/session/{sessionId}/exec", sessions.exec)
+  add("GET", "/process/session/{sessionId}/command/{commandId}", sessions.get_command)
+  add("GET", "/process/session/{sessionId}/command/{commandId}/logs", sessions.logs)
+  add("POST", "/process/session/{sessionId}/command/{commandId}/input", sessions.input)
+  add("POST", "/process/pty", pty.create)
+  add("GET", "/process/pty", pty.list)
+  add("GET", "/process/pty/create-connect", pty.create_connect)
+  add("GET", "/process/pty/{sessionId}", pty.get)
+  add("DELETE", "/process/pty/{sessionId}", pty.delete)
+  add("POST", "/process/pty/{sessionId}/resize", pty.resize)
+  add("GET", "/process/pty/{sessionId}/connect", pty.connect)
+  -- git
+  add("POST", "/git/clone", git.clone)
+  add("GET", "/git/status", git.status)
+  add("GET", "/git/branches", git.branches)
+  add("POST", "/git/branches", git.create_branch)
+  add("DELETE", "/git/branches", git.delete_branch)
+  add("POST", "/git/checkout", git.checkout)
+  add("POST", "/git/add", git.add)
+  add("POST", "/git/commit", git.commit)
+  add("POST", "/git/push", git.push)
+  add("POST", "/git/pull", git.pull)
+  add("GET", "/git/history", git.history)
+  -- what this daemon does not do, and ports
+  extras.add_routes(r)
+  return r
+end
+
+---------------------------------------------------------------------------
+-- The request context
+---------------------------------------------------------------------------
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+local function wait_req(self)
+  wait(self.req)
+end
+
+function Ctx:read_body(limit)
+  if self.body_read then return self.body end
+  limit = limit or MAX_BODY
+  local parts, n = {}, 0
+  while true do
+    local chunk, msg = self.req:read()
+    if chunk == nil then
+      if msg then router.raise(400, "cannot read the request body: " .. tostring(msg), "BAD_REQUEST") end
+      break
+    end
+    if chunk == "" then
+      wait_req(self)
+    else
+      n = n + #chunk
+      if n > limit then
+        router.raise(413, ("request body larger than %d bytes"):format(limit), "PAYLOAD_TOO_LARGE")
+      end
+      parts[#parts + 1] = chunk
+    end
+  end
+  self.body_read = true
+  self.body = table.concat(parts)
+  return self.body
+end
+
+-- The next raw chunk of the body, waiting; nil at its end.
+function Ctx:read_chunk()
+  while true do
+    local chunk, msg = self.req:read()
+    if chunk == nil then
+      if msg then error(router.http_error(400, "cannot read the request body: " .. tostring(msg), "BAD_REQUEST"), 0) end
+      return nil
+    end
+    if chunk ~= "" then return chunk end
+    wait_req(self)
+  end
+end
+
+function Ctx:multipart()
+  local ctype = self.headers["content-type"] or ""
+  local multipart = require "dtlocal.toolbox.multipart"
+  local boundary = multipart.boundary(ctype)
+  if not boundary then return nil, "Content-Type must be multipart/form-data with a boundary" end
+  return multipart.events(boundary, function() return self:read_chunk() end)
+end
+
+local function respond(self, status, headers, body)
+  if self.responded then error("response already started", 2) end
+  self.responded = true
+  self.status = status
+  local ok, msg = self.req:respond(status, headers, body)
+  if not ok then
+    -- the client has gone: nothing to answer to
+    self.gone = msg
+  end
+end
+
+function Ctx:reply_json(status, value)
+  respond(self, status, { ["Content-Type"] = "application/json; charset=utf-8" }, json.encode(value))
+end
+
+function Ctx:reply_empty(status)
+  respond(self, status, {}, "")
+end
+
+function Ctx:reply_text(status, text, content_type)
+  respond(self, status, { ["Content-Type"] = content_type or "text/plain; charset=utf-8" }, text)
+end
+
+function Ctx:reply_file(status, headers, path)
+  if self.responded then error("response already started", 2) end
+  self.responded = true
+  self.status = status
+  local ok, msg, code = self.req:respond_file(status, headers, path)
+  if not ok then
+    self.responded = false
+    common.fs_fail(path, msg, code)
+  end
+end
+
+local Out = {}
+Out.__index = Out
+
+function Out:write(data)
+  local req = self.req
+  while true do
+    local ok, msg = req:write(data)
+    if ok then return end
+    if ok == nil then
+      error(router.http_error(499, "client went away: " .. tostring(msg), "CLIENT_GONE"), 0)
+    end
+    wait(req)
+  end
+end
+
+function Out:finish()
+  self.req:finish()
+end
+
+function Out:abort()
+  self.req:close()
+end
+
+function Ctx:reply_stream(status, headers)
+  respond(self, status, headers)
+  return setmetatable({ req = self.req }, Out)
+end
+
+local WS = {}
+WS.__index = WS
+
+function WS:send(data, kind)
+  local ws = self.ws
+  while true do
+    local ok, msg = ws:send(data, kind or "binary")
+    if ok then return true end
+    if ok == nil then
+      error(router.http_error(499, "WebSocket closed: " .. tostring(msg), "CLIENT_GONE"), 0)
+    end
+    wait(ws)
+  end
+end
+
+function WS:receive()
+  local ws = self.ws
+  while true do
+    local data, kind = ws:receive()
+    if data == nil then return nil end
+    if data ~= "" then return data, kind end
+    wait(ws)
+  end
+end
+
+function WS:close(code, reason)
+  self.ws:close(code, reason)
+end
+
+function WS:abort()
+  self.ws:abort()
+end
+
+function Ctx:upgrade(protocol)
+  if self.responded then error("response already started", 2) end
+  if not self.is_websocket then
+    router.raise(400, "this route needs a WebSocket upgrade (Upgrade: websocket)", "BAD_REQUEST")
+  end
+  local ws, msg = self.req:upgrade_websocket { protocol = protocol }
+  if not ws then router.raise(400, "WebSocket upgrade failed: " .. tostring(msg), "BAD_REQUEST") end
+  self.responded = true
+  self.status = 101
+  local w = setmetatable({ ws = ws }, WS)
+  self.ws = w
+  return w
+end
+
+local function parse_protocols(header)
+  local list = {}
+  if header then
+    for tok in header:gmatch("[^,]+") do
+      tok = tok:match("^%s*(.-)%s*$")
+      if tok ~= "" then list[#list + 1] = tok end
+    end
+  end
+  return list
+end
+
+local function new_ctx(app, req, info)
+  local target = info.target or info.path
+  local path, qs = target:match("^([^?]*)%??(.*)$")
+  local headers = info.headers or {}
+  local upgrade = headers["upgrade"]
+  local protocols = parse_protocols(headers["sec-websocket-protocol"])
+  local choice
+  for _, p in ipairs(protocols) do
+    if p:match("^X%-Daytona%-SDK%-Version~") then choice = p; break end
+  end
+  return setmetatable({
+    app = app, req = req, method = info.method, path = path,
+    query = router.parse_query(qs), headers = headers, params = {},
+    is_websocket = upgrade ~= nil and upgrade:lower():find("websocket", 1, true) ~= nil,
+    subprotocols = protocols, subprotocol_choice = choice,
+  }, Ctx)
+end
+
+---------------------------------------------------------------------------
+-- Serving
+---------------------------------------------------------------------------
+
+local function handle(app, req)
+  local info = req:info()
+  if not info then req:close(); return end
+  local ctx = new_ctx(app, req, info)
+  local t0 = core.now()
+  local handler, params, allowed = app.router:match(ctx.method, ctx.path)
+  local ok, status, body, err, tb
+  if not handler then
+    local code = params
+    ok = false
+    if code == 405 then
+      status, body = 405, router.error_body(405, ("method %s not allowed on %s (allowed: %s)")
+        :format(ctx.method, ctx.path, tostring(allowed)), "METHOD_NOT_ALLOWED", ctx.path, ctx.method)
+    else
+      status, body = 404, router.error_body(404, ("no such route: %s %s"):format(ctx.method, ctx.path),
+                                             "NOT_FOUND", ctx.path, ctx.method)
+    end
+  else
+    ctx.params = params
+    ok, status, body, err, tb = router.call(ctx.path, ctx.method, handler, app, ctx)
+  end
+  if not ok then
+    if errors.is(err, errors.CancelledError) then
+      req:close()
+      if ctx.ws then ctx.ws:abort() end
+      error(err, 0)
+    end
+    if tb and app.log then app.log(tb) end
+    if ctx.ws then
+      ctx.ws:close(1011, tostring(body.message):sub(1, 120))
+    elseif ctx.responded then
+      -- the head is out: all we can do is cut the body short
+      req:close()
+    elseif status ~= 499 then
+      ctx:reply_json(status, body)
+    else
+      req:close()
+    end
+  elseif not ctx.responded then
+    ctx:reply_json(500, router.error_body(500, "internal error: the handler sent no response",
+                                          "INTERNAL_SERVER_ERROR", ctx.path, ctx.method))
+  end
+  if app.log then
+    app.log(("%s %s %s %.1fms"):format(ctx.method, info.target or ctx.path,
+                                       tostring(ctx.status or "-"), (core.now() - t0) * 1000))
+  end
+end
+
+local function handle_task(app, req)
+  local ok, err = pcall(handle, app, req)
+  if not ok and not errors.is(err, errors.CancelledError) and app.log then
+    app.log("toolbox: request failed: " .. tostring(err))
+  end
+  req:close()
+end
+
+local function default_home()
+  local h = os.getenv("HOME")
+  if h and h ~= "" then return h end
+  return "/home/daytona"
+end
+
+local function new_app(opts)
+  local home = common.clean(opts.home or default_home())
+  local workdir = common.clean(opts.workdir or home)
+  local app = {
+    home = home, workdir = workdir, version = opts.version or M.VERSION,
+    shell = opts.shell or common.find_shell(), log = opts.log,
+    tmpdir = os.getenv("TMPDIR") or "/tmp",
+  }
+  if opts.state_dir then
+    app.state_dir = opts.state_dir
+  else
+    app.state_dir = ("%s/dtlocal-toolbox-%d-%s"):format(app.tmpdir, util.getpid(),
+                                                       util.hex(util.random_bytes(4)))
+    app.own_state_dir = true
+  end
+  local ok, msg = common.mkdir_p(app.state_dir, 448)
+  if not ok then error("toolbox: cannot create the state directory: " .. tostring(msg), 0) end
+  app.router = build_router()
+  return app
+end
+
+local Server = {}
+Server.__index = Server
+Server.__name = "dtlocal.toolbox.Server"
+
+local function parse_listen(s)
+  local host, port = s:match("^%[([^%]]+)%]:(%d+)$")
+  if not host then host, port = s:match("^([^:]+):(%d+)$") end
+  if not host then error(("toolbox: bad listen address %q (HOST:PORT expected)"):format(s), 0) end
+  return host, tonumber(port)
+end
+
+--- Start serving in the background (call inside a task); returns a Server.
+function M.start(opts)
+  opts = opts or {}
+  if opts.socket then
+    error("toolbox: listening on a unix socket needs unix-socket support in the core server " ..
+          "(core.server.listen); use listen = \"127.0.0.1:0\" meanwhile", 0)
+  end
+  local host, port
+  if opts.host and opts.port then host, port = opts.host, opts.port
+  else host, port = parse_listen(opts.listen or "127.0.0.1:2280") end
+  local app = new_app(opts)
+  local srv, msg = core.server.listen { host = host, port = port, connection_timeout = 0 }
+  if not srv then error(("toolbox: cannot listen on %s:%d: %s"):format(host, port, tostring(msg)), 0) end
+  local self = setmetatable({ app = app, srv = srv, port = srv:port(), host = host }, Server)
+  self.url = ("http://%s:%d"):format(host:find(":", 1, true) and "[" .. host .. "]" or host, self.port)
+  if opts.entrypoint then sessions.start_entrypoint(app, opts.entrypoint) end
+  self.task = scheduler.spawn(function()
+    while true do
+      local req, _, code = srv:accept()
+      if req then
+        scheduler.spawn(handle_task, app, req).observed = true
+      elseif code == "ECANCELED" then
+        return
+      else
+        wait(srv)
+      end
+    end
+  end)
+  self.task.observed = true
+  return self
+end
+
+--- Stop serving and stop every session, PTY and child the daemon started.
+function Server:close()
+  if self.closed then return end
+  self.closed = true
+  self.srv:close()
+  self.task:cancel()
+  sessions.shutdown(self.app)
+  pty.shutdown(self.app)
+  if self.app.own_state_dir then
+    os.execute("rm -rf '" .. self.app.state_dir:gsub("'", "'\\''") .. "'")
+  end
+end
+
+Server.__close = Server.close
+
+--- Run the daemon until SIGTERM/SIGINT.
+function M.main(opts)
+  opts = opts or {}
+  local function serve()
+    local srv <close> = M.start(opts)
+    if opts.on_ready then opts.on_ready(srv) end
+    local term <close> = core.signal("TERM")
+    local int <close> = core.signal("INT")
+    while term:take() == 0 and int:take() == 0 do wait(term, int) end
+    srv:close()
+    return true
+  end
+  if scheduler.running() then return serve() end
+  local ok, res, tb = scheduler.run(serve)
+  if not ok then
+    if res == "interrupted" then return true end
+    error(tostring(res) .. (tb and ("\n" .. tb) or ""), 0)
+  end
+  return res
+end
+
+return M

@@ -1,0 +1,197 @@
+-- sandbox.fs against a private local server: metadata, small operations,
+-- single and bulk transfers, streaming with progress and cancellation.
+local errors = require "daytona.errors"
+local helper = require "support.helper"
+local core = require "daytona.core"
+local fixture = require "sdk.fixture"
+
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+describe("sandbox.fs", function()
+  local srv, client, sb, dir, home
+
+  setup(function()
+    srv = fixture.server()
+    client = fixture.client(srv)
+    sb = client:create{}
+    home = sb:get_user_home_dir()
+  end)
+
+  teardown(function()
+    if sb then pcall(sb.delete, sb, { wait = false }) end
+    if srv then srv.stop() end
+  end)
+
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function() helper.cleanup() end)
+
+  it("uploads bytes and a local file, and downloads them to memory and to disk", function()
+    sb.fs:upload_file({ data = "hello\0world" }, "up/a.bin")
+    local bytes = sb.fs:download_file("up/a.bin")
+    assert.are.equal("hello\0world", bytes)
+    local src = helper.bigfile(dir, "src.bin", 3 * 1024 * 1024 + 17)
+    sb.fs:upload_file(src, home .. "/up/big.bin")
+    local dst = dir .. "/sub/dir/big.copy"
+    assert.is_nil(sb.fs:download_file(home .. "/up/big.bin", dst))
+    assert.are.equal(core.util.sha256_file(src), core.util.sha256_file(dst))
+  end)
+
+  it("raises DaytonaNotFoundError for a missing file, leaving no local file", function()
+    local err = fixture.fails(sb.fs.download_file, sb.fs, "/no/such/file")
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+    err = fixture.fails(sb.fs.download_file, sb.fs, "/no/such/file", dir .. "/x")
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+    assert.is_nil(io.open(dir .. "/x"))
+    err = fixture.fails(sb.fs.get_file_info, sb.fs, "/no/such/file")
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+    err = fixture.fails(sb.fs.list_files, sb.fs, "/no/such/dir")
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+  end)
+
+  it("creates folders, lists, stats, moves, chmods and deletes", function()
+    sb.fs:create_folder("work/sub", "750")
+    sb.fs:upload_file({ data = "x = 1\n" }, "work/sub/m.py")
+    local info = sb.fs:get_file_info("work/sub")
+    assert.is_true(info.is_dir)
+    assert.are.equal("0750", info.permissions)
+    local list = sb.fs:list_files("work/sub")
+    assert.are.equal(1, #list)
+    assert.are.equal("m.py", list[1].name)
+    assert.is_false(list[1].is_dir)
+    assert.are.equal(6, list[1].size)
+    sb.fs:move_files("work/sub/m.py", "work/n.py")
+    assert.is_true(errors.is(fixture.fails(sb.fs.get_file_info, sb.fs, "work/sub/m.py"), errors.DaytonaNotFoundError))
+    sb.fs:upload_file({ data = "other" }, "work/o.txt")
+    assert.is_true(errors.is(fixture.fails(sb.fs.move_files, sb.fs, "work/o.txt", "work/n.py"), errors.DaytonaConflictError))
+    sb.fs:set_file_permissions("work/n.py", { mode = "600" })
+    assert.are.equal("0600", sb.fs:get_file_info("work/n.py").permissions)
+    -- a directory needs recursive
+    assert.is_true(errors.is(fixture.fails(sb.fs.delete_file, sb.fs, "work"), errors.DaytonaValidationError))
+    sb.fs:delete_file("work", { recursive = true })
+    assert.is_true(errors.is(fixture.fails(sb.fs.get_file_info, sb.fs, "work"), errors.DaytonaNotFoundError))
+  end)
+
+  it("finds, searches and replaces in files", function()
+    sb.fs:upload_files{
+      { source = { data = "alpha\nneedle here\n" }, destination = "s/a.txt" },
+      { source = { data = "needle\n" }, destination = "s/deep/b.py" },
+    }
+    local matches = sb.fs:find_files("s", "needle")
+    assert.are.equal(2, #matches)
+    for _, m in ipairs(matches) do
+      assert.is_string(m.file)
+      assert.is_number(m.line)
+      assert.matches("needle", m.content)
+    end
+    local found = sb.fs:search_files("s", "*.py")
+    assert.are.equal(1, #found.files)
+    assert.matches("b%.py$", found.files[1])
+    local res = sb.fs:replace_in_files({ "s/a.txt", "s/missing.txt" }, "needle", "pin")
+    assert.are.equal(2, #res)
+    local by = {}
+    for _, r in ipairs(res) do by[r.file:match("[^/]+$")] = r end
+    assert.is_true(by["a.txt"].success)
+    assert.is_false(by["missing.txt"].success)
+    assert.are.equal("alpha\npin here\n", sb.fs:download_file("s/a.txt"))
+  end)
+
+  it("uploads and downloads many files in one request, reporting per-file errors", function()
+    local local1 = dir .. "/l1.txt"
+    local f = assert(io.open(local1, "wb")); f:write("from disk"); f:close()
+    local up = sb.fs:upload_files{
+      { source = local1, destination = "bulk/one.txt" },
+      { source = { data = "from memory" }, destination = "bulk/two.txt" },
+    }
+    assert.are.equal(2, #up)
+    assert.are.equal(9, up[1].bytes)
+    assert.is_nil(up[1].error)
+    local down = sb.fs:download_files{
+      { source = "bulk/one.txt", destination = dir .. "/d/one.txt" },
+      { source = "bulk/two.txt" },
+      { source = "bulk/none.txt" },
+    }
+    assert.are.equal(3, #down)
+    assert.are.equal(dir .. "/d/one.txt", down[1].result)
+    assert.are.equal("from disk", slurp(dir .. "/d/one.txt"))
+    assert.are.equal("from memory", down[2].result)
+    assert.is_nil(down[3].result)
+    assert.is_true(errors.is(down[3].error, errors.DaytonaNotFoundError))
+  end)
+
+  it("reports an upload that cannot be written per file", function()
+    sb.fs:upload_file({ data = "f" }, "blocker")
+    local res = sb.fs:upload_files{
+      { source = { data = "ok" }, destination = "fine.txt" },
+      { source = { data = "no" }, destination = "blocker/under-a-file.txt" },
+    }
+    assert.is_nil(res[1].error)
+    assert.is_not_nil(res[2].error)
+    assert.is_true(errors.is(res[2].error, errors.DaytonaError))
+    assert.is_true(errors.is(fixture.fails(sb.fs.upload_file, sb.fs, { data = "no" }, "blocker/x"),
+      errors.DaytonaError))
+  end)
+
+  it("streams uploads and downloads with progress, in constant memory", function()
+    local size = 8 * 1024 * 1024
+    local sent = 0
+    local n = 0
+    -- a producer source: 8 MiB made chunk by chunk
+    local block = ("0123456789abcdef"):rep(4096)
+    sb.fs:upload_file_stream(function()
+      if n * #block >= size then return nil end
+      n = n + 1
+      return block
+    end, "stream/big.bin", { on_progress = function(done) sent = done end })
+    assert.is_true(sent >= size)
+    assert.are.equal(size, sb.fs:get_file_info("stream/big.bin").size)
+    local got, last, total = 0, 0, nil
+    collectgarbage()
+    local mem0 = collectgarbage("count")
+    local peak = mem0
+    for chunk in sb.fs:download_file_stream("stream/big.bin", {
+      on_progress = function(done, t) last, total = done, t end }) do
+      got = got + #chunk
+      local m = collectgarbage("count")
+      if m > peak then peak = m end
+    end
+    assert.are.equal(size, got)
+    assert.are.equal(size, last)
+    assert.are.equal(size, total)
+    -- never anywhere near the whole file in Lua memory
+    assert.is_true((peak - mem0) * 1024 < size / 2, ("peak grew by %d KiB"):format(peak - mem0))
+  end)
+
+  it("cancels a streaming transfer", function()
+    local src = helper.bigfile(dir, "c.bin", 16 * 1024 * 1024)
+    local token = sb.fs:cancel_token()
+    local produced = 0
+    local err = fixture.fails(sb.fs.upload_file_stream, sb.fs, function()
+      produced = produced + 1
+      if produced == 3 then token:cancel() end
+      return ("x"):rep(65536)
+    end, "stream/c.bin", { cancel = token })
+    assert.is_true(errors.is(err, errors.CancelledError))
+    assert.are.equal(3, produced)
+    sb.fs:upload_file(src, "stream/c.bin")
+    local chunks = 0
+    err = fixture.fails(function()
+      for _ in sb.fs:download_file_stream("stream/c.bin", { cancel = function() return chunks >= 2 end }) do
+        chunks = chunks + 1
+      end
+    end)
+    assert.is_true(errors.is(err, errors.CancelledError))
+    assert.are.equal(2, chunks)
+  end)
+
+  it("raises DaytonaNotFoundError from a streamed download of a missing file", function()
+    local err = fixture.fails(function()
+      for _ in sb.fs:download_file_stream("/no/such/file") do end
+    end)
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+  end)
+end)

@@ -1,0 +1,255 @@
+-- The SDK's pure parts, without a server: configuration, the transport's
+-- helpers and error mapping, the log demultiplexer, and argument checks that
+-- must fail before any request is made.
+local helper = require "support.helper"
+local errors = require "daytona.errors"
+local api = require "daytona.api"
+local config = require "daytona.config"
+local process = require "daytona.process"
+
+local function env(t)
+  return function(name) return t[name] end
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+describe("daytona.config", function()
+  local dir
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function() helper.cleanup() end)
+
+  it("takes explicit settings over the environment", function()
+    local c = config.resolve({ api_key = "k1", api_url = "http://a/api", target = "eu" },
+      { getenv = env { DAYTONA_API_KEY = "k2" }, dir = dir })
+    assert.are.equal("k1", c.api_key)
+    assert.are.equal("http://a/api", c.api_url)
+    assert.are.equal("eu", c.target)
+  end)
+
+  it("reads the environment, then .env.local, then .env (DAYTONA_ keys only)", function()
+    write(dir .. "/.env", "DAYTONA_API_KEY=from-env-file\nDAYTONA_TARGET=us\nOTHER=x\n")
+    write(dir .. "/.env.local", "export DAYTONA_TARGET='eu' # comment\n")
+    local c = config.resolve(nil, { getenv = env {}, dir = dir })
+    assert.are.equal("from-env-file", c.api_key)
+    assert.are.equal("eu", c.target)
+    assert.are.equal(config.DEFAULT_API_URL, c.api_url)
+    c = config.resolve(nil, { getenv = env { DAYTONA_API_KEY = "proc" }, dir = dir })
+    assert.are.equal("proc", c.api_key)
+  end)
+
+  it("prefers an API key to a JWT and needs an organization with a JWT", function()
+    local c = config.resolve(nil, { getenv = env { DAYTONA_API_KEY = "k", DAYTONA_JWT_TOKEN = "j",
+      DAYTONA_ORGANIZATION_ID = "o" }, dir = dir })
+    assert.are.equal("k", c.api_key)
+    assert.is_nil(c.jwt_token)
+    c = config.resolve({ jwt_token = "j", organization_id = "o" }, { getenv = env { DAYTONA_API_KEY = "k" }, dir = dir })
+    assert.are.equal("j", c.jwt_token)
+    assert.is_nil(c.api_key)
+    local ok, err = pcall(config.resolve, { jwt_token = "j" }, { getenv = env {}, dir = dir })
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, errors.DaytonaAuthenticationError))
+  end)
+
+  it("falls back to the local server only without credentials and without an API URL", function()
+    local c = config.resolve(nil, { getenv = env {}, dir = dir })
+    assert.is_true(c.use_local)
+    local ok, err = pcall(config.resolve, nil, { getenv = env { DAYTONA_API_URL = "http://x/api" }, dir = dir })
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, errors.DaytonaAuthenticationError))
+    ok, err = pcall(config.resolve, { local_server = false }, { getenv = env {}, dir = dir })
+    assert.is_false(ok)
+    assert.are.equal("MISSING_CREDENTIALS", err.code)
+  end)
+
+  it("never takes the endpoint from a dotenv file, and refuses an ambiguous one", function()
+    write(dir .. "/.env", "DAYTONA_API_KEY=k\nDAYTONA_API_URL=http://evil/api\n")
+    local c = config.resolve(nil, { getenv = env {}, dir = dir })
+    assert.are.equal(config.DEFAULT_API_URL, c.api_url)
+    local ok, err = pcall(config.resolve, nil, { getenv = env { DAYTONA_API_URL = "http://good/api" }, dir = dir })
+    assert.is_false(ok)
+    assert.are.equal("AMBIGUOUS_ENDPOINT", err.code)
+    c = config.resolve({ api_url = "http://explicit/api" }, { getenv = env { DAYTONA_API_URL = "http://good/api" }, dir = dir })
+    assert.are.equal("http://explicit/api", c.api_url)
+  end)
+
+  it("rejects unknown and mistyped settings, naming them", function()
+    local ok, err = pcall(config.resolve, { api_kye = "x" })
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    assert.matches("api_kye", err.message)
+    ok, err = pcall(config.resolve, { api_key = 42 })
+    assert.is_false(ok)
+    assert.matches("'api_key'", err.message)
+  end)
+end)
+
+describe("daytona.api helpers", function()
+  it("converts wire objects to snake_case, keeping user maps verbatim", function()
+    local m = api.model(api.decode([[{"toolboxProxyUrl":"u","exitCode":0,"env":{"myVar":"1"},
+      "labels":{"code-toolbox-language":"python"},"errorReason":null,"cpu":2.0,"items":[{"isDir":true}]}]]))
+    assert.are.equal("u", m.toolbox_proxy_url)
+    assert.are.equal(0, m.exit_code)
+    assert.are.equal("integer", math.type(m.exit_code))
+    assert.are.equal("1", m.env.myVar)
+    assert.are.equal("python", m.labels["code-toolbox-language"])
+    assert.is_nil(m.error_reason)
+    assert.is_true(m.items[1].is_dir)
+  end)
+
+  it("builds queries with repeated keys and lower-case booleans", function()
+    assert.are.equal("a=1&b=x%20y&f=false&s=started&s=stopped",
+      api.query { b = "x y", a = 1, f = false, s = { "started", "stopped" } })
+    assert.are.equal("http://h/api/x?k=v", api.url("http://h/api/", "/x", { k = "v" }))
+  end)
+
+  it("maps HTTP statuses to the error classes and keeps status, code, headers", function()
+    local e = api.http_error(404, { ["x-a"] = "1" }, [[{"statusCode":404,"message":"no such sandbox","code":"NOT_FOUND"}]])
+    assert.is_true(errors.is(e, errors.DaytonaNotFoundError))
+    assert.is_true(errors.is(e, errors.DaytonaError))
+    assert.are.equal(404, e.status_code)
+    assert.are.equal("NOT_FOUND", e.code)
+    assert.are.equal("no such sandbox", e.message)
+    assert.are.equal("1", e.headers["x-a"])
+    local cases = { [400] = "DaytonaValidationError", [401] = "DaytonaAuthenticationError",
+      [403] = "DaytonaAuthorizationError", [409] = "DaytonaConflictError",
+      [429] = "DaytonaRateLimitError", [408] = "DaytonaTimeoutError", [500] = "DaytonaError" }
+    for status, name in pairs(cases) do
+      assert.are.equal(name, getmetatable(api.http_error(status, {}, "")).name)
+    end
+    -- empty bodies still give a useful message; API errors use `error` as the code
+    assert.matches("404 Not Found", api.http_error(404, {}, "").message)
+    assert.are.equal("Not Found", api.http_error(404, {}, [[{"message":"m","error":"Not Found"}]]).code)
+    assert.are.equal("a, b", api.http_error(400, {}, [[{"errors":["a","b"]}]]).message)
+  end)
+
+  it("retries only what cannot run twice", function()
+    local r = api._retryable
+    assert.is_true(r(api.http_error(429, {}, ""), false))
+    assert.is_true(r(api.http_error(503, {}, ""), true))
+    assert.is_false(r(api.http_error(503, {}, ""), false))
+    assert.is_false(r(api.http_error(500, {}, ""), true))
+    assert.is_true(r(errors.DaytonaConnectionError("x", { code = "ECONNREFUSED" }), false))
+    assert.is_false(r(errors.DaytonaConnectionError("x", { code = "ECONNRESET" }), false))
+    assert.is_true(r(errors.DaytonaConnectionError("x", { code = "ECONNRESET" }), true))
+    assert.is_false(r(errors.DaytonaTimeoutError("x", { code = "ETIMEDOUT" }), true))
+  end)
+end)
+
+describe("session log demultiplexing", function()
+  local function run(chunks)
+    local got = { stdout = {}, stderr = {} }
+    local d = process.Demux.new(function(s, data) table.insert(got[s], data) end)
+    for _, c in ipairs(chunks) do d:feed(c) end
+    d:finish()
+    return table.concat(got.stdout), table.concat(got.stderr), got
+  end
+
+  it("splits stdout and stderr by their markers", function()
+    local out, err = run { "junk\1\1\1hi\n\2\2\2oops\n\1\1\1bye\n" }
+    assert.are.equal("hi\nbye\n", out)
+    assert.are.equal("oops\n", err)
+  end)
+
+  it("handles markers split across chunks at every position", function()
+    local raw = "\1\1\1one\n\2\2\2two\n\1\1\1three\1\n\2\2\2\2x\n"
+    local want_out, want_err = run { raw }
+    for i = 1, #raw - 1 do
+      local out, err = run { raw:sub(1, i), raw:sub(i + 1) }
+      assert.are.equal(want_out, out, "split at " .. i)
+      assert.are.equal(want_err, err, "split at " .. i)
+    end
+    -- byte by byte
+    local bytes = {}
+    for i = 1, #raw do bytes[i] = raw:sub(i, i) end
+    local out, err = run(bytes)
+    assert.are.equal(want_out, out)
+    assert.are.equal(want_err, err)
+  end)
+
+  it("never splits a UTF-8 character between callbacks", function()
+    local text = "\1\1\1h\u{e9}llo \u{1F600}\n"
+    for i = 1, #text - 1 do
+      local _, _, got = run { text:sub(1, i), text:sub(i + 1) }
+      for _, piece in ipairs(got.stdout) do assert.is_truthy(utf8.len(piece), "split at " .. i) end
+    end
+    assert.are.equal("h\u{e9}llo \u{1F600}\n", (process.demux(text)))
+  end)
+end)
+
+describe("argument checks before any request", function()
+  local client, requests
+  local sandbox = require "daytona.sandbox"
+
+  before_each(function()
+    requests = 0
+    client = require("daytona.client").new {
+      api_key = "k", api_url = "http://127.0.0.1:9/api", target = "us", retry = false,
+      on_request = function() requests = requests + 1 end,
+    }
+  end)
+
+  local function fails(fn, arg)
+    local ok, err = pcall(fn)
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, errors.DaytonaValidationError), tostring(err))
+    assert.are.equal("EINVAL", err.code)
+    assert.matches(arg, err.message, 1, true)
+    assert.are.equal(0, requests)
+  end
+
+  it("client calls", function()
+    fails(function() client:create{ language = "cobol" } end, "'language'")
+    fails(function() client:create{ env_vars = { A = {} } } end, "'env_vars.A'")
+    fails(function() client:create{ auto_stop_interval = -1 } end, "'auto_stop_interval'")
+    fails(function() client:create{ snapshot = "s", resources = { cpu = 2 } } end, "'resources'")
+    fails(function() client:create{ timeout = -1 } end, "'timeout'")
+    fails(function() client:create{ tiemout = 1 } end, "tiemout")
+    fails(function() client:create{ linked_sandbox = "p" } end, "'linked_sandbox'")
+    fails(function() client:get(nil) end, "'sandbox_id_or_name'")
+    fails(function() client:list{ limit = 0 } end, "'limit'")
+    fails(function() client:list{ labels = "x" } end, "'labels'")
+    fails(function() client:stop(42) end, "'sandbox'")
+  end)
+
+  it("sandbox, process, fs and git calls", function()
+    local sb = sandbox.new(client, { id = "sb1", state = "started",
+      toolboxProxyUrl = "http://127.0.0.1:9/toolbox", labels = {} })
+    fails(function() sb:set_labels("x") end, "'labels'")
+    fails(function() sb:set_autostop_interval(-5) end, "'interval'")
+    fails(function() sb:set_auto_delete_interval(1.5) end, "'interval'")
+    fails(function() sb:get_preview_link(70000) end, "'port'")
+    fails(function() sb:create_signed_preview_url(80, { expires_in_seconds = 0 }) end, "'expires_in_seconds'")
+    fails(function() sb:resize{ gpu = 1 } end, "'resources.gpu'")
+    fails(function() sb:update_network_settings{} end, "'options'")
+    fails(function() sb:start{ timeout = "soon" } end, "'timeout'")
+    fails(function() sb.process:exec("") end, "'command'")
+    fails(function() sb.process:exec("ls", { env = { ["1BAD"] = "x" } }) end, "'env'")
+    fails(function() sb.process:exec("ls", { cwdd = "/" }) end, "cwdd")
+    fails(function() sb.process:code_run(nil) end, "'code'")
+    fails(function() sb.process:execute_session_command("s", {}) end, "'req.command'")
+    fails(function() sb.process:get_session_command_logs("s", nil) end, "'command_id'")
+    fails(function() sb.process:resize_pty_session("p", { rows = 0, cols = 80 }) end, "'pty_size.rows'")
+    fails(function() sb.process:create_pty_session(nil) end, "'session_id'")
+    fails(function() sb.fs:upload_file(42, "/x") end, "'source'")
+    fails(function() sb.fs:upload_file("x", nil) end, "'remote_path'")
+    fails(function() sb.fs:create_folder("/d", "rwx") end, "'mode'")
+    fails(function() sb.fs:upload_files({}) end, "'files'")
+    fails(function() sb.fs:download_files({ {} }) end, "'files[1].source'")
+    fails(function() sb.fs:replace_in_files({}, "a", "b") end, "'files'")
+    fails(function() sb.git:clone("", "p") end, "'url'")
+    fails(function() sb.git:add("repo", { 1 }) end, "'files[1]'")
+    fails(function() sb.git:commit("r", "m", "a", nil) end, "'email'")
+  end)
+
+  it("a missing local file is reported before any request", function()
+    local sb = sandbox.new(client, { id = "sb1", state = "started", toolboxProxyUrl = "http://127.0.0.1:9/toolbox" })
+    local ok, err = pcall(sb.fs.upload_file, sb.fs, "/nonexistent/file", "/x")
+    assert.is_false(ok)
+    assert.are.equal("ENOENT", err.code)
+    assert.are.equal(0, requests)
+  end)
+end)
