@@ -15,7 +15,9 @@ LUA_VER  := 5.4
 PKGS     := lua5.4 libuv libcurl libwebsockets libmicrohttpd openssl
 CPPFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -fPIC -fno-strict-aliasing
+# always on, whatever CFLAGS the caller gives; SANITIZE adds sanitizer flags
+DTCFLAGS := -std=gnu11 -Wall -Wextra -Werror -fPIC -fno-strict-aliasing $(SANITIZE)
+BUSTED   := lua5.4 /usr/bin/busted
 LIBS     := $(shell pkg-config --libs libuv libcurl libwebsockets libmicrohttpd openssl 2>/dev/null) -lwslay -lutil
 LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
@@ -50,27 +52,27 @@ deps:
 
 $(BUILD)/obj/%.o: csrc/%.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -c $< -o $@
 
 $(CORE_SO): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(LIBS) $(LDFLAGS)
 
 # dtlua links the core in and preloads it, so start-up needs no dlopen.
 $(DTLUA): $(BUILD)/obj/dtlua.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
 
 # examples/host: a C program with its own frame loop embedding Lua + the core
 $(BUILD)/bin/dtlua-host: examples/host/host.c $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
 
 # The local server's sandbox launcher and init: a separate small program,
 # since it must set up namespaces before anything else runs.
 $(LAUNCHER): csrc/sandbox_launcher.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDFLAGS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -o $@ $< $(LDFLAGS)
 
 # dtlocal is dtlua under another name: it runs the local server's main.
 $(DTLOCAL): $(DTLUA)
@@ -81,17 +83,17 @@ $(LUASHARE):
 	ln -sfn $(CURDIR)/lua $@
 
 test: all
-	busted
+	$(BUSTED)
 
 # The C core's specs under AddressSanitizer + UBSan.  Lua itself is not
 # instrumented; the sanitizer runtime is preloaded into lua5.4.
 ASAN_BUILD := build-asan
 asan:
-	$(MAKE) BUILD=$(ASAN_BUILD) CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	$(MAKE) BUILD=$(ASAN_BUILD) CFLAGS="-O1 -g" SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	DTLUA_BUILD=$(ASAN_BUILD) \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	busted --run=core
+	$(BUSTED) --run=core
 
 bench: all
 	bench/run $(if $(QUICK),--quick)
