@@ -57,24 +57,6 @@
 #include <curl/curl.h>
 
 #include "dt.h"
-#include <stdarg.h>
-static FILE *trace_f;
-static void TR (const char *fmt, ...);
-static int dbg_cb (CURL *h, curl_infotype t, char *d, size_t n, void *u) {
-  (void)h; (void)u;
-  if (t == CURLINFO_TEXT || t == CURLINFO_HEADER_OUT || t == CURLINFO_HEADER_IN) {
-    if (n > 200) n = 200;
-    TR("curl[%d] %.*s", (int)t, (int)n, d);
-  }
-  return 0;
-}
-static void TR (const char *fmt, ...) {
-  va_list ap;
-  if (!trace_f) { trace_f = fopen("/tmp/httpdev/trace.log", "a"); setvbuf(trace_f, NULL, _IOFBF, 1<<20); }
-  fprintf(trace_f, "%.6f ", (double)uv_hrtime() / 1e9);
-  va_start(ap, fmt); vfprintf(trace_f, fmt, ap); va_end(ap);
-  fputc('\n', trace_f);
-}
 
 #define REQUEST_TNAME "daytona.Request"
 
@@ -259,7 +241,6 @@ static void on_poll (uv_poll_t *p, int status, int events) {
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   }
-  TR("poll fd=%d status=%d events=%d", (int)k->fd, status, events);
   curl_multi_socket_action(h->multi, k->fd, flags, &running);
   drain_done(h);
 }
@@ -267,9 +248,12 @@ static void on_poll (uv_poll_t *p, int status, int events) {
 static void on_timeout (uv_timer_t *t) {
   Http *h = (Http *)t->data;
   int running;
-  TR("timeout fired");
   curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   drain_done(h);
+  /* Timers run before the poll phase of uv_run(UV_RUN_ONCE): without this,
+  ** a request signalled here (headers or body that libcurl read at once,
+  ** a transfer resumed after a pause) would wait for the poll to time out
+  ** -- up to libcurl's next deadline -- before Lua heard of it. */
 }
 
 static void sock_freed (uv_handle_t *p) {
@@ -290,7 +274,6 @@ static int on_socket (CURL *e, curl_socket_t s, int what, void *userp,
   Sock *k = (Sock *)socketp;
   int events = 0;
   (void)e;
-  TR("socket fd=%d what=%d k=%p", (int)s, what, (void*)k);
   if (what == CURL_POLL_REMOVE) {
     if (k) {
       curl_multi_assign(h->multi, s, NULL);
@@ -324,7 +307,6 @@ static int on_socket (CURL *e, curl_socket_t s, int what, void *userp,
 static int on_timer_set (CURLM *m, long ms, void *userp) {
   Http *h = (Http *)userp;
   (void)m;
-  TR("timer %ld", ms);
   if (ms < 0) uv_timer_stop(&h->timer);
   else uv_timer_start(&h->timer, on_timeout, (uint64_t)ms, 0);
   return 0;
@@ -619,7 +601,6 @@ static void request_release (Request *r) {
 
 static void finish (Request *r, CURLcode cc) {
   snapshot(r);
-  TR("finish %p cc=%d", (void*)r, (int)cc);
   if (r->out_fd >= 0) {
     if (flush_file(r) < 0 && cc == CURLE_OK) {
       set_errno_error(r, errno, "writing the response file");
@@ -985,8 +966,7 @@ static int l_request (lua_State *L) {
   SETOPT(CURLOPT_READDATA, r);
   SETOPT(CURLOPT_SEEKFUNCTION, on_seek);
   SETOPT(CURLOPT_SEEKDATA, r);
-  SETOPT(CURLOPT_VERBOSE, 1L);
-  SETOPT(CURLOPT_DEBUGFUNCTION, dbg_cb);
+  if (opt_bool(L, "verbose")) SETOPT(CURLOPT_VERBOSE, 1L);
   if (opt_bool(L, "insecure")) {
     SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
     SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
@@ -1084,8 +1064,6 @@ static int l_request (lua_State *L) {
   if (r->resp_kind != RESP_MEMORY) SETOPT(CURLOPT_BUFFERSIZE, (long)BIG_BUFFER);
 
   /* start */
-  TR("add %p %s", (void*)r, url);
-  fflush(trace_f);
   if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
     return luaL_error(L, "cannot add the transfer to the multi handle");
   r->in_multi = 1;

@@ -255,8 +255,8 @@ static int valid_value (const char *s, size_t n) {
   return 1;
 }
 
-/* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF): text
-** messages must be valid (RFC 6455 8.1), else the close code is 1007. */
+/* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF): what we
+** send as text must be valid (RFC 6455 8.1); wslay checks what we receive. */
 static int valid_utf8 (const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
@@ -676,6 +676,7 @@ static ssize_t on_read_body (void *cls, uint64_t pos, char *buf, size_t max) {
 /* ---------------------------------------------------------------------- */
 
 static void ws_teardown (WS *ws, int code);
+static int ws_closing (WS *ws);
 
 static void srv_handle_closed (uv_handle_t *h) {
   Server *srv = (Server *)h->data;
@@ -689,7 +690,18 @@ static void server_close (Server *srv) {
   /* libuv must forget MHD's epoll fd before MHD_stop_daemon closes it */
   uv_close((uv_handle_t *)&srv->poll, srv_handle_closed);
   uv_close((uv_handle_t *)&srv->timer, srv_handle_closed);
-  while (srv->wss) ws_teardown(srv->wss, 1001);
+  {
+    WS *ws, *next;
+    for (ws = srv->wss; ws; ws = next) {
+      next = ws->next;
+      if (ws->state == WS_OPEN && !ws_closing(ws)) {   /* best effort: say goodbye */
+        static const char why[] = "server closing";
+        wslay_event_queue_close(ws->ctx, 1001, (const uint8_t *)why, sizeof why - 1);
+        wslay_event_send(ws->ctx);
+      }
+      ws_teardown(ws, 1001);
+    }
+  }
   /* MHD_stop_daemon() panics on a suspended connection, and resuming only
   ** raises a flag that MHD_run() acts on; our handlers refuse to park
   ** anything while closing, so a couple of runs settle it. */
@@ -1455,12 +1467,8 @@ static void ws_msg_cb (wslay_event_context_ptr ctx,
   WS *ws = (WS *)ud;
   (void)ctx;
   if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-    WSMsg *m;
-    if (arg->opcode == WSLAY_TEXT_FRAME && !valid_utf8(arg->msg, arg->msg_length)) {
-      ws_fail(ws, 1007, "invalid UTF-8 in a text message");
-      return;
-    }
-    m = (WSMsg *)malloc(sizeof *m + arg->msg_length);
+    /* wslay has checked the UTF-8 of text messages (1007 otherwise) */
+    WSMsg *m = (WSMsg *)malloc(sizeof *m + arg->msg_length);
     if (m == NULL) {
       ws_fail(ws, 1011, "out of memory");
       return;

@@ -62,6 +62,9 @@ void dt_signal (dt_obj *o) {
   }
   loop->ready[loop->nready++] = o;
   o->queued = 1;
+  /* uv_run(UV_RUN_ONCE) runs due timers *before* it polls, and would then
+  ** block in poll with this wake-up pending: make it return instead. */
+  uv_stop(&loop->uv);
 }
 
 void dt_release (dt_obj *o) {

@@ -16,11 +16,11 @@
 **   namespace, which C shares:
 **   idmapped lowers, overlays,
 **   /dev, /sys, /run, binds
-**   go ---------------------------> becomes root of its user namespace
-**                                   unshare(NEWNS): a copy of the tree,
+**   go ---------------------------> unshare(NEWNS): a copy of the tree,
 **                                   every mount locked by the kernel
 **                                   hostname, lo, /proc, devpts, shm
 **                                   pivot_root, old root detached
+**                                   becomes sandbox root (host uid N)
 **                                   fork ---------------------->  user, cwd, env
 **                                                                 execvp
 **   <----------------- "ready" ---- the exec succeeded
@@ -402,9 +402,9 @@ static int openat2_ (int dirfd, const char *path, int flags, unsigned long long 
 ** namespace otherwise, where unmapped ids fall back to root. */
 #define HOST_OWNED ((unsigned long)-1)   /* ensure_dir: keep the creator's owner */
 
-static unsigned long own_id (Ctx *c, unsigned long id) {
-  if (c->privileged) return c->base + (id < ID_COUNT ? id : OVERFLOW_ID);
-  return c->sub_mapped && id < ID_COUNT ? id : 0;
+static uid_t own_id (Ctx *c, unsigned long id) {
+  if (c->privileged) return (uid_t)(c->base + (id < ID_COUNT ? id : OVERFLOW_ID));
+  return (uid_t)(c->sub_mapped && id < ID_COUNT ? id : 0);
 }
 
 /* The directory `name` in dirfd: created (mode, owner sandbox id `id`)
@@ -498,11 +498,14 @@ static void buf_addf (Buf *b, const char *fmt, ...) {
   buf_add(b, tmp, (size_t)n);
 }
 
-/* Read a whole small host file (at most 4 MiB). */
+static void buf_adds (Buf *b, const char *s) { buf_add(b, s, strlen(s)); }
+
+/* Read a whole small host file (at most 4 MiB); b->p is a string after. */
 static int read_host_file (const char *path, Buf *b) {
   char tmp[8192];
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
+  buf_add(b, "", 0);
   for (;;) {
     ssize_t n = read(fd, tmp, sizeof tmp);
     if (n < 0 && errno == EINTR) continue;
@@ -542,7 +545,7 @@ static void field (const char *line, int i, char *out, size_t outsz) {
 static void write_accounts (Ctx *c, int etcfd) {
   Buf hp = {0}, hg = {0}, pw = {0}, gr = {0}, sh = {0}, gsh = {0};
   unsigned long shadow_gid = 0;
-  char name[256], id[32], members[4096];
+  char name[256], id[32];
   char *line, *save;
   if (read_host_file("/etc/passwd", &hp) != 0)
     die_errno(EXIT_STATE, "read the host's /etc/passwd");
@@ -554,21 +557,32 @@ static void write_accounts (Ctx *c, int etcfd) {
     if (name[0] == '\0' || name[0] == '#' || strcmp(name, "daytona") == 0 ||
         strcmp(id, "1000") == 0)
       continue;
-    buf_addf(&pw, "%s\n", line);
-    buf_addf(&sh, "%s:*:::::::\n", name);
+    buf_adds(&pw, line);
+    buf_adds(&pw, "\n");
+    buf_adds(&sh, name);
+    buf_adds(&sh, ":*:::::::\n");
   }
   buf_addf(&pw, "daytona:x:%d:%d:Daytona:/home/daytona:/bin/bash\n", DAYTONA_ID, DAYTONA_ID);
   buf_addf(&sh, "daytona:*:::::::\n");
   for (line = strtok_r(hg.p, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    const char *members = line;
+    int k;
     field(line, 0, name, sizeof name);
     field(line, 2, id, sizeof id);
-    field(line, 3, members, sizeof members);
     if (name[0] == '\0' || name[0] == '#' || strcmp(name, "daytona") == 0 ||
         strcmp(id, "1000") == 0)
       continue;
+    for (k = 0; k < 3 && members != NULL; k++) {  /* the rest after the 3rd ':' */
+      members = strchr(members, ':');
+      if (members != NULL) members++;
+    }
     if (strcmp(name, "shadow") == 0) shadow_gid = strtoul(id, NULL, 10);
-    buf_addf(&gr, "%s\n", line);
-    buf_addf(&gsh, "%s:*::%s\n", name, members);
+    buf_adds(&gr, line);
+    buf_adds(&gr, "\n");
+    buf_adds(&gsh, name);
+    buf_adds(&gsh, ":*::");
+    buf_adds(&gsh, members ? members : "");
+    buf_adds(&gsh, "\n");
   }
   buf_addf(&gr, "daytona:x:%d:\n", DAYTONA_ID);
   buf_addf(&gsh, "daytona:*::\n");
@@ -744,12 +758,14 @@ static void prepare (Ctx *c) {
       snprintf(what, sizeof what, "%s/%s", c->rootfs, top_entries[i]);
       close(ensure_dir(c, rootfd, top_entries[i], 0755, 0, NULL, what));
       fd = openat2_(c->dirfd, "upper", O_PATH | O_DIRECTORY, BENEATH);
+      if (fd < 0) die_errno(EXIT_STATE, "open %s", c->upper);
       snprintf(what, sizeof what, "%s/%s", c->upper, top_entries[i]);
       ufd = ensure_dir(c, fd, top_entries[i], 0755, 0, &cr, what);
       if (cr) copy_dir_attrs(c, fd, top_entries[i], hpath);
       close(ufd);
       close(fd);
       fd = openat2_(c->dirfd, "work", O_PATH | O_DIRECTORY, BENEATH);
+      if (fd < 0) die_errno(EXIT_STATE, "open %s", c->work);
       snprintf(what, sizeof what, "%s/%s", c->work, top_entries[i]);
       wfd = ensure_dir(c, fd, top_entries[i], 0700, HOST_OWNED, NULL, what);
       close(wfd);
@@ -904,12 +920,11 @@ static void write_id_maps (Ctx *c, pid_t pid) {
     return;
   }
   {
+    /* both files are keyed by user name or uid (what newgidmap checks) */
     struct passwd *pw = getpwuid(c->host_uid);
-    struct group *gr = getgrgid(c->host_gid);
     unsigned long us, uc, gs, gc;
     if (find_subid("/etc/subuid", pw ? pw->pw_name : NULL, c->host_uid, &us, &uc) &&
-        find_subid("/etc/subgid", gr ? gr->gr_name : (pw ? pw->pw_name : NULL),
-                   c->host_gid, &gs, &gc) &&
+        find_subid("/etc/subgid", pw ? pw->pw_name : NULL, c->host_uid, &gs, &gc) &&
         run_idmap_helper("newuidmap", pid, c->host_uid, us, uc) == 0) {
       if (run_idmap_helper("newgidmap", pid, c->host_gid, gs, gc) != 0)
         die(EXIT_NS, "newgidmap %d 0 %lu 1 1 %lu %lu failed", (int)pid,
@@ -1056,7 +1071,7 @@ static void build_dev (Ctx *c, int rootfd) {
   const char *opts[] = { "mode", "0755", "size", "64k", "nr_inodes", "64",
                          "uid", uid, "gid", uid, NULL };
   int m, dfd, i;
-  snprintf(uid, sizeof uid, "%lu", own_id(c, 0));
+  snprintf(uid, sizeof uid, "%lu", (unsigned long)own_id(c, 0));
   snprintf(what, sizeof what, "%s/dev", c->rootfs);
   m = new_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, what);
   dfd = sub(rootfd, "dev", what);
@@ -1200,7 +1215,7 @@ static void build_tree (Ctx *c) {
     char uid[32];
     const char *opts[] = { "mode", "0755", "size", "64m", "uid", uid, "gid", uid, NULL };
     int rfd;
-    snprintf(uid, sizeof uid, "%lu", own_id(c, 0));
+    snprintf(uid, sizeof uid, "%lu", (unsigned long)own_id(c, 0));
     snprintf(what, sizeof what, "%s/run", c->rootfs);
     m = new_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, what);
     fd = sub(rootfd, "run", what);
@@ -1341,7 +1356,7 @@ static void run_program (Ctx *c, int errfd) {
   umask(022);
   if (!o->user_root && !c->sub_mapped)
     die(EXIT_USER, "user daytona (uid %d) does not exist in this sandbox: not root and "
-        "no subordinate uid/gid range in /etc/subuid and /etc/subgid (run with --user root)",
+        "no usable subordinate uid/gid range (/etc/subuid, /etc/subgid, newuidmap); run with --user root",
         DAYTONA_ID);
   if (c->sub_mapped) {
     gid_t g = (gid_t)uid;
@@ -1450,6 +1465,10 @@ static void sandbox_main (Ctx *c, int goread, int statusfd) {
   do n = read(goread, &go, 1); while (n < 0 && errno == EINTR);
   if (n != 1) _exit(EXIT_INTERNAL);  /* the launcher failed and said so */
   if (go == 's') c->sub_mapped = 1;  /* newuidmap gave us ids 1.. */
+  /* init's memory holds the caller's environment and arguments: neither
+  ** readable through /proc/1 nor ptrace-able from inside.  (Only now: the
+  ** launcher had to open our /proc files for the id maps.) */
+  if (prctl(PR_SET_DUMPABLE, 0) != 0) die_errno(EXIT_INTERNAL, "prctl(DUMPABLE)");
   /* Privileged, init still has the launcher's host uid 0 (unmapped here)
   ** with every capability in its own namespaces only: it keeps it until
   ** the pivot, for the paths under the root dir (mode 0700, host root's).
@@ -1481,6 +1500,10 @@ static void sandbox_main (Ctx *c, int goread, int statusfd) {
 /* the launcher                                                             */
 /* ---------------------------------------------------------------------- */
 
+static unsigned long long start_time (pid_t pid);
+static int lock_pidfd (Ctx *c, int which);
+static void wait_previous_init (Ctx *c);
+
 /* Open (creating when missing) the root dir and take its lock, held as
 ** long as the launcher or the sandbox's init lives. */
 static void open_root_dir (Ctx *c, int for_rm) {
@@ -1503,9 +1526,80 @@ static void open_root_dir (Ctx *c, int for_rm) {
   c->lockfd = openat(c->dirfd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (c->lockfd < 0) die_errno(EXIT_STATE, "open %s/.lock", c->dir);
   if (flock(c->lockfd, LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) die(EXIT_BUSY, "sandbox %s is running", c->dir);
-    die_errno(EXIT_STATE, "lock %s/.lock", c->dir);
+    int lfd;
+    if (errno != EWOULDBLOCK) die_errno(EXIT_STATE, "lock %s/.lock", c->dir);
+    /* held: by a live launcher (running), or by the init of one that was
+    ** killed (going away: wait for it, then the lock is ours) */
+    lfd = lock_pidfd(c, 0);
+    if (lfd >= 0) {
+      /* readable: it has exited (a zombie is gone too); a launcher being
+      ** killed right now gets a moment to finish */
+      struct pollfd p;
+      int r;
+      p.fd = lfd;
+      p.events = POLLIN;
+      do r = poll(&p, 1, 200); while (r < 0 && errno == EINTR);
+      close(lfd);
+      if (r != 1) die(EXIT_BUSY, "sandbox %s is running", c->dir);
+    }
+    wait_previous_init(c);
+    if (flock(c->lockfd, LOCK_EX | LOCK_NB) != 0)
+      die(EXIT_BUSY, "sandbox %s is running", c->dir);
   }
+  wait_previous_init(c);
+}
+
+/* Start time of process pid (field 22 of /proc/PID/stat), 0 if unknown:
+** with the pid it names one process, whatever pid reuse does. */
+static unsigned long long start_time (pid_t pid) {
+  char path[64], buf[1024], *p;
+  unsigned long long t = 0;
+  int fd, i;
+  ssize_t n;
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  p = strrchr(buf, ')');  /* the command name may hold spaces and ')' */
+  for (i = 2; p != NULL && i < 22; i++) p = strchr(p + 1, ' ');
+  if (p != NULL) t = strtoull(p + 1, NULL, 10);
+  return t;
+}
+
+/* The pid in .lock at offset `which` (0: launcher, 1: init) as a pidfd,
+** if that very process (same start time) still exists; else -1. */
+static int lock_pidfd (Ctx *c, int which) {
+  char buf[160];
+  int pid[2], pfd;
+  unsigned long long start[2];
+  ssize_t n = pread(c->lockfd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  if (sscanf(buf, "%d %llu %d %llu", &pid[0], &start[0], &pid[1], &start[1]) != 4 ||
+      pid[which] <= 0)
+    return -1;
+  pfd = (int)syscall(SYS_pidfd_open, pid[which], 0);
+  if (pfd < 0) return -1;
+  if (start_time(pid[which]) != start[which]) { close(pfd); return -1; }  /* reused pid */
+  return pfd;
+}
+
+/* An instance whose launcher was SIGKILLed goes away on its own (init has
+** PDEATHSIG), but its init drops the lock when its files close, before the
+** kernel has killed the rest of its PID namespace (which still uses the
+** overlays).  Wait, bounded, until that init is a zombie or gone. */
+static void wait_previous_init (Ctx *c) {
+  struct pollfd p;
+  int r, pfd = lock_pidfd(c, 1);
+  if (pfd < 0) return;
+  p.fd = pfd;
+  p.events = POLLIN;
+  do r = poll(&p, 1, 10000); while (r < 0 && errno == EINTR);
+  close(pfd);
+  if (r == 0) die(EXIT_BUSY, "sandbox %s: its previous instance is still exiting", c->dir);
 }
 
 static pid_t clone_sandbox (int netns) {
@@ -1606,6 +1700,15 @@ static int cmd_run (int argc, char **argv) {
   }
   close(go[0]);
   close(status[1]);
+  /* who holds the lock: lets a restarted server find a running sandbox,
+  ** and the next start wait for this init's end (wait_previous) */
+  {
+    char pids[128];
+    int n = snprintf(pids, sizeof pids, "%d %llu %d %llu\n", (int)getpid(),
+                     start_time(getpid()), (int)child, start_time(child));
+    if (ftruncate(c.lockfd, 0) != 0 || pwrite(c.lockfd, pids, (size_t)n, 0) != n)
+      die_errno(EXIT_STATE, "write %s/.lock", c.dir);
+  }
   write_id_maps(&c, child);
   if (c.privileged) {
     char path[64];

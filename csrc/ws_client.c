@@ -7,7 +7,7 @@
 ** core.step() like everything else.  Following lws's rules, everything is
 ** single-threaded and frames are written only from the WRITEABLE callback.
 **
-**   core.ws.connect{url=, headers=, protocols=, origin=, ca_file=,
+**   core.ws.connect{url=, headers=, protocols=, ca_file=,
 **                   insecure=, ping_interval=, ping_timeout=,
 **                   max_message=, recv_buffer=, send_buffer=} -> WebSocket
 **   ws:state()          "connecting" | "open" | "closing" | "closed"
@@ -38,6 +38,7 @@
 ** unreachable address moves on to the next one.
 */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -45,6 +46,8 @@
 #include <sys/socket.h>
 
 #include <libwebsockets.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 
 #include "dt.h"
 
@@ -58,6 +61,11 @@
 #define DEF_PING         30                   /* idle seconds before a ping */
 #define DEF_PING_TIMEOUT 30                   /* seconds for the pong after that */
 #define MAX_REASON       123                  /* close reason bytes (RFC 6455) */
+
+/* lws's own opcode for a close frame: private in lws 4.1 (lib/core/
+** private-lib-core.h), the hole at 4 in the public lws_write_protocol ABI.
+** See send_close() for why we write the close frame ourselves. */
+#define DT_LWS_WRITE_CLOSE ((enum lws_write_protocol)4)
 
 enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 static const char *const state_names[] = {"connecting", "open", "closing", "closed"};
@@ -120,6 +128,10 @@ struct Conn {
   int wsi_alive;            /* lws holds this Conn (until WSI_DESTROY) */
   int seen;                 /* lws called us for the current attempt */
   int established;
+  int closing;              /* our close frame is sent */
+  int rx_drop;              /* ignore what still arrives */
+  uint64_t last_rx;         /* loop time (ms) of the last frame received */
+  char tls_error[160];      /* why the server's certificate was refused */
   int retry;                /* after this wsi is gone, try the next address */
   int dns_pending;
   uv_getaddrinfo_t dns;
@@ -132,7 +144,6 @@ struct Conn {
   char *host;               /* the Host header: host[:port] */
   char *path;               /* "/..." with the query */
   char *protocols;          /* "a,b" or NULL */
-  char *origin;             /* or NULL */
   char *headers;            /* "Name: value\r\n"... or NULL */
   size_t headers_len;
 };
@@ -198,7 +209,6 @@ static void conn_free (Conn *c) {
   free(c->host);
   free(c->path);
   free(c->protocols);
-  free(c->origin);
   free(c->headers);
   free(c);
 }
@@ -264,7 +274,6 @@ static void conn_start (Conn *c) {
   ci.ssl_connection = c->tls ? (LCCSCF_USE_SSL | c->tls_flags) : 0;
   ci.path = c->path;
   ci.host = c->host;
-  ci.origin = c->origin;
   ci.protocol = c->protocols;
   ci.local_protocol_name = protocols[0].name;
   ci.alpn = "http/1.1";       /* a ws upgrade is HTTP/1.1, never h2 */
@@ -272,6 +281,7 @@ static void conn_start (Conn *c) {
   ci.retry_and_idle_policy = &c->policy;
   c->seen = 0;
   c->retry = 0;
+  c->tls_error[0] = '\0';
   c->wsi_alive = 1;
   wsi = lws_client_connect_via_info(&ci);
   if (wsi != NULL) {
@@ -361,6 +371,11 @@ static void on_connect_error (Conn *c, struct lws *wsi, const char *why) {
     set_error(ws, "EHANDSHAKE", msg);
     return;
   }
+  if (c->tls_error[0]) {
+    snprintf(msg, sizeof msg, "cannot connect to %s: %s", c->host, c->tls_error);
+    set_error(ws, "ETLS", msg);
+    return;
+  }
   snprintf(msg, sizeof msg, "cannot connect to %s: %s", c->host, why);
   if (contains(why, "tls") || contains(why, "ssl") || contains(why, "cert"))
     set_error(ws, "ETLS", msg);
@@ -382,14 +397,32 @@ static void on_connect_error (Conn *c, struct lws *wsi, const char *why) {
 /* the lws callback                                                        */
 /* ---------------------------------------------------------------------- */
 
+/* Send our close frame (from WRITEABLE only) and give the peer a few
+** seconds to answer.  The usual way, lws_close_reason() and returning -1,
+** loses the close frame with Debian's lws 4.1 (a _DEBUG build): after a -1,
+** lws_service_fd_tsi() calls lws_close_free_wsi() a second time as a "uv
+** repeat test", and that call kills the socket while the close frame is
+** still queued.  The peer's answer is taken in WS_PEER_INITIATED_CLOSE. */
+static int send_close (Conn *c, struct lws *wsi, int code, const char *reason) {
+  unsigned char buf[LWS_PRE + 2 + MAX_REASON];
+  size_t rl = strlen(reason);
+  if (rl > MAX_REASON) rl = MAX_REASON;
+  c->closing = 1;
+  buf[LWS_PRE] = (unsigned char)(code >> 8);
+  buf[LWS_PRE + 1] = (unsigned char)(code & 0xff);
+  memcpy(buf + LWS_PRE + 2, reason, rl);
+  if (lws_write(wsi, buf + LWS_PRE, 2 + rl, DT_LWS_WRITE_CLOSE) < 0) return -1;
+  lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, 5);
+  return 0;
+}
+
 /* Write one frame of the queue head (or the close frame) from WRITEABLE. */
 static int on_writeable (Conn *c, struct lws *wsi) {
   Ws *ws = c->ws;
   SendMsg *m;
-  if (ws == NULL) {   /* the object was collected: close politely */
-    lws_close_reason(wsi, LWS_CLOSE_STATUS_GOINGAWAY, NULL, 0);
-    return -1;
-  }
+  if (c->closing) return 0;
+  if (ws == NULL)   /* the object was collected: close politely */
+    return send_close(c, wsi, LWS_CLOSE_STATUS_GOINGAWAY, "");
   m = ws->sq_head;
   if (m != NULL) {
     size_t n = m->len - m->off;
@@ -422,11 +455,7 @@ static int on_writeable (Conn *c, struct lws *wsi) {
       lws_callback_on_writable(wsi);
     return 0;
   }
-  if (ws->close_requested) {
-    lws_close_reason(wsi, (enum lws_close_status)ws->close_code,
-                     (unsigned char *)ws->close_reason, strlen(ws->close_reason));
-    return -1;   /* lws sends the close frame and waits for the peer's */
-  }
+  if (ws->close_requested) return send_close(c, wsi, ws->close_code, ws->close_reason);
   return 0;
 }
 
@@ -441,15 +470,24 @@ static void check_rx_flow (Ws *ws, struct lws *wsi) {
 static int on_receive (Conn *c, struct lws *wsi, void *in, size_t len) {
   Ws *ws = c->ws;
   RecvMsg *m;
-  if (ws == NULL) return 0;   /* collected: the close is under way */
+  if (ws == NULL || c->rx_drop) return 0;
   if (lws_is_first_fragment(wsi)) {
     ws->rx.len = 0;
     ws->rx_binary = lws_frame_is_binary(wsi);
   }
   if (ws->rx.len + len > ws->max_message) {
+    /* drop the rest and close with 1009 once the queue is out */
     set_error(ws, "EMSGSIZE", "message larger than max_message");
-    lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, NULL, 0);
-    return -1;
+    dt_buf_free(&ws->rx);
+    c->rx_drop = 1;
+    if (!ws->close_requested) {
+      ws->close_requested = 1;
+      ws->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
+      snprintf(ws->close_reason, sizeof ws->close_reason, "message too big");
+      ws->state = ST_CLOSING;
+    }
+    lws_callback_on_writable(wsi);
+    return 0;
   }
   if (len > 0 && dt_buf_add(&ws->rx, in, len) < 0) {
     set_error(ws, "ENOMEM", "out of memory receiving a message");
@@ -496,9 +534,34 @@ static void on_peer_close (Ws *ws, const unsigned char *p, size_t len) {
 
 static int ws_callback (struct lws *wsi, enum lws_callback_reasons reason,
                         void *user, void *in, size_t len) {
-  Conn *c = (Conn *)user;
+  Conn *c;
   Ws *ws;
-  if (c == NULL) return 0;   /* vhost/protocol-level events */
+  switch (reason) {
+    case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
+      /* here `user` is OpenSSL's X509_STORE_CTX and `len` preverify_ok */
+      c = wsi ? (Conn *)lws_wsi_user(wsi) : NULL;
+      if (c && !len && !c->tls_error[0]) {
+        int err = X509_STORE_CTX_get_error((X509_STORE_CTX *)user);
+        snprintf(c->tls_error, sizeof c->tls_error, "certificate verification failed: %s",
+                 X509_verify_cert_error_string(err));
+      }
+      return 0;   /* OpenSSL's verdict stands */
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+    case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH:
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+    case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+      break;   /* client-connection events: `user` is our Conn */
+    default:
+      return 0;   /* vhost/protocol-level and other roles' events */
+  }
+  c = (Conn *)user;
+  if (c == NULL) return 0;
   if (c->wsi_alive && (c->wsi == NULL || c->wsi == wsi)) c->seen = 1;
   ws = c->ws;
   switch (reason) {
@@ -524,6 +587,7 @@ static int ws_callback (struct lws *wsi, enum lws_callback_reasons reason,
       return 0;
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
       c->established = 1;
+      c->last_rx = uv_now(&c->st->loop->uv);
       if (ws == NULL) {   /* collected while connecting */
         lws_callback_on_writable(wsi);
         return 0;
@@ -541,20 +605,36 @@ static int ws_callback (struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_CLIENT_WRITEABLE:
       return on_writeable(c, wsi);
     case LWS_CALLBACK_CLIENT_RECEIVE:
+      c->last_rx = uv_now(&c->st->loop->uv);
       return on_receive(c, wsi, in, len);
     case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+      c->last_rx = uv_now(&c->st->loop->uv);
       if (ws) {
         ws->pongs++;
         dt_signal(&ws->base);
       }
       return 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+      if (c->closing) {   /* the answer to ours: done, no second close frame */
+        if (ws) ws->peer_closed = 1;
+        return 1;
+      }
       if (ws) on_peer_close(ws, (const unsigned char *)in, len);
       return 0;   /* lws answers the close frame and closes */
     case LWS_CALLBACK_CLIENT_CLOSED:
       if (ws && ws->state != ST_CLOSED) {
-        if (!ws->peer_closed && !ws->close_requested)
-          set_error(ws, "ECONNRESET", "connection closed by the peer without a close frame");
+        if (!ws->peer_closed && !ws->close_requested) {
+          /* lws hangs up itself when keepalive pings go unanswered */
+          uint64_t quiet = uv_now(&c->st->loop->uv) - c->last_rx;
+          unsigned hup = c->policy.secs_since_valid_hangup;
+          if (hup && quiet + 250 >= (uint64_t)hup * 1000) {
+            char msg[100];
+            snprintf(msg, sizeof msg, "no answer to keepalive pings for %u s", hup);
+            set_error(ws, "ETIMEDOUT", msg);
+          }
+          else
+            set_error(ws, "ECONNRESET", "connection closed by the peer without a close frame");
+        }
         ws->state = ST_CLOSED;
         dt_signal(&ws->base);
       }
@@ -767,8 +847,8 @@ static const char *parse_url (const char *url, Url *u) {
 }
 
 /* headers = { Name = "value", ... }: pushes the raw header lines as one
-** string and the Origin header's value (or nil).  Host and the
-** handshake's own headers are refused. */
+** string.  Host and the handshake's own headers are refused.  Origin goes
+** here too: lws 4.1 would write its own origin field as "http://" .. value. */
 static void push_headers (lua_State *L, int opts) {
   static const char *const reserved[] = {
     "host", "upgrade", "connection", "sec-websocket-key",
@@ -777,11 +857,9 @@ static void push_headers (lua_State *L, int opts) {
   };
   int t, lines, n = 0, i;
   luaL_Buffer b;
-  lua_pushnil(L);   /* the Origin slot */
   if (lua_getfield(L, opts, "headers") == LUA_TNIL) {
     lua_pop(L, 1);
     lua_pushliteral(L, "");
-    lua_insert(L, -2);
     return;
   }
   if (!lua_istable(L, -1)) luaL_error(L, "option 'headers' must be a table");
@@ -804,14 +882,8 @@ static void push_headers (lua_State *L, int opts) {
     for (j = 0; j < vl; j++)
       if (v[j] == '\r' || v[j] == '\n' || v[j] == '\0')
         luaL_error(L, "header '%s' contains a line break or NUL", k);
-    if (strcasecmp(k, "origin") == 0) {
-      lua_pushvalue(L, -1);
-      lua_replace(L, t - 1);   /* the Origin slot */
-    }
-    else {
-      lua_pushfstring(L, "%s: %s\r\n", k, v);
-      lua_rawseti(L, lines, ++n);
-    }
+    lua_pushfstring(L, "%s: %s\r\n", k, v);
+    lua_rawseti(L, lines, ++n);
     lua_pop(L, 1);
   }
   luaL_buffinit(L, &b);
@@ -819,10 +891,9 @@ static void push_headers (lua_State *L, int opts) {
     lua_rawgeti(L, lines, i);
     luaL_addvalue(&b);
   }
-  luaL_pushresult(&b);      /* origin, headers, lines, result */
-  lua_replace(L, t);        /* origin, result, lines */
-  lua_pop(L, 1);            /* origin, result */
-  lua_insert(L, -2);        /* result, origin */
+  luaL_pushresult(&b);      /* headers, lines, result */
+  lua_replace(L, t);        /* result, lines */
+  lua_pop(L, 1);            /* result */
 }
 
 /* protocols = {"a", "b"}: pushes "a,b", or nil if none offered. */
@@ -902,7 +973,7 @@ static int l_connect (lua_State *L) {
   WsState *st;
   struct lws_context *ctx;
   struct lws_vhost *vh = NULL;
-  const char *url, *bad, *ca_file, *why = NULL, *headers, *origin, *protos;
+  const char *url, *bad, *ca_file, *why = NULL, *headers, *protos;
   size_t headers_len;
   lua_Integer ping, ping_timeout;
   size_t max_message, recv_buffer, send_buffer;
@@ -928,19 +999,27 @@ static int l_connect (lua_State *L) {
   recv_buffer = (size_t)opt_integer(L, 1, "recv_buffer", DEF_RECV_BUFFER, 1, (lua_Integer)1 << 40);
   send_buffer = (size_t)opt_integer(L, 1, "send_buffer", DEF_SEND_BUFFER, 1, (lua_Integer)1 << 40);
   base = lua_gettop(L);
-  push_headers(L, 1);                                   /* base+1, base+2 */
-  push_protocols(L, 1);                                 /* base+3 */
+  push_headers(L, 1);                                   /* base+1 */
+  push_protocols(L, 1);                                 /* base+2 */
   lua_pushstring(L, (u.pathlen == 0 || u.path[0] != '/') ? "/" : "");
   lua_pushlstring(L, u.path, u.pathlen);
-  lua_concat(L, 2);                                     /* base+4: the path */
+  lua_concat(L, 2);                                     /* base+3: the path */
   headers = lua_tolstring(L, base + 1, &headers_len);
-  origin = lua_tostring(L, base + 2);
-  protos = lua_tostring(L, base + 3);
+  protos = lua_tostring(L, base + 2);
   /* from here on nothing raises until the C memory has an owner */
   st = get_state(loop);
   if (st == NULL) return dt_fail(L, "out of memory", "ENOMEM");
   if ((ctx = get_context(st, &why)) == NULL) return dt_fail(L, why, "ENOTSUP");
-  if (ca_file && (vh = ca_vhost(st, ca_file, &why)) == NULL) return dt_fail(L, why, "EINVAL");
+  if (ca_file) {
+    FILE *f = fopen(ca_file, "r");   /* lws would only say so at the handshake */
+    if (f == NULL) {
+      int e = errno;
+      lua_pushfstring(L, "cannot read ca_file %s: %s", ca_file, strerror(e));
+      return dt_fail(L, lua_tostring(L, -1), uv_err_name(-e));
+    }
+    fclose(f);
+    if ((vh = ca_vhost(st, ca_file, &why)) == NULL) return dt_fail(L, why, "EINVAL");
+  }
   ws = (Ws *)lua_newuserdatauv(L, sizeof *ws, 0);
   memset(ws, 0, sizeof *ws);
   dt_obj_init(loop, &ws->base);
@@ -961,16 +1040,15 @@ static int l_connect (lua_State *L) {
                                                   ? 65535 : ping + ping_timeout) : 0);
   c->hostname = dupstr(u.hostname, strlen(u.hostname));
   c->host = dupstr(u.host, strlen(u.host));
-  c->path = dupstr(lua_tostring(L, base + 4), strlen(lua_tostring(L, base + 4)));
+  c->path = dupstr(lua_tostring(L, base + 3), strlen(lua_tostring(L, base + 3)));
   c->headers_len = headers_len;
   if (headers_len) c->headers = dupstr(headers, headers_len);
-  if (origin) c->origin = dupstr(origin, strlen(origin));
   if (protos) c->protocols = dupstr(protos, strlen(protos));
   c->next = st->conns;
   if (st->conns) st->conns->prev = c;
   st->conns = c;
   if (!c->hostname || !c->host || !c->path || (headers_len && !c->headers) ||
-      (origin && !c->origin) || (protos && !c->protocols)) {
+      (protos && !c->protocols)) {
     conn_free(c);
     return dt_fail(L, "out of memory", "ENOMEM");
   }
@@ -1232,7 +1310,8 @@ static int do_close (lua_State *L, Ws *ws, lua_Integer code, const char *reason,
 
 /* ws:close([code [, reason]]): start the closing handshake once the queued
 ** messages are sent (code 1000 by default); wait on ws until
-** ws:state() == "closed".  Closing while connecting cancels the attempt.
+** ws:state() == "closed".  Messages the peer sends before it answers are
+** still delivered.  Closing while connecting cancels the attempt.
 ** Idempotent. */
 static int ws_close (lua_State *L) {
   Ws *ws = checkws(L);

@@ -539,13 +539,23 @@ end
 local function parse_retry_after(lh)
   local best
   for k, v in pairs(lh) do
-    if k == "retry-after" or k:match("^retry%-after%-") or k:match("^x%-ratelimit%-reset") then
+    if k == "retry-after" or k:match("^retry%-after%-") then
       local n = tonumber(v)
+      if n and n >= 0 and (not best or n > best) then best = n end
+    end
+  end
+  if best then return best end
+  -- no Retry-After: the reset time of the exhausted throttler (§6.5)
+  for k, v in pairs(lh) do
+    local name = k:match("^x%-ratelimit%-remaining%-(.+)$")
+    if name and tonumber(v) == 0 then
+      local n = tonumber(lh["x-ratelimit-reset-" .. name])
       if n and n >= 0 and (not best or n > best) then best = n end
     end
   end
   return best
 end
+M._parse_retry_after = parse_retry_after
 
 local function backoff(retry, attempt)
   local d = retry.base_delay * 2 ^ (attempt - 1)
@@ -603,7 +613,7 @@ local function with_retries(self, opts, method, url, idempotent, deadline, attem
       error(err, 0)
     end
     local delay = backoff(retry, attempt)
-    if err.status_code == 429 then
+    if err.status_code == 429 or err.status_code == 503 then
       local ra = parse_retry_after(lower_headers(err.headers))
       if ra then
         if ra > retry.max_retry_after then error(err, 0) end
@@ -732,12 +742,10 @@ function M.ws_connect(t, url, opts)
     local ok, w = pcall(websocket.connect, url, { headers = headers, protocols = opts.protocols, timeout = timeout })
     if ok then return w end
     local e = w
-    if type(e) == "table" and e.status_code and getmetatable(e) == errors.DaytonaError
-      and STATUS_CLASS[e.status_code] then
-      -- the runtime's generic error for a refused upgrade: classify by status
-      e = M.http_error(e.status_code, e.headers, e.body, nil)
+    if errors.is(e, errors.DaytonaError) and e.status_code then
+      -- the server refused the upgrade with an HTTP status: classify by it
+      return nil, M.http_error(e.status_code, e.headers, e.body, opts.what)
     end
-    if errors.is(e, errors.DaytonaError) and e.status_code then return nil, e end
     error(e, 0)
   end)
   return ws
@@ -749,9 +757,9 @@ end
 -- @return "data", bytes, is_text | "close", code, reason
 -- @raise DaytonaTimeoutError; DaytonaConnectionError when the connection breaks
 function M.ws_recv(ws, timeout)
-  local data, kind, reason = ws:receive(timeout)
+  local data, kind, code, reason = ws:receive(timeout)
   if data ~= nil then return "data", data, kind == "text" end
-  return "close", kind, reason
+  return "close", code, reason
 end
 
 --- Send one message.

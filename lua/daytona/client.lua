@@ -177,16 +177,24 @@ local function stream_build_logs(sb, on_logs, deadline)
   local url = type(r) == "table" and r.url
   if type(url) ~= "string" then return end
   local last_chunk = api.now()
+  local cb_error
   local reader = scheduler.spawn(function()
-    pcall(sb._t.request, sb._t, {
-      method = "GET", url = url, query = { follow = true }, deadline = deadline,
-      what = "stream build logs",
-      on_chunk = function(chunk)
+    -- the log is best effort: a failing stream does not fail the create,
+    -- but an error of the caller's callback does
+    local ok, s = pcall(sb._t.stream, sb._t, { method = "GET", url = url, query = { follow = true },
+      deadline = deadline, what = "stream build logs" })
+    if not ok then return end
+    pcall(function()   -- an abrupt end of the body is a normal end of the log (§5.6)
+      for chunk in s:chunks() do
         last_chunk = api.now()
         local text = chunk:gsub("%s+$", "")
-        if text ~= "" then on_logs(text) end
-      end,
-    })
+        if text ~= "" then
+          local okc, e = pcall(on_logs, text)
+          if not okc then cb_error = e; break end
+        end
+      end
+    end)
+    s:close()
   end)
   local DONE = { started = true, starting = true, error = true, build_failed = true }
   local streak = 0
@@ -203,6 +211,7 @@ local function stream_build_logs(sb, on_logs, deadline)
     end
   end
   pcall(reader.wait, reader)
+  if cb_error ~= nil then error(cb_error, 0) end
 end
 
 --- Create a sandbox from a snapshot (default) or an image and wait until it

@@ -233,25 +233,39 @@ local function source_arg(src, f, arg, allow_producer)
 end
 
 local function parse_upload_result(r, dests)
-  -- map the daemon's { files = [{path, bytes}], errors = ["<dest>: ..."] } to the requests
-  local by_path, errs = {}, {}
+  -- map the daemon's { files = [{path, bytes}], errors = ["<dest>: ..."] }
+  -- to the requests; the daemon reports relative destinations resolved
+  -- against the work directory, so a relative one matches by suffix
+  local done, errs = {}, {}
   if type(r) == "table" then
     for _, x in ipairs(type(r.files) == "table" and r.files or {}) do
-      if type(x) == "table" and x.path then by_path[x.path] = x.bytes end
+      if type(x) == "table" and type(x.path) == "string" then done[#done + 1] = x end
     end
     for _, e in ipairs(type(r.errors) == "table" and r.errors or {}) do errs[#errs + 1] = tostring(e) end
+  end
+  local used = {}
+  local function take(d)
+    local rel = d:gsub("^%./", "")
+    for i, x in ipairs(done) do
+      if not used[i] and (x.path == d or x.path == rel or
+          (rel:sub(1, 1) ~= "/" and x.path:sub(-#rel - 1) == "/" .. rel)) then
+        used[i] = true
+        return x
+      end
+    end
   end
   local results = {}
   for i, d in ipairs(dests) do
     local res = { destination = d }
     local trimmed = d:match("^%s*(.-)%s*$")
-    local bytes = by_path[d] or by_path[trimmed]
-    if bytes ~= nil then
-      res.bytes = math.tointeger(bytes) or bytes
+    local x = take(trimmed)
+    if x then
+      res.bytes = math.tointeger(x.bytes) or x.bytes
     else
+      local rel = trimmed:gsub("^%./", "")
       local msg
       for _, e in ipairs(errs) do
-        if e:sub(1, #trimmed + 1) == trimmed .. ":" or e:find(trimmed, 1, true) then msg = e; break end
+        if e:find(rel, 1, true) then msg = e; break end
       end
       msg = msg or (#errs > 0 and concat(errs, ", ")) or "no result for this file"
       res.error = errors.DaytonaError(msg, { code = "UPLOAD_FAILED", destination = d })
@@ -449,20 +463,6 @@ local function part_error(body, path)
     body = ok and v or body })
 end
 
-local function part_path(headers)
-  local disp = headers["content-disposition"] or ""
-  local name = disp:match('[;%s]name="([^"]*)"')
-  local star = disp:match("filename%*=[Uu][Tt][Ff]%-8''([^;%s]+)")
-  local path
-  if star then
-    path = star:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
-  else
-    path = disp:match('filename="(.-)"%s*;') or disp:match('filename="(.*)"%s*$')
-    if path then path = path:gsub('\\(["\\])', "%1") end
-  end
-  return name, path
-end
-
 -- A pull reader over a bulk-download response: events come out one by one
 -- ("part", headers) / ("data", bytes) / ("end") and nil after the closing
 -- boundary. Raises when the body ends without the closing boundary (a
@@ -473,16 +473,24 @@ Reader.__index = Reader
 local function open_reader(self, paths, f, timeout, cancel)
   local s = tb(self, { method = "POST", path = "/files/bulk-download", json = { paths = paths },
     timeout = timeout, idempotent = true, what = f, stream = true })
+  multipart = multipart or require "daytona.runtime.multipart"
   local ctype = s.headers["content-type"] or ""
-  local boundary = ctype:match('boundary="([^"]+)"') or ctype:match("boundary=([^;%s]+)")
+  local boundary = multipart.boundary(ctype)
   if not boundary then
     s:close()
     error(errors.DaytonaError(f .. ": the server answered without a multipart body (" .. ctype .. ")",
       { code = "EPROTO" }), 0)
   end
-  multipart = multipart or require "daytona.runtime.multipart"
-  return setmetatable({ s = s, parser = multipart.parser(boundary), q = {}, qh = 1, done = false,
-    f = f, cancel = cancel }, Reader)
+  local r = setmetatable({ s = s, q = {}, qh = 1, done = false, f = f, cancel = cancel }, Reader)
+  r.parser = multipart.parser(boundary, function(part)
+    local q = r.q
+    q[#q + 1] = { "part", part }
+    return function(data)
+      local q2 = r.q
+      if data then q2[#q2 + 1] = { "data", data } else q2[#q2 + 1] = { "end" } end
+    end
+  end)
+  return r
 end
 
 --- The next event of the response, pulling more of the body as needed.
@@ -493,7 +501,6 @@ function Reader:event()
     local q = self.q
     if self.qh <= #q then
       local e = q[self.qh]
-      q[self.qh] = nil
       self.qh = self.qh + 1
       return e[1], e[2]
     end
@@ -502,16 +509,15 @@ function Reader:event()
     if self.cancel and self.cancel() then self:close(); error(cancelled_error(self.f), 0) end
     local chunk = self.s:read()
     if chunk == nil then
-      local complete = self.parser:finish()
       self.done = true
       self:close()
+      local complete = pcall(self.parser.finish, self.parser)
       if not complete then
         error(errors.DaytonaConnectionError(self.f .. ": truncated multipart response (closing boundary not received)",
           { code = "EPARTIAL" }), 0)
       end
     else
-      local nq = self.q
-      for ev, a in self.parser:feed(chunk) do nq[#nq + 1] = { ev, a } end
+      self.parser:feed(chunk)
     end
   end
 end
@@ -545,8 +551,8 @@ local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel
       local ev, a = r:event()
       if ev == nil then break end
       if ev == "part" then
-        local name, path = part_path(a)
-        cur = { name = name, path = path, total = tonumber(a["content-length"]) }
+        local name, path = a.name, a.filename
+        cur = { name = name, path = path, total = tonumber(a.headers["content-length"]) }
         if name == "file" and path then
           local dest = dests[path]
           if dest then
@@ -697,8 +703,8 @@ function FileSystem:download_file_stream(remote_path, opts)
         return nil
       end
       if ev == "part" then
-        cur = part_path(a)
-        total = tonumber(a["content-length"])
+        cur = a.name
+        total = tonumber(a.headers["content-length"])
         if cur == "file" then
           got_file = true
           if on_progress then on_progress(0, total) end

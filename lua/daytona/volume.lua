@@ -54,8 +54,10 @@ function VolumeService:get(name, opts)
   name = check.string(name, "volume.get", "name")
   opts = check.options(opts, "volume.get", api.set("create"))
   local create = check.optboolean(opts.create, "volume.get", "create")
+  local not_found = nil
+  if create then not_found = false end
   local v = self._t:request({ method = "GET", path = "/volumes/by-name/" .. api.urlencode(name),
-    what = "get volume", not_found = create and false or nil })
+    what = "get volume", not_found = not_found })
   if v == false then return self:create(name) end
   return api.model(v)
 end

@@ -4,9 +4,43 @@ local daytona = require "daytona"
 
 local M = {}
 
+-- Until spec/support/dtlocal.lua exists: `dtlocal serve --port 0` on a
+-- temp state dir, read its banner, stop it with SIGTERM.
+local function own_server()
+  local helper = require "support.helper"
+  local rprocess = require "daytona.runtime.process"
+  local build = os.getenv("DTLUA_BUILD") or "build"
+  local state = helper.tmpdir()
+  local p = rprocess.spawn({ build .. "/bin/dtlocal", "serve", "--port", "0", "--state", state },
+    { stdin = "null", stderr = "stdout" })
+  local info = {}
+  local deadline = require("daytona.core").now() + 30
+  for line in p:lines("stdout", 30) do
+    info.api_url = info.api_url or line:match("API (%S+)")
+    info.toolbox_url = info.toolbox_url or line:match("toolbox (%S+)")
+    info.token = info.token or line:match("token (%S+)")
+    if info.api_url and info.token and info.toolbox_url then break end
+    assert(require("daytona.core").now() < deadline, "dtlocal did not start")
+  end
+  assert(info.api_url and info.token, "dtlocal printed no API URL and token")
+  -- keep draining its log so it never blocks on a full pipe
+  local drain = require("daytona.runtime.scheduler").spawn(function()
+    for _ in p:lines("stdout") do end
+  end)
+  function info.stop()
+    p:kill("TERM")
+    pcall(p.wait, p, 20)
+    p:close()
+    drain:cancel()
+  end
+  return info
+end
+
 --- Start a private dtlocal; returns `{ api_url, toolbox_url, token, stop }`.
 function M.server()
-  return require("support.dtlocal").start()
+  local ok, support = pcall(require, "support.dtlocal")
+  if ok then return support.start() end
+  return own_server()
 end
 
 --- A client for the server; `extra` adds configuration keys.

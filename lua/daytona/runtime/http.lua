@@ -199,7 +199,7 @@ local function core_options(opts, fname)
     accept_encoding = opts.accept_encoding,
     ca_file = opts.ca_file,
     insecure = opts.insecure,
-    verbose = opts.verbose or os.getenv("DBG_V") ~= nil,
+    verbose = opts.verbose,
   }
   local headers = {}
   for k, v in pairs(opts.headers or {}) do headers[k] = v end

@@ -13,6 +13,8 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local router = require "dtlocal.router"
 local common = require "dtlocal.toolbox.common"
+local multipart = require "daytona.runtime.multipart"
+local errors = require "daytona.errors"
 
 local util = core.util
 local json = router.json
@@ -365,24 +367,35 @@ function Upload:abort()
   os.remove(self.tmp)
 end
 
--- Read the request's multipart body part by part with a streaming parser,
--- calling on_part(name, filename) at each part header (it returns a sink
--- function(data) or nil to skip) and on_end(name) when a part is complete.
--- Returns true, or nil and a message when the body is not valid multipart.
+-- Read the request's multipart body as a stream (daytona.runtime.multipart),
+-- calling on_part(name, filename) at each part's headers (it returns a sink
+-- function(data), or nil to drop the part's data) and on_end(name) when the
+-- part is complete. Returns true, or nil and a message when the body is not
+-- valid multipart; other errors (the client going away) propagate.
 local function each_part(ctx, on_part, on_end)
-  local reader, err = ctx:multipart()
-  if not reader then return nil, err end
-  for ev, a, b in reader do
-    if ev == "part" then
-      reader.sink = on_part(a, b)
-    elseif ev == "data" then
-      if reader.sink then reader.sink(a) end
-    elseif ev == "end" then
-      on_end(a)
-      reader.sink = nil
-    elseif ev == "error" then
-      return nil, a
+  local boundary, berr = multipart.boundary(ctx.headers["content-type"])
+  if not boundary then return nil, "Content-Type: " .. tostring(berr) end
+  local parser = multipart.parser(boundary, function(part)
+    local sink = on_part(part.name or "", part.filename)
+    return function(data)
+      if data then
+        if sink then sink(data) end
+      else
+        on_end(part.name or "")
+      end
     end
+  end)
+  local ok, err = pcall(function()
+    while true do
+      local chunk = ctx:read_chunk()
+      if not chunk then break end
+      parser:feed(chunk)
+    end
+    parser:finish()
+  end)
+  if not ok then
+    if errors.is(err, errors.DaytonaValidationError) then return nil, err.message end
+    error(err, 0)
   end
   return true
 end
@@ -532,25 +545,12 @@ function M.download(app, ctx)
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local st = stat_or_fail(path)
   if st.type == "directory" then raise(400, path .. ": is a directory", "INVALID_FILE_PATH") end
-  local f, err = io.open(path, "rb")
-  if not f then fs_fail(path, err, "EACCES") end
   local base = common.basename(path)
-  local out = ctx:reply_stream(200, {
+  return ctx:reply_file(200, {
     ["Content-Type"] = "application/octet-stream",
     ["Content-Disposition"] = ('attachment; filename="%s"; filename*=utf-8\'\'%s'):format(
       latin1_filename(base), rfc5987(base)),
-    ["Content-Length"] = tostring(st.size),
-  })
-  local ok, perr = pcall(function()
-    while true do
-      local data = f:read(CHUNK)
-      if not data then break end
-      out:write(data)
-    end
-  end)
-  f:close()
-  if not ok then out:abort(); error(perr, 0) end
-  out:finish()
+  }, path)
 end
 
 local BOUNDARY = "DAYTONA-FILE-BOUNDARY"
@@ -629,7 +629,12 @@ function M.bulk_download(app, ctx)
     end
     out:write("--" .. BOUNDARY .. "--\r\n")
   end)
-  if not ok then out:abort(); error(perr, 0) end
+  if not ok then
+    if errors.is(perr, errors.DaytonaConnectionError) or errors.is(perr, errors.CancelledError) then
+      error(perr, 0)
+    end
+    out:abort(perr)
+  end
   out:finish()
 end
 

@@ -46,12 +46,12 @@
 --   ctx.is_websocket, ctx.subprotocols (offered, in order),
 --   ctx.subprotocol_choice (the X-Daytona-SDK-Version~ token if offered)
 --   ctx:read_body([limit]) -> string (413 beyond limit, default 16 MiB)
---   ctx:multipart() -> iterator of ("part", name, filename) | ("data", bytes)
---       | ("end", name) | ("error", message) events | nil, message
+--   ctx:read_chunk() -> the next chunk of the body, nil at its end
 --   ctx:reply_json(status, value), ctx:reply_empty(status),
 --   ctx:reply_text(status, text, content_type)
 --   ctx:reply_stream(status, headers) -> out: out:write(s), out:finish(),
---       out:abort() (drops the connection: the client sees a truncated body)
+--       out:abort() (raises: the connection is dropped, the client sees a
+--       truncated body)
 --   ctx:reply_file(status, headers, path)
 --   ctx:upgrade(protocol) -> ws: ws:send(data, "text"|"binary"),
 --       ws:receive() -> data, kind | nil (closed), ws:close(code, reason),
@@ -59,6 +59,7 @@
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
+local server = require "daytona.runtime.server"
 local router = require "dtlocal.router"
 local common = require "dtlocal.toolbox.common"
 local files = require "dtlocal.toolbox.files"
@@ -145,71 +146,42 @@ local function build_router()
 end
 
 ---------------------------------------------------------------------------
--- The request context
+-- The request context, over daytona.runtime.server's req/res
 ---------------------------------------------------------------------------
 
 local Ctx = {}
 Ctx.__index = Ctx
 
-local function wait_req(self)
-  wait(self.req)
+-- A transport failure of the client's connection (it went away): handled by
+-- the server layer, which drops the connection.
+local function transport_error(e)
+  return errors.is(e, errors.DaytonaConnectionError) or errors.is(e, errors.DaytonaTimeoutError)
+    or errors.is(e, errors.CancelledError)
 end
 
 function Ctx:read_body(limit)
   if self.body_read then return self.body end
-  limit = limit or MAX_BODY
-  local parts, n = {}, 0
-  while true do
-    local chunk, msg = self.req:read()
-    if chunk == nil then
-      if msg then router.raise(400, "cannot read the request body: " .. tostring(msg), "BAD_REQUEST") end
-      break
+  local ok, body = pcall(self.req.body, self.req, limit or MAX_BODY)
+  if not ok then
+    if errors.is(body, errors.DaytonaValidationError) then
+      router.raise(413, tostring(body.message), "PAYLOAD_TOO_LARGE")
     end
-    if chunk == "" then
-      wait_req(self)
-    else
-      n = n + #chunk
-      if n > limit then
-        router.raise(413, ("request body larger than %d bytes"):format(limit), "PAYLOAD_TOO_LARGE")
-      end
-      parts[#parts + 1] = chunk
-    end
+    error(body, 0)
   end
   self.body_read = true
-  self.body = table.concat(parts)
-  return self.body
+  self.body = body
+  return body
 end
 
--- The next raw chunk of the body, waiting; nil at its end.
+-- The next raw chunk of the body; nil at its end.
 function Ctx:read_chunk()
-  while true do
-    local chunk, msg = self.req:read()
-    if chunk == nil then
-      if msg then error(router.http_error(400, "cannot read the request body: " .. tostring(msg), "BAD_REQUEST"), 0) end
-      return nil
-    end
-    if chunk ~= "" then return chunk end
-    wait_req(self)
-  end
-end
-
-function Ctx:multipart()
-  local ctype = self.headers["content-type"] or ""
-  local multipart = require "dtlocal.toolbox.multipart"
-  local boundary = multipart.boundary(ctype)
-  if not boundary then return nil, "Content-Type must be multipart/form-data with a boundary" end
-  return multipart.events(boundary, function() return self:read_chunk() end)
+  return self.req:read()
 end
 
 local function respond(self, status, headers, body)
-  if self.responded then error("response already started", 2) end
   self.responded = true
   self.status = status
-  local ok, msg = self.req:respond(status, headers, body)
-  if not ok then
-    -- the client has gone: nothing to answer to
-    self.gone = msg
-  end
+  self.res:send(status, headers, body)
 end
 
 function Ctx:reply_json(status, value)
@@ -225,84 +197,56 @@ function Ctx:reply_text(status, text, content_type)
 end
 
 function Ctx:reply_file(status, headers, path)
-  if self.responded then error("response already started", 2) end
+  local ok, err = pcall(self.res.file, self.res, status, headers, path)
+  if not ok then
+    if errors.is(err, errors.DaytonaError) and err.code and not self.res.started then
+      common.fs_fail(path, err.message, err.code)
+    end
+    error(err, 0)
+  end
   self.responded = true
   self.status = status
-  local ok, msg, code = self.req:respond_file(status, headers, path)
-  if not ok then
-    self.responded = false
-    common.fs_fail(path, msg, code)
-  end
 end
 
 local Out = {}
 Out.__index = Out
 
-function Out:write(data)
-  local req = self.req
-  while true do
-    local ok, msg = req:write(data)
-    if ok then return end
-    if ok == nil then
-      error(router.http_error(499, "client went away: " .. tostring(msg), "CLIENT_GONE"), 0)
-    end
-    wait(req)
-  end
-end
+function Out:write(data) self.res:write(data) end
+function Out:finish() self.res:finish() end
 
-function Out:finish()
-  self.req:finish()
-end
-
-function Out:abort()
-  self.req:close()
+-- Cut the body short: the error reaches the server layer, which drops the
+-- connection of a started stream, so the client sees a truncated transfer.
+function Out:abort(why)
+  error(errors.DaytonaConnectionError("response aborted: " .. tostring(why or "error"),
+                                      { code = "ECONNABORTED" }), 0)
 end
 
 function Ctx:reply_stream(status, headers)
-  respond(self, status, headers)
-  return setmetatable({ req = self.req }, Out)
+  self.responded = true
+  self.status = status
+  self.res:start(status, headers)
+  return setmetatable({ res = self.res }, Out)
 end
 
 local WS = {}
 WS.__index = WS
 
-function WS:send(data, kind)
-  local ws = self.ws
-  while true do
-    local ok, msg = ws:send(data, kind or "binary")
-    if ok then return true end
-    if ok == nil then
-      error(router.http_error(499, "WebSocket closed: " .. tostring(msg), "CLIENT_GONE"), 0)
-    end
-    wait(ws)
-  end
-end
-
-function WS:receive()
-  local ws = self.ws
-  while true do
-    local data, kind = ws:receive()
-    if data == nil then return nil end
-    if data ~= "" then return data, kind end
-    wait(ws)
-  end
-end
-
-function WS:close(code, reason)
-  self.ws:close(code, reason)
-end
-
-function WS:abort()
-  self.ws:abort()
-end
+function WS:send(data, kind) return self.ws:send(data, kind or "binary") end
+function WS:receive() return self.ws:receive() end
+function WS:close(code, reason) if self.ws:state() ~= "closed" then self.ws:close(code, reason) end end
+function WS:abort() self.ws:abort() end
 
 function Ctx:upgrade(protocol)
-  if self.responded then error("response already started", 2) end
   if not self.is_websocket then
     router.raise(400, "this route needs a WebSocket upgrade (Upgrade: websocket)", "BAD_REQUEST")
   end
-  local ws, msg = self.req:upgrade_websocket { protocol = protocol }
-  if not ws then router.raise(400, "WebSocket upgrade failed: " .. tostring(msg), "BAD_REQUEST") end
+  local ok, ws = pcall(self.res.websocket, self.res, { protocol = protocol })
+  if not ok then
+    if errors.is(ws, errors.DaytonaValidationError) then
+      router.raise(400, "WebSocket upgrade failed: " .. tostring(ws.message), "BAD_REQUEST")
+    end
+    error(ws, 0)
+  end
   self.responded = true
   self.status = 101
   local w = setmetatable({ ws = ws }, WS)
@@ -310,32 +254,16 @@ function Ctx:upgrade(protocol)
   return w
 end
 
-local function parse_protocols(header)
-  local list = {}
-  if header then
-    for tok in header:gmatch("[^,]+") do
-      tok = tok:match("^%s*(.-)%s*$")
-      if tok ~= "" then list[#list + 1] = tok end
-    end
-  end
-  return list
-end
-
-local function new_ctx(app, req, info)
-  local target = info.target or info.path
-  local path, qs = target:match("^([^?]*)%??(.*)$")
-  local headers = info.headers or {}
-  local upgrade = headers["upgrade"]
-  local protocols = parse_protocols(headers["sec-websocket-protocol"])
+local function new_ctx(app, req, res)
+  local path = (req.target or req.path):match("^([^?]*)")
   local choice
-  for _, p in ipairs(protocols) do
+  for _, p in ipairs(req.protocols) do
     if p:match("^X%-Daytona%-SDK%-Version~") then choice = p; break end
   end
   return setmetatable({
-    app = app, req = req, method = info.method, path = path,
-    query = router.parse_query(qs), headers = headers, params = {},
-    is_websocket = upgrade ~= nil and upgrade:lower():find("websocket", 1, true) ~= nil,
-    subprotocols = protocols, subprotocol_choice = choice,
+    app = app, req = req, res = res, method = req.method, path = path,
+    query = router.parse_query(req.query), headers = req.headers, params = {},
+    is_websocket = req.websocket, subprotocols = req.protocols, subprotocol_choice = choice,
   }, Ctx)
 end
 
@@ -343,17 +271,14 @@ end
 -- Serving
 ---------------------------------------------------------------------------
 
-local function handle(app, req)
-  local info = req:info()
-  if not info then req:close(); return end
-  local ctx = new_ctx(app, req, info)
+local function handle(app, req, res)
+  local ctx = new_ctx(app, req, res)
   local t0 = core.now()
   local handler, params, allowed = app.router:match(ctx.method, ctx.path)
   local ok, status, body, err, tb
   if not handler then
-    local code = params
     ok = false
-    if code == 405 then
+    if params == 405 then
       status, body = 405, router.error_body(405, ("method %s not allowed on %s (allowed: %s)")
         :format(ctx.method, ctx.path, tostring(allowed)), "METHOD_NOT_ALLOWED", ctx.path, ctx.method)
     else
@@ -364,39 +289,30 @@ local function handle(app, req)
     ctx.params = params
     ok, status, body, err, tb = router.call(ctx.path, ctx.method, handler, app, ctx)
   end
-  if not ok then
-    if errors.is(err, errors.CancelledError) then
-      req:close()
-      if ctx.ws then ctx.ws:abort() end
-      error(err, 0)
-    end
-    if tb and app.log then app.log(tb) end
-    if ctx.ws then
-      ctx.ws:close(1011, tostring(body.message):sub(1, 120))
-    elseif ctx.responded then
-      -- the head is out: all we can do is cut the body short
-      req:close()
-    elseif status ~= 499 then
-      ctx:reply_json(status, body)
-    else
-      req:close()
-    end
-  elseif not ctx.responded then
-    ctx:reply_json(500, router.error_body(500, "internal error: the handler sent no response",
-                                          "INTERNAL_SERVER_ERROR", ctx.path, ctx.method))
-  end
   if app.log then
-    app.log(("%s %s %s %.1fms"):format(ctx.method, info.target or ctx.path,
-                                       tostring(ctx.status or "-"), (core.now() - t0) * 1000))
+    app.log(("%s %s %s %.1fms"):format(ctx.method, req.target or ctx.path,
+                                       tostring(ok and ctx.status or status), (core.now() - t0) * 1000))
   end
-end
-
-local function handle_task(app, req)
-  local ok, err = pcall(handle, app, req)
-  if not ok and not errors.is(err, errors.CancelledError) and app.log then
-    app.log("toolbox: request failed: " .. tostring(err))
+  if ok then
+    if not ctx.responded then
+      ctx:reply_json(500, router.error_body(500, "internal error: the handler sent no response",
+                                            "INTERNAL_SERVER_ERROR", ctx.path, ctx.method))
+    end
+    return
   end
-  req:close()
+  if transport_error(err) then
+    if ctx.ws then ctx.ws:abort() end
+    error(err, 0)   -- the server layer drops the connection (or the task is cancelled)
+  end
+  if tb and app.log then app.log(tb) end
+  if ctx.ws then
+    ctx.ws:close(1011, tostring(body.message):sub(1, 120))
+  elseif res.started then
+    -- the head is out: all that is left is to cut the body short
+    error(err, 0)
+  else
+    ctx:reply_json(status, body)
+  end
 end
 
 local function default_home()
@@ -448,24 +364,15 @@ function M.start(opts)
   if opts.host and opts.port then host, port = opts.host, opts.port
   else host, port = parse_listen(opts.listen or "127.0.0.1:2280") end
   local app = new_app(opts)
-  local srv, msg = core.server.listen { host = host, port = port, connection_timeout = 0 }
-  if not srv then error(("toolbox: cannot listen on %s:%d: %s"):format(host, port, tostring(msg)), 0) end
-  local self = setmetatable({ app = app, srv = srv, port = srv:port(), host = host }, Server)
-  self.url = ("http://%s:%d"):format(host:find(":", 1, true) and "[" .. host .. "]" or host, self.port)
+  local ok, srv = pcall(server.listen, {
+    host = host, port = port, log = opts.log or function() end,
+    handler = function(req, res) return handle(app, req, res) end,
+  })
+  if not ok then
+    error(("toolbox: cannot listen on %s:%d: %s"):format(host, port, tostring(srv)), 0)
+  end
+  local self = setmetatable({ app = app, srv = srv, port = srv.port, url = srv.url, host = host }, Server)
   if opts.entrypoint then sessions.start_entrypoint(app, opts.entrypoint) end
-  self.task = scheduler.spawn(function()
-    while true do
-      local req, _, code = srv:accept()
-      if req then
-        scheduler.spawn(handle_task, app, req).observed = true
-      elseif code == "ECANCELED" then
-        return
-      else
-        wait(srv)
-      end
-    end
-  end)
-  self.task.observed = true
   return self
 end
 
@@ -474,7 +381,6 @@ function Server:close()
   if self.closed then return end
   self.closed = true
   self.srv:close()
-  self.task:cancel()
   sessions.shutdown(self.app)
   pty.shutdown(self.app)
   if self.app.own_state_dir then

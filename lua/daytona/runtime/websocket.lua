@@ -1,0 +1,347 @@
+--- daytona.runtime.websocket: WebSocket client over the core's libwebsockets client.
+--
+-- The policy layer over `core.ws` (mechanism): waiting, timeouts, and
+-- turning failures into `daytona.errors`. Every call reads as blocking and
+-- waits with `scheduler.wait`, so it works inside a task (it yields) and on
+-- a plain main thread (it runs the loop).
+--
+--     local websocket = require "daytona.runtime.websocket"
+--     local ws <close> = websocket.connect("wss://host/path", {
+--       headers = { Authorization = "Bearer " .. token }, protocols = { "v1" } })
+--     ws:send("hello")                      -- text; ws:send(bytes, "binary")
+--     local data, kind = ws:receive(5)      -- waits at most 5 s
+--     for data, kind in ws:messages() do ... end   -- until the peer closes
+--     ws:close(1000, "bye")
+--
+-- websocket.connect(url, opts) -> WebSocket
+--   url: ws:// or wss:// (TLS verified against the system CAs).
+--   opts (all optional):
+--     headers        { Name = "value" } sent with the upgrade request
+--                    (Host, Upgrade, Connection, Sec-WebSocket-* are refused:
+--                    use `protocols` for Sec-WebSocket-Protocol)
+--     protocols      { "a", "b" }: subprotocols offered; ws.protocol is the
+--                    one the server selected (nil if none)
+--     timeout        seconds to connect (default 30)
+--     ca_file        PEM file of CAs to trust instead of the system's
+--     insecure       true: skip certificate verification
+--     ping_interval  idle seconds before a keepalive ping (default 30, 0 = none)
+--     ping_timeout   seconds to wait for the pong before hanging up (default 30)
+--     max_message    largest message accepted, bytes (default 64 MiB; a
+--                    larger one closes the connection with 1009, EMSGSIZE)
+--     recv_buffer    unread bytes held before reading pauses (default 4 MiB)
+--     send_buffer    queued bytes before send waits (default 4 MiB)
+--   Returns once the connection is open. Raises DaytonaConnectionError (code
+--   ECONNREFUSED, ECONNRESET, ENOTFOUND, EHOSTUNREACH, ETLS, EHANDSHAKE, ...;
+--   `retryable` set for refused/reset/DNS/unreachable, and for upgrade
+--   refusals with HTTP 429/5xx); when the server answered the upgrade with
+--   an HTTP status other than 101 the error has `status_code` (code
+--   EHANDSHAKE). Raises DaytonaTimeoutError (code ETIMEDOUT) after
+--   `timeout`, DaytonaError for local problems (unreadable ca_file: ENOENT)
+--   and a plain error on misuse (unknown option, bad URL, bad header).
+--   Cancelling the calling task aborts the attempt.
+--
+-- WebSocket fields: url, protocol (selected subprotocol or nil), and once
+-- closed: close_code, close_reason.
+--
+-- ws:send(data [, kind [, timeout]])
+--   Queues one message: kind "text" (default; data must be UTF-8) or
+--   "binary". Returns once queued; waits while `send_buffer` bytes are
+--   already queued (raising DaytonaTimeoutError after `timeout` seconds, the
+--   message not sent). Raises DaytonaConnectionError (code ECLOSED, or the
+--   failure's code) once the connection is closing or broken.
+--
+-- ws:receive([timeout]) -> data, kind | nil, "closed", code, reason
+--   Waits for the next whole message (fragments reassembled); kind is "text"
+--   or "binary". After the closing handshake: nil, "closed", the close code
+--   (1005 when the peer gave none, 1006 after ws:abort()) and reason.
+--   Raises DaytonaTimeoutError (code ETIMEDOUT) after `timeout` seconds (the
+--   connection stays usable; nothing is lost) and DaytonaConnectionError when
+--   the connection broke (code ECONNRESET when the peer vanished, ETIMEDOUT
+--   when keepalive pings went unanswered, EMSGSIZE, ...).
+--
+-- ws:messages([timeout]) -> iterator of data, kind
+--   `for data, kind in ws:messages() do ... end` ends when the connection
+--   closes normally (see ws.close_code); raises like receive.
+--
+-- ws:on_message(fn) -> Task
+--   Spawns a task that calls fn(data, kind, ws) for each message and
+--   finishes with close_code, close_reason at the close. An error in fn (or a
+--   broken connection) fails the task: wait on it (`task:wait()`) to see it.
+--   Cancel the task to stop reading.
+--
+-- ws:ping([timeout]) -> seconds
+--   Sends a ping and waits for a pong (default timeout 10 s); returns the
+--   round-trip time. Raises like receive.
+--
+-- ws:close([code [, reason [, timeout]]]) -> code, reason
+--   Sends the queued messages, then the close frame (code 1000 by default;
+--   1000-1003, 1007-1014 or 3000-4999; reason up to 123 bytes) and waits up
+--   to `timeout` seconds (default 5) for the peer's close, else drops the
+--   connection. Returns the close code and reason. Never raises for a
+--   broken connection; idempotent. `local ws <close>` and collection start
+--   the same close without waiting.
+--
+-- ws:abort()      drop the connection at once, without a closing handshake.
+-- ws:state()      "connecting" | "open" | "closing" | "closed"
+-- ws:buffered()   bytes queued to send, bytes received and not yet read
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local errors = require "daytona.errors"
+
+local type, pairs, tostring, error, setmetatable, pcall, math =
+  type, pairs, tostring, error, setmetatable, pcall, math
+local wait = scheduler.wait
+
+local M = {}
+
+local DEFAULT_CONNECT_TIMEOUT = 30
+local DEFAULT_CLOSE_TIMEOUT = 5
+local DEFAULT_PING_TIMEOUT = 10
+
+-- transport codes worth retrying: nothing reached the application
+local RETRYABLE = {
+  ECONNREFUSED = true, ECONNRESET = true, ENOTFOUND = true,
+  EHOSTUNREACH = true, ENETUNREACH = true, EPIPE = true,
+}
+
+-- local failures rather than the network
+local LOCAL = { EINVAL = true, ENOENT = true, EACCES = true, ENOMEM = true, ENOTSUP = true }
+
+local KNOWN = {
+  headers = true, protocols = true, timeout = true, ca_file = true, insecure = true,
+  ping_interval = true, ping_timeout = true, max_message = true, recv_buffer = true,
+  send_buffer = true,
+}
+
+local function url_for_message(url)
+  return (url:gsub("[?#].*$", ""))   -- query strings may carry tokens
+end
+
+-- An error object for a failure reported by the core (msg, code).
+local function ws_error(url, msg, code, fields)
+  local text = ("WebSocket %s: %s"):format(url_for_message(url), msg)
+  fields = fields or {}
+  fields.code = code
+  fields.url = url
+  if fields.retryable == nil then fields.retryable = RETRYABLE[code] or false end
+  if code == "ETIMEDOUT" then return errors.DaytonaTimeoutError(text, fields) end
+  if LOCAL[code] then return errors.DaytonaError(text, fields) end
+  return errors.DaytonaConnectionError(text, fields)
+end
+
+local function timeout_error(url, what, seconds)
+  return errors.DaytonaTimeoutError(("WebSocket %s: %s timed out after %g s")
+    :format(url_for_message(url), what, seconds), { code = "ETIMEDOUT", url = url })
+end
+
+local function check_timeout(v, fname, default)
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < 0 then
+    error(("bad timeout to '%s' (non-negative number expected, got %s)"):format(fname, tostring(v)), 3)
+  end
+  return v
+end
+
+-- A timer for `seconds`, or nil for none.
+local function timer_for(seconds)
+  if seconds == nil or seconds == math.huge then return nil end
+  return core.timer(math.floor(seconds * 1000 + 0.5))
+end
+
+-- Wait until pred() holds; false if the timer fired first.
+local function wait_until(c, timer, pred)
+  while not pred() do
+    if timer then
+      if timer:done() then return false end
+      wait(c, timer)
+    else
+      wait(c)
+    end
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- WebSocket
+---------------------------------------------------------------------------
+
+local WebSocket = {}
+WebSocket.__index = WebSocket
+WebSocket.__name = "daytona.runtime.WebSocket"
+
+function WebSocket:__tostring()
+  return ("WebSocket %s (%s)"):format(url_for_message(self.url), self._c:state())
+end
+
+function WebSocket:state()
+  return self._c:state()
+end
+
+function WebSocket:buffered()
+  return self._c:buffered()
+end
+
+function WebSocket:abort()
+  self._c:abort()
+end
+
+-- Record and return a close seen by the core.
+local function closed(self, code, reason)
+  self.close_code, self.close_reason = code, reason
+  return nil, "closed", code, reason
+end
+
+-- One step of receive: data, kind | nil, "closed", code, reason | false.
+local function take(self)
+  local a, b, c, d = self._c:receive()
+  if a then return a, b end
+  if a == false then return false end
+  if b == "closed" then return closed(self, c, d) end
+  if c == "ECANCELED" then return closed(self, 1006, b) end   -- we aborted
+  error(ws_error(self.url, b, c), 0)
+end
+
+function WebSocket:receive(timeout)
+  timeout = check_timeout(timeout, "receive")
+  local a, b, c, d = take(self)
+  if a ~= false then return a, b, c, d end
+  local timer <close> = timer_for(timeout)
+  local got
+  local ok = wait_until(self._c, timer, function()
+    got = table.pack(take(self))
+    return got[1] ~= false
+  end)
+  if not ok then error(timeout_error(self.url, "receive", timeout), 2) end
+  return table.unpack(got, 1, got.n)
+end
+
+function WebSocket:messages(timeout)
+  return function()
+    local data, kind = self:receive(timeout)
+    if data == nil then return nil end
+    return data, kind
+  end
+end
+
+function WebSocket:on_message(fn)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'on_message' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  return scheduler.spawn(function()
+    for data, kind in self:messages() do fn(data, kind, self) end
+    return self.close_code, self.close_reason
+  end)
+end
+
+function WebSocket:send(data, kind, timeout)
+  if type(data) ~= "string" then
+    error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
+  end
+  timeout = check_timeout(timeout, "send")
+  local c = self._c
+  local ok, msg, code = c:send(data, kind)
+  if ok then return end
+  if ok == nil then error(ws_error(self.url, msg, code), 2) end
+  -- the queue is full: wait for it to drain
+  local timer <close> = timer_for(timeout)
+  local done = wait_until(c, timer, function()
+    ok, msg, code = c:send(data, kind)
+    return ok ~= false
+  end)
+  if not done then error(timeout_error(self.url, "send", timeout), 2) end
+  if ok == nil then error(ws_error(self.url, msg, code), 2) end
+end
+
+function WebSocket:ping(timeout)
+  timeout = check_timeout(timeout, "ping", DEFAULT_PING_TIMEOUT)
+  local c = self._c
+  local before = c:pongs()
+  local ok, msg, code = c:ping()
+  if not ok then error(ws_error(self.url, msg, code), 2) end
+  local t0 = core.now()
+  local timer <close> = timer_for(timeout)
+  local got = wait_until(c, timer, function()
+    if c:pongs() > before then return true end
+    local st = c:state()
+    if st == "closed" or st == "closing" then
+      local m, cd = c:error()
+      error(ws_error(self.url, m or "connection closed before the pong", cd or "ECLOSED"), 0)
+    end
+    return false
+  end)
+  if not got then error(timeout_error(self.url, "ping", timeout), 2) end
+  return core.now() - t0
+end
+
+function WebSocket:close(code, reason, timeout)
+  timeout = check_timeout(timeout, "close", DEFAULT_CLOSE_TIMEOUT)
+  local c = self._c
+  c:close(code, reason)   -- raises on a bad code or reason
+  local timer <close> = timer_for(timeout)
+  local ok, err = pcall(wait_until, c, timer, function() return c:state() == "closed" end)
+  if not ok or c:state() ~= "closed" then c:abort() end   -- timed out, or the task was cancelled
+  if not ok then error(err, 0) end
+  -- the close code: the peer's answer, or ours if it never answered
+  while true do
+    local a, b, cd, rs = c:receive()
+    if a == nil then
+      if b == "closed" then closed(self, cd, rs)
+      elseif not self.close_code then closed(self, 1006, b) end
+      break
+    end
+    if a == false then break end
+    -- unread messages are dropped: the caller chose to close
+  end
+  return self.close_code, self.close_reason
+end
+
+-- `local ws <close>` and collection: start a graceful close, no waiting
+function WebSocket:__close()
+  pcall(self._c.close, self._c)
+end
+WebSocket.__gc = WebSocket.__close
+
+---------------------------------------------------------------------------
+-- connect
+---------------------------------------------------------------------------
+
+function M.connect(url, opts)
+  if type(url) ~= "string" then
+    error("bad argument #1 to 'connect' (string expected, got " .. type(url) .. ")", 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("bad argument #2 to 'connect' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  for k in pairs(opts) do
+    if not KNOWN[k] then error("bad argument #2 to 'connect' (unknown option '" .. tostring(k) .. "')", 2) end
+  end
+  local timeout = check_timeout(opts.timeout, "connect", DEFAULT_CONNECT_TIMEOUT)
+  local copts = { url = url }
+  for k, v in pairs(opts) do if k ~= "timeout" then copts[k] = v end end
+  local okc, c, msg, code = pcall(core.ws.connect, copts)
+  if not okc then error(c, 2) end   -- misuse: bad URL, header, option
+  if not c then error(ws_error(url, msg, code), 2) end
+  local timer <close> = timer_for(timeout)
+  local ok, err = pcall(wait_until, c, timer, function() return c:state() ~= "connecting" end)
+  if not ok then c:abort(); error(err, 0) end   -- cancelled
+  local state = c:state()
+  if state == "connecting" then
+    c:abort()
+    error(timeout_error(url, "connect", timeout), 2)
+  end
+  local status = c:http_status()
+  if state == "closed" and status ~= 101 then
+    -- never upgraded (one that opened and closed at once reports on receive)
+    local m, cd = c:error()
+    m, cd = m or "connection failed", cd or "ECONNRESET"
+    if status then
+      error(ws_error(url, m, cd, { status_code = status, retryable = status == 429 or status >= 500 }), 2)
+    end
+    error(ws_error(url, m, cd), 2)
+  end
+  return setmetatable({ _c = c, url = url, protocol = c:protocol() }, WebSocket)
+end
+
+M.WebSocket = WebSocket
+return M

@@ -1,0 +1,535 @@
+-- The WebSocket client: core.ws (libwebsockets on the core's libuv loop)
+-- and the daytona.runtime.websocket wrapper, against
+-- spec/support/ws_server.js (node built-ins only) on loopback.
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local errors = require "daytona.errors"
+local websocket = require "daytona.runtime.websocket"
+local helper = require "support.helper"
+local cjson = require "cjson"
+
+local MiB = 1024 * 1024
+
+local function sh_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- Start ws_server.js (extra args: cert, key); returns { port, log, close }
+-- where log(id) is what the /ws/record?id= connection saw so far.
+local function start_server(...)
+  local dir = helper.tmpdir()
+  local portfile = dir .. "/port"
+  local args = {}
+  for i, a in ipairs{ ... } do args[i] = sh_quote(a) end
+  local cmd = ("WS_SPEC_LOG=%s exec node spec/support/ws_server.js %s > %s")
+    :format(sh_quote(dir), table.concat(args, " "), sh_quote(portfile))
+  local proc = assert(io.popen(cmd, "w"))   -- closing its stdin stops it
+  local port = helper.eventually(function()
+    local f = io.open(portfile)
+    local p = f and f:read("n")
+    if f then f:close() end
+    return p
+  end, 10)
+  local function log(id)
+    local f = io.open(dir .. "/" .. id)
+    local text = f and f:read("a") or ""
+    if f then f:close() end
+    return text
+  end
+  return { port = port, log = log, close = function() proc:close() end }
+end
+
+-- Wait until ws has left "connecting".
+local function opened(ws)
+  while ws:state() == "connecting" do scheduler.wait(ws) end
+  return ws:state()
+end
+
+-- Wait for the next result of a core WebSocket's receive().
+local function recv(ws)
+  while true do
+    local a, b, c, d = ws:receive()
+    if a ~= false then return a, b, c, d end
+    scheduler.wait(ws)
+  end
+end
+
+-- Make a CA and a certificate for "localhost" signed by it, with openssl.
+local function make_certs(dir)
+  local function run(cmd)
+    assert(os.execute(cmd .. " >/dev/null 2>&1"), "failed: " .. cmd)
+  end
+  local d = sh_quote(dir)
+  run(("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=dtlua spec CA'"):format(d))
+  run(("cd %s && openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj '/CN=localhost'"):format(d))
+  run(("cd %s && printf 'subjectAltName=DNS:localhost\\n' > ext.cnf && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext.cnf"):format(d))
+  return dir .. "/ca.pem", dir .. "/srv.pem", dir .. "/srv.key"
+end
+
+describe("websocket client", function()
+  local server, base
+
+  setup(function()
+    server = start_server()
+    base = "ws://127.0.0.1:" .. server.port
+  end)
+
+  teardown(function()
+    if server then server.close() end
+    helper.cleanup()
+  end)
+
+  describe("core.ws", function()
+    it("opens, selects the offered subprotocol and echoes text and binary", function()
+      helper.run(function()
+        local ws <close> = core.ws.connect{ url = base .. "/ws/echo", protocols = { "foo", "echo" } }
+        assert.are.equal("connecting", ws:state())
+        assert.are.equal("open", opened(ws))
+        assert.are.equal("echo", ws:protocol())
+        assert.are.equal(101, ws:http_status())
+        assert.is_true(ws:send("héllo"))
+        assert.are.same({ "héllo", "text" }, { recv(ws) })
+        assert.is_true(ws:send("\0\1\2\255", "binary"))
+        assert.are.same({ "\0\1\2\255", "binary" }, { recv(ws) })
+        assert.is_true(ws:send(""))
+        assert.are.same({ "", "text" }, { recv(ws) })
+        assert.is_false(ws:receive())   -- nothing more yet
+      end)
+    end)
+
+    it("has no subprotocol when none was offered", function()
+      helper.run(function()
+        local ws <close> = core.ws.connect{ url = base .. "/ws/echo" }
+        assert.are.equal("open", opened(ws))
+        assert.is_nil(ws:protocol())
+      end)
+    end)
+
+    it("sends the Authorization and custom headers and the offered subprotocols", function()
+      helper.run(function()
+        local ws <close> = core.ws.connect{
+          url = base .. "/ws/headers?x=1#frag",
+          headers = { Authorization = "Bearer tok-123", ["X-Trace"] = "abc", ["X-Num"] = 7,
+                      Origin = "https://example.test" },
+          protocols = { "foo", "echo" },
+        }
+        assert.are.equal("open", opened(ws))
+        local seen = cjson.decode((recv(ws)))
+        assert.are.equal("Bearer tok-123", seen.headers.authorization)
+        assert.are.equal("abc", seen.headers["x-trace"])
+        assert.are.equal("7", seen.headers["x-num"])
+        assert.are.equal("https://example.test", seen.headers.origin)
+        assert.are.equal("foo,echo", seen.headers["sec-websocket-protocol"])
+        assert.are.equal("127.0.0.1:" .. server.port, seen.headers.host)
+        assert.are.equal("/ws/headers?x=1", seen.path)
+        assert.are.equal("echo", seen.protocol)
+      end)
+    end)
+
+    it("echoes a 10 MiB binary message whole", function()
+      helper.run(function()
+        local ws <close> = core.ws.connect{ url = base .. "/ws/echo" }
+        assert.are.equal("open", opened(ws))
+        local f = assert(io.open("/dev/urandom", "rb"))
+        local big = f:read(10 * MiB)
+        f:close()
+        local t0 = core.now()
+        assert.is_true(ws:send(big, "binary"))
+        local data, kind = recv(ws)
+        assert.are.equal("binary", kind)
+        assert.are.equal(#big, #data)
+        assert.is_true(data == big, "the echoed message differs")
+        assert.is_true(core.now() - t0 < 10)
+      end)
+    end)
+
+    it("surfaces the server's close code and reason", function()
+      helper.run(function()
+        local ws = core.ws.connect{ url = base .. "/ws/close?code=4001&reason=going%20away" }
+        assert.are.same({ nil, "closed", 4001, "going away" }, { recv(ws) })
+        while ws:state() ~= "closed" do scheduler.wait(ws) end
+        assert.is_nil(ws:error())
+        assert.are.same({ nil, "closed", 4001, "going away" }, { ws:receive() })
+      end)
+    end)
+
+    it("closes with our code and reason after the queued messages", function()
+      helper.run(function()
+        local ws = core.ws.connect{ url = base .. "/ws/record?id=close1" }
+        assert.is_true(ws:send(("q"):rep(3 * MiB), "binary"))   -- queued before open
+        assert.are.equal("open", opened(ws))
+        assert.is_true(ws:send("last"))
+        ws:close(4000, "done")
+        assert.are.equal("closing", ws:state())
+        assert.are.same({ nil, "WebSocket is closed", "ECLOSED" }, { ws:send("late") })
+        assert.are.same({ nil, "closed", 4000, "done" }, { recv(ws) })
+        while ws:state() ~= "closed" do scheduler.wait(ws) end
+        ws:close()   -- idempotent
+        local seen = helper.eventually(function()
+          local log = server.log("close1")
+          return log:find("close", 1, true) and log
+        end)
+        assert.are.equal(("message %d binary\nmessage 4 text\nclose 4000 done\n"):format(3 * MiB), seen)
+      end)
+    end)
+
+    it("still delivers what the peer sent before answering our close", function()
+      helper.run(function()
+        local ws = core.ws.connect{ url = base .. "/ws/echo" }
+        assert.are.equal("open", opened(ws))
+        assert.is_true(ws:send("last"))
+        ws:close(4000, "done")
+        assert.are.same({ "last", "text" }, { recv(ws) })
+        assert.are.same({ nil, "closed", 4000, "done" }, { recv(ws) })
+      end)
+    end)
+
+    it("reports a server that vanishes mid-stream as ECONNRESET", function()
+      helper.run(function()
+        local ws = core.ws.connect{ url = base .. "/ws/drop" }
+        assert.are.same({ "bye", "text" }, { recv(ws) })
+        local a, msg, code = recv(ws)
+        assert.is_nil(a)
+        assert.are.equal("ECONNRESET", code)
+        assert.is_string(msg)
+        assert.are.equal("closed", ws:state())
+        local ok, _, scode = ws:send("x")
+        assert.is_nil(ok)
+        assert.are.equal("ECONNRESET", scode)
+      end)
+    end)
+
+    it("receives many messages in order with reading paused in between", function()
+      helper.run(function()
+        local n = 20000
+        local ws <close> = core.ws.connect{ url = base .. "/ws/flood?n=" .. n, recv_buffer = 4096 }
+        assert.are.equal("open", opened(ws))
+        scheduler.sleep(0.2)   -- not reading: the connection must pause, not buffer it all
+        local _, unread = ws:buffered()
+        assert.is_true(unread < 4096, "unread bytes " .. unread)
+        for i = 1, n do
+          local data = recv(ws)
+          if data ~= "m" .. i then error(("message %d: %s"):format(i, tostring(data))) end
+          _, unread = ws:buffered()
+          assert(unread < 4096)
+        end
+      end)
+    end)
+
+    it("pipelines thousands of messages and refuses sends beyond send_buffer", function()
+      helper.run(function()
+        local ws <close> = core.ws.connect{ url = base .. "/ws/echo", send_buffer = 64 * 1024 }
+        assert.are.equal("open", opened(ws))
+        local n, refused = 3000, 0
+        local reader = scheduler.spawn(function()
+          for i = 1, n do
+            local data = recv(ws)
+            assert.are.equal(("%d:"):format(i) .. ("p"):rep(1000), data)
+          end
+        end)
+        for i = 1, n do
+          local msg = ("%d:"):format(i) .. ("p"):rep(1000)
+          while not ws:send(msg, "binary") do
+            refused = refused + 1
+            assert.is_true(ws:buffered() <= 64 * 1024)
+            scheduler.wait(ws)
+          end
+        end
+        reader:wait()
+        assert.is_true(refused > 0, "send never reported a full queue")
+        assert.are.equal(0, (ws:buffered()))
+      end)
+    end)
+
+    it("answers pings with pongs and sends keepalive pings when idle", function()
+      helper.run(function()
+        local ws <close> = core.ws.connect{ url = base .. "/ws/pings", ping_interval = 1 }
+        assert.are.equal("open", opened(ws))
+        assert.is_true(ws:ping("x"))
+        while ws:pongs() < 1 do scheduler.wait(ws) end
+        scheduler.sleep(1.3)   -- idle past ping_interval: lws pings by itself
+        assert.is_true(ws:send("count?"))
+        local count = tonumber((recv(ws)))
+        assert.is_true(count >= 2, "server saw " .. count .. " pings")
+      end)
+    end)
+
+    it("reports connection failures on the object", function()
+      helper.run(function()
+        local s = start_server()
+        local port = s.port
+        s.close()
+        local ws = core.ws.connect{ url = "ws://127.0.0.1:" .. port .. "/" }
+        assert.are.equal("closed", opened(ws))
+        local msg, code = ws:error()
+        assert.are.equal("ECONNREFUSED", code)
+        assert.matches("refused", msg)
+        assert.are.same({ nil, msg, code }, { ws:receive() })
+
+        local rej = core.ws.connect{ url = base .. "/ws/reject?status=403" }
+        assert.are.equal("closed", opened(rej))
+        assert.are.equal(403, rej:http_status())
+        assert.are.equal("EHANDSHAKE", select(2, rej:error()))
+
+        local dns = core.ws.connect{ url = "ws://nonexistent.invalid/" }
+        assert.are.equal("closed", opened(dns))
+        assert.are.equal("ENOTFOUND", select(2, dns:error()))
+      end)
+    end)
+
+    it("cancels a connection attempt closed while connecting", function()
+      helper.run(function()
+        local ws = core.ws.connect{ url = base .. "/ws/hang" }
+        ws:close()
+        assert.are.equal("closed", ws:state())
+        assert.are.equal("ECANCELED", select(2, ws:error()))
+      end)
+    end)
+
+    it("closes the connection when a message exceeds max_message", function()
+      helper.run(function()
+        local ws = core.ws.connect{ url = base .. "/ws/echo", max_message = 1000 }
+        assert.are.equal("open", opened(ws))
+        assert.is_true(ws:send(("a"):rep(1001)))
+        local a, _, code = recv(ws)
+        assert.is_nil(a)
+        assert.are.equal("EMSGSIZE", code)
+      end)
+    end)
+
+    it("raises on misuse", function()
+      local function bad(opts, pattern)
+        local ok, err = pcall(core.ws.connect, opts)
+        assert.is_false(ok)
+        assert.matches(pattern, err)
+      end
+      bad({ url = "http://x/" }, "ws://")
+      bad({ url = "ws:///path" }, "no valid host")
+      bad({ url = "ws://h:99999/" }, "invalid port")
+      bad({ url = "ws://h/a b" }, "spaces")
+      bad({ url = "ws://h/", headers = { ["X-A"] = "a\r\nX-B: b" } }, "line break")
+      bad({ url = "ws://h/", headers = { ["Bad Name"] = "x" } }, "invalid header name")
+      bad({ url = "ws://h/", headers = { Upgrade = "x" } }, "handshake itself")
+      bad({ url = "ws://h/", protocols = { "a b" } }, "subprotocol")
+      bad({ url = "ws://h/", nope = 1 }, "unknown option")
+      bad({ url = "ws://h/", max_message = 0 }, "max_message")
+      helper.run(function()
+        local ws <close> = core.ws.connect{ url = base .. "/ws/echo" }
+        assert.are.equal("open", opened(ws))
+        assert.has_error(function() ws:send("\255\254") end)
+        assert.has_error(function() ws:send("x", "blob") end)
+        assert.has_error(function() ws:close(1005) end)
+        assert.has_error(function() ws:close(1000, ("r"):rep(124)) end)
+        assert.has_error(function() ws:ping(("p"):rep(126)) end)
+      end)
+    end)
+
+    it("survives lua_close with connections open, connecting and mid-transfer", function()
+      local build = os.getenv("DTLUA_BUILD") or "build"
+      local script = ([[
+        package.cpath = %q .. "/lib/lua/5.4/?.so;" .. package.cpath
+        package.path = "lua/?.lua;" .. package.path
+        local core = require "daytona.core"
+        local scheduler = require "daytona.runtime.scheduler"
+        local base = %q
+        local a = core.ws.connect{ url = base .. "/ws/echo" }
+        while a:state() == "connecting" do scheduler.wait(a) end
+        a:send(("x"):rep(4 * 1024 * 1024), "binary")
+        local b = core.ws.connect{ url = base .. "/ws/flood?n=100000" }
+        local c = core.ws.connect{ url = "ws://localhost:1/" }
+        scheduler.step(0)
+        io.write("exiting\n")
+      ]]):format(build, base)
+      local dir = helper.tmpdir()
+      local f = assert(io.open(dir .. "/exit.lua", "w"))
+      f:write(script)
+      f:close()
+      local p = assert(io.popen("lua5.4 " .. sh_quote(dir .. "/exit.lua") .. " 2>&1"))
+      local out = p:read("a")
+      local ok, how, status = p:close()
+      assert.are.equal("exiting\n", out)
+      assert.is_true(ok, ("exit: %s %s"):format(how, status))
+    end)
+  end)
+
+  describe("over TLS", function()
+    local tls, ca
+
+    setup(function()
+      local srv_cert, srv_key
+      ca, srv_cert, srv_key = make_certs(helper.tmpdir())
+      tls = start_server(srv_cert, srv_key)
+    end)
+
+    teardown(function()
+      if tls then tls.close() end
+    end)
+
+    it("verifies the server against ca_file and the URL's host name", function()
+      helper.run(function()
+        local ws <close> = core.ws.connect{ url = "wss://localhost:" .. tls.port .. "/ws/echo", ca_file = ca }
+        assert.are.equal("open", opened(ws))
+        assert.is_true(ws:send("secret"))
+        assert.are.same({ "secret", "text" }, { recv(ws) })
+
+        local wrong = core.ws.connect{ url = "wss://127.0.0.1:" .. tls.port .. "/ws/echo", ca_file = ca }
+        assert.are.equal("closed", opened(wrong))
+        local msg, code = wrong:error()
+        assert.are.equal("ETLS", code)
+        assert.matches("mismatch", msg)
+      end)
+    end)
+
+    it("refuses an unknown issuer unless insecure", function()
+      helper.run(function()
+        local ws = core.ws.connect{ url = "wss://localhost:" .. tls.port .. "/ws/echo" }
+        assert.are.equal("closed", opened(ws))
+        assert.are.equal("ETLS", select(2, ws:error()))
+        local ok <close> = core.ws.connect{ url = "wss://localhost:" .. tls.port .. "/ws/echo", insecure = true }
+        assert.are.equal("open", opened(ok))
+      end)
+    end)
+
+    it("reports an unreadable ca_file", function()
+      local ws, msg, code = core.ws.connect{ url = "wss://localhost:1/", ca_file = "/nonexistent/ca.pem" }
+      assert.is_nil(ws)
+      assert.are.equal("ENOENT", code)
+      assert.matches("ca_file", msg)
+    end)
+  end)
+
+  describe("daytona.runtime.websocket", function()
+    it("connects, echoes, and closes with a code", function()
+      helper.run(function()
+        local ws = websocket.connect(base .. "/ws/echo", {
+          headers = { Authorization = "Bearer x" }, protocols = { "echo" }, timeout = 5 })
+        assert.are.equal("echo", ws.protocol)
+        ws:send("one")
+        ws:send("two", "binary")
+        assert.are.same({ "one", "text" }, { ws:receive(5) })
+        assert.are.same({ "two", "binary" }, { ws:receive(5) })
+        assert.are.same({ 4000, "bye" }, { ws:close(4000, "bye") })
+        assert.are.equal("closed", ws:state())
+        assert.are.same({ nil, "closed", 4000, "bye" }, { ws:receive() })
+        local ok, err = pcall(ws.send, ws, "late")
+        assert.is_false(ok)
+        assert.is_true(errors.is(err, errors.DaytonaConnectionError))
+        assert.are.equal("ECLOSED", err.code)
+      end)
+    end)
+
+    it("times out a receive and stays usable", function()
+      helper.run(function()
+        local ws <close> = websocket.connect(base .. "/ws/echo")
+        local t0 = core.now()
+        local ok, err = pcall(ws.receive, ws, 0.2)
+        assert.is_false(ok)
+        assert.is_true(errors.is(err, errors.DaytonaTimeoutError))
+        assert.are.equal("ETIMEDOUT", err.code)
+        local dt = core.now() - t0
+        assert.is_true(dt >= 0.19 and dt < 2, "waited " .. dt)
+        ws:send("still here")
+        assert.are.same({ "still here", "text" }, { ws:receive(5) })
+      end)
+    end)
+
+    it("returns the server's close code and reason from receive and messages()", function()
+      helper.run(function()
+        local ws = websocket.connect(base .. "/ws/close?code=4002&reason=later")
+        assert.are.same({ nil, "closed", 4002, "later" }, { ws:receive(5) })
+        local ws2 = websocket.connect(base .. "/ws/flood?n=50")
+        local n = 0
+        for data, kind in ws2:messages(5) do
+          n = n + 1
+          assert.are.equal("m" .. n, data)
+          assert.are.equal("text", kind)
+          if n == 50 then ws2:close(1000, "enough") end
+        end
+        assert.are.equal(50, n)
+        assert.are.equal(1000, ws2.close_code)
+      end)
+    end)
+
+    it("delivers messages to an on_message callback task", function()
+      helper.run(function()
+        local ws = websocket.connect(base .. "/ws/echo")
+        local got = {}
+        local task = ws:on_message(function(data, kind, w)
+          got[#got + 1] = data .. "/" .. kind
+          assert.are.equal(ws, w)
+          if #got == 3 then w:close(4003, "three") end
+        end)
+        ws:send("a")
+        ws:send("b", "binary")
+        ws:send("c")
+        assert.are.same({ 4003, "three" }, { task:wait() })
+        assert.are.same({ "a/text", "b/binary", "c/text" }, got)
+      end)
+    end)
+
+    it("raises DaytonaConnectionError when the server vanishes", function()
+      helper.run(function()
+        local ws = websocket.connect(base .. "/ws/drop")
+        assert.are.equal("bye", (ws:receive(5)))
+        local ok, err = pcall(ws.receive, ws, 5)
+        assert.is_false(ok)
+        assert.is_true(errors.is(err, errors.DaytonaConnectionError))
+        assert.are.equal("ECONNRESET", err.code)
+        assert.is_true(err.retryable)
+      end)
+    end)
+
+    it("raises typed errors for failed connects", function()
+      helper.run(function()
+        local ok, err = pcall(websocket.connect, base .. "/ws/reject?status=401")
+        assert.is_false(ok)
+        assert.is_true(errors.is(err, errors.DaytonaConnectionError))
+        assert.are.equal(401, err.status_code)
+        assert.are.equal("EHANDSHAKE", err.code)
+        assert.is_false(err.retryable)
+
+        ok, err = pcall(websocket.connect, base .. "/ws/reject?status=503")
+        assert.are.equal(503, err.status_code)
+        assert.is_true(err.retryable)
+
+        local s = start_server()
+        local port = s.port
+        s.close()
+        ok, err = pcall(websocket.connect, "ws://127.0.0.1:" .. port .. "/")
+        assert.is_false(ok)
+        assert.is_true(errors.is(err, errors.DaytonaConnectionError))
+        assert.are.equal("ECONNREFUSED", err.code)
+        assert.is_true(err.retryable)
+
+        local t0 = core.now()
+        ok, err = pcall(websocket.connect, base .. "/ws/hang", { timeout = 0.3 })
+        assert.is_false(ok)
+        assert.is_true(errors.is(err, errors.DaytonaTimeoutError))
+        assert.is_true(core.now() - t0 < 2)
+
+        assert.has_error(function() websocket.connect(base, { nope = true }) end)
+        assert.has_error(function() websocket.connect("http://x/") end)
+      end)
+    end)
+
+    it("measures a ping's round trip and sends with back-pressure", function()
+      helper.run(function()
+        local ws <close> = websocket.connect(base .. "/ws/echo", { send_buffer = 10000 })
+        local rtt = ws:ping(5)
+        assert.is_true(rtt >= 0 and rtt < 5)
+        local reader = scheduler.spawn(function()
+          for i = 1, 200 do assert.are.equal(tostring(i) .. ("s"):rep(5000), (ws:receive(5))) end
+        end)
+        for i = 1, 200 do ws:send(tostring(i) .. ("s"):rep(5000), "binary", 5) end
+        reader:wait()
+      end)
+    end)
+
+    it("works from the main thread, outside any task", function()
+      local ws = websocket.connect(base .. "/ws/echo")
+      ws:send("plain")
+      assert.are.same({ "plain", "text" }, { ws:receive(5) })
+      ws:close()
+    end)
+  end)
+end)

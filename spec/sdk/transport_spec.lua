@@ -1,0 +1,384 @@
+-- The SDK's wire behaviour against a scripted server on loopback: the
+-- headers it sends, the retry policy (what is retried and what never is),
+-- Retry-After, error mapping, and the WebSocket protocols (session logs
+-- resumed after a drop, PTY control frames and exit codes).
+local daytona = require "daytona"
+local errors = require "daytona.errors"
+local server = require "daytona.runtime.server"
+local core = require "daytona.core"
+local sandbox = require "daytona.sandbox"
+local fixture = require "sdk.fixture"
+
+-- The runtime server's ws:close()/abort() drop messages still queued (seen
+-- while writing these specs; reported): give queued frames time to leave.
+local function flush() require("daytona.runtime.scheduler").sleep(0.1) end
+
+describe("SDK transport", function()
+  local srv, route, seen
+
+  setup(function()
+    srv = server.listen{ port = 0, log = function() end, handler = function(req, res)
+      seen[#seen + 1] = { method = req.method, path = req.path, headers = req.headers, query = req.query }
+      local fn = route[req.method .. " " .. req.path]
+      if not fn then return res:json(404, { statusCode = 404, message = "no route " .. req.path, code = "NOT_FOUND" }) end
+      return fn(req, res)
+    end }
+  end)
+
+  teardown(function() if srv then srv:close() end end)
+
+  before_each(function() route, seen = {}, {} end)
+
+  local function client(extra)
+    local cfg = { api_key = "secret", api_url = srv.url .. "/api", target = "us",
+      retry = { retries = 3, base_delay = 0.01, max_delay = 0.05, max_retry_after = 5 } }
+    for k, v in pairs(extra or {}) do cfg[k] = v end
+    return daytona.new(cfg)
+  end
+
+  local function dto(id, state)
+    return { id = id, name = id, state = state or "started", labels = {}, env = {},
+      toolboxProxyUrl = srv.url .. "/toolbox", cpu = 1, memory = 1, disk = 3 }
+  end
+
+  it("sends the official SDKs' headers", function()
+    route["GET /api/sandbox/a"] = function(_, res) res:json(200, dto("a")) end
+    client():get("a")
+    local h = seen[1].headers
+    assert.are.equal("Bearer secret", h["authorization"])
+    assert.are.equal("sdk-lua", h["x-daytona-source"])
+    assert.are.equal("0.190.0", h["x-daytona-sdk-version"])
+    assert.matches("^sdk%-lua/", h["user-agent"])
+    assert.is_nil(h["x-daytona-organization-id"])
+    seen = {}
+    daytona.new{ jwt_token = "jwt", organization_id = "org-1", api_url = srv.url .. "/api", target = "us" }:get("a")
+    h = seen[1].headers
+    assert.are.equal("Bearer jwt", h["authorization"])
+    assert.are.equal("org-1", h["x-daytona-organization-id"])
+  end)
+
+  it("sends the same headers to the toolbox", function()
+    route["GET /toolbox/a/work-dir"] = function(_, res) res:json(200, { dir = "/w" }) end
+    local c = client()
+    local sb = sandbox.new(c, dto("a"))
+    assert.are.equal("/w", sb:get_work_dir())
+    local h = seen[1].headers
+    assert.are.equal("Bearer secret", h["authorization"])
+    assert.are.equal("0.190.0", h["x-daytona-sdk-version"])
+  end)
+
+  it("retries 502/503/504 on idempotent calls with backoff", function()
+    local n = 0
+    route["GET /api/sandbox/a"] = function(_, res)
+      n = n + 1
+      if n < 3 then return res:json(n == 1 and 502 or 503, { message = "busy" }) end
+      res:json(200, dto("a"))
+    end
+    assert.are.equal("a", client():get("a").id)
+    assert.are.equal(3, n)
+  end)
+
+  it("never retries a non-idempotent call that reached the server", function()
+    local n = 0
+    route["POST /toolbox/a/process/execute"] = function(_, res)
+      n = n + 1
+      res:json(503, { message = "unavailable" })
+    end
+    local c = client()
+    local sb = sandbox.new(c, dto("a"))
+    local err = fixture.fails(sb.process.exec, sb.process, "touch /once")
+    assert.are.equal(1, n)
+    assert.are.equal(503, err.status_code)
+    assert.is_true(errors.is(err, errors.DaytonaError))
+  end)
+
+  it("does not retry a 500", function()
+    local n = 0
+    route["GET /api/sandbox/a"] = function(_, res) n = n + 1; res:json(500, { message = "broken" }) end
+    local err = fixture.fails(client().get, client(), "a")
+    assert.are.equal(1, n)
+    assert.are.equal("get sandbox: broken", err.message)
+  end)
+
+  it("waits for Retry-After on 429, even for a create (the throttler refused it)", function()
+    local n, t = 0, {}
+    route["POST /api/sandbox"] = function(_, res)
+      n = n + 1
+      t[n] = core.now()
+      if n == 1 then
+        return res:json(429, { statusCode = 429, message = "ThrottlerException: Too Many Requests" },
+          { ["Retry-After"] = "1", ["X-RateLimit-Remaining-sandbox-create"] = "0" })
+      end
+      res:json(200, dto("new"))
+    end
+    local sb = client():create{}
+    assert.are.equal("new", sb.id)
+    assert.are.equal(2, n)
+    assert.is_true(t[2] - t[1] >= 0.9, "retried after " .. (t[2] - t[1]) .. " s")
+  end)
+
+  it("raises DaytonaRateLimitError with the headers when Retry-After is too long", function()
+    local n = 0
+    route["GET /api/sandbox/a"] = function(_, res)
+      n = n + 1
+      res:json(429, { message = "slow down" }, { ["Retry-After"] = "3600" })
+    end
+    local err = fixture.fails(client().get, client(), "a")
+    assert.are.equal(1, n)
+    assert.is_true(errors.is(err, errors.DaytonaRateLimitError))
+    assert.are.equal("3600", err.headers["retry-after"])
+  end)
+
+  it("maps bare and structured error bodies", function()
+    route["GET /toolbox/a/files/info"] = function(_, res) res:send(404) end
+    route["DELETE /toolbox/a/files"] = function(_, res) res:send(400) end
+    route["POST /toolbox/a/files/move"] = function(_, res)
+      res:json(409, { statusCode = 409, message = "conflict: exists", code = "CONFLICT" })
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local err = fixture.fails(sb.fs.get_file_info, sb.fs, "/x")
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+    assert.are.equal(404, err.status_code)
+    err = fixture.fails(sb.fs.delete_file, sb.fs, "/d")
+    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    err = fixture.fails(sb.fs.move_files, sb.fs, "/a", "/b")
+    assert.is_true(errors.is(err, errors.DaytonaConflictError))
+    assert.are.equal("CONFLICT", err.code)
+    assert.matches("conflict: exists", err.message, 1, true)
+  end)
+
+  it("follows session logs over a WebSocket and resumes after a drop without repeating output", function()
+    local log = "\1\1\1line one\n\2\2\2warn\n\1\1\1line two\n\1\1\1line three\n"
+    local conns = 0
+    route["GET /toolbox/a/process/session/s/command/c/logs"] = function(req, res)
+      assert.are.equal("true", req.args.follow)
+      conns = conns + 1
+      local ws = res:websocket{}
+      if conns == 1 then
+        -- the first 20 bytes, cut inside a marker-free line, then a server error
+        ws:send(log:sub(1, 7), "binary")
+        ws:send(log:sub(8, 20), "binary")
+        flush()
+        ws:close(1011, "read error")
+      else
+        -- the daemon replays from the start
+        for i = 1, #log, 5 do ws:send(log:sub(i, i + 4), "binary") end
+        flush()
+        ws:close(1000)
+      end
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local out, err = {}, {}
+    sb.process:get_session_command_logs("s", "c", {
+      on_stdout = function(s) out[#out + 1] = s end,
+      on_stderr = function(s) err[#err + 1] = s end,
+    })
+    assert.are.equal(2, conns)
+    assert.are.equal("line one\nline two\nline three\n", table.concat(out))
+    assert.are.equal("warn\n", table.concat(err))
+  end)
+
+  it("gives up on a log stream that keeps dropping", function()
+    route["GET /toolbox/a/process/session/s/command/c/logs"] = function(_, res)
+      local ws = res:websocket{}
+      ws:close(1011, "read error")
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local err = fixture.fails(function()
+      for _ in sb.process:get_session_command_logs("s", "c", { follow = true }) do end
+    end)
+    assert.is_true(errors.is(err, errors.DaytonaConnectionError))
+    assert.matches("close code 1011", err.message)
+  end)
+
+  it("maps a refused log upgrade to the error of its status", function()
+    local sb = sandbox.new(client(), dto("a"))
+    local err = fixture.fails(sb.process.get_session_command_logs, sb.process, "none", "c", { follow = true })
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+  end)
+
+  it("speaks the PTY protocol: output before 'connected' is kept, input is binary, the exit code comes in the close reason", function()
+    local inputs = {}
+    route["POST /toolbox/a/process/pty"] = function(req, res)
+      local body = require("daytona.api").decode(req:body())
+      assert.are.equal("t1", body.id)
+      assert.is_true(body.lazyStart)
+      assert.are.equal(100, body.cols)
+      res:json(201, { sessionId = "t1" })
+    end
+    route["GET /toolbox/a/process/pty/t1/connect"] = function(_, res)
+      local ws = res:websocket{}
+      ws:send("early ", "binary")
+      ws:send('{"type":"control","status":"connected"}', "text")
+      local data, kind = ws:receive(5)
+      inputs[#inputs + 1] = { data, kind }
+      ws:send("you said " .. data, "binary")
+      flush()
+      ws:close(1011, '{"exitCode":3,"exitReason":"non-zero exit"}')
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local pty <close> = sb.process:create_pty_session("t1", { pty_size = { rows = 30, cols = 100 } })
+    pty:send_input("hello\n")
+    local out = {}
+    for chunk in pty do out[#out + 1] = chunk end
+    assert.are.equal("early you said hello\n", table.concat(out))
+    assert.are.equal("binary", inputs[1][2])
+    assert.are.equal(3, pty.exit_code)
+    assert.are.equal("non-zero exit", pty.error)
+  end)
+
+  it("reports a PTY that refuses the connection", function()
+    route["POST /toolbox/a/process/pty"] = function(_, res) res:json(201, { sessionId = "t2" }) end
+    route["GET /toolbox/a/process/pty/t2/connect"] = function(_, res)
+      local ws = res:websocket{}
+      ws:send('{"type":"control","status":"error","error":"Failed to connect to PTY session: gone"}', "text")
+      flush()
+      ws:abort()
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local err = fixture.fails(sb.process.create_pty_session, sb.process, "t2")
+    assert.is_true(errors.is(err, errors.DaytonaError))
+    assert.matches("gone", err.message)
+  end)
+
+  it("fails a bulk download whose closing boundary never came", function()
+    route["POST /toolbox/a/files/bulk-download"] = function(_, res)
+      res:start(200, { ["content-type"] = "multipart/form-data; boundary=B" })
+      res:write('--B\r\nContent-Disposition: form-data; name="file"; filename="/f"\r\n\r\npartial')
+      res:finish()
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local err = fixture.fails(sb.fs.download_file, sb.fs, "/f")
+    assert.is_true(errors.is(err, errors.DaytonaConnectionError))
+    assert.are.equal("EPARTIAL", err.code)
+  end)
+
+  it("uploads as multipart with each .path part before its .file part", function()
+    local parts
+    route["POST /toolbox/a/files/bulk-upload"] = function(req, res)
+      local multipart = require "daytona.runtime.multipart"
+      parts = {}
+      local p = multipart.parser(assert(multipart.boundary(req.headers["content-type"])), function(part)
+        local rec = { name = part.name, filename = part.filename, data = {} }
+        parts[#parts + 1] = rec
+        return function(d) if d then rec.data[#rec.data + 1] = d end end
+      end)
+      for chunk in req:chunks() do p:feed(chunk) end
+      p:finish()
+      local files, errs = {}, {}
+      for _, x in ipairs(parts) do
+        if x.name:match("%.path$") then x.path = table.concat(x.data) end
+      end
+      for i = 1, #parts, 2 do
+        local dest = table.concat(parts[i].data)
+        if dest:match("^/ro/") then errs[#errs + 1] = dest .. ": create: permission denied"
+        else files[#files + 1] = { path = dest, bytes = #table.concat(parts[i + 1].data) } end
+      end
+      if #errs > 0 then return res:json(400, { errors = errs, files = files }) end
+      res:json(200, { files = files })
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local res = sb.fs:upload_files{
+      { source = { data = "12345" }, destination = "/w/a" },
+      { source = { data = "xyz" }, destination = "/ro/b" },
+    }
+    assert.are.equal("files[0].path", parts[1].name)
+    assert.are.equal("files[0].file", parts[2].name)
+    assert.are.equal("/w/a", parts[2].filename)
+    assert.are.equal("files[1].path", parts[3].name)
+    assert.are.equal("files[1].file", parts[4].name)
+    assert.are.equal(5, res[1].bytes)
+    assert.is_nil(res[1].error)
+    assert.matches("permission denied", res[2].error.message)
+    local err = fixture.fails(sb.fs.upload_file, sb.fs, { data = "x" }, "/ro/c")
+    assert.matches("/ro/c: create: permission denied", err.message, 1, true)
+  end)
+
+  it("maps bulk-download parts back by their full path, filename* first, with per-file errors", function()
+    local FILE = table.concat({
+      'Content-Disposition: form-data; name="file"; filename="/w/caf_"; filename*=utf-8\'\'%2Fw%2Fcaf%C3%A9\r\n',
+      "Content-Length: 4\r\nContent-Type: application/octet-stream\r\n\r\n",
+      "\0\1\2\3",
+    })
+    local ERR = table.concat({
+      'Content-Disposition: form-data; name="error"; filename="/nope"\r\n',
+      "Content-Type: application/json; charset=utf-8\r\n\r\n",
+      '{"statusCode":404,"message":"file not found: /nope","code":"FILE_NOT_FOUND"}',
+    })
+    local requested
+    route["POST /toolbox/a/files/bulk-download"] = function(req, res)
+      requested = require("daytona.api").decode(req:body()).paths
+      local body = { "preamble" }
+      for _, p in ipairs(requested) do body[#body + 1] = "\r\n--XB\r\n" .. (p == "/nope" and ERR or FILE) end
+      body[#body + 1] = "\r\n--XB--\r\n"
+      body = table.concat(body)
+      -- cut anywhere: the parser must cope
+      res:stream(200, { ["content-type"] = 'multipart/form-data; boundary="XB"' }, coroutine.wrap(function()
+        for i = 1, #body, 7 do coroutine.yield(body:sub(i, i + 6)) end
+      end))
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local r = sb.fs:download_files{ { source = "/w/caf\u{e9}" }, { source = "/nope" }, { source = "/w/caf\u{e9}" } }
+    assert.are.same({ "/w/caf\u{e9}", "/nope" }, requested)   -- de-duplicated
+    assert.are.equal("\0\1\2\3", r[1].result)
+    assert.are.equal("\0\1\2\3", r[3].result)
+    assert.is_true(errors.is(r[2].error, errors.DaytonaNotFoundError))
+    assert.are.equal("FILE_NOT_FOUND", r[2].error.code)
+    local seen_progress = {}
+    local chunks = {}
+    for c in sb.fs:download_file_stream("/w/caf\u{e9}", { on_progress = function(d, t)
+      seen_progress[#seen_progress + 1] = { d, t } end }) do chunks[#chunks + 1] = c end
+    assert.are.equal("\0\1\2\3", table.concat(chunks))
+    assert.are.same({ 4, 4 }, seen_progress[#seen_progress])
+  end)
+
+  it("creates, validates and revokes SSH access on the documented routes", function()
+    route["POST /api/sandbox/a/ssh-access"] = function(req, res)
+      assert.are.equal("15", req.args.expiresInMinutes)
+      res:json(200, { id = "s1", sandboxId = "a", token = "tok", sshCommand = "ssh tok@host",
+        expiresAt = "2026-01-01T00:00:00.000Z" })
+    end
+    route["GET /api/sandbox/ssh-access/validate"] = function(req, res)
+      res:json(200, { valid = req.args.token == "tok", sandboxId = "a" })
+    end
+    route["DELETE /api/sandbox/a/ssh-access"] = function(req, res)
+      assert.are.equal("tok", req.args.token)
+      res:json(200, dto("a"))
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local ssh = sb:create_ssh_access{ expires_in_minutes = 15 }
+    assert.are.equal("ssh tok@host", ssh.ssh_command)
+    assert.are.equal("a", ssh.sandbox_id)
+    assert.is_true(sb:validate_ssh_access("tok").valid)
+    assert.is_false(sb:validate_ssh_access("other").valid)
+    sb:revoke_ssh_access("tok")
+  end)
+
+  it("polls a started sandbox through transitional states", function()
+    local n = 0
+    route["POST /api/sandbox/a/start"] = function(_, res) res:json(200, dto("a", "starting")) end
+    route["GET /api/sandbox/a"] = function(_, res)
+      n = n + 1
+      res:json(200, dto("a", n < 3 and "starting" or "started"))
+    end
+    local sb = sandbox.new(client(), dto("a", "stopped"))
+    sb:start()
+    assert.are.equal("started", sb.state)
+    assert.are.equal(3, n)
+  end)
+
+  it("raises the error reason when a sandbox fails to start, and times out a wait", function()
+    route["POST /api/sandbox/a/start"] = function(_, res)
+      local d = dto("a", "error")
+      d.errorReason = "disk full"
+      res:json(200, d)
+    end
+    local sb = sandbox.new(client(), dto("a", "stopped"))
+    local err = fixture.fails(sb.start, sb)
+    assert.matches("disk full", err.message)
+    route["GET /api/sandbox/b"] = function(_, res) res:json(200, dto("b", "starting")) end
+    local sb2 = sandbox.new(client(), dto("b", "starting"))
+    err = fixture.fails(sb2.wait_for_sandbox_start, sb2, { timeout = 0.3 })
+    assert.is_true(errors.is(err, errors.DaytonaTimeoutError))
+  end)
+end)
