@@ -254,6 +254,7 @@ static void on_timeout (uv_timer_t *t) {
   ** a request signalled here (headers or body that libcurl read at once,
   ** a transfer resumed after a pause) would wait for the poll to time out
   ** -- up to libcurl's next deadline -- before Lua heard of it. */
+  if (h->loop->nready > 0) uv_stop(&h->loop->uv);
 }
 
 static void sock_freed (uv_handle_t *p) {

@@ -36,6 +36,9 @@
 ** numeric address, with the Host header (also used for TLS SNI and the
 ** certificate's name check) set to the URL's host; a refused or
 ** unreachable address moves on to the next one.
+**
+** lws logs nothing unless DTLUA_LWS_DEBUG is set to an lws log-level mask
+** (e.g. 7 for errors, warnings and notices; 2047 for everything).
 */
 #include <errno.h>
 #include <stdio.h>
@@ -224,7 +227,11 @@ static void ws_finish (Ws *ws) {
   Conn *c = ws->conn;
   if (ws->state != ST_CLOSED) {
     ws->state = ST_CLOSED;
-    if (!ws->peer_closed && !ws->close_requested)
+    if (ws->peer_closed || ws->close_requested) {}
+    else if (c && !c->established)
+      /* lws ends a stalled handshake with no CONNECTION_ERROR */
+      set_error(ws, "ETIMEDOUT", "no answer to the WebSocket upgrade in time");
+    else
       set_error(ws, "ECONNRESET", "connection closed");
   }
   if (c) {
@@ -288,12 +295,13 @@ static void conn_start (Conn *c) {
     if (c->wsi_alive) c->wsi = wsi;
     return;
   }
-  /* NULL: lws scrubbed the attempt.  If it never called us about it, it
-  ** holds nothing; otherwise its WSI_DESTROY still comes and decides. */
-  if (c->seen) return;
-  c->wsi_alive = 0;
+  /* NULL: lws gave the attempt up. */
+  if (!c->wsi_alive) return;   /* its WSI_DESTROY came already and decided */
+  if (!c->seen) c->wsi_alive = 0;   /* lws never knew c: it holds nothing */
+  /* else lws might still send WSI_DESTROY about it: c stays valid until
+  ** then (or until shutdown), but the object is not kept waiting */
   if (ws == NULL || c->ws == NULL) { conn_check(c); return; }
-  if (c->ai_next) { conn_next(c); return; }
+  if (c->ai_next && !c->seen) { conn_next(c); return; }
   set_error(ws, "ECONNREFUSED", "cannot start the connection");
   ws_finish(ws);
 }
@@ -693,7 +701,7 @@ static struct lws_context *get_context (WsState *st, const char **why) {
                  LWS_SERVER_OPTION_VALIDATE_UTF8;
   info.foreign_loops = foreign;
   info.pcontext = &st->ctx;
-  info.timeout_secs = 30;
+  info.timeout_secs = 60;   /* lws's handshake timeouts; callers may use shorter */
   info.gid = -1;
   info.uid = -1;
   st->ctx = lws_create_context(&info);
@@ -1261,7 +1269,7 @@ static int ws_receive (lua_State *L) {
     lua_pushstring(L, m->binary ? "binary" : "text");
     free(m->data);
     free(m);
-    if (ws->rx_paused && ws->rq_bytes < ws->recv_buffer / 2) {
+    if (ws->rx_paused && ws->rq_bytes <= ws->recv_buffer / 2) {
       ws->rx_paused = 0;
       if (ws->conn && ws->conn->wsi) {
         lws_rx_flow_control(ws->conn->wsi, 1);

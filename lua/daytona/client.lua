@@ -199,8 +199,8 @@ local function stream_build_logs(sb, on_logs, deadline)
   local DONE = { started = true, starting = true, error = true, build_failed = true }
   local streak = 0
   while not reader:done() do
-    local t0 = api.now()
-    while not reader:done() and api.now() - t0 < 2 do scheduler.sleep(0.1) end
+    -- up to 2 s for the reader to finish by itself
+    pcall(scheduler.timeout, 2, function() while not reader:done() do scheduler.wait(reader) end end)
     if reader:done() then break end
     if api.now() - last_chunk >= 2 then
       sb:_refresh(deadline, "wait for build")
@@ -245,7 +245,7 @@ function Client:create(params, opts)
   local dto = self._transport:request({ method = "POST", path = "/sandbox", json = body,
     deadline = deadline, what = "create sandbox" })
   local sb = sandbox.new(self, dto)
-  if sb.state == "pending_build" and on_logs then
+  if on_logs and (sb.state == "pending_build" or sb.state == "building_snapshot") then
     while sb.state == "pending_build" do
       api.remaining(deadline, "create sandbox", timeout)
       scheduler.sleep(1)

@@ -47,6 +47,7 @@ local lazy = {
   server = "daytona.runtime.server",
   process = "daytona.runtime.process",
   Client = "daytona.client",
+  Image = "daytona.image",
 }
 
 --- daytona.new(config) -> Client (see daytona.client)

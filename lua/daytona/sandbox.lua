@@ -46,6 +46,7 @@ function M.new(client, dto)
   sb.fs = require("daytona.filesystem").new(sb)
   sb.process = require("daytona.process").new(sb)
   sb.git = require("daytona.git").new(sb)
+  sb.code_interpreter = require("daytona.code_interpreter").new(sb)
   return sb
 end
 
@@ -377,6 +378,41 @@ function Sandbox:resize(resources, opts)
   if dto then self:_apply(dto) end
   return wait_until(self, "resize sandbox", "resize", timeout, deadline,
     function(s) return s ~= "resizing" end, START_FAIL)
+end
+
+--- Experimental: fork the sandbox (filesystem and memory) into a new one
+-- and wait until the fork has started.
+-- @param opts optional `{ name = , timeout = 60 }`
+-- @return the new Sandbox
+-- @raise DaytonaError where forking is not available
+function Sandbox:_experimental_fork(opts)
+  local f = "_experimental_fork"
+  opts = check.options(opts, f, api.set("name", "timeout"))
+  local timeout = check.timeout(opts.timeout, f, DEFAULT_TIMEOUT)
+  local deadline = api.deadline(timeout)
+  local dto = self:_api({ method = "POST", json = { name = check.optstring(opts.name, f, "name") },
+    deadline = deadline, what = "fork sandbox" }, "/fork")
+  local fork = M.new(self._client, dto)
+  return wait_until(fork, "fork sandbox", "start", timeout, deadline, is_started, START_FAIL)
+end
+
+--- Experimental: snapshot the sandbox under a name (usable as `snapshot`
+-- in `client:create`) and wait until the capture is done.
+-- @param name the snapshot's name
+-- @param opts optional `{ timeout = 60 }`
+-- @return self
+-- @raise DaytonaError where snapshotting is not available or fails
+function Sandbox:_experimental_create_snapshot(name, opts)
+  local f = "_experimental_create_snapshot"
+  name = check.string(name, f, "name")
+  opts = check.options(opts, f, TIMEOUT_OPT)
+  local timeout = check.timeout(opts.timeout, f, DEFAULT_TIMEOUT)
+  local deadline = api.deadline(timeout)
+  local dto = self:_api({ method = "POST", json = { name = name }, deadline = deadline, what = "create snapshot" },
+    "/snapshot")
+  if type(dto) == "table" and dto.id then self:_apply(dto) else self:_refresh(deadline) end
+  return wait_until(self, "create snapshot", "snapshot", timeout, deadline,
+    function(s) return s ~= "snapshotting" end, START_FAIL)
 end
 
 ---------------------------------------------------------------------------

@@ -81,9 +81,11 @@ function SnapshotService:activate(snapshot)
     idempotent = true, what = "activate snapshot" }))
 end
 
-local function stream_logs(self, snap, on_logs, deadline)
+-- Stream the build log to on_logs; the log is best effort (a failing
+-- stream is ignored) but an error of on_logs is kept in state.cb_error.
+local function stream_logs(self, snap, on_logs, deadline, state)
   local r = self._t:request({ method = "GET", path = "/snapshots/" .. api.urlencode(snap.id) .. "/build-logs-url",
-    deadline = deadline, what = "get snapshot build logs URL" })
+    deadline = deadline, what = "get snapshot build logs URL", not_found = false })
   local url = type(r) == "table" and r.url
   if type(url) ~= "string" then return end
   local ok, s = pcall(self._t.stream, self._t, { method = "GET", url = url, query = { follow = true },
@@ -92,7 +94,10 @@ local function stream_logs(self, snap, on_logs, deadline)
   pcall(function()
     for chunk in s:chunks() do
       local text = chunk:gsub("%s+$", "")
-      if text ~= "" then on_logs(text) end
+      if text ~= "" then
+        local okc, e = pcall(on_logs, text)
+        if not okc then state.cb_error = e; break end
+      end
     end
   end)
   s:close()
@@ -138,6 +143,7 @@ function SnapshotService:create(params, opts)
   local snap = api.model(self._t:request({ method = "POST", path = "/snapshots", json = body,
     deadline = deadline, what = "create snapshot" }))
   local last_state, streamer = nil, nil
+  local log_state = {}
   local interval = 1
   local ok, res = pcall(function()
   while true do
@@ -150,7 +156,7 @@ function SnapshotService:create(params, opts)
         { code = st }), 0)
     end
     if on_logs and body.buildInfo and not streamer and st ~= "pending" then
-      streamer = scheduler.spawn(stream_logs, self, snap, on_logs, deadline)
+      streamer = scheduler.spawn(function() pcall(stream_logs, self, snap, on_logs, deadline, log_state) end)
       streamer.observed = true
     end
     api.remaining(deadline, "create snapshot", timeout)
@@ -161,6 +167,7 @@ function SnapshotService:create(params, opts)
   end)
   if streamer then streamer:cancel() end
   if not ok then error(res, 0) end
+  if log_state.cb_error ~= nil then error(log_state.cb_error, 0) end
   return res
 end
 

@@ -16,11 +16,36 @@ local function finish(req)
   return req
 end
 
+-- The test server in its own process (`lua5.4 spec/support/test_server.lua`),
+-- for timing that an in-process server cannot produce: its answers can
+-- arrive while libcurl is still inside the call that sent the request.
+-- Returns its base URL and a function that stops it.
+local function external_server()
+  local dir = helper.tmpdir()
+  local build = os.getenv("DTLUA_BUILD") or "build"
+  assert(os.execute(("DTLUA_BUILD='%s' lua5.4 spec/support/test_server.lua > '%s/out' 2>&1 & echo $! > '%s/pid'")
+    :format(build, dir, dir)))
+  local f = assert(io.open(dir .. "/pid"))
+  local pid = assert(tonumber(f:read("l")))
+  f:close()
+  local port = helper.eventually(function()
+    local out = io.open(dir .. "/out")
+    local text = out and out:read("a")
+    if out then out:close() end
+    return text and text:match("port (%d+)")
+  end, 10)
+  return "http://127.0.0.1:" .. port, function()
+    -- SIGINT: the server's scheduler.run stops and removes its temp dir
+    os.execute(("kill -INT %d 2>/dev/null"):format(pid))
+    helper.eventually(function() return not os.execute(("kill -0 %d 2>/dev/null"):format(pid)) end, 5)
+  end
+end
+
 -- A port nothing listens on: one the OS handed to a server now closed.
 local function closed_port()
   local s = test_server.start()
   local port = s.port
-  s:close()
+  s.close()
   return port
 end
 
@@ -33,7 +58,7 @@ describe("http client", function()
   end)
 
   teardown(function()
-    if server then server:close() end
+    if server then server.close() end
     helper.cleanup()
   end)
 
@@ -46,13 +71,12 @@ describe("http client", function()
 
     it("signals headers before the body has finished", function()
       helper.run(function()
-        local req <close> = core.http.request{ url = base .. "/slow?ms=400", response_stream = true }
-        local t0 = core.now()
+        -- nobody reads the body: the transfer pauses, yet the headers are in
+        local req <close> = core.http.request{ url = base .. "/bytes?n=" .. (64 * MiB), response_stream = true }
         while not req:status() and not req:done() do scheduler.wait(req) end
         assert.are.equal(200, req:status())
         assert.is_false(req:done())
-        assert.is_true(core.now() - t0 < 0.35, "headers came only with the body")
-        assert.is_table(req:headers())
+        assert.are.equal(tostring(64 * MiB), req:headers()["content-length"])
       end)
     end)
 
@@ -138,7 +162,8 @@ describe("http client", function()
           assert.are.equal(200, resp.status)
           local echo = resp:json()
           assert.are.equal(m, echo.method)
-          assert.are.equal(body or "", echo.body)
+          assert.are.equal(#(body or ""), echo.body_len)
+          assert.are.equal(core.util.sha256(body or ""), echo.body_sha256)
         end
         local head = http.request{ url = base .. "/echo", method = "HEAD" }
         assert.are.equal(200, head.status)
@@ -156,8 +181,8 @@ describe("http client", function()
         assert.are.equal("m", echo.headers["x-map"])
         assert.are.equal("l", echo.headers["x-line"])
         assert.are.equal("", echo.headers["x-empty"])
-        assert.are.equal("a b&c", echo.query.q)
-        assert.are.equal("2", echo.query.n)
+        assert.are.equal("a b&c", echo.args.q)
+        assert.are.equal("2", echo.args.n)
         assert.is_nil(echo.headers["expect"])
         assert.is_string(echo.headers["user-agent"])
         assert.is_truthy(resp.headers["content-type"]:find("application/json", 1, true))
@@ -171,7 +196,10 @@ describe("http client", function()
         local resp = http.request{ url = base .. "/echo", method = "POST", json = doc }
         local echo = resp:json()
         assert.are.equal("application/json", echo.headers["content-type"])
-        assert.are.same(doc, cjson.decode(echo.body))
+        local encoded = cjson.encode(doc)   -- the same table encodes the same way
+        assert.are.same(doc, cjson.decode(encoded))
+        assert.are.equal(#encoded, echo.body_len)
+        assert.are.equal(core.util.sha256(encoded), echo.body_sha256)
       end)
     end)
 
@@ -261,7 +289,7 @@ describe("http client", function()
         local fns = {}
         for i = 1, 100 do
           fns[i] = function()
-            return http.request{ url = base .. "/echo", query = { i = i } }:json().query.i
+            return http.request{ url = base .. "/echo", query = { i = i } }:json().args.i
           end
         end
         local t0 = core.now()
@@ -334,16 +362,19 @@ describe("http client", function()
           },
         }
         assert.are.equal(200, resp.status)
-        local parts = resp:json().parts
+        local parts = resp:json()
         assert.are.equal(4, #parts)
         assert.are.equal("meta", parts[1].name)
+        assert.are.equal(cjson.null, parts[1].filename)
         assert.are.equal(core.util.sha256('{"k":1}'), parts[1].sha256)
         assert.are.equal("f1", parts[2].name)
         assert.are.equal("a.bin", parts[2].filename)
+        assert.are.equal(3 * MiB, parts[2].size)
         assert.are.equal((core.util.sha256_file(a)), parts[2].sha256)
+        assert.are.equal("f2", parts[3].name)
         assert.are.equal("renamed.dat", parts[3].filename)
-        assert.are.equal("application/x-test", parts[3].content_type)
         assert.are.equal((core.util.sha256_file(b)), parts[3].sha256)
+        assert.are.equal("c.bin", parts[4].filename)
         assert.are.equal(0, parts[4].size)
         local ok, err = pcall(http.request, { url = base .. "/multipart", method = "POST",
           multipart = { { name = "x", file = dir .. "/missing" } } })
@@ -372,18 +403,23 @@ describe("http client", function()
     -- phase, and uv_run then slept until the next timer was due
     it("hears at once of a response read on a reused connection", function()
       helper.run(function()
+        local url, stop = external_server()
         local sleeper = scheduler.spawn(function() scheduler.sleep(20) end)   -- a far timer
-        http.request{ url = base .. "/echo" }   -- a connection to reuse
-        local worst = 0
-        for _ = 1, 50 do
-          local t0 = core.now()
-          local s <close> = http.stream{ url = base .. "/bytes?n=" .. MiB }
-          assert.are.equal(MiB, #s:body())
-          assert.are.equal(200, http.request{ url = base .. "/status/200" }.status)
-          worst = math.max(worst, core.now() - t0)
-        end
+        local ok, err = pcall(function()
+          http.request{ url = url .. "/echo" }   -- a connection to reuse
+          local worst = 0
+          for _ = 1, 100 do
+            local t0 = core.now()
+            local s <close> = http.stream{ url = url .. "/bytes?n=" .. MiB }
+            assert.are.equal(MiB, #s:body())
+            assert.are.equal(200, http.request{ url = url .. "/status/200" }.status)
+            worst = math.max(worst, core.now() - t0)
+          end
+          assert.is_true(worst < 1, "stalled for " .. worst .. " s")
+        end)
         sleeper:cancel()
-        assert.is_true(worst < 1, "stalled for " .. worst .. " s")
+        stop()
+        assert(ok, err)
       end)
     end)
 

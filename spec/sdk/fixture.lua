@@ -7,10 +7,14 @@ local M = {}
 -- Until spec/support/dtlocal.lua exists: `dtlocal serve --port 0` on a
 -- temp state dir, read its banner, stop it with SIGTERM.
 local function own_server()
-  local helper = require "support.helper"
   local rprocess = require "daytona.runtime.process"
   local build = os.getenv("DTLUA_BUILD") or "build"
-  local state = helper.tmpdir()
+  -- not helper.tmpdir(): specs clean those after each test, and this one
+  -- must live as long as the server
+  local mk = io.popen("mktemp -d \"${TMPDIR:-/tmp}/dtlua-sdk-server.XXXXXX\"")
+  local state = mk:read("l")
+  mk:close()
+  assert(state and state ~= "", "mktemp failed")
   local p = rprocess.spawn({ build .. "/bin/dtlocal", "serve", "--port", "0", "--state", state },
     { stdin = "null", stderr = "stdout" })
   local info = {}
@@ -32,6 +36,7 @@ local function own_server()
     pcall(p.wait, p, 20)
     p:close()
     drain:cancel()
+    os.execute("rm -rf '" .. state:gsub("'", "'\\''") .. "'")
   end
   return info
 end

@@ -354,6 +354,174 @@ describe("SDK transport", function()
     sb:revoke_ssh_access("tok")
   end)
 
+  it("creates from an image, sending the Dockerfile and resources and streaming the build log", function()
+    local body
+    route["POST /api/sandbox"] = function(req, res)
+      body = require("daytona.api").decode(req:body())
+      res:json(200, dto("img", "building_snapshot"))
+    end
+    route["GET /api/sandbox/img/build-logs-url"] = function(_, res)
+      res:json(200, { url = srv.url .. "/logs/img" })
+    end
+    route["GET /logs/img"] = function(req, res)
+      assert.are.equal("true", req.args.follow)
+      res:start(200, { ["content-type"] = "application/octet-stream" })
+      res:write("Step 1/2 : FROM alpine\n")
+      res:write("Step 2/2 : done\n")
+      res:finish()
+    end
+    route["GET /api/sandbox/img"] = function(_, res) res:json(200, dto("img", "started")) end
+    local lines = {}
+    local sb = client():create({ image = "alpine:3", resources = { cpu = 2, memory = 4, disk = 10 },
+      language = "typescript" }, { on_snapshot_create_logs = function(l) lines[#lines + 1] = l end })
+    assert.are.equal("started", sb.state)
+    assert.are.equal("FROM alpine:3\n", body.buildInfo.dockerfileContent)
+    assert.is_nil(body.snapshot)
+    assert.are.equal(2, body.cpu)
+    assert.are.equal(4, body.memory)
+    assert.are.equal(10, body.disk)
+    assert.are.equal("typescript", body.labels["code-toolbox-language"])
+    assert.are.equal("us", body.target)
+    assert.are.same({ "Step 1/2 : FROM alpine\nStep 2/2 : done" }, { table.concat(lines, "\n") })
+  end)
+
+  it("maps every create parameter to the wire names", function()
+    local body
+    route["POST /api/sandbox"] = function(req, res)
+      body = require("daytona.api").decode(req:body())
+      res:json(200, dto("p1", "started"))
+    end
+    client():create{
+      name = "n", snapshot = "snap", os_user = "root", env_vars = { A = "1" }, labels = { l = "v" },
+      public = true, auto_stop_interval = 0, auto_archive_interval = 60, ephemeral = true,
+      volumes = { { volume_id = "vol", mount_path = "/data", subpath = "t1" } },
+      network_block_all = false, network_allow_list = { "10.0.0.0/8" }, domain_allow_list = "a.com",
+      linked_sandbox = "parent",
+    }
+    assert.are.equal("n", body.name)
+    assert.are.equal("snap", body.snapshot)
+    assert.are.equal("root", body.user)
+    assert.are.same({ A = "1" }, body.env)
+    assert.are.equal("v", body.labels.l)
+    assert.are.equal("python", body.labels["code-toolbox-language"])
+    assert.is_true(body.public)
+    assert.are.equal(0, body.autoStopInterval)
+    assert.are.equal(60, body.autoArchiveInterval)
+    assert.are.equal(0, body.autoDeleteInterval)
+    assert.are.same({ { volumeId = "vol", mountPath = "/data", subpath = "t1" } }, body.volumes)
+    assert.is_false(body.networkBlockAll)
+    assert.are.equal("10.0.0.0/8", body.networkAllowList)
+    assert.are.equal("a.com", body.domainAllowList)
+    assert.are.equal("parent", body.linkedSandbox)
+    -- env is always sent, as an object even when empty
+    client():create{}
+    assert.are.equal("table", type(body.env))
+    assert.is_nil(body.buildInfo)
+  end)
+
+  it("lists with every filter on the wire and follows nextCursor", function()
+    local queries = {}
+    route["GET /api/sandbox"] = function(req, res)
+      queries[#queries + 1] = req.query
+      if not req.args.cursor then
+        return res:json(200, { items = { dto("x1"), dto("x2") }, nextCursor = "c2" })
+      end
+      res:json(200, { items = { dto("x3") }, nextCursor = require("daytona.api").null })
+    end
+    local ids = {}
+    for sb in client():list{ labels = { k = "v" }, states = { "started", "stopped" }, targets = { "us" },
+      min_cpu = 1, is_public = false, sort = "created_at", order = "desc", limit = 2,
+      last_activity_after = "2026-01-01T00:00:00.000Z" } do
+      ids[#ids + 1] = sb.id
+    end
+    assert.are.same({ "x1", "x2", "x3" }, ids)
+    assert.are.equal(2, #queries)
+    local q = queries[1]
+    assert.matches("labels=%7B%22k%22%3A%22v%22%7D", q, 1, true)
+    assert.matches("states=started&states=stopped", q, 1, true)
+    assert.matches("regionIds=us", q, 1, true)
+    assert.matches("minCpu=1", q, 1, true)
+    assert.matches("isPublic=false", q, 1, true)
+    assert.matches("sort=createdAt", q, 1, true)
+    assert.matches("order=desc", q, 1, true)
+    assert.matches("limit=2", q, 1, true)
+    assert.matches("lastEventAfter=2026", q, 1, true)
+    assert.matches("cursor=c2", queries[2], 1, true)
+  end)
+
+  it("forks and snapshots a sandbox (experimental), waiting for the result", function()
+    local polls = 0
+    route["POST /api/sandbox/a/fork"] = function(req, res)
+      assert.are.equal("child", require("daytona.api").decode(req:body()).name)
+      res:json(200, dto("child", "forking"))
+    end
+    route["GET /api/sandbox/child"] = function(_, res) res:json(200, dto("child", "started")) end
+    route["POST /api/sandbox/a/snapshot"] = function(_, res) res:json(200, dto("a", "snapshotting")) end
+    route["GET /api/sandbox/a"] = function(_, res)
+      polls = polls + 1
+      res:json(200, dto("a", polls < 2 and "snapshotting" or "started"))
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local child = sb:_experimental_fork{ name = "child" }
+    assert.are.equal("child", child.id)
+    assert.are.equal("started", child.state)
+    sb:_experimental_create_snapshot("snap-1")
+    assert.are.equal("started", sb.state)
+    assert.are.equal(2, polls)
+  end)
+
+  it("runs code in the interpreter over its WebSocket, streaming output and errors", function()
+    local api = require "daytona.api"
+    route["POST /toolbox/a/process/interpreter/context"] = function(req, res)
+      assert.are.equal("/w", api.decode(req:body()).cwd)
+      res:json(200, { id = "ctx1", cwd = "/w", language = "python", active = true, createdAt = "t" })
+    end
+    route["GET /toolbox/a/process/interpreter/context"] = function(_, res)
+      res:json(200, { contexts = { { id = "ctx1", cwd = "/w", language = "python", active = true } } })
+    end
+    route["DELETE /toolbox/a/process/interpreter/context/ctx1"] = function(_, res)
+      res:json(200, { message = "Context deleted successfully" })
+    end
+    local requests = {}
+    route["GET /toolbox/a/process/interpreter/execute"] = function(_, res)
+      local ws = res:websocket{}
+      local r = api.decode((ws:receive(5)))
+      requests[#requests + 1] = r
+      local function msg(t) t.text = t.text or ""; t.name = t.name or ""; t.value = t.value or ""
+        t.traceback = t.traceback or ""; ws:send(api.encode(t), "text") end
+      if r.code == "slow" then
+        msg{ type = "control", text = "interrupted" }
+        flush()
+        return ws:close(4008, "execution timed out")
+      end
+      msg{ type = "stdout", text = "4" }
+      msg{ type = "stdout", text = "2\n" }
+      msg{ type = "stderr", text = "warn\n" }
+      msg{ type = "error", name = "ZeroDivisionError", value = "division by zero", traceback = "tb" }
+      msg{ type = "control", text = "completed" }
+      flush()
+      ws:close(1000)
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local ci = sb.code_interpreter
+    local ctx = ci:create_context{ cwd = "/w" }
+    assert.are.equal("ctx1", ctx.id)
+    assert.are.equal(1, #ci:list_contexts())
+    local streamed, errs = {}, {}
+    local r = ci:run_code("print(42); 1/0", { context = ctx, envs = { K = "v" }, timeout = 30,
+      on_stdout = function(t) streamed[#streamed + 1] = t end, on_error = function(e) errs[#errs + 1] = e end })
+    assert.are.same({ code = "print(42); 1/0", contextId = "ctx1", envs = { K = "v" }, timeout = 30 }, requests[1])
+    assert.are.equal("42\n", r.stdout)
+    assert.are.same({ "4", "2\n" }, streamed)
+    assert.are.equal("warn\n", r.stderr)
+    assert.are.equal("ZeroDivisionError", r.error.name)
+    assert.are.equal("division by zero", errs[1].value)
+    local err = fixture.fails(ci.run_code, ci, "slow")
+    assert.is_true(errors.is(err, errors.DaytonaTimeoutError))
+    assert.is_nil(requests[2].contextId)
+    ci:delete_context(ctx)
+  end)
+
   it("polls a started sandbox through transitional states", function()
     local n = 0
     route["POST /api/sandbox/a/start"] = function(_, res) res:json(200, dto("a", "starting")) end

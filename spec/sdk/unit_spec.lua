@@ -253,3 +253,51 @@ describe("argument checks before any request", function()
     assert.are.equal(0, requests)
   end)
 end)
+
+describe("daytona.Image", function()
+  local Image = require("daytona").Image
+
+  it("writes the official SDKs' Dockerfile for the same calls", function()
+    -- the expected text is what @daytonaio/sdk 0.218 writes for these calls
+    -- (ENV in name order here: Lua tables have no insertion order)
+    local img = Image.debian_slim("3.12")
+      :pip_install({ "requests", "a b", "numpy>=1.0" }, { index_url = "https://x/simple", pre = true })
+      :run_commands("apt-get update", { "echo", "it's \"q\"" })
+      :env{ B = "two words", A = "x" }
+      :workdir("/home/daytona")
+      :entrypoint{ "sleep", "infinity" }
+      :cmd{ "bash" }
+      :dockerfile_commands{ "RUN true", "USER daytona" }
+    assert.are.equal(table.concat({
+      "FROM python:3.12.10-slim-bookworm",
+      "RUN apt-get update",
+      "RUN apt-get install -y gcc gfortran build-essential",
+      "RUN pip install --upgrade pip",
+      "RUN echo 'debconf debconf/frontend select Noninteractive' | debconf-set-selections",
+      "RUN python -m pip install 'a b' numpy\\>\\=1.0 requests --index-url https\\://x/simple --pre",
+      "RUN apt-get update",
+      [[RUN "echo" "it\'s \\\"q\\\""]],
+      "ENV A=x",
+      "ENV B='two words'",
+      "WORKDIR /home/daytona",
+      'ENTRYPOINT ["sleep", "infinity"]',
+      'CMD ["bash"]',
+      "RUN true",
+      "USER daytona",
+    }, "\n") .. "\n", img.dockerfile)
+    assert.are.equal("FROM alpine:3\n", Image.base("alpine:3").dockerfile)
+    assert.is_true(Image.is(img))
+  end)
+
+  it("refuses what needs a local build context, and bad versions", function()
+    local ok, err = pcall(Image.base("x").dockerfile_commands, Image.base("x"), { "COPY ./app /app" })
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    assert.is_true(pcall(Image.base("x").dockerfile_commands, Image.base("x"), { "COPY --from=build /a /b" }))
+    ok, err = pcall(Image.debian_slim, "2.7")
+    assert.is_false(ok)
+    assert.matches("'python_version'", err.message)
+    ok, err = pcall(Image.from_dockerfile, "/no/such/Dockerfile")
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+  end)
+end)

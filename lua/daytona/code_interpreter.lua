@@ -1,0 +1,134 @@
+--- `sandbox.code_interpreter`: stateful Python execution (globals persist
+-- between runs of one context), with output streamed as it is printed.
+--
+--     local ci = sb.code_interpreter
+--     local ctx = ci:create_context{ cwd = "/home/daytona" }
+--     ci:run_code("x = 41", { context = ctx })
+--     local r = ci:run_code("print(x + 1)", { context = ctx, on_stdout = io.write })
+--     print(r.stdout, r.error)               --> "42\n"  nil
+--     ci:delete_context(ctx)
+--
+-- Runs go over a WebSocket (protocol §5.5): one JSON request, then JSON
+-- messages `stdout` / `stderr` / `error` and a final `control`.
+local api = require "daytona.api"
+local errors = require "daytona.errors"
+
+local check = api.check
+local type, ipairs, setmetatable, error, pcall, tostring = type, ipairs, setmetatable, error, pcall, tostring
+local concat = table.concat
+
+local M = {}
+
+local CodeInterpreter = {}
+CodeInterpreter.__index = CodeInterpreter
+CodeInterpreter.__name = "daytona.CodeInterpreter"
+M.CodeInterpreter = CodeInterpreter
+
+--- The code interpreter of a sandbox (made by the Sandbox).
+-- @param sb Sandbox
+-- @return CodeInterpreter
+function M.new(sb)
+  return setmetatable({ _sb = sb }, CodeInterpreter)
+end
+
+local function context_id(v, f)
+  if type(v) == "table" and type(v.id) == "string" then return v.id end
+  return check.string(v, f, "context")
+end
+
+--- Create an interpreter context (its own Python process).
+-- @param opts optional `{ cwd = dir }`
+-- @return `{ id, cwd, language, active, created_at }`
+function CodeInterpreter:create_context(opts)
+  opts = check.options(opts, "create_context", api.set("cwd"))
+  return api.model(self._sb:toolbox({ method = "POST", path = "/process/interpreter/context",
+    json = { cwd = check.optstring(opts.cwd, "create_context", "cwd"), language = "python" },
+    what = "create interpreter context" }))
+end
+
+--- The contexts (the built-in default context is not listed).
+-- @return list of contexts
+function CodeInterpreter:list_contexts()
+  local r = self._sb:toolbox({ method = "GET", path = "/process/interpreter/context",
+    what = "list interpreter contexts" }) or {}
+  local out = {}
+  for i, c in ipairs(r.contexts or {}) do out[i] = api.model(c) end
+  return out
+end
+
+--- Delete a context, ending its Python process.
+-- @param context a context table or its id
+-- @return nothing
+-- @raise DaytonaNotFoundError
+function CodeInterpreter:delete_context(context)
+  local id = context_id(context, "delete_context")
+  self._sb:toolbox({ method = "DELETE", path = "/process/interpreter/context/" .. api.urlencode(id),
+    what = "delete interpreter context" })
+end
+
+local RUN_OPTS = api.set("context", "on_stdout", "on_stderr", "on_error", "envs", "timeout")
+
+--- Run Python code in a context (the default one without `context`).
+-- @param code string
+-- @param opts optional `{ context = ctx or id, on_stdout = f(text), on_stderr = f(text),
+--   on_error = f(err), envs = { }, timeout = s }` (timeout: the server's,
+--   default 600, 0 = none; the context's state is lost when it fires)
+-- @return `{ stdout, stderr, error = nil or { name, value, traceback } }`
+-- @raise DaytonaTimeoutError when the run exceeds its timeout;
+--   DaytonaConnectionError when the connection fails
+function CodeInterpreter:run_code(code, opts)
+  local f = "run_code"
+  code = check.string(code, f, "code")
+  opts = check.options(opts, f, RUN_OPTS)
+  local on_stdout = check.optfunction(opts.on_stdout, f, "on_stdout")
+  local on_stderr = check.optfunction(opts.on_stderr, f, "on_stderr")
+  local on_error = check.optfunction(opts.on_error, f, "on_error")
+  local timeout = check.timeout(opts.timeout, f, nil)
+  local req = {
+    code = code,
+    contextId = opts.context ~= nil and context_id(opts.context, f) or nil,
+    envs = check.strmap(opts.envs, f, "envs"),
+    timeout = timeout and math.ceil(timeout) or nil,
+  }
+  local ws = self._sb:toolbox_ws("/process/interpreter/execute", nil, { what = f })
+  local out, err_out, result_error = {}, {}, nil
+  local ok, e = pcall(function()
+    api.ws_send(ws, api.encode(req), true)
+    while true do
+      local kind, a, b = api.ws_recv(ws, nil)
+      if kind == "close" then
+        if a == 1000 or a == 1001 or a == 1005 then return end
+        if a == 4008 then
+          error(errors.DaytonaTimeoutError("run_code: execution timed out" ..
+            (b and b ~= "" and (": " .. b) or ""), { code = "ETIMEDOUT" }), 0)
+        end
+        error(errors.DaytonaConnectionError(("run_code: %s (close code %s)"):format(
+          b ~= nil and b ~= "" and tostring(b) or "connection closed", tostring(a)), { code = "ECLOSED" }), 0)
+      end
+      local okj, m = pcall(api.decode, a)
+      if okj and type(m) == "table" then
+        local t = m.type
+        if t == "stdout" then
+          local text = type(m.text) == "string" and m.text or ""
+          out[#out + 1] = text
+          if on_stdout then on_stdout(text) end
+        elseif t == "stderr" then
+          local text = type(m.text) == "string" and m.text or ""
+          err_out[#err_out + 1] = text
+          if on_stderr then on_stderr(text) end
+        elseif t == "error" then
+          result_error = { name = m.name, value = m.value, traceback = m.traceback }
+          if on_error then on_error(result_error) end
+        elseif t == "control" and m.text == "completed" then
+          return
+        end
+        -- "interrupted": the close that follows says why (4008: timeout)
+      end
+    end
+  end)
+  pcall(ws.close, ws)
+  if not ok then error(e, 0) end
+  return { stdout = concat(out), stderr = concat(err_out), error = result_error }
+end
+
+return M

@@ -1,0 +1,233 @@
+--- Declarative images: a Dockerfile built in Lua, for `client:create{ image = }`
+-- and `client.snapshot:create{ image = }`.
+--
+--     local Image = require "daytona.image"
+--     local img = Image.debian_slim("3.12")
+--       :pip_install({ "requests", "pytest" })
+--       :run_commands("apt-get update && apt-get install -y git")
+--       :env{ PROJECT = "demo" }
+--       :workdir("/home/daytona")
+--     local sb <close> = client:create({ image = img }, { timeout = 0, on_snapshot_create_logs = print })
+--     print(img.dockerfile)
+--
+-- The Dockerfile text is the official SDKs' for the same calls. Steps that
+-- need files from this machine in the build context (`add_local_file`,
+-- `add_local_dir`, `pip_install_from_requirements`, COPY in
+-- `dockerfile_commands` / `from_dockerfile`) need the object-storage
+-- upload of the build context, which this SDK does not do: they are
+-- refused with a DaytonaValidationError instead of building something else.
+local api = require "daytona.api"
+local errors = require "daytona.errors"
+
+local check = api.check
+local type, ipairs, pairs, setmetatable, error, io, table = type, ipairs, pairs, setmetatable, error, io, table
+local concat, sort = table.concat, table.sort
+
+local M = {}
+
+local Image = {}
+Image.__index = Image
+Image.__name = "daytona.Image"
+M.Image = Image
+
+local SUPPORTED = { ["3.9"] = "22", ["3.10"] = "17", ["3.11"] = "12", ["3.12"] = "10", ["3.13"] = "3" }
+local LATEST = "3.13"
+
+local function new(dockerfile)
+  return setmetatable({ dockerfile = dockerfile }, Image)
+end
+
+--- Quote a word for a shell the way the official SDKs do (shell-quote).
+-- @param s string
+-- @return string
+function M.quote(s)
+  if s:find('["%s]') and not s:find("'") then
+    return "'" .. s:gsub("(['\\])", "\\%1") .. "'"
+  elseif s:find("[\"'%s]") then
+    return '"' .. s:gsub('(["\\$`!])', "\\%1") .. '"'
+  end
+  return (s:gsub("([#!\"$&'()*,:;<=>?@%[\\%]^`{|}])", "\\%1"))
+end
+local quote = M.quote
+
+--- An image from an existing base image.
+-- @param image image reference, e.g. "python:3.12-slim"
+-- @return Image
+function M.base(image)
+  return new("FROM " .. check.string(image, "Image.base", "image") .. "\n")
+end
+
+--- A Debian slim image with Python (3.9 to 3.13; default the latest) and
+-- build tools.
+-- @param python_version optional "3.12"-style series
+-- @return Image
+function M.debian_slim(python_version)
+  local series = check.optstring(python_version, "Image.debian_slim", "python_version") or LATEST
+  local micro = SUPPORTED[series]
+  if not micro then
+    api.argerror("Image.debian_slim", "python_version", "one of 3.9, 3.10, 3.11, 3.12, 3.13 expected, got " .. series)
+  end
+  return new(concat({
+    "FROM python:" .. series .. "." .. micro .. "-slim-bookworm",
+    "RUN apt-get update",
+    "RUN apt-get install -y gcc gfortran build-essential",
+    "RUN pip install --upgrade pip",
+    "RUN echo 'debconf debconf/frontend select Noninteractive' | debconf-set-selections",
+  }, "\n") .. "\n")
+end
+
+local function no_context(text, fname, arg)
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    local l = line:gsub("^%s+", "")
+    if (l:match("^[Cc][Oo][Pp][Yy]%s") and not l:find("--from=", 1, true) and not l:find("<<", 1, true))
+      or l:match("^[Aa][Dd][Dd]%s") then
+      api.argerror(fname, arg, "COPY/ADD from a local build context is not supported by this SDK: " .. l)
+    end
+  end
+end
+
+--- An image from a Dockerfile on this machine (without COPY/ADD of local
+-- files; see the module doc).
+-- @param path the Dockerfile
+-- @return Image
+-- @raise DaytonaNotFoundError if it does not exist; DaytonaValidationError
+--   for COPY/ADD from the build context
+function M.from_dockerfile(path)
+  path = check.string(path, "Image.from_dockerfile", "path")
+  local f = io.open(path, "rb")
+  if not f then error(errors.DaytonaNotFoundError("Dockerfile " .. path .. " does not exist", { code = "ENOENT" }), 0) end
+  local text = f:read("a")
+  f:close()
+  if not text then api.argerror("Image.from_dockerfile", "path", "a readable file expected") end
+  no_context(text, "Image.from_dockerfile", "path")
+  if text:sub(-1) ~= "\n" then text = text .. "\n" end
+  return new(text)
+end
+
+local function flatten(v, out, fname, arg)
+  if type(v) == "string" then out[#out + 1] = v; return out end
+  if type(v) ~= "table" then api.argerror(fname, arg, "strings or lists of strings expected") end
+  for _, x in ipairs(v) do flatten(x, out, fname, arg) end
+  return out
+end
+
+local PIP_OPTS = api.set("find_links", "index_url", "extra_index_urls", "pre", "extra_options")
+
+--- pip install packages (sorted, as the official SDKs do).
+-- @param packages a package string or a list of them
+-- @param opts optional `{ find_links = { }, index_url = , extra_index_urls = { },
+--   pre = bool, extra_options = "..." }`
+-- @return self
+function Image:pip_install(packages, opts)
+  local f = "pip_install"
+  local pkgs = flatten(packages, {}, f, "packages")
+  opts = check.options(opts, f, PIP_OPTS)
+  if #pkgs == 0 then return self end
+  sort(pkgs)
+  local q = {}
+  for i, p in ipairs(pkgs) do q[i] = quote(p) end
+  local extra = {}
+  for _, l in ipairs(opts.find_links and check.strlist(opts.find_links, f, "find_links") or {}) do
+    extra[#extra + 1] = " --find-links " .. quote(l)
+  end
+  if opts.index_url then extra[#extra + 1] = " --index-url " .. quote(check.string(opts.index_url, f, "index_url")) end
+  for _, u in ipairs(opts.extra_index_urls and check.strlist(opts.extra_index_urls, f, "extra_index_urls") or {}) do
+    extra[#extra + 1] = " --extra-index-url " .. quote(u)
+  end
+  if check.optboolean(opts.pre, f, "pre") then extra[#extra + 1] = " --pre" end
+  if opts.extra_options then
+    extra[#extra + 1] = " " .. check.string(opts.extra_options, f, "extra_options"):match("^%s*(.-)%s*$")
+  end
+  self.dockerfile = self.dockerfile .. "RUN python -m pip install " .. concat(q, " ") .. concat(extra) .. "\n"
+  return self
+end
+
+--- RUN commands: each argument is a shell command string, or a list of
+-- arguments (exec form).
+-- @param ... commands
+-- @return self
+function Image:run_commands(...)
+  local n = select("#", ...)
+  if n == 0 then api.argerror("run_commands", "commands", "at least one command expected") end
+  for i = 1, n do
+    local c = select(i, ...)
+    if type(c) == "table" then
+      local parts = {}
+      for j, a in ipairs(check.strlist(c, "run_commands", ("commands[%d]"):format(i))) do
+        parts[j] = '"' .. a:gsub('"', '\\\\\\"'):gsub("'", "\\'") .. '"'
+      end
+      self.dockerfile = self.dockerfile .. "RUN " .. concat(parts, " ") .. "\n"
+    else
+      self.dockerfile = self.dockerfile .. "RUN " .. check.string(c, "run_commands", ("commands[%d]"):format(i)) .. "\n"
+    end
+  end
+  return self
+end
+
+--- ENV variables (in name order, for a stable Dockerfile).
+-- @param vars table of name -> string
+-- @return self
+function Image:env(vars)
+  vars = check.strmap(check.table(vars, "env", "vars"), "env", "vars")
+  local names = {}
+  for k in pairs(vars) do names[#names + 1] = k end
+  sort(names)
+  for _, k in ipairs(names) do
+    self.dockerfile = self.dockerfile .. "ENV " .. k .. "=" .. quote(vars[k]) .. "\n"
+  end
+  return self
+end
+
+--- WORKDIR.
+-- @param path string
+-- @return self
+function Image:workdir(path)
+  self.dockerfile = self.dockerfile .. "WORKDIR " .. quote(check.string(path, "workdir", "path")) .. "\n"
+  return self
+end
+
+local function exec_form(list, fname)
+  local parts = {}
+  for i, a in ipairs(check.strlist(list, fname, "commands")) do parts[i] = '"' .. a .. '"' end
+  return "[" .. concat(parts, ", ") .. "]"
+end
+
+--- ENTRYPOINT (exec form).
+-- @param commands list of strings
+-- @return self
+function Image:entrypoint(commands)
+  self.dockerfile = self.dockerfile .. "ENTRYPOINT " .. exec_form(commands, "entrypoint") .. "\n"
+  return self
+end
+
+--- CMD (exec form).
+-- @param commands list of strings
+-- @return self
+function Image:cmd(commands)
+  self.dockerfile = self.dockerfile .. "CMD " .. exec_form(commands, "cmd") .. "\n"
+  return self
+end
+
+--- Raw Dockerfile lines (without COPY/ADD from the local build context).
+-- @param lines list of strings
+-- @return self
+function Image:dockerfile_commands(lines)
+  lines = check.strlist(lines, "dockerfile_commands", "lines")
+  local text = concat(lines, "\n")
+  no_context(text, "dockerfile_commands", "lines")
+  self.dockerfile = self.dockerfile .. text .. "\n"
+  return self
+end
+
+function Image:__tostring()
+  return self.dockerfile
+end
+
+--- True if v is an Image.
+-- @param v any value
+-- @return boolean
+function M.is(v)
+  return getmetatable(v) == Image
+end
+
+return M
