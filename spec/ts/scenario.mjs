@@ -1,0 +1,167 @@
+// The official TypeScript SDK (@daytonaio/sdk, pinned in package.json) run
+// unchanged against dtlocal: the proof that dtlocal speaks Daytona's wire
+// protocol. Reads DAYTONA_API_URL and DAYTONA_API_KEY like any user script.
+// Prints one line per step ("ok <step>") and exits non-zero on the first
+// failure, naming the step.
+import { Daytona } from '@daytonaio/sdk'
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import assert from 'node:assert/strict'
+
+const daytona = new Daytona({
+  apiUrl: process.env.DAYTONA_API_URL,
+  apiKey: process.env.DAYTONA_API_KEY,
+})
+const local = mkdtempSync(join(tmpdir(), 'dtlua-ts-'))
+const created = []
+
+async function step(name, fn) {
+  try {
+    await fn()
+    console.log(`ok ${name}`)
+  } catch (err) {
+    console.log(`FAIL ${name}: ${err && err.stack ? err.stack : err}`)
+    throw err
+  }
+}
+
+let sb
+try {
+  await step('create', async () => {
+    sb = await daytona.create({ language: 'python', labels: { suite: 'ts-sdk' }, envVars: { GREETING: 'hi' } })
+    created.push(sb)
+    assert.equal(sb.state, 'started')
+    assert.ok(sb.id)
+  })
+
+  await step('get and list', async () => {
+    const again = await daytona.get(sb.id)
+    assert.equal(again.id, sb.id)
+    let found = false
+    for await (const s of daytona.list({ labels: { suite: 'ts-sdk' } })) if (s.id === sb.id) found = true
+    assert.ok(found, 'list with label filter finds the sandbox')
+  })
+
+  await step('labels', async () => {
+    const labels = await sb.setLabels({ suite: 'ts-sdk', extra: 'yes' })
+    assert.equal(labels.extra, 'yes')
+  })
+
+  await step('executeCommand', async () => {
+    const r = await sb.process.executeCommand('echo $GREETING from $(whoami)')
+    assert.equal(r.exitCode, 0)
+    assert.equal(r.result.trim(), 'hi from daytona')
+    const fail = await sb.process.executeCommand('exit 7')
+    assert.equal(fail.exitCode, 7)
+    const cwd = await sb.process.executeCommand('pwd', '/tmp')
+    assert.equal(cwd.result.trim(), '/tmp')
+  })
+
+  await step('work dir and home', async () => {
+    assert.equal(await sb.getUserHomeDir(), '/home/daytona')
+    assert.ok(await sb.getWorkDir())
+  })
+
+  await step('codeRun', async () => {
+    const r = await sb.process.codeRun('print(6 * 7)')
+    assert.equal(r.exitCode, 0)
+    assert.equal(r.result.trim(), '42')
+  })
+
+  await step('files', async () => {
+    await sb.fs.createFolder('/home/daytona/dir', '755')
+    await sb.fs.uploadFile(Buffer.from('hello world\n'), '/home/daytona/dir/a.txt')
+    const src = join(local, 'b.bin')
+    writeFileSync(src, Buffer.alloc(3 * 1024 * 1024, 7))
+    await sb.fs.uploadFile(src, '/home/daytona/dir/b.bin')
+    const a = await sb.fs.downloadFile('/home/daytona/dir/a.txt')
+    assert.equal(a.toString(), 'hello world\n')
+    const dst = join(local, 'b.out')
+    await sb.fs.downloadFile('/home/daytona/dir/b.bin', dst)
+    assert.ok(readFileSync(dst).equals(readFileSync(src)))
+    const list = await sb.fs.listFiles('/home/daytona/dir')
+    assert.deepEqual(list.map((f) => f.name).sort(), ['a.txt', 'b.bin'])
+    const info = await sb.fs.getFileDetails('/home/daytona/dir/a.txt')
+    assert.equal(info.size, 12)
+    const found = await sb.fs.findFiles('/home/daytona/dir', 'world')
+    assert.equal(found.length, 1)
+    await sb.fs.moveFiles('/home/daytona/dir/a.txt', '/home/daytona/dir/c.txt')
+    const search = await sb.fs.searchFiles('/home/daytona/dir', '*.txt')
+    assert.deepEqual(search.files.map((f) => f.split('/').pop()), ['c.txt'])
+    await sb.fs.deleteFile('/home/daytona/dir', true)
+    await assert.rejects(sb.fs.downloadFile('/home/daytona/dir/c.txt'))
+  })
+
+  await step('sessions', async () => {
+    await sb.process.createSession('s1')
+    await sb.process.executeSessionCommand('s1', { command: 'cd /tmp && export X=42' })
+    const r = await sb.process.executeSessionCommand('s1', { command: 'echo $X $(pwd)' })
+    assert.equal(r.exitCode, 0)
+    assert.equal((r.stdout ?? r.output).trim(), '42 /tmp')
+    const a = await sb.process.executeSessionCommand('s1', { command: 'echo out; echo err >&2; sleep 0.2', runAsync: true })
+    let out = '', err = ''
+    await sb.process.getSessionCommandLogs('s1', a.cmdId, (c) => { out += c }, (c) => { err += c })
+    assert.equal(out.trim(), 'out')
+    assert.equal(err.trim(), 'err')
+    const logs = await sb.process.getSessionCommandLogs('s1', a.cmdId)
+    assert.equal(logs.stdout.trim(), 'out')
+    const cmd = await sb.process.getSessionCommand('s1', a.cmdId)
+    assert.equal(cmd.exitCode, 0)
+    const sessions = await sb.process.listSessions()
+    assert.ok(sessions.some((s) => s.sessionId === 's1'))
+    await sb.process.deleteSession('s1')
+  })
+
+  await step('pty', async () => {
+    let seen = ''
+    const pty = await sb.process.createPty({ id: 'p1', cols: 80, rows: 24, onData: (d) => { seen += Buffer.from(d).toString() } })
+    await pty.waitForConnection()
+    await pty.sendInput('echo pty-$((40+2))\n')
+    for (let i = 0; i < 200 && !seen.includes('pty-42'); i++) await new Promise((r) => setTimeout(r, 20))
+    assert.ok(seen.includes('pty-42'), 'pty echoed the command output')
+    await pty.resize(100, 30)
+    const sessions = await sb.process.listPtySessions()
+    assert.ok(sessions.some((s) => s.id === 'p1'))
+    await pty.sendInput('exit 3\n')
+    const res = await pty.wait()
+    assert.equal(res.exitCode, 3)
+  })
+
+  await step('git', async () => {
+    await sb.process.executeCommand('git init -q --bare /home/daytona/remote.git')
+    await sb.git.clone('/home/daytona/remote.git', '/home/daytona/repo')
+    await sb.fs.uploadFile(Buffer.from('x\n'), '/home/daytona/repo/x.txt')
+    await sb.git.add('/home/daytona/repo', ['x.txt'])
+    const c = await sb.git.commit('/home/daytona/repo', 'first', 'Dev', 'dev@example.com')
+    assert.ok(c.sha)
+    const st = await sb.git.status('/home/daytona/repo')
+    assert.ok(st.currentBranch)
+  })
+
+  await step('stop and start keep files', async () => {
+    await sb.process.executeCommand('echo kept > /home/daytona/keep.txt')
+    await sb.stop()
+    await sb.refreshData()
+    assert.equal(sb.state, 'stopped')
+    await sb.start()
+    const r = await sb.process.executeCommand('cat /home/daytona/keep.txt')
+    assert.equal(r.result.trim(), 'kept')
+  })
+
+  await step('errors', async () => {
+    await assert.rejects(daytona.get('no-such-sandbox'), (e) => /not found/i.test(String(e.message)))
+  })
+
+  await step('delete', async () => {
+    await sb.delete()
+    created.pop()
+    await assert.rejects(daytona.get(sb.id))
+  })
+  console.log('scenario: all steps passed')
+} catch (err) {
+  process.exitCode = 1
+} finally {
+  for (const s of created) { try { await s.delete() } catch { /* cleaned up by the spec */ } }
+  rmSync(local, { recursive: true, force: true })
+}
