@@ -82,34 +82,24 @@ local function run_timed(cmd)
   return tonumber(secs), tonumber(rss)
 end
 
--- Start the spec test server in its own process; returns base URL, stop().
+-- Start the spec test server in its own process (its main mode prints
+-- "port N"); returns the base URL and a function that stops it.
 local function start_server(dir)
-  local urlfile = dir .. "/url"
-  local script = ([[
-    package.path = %q .. "/lua/?.lua;" .. %q .. "/lua/?/init.lua;" .. %q .. "/spec/?.lua;" .. package.path
-    package.cpath = %q .. "/lib/lua/5.4/?.so;" .. package.cpath
-    local scheduler = require "daytona.runtime.scheduler"
-    local test_server = require "support.test_server"
-    scheduler.run(function()
-      local s = test_server.start()
-      local f = assert(io.open(%q, "w")); f:write(s.url); f:close()
-      while true do scheduler.sleep(3600) end
-    end)
-  ]]):format(root, root, root, root .. "/" .. build, urlfile)
-  local sf = dir .. "/server.lua"
-  local f = assert(io.open(sf, "w")); f:write(script); f:close()
-  os.execute(("cd %s && lua5.4 %s & echo $! > %s/pid"):format(sh_quote(root), sh_quote(sf), sh_quote(dir)))
+  local out = dir .. "/server.out"
+  -- TMPDIR: the server's own temp dir lands in ours and goes with it
+  os.execute(("cd %s && TMPDIR=%s DTLUA_BUILD=%s lua5.4 spec/support/test_server.lua > %s 2>&1 & echo $! > %s/pid")
+    :format(sh_quote(root), sh_quote(dir), sh_quote(build), sh_quote(out), sh_quote(dir)))
   local pid = io.open(dir .. "/pid"):read("l")
-  local url
-  for _ = 1, 500 do
-    local u = io.open(urlfile)
-    url = u and u:read("l")
-    if u then u:close() end
-    if url and url ~= "" then break end
+  local port
+  for _ = 1, 1000 do
+    local f = io.open(out)
+    port = f and f:read("a"):match("port (%d+)")
+    if f then f:close() end
+    if port then break end
     os.execute("sleep 0.01")
   end
-  assert(url, "test server did not start")
-  return url, function() os.execute("kill " .. pid) end
+  assert(port, "test server did not start")
+  return "http://127.0.0.1:" .. port, function() os.execute("kill " .. pid .. " 2>/dev/null") end
 end
 
 local function driver(opts)

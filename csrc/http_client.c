@@ -675,9 +675,11 @@ static void check_known (lua_State *L, int t) {
   }
 }
 
-/* Pushes field k of the options table; returns its type. */
+/* Pushes field k of the options table (raw, like check_known's walk, so
+** that a string we keep a pointer to lives in the table); returns its type. */
 static int field (lua_State *L, const char *k) {
-  return lua_getfield(L, 1, k);
+  lua_pushstring(L, k);
+  return lua_rawget(L, 1);
 }
 
 static const char *opt_string (lua_State *L, const char *k, size_t *len) {
@@ -997,7 +999,7 @@ static int l_request (lua_State *L) {
     r->body_kind = BODY_STRING;
     r->src = body;
     r->srclen = bodylen;
-    lua_getfield(L, 1, "body");
+    field(L, "body");
     lua_setiuservalue(L, 2, 1);   /* keeps r->src alive */
   }
   else if (body_file) {

@@ -169,6 +169,7 @@ struct WS {
   WSMsg *rxhead, *rxtail;
   size_t rx_bytes;
   int want_send;                   /* send() said "full" */
+  int draining;                    /* failed it: discarding input until EOF */
   int peer_eof;
   int close_code;                  /* what receive() reports once closed */
   char close_reason[128];
@@ -1511,6 +1512,19 @@ static void ws_io (WS *ws, int readable) {
   int events = 0;
   wslay_event_context_ptr ctx = ws->ctx;
   if (ws->state != WS_OPEN) return;
+  if (ws->draining) {
+    static char scratch[16384];
+    size_t budget = WS_RX_BUDGET;
+    while (readable && budget > 0) {
+      ssize_t n = recv(ws->fd, scratch, sizeof scratch, 0);
+      if (n > 0) { budget -= (size_t)n < budget ? (size_t)n : budget; continue; }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      ws_teardown(ws, ws_final_code(ws));   /* EOF or error: the peer is done */
+      return;
+    }
+    return;
+  }
   if (readable && wslay_event_want_read(ctx) && ws->rx_bytes < WS_RX_BOUND) {
     ws->budget = WS_RX_BUDGET;
     if (wslay_event_recv(ctx) != 0) {
@@ -1528,7 +1542,21 @@ static void ws_io (WS *ws, int readable) {
     dt_signal(&ws->base);
   }
   if (!wslay_event_want_read(ctx) && !wslay_event_want_write(ctx)) {
-    ws_teardown(ws, ws_final_code(ws));   /* close handshake done, or failed */
+    if (!wslay_event_get_close_received(ctx) && wslay_event_get_close_sent(ctx)) {
+      /* We failed the connection (1002, 1007, 1009...) and stopped reading.
+      ** Closing now, with the peer's bytes unread, would send an RST that
+      ** can destroy our close frame before the peer reads it: half-close
+      ** and discard input until the peer's EOF (or the close timer). */
+      ws->draining = 1;
+      shutdown(ws->fd, SHUT_WR);
+      if (!ws->timer_started) {
+        ws->timer_started = 1;
+        uv_timer_start(&ws->timer, on_ws_timer, WS_CLOSE_WAIT_MS, 0);
+      }
+      uv_poll_start(&ws->poll, UV_READABLE, on_ws_poll);
+      return;
+    }
+    ws_teardown(ws, ws_final_code(ws));   /* close handshake done */
     return;
   }
   if (wslay_event_get_close_sent(ctx) && !ws->timer_started) {

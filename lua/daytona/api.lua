@@ -437,8 +437,7 @@ function M.http_error(status, headers, body, what)
   })
 end
 
--- transport failures (codes from the core, luv-style)
-local TIMEOUT_CODES = { ETIMEDOUT = true }
+-- transport failures raised by the runtime, by code (luv-style)
 local CONNECT_CODES = {            -- nothing reached the server: safe to retry any call
   ECONNREFUSED = true, EAI_NONAME = true, EAI_AGAIN = true, ENOTFOUND = true,
   EHOSTUNREACH = true, ENETUNREACH = true, EADDRNOTAVAIL = true, ECONNECT = true,
@@ -448,23 +447,6 @@ local RESET_CODES = {              -- may have reached it: retry idempotent call
   ECONNRESET = true, EPIPE = true, ECONNABORTED = true, EPROTO = true, ERECV = true,
   ESEND = true, EEOF = true, EPARTIAL = true,
 }
-
---- Build the error for a transport failure (`nil, message, code` from the
--- core): DaytonaTimeoutError for timeouts, CancelledError for cancellation,
--- DaytonaConnectionError otherwise.
--- @param msg string
--- @param code string such as "ECONNREFUSED"
--- @param what optional operation name
--- @return error object (not raised)
-function M.transport_error(msg, code, what)
-  msg = tostring(msg or code or "transport error")
-  if what then msg = what .. ": " .. msg end
-  if code == "ECANCELED" then return errors.CancelledError(msg, { code = code }) end
-  if TIMEOUT_CODES[code] then return errors.DaytonaTimeoutError(msg, { code = code }) end
-  return errors.DaytonaConnectionError(msg, {
-    code = code, retryable = CONNECT_CODES[code] or RESET_CODES[code] or false,
-  })
-end
 
 ---------------------------------------------------------------------------
 -- The transport
@@ -578,8 +560,10 @@ local function retryable(err, idempotent)
 end
 M._retryable = retryable
 
--- Run one attempt of `open(hopts)` under the retry policy; returns what it
--- returns. `check(result)` turns a result into (value) or (nil, err).
+-- Run attempt_fn(timeout) under the retry policy. It returns a result
+-- (non-nil) or nil and an error object for an HTTP failure; errors it
+-- raises are transport failures (classified by code) or, when they are not
+-- DaytonaErrors (cancellation, a callback's error), passed on at once.
 local function with_retries(self, opts, method, url, idempotent, deadline, attempt_fn)
   local retry = self.retry
   local attempt = 0
@@ -769,16 +753,6 @@ end
 -- @return nothing
 function M.ws_send(ws, data, text)
   ws:send(data, text and "text" or "binary")
-end
-
---- Shorthand: request and convert the JSON result with `model`.
--- @param opts as for request
--- @return plain table (snake_case) or nil
--- @raise as request
-function Transport:call(opts)
-  local v = self:request(opts)
-  if v == nil then return nil end
-  return plain(v, false)
 end
 
 return M

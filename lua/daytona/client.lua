@@ -59,8 +59,8 @@ function M.new(cfg)
   return self
 end
 
---- Release the client. Sandboxes are not deleted; later calls raise.
--- Also called by `__close` and `__gc`.
+--- Release the client (`local client <close> = daytona.new()` calls it).
+-- Sandboxes are not deleted; later calls on the client raise.
 -- @return nothing
 function Client:close()
   self._closed = true

@@ -12,6 +12,7 @@
 -- timeouts default to 30 minutes (0 = none). Remote paths that are
 -- relative are resolved against the sandbox's work directory.
 local api = require "daytona.api"
+local core = require "daytona.core"
 local errors = require "daytona.errors"
 local multipart    -- daytona.runtime.multipart, loaded by the first download
 
@@ -332,7 +333,7 @@ end
 -- @param what operation name
 -- @return body_producer function, headers table
 function M.multipart_producer(parts, producer, cancel, what)
-  local boundary = "dtlua-" .. require("daytona.core").util.hex(require("daytona.core").util.random_bytes(12))
+  local boundary = "dtlua-" .. core.util.hex(core.util.random_bytes(12))
   local i, state = 0, "head"
   local function part_head(p)
     local h = { "--", boundary, "\r\n", 'Content-Disposition: form-data; name="', p.name, '"' }
@@ -557,8 +558,11 @@ local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel
           local dest = dests[path]
           if dest then
             mkparents(dest)
+            -- into a temp file beside it, renamed at the end: a failed
+            -- download never leaves half a file (nor clobbers an old one)
             local e
-            fh, e = io.open(dest, "wb")
+            cur.tmp = dest .. ".dtlua-part-" .. core.util.hex(core.util.random_bytes(4))
+            fh, e = io.open(cur.tmp, "wb")
             if not fh then
               results[path] = { error = errors.DaytonaError(f .. ": cannot write " .. dest .. ": " .. tostring(e),
                 { code = "EIO", path = path }) }
@@ -586,7 +590,17 @@ local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel
       elseif ev == "end" and cur then
         local path = cur.path
         if cur.name == "file" and path then
-          if fh then fh:close(); fh = nil; results[path] = { result = dests[path] }
+          if fh then
+            fh:close()
+            fh = nil
+            local okr, e = os.rename(cur.tmp, dests[path])
+            if okr then
+              results[path] = { result = dests[path] }
+            else
+              os.remove(cur.tmp)
+              results[path] = { error = errors.DaytonaError(f .. ": cannot write " .. dests[path] .. ": " .. tostring(e),
+                { code = "EIO", path = path }) }
+            end
           elseif buf then results[path] = { result = concat(buf) } end
         elseif cur.name == "error" and path then
           results[path] = { error = part_error(concat(errbuf or {}), path) }
@@ -596,6 +610,7 @@ local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel
     end
   end)
   if fh then fh:close() end
+  if cur and cur.tmp and not results[cur.path] then os.remove(cur.tmp) end
   r:close()
   if not ok then error(err, 0) end
   return results
@@ -621,7 +636,6 @@ function FileSystem:download_file(remote_path, local_path, opts)
     error(errors.DaytonaError(f .. ": no data received for " .. remote_path, { code = "ENODATA" }), 0)
   end
   if res.error then
-    if local_path then os.remove(local_path) end
     error(res.error, 0)
   end
   if local_path then return nil end

@@ -2,7 +2,7 @@
 -- name `dtlocal` calls `main(arg)` as a scheduler task; see csrc/dtlua.c).
 --
 --   dtlocal serve [--host 127.0.0.1] [--port N] [--token T] [--state DIR]
---                 [--minute-seconds S]
+--                 [--warm N] [--minute-seconds S]
 --       Run the server in the foreground: prints the API URL and the token,
 --       then one log line per request on stderr, until SIGTERM or Ctrl-C.
 --   dtlocal start [--host H] [--port N] [--state DIR]
@@ -35,8 +35,12 @@ local USAGE = [[
 usage: dtlocal <command> [options]
 
 commands:
-  serve [--host 127.0.0.1] [--port N] [--token T] [--state DIR] [--minute-seconds S]
-                   run the local Daytona-compatible server in the foreground
+  serve [--host 127.0.0.1] [--port N] [--token T] [--state DIR] [--warm N]
+        [--minute-seconds S]
+                   run the local Daytona-compatible server in the foreground;
+                   --warm N keeps N sandboxes started ahead of time (default 2)
+                   so that creates answer at once; --minute-seconds makes the
+                   auto-stop/archive/delete minute shorter (for tests)
   start [--host H] [--port N] [--state DIR]
                    run it in the background for this user (no-op if running)
   stop             stop the background server
@@ -153,6 +157,12 @@ local function parse_opts(args, first, spec, command)
           usage_error("%s: --%s must be a port number 0-65535, not '%s'", command, name, value)
         end
         value = n
+      elseif kind == "count" then
+        local n = math.tointeger(tonumber(value))
+        if not n or n < 0 or n > 64 or not value:match("^%d+$") then
+          usage_error("%s: --%s must be a whole number 0-64, not '%s'", command, name, value)
+        end
+        value = n
       elseif kind == "number" then
         local n = tonumber(value)
         if not n or n <= 0 or n ~= n or n == math.huge then
@@ -171,7 +181,7 @@ local function parse_opts(args, first, spec, command)
 end
 
 local SERVE_OPTS = { host = "string", port = "port", token = "string", state = "string",
-                     ["minute-seconds"] = "number" }
+                     ["minute-seconds"] = "number", warm = "count" }
 local START_OPTS = { host = "string", port = "port", state = "string" }
 
 local function check_host(host)
@@ -214,7 +224,7 @@ local function serve(opts)
   local api = require "dtlocal.api"
   local app = api.new{
     host = host, port = opts.port or 0, token = opts.token, state_dir = state,
-    minute = opts["minute-seconds"], log = stderr_log,
+    minute = opts["minute-seconds"], warm = opts.warm, log = stderr_log,
     info_file = announce and M.info_file() or nil,
   }
   app:start()

@@ -522,6 +522,21 @@ describe("SDK transport", function()
     ci:delete_context(ctx)
   end)
 
+  it("pauses and recovers, waiting for the resulting state", function()
+    local state = "started"
+    route["POST /api/sandbox/a/pause"] = function(_, res) state = "pausing"; res:json(200, dto("a", state)) end
+    route["POST /api/sandbox/a/recover"] = function(_, res) state = "starting"; res:json(200, dto("a", state)) end
+    route["GET /api/sandbox/a"] = function(_, res)
+      if state == "pausing" then state = "paused" elseif state == "starting" then state = "started" end
+      res:json(200, dto("a", state))
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    sb:pause()
+    assert.are.equal("paused", sb.state)
+    sb:recover()
+    assert.are.equal("started", sb.state)
+  end)
+
   it("polls a started sandbox through transitional states", function()
     local n = 0
     route["POST /api/sandbox/a/start"] = function(_, res) res:json(200, dto("a", "starting")) end

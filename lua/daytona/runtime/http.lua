@@ -74,8 +74,8 @@ local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
 local cjson = require "cjson"
 
-local type, pairs, ipairs, tostring, error, setmetatable, select, pcall =
-  type, pairs, ipairs, tostring, error, setmetatable, select, pcall
+local type, pairs, ipairs, tostring, tonumber, error, setmetatable, pcall =
+  type, pairs, ipairs, tostring, tonumber, error, setmetatable, pcall
 local sort, concat = table.sort, table.concat
 local wait = scheduler.wait
 

@@ -99,7 +99,11 @@ local function dispatch(obj)
   S.waiters[obj] = nil
   for waiter in pairs(set) do
     unregister(waiter)
-    if waiter.co then schedule(waiter, obj) else waiter.fired = obj end
+    if waiter.co then schedule(waiter, obj)
+    else
+      waiter.fired = obj
+      S.blocker_fired = true   -- step must not block: its caller can go on
+    end
   end
 end
 
@@ -267,7 +271,9 @@ end
 function M.step(timeout_ms)
   run_queue()
   local buf = S.buf
-  local n = core.step(has_runnable() and 0 or (timeout_ms or -1), buf)
+  local fired = S.blocker_fired
+  S.blocker_fired = false
+  local n = core.step((has_runnable() or fired) and 0 or (timeout_ms or -1), buf)
   for i = 1, n do
     local obj = buf[i]
     buf[i] = nil

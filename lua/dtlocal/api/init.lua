@@ -42,6 +42,7 @@ local raise = router.raise
 local M = {}
 
 M.MAX_API_BODY = 1024 * 1024   -- control-plane JSON bodies
+M.WARM = 2                     -- sandboxes kept started ahead of time (sandboxes.lua)
 
 local App = {}
 App.__index = App
@@ -49,8 +50,9 @@ App.__name = "dtlocal.App"
 
 --- A server, not started. opts: host ("127.0.0.1"), port (0 = any), token
 -- (default: random), state_dir (required), minute (seconds per interval
--- minute, default 60), log (function(fmt, ...)), info_file (path of the
--- user's description file to write, or nil).
+-- minute, default 60), warm (warm pool size, default M.WARM), log
+-- (function(fmt, ...)), info_file (path of the user's description file to
+-- write, or nil).
 function M.new(opts)
   assert(type(opts.state_dir) == "string", "state_dir")
   return setmetatable({
@@ -59,6 +61,7 @@ function M.new(opts)
     token = opts.token or model.token(40),
     state_dir = opts.state_dir,
     minute = opts.minute or 60,
+    warm = opts.warm or M.WARM,
     log = opts.log or function() end,
     info_file = opts.info_file,
     tasks = {},
@@ -446,7 +449,7 @@ function App:start()
     self.vols:load()
     self.mgr = sandboxes.new{
       store = self.store, runner = self.runner, uids = self.uids, log = self.log,
-      minute = self.minute, volumes = function(k) return self.vols:find(k) end,
+      minute = self.minute, warm = self.warm, volumes = function(k) return self.vols:find(k) end,
     }
     self.api_router = routes.new()
     self.signed = {}

@@ -284,7 +284,7 @@ function check.name(v, field)
   return v
 end
 
-local ENV_KEY = "^[%a_][%w_%.%-]*$"
+local ENV_KEY = "^[%a_][%w_]*$"
 local LABEL_KEY = "^[%w][%w%-%._/]*$"
 
 ---------------------------------------------------------------------------
@@ -326,9 +326,14 @@ function M.check_create(body)
     if not c.user:match("^[%l_][%l%d_%-]*$") then
       raise(400, "user must be a POSIX user name (lower-case letters, digits, '_' and '-')")
     end
+    -- a local sandbox has the image's two users (csrc/sandbox_launcher.c)
+    if c.user ~= "daytona" and c.user ~= "root" then
+      raise(400, ("user %q: local sandboxes have the users daytona and root only"):format(c.user))
+    end
   end
   if not absent(body.env) then
-    c.env = check.strmap(body.env, "env", { key_pattern = ENV_KEY, key_rule = "letters, digits, '_', '.' and '-', not starting with a digit" })
+    c.env = check.strmap(body.env, "env", { key_pattern = ENV_KEY, max = 200,
+      key_rule = "letters, digits and '_', not starting with a digit" })
   end
   if not absent(body.labels) then
     c.labels = check.strmap(body.labels, "labels", { key_pattern = LABEL_KEY, key_rule = "letters, digits, '-', '.', '_' and '/'", max = 64 })

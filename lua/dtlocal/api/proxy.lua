@@ -58,8 +58,9 @@ local function connection_tokens(h)
 end
 
 --- The request headers to send upstream (a { Name = value } table).
-function M.upstream_headers(headers, extra)
-  local out = { Expect = false }   -- no 100-continue round trip on big uploads
+function M.upstream_headers(headers, extra, websocket)
+  -- no 100-continue round trip on big uploads (curl's false = "do not add")
+  local out = websocket and {} or { Expect = false }
   local conn = connection_tokens(headers.connection)
   for k, v in pairs(headers) do
     if not DROP_REQUEST[k] and not conn[k] then out[header_case(k)] = v end
@@ -199,8 +200,9 @@ function M.websocket(ctx, url, opts)
   local offered = parse_protocols(ctx.headers["sec-websocket-protocol"])
   local ok, up = pcall(websocket.connect, url, {
     protocols = #offered > 0 and offered or nil,
-    headers = M.upstream_headers(ctx.headers, opts.headers),
-    connect_timeout = M.CONNECT_TIMEOUT,
+    headers = M.upstream_headers(ctx.headers, opts.headers, true),
+    timeout = M.CONNECT_TIMEOUT,
+    ping_interval = 0,   -- the client's own pings pass through as its traffic
   })
   if not ok then
     if errors.is(up, errors.CancelledError) then error(up, 0) end

@@ -24,9 +24,10 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local process = require "daytona.runtime.process"
 local errors = require "daytona.errors"
+local store = require "dtlocal.api.store"
 
-local type, pairs, ipairs, tostring, setmetatable, pcall, error, io, os, table =
-  type, pairs, ipairs, tostring, setmetatable, pcall, error, io, os, table
+local type, pairs, ipairs, tostring, setmetatable, pcall, error, io, os, table, next =
+  type, pairs, ipairs, tostring, setmetatable, pcall, error, io, os, table, next
 local format, concat = string.format, table.concat
 
 local M = {}
@@ -40,6 +41,7 @@ M.SOCKET = "/run/dtlua/toolbox.sock"     -- inside the sandbox
 M.UNIX_SOCKET = false
 M.READY_TIMEOUT = 30                      -- seconds from spawn to the daemon's "ready"
 M.STDERR_KEEP = 4096                      -- bytes of stderr kept for error reasons
+M.EXIT_BUSY = 70                          -- the launcher's "sandbox is running"
 
 -- Top-level host trees every sandbox sees through its overlay anyway
 -- (csrc/sandbox_launcher.c `top_entries`): no bind needed below them.
@@ -105,10 +107,19 @@ function Runner:launch(spec)
   if spec.uid_first then add("--uid-base", tostring(spec.uid_first)) end
   add("--net", spec.network_block_all and "none" or "host")
   add("--user", spec.user == "root" and "root" or "daytona")
-  local names = {}
-  for k in pairs(spec.env or {}) do names[#names + 1] = k end
-  table.sort(names)
-  for _, k in ipairs(names) do add("--env", k .. "=" .. spec.env[k]) end
+  -- the sandbox's env goes through a file descriptor, not the command line
+  -- (which every host user can read in /proc): a root-only file in the
+  -- sandbox dir, opened as fd 3 by a shell that then execs the launcher
+  local envfile
+  if next(spec.env or {}) ~= nil then
+    local entries = {}
+    for k, v in pairs(spec.env) do entries[#entries + 1] = k .. "=" .. v .. "\0" end
+    table.sort(entries)
+    envfile = spec.dir .. ".env"
+    local ok, msg = store.write_atomic(envfile, concat(entries))
+    if not ok then error("cannot write the sandbox's environment: " .. tostring(msg), 0) end
+    add("--env-fd", "3")
+  end
   for _, b in ipairs(self.binds) do add("--ro-bind", b, b) end
   for _, v in ipairs(spec.volumes or {}) do add("--bind", v.host, v.path) end
   if M.UNIX_SOCKET then
@@ -116,10 +127,18 @@ function Runner:launch(spec)
   else
     add("--", self.dtlocal, "toolbox", "--listen", "127.0.0.1:0")
   end
-  local proc = process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "pipe" })
+  if envfile then
+    argv = { "/bin/sh", "-c", 'exec 3<"$0" && exec "$@"', envfile, table.unpack(argv) }
+  end
+  local ok, proc = pcall(process.spawn, argv, { stdin = "null", stdout = "pipe", stderr = "pipe" })
+  if not ok then
+    if envfile then os.remove(envfile) end
+    error(proc, 0)
+  end
   local inst = setmetatable({
     id = spec.id, proc = proc, pid = proc:pid(), log = self.log,
     socket = spec.dir .. "/run/toolbox.sock", stderr = {}, stderr_len = 0,
+    envfile = envfile,   -- removed once the launcher has read it
   }, Instance)
   -- stderr: kept (for the error reason) and logged, line by line
   inst.err_task = scheduler.spawn(function()
@@ -136,11 +155,20 @@ function Runner:launch(spec)
   return inst
 end
 
--- The last thing the launcher or the daemon said on stderr.
+-- What the launcher or the daemon last said on stderr, for an error
+-- reason: the launcher's own last message (its lines start with
+-- "dtlua-sandbox: "), else the last non-empty line; at most 300 bytes.
 function Instance:last_words()
-  local s = concat(self.stderr, "; ")
-  if s == "" then return nil end
-  return s:gsub("^" .. "dtlua%-sandbox: ", "")
+  local pick
+  for i = #self.stderr, 1, -1 do
+    local line = self.stderr[i]
+    local msg = line:match("^dtlua%-sandbox: (.*)$")
+    if msg then pick = msg; break end
+    if not pick and line:match("%S") then pick = line end
+  end
+  if not pick then return nil end
+  if #pick > 300 then pick = pick:sub(1, 297) .. "..." end
+  return pick
 end
 
 -- Describe an exit status like the launcher's exit codes (doc/sandbox.md).
@@ -178,6 +206,7 @@ function Instance:wait_ready(timeout)
       return false
     end)
   end)
+  if self.envfile then os.remove(self.envfile); self.envfile = nil end
   if ok and res then
     -- from now on the daemon's stdout is only logged, never left to fill up
     self.out_task = scheduler.spawn(function()
@@ -196,6 +225,7 @@ function Instance:wait_ready(timeout)
     why = format("the toolbox daemon did not start within %g s", timeout or M.READY_TIMEOUT)
   else
     local code, sig = self.proc:wait(5)
+    self.exit_code = code
     if self.err_task then pcall(scheduler.timeout, 1, function() self.err_task:wait() end) end
     why = describe(code, sig)
   end

@@ -27,9 +27,10 @@ local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
 local router = require "dtlocal.router"
 local model = require "dtlocal.api.model"
+local runner_mod = require "dtlocal.api.runner"
 
-local type, pairs, ipairs, tostring, setmetatable, pcall, error, next =
-  type, pairs, ipairs, tostring, setmetatable, pcall, error, next
+local type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math =
+  type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math
 local format = string.format
 local raise = router.raise
 
@@ -50,7 +51,8 @@ Manager.__name = "dtlocal.SandboxManager"
 --- A manager. opts: store (dtlocal.api.store), runner (dtlocal.api.runner
 -- instance), uids (dtlocal.api.uids pool or nil when ranges are not used),
 -- log (function(fmt, ...)), minute (seconds in an interval minute; 60
--- except in specs), volumes (function(id_or_name) -> volume record or nil).
+-- except in specs), volumes (function(id_or_name) -> volume record or nil),
+-- warm (how many sandboxes to keep started ahead of time; default 0).
 function M.new(opts)
   local mgr = setmetatable({
     store = assert(opts.store, "store"),
@@ -62,6 +64,9 @@ function M.new(opts)
     by_id = {},
     rt = {},           -- id -> runtime state { inst, op, op_kind, conns, dirty, stopping }
     closing = false,
+    warm = opts.warm or 0,   -- warm pool size
+    spares = {},       -- warm sandboxes ready to be handed out
+    warming = 0,       -- warm sandboxes being started
   }, Manager)
   return mgr
 end
@@ -223,20 +228,30 @@ function Manager:do_start(rec)
     if v.subpath then host = host .. "/" .. v.subpath end
     vols[#vols + 1] = { host = host, path = v.mountPath }
   end
-  local inst = self.runner:launch{
+  local spec = {
     id = rec.id,
     dir = self.store:sandbox_dir(rec.id),
     uid_first = rec.dtlocal.uid_first,
-    uid_count = self.uids and self.uids.size or nil,
     user = rec.user,
     env = rec.env,
     network_block_all = rec.networkBlockAll,
     volumes = vols,
   }
-  rt.inst = inst
-  rt.stopping = false
-  self:watch(rec, inst)
-  inst:wait_ready()
+  -- a sandbox whose previous launcher was just killed may hold its lock a
+  -- moment longer (its init ends after the launcher): retry "busy" briefly
+  for attempt = 1, 50 do
+    local inst = self.runner:launch(spec)
+    rt.inst = inst
+    rt.stopping = false
+    self:watch(rec, inst)
+    -- remembered so that a server killed without cleaning up can end this
+    -- launcher at its next start (see kill_stale)
+    rec.dtlocal.pid = inst.pid
+    local ok, err = pcall(inst.wait_ready, inst)
+    if ok then break end
+    if inst.exit_code ~= runner_mod.EXIT_BUSY or attempt == 50 then error(err, 0) end
+    scheduler.sleep(0.05)
+  end
   if rec.state == "creating" or rec.state == "starting" or rec.state == "restoring" then
     self:set_state(rec, "started")
   end
@@ -249,8 +264,16 @@ function Manager:watch(rec, inst)
     local status = inst:wait_exit()
     local rt = self.rt[rec.id]
     if rt and rt.inst == inst then rt.inst = nil end
-    if self.closing or not self.by_id[rec.id] then return end
+    if self.closing then return end
+    if rec.dtlocal.spare and not (rt and (rt.stopping or rt.inst ~= nil)) then
+      -- a warm sandbox that died: out of the pool, and its files go
+      self:drop_spare(rec, "its init exited (" .. status .. ")")
+      return
+    end
+    if not self.by_id[rec.id] then return end
     if rt and (rt.stopping or rt.inst ~= nil) then return end
+    -- a transition under way (a start waiting for "ready") reports itself
+    if rt and rt.op and not rt.op:done() then return end
     if rec.state == "started" or rec.state == "creating" or rec.state == "starting" then
       self:set_state(rec, "error", "the sandbox's init exited unexpectedly (" .. status .. ")")
     end
@@ -289,6 +312,8 @@ function Manager:create(c)
     if vol.state ~= "ready" then raise(400, format("Volume %s is not ready (state %s)", v.volumeId, vol.state)) end
     v.volumeId = vol.id
   end
+  local spare = self:take_spare(c)
+  if spare then return spare end
   local id = model.uuid()
   local rec = model.new_record(c, id, model.now_ms())
   if c.linkedSandboxId then rec.linkedSandboxId = c.linkedSandboxId end
@@ -300,6 +325,105 @@ function Manager:create(c)
   end
   self:transition(rec, "start", nil, self.do_start)
   return rec
+end
+
+---------------------------------------------------------------------------
+-- The warm pool
+---------------------------------------------------------------------------
+-- Starting a sandbox takes tens of milliseconds (namespaces, the overlay,
+-- the daemon's start-up). With `warm = N` the manager keeps N sandboxes
+-- started ahead of time with the settings of a plain create (user daytona,
+-- no env, no volumes, the host network) and hands one out when a create
+-- asks for nothing else, so such a create answers at once. A warm sandbox
+-- is an ordinary started sandbox that no client has seen yet: its record
+-- (marked `dtlocal.spare`) is not listed and cannot be looked up; given
+-- out, it gets the create's id-independent fields (name, labels,
+-- intervals, ...) and its own clocks start then. After a failure to warm a
+-- sandbox, the pool waits WARM_RETRY seconds before trying again.
+
+M.WARM_RETRY = 30
+
+-- Whether validated create values `c` can be served by a warm sandbox.
+local function plain(c)
+  return (c.env == nil or next(c.env) == nil) and (c.user == nil or c.user == "daytona")
+    and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
+end
+
+--- Take a ready warm sandbox for create values c, turned into the new
+-- sandbox's record; nil when there is none (or c needs something else).
+function Manager:take_spare(c)
+  if not plain(c) then return nil end
+  while #self.spares > 0 do
+    local spare = table.remove(self.spares, 1)
+    local rt = self.rt[spare.id]
+    if rt and rt.inst and rt.inst:running() then
+      local d = spare.dtlocal
+      local fresh = model.new_record(c, spare.id, model.now_ms())
+      fresh.state, fresh.desiredState = "started", "started"
+      fresh.linkedSandboxId = c.linkedSandboxId
+      for _, k in ipairs({ "uid_slot", "uid_first", "preview_token", "pid" }) do fresh.dtlocal[k] = d[k] end
+      for k in pairs(spare) do spare[k] = nil end
+      for k, v in pairs(fresh) do spare[k] = v end
+      self.by_id[spare.id] = spare
+      local ok, err = pcall(self.save, self, spare)
+      if not ok then
+        self.by_id[spare.id] = nil
+        error(err, 0)
+      end
+      self.log("sandbox %s: started (from the warm pool)", spare.id)
+      self:refill()
+      return spare
+    end
+  end
+  self:refill()
+  return nil
+end
+
+-- Forget a warm sandbox and remove its files (in the background).
+function Manager:drop_spare(rec, why)
+  for i, r in ipairs(self.spares) do
+    if r == rec then table.remove(self.spares, i); break end
+  end
+  self.log("warm sandbox %s dropped: %s", rec.id, why)
+  local t = scheduler.spawn(function()
+    self:kill(rec, true)
+    pcall(self.runner.remove_tree, self.runner, self.store:sandbox_dir(rec.id))
+    if self.uids and rec.dtlocal.uid_slot then
+      self.uids:release(rec.dtlocal.uid_slot, self:record_path(rec))
+    end
+    self.rt[rec.id] = nil
+  end)
+  t.observed = true
+end
+
+--- Start warm sandboxes until the pool is full (in background tasks).
+function Manager:refill()
+  if self.closing or self.warm <= 0 then return end
+  if self.warm_failed_at and model.now_ms() - self.warm_failed_at < M.WARM_RETRY * 1000 then return end
+  while #self.spares + self.warming < self.warm do
+    self.warming = self.warming + 1
+    local t = scheduler.spawn(function()
+      local rec = model.new_record({}, model.uuid(), model.now_ms())
+      rec.dtlocal.spare = true
+      local ok, err = pcall(function()
+        self:save(rec)
+        self:do_start(rec)
+      end)
+      self.warming = self.warming - 1
+      if ok and rec.state == "started" and not self.closing then
+        self.spares[#self.spares + 1] = rec
+      else
+        if not ok and errors.is(err, errors.CancelledError) then
+          self:drop_spare(rec, "cancelled")
+          error(err, 0)
+        end
+        self.warm_failed_at = model.now_ms()
+        self:drop_spare(rec, ok and ("state " .. rec.state) or tostring(err))
+      end
+    end)
+    t.observed = true
+    t.name = "warm sandbox"
+  end
 end
 
 --- Start a stopped (or archived, or errored) sandbox; a started one is
@@ -352,12 +476,13 @@ function Manager:stop(rec, force)
   return rec
 end
 
--- The body of delete: kill, remove the tree, release the uid slot, forget.
+-- The body of delete: kill, remove the tree (record included), release
+-- the uid slot, forget. If the files cannot be removed the sandbox ends in
+-- error (its record written again), and a later delete tries again.
 function Manager:do_delete(rec)
   if rec.state ~= "destroying" then self:set_state(rec, "destroying") end
   self:kill(rec, true)
-  local dir = self.store:sandbox_dir(rec.id)
-  self.store:remove(rec.id)
+  self.runner:remove_tree(self.store:sandbox_dir(rec.id))
   if self.uids and rec.dtlocal.uid_slot then
     self.uids:release(rec.dtlocal.uid_slot, self:record_path(rec))
   end
@@ -365,8 +490,7 @@ function Manager:do_delete(rec)
   rec.desiredState = "destroyed"
   self.by_id[rec.id] = nil
   self.rt[rec.id] = nil
-  self.runner:remove_tree(dir)
-  self.log("sandbox %s: destroyed", rec.id)
+  self.log("sandbox %s: destroying -> destroyed", rec.id)
 end
 
 --- Delete a sandbox (any state but a transition in progress). Answers
@@ -418,6 +542,33 @@ end
 -- Start-up and the sweeper
 ---------------------------------------------------------------------------
 
+-- The command line of a process, or nil when it is gone (a zombie, whose
+-- command line is empty, is gone).
+local function cmdline(pid)
+  local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  if s == nil or s == "" then return nil end
+  return s
+end
+
+--- End the launcher a previous server left running for rec (it was killed
+-- before it could stop its sandboxes): SIGKILL, which takes the whole
+-- sandbox down (its init dies with the launcher), then wait until it is
+-- gone. Only a process whose command line is this sandbox's launcher.
+function Manager:kill_stale(rec)
+  local pid = math.tointeger(rec.dtlocal.pid)
+  if not pid or pid <= 1 then return end
+  local cmd = cmdline(pid)
+  local dir = self.store:sandbox_dir(rec.id)
+  if not cmd or not cmd:find("dtlua-sandbox", 1, true) or not cmd:find(dir .. "\0", 1, true) then return end
+  self.log("sandbox %s: ending launcher %d left by a previous server", rec.id, pid)
+  os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+  local deadline = core.now() + 5
+  while cmdline(pid) and core.now() < deadline do scheduler.sleep(0.01) end
+end
+
 --- Load the records from disk. Sandboxes recorded as started (or on their
 -- way to it) are started again; interrupted stops end stopped; interrupted
 -- deletes are finished. Returns the number of records and of restarts.
@@ -435,6 +586,12 @@ function Manager:load()
     rec.env = rec.env or {}
     rec.labels = rec.labels or {}
     rec.volumes = rec.volumes or {}
+    self:kill_stale(rec)
+    if d.spare then
+      -- a warm sandbox of the previous run: removed, the pool starts afresh
+      self:drop_spare(rec, "left by the previous run")
+      goto continue
+    end
     self.by_id[rec.id] = rec
     if self.uids and d.uid_slot and not self.uids:keep(d.uid_slot, self:record_path(rec)) then
       -- another sandbox took the slot while this server was away: a new
@@ -451,11 +608,13 @@ function Manager:load()
     elseif s == "destroying" then
       self:transition(rec, "delete", 0, self.do_delete)
     end
+    ::continue::
   end
   for _, rec in ipairs(restart) do
     if rec.state == "started" then rec.state = "starting" end
     self:transition(rec, "start", 0, self.do_start)
   end
+  self:refill()
   return #recs, #restart
 end
 

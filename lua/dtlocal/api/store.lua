@@ -15,7 +15,8 @@
 local core = require "daytona.core"
 local router = require "dtlocal.router"
 
-local type, ipairs, error, tostring, pcall = type, ipairs, error, tostring, pcall
+local type, pairs, ipairs, error, tostring, setmetatable, math =
+  type, pairs, ipairs, error, tostring, setmetatable, math
 local io, os = io, os
 
 local util = core.util
@@ -63,6 +64,18 @@ function M.write_atomic(path, text)
   return true
 end
 
+-- JSON numbers come back as floats: integral ones become integers again
+-- (uid bases, intervals and millisecond clocks are integers).
+local function integers(v)
+  if type(v) == "number" then
+    return math.tointeger(v) or v
+  elseif type(v) == "table" then
+    for k, x in pairs(v) do v[k] = integers(x) end
+  end
+  return v
+end
+M.integers = integers
+
 --- Read and decode a JSON file: value or nil, message.
 function M.read_json(path)
   local f, err = io.open(path, "rb")
@@ -71,7 +84,7 @@ function M.read_json(path)
   f:close()
   local v, derr = json.decode(text)
   if v == nil then return nil, path .. ": " .. tostring(derr) end
-  return v
+  return integers(v)
 end
 
 local Store = {}
@@ -136,8 +149,13 @@ end
 --- Save / remove / load volume records.
 function Store:save_volume(vol)
   local dir = self:volume_dir(vol.id)
-  local ok, msg = M.mkdirs(dir .. "/data", 493)   -- 0755: the data dir is mounted into sandboxes
+  local ok, msg = M.mkdirs(dir .. "/data", 448)
   if not ok then error("cannot save volume " .. vol.id .. ": " .. msg, 0) end
+  -- Every sandbox has its own host uid range, and the launcher's binds are
+  -- not idmapped: so that the sandbox user of any of them can write, the
+  -- data dir is 0777 (the state dir around it is 0700: no other host user
+  -- reaches it). Files keep the uid of the sandbox that made them.
+  util.chmod(dir .. "/data", 511)
   ok, msg = M.write_atomic(dir .. "/volume.json", json.encode(vol))
   if not ok then error("cannot save volume " .. vol.id .. ": " .. tostring(msg), 0) end
 end

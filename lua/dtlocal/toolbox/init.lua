@@ -233,7 +233,17 @@ WS.__index = WS
 
 function WS:send(data, kind) return self.ws:send(data, kind or "binary") end
 function WS:receive() return self.ws:receive() end
-function WS:close(code, reason) if self.ws:state() ~= "closed" then self.ws:close(code, reason) end end
+function WS:close(code, reason)
+  -- A close queued while the 101 is still on its way would overtake the
+  -- messages queued before it (wslay sends control frames first): wait for
+  -- the upgrade to complete (the core signals the socket then), 5 s at most.
+  local c = self.ws._c
+  if c and self.ws:state() == "connecting" then
+    local t <close> = core.timer(5000)
+    while self.ws:state() == "connecting" and not t:done() do wait(c, t) end
+  end
+  if self.ws:state() ~= "closed" then self.ws:close(code, reason) end
+end
 function WS:abort() self.ws:abort() end
 
 function Ctx:upgrade(protocol)

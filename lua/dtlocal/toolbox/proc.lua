@@ -78,10 +78,14 @@ end
 
 --- Spawn a long-lived child (own process group) with core.process.
 function M.spawn(opts)
+  if opts.pty then   -- the terminal is stdin, stdout and stderr
+    return core.process.spawn { argv = opts.argv, cwd = opts.cwd, env = opts.env,
+                                pty = opts.pty, new_group = true }
+  end
   return core.process.spawn {
     argv = opts.argv, cwd = opts.cwd, env = opts.env,
     stdin = opts.stdin or "pipe", stdout = opts.stdout or "pipe",
-    stderr = opts.stderr or "pipe", pty = opts.pty, new_group = true,
+    stderr = opts.stderr or "pipe", new_group = true,
   }
 end
 

@@ -1,0 +1,140 @@
+--- A private dtlocal server for one spec file.
+--
+--     local dtlocal = require "support.dtlocal"
+--     local srv = dtlocal.start()        -- inside helper.run (a task) or not
+--     ... srv.api_url, srv.toolbox_url, srv.token ...
+--     srv.stop()                          -- in teardown
+--
+-- start(opts) runs `<build>/bin/dtlocal serve --port 0 --state <tmpdir>
+-- --token <random>` (build = $DTLUA_BUILD or "build"), waits until it
+-- answers and returns { api_url, toolbox_url, base_url, token, state_dir,
+-- pid, log = function() -> the server's stderr so far, restart = function()
+-- (stop the server, keep its state, start it again on the same state dir;
+-- updates the urls), stop = function() }. stop() ends the server (SIGTERM,
+-- then SIGKILL) and with it every sandbox it started, then removes the temp
+-- dir. opts: minute_seconds (the server's --minute-seconds), state_dir (reuse
+-- a state dir instead of a fresh one; it is not removed by stop).
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+local process = require "daytona.runtime.process"
+local helper = require "support.helper"
+
+local M = {}
+
+local function build_dir()
+  return os.getenv("DTLUA_BUILD") or "build"
+end
+
+--- The dtlocal binary of the build under test (absolute path).
+function M.binary()
+  local b = build_dir()
+  if b:sub(1, 1) ~= "/" then
+    local h = io.popen("pwd")
+    local cwd = h:read("l")
+    h:close()
+    b = cwd .. "/" .. b
+  end
+  return b .. "/bin/dtlocal"
+end
+
+local function read_json(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return require("dtlocal.router").json.decode(text)
+end
+
+-- Run fn in a task when we are not in one (the process and the sleeps
+-- need the scheduler either way; outside a task wait() drives the loop).
+local function in_task(fn)
+  if scheduler.running() then return fn() end
+  return helper.run(fn)
+end
+
+local function launch(srv)
+  local argv = { M.binary(), "serve", "--port", "0", "--state", srv.state_dir, "--token", srv.token }
+  if srv.minute_seconds then
+    argv[#argv + 1] = "--minute-seconds"
+    argv[#argv + 1] = tostring(srv.minute_seconds)
+  end
+  os.remove(srv.state_dir .. "/server.json")
+  local p = process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "stdout" })
+  srv.proc = p
+  srv.pid = p:pid()
+  -- the server's output is drained at all times (a full pipe would stall
+  -- it) and kept for the failure messages of specs
+  local lines = srv.lines
+  srv.drain = scheduler.spawn(function()
+    for line in p:lines() do
+      lines[#lines + 1] = line
+      if #lines > 2000 then table.remove(lines, 1) end
+    end
+  end)
+  srv.drain.observed = true
+  local deadline = core.now() + 20
+  while true do
+    local info = read_json(srv.state_dir .. "/server.json")
+    if type(info) == "table" and info.pid == srv.pid then
+      srv.api_url, srv.toolbox_url = info.api_url, info.toolbox_url
+      srv.base_url = info.api_url:gsub("/api$", "")
+      return
+    end
+    if p:status() ~= nil then
+      error("dtlocal serve exited before it answered:\n" .. table.concat(lines, "\n"), 0)
+    end
+    if core.now() > deadline then
+      error("dtlocal serve did not answer within 20 s:\n" .. table.concat(lines, "\n"), 0)
+    end
+    scheduler.sleep(0.01)
+  end
+end
+
+local function terminate(srv)
+  local p = srv.proc
+  if not p then return end
+  srv.proc = nil
+  if p:status() == nil then
+    p:kill("TERM", false)
+    local ok = pcall(p.wait, p, 20)
+    if not ok then p:kill("KILL", true); p:wait(5) end
+  end
+  pcall(scheduler.timeout, 2, function() srv.drain:wait() end)
+  p:close()
+end
+
+function M.start(opts)
+  opts = opts or {}
+  return in_task(function()
+    -- not helper.tmpdir(): specs clean those after each test, and this
+    -- one must live as long as the server
+    local dir
+    if not opts.state_dir then
+      local mk = io.popen("mktemp -d \"${TMPDIR:-/tmp}/dtlocal-spec.XXXXXX\"")
+      dir = mk:read("l")
+      mk:close()
+      assert(dir and dir ~= "", "mktemp failed")
+    end
+    local srv = {
+      token = "spec-" .. core.util.hex(core.util.random_bytes(16)),
+      state_dir = opts.state_dir or (dir .. "/state"),
+      minute_seconds = opts.minute_seconds,
+      lines = {},
+    }
+    function srv.log() return table.concat(srv.lines, "\n") end
+    function srv.restart()
+      in_task(function()
+        terminate(srv)
+        launch(srv)
+      end)
+    end
+    function srv.stop()
+      in_task(function() terminate(srv) end)
+      if dir then os.execute("rm -rf '" .. dir .. "'") end
+    end
+    launch(srv)
+    return srv
+  end)
+end
+
+return M
