@@ -1477,7 +1477,7 @@ static void ws_msg_cb (wslay_event_context_ptr ctx,
     m->next = NULL;
     m->binary = arg->opcode == WSLAY_BINARY_FRAME;
     m->len = arg->msg_length;
-    memcpy(m->data, arg->msg, arg->msg_length);
+    if (arg->msg_length > 0) memcpy(m->data, arg->msg, arg->msg_length);
     if (ws->rxtail) ws->rxtail->next = m;
     else ws->rxhead = m;
     ws->rxtail = m;

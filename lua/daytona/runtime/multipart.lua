@@ -133,7 +133,7 @@ end
 
 local function parse_headers(self, block)
   local headers = {}
-  for line in (block .. "\r\n"):gmatch("(.-)\r\n") do
+  for line in (block == "" and "" or block .. "\r\n"):gmatch("(.-)\r\n") do
     local k, v = match(line, "^([!#$%%&'*+%-.^_`|~%w]+)%s*:%s*(.-)%s*$")
     if not k then bad("malformed part header line") end
     headers[lower(k)] = v

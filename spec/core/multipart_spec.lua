@@ -1,0 +1,140 @@
+-- The streaming multipart/form-data parser (daytona.runtime.multipart).
+local multipart = require "daytona.runtime.multipart"
+local errors = require "daytona.errors"
+
+-- Parse body fed in pieces of `step` bytes; returns the parts with their data.
+local function parse(body, boundary, step, opts)
+  local parts = {}
+  local p = multipart.parser(boundary, function(part)
+    local data = {}
+    part.chunks = 0
+    parts[#parts + 1] = part
+    return function(d)
+      if d then
+        data[#data + 1] = d
+        part.chunks = part.chunks + 1
+      else
+        part.data = table.concat(data)
+        part.ended = true
+      end
+    end
+  end, opts)
+  step = step or #body
+  for i = 1, #body, step do p:feed(body:sub(i, i + step - 1)) end
+  local n = p:finish()
+  assert.are.equal(#parts, n)
+  return parts
+end
+
+local function err_of(fn)
+  local ok, err = pcall(fn)
+  assert.is_false(ok)
+  assert.is_true(errors.is(err, errors.DaytonaValidationError), tostring(err))
+  assert.are.equal(400, err.status_code)
+  return err.message
+end
+
+local BODY = table.concat({
+  "preamble to ignore\r\n",
+  "--XyZ\r\n",
+  'Content-Disposition: form-data; name="field"\r\n',
+  "\r\n",
+  "value\r\n",
+  "--XyZ \t\r\n",   -- transport padding after the boundary
+  'Content-Disposition: form-data; name="file"; filename="a \\"b\\".txt"\r\n',
+  "Content-Type: application/octet-stream\r\n",
+  "\r\n",
+  "line1\r\n--Xy-not-a-boundary\r\n--Xy\r\n\r\n--XyZ",
+  "\r\n--XyZ\r\n",
+  "\r\n",               -- a part without headers
+  "\r\n",
+  "--XyZ\r\n",
+  "Content-Disposition: form-data; name=\"u\"; filename*=UTF-8''%C3%A9t%C3%A9.txt\r\n",
+  "\r\n",
+  "\r\n--XyZ--\r\n",
+  "epilogue to ignore",
+})
+
+describe("multipart", function()
+  it("extracts and validates the boundary", function()
+    assert.are.equal("XyZ", multipart.boundary("multipart/form-data; boundary=XyZ"))
+    assert.are.equal("a b:c", multipart.boundary('Multipart/Form-Data; charset=x; BOUNDARY="a b:c"'))
+    assert.are.equal("----WebKitFormBoundary7MA4YWxk",
+      multipart.boundary("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxk"))
+    assert.is_nil(multipart.boundary("text/plain; boundary=x"))
+    assert.is_nil(multipart.boundary("multipart/form-data"))
+    assert.is_nil(multipart.boundary("multipart/form-data; boundary=" .. string.rep("a", 71)))
+    assert.is_nil(multipart.boundary('multipart/form-data; boundary="bad<char"'))
+    assert.is_nil(multipart.boundary('multipart/form-data; boundary="ends in space "'))
+    assert.is_nil(multipart.boundary(nil))
+  end)
+
+  it("parses parts whatever the chunking", function()
+    for step = 1, #BODY do
+      local parts = parse(BODY, "XyZ", step)
+      assert.are.equal(4, #parts)
+      assert.are.equal("field", parts[1].name)
+      assert.is_nil(parts[1].filename)
+      assert.are.equal("value", parts[1].data)
+      assert.are.equal("file", parts[2].name)
+      assert.are.equal('a "b".txt', parts[2].filename)
+      assert.are.equal("application/octet-stream", parts[2].content_type)
+      assert.are.equal("line1\r\n--Xy-not-a-boundary\r\n--Xy\r\n\r\n--XyZ", parts[2].data)
+      assert.are.same({}, parts[3].headers)
+      assert.are.equal("\r\n", parts[3].data)
+      assert.are.equal("été.txt", parts[4].filename)
+      assert.are.equal("", parts[4].data)
+      for _, p in ipairs(parts) do assert.is_true(p.ended) end
+    end
+  end)
+
+  it("accepts a body that starts with the boundary and ignores dropped parts", function()
+    local body = "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nabc\r\n--b--"
+    local seen = 0
+    local p = multipart.parser("b", function(part) seen = seen + 1; assert.are.equal("x", part.name) end)
+    p:feed(body)
+    assert.are.equal(1, p:finish())
+    assert.are.equal(1, seen)
+  end)
+
+  it("streams a large part without holding it", function()
+    local size = 8 * 1024 * 1024 + 11
+    local block = string.rep("0123456789abcdef\r\n-", 3277)   -- CR LF dashes all along
+    local total, max_buf = 0, 0
+    local p = multipart.parser("BOUNDARY", function()
+      return function(d) if d then total = total + #d end end
+    end)
+    p:feed("--BOUNDARY\r\nContent-Disposition: form-data; name=\"big\"\r\n\r\n")
+    local left = size
+    while left > 0 do
+      local k = math.min(left, #block)
+      p:feed(k == #block and block or block:sub(1, k))
+      left = left - k
+      if #p.buf > max_buf then max_buf = #p.buf end
+    end
+    p:feed("\r\n--BOUNDARY--\r\n")
+    p:finish()
+    assert.are.equal(size, total)
+    assert.is_true(max_buf < 64, "parser kept " .. max_buf .. " bytes")
+  end)
+
+  it("rejects malformed bodies", function()
+    local function parse_all(body, opts) return parse(body, "b", nil, opts) end
+    assert.truthy(err_of(function() parse_all("no boundary here") end):find("no boundary", 1, true))
+    assert.truthy(err_of(function()
+      parse_all("--b\r\n\r\ndata without end")
+    end):find("closing boundary", 1, true))
+    assert.truthy(err_of(function() parse_all("--bX\r\n\r\nx\r\n--b--") end):find("boundary line", 1, true))
+    assert.truthy(err_of(function()
+      parse_all("--b\r\nNo colon here\r\n\r\nx\r\n--b--")
+    end):find("header", 1, true))
+    assert.truthy(err_of(function()
+      parse_all("--b\r\nX-Big: " .. string.rep("a", 20000) .. "\r\n\r\nx\r\n--b--")
+    end):find("too large", 1, true))
+    assert.truthy(err_of(function()
+      parse_all(string.rep("--b\r\n\r\nx\r\n", 5) .. "--b--", { max_parts = 3 })
+    end):find("too many", 1, true))
+    assert.has_error(function() multipart.parser("", function() end) end)
+    assert.has_error(function() multipart.parser("b", nil) end)
+  end)
+end)
