@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/un.h>
 
 #include <microhttpd.h>
 #include <wslay/wslay.h>
@@ -80,6 +81,7 @@ struct Server {
   int open;                /* listening */
   int closing;             /* close() under way: no new suspensions */
   int port;
+  int conn_closed;         /* a connection closed during this MHD_run() */
   size_t body_buffer, out_buffer, ws_max_message;
   Req *qhead, *qtail;      /* requests waiting for accept() */
   Req *all;                /* every live Req */
@@ -116,7 +118,6 @@ struct Req {
   /* request body */
   Fifo in;
   size_t body_buffer;              /* bound of `in` */
-  size_t body_received;
   int save;                        /* SAVE_* */
   int save_fd;
   int save_errno;
@@ -305,9 +306,16 @@ static void on_srv_poll (uv_poll_t *p, int status, int events) {
 static void srv_run (Server *srv) {
   MHD_UNSIGNED_LONG_LONG ms;
   if (!srv->open) return;
+  srv->conn_closed = 0;
   MHD_run(srv->d);
   if (!srv->open) return;
-  if (MHD_get_timeout(srv->d, &ms) == MHD_YES) {
+  if (srv->conn_closed)
+    /* At the connection limit (or out of descriptors) MHD takes the listen
+    ** socket out of its epoll set, and puts it back only at the start of a
+    ** later MHD_run(): without this run, clients left in the backlog would
+    ** wait for ever once the connections before them closed. */
+    uv_timer_start(&srv->timer, on_srv_timer, 0, 0);
+  else if (MHD_get_timeout(srv->d, &ms) == MHD_YES) {
     if (ms > 24u * 3600 * 1000) ms = 24u * 3600 * 1000;
     uv_timer_start(&srv->timer, on_srv_timer, (uint64_t)ms, 0);
   }
@@ -317,7 +325,7 @@ static void srv_run (Server *srv) {
 
 /* Lua changed something MHD must act on: run MHD on the next loop turn. */
 static void srv_kick (Server *srv) {
-  if (srv && srv->open)
+  if (srv && srv->open && !srv->closing)   /* closing: the timer is being closed */
     uv_timer_start(&srv->timer, on_srv_timer, 0, 0);
 }
 
@@ -448,7 +456,10 @@ static void on_connection (void *cls, struct MHD_Connection *c, void **sock_ctx,
   if (what == MHD_CONNECTION_NOTIFY_STARTED) {
     if (++srv->nconn > srv->peak_conn) srv->peak_conn = srv->nconn;
   }
-  else srv->nconn--;
+  else {
+    srv->nconn--;
+    srv->conn_closed = 1;
+  }
 }
 
 /* Copy what Lua will want while the connection can still tell us. */
@@ -533,6 +544,8 @@ static int req_capture (Req *r, struct MHD_Connection *c, const char *url,
       port = ntohs(s6->sin6_port);
       snprintf(r->remote, sizeof r->remote, "[%s]:%d", ip, port);
     }
+    else if (sa->sa_family == AF_UNIX)
+      snprintf(r->remote, sizeof r->remote, "unix");
   }
   cl = req_header(r, "content-length");
   te = req_header(r, "transfer-encoding");
@@ -608,12 +621,10 @@ static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
       if (*size > 0) {
         size_t n = *size, room, take;
         if (r->discard || r->resp_state != RESP_NONE) {
-          r->body_received += n;
           *size = 0;
           return MHD_YES;
         }
         if (r->save == SAVE_RUNNING) {
-          r->body_received += n;
           save_write(r, data, n);
           *size = 0;
           return MHD_YES;
@@ -622,7 +633,6 @@ static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
         take = n < room ? n : room;
         if (take > 0) {
           if (fifo_push(&r->in, data, take) != 0) return MHD_NO;
-          r->body_received += take;
           *size = n - take;
           req_signal(r);
         }
@@ -678,6 +688,8 @@ static ssize_t on_read_body (void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void ws_teardown (WS *ws, int code);
 static int ws_closing (WS *ws);
+static void ws_unlink (WS *ws);
+static void ws_maybe_release (WS *ws);
 
 static void srv_handle_closed (uv_handle_t *h) {
   Server *srv = (Server *)h->data;
@@ -718,6 +730,13 @@ static void server_close (Server *srv) {
   MHD_stop_daemon(srv->d);   /* completes every request still open */
   srv->d = NULL;
   while (srv->qhead) unlink_queue(srv, srv->qhead);
+  /* the server may be collected before their uv handles finish closing */
+  while (srv->wss) {
+    WS *ws = srv->wss;
+    ws->awaiting_upgrade = 0;   /* MHD is gone: no upgrade callback will come */
+    ws_unlink(ws);
+    ws_maybe_release(ws);
+  }
 }
 
 static int listen_socket (lua_State *L, const char *host, int port, int backlog,
@@ -750,6 +769,26 @@ static int listen_socket (lua_State *L, const char *host, int port, int backlog,
                                  : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
+/* A listening unix-domain socket at path (which must not exist yet). */
+static int listen_unix (lua_State *L, const char *path, int backlog, int *fdout) {
+  struct sockaddr_un sun;
+  int fd;
+  if (strlen(path) == 0 || strlen(path) >= sizeof sun.sun_path)
+    return dt_fail(L, "socket path empty or too long", "EINVAL");
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path, strlen(path));
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail_errno(L, errno, "socket");
+  if (bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0 || listen(fd, backlog) != 0) {
+    int e = errno;
+    close(fd);
+    return fail_errno(L, e, path);
+  }
+  *fdout = fd;
+  return 0;
+}
+
 static lua_Integer opt_int (lua_State *L, const char *key, lua_Integer def,
                             lua_Integer lo, lua_Integer hi) {
   lua_Integer v = def;
@@ -764,12 +803,14 @@ static lua_Integer opt_int (lua_State *L, const char *key, lua_Integer def,
   return v;
 }
 
-/* core.server.listen{host=, port=, backlog=, connection_limit=,
+/* core.server.listen{host=, port= | socket=, backlog=, connection_limit=,
 **   connection_timeout=, memory_limit=, body_buffer=, ws_max_message=,
-**   log=} -> Server | nil, msg, code */
+**   log=} -> Server | nil, msg, code
+** host is a numeric IPv4/IPv6 address ("localhost" means 127.0.0.1); with
+** socket (a path) it listens on a unix-domain socket instead. */
 static int l_listen (lua_State *L) {
   dt_loop *loop = dt_loopup(L);
-  const char *host;
+  const char *host, *sockpath;
   lua_Integer port, backlog, climit, ctimeout, memlimit, bodybuf, wsmax;
   int log, fd = -1, rc, epfd;
   Server *srv;
@@ -777,6 +818,8 @@ static int l_listen (lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "host");
   host = luaL_optstring(L, -1, "127.0.0.1");
+  lua_getfield(L, 1, "socket");
+  sockpath = luaL_optstring(L, -1, NULL);
   port = opt_int(L, "port", 0, 0, 65535);
   backlog = opt_int(L, "backlog", 511, 1, 65535);
   climit = opt_int(L, "connection_limit", DEF_CONN_LIMIT, 1, 1000000);
@@ -796,9 +839,10 @@ static int l_listen (lua_State *L) {
   srv->body_buffer = (size_t)bodybuf;
   srv->out_buffer = DEF_OUT_BUFFER;
   srv->ws_max_message = (size_t)wsmax;
-  rc = listen_socket(L, host, (int)port, (int)backlog, &fd);
+  if (sockpath) rc = listen_unix(L, sockpath, (int)backlog, &fd);
+  else rc = listen_socket(L, host, (int)port, (int)backlog, &fd);
   if (fd < 0) return rc;
-  srv->port = rc;
+  srv->port = rc;   /* 0 for a unix socket */
   srv->d = MHD_start_daemon(
       MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
       (log ? MHD_USE_ERROR_LOG : 0),
@@ -983,7 +1027,7 @@ static void req_start_body (Req *r) {
 static int req_read (lua_State *L) {
   Req *r = check_req(L);
   if (r->save != SAVE_NONE) return luaL_error(L, "body is being saved to a file");
-  if (r->discard || (r->resp_state != RESP_NONE && r->phase != PH_DONE))
+  if (r->discard)
     return dt_fail(L, "request body discarded after the response", "ECANCELED");
   req_start_body(r);
   if (r->in.len > 0) {
@@ -1009,7 +1053,7 @@ static int req_read_to_file (lua_State *L) {
   const char *path = luaL_checkstring(L, 2);
   int fd;
   if (r->save != SAVE_NONE) return luaL_error(L, "body is already being saved");
-  if (r->discard || r->resp_state != RESP_NONE)
+  if (r->discard)
     return dt_fail(L, "request body discarded after the response", "ECANCELED");
   if (r->done && r->phase != PH_DONE) return req_gone(L, r);
   fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
@@ -1037,6 +1081,8 @@ static int req_saved (lua_State *L) {
     case SAVE_RUNNING: lua_pushboolean(L, 0); return 1;
     case SAVE_DONE: lua_pushinteger(L, (lua_Integer)r->saved); return 1;
     case SAVE_FAILED:
+      if (r->save_errno == ECANCELED)
+        return dt_fail(L, "request body discarded after the response", "ECANCELED");
       if (r->save_errno == ECONNRESET)
         return dt_fail(L, "client closed the connection before the body was complete",
                        "ECONNRESET");
@@ -1135,7 +1181,15 @@ static void resp_ready (Req *r, struct MHD_Response *resp, unsigned int status,
   r->status = status;
   r->resp_state = RESP_READY;
   r->out_mode = mode;
-  fifo_free(&r->in);   /* an unread body is dropped from here on */
+  /* an unread body is dropped from here on; reading it is an error */
+  if (r->in.len > 0 || (r->has_body && r->phase != PH_DONE)) r->discard = 1;
+  fifo_free(&r->in);
+  if (r->save == SAVE_RUNNING && r->phase != PH_DONE) {
+    close(r->save_fd);
+    r->save_fd = -1;
+    r->save = SAVE_FAILED;
+    r->save_errno = ECANCELED;
+  }
   req_wake(r);
 }
 
@@ -1590,6 +1644,7 @@ static void on_upgrade (void *cls, struct MHD_Connection *c, void *req_cls,
   fl = fcntl(sock, F_GETFL);
   if (fl >= 0) fcntl(sock, F_SETFL, fl | O_NONBLOCK);
   setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CORK_OFF);   /* frames go out at once */
   if (extra_len > 0) {
     ws->extra = (char *)malloc(extra_len);
     if (ws->extra == NULL) { ws_teardown(ws, 1011); return; }
@@ -1803,6 +1858,12 @@ static int ws_close (lua_State *L) {
   return 0;
 }
 
+/* __close: a to-be-closed WebSocket ends with a normal close (1000). */
+static int ws_tbc (lua_State *L) {
+  lua_settop(L, 1);   /* drop the error value __close gets */
+  return ws_close(L);
+}
+
 /* ws:abort(): drop the TCP connection at once (RST), no close frame. */
 static int ws_abort (lua_State *L) {
   WS *ws = check_ws(L);
@@ -1882,7 +1943,7 @@ void dt_open_server (lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg ws_meta[] = {
-    {"__gc", ws_gc}, {"__close", ws_abort},
+    {"__gc", ws_gc}, {"__close", ws_tbc},
     {NULL, NULL}
   };
   /* stack: table, loop */

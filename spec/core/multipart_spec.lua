@@ -44,7 +44,7 @@ local BODY = table.concat({
   'Content-Disposition: form-data; name="file"; filename="a \\"b\\".txt"\r\n',
   "Content-Type: application/octet-stream\r\n",
   "\r\n",
-  "line1\r\n--Xy-not-a-boundary\r\n--Xy\r\n\r\n--XyZ",
+  "line1\r\n--Xy-not-a-boundary\r\n--Xy\r\n\r\nx--XyZ",
   "\r\n--XyZ\r\n",
   "\r\n",               -- a part without headers
   "\r\n",
@@ -79,9 +79,9 @@ describe("multipart", function()
       assert.are.equal("file", parts[2].name)
       assert.are.equal('a "b".txt', parts[2].filename)
       assert.are.equal("application/octet-stream", parts[2].content_type)
-      assert.are.equal("line1\r\n--Xy-not-a-boundary\r\n--Xy\r\n\r\n--XyZ", parts[2].data)
+      assert.are.equal("line1\r\n--Xy-not-a-boundary\r\n--Xy\r\n\r\nx--XyZ", parts[2].data)
       assert.are.same({}, parts[3].headers)
-      assert.are.equal("\r\n", parts[3].data)
+      assert.are.equal("", parts[3].data)   -- the CRLF before a delimiter is part of it
       assert.are.equal("été.txt", parts[4].filename)
       assert.are.equal("", parts[4].data)
       for _, p in ipairs(parts) do assert.is_true(p.ended) end

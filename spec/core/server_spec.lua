@@ -317,6 +317,55 @@ describe("core.server", function()
     end)
   end)
 
+  it("listens on a unix-domain socket", function()
+    helper.run(function()
+      local path = dir .. "/http.sock"
+      local us = test_server.start{ socket = path, log = function() end }
+      assert.is_nil(us.port)
+      local out = curl("--unix-socket", path, "http://localhost/echo?via=unix", "http://localhost/status/201")
+      local j = cjson.decode(out:match("^(%b{})"))
+      assert.are.equal("unix", j.args.via)
+      assert.truthy(out:find("status 201", 1, true))
+      local res = node(path, "echo")
+      assert.is_true(res.ok, res.error)
+      local ok, err = pcall(server.listen, { socket = path, handler = function() end })
+      assert.is_false(ok)
+      assert.are.equal("EADDRINUSE", err.code)
+      us.close()
+      assert.is_nil(io.open(path))   -- removed on close
+    end)
+  end)
+
+  it("enforces the connection limit and the inactivity timeout", function()
+    helper.run(function()
+      local lim = test_server.start{ connection_limit = 5, connection_timeout = 1, log = function() end }
+      -- a client that stops half way through its headers is dropped after ~1 s
+      local t0 = core.now()
+      local r = node(lim.port, "raw", { input = "GET /echo HTTP/1.1\r\nHost: x\r\n",
+        env = { RAW_WAIT_MS = "8000" } })
+      local took = core.now() - t0
+      assert.truthy(r.closed)
+      assert.is_true(took > 0.5 and took < 5, ("closed after %.2f s"):format(took))
+      -- 8 at once against a limit of 5: the rest wait in the listen backlog
+      -- until connections close (idle keep-alives go at the 1 s timeout)
+      local argv = { "-Z", "--parallel-max", "8", "--parallel-immediate" }
+      for _ = 1, 8 do
+        argv[#argv + 1] = lim.url .. "/slow?ms=100"
+        argv[#argv + 1] = "-o"
+        argv[#argv + 1] = "/dev/null"
+      end
+      argv[#argv + 1] = "-w"
+      argv[#argv + 1] = "%{http_code}\n"
+      local out = curl(table.unpack(argv))
+      local _, served = out:gsub("200\n", "")
+      assert.are.equal(8, served)
+      assert.are.equal(5, lim.server:stats().peak_connections)
+      -- and it still serves afterwards
+      assert.are.equal("200", (curl("-o", "/dev/null", "-w", "%{http_code}", lim.url .. "/echo")))
+      lim.close()
+    end)
+  end)
+
   describe("handlers", function()
     local srv, seen
     local function start(handler, opts)
@@ -365,6 +414,12 @@ describe("core.server", function()
           if req.path == "/reject" then
             return res:send(413, { ["content-type"] = "text/plain" }, "too big\n")
           end
+          if req.path == "/early" then
+            res:send(202, nil, "early\n")
+            local ok, err = pcall(req.read, req)   -- the body was dropped: not a clean EOF
+            seen.early = ok and "read ok" or err.code
+            return
+          end
           res:json(200, { len = #req:body() })
         end)
         assert.are.equal("56789ab", (curl(srv.url .. "/range")))
@@ -378,6 +433,9 @@ describe("core.server", function()
         assert.truthy(r.stderr:find("< HTTP/1.1 413", 1, true))
         assert.truthy(r.stderr:find("Re-using existing connection", 1, true))
         assert.are.equal('too big\n{"len":3}', out2)
+        assert.are.equal("early\n", (curl("-H", "Expect:", "--data-binary", "@" .. big, srv.url .. "/early")))
+        helper.eventually(function() return seen.early end)
+        assert.are.equal("ECANCELED", seen.early)
       end)
     end)
 
@@ -456,6 +514,8 @@ describe("core.server", function()
   it("let go of every request and WebSocket", function()
     helper.run(function()
       settled()
+      collectgarbage("collect")   -- the wrappers' __gc run (under ASan in make asan)
+      collectgarbage("collect")
       local s = ts.server:stats()
       assert.are.equal(0, s.requests)
       assert.are.equal(0, s.websockets)

@@ -240,8 +240,10 @@ describe("dtlocal control plane", function()
       fails(400, "networkAllowList", "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "example.com" })
       local n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "10.0.0.0/8, 192.168.1.0/24" })
       assert.are.equal("10.0.0.0/8,192.168.1.0/24", n.networkAllowList)
-      n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkBlockAll = true })
-      assert.is_true(n.networkBlockAll)
+      -- the network namespace is fixed while the sandbox runs
+      fails(409, "stopped", "POST", "/sandbox/" .. s.id .. "/network-settings", { networkBlockAll = true })
+      n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkBlockAll = false })
+      assert.is_false(n.networkBlockAll)
       assert.is_nil(n.networkAllowList)
 
       ok(201, "POST", "/sandbox/" .. s.id .. "/last-activity")

@@ -185,7 +185,8 @@ local function handler(state, req, res)
 end
 
 --- Start the server on 127.0.0.1 and a free port.
--- opts: host, port, log (passed to server.listen) and any other listen option.
+-- opts: host, port (or socket, a unix-socket path: url and port are then
+-- nil), log, and any other server.listen option.
 -- Returns { url, port, close, server, dir }.
 function M.start(opts)
   opts = opts or {}

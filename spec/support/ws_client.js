@@ -1,7 +1,7 @@
 // A raw WebSocket / HTTP client for specs, on Node's built-ins only (net,
 // crypto), so that the server is tested by a client that is not ours.
 //
-//   node ws_client.js <port> <scenario>
+//   node ws_client.js <port | unix-socket-path> <scenario>
 //
 // Prints one JSON object on stdout ({ ok: true, ... } or { ok: false, error })
 // and exits 0 when the scenario's expectations held, 1 otherwise.
@@ -25,7 +25,10 @@
 const net = require('net');
 const crypto = require('crypto');
 
-const port = Number(process.argv[2]);
+const target = process.argv[2];
+const port = /^\d+$/.test(target) ? Number(target) : null;
+// a TCP port on 127.0.0.1, or a unix-domain socket path
+const dial = (cb) => (port !== null ? net.connect(port, '127.0.0.1', cb) : net.connect(target, cb));
 const scenario = process.argv[3];
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
@@ -62,14 +65,14 @@ function closeFrame(code, reason = '') {
 // Connect, handshake, then hand frames (server frames are never masked) to onFrame.
 function connect(path, protocols, onOpen, onFrame, onEnd) {
   const key = crypto.randomBytes(16).toString('base64');
-  const sock = net.connect(port, '127.0.0.1');
+  const sock = dial();
   let buf = Buffer.alloc(0);
   let open = false;
   let headers = null;
   sock.on('error', (e) => onEnd({ error: e.code || String(e) }));
   sock.on('close', () => onEnd({ closed: true }));
   sock.on('connect', () => {
-    let req = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+    let req = `GET ${path} HTTP/1.1\r\nHost: ${port !== null ? '127.0.0.1:' + port : 'localhost'}\r\nUpgrade: websocket\r\n` +
       `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n`;
     if (protocols) req += `Sec-WebSocket-Protocol: ${protocols}\r\n`;
     sock.write(req + '\r\n');
@@ -204,7 +207,7 @@ const scenarios = {
   badutf8() { expectClose('/ws/echo', (s) => s.write(frame(1, Buffer.from([0x68, 0xc3, 0x28]))), 1007); },
   toobig() { expectClose('/ws/echo', (s) => s.write(frame(2, Buffer.alloc(2 << 20))), 1009); },
   garbage() {
-    const sock = net.connect(port, '127.0.0.1', () => {
+    const sock = dial(() => {
       sock.write('GET /ws/echo HTTP/1.1\r\nUpgrade: websocket\r\n\x00\x01\x02 not http\r\n\r\n');
     });
     let data = '';
@@ -222,7 +225,7 @@ const scenarios = {
     process.stdin.on('end', () => {
       const input = Buffer.concat(chunks);
       const wait = Number(process.env.RAW_WAIT_MS || 3000);
-      const sock = net.connect(port, '127.0.0.1', () => {
+      const sock = dial(() => {
         sock.write(input);
         if (process.env.RAW_DESTROY) sock.destroy();   // abrupt disconnect after sending
       });

@@ -31,7 +31,8 @@
 --
 -- server.listen(opts) -> Server
 --   opts: host ("127.0.0.1"; a numeric IPv4/IPv6 address), port (0: the OS
---   picks), handler (function(req, res), required unless websocket is
+--   picks), or socket (a path: listen on a unix-domain socket there; the
+--   path must not exist, and is removed by close), handler (function(req, res), required unless websocket is
 --   given), websocket (function(req, ws)), protocols (list of subprotocols
 --   for the websocket shortcut), log (function(message) for handler errors;
 --   default writes to stderr), and the core's limits: connection_limit
@@ -42,7 +43,8 @@
 --   Raises `DaytonaError` (code EADDRINUSE, EINVAL, ...) when it cannot listen.
 --   The server keeps the scheduler alive (`scheduler.run` does not return)
 --   until closed.
--- Server: srv.port, srv.url ("http://host:port"), srv:stats() -> {
+-- Server: srv.port, srv.url ("http://host:port"; both nil on a unix
+--   socket, where srv.socket is the path), srv:stats() -> {
 --   connections, peak_connections, requests, websockets, total_requests },
 --   srv:close() (idempotent: drops every connection, cancels running
 --   handlers; also `<close>`).
@@ -285,7 +287,7 @@ function WebSocket:state()
   return self._c:state()
 end
 
-WebSocket.__close = WebSocket.abort
+WebSocket.__close = function(self) self._c:close() end
 
 ---------------------------------------------------------------------------
 -- Response
@@ -507,19 +509,23 @@ function M.listen(opts)
       "this server speaks WebSocket only\n")
   end
   local host = opts.host or "127.0.0.1"
+  if opts.socket ~= nil and type(opts.socket) ~= "string" then
+    error("bad argument #1 to 'listen' (socket must be a path)", 2)
+  end
   local c, msg, code = core.server.listen{
-    host = host, port = opts.port or 0,
+    host = host, port = opts.port or 0, socket = opts.socket,
     connection_limit = opts.connection_limit, connection_timeout = opts.connection_timeout,
     memory_limit = opts.memory_limit, body_buffer = opts.body_buffer,
     ws_max_message = opts.ws_max_message, backlog = opts.backlog,
   }
   if not c then error(failure(msg, code), 2) end
-  local port = c:port()
+  local port = not opts.socket and c:port() or nil
   local self = setmetatable({
     _c = c, _handler = handler, _websocket = websocket, _protocols = opts.protocols,
     _log = opts.log or default_log, _tasks = {},
     port = port,
-    url = ("http://%s:%d"):format(host:find(":", 1, true) and "[" .. host .. "]" or host, port),
+    socket = opts.socket,
+    url = port and ("http://%s:%d"):format(host:find(":", 1, true) and "[" .. host .. "]" or host, port),
   }, Server)
   self._accept = scheduler.spawn(accept_loop, self)
   return self
@@ -534,6 +540,7 @@ end
 function Server:close()
   if self._c:closed() then return end
   self._c:close()
+  if self.socket then os.remove(self.socket) end   -- we made it
   local list = {}
   for t in pairs(self._tasks) do list[#list + 1] = t end
   for _, t in ipairs(list) do t:cancel() end

@@ -421,6 +421,18 @@ local function network_settings(ctx, params)
   if block == nil and allow == nil and domains == nil then
     raise(400, "at least one of networkBlockAll, networkAllowList or domainAllowList is required")
   end
+  -- a sandbox's network namespace is made when it starts: blocking or
+  -- unblocking cannot change a running one
+  if block ~= nil and block ~= rec.networkBlockAll then
+    if rec.state ~= "stopped" and rec.state ~= "archived" then
+      raise(409, format("networkBlockAll can only change while the sandbox is stopped locally "
+        .. "(it is %s); stop it, update, start it again", rec.state))
+    end
+    if block and not require("dtlocal.api.runner").UNIX_SOCKET then
+      raise(400, "networkBlockAll: a sandbox without network needs its toolbox daemon on a unix "
+        .. "socket, which this build of dtlocal cannot use yet (see doc/dtlocal.md)")
+    end
+  end
   -- the rules of the docs: blocking all, or unblocking, clears the allow list
   if block ~= nil then
     rec.networkBlockAll = block

@@ -312,6 +312,14 @@ function Manager:create(c)
     if vol.state ~= "ready" then raise(400, format("Volume %s is not ready (state %s)", v.volumeId, vol.state)) end
     v.volumeId = vol.id
   end
+  if c.networkBlockAll and not runner_mod.UNIX_SOCKET then
+    raise(400, "networkBlockAll: a sandbox without network needs its toolbox daemon on a unix "
+      .. "socket, which this build of dtlocal cannot use yet (see doc/dtlocal.md)")
+  end
+  if (c.networkAllowList and c.networkAllowList ~= "") or (c.domainAllowList and c.domainAllowList ~= "") then
+    self.log("note: networkAllowList/domainAllowList are recorded but not enforced by dtlocal "
+      .. "(sandboxes share the host's network)")
+  end
   local spare = self:take_spare(c)
   if spare then return spare end
   local id = model.uuid()
@@ -403,6 +411,9 @@ function Manager:refill()
   while #self.spares + self.warming < self.warm do
     self.warming = self.warming + 1
     local t = scheduler.spawn(function()
+      -- one loop turn first: the response that took a warm sandbox goes
+      -- out before this one forks the launcher
+      scheduler.sleep(0)
       local rec = model.new_record({}, model.uuid(), model.now_ms())
       rec.dtlocal.spare = true
       local ok, err = pcall(function()
