@@ -1591,6 +1591,17 @@ static void ws_io (WS *ws, int readable) {
     ws_teardown(ws, ws_final_code(ws));
     return;
   }
+  if (ws->pending_close && wslay_event_get_queued_msg_count(ctx) == 0) {
+    /* close() waited for the queued messages: wslay sends control frames
+    ** ahead of data, so queuing the close earlier would lose them */
+    ws->pending_close = 0;
+    wslay_event_queue_close(ctx, ws->pending_code,
+                            (const uint8_t *)ws->pending_reason, ws->pending_reason_len);
+    if (wslay_event_send(ctx) != 0) {
+      ws_teardown(ws, ws_final_code(ws));
+      return;
+    }
+  }
   if (ws->want_send && wslay_event_get_queued_msg_length(ctx) < WS_TX_BOUND / 2) {
     ws->want_send = 0;
     dt_signal(&ws->base);
@@ -1663,9 +1674,8 @@ static void on_upgrade (void *cls, struct MHD_Connection *c, void *req_cls,
   ws->timer_on = 1;
   ws->handles++;
   ws->state = WS_OPEN;
-  if (ws->pending_close)
-    wslay_event_queue_close(ws->ctx, ws->pending_code,
-                            (const uint8_t *)ws->pending_reason, ws->pending_reason_len);
+  /* a close() made before the upgrade completed is queued by ws_io once
+  ** the messages sent meanwhile are out */
   dt_signal(&ws->base);
   ws_io(ws, 1);
 }
@@ -1853,7 +1863,15 @@ static int ws_close (lua_State *L) {
     ws->pending_reason_len = rn;
     return 0;
   }
-  wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rn);
+  if (wslay_event_get_queued_msg_count(ws->ctx) > 0) {
+    /* data still queued: close once it is out (see ws_io) */
+    ws->pending_close = 1;
+    ws->pending_code = (uint16_t)code;
+    memcpy(ws->pending_reason, reason, rn);
+    ws->pending_reason_len = rn;
+  } else {
+    wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rn);
+  }
   ws_io(ws, 0);
   return 0;
 }
