@@ -5,6 +5,7 @@
 #   make test      run every spec with busted
 #   make asan      build with AddressSanitizer + UBSan and run the core specs
 #   make bench     run the benchmarks (QUICK=1 for a rough table)
+#   make docs      the API reference in build/doc/ (LDoc)
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
@@ -23,7 +24,7 @@ LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-dev \
             libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
-            lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time
+            lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time lua-ldoc
 
 CORE_SRC := $(filter-out csrc/dtlua.c csrc/sandbox_launcher.c,$(wildcard csrc/*.c))
 CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
@@ -94,6 +95,11 @@ asan:
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(BUSTED) --run=core
+
+# The API reference, generated from the LDoc comments (spec/docs_spec.lua
+# checks that every public function has one).
+docs:
+	ldoc -q .
 
 bench: all
 	bench/run $(if $(QUICK),--quick)
