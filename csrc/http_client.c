@@ -656,7 +656,7 @@ static const char *const known_opts[] = {
   "multipart", "response_file", "response_stream", "connect_timeout",
   "timeout", "idle_timeout", "follow_redirects", "max_redirects",
   "accept_encoding", "progress_interval", "ca_file", "insecure", "verbose",
-  NULL
+  "unix_socket", NULL
 };
 
 static void check_known (lua_State *L, int t) {
@@ -891,7 +891,7 @@ static int l_request (lua_State *L) {
   Http *h;
   Request *r;
   CURL *e;
-  const char *url, *method, *body, *body_file, *response_file, *ca_file, *bad;
+  const char *url, *method, *body, *body_file, *response_file, *ca_file, *bad, *unix_socket;
   size_t bodylen = 0, mlen = 0;
   int body_stream, response_stream, nbodies, has_expect, is_head;
   long connect_ms, total_ms, idle_ms, progress_ms;
@@ -912,6 +912,9 @@ static int l_request (lua_State *L) {
   response_file = opt_string(L, "response_file", NULL);
   response_stream = opt_bool(L, "response_stream");
   ca_file = opt_string(L, "ca_file", NULL);
+  unix_socket = opt_string(L, "unix_socket", NULL);
+  if (unix_socket && (unix_socket[0] != '/' || strlen(unix_socket) > 100))
+    luaL_error(L, "bad argument #1 to 'request' (option 'unix_socket' must be an absolute path of at most 100 bytes)");
   connect_ms = opt_ms(L, "connect_timeout");
   total_ms = opt_ms(L, "timeout");
   idle_ms = opt_ms(L, "idle_timeout");
@@ -951,6 +954,8 @@ static int l_request (lua_State *L) {
   SETOPT(CURLOPT_NOSIGNAL, 1L);
   SETOPT(CURLOPT_SHARE, h->share);
   SETOPT(CURLOPT_URL, url);
+  /* the URL's host then only names the Host header */
+  if (unix_socket) SETOPT(CURLOPT_UNIX_SOCKET_PATH, unix_socket);
   SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
   SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);

@@ -44,6 +44,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <strings.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -144,6 +147,7 @@ struct Conn {
   lws_retry_bo_t policy;
   int port, tls, tls_flags;
   char *hostname;           /* for the resolver */
+  char *unix_path;          /* "+/path": connect to a unix socket instead */
   char *host;               /* the Host header: host[:port] */
   char *path;               /* "/..." with the query */
   char *protocols;          /* "a,b" or NULL */
@@ -209,6 +213,7 @@ static void conn_free (Conn *c) {
   if (c->next) c->next->prev = c->prev;
   if (c->ai) uv_freeaddrinfo(c->ai);
   free(c->hostname);
+  free(c->unix_path);
   free(c->host);
   free(c->path);
   free(c->protocols);
@@ -268,15 +273,17 @@ static void conn_start (Conn *c) {
   struct addrinfo *a = c->ai_next;
   char addr[64];
   struct lws *wsi;
-  c->ai_next = a->ai_next;
-  if (a->ai_family == AF_INET6)
-    uv_ip6_name((const struct sockaddr_in6 *)a->ai_addr, addr, sizeof addr);
-  else
-    uv_ip4_name((const struct sockaddr_in *)a->ai_addr, addr, sizeof addr);
+  if (c->unix_path == NULL) {
+    c->ai_next = a->ai_next;
+    if (a->ai_family == AF_INET6)
+      uv_ip6_name((const struct sockaddr_in6 *)a->ai_addr, addr, sizeof addr);
+    else
+      uv_ip4_name((const struct sockaddr_in *)a->ai_addr, addr, sizeof addr);
+  }
   memset(&ci, 0, sizeof ci);
   ci.context = c->st->ctx;
   ci.vhost = c->vhost;
-  ci.address = addr;          /* lws copies it */
+  ci.address = c->unix_path ? c->unix_path : addr;   /* lws copies it */
   ci.port = c->port;
   ci.ssl_connection = c->tls ? (LCCSCF_USE_SSL | c->tls_flags) : 0;
   ci.path = c->path;
@@ -952,7 +959,7 @@ static const char *opt_string (lua_State *L, int opts, const char *k) {
 static void check_options (lua_State *L, int opts) {
   static const char *const known[] = {
     "url", "headers", "protocols", "ca_file", "insecure", "ping_interval",
-    "ping_timeout", "max_message", "recv_buffer", "send_buffer", NULL
+    "ping_timeout", "max_message", "recv_buffer", "send_buffer", "unix_socket", NULL
   };
   lua_pushnil(L);
   while (lua_next(L, opts)) {
@@ -981,7 +988,7 @@ static int l_connect (lua_State *L) {
   WsState *st;
   struct lws_context *ctx;
   struct lws_vhost *vh = NULL;
-  const char *url, *bad, *ca_file, *why = NULL, *headers, *protos;
+  const char *url, *bad, *ca_file, *why = NULL, *headers, *protos, *unix_socket;
   size_t headers_len;
   lua_Integer ping, ping_timeout;
   size_t max_message, recv_buffer, send_buffer;
@@ -998,6 +1005,11 @@ static int l_connect (lua_State *L) {
   if (url == NULL) return luaL_argerror(L, 1, "option 'url' is required");
   if ((bad = parse_url(url, &u)) != NULL) return luaL_argerror(L, 1, bad);
   ca_file = opt_string(L, 1, "ca_file");
+  unix_socket = opt_string(L, 1, "unix_socket");
+  if (unix_socket && (unix_socket[0] != '/' || strlen(unix_socket) > 100))
+    return luaL_argerror(L, 1, "option 'unix_socket' must be an absolute path of at most 100 bytes");
+  if (unix_socket && u.tls)
+    return luaL_argerror(L, 1, "option 'unix_socket' goes with ws://, not wss://");
   lua_getfield(L, 1, "insecure");
   insecure = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -1067,7 +1079,41 @@ static int l_connect (lua_State *L) {
   ws->conn = c;
   c->ws = ws;
   dt_pin(L, &ws->base, -1);
-  if (uv_inet_pton(AF_INET, c->hostname, &a4) == 0 ||
+  if (unix_socket) {
+    /* lws connects to a unix socket given as "+path" (LWS_WITH_UNIX_SOCK) */
+    size_t n = strlen(unix_socket);
+    c->unix_path = (char *)malloc(n + 2);
+    if (c->unix_path == NULL) {
+      set_error(ws, "ENOMEM", "out of memory");
+      ws_finish(ws);
+      return 1;
+    }
+    c->unix_path[0] = '+';
+    memcpy(c->unix_path + 1, unix_socket, n + 1);
+    /* lws reports no error for a unix socket nobody listens on (the
+    ** attempt just hangs): a unix connect answers at once, so probe first */
+    {
+      struct sockaddr_un sa;
+      int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = -1, e = 0;
+      memset(&sa, 0, sizeof sa);
+      sa.sun_family = AF_UNIX;
+      memcpy(sa.sun_path, unix_socket, n + 1);
+      if (fd >= 0) {
+        rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+        e = errno;
+        close(fd);
+      }
+      if (rc < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot connect to %s: %s", unix_socket, strerror(e));
+        set_error(ws, e == ENOENT || e == ECONNREFUSED ? "ECONNREFUSED" : uv_err_name(-e), msg);
+        ws_finish(ws);
+        return 1;
+      }
+    }
+    conn_start(c);
+  }
+  else if (uv_inet_pton(AF_INET, c->hostname, &a4) == 0 ||
       uv_inet_pton(AF_INET6, c->hostname, &a6) == 0) {
     /* a numeric host needs no resolver: connect now */
     struct addrinfo hints, *res = NULL;

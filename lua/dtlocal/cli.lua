@@ -23,8 +23,8 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
 
-local io, os, type, tostring, tonumber, ipairs, pcall, error, string =
-  io, os, type, tostring, tonumber, ipairs, pcall, error, string
+local io, os, type, tostring, tonumber, pcall, error, string, setmetatable, getmetatable, math =
+  io, os, type, tostring, tonumber, pcall, error, string, setmetatable, getmetatable, math
 local format = string.format
 
 local util = core.util
@@ -79,8 +79,11 @@ function M.state_home()
   return base .. "/dtlua"
 end
 
+--- The default state dir: $XDG_STATE_HOME/dtlua/server.
 function M.default_state_dir() return M.state_home() .. "/server" end
+--- The user's server description: $XDG_STATE_HOME/dtlua/dtlocal.json.
 function M.info_file() return M.state_home() .. "/dtlocal.json" end
+--- The background server's log: $XDG_STATE_HOME/dtlua/dtlocal.log.
 function M.log_file() return M.state_home() .. "/dtlocal.log" end
 
 local function json() return require("dtlocal.router").json end
@@ -268,6 +271,10 @@ local function start(opts)
   local ok, msg = store.mkdirs(M.state_home(), 448)
   if not ok then error("cannot create " .. M.state_home() .. ": " .. msg, 0) end
   os.remove(info_path)
+  -- the log shows the token: only for this user
+  local lf = io.open(M.log_file(), "ab")
+  if lf then lf:close() end
+  util.chmod(M.log_file(), 384)
   local cmd = { shell_quote(self_binary()), "serve" }
   if opts.host then cmd[#cmd + 1] = "--host " .. shell_quote(opts.host) end
   if opts.port then cmd[#cmd + 1] = "--port " .. opts.port end

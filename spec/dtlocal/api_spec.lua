@@ -298,6 +298,11 @@ describe("dtlocal control plane", function()
       assert.are.equal(401, http.request{ url = p.url .. "/hello.txt" }.status)
       local sp = ok(200, "GET", "/sandbox/" .. s.id .. "/ports/" .. port .. "/signed-preview-url")
       assert.are.equal("preview-body\n", http.request{ url = sp.url .. "/hello.txt" }.body)
+      ok(201, "POST", "/sandbox/" .. s.id .. "/ports/" .. port .. "/signed-preview-url/" .. sp.token .. "/expire")
+      assert.are.equal(401, http.request{ url = sp.url .. "/hello.txt" }.status)
+      -- a public sandbox needs no token
+      ok(201, "POST", "/sandbox/" .. s.id .. "/public/true")
+      assert.are.equal("preview-body\n", http.request{ url = p.url .. "/hello.txt" }.body)
       ok(200, "DELETE", "/sandbox/" .. s.id)
     end)
   end)
@@ -501,6 +506,14 @@ describe("dtlocal control plane", function()
       fails(409, "in use", "DELETE", "/volumes/" .. v.id)
       local s2 = create{ volumes = { { volumeId = v.id, mountPath = "/data" } } }
       assert.are.equal("in-volume\n", exec(s2.id, "cat /data/v.txt"))
+      -- a subpath: made on first use, the rest of the volume out of sight
+      local s3 = create{ volumes = { { volumeId = v.id, mountPath = "/sub", subpath = "tenant-a" } } }
+      exec(s3.id, "echo tenant > /sub/t.txt")
+      assert.are.equal("tenant\n", exec(s2.id, "cat /data/tenant-a/t.txt"))
+      local _, code = exec(s3.id, "test -e /sub/v.txt")
+      assert.are.equal(1, code)
+      fails(400, "subpath", "POST", "/sandbox", { volumes = { { volumeId = v.id, mountPath = "/x", subpath = "../up" } } })
+      ok(200, "DELETE", "/sandbox/" .. s3.id)
       fails(404, "Volume", "POST", "/sandbox", { volumes = { { volumeId = "nope", mountPath = "/x" } } })
       fails(400, "mountPath", "POST", "/sandbox", { volumes = { { volumeId = v.id, mountPath = "relative" } } })
       ok(200, "DELETE", "/sandbox/" .. s.id)
@@ -556,7 +569,7 @@ describe("dtlocal automatic transitions", function()
       srv = fast
       local ok_, err = pcall(function()
         local idle = create{ autoStopInterval = 3 }     -- 0.3 s
-        local busy = create{ autoStopInterval = 3 }
+        local busy = create{ autoStopInterval = 10 }    -- 1 s, touched every ~0.05 s
         local t_end = core.now() + 1.2
         while core.now() < t_end do                       -- activity on one of them
           exec(busy.id, "true")
@@ -576,5 +589,46 @@ describe("dtlocal automatic transitions", function()
       srv = saved
       if not ok_ then error(err, 0) end
     end)
+  end)
+end)
+
+describe("dtlocal uid slots", function()
+  local uids = require "dtlocal.api.uids"
+
+  it("never gives one slot to two owners, keeps and releases claims, sweeps stale ones", function()
+    local dir = helper.tmpdir()
+    local a = uids.new{ dir = dir .. "/reg", slots = 8 }
+    local b = uids.new{ dir = dir .. "/reg", slots = 8 }      -- another server, same registry
+    local owners, seen = {}, {}
+    for i = 1, 8 do
+      local owner = dir .. "/rec" .. i
+      local f = io.open(owner, "w"); f:write("x"); f:close()
+      local pool = i % 2 == 0 and a or b
+      local slot, first = pool:claim(owner)
+      assert.is_number(slot)
+      assert.is_nil(seen[slot])
+      seen[slot] = owner
+      owners[i] = { slot = slot, owner = owner }
+      assert.are.equal(uids.BASE + slot * uids.SIZE, first)
+    end
+    local none, msg = a:claim(dir .. "/rec9")
+    assert.is_nil(none)
+    assert.is_truthy(msg:find("taken", 1, true))
+    -- a server that restarts keeps its own claim, not another's
+    assert.is_true(b:keep(owners[1].slot, owners[1].owner))
+    assert.is_false(b:keep(owners[1].slot, owners[2].owner))
+    -- release frees the slot for the next claim
+    a:release(owners[3].slot, owners[3].owner)
+    local f = io.open(dir .. "/rec9", "w"); f:write("x"); f:close()
+    assert.are.equal(owners[3].slot, (a:claim(dir .. "/rec9")))
+    -- claims whose records are gone are stale once old enough
+    os.remove(owners[4].owner)
+    local saved = uids.STALE_AGE
+    uids.STALE_AGE = -1
+    local freed = a:sweep()
+    uids.STALE_AGE = saved
+    assert.are.equal(1, freed)
+    assert.are.equal(owners[4].slot, (b:claim(owners[4].owner .. "-new")))
+    helper.cleanup()
   end)
 end)

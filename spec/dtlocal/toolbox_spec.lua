@@ -118,7 +118,8 @@ describe("dtlocal toolbox", function()
         assert.is_truthy(e.modifiedAt:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d[%.%d]*Z$"), e.modifiedAt)
         assert.is_truthy(e.modTime:match("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%.%d]* %+0000 UTC$"), e.modTime)
         r = req("GET", "/files/info?path=" .. q(home .. "/proj/src/main.py"))
-        assert.are.same({ "group", "isDir", "modTime", "mode", "modifiedAt", "name", "owner", "permissions", "size" },
+        assert.are.same({ "group", "isDir", "modTime", "mode", "modifiedAt", "name", "owner", "path", "permissions",
+                          "size" },
           (function() local k = {} for n in pairs(r.json) do k[#k + 1] = n end table.sort(k) return k end)())
         assert.are.equal("main.py", r.json.name)
         assert.are.equal(12, r.json.size)
@@ -127,6 +128,11 @@ describe("dtlocal toolbox", function()
         req("POST", "/files/folder?path=empty&mode=")
         r = req("GET", "/files?path=empty")
         assert.are.equal("[]", r.body)
+        -- 0.218's depth: entries of subdirectories too, each with its full path
+        r = req("GET", "/files?path=proj&depth=2")
+        assert.are.same({ { "src", home .. "/proj/src" }, { "main.py", home .. "/proj/src/main.py" } },
+          { { r.json[1].name, r.json[1].path }, { r.json[2].name, r.json[2].path } })
+        assert_error(req("GET", "/files?path=proj&depth=0"), 400, "BAD_REQUEST", "depth")
         -- without path: the working directory
         r = req("GET", "/files")
         local names = {}
@@ -285,6 +291,33 @@ describe("dtlocal toolbox", function()
       end)
     end)
 
+    it("accepts a chunked bulk upload and keeps an overwritten file's mode", function()
+      helper.run(function()
+        write(home .. "/tool.sh", "old")
+        sh(("chmod 750 '%s/tool.sh'"):format(home))
+        local body = table.concat {
+          "--b0und\r\n", 'Content-Disposition: form-data; name="files[0].path"\r\n\r\n', "tool.sh\r\n",
+          "--b0und\r\n", 'Content-Disposition: form-data; name="files[0].file"; filename="tool.sh"\r\n',
+          "Content-Type: application/x-sh\r\n\r\n", ("#!/bin/sh\necho new\n"):rep(1000), "\r\n--b0und--\r\n",
+        }
+        -- odd-sized chunks, no Content-Length: what TS's uploadFileStream sends
+        local pos = 1
+        local r = http.request {
+          url = base .. "/files/bulk-upload", method = "POST", timeout = 10,
+          headers = { ["Content-Type"] = "multipart/form-data; boundary=b0und" },
+          body_producer = function()
+            if pos > #body then return nil end
+            local chunk = body:sub(pos, pos + 6)
+            pos = pos + 7
+            return chunk
+          end,
+        }
+        assert.are.equal(200, r.status, r.body)
+        assert.are.equal(("#!/bin/sh\necho new\n"):rep(1000), read(home .. "/tool.sh"))
+        assert.are.equal(488, core.util.stat(home .. "/tool.sh").mode)   -- 0750
+      end)
+    end)
+
     it("leaves no partial file when an upload is cut off", function()
       helper.run(function()
         write(home .. "/keep.txt", "original")
@@ -354,6 +387,11 @@ describe("dtlocal toolbox", function()
         assert.are.equal("error", parts[4].name)
         assert.are.equal("INVALID_FILE_PATH", json.decode(table.concat(parts[4].data)).code)
 
+        r = req("POST", "/files/bulk-download", { paths = { "", "a\0b", "dl.txt" } })
+        assert.are.equal(200, r.status)
+        local _, n400 = r.body:gsub("INVALID_FILE_PATH", "")
+        assert.are.equal(2, n400)
+        assert.is_truthy(r.body:find("download me", 1, true))
         r = req("POST", "/files/bulk-download", { paths = {} })
         assert.are.equal(400, r.status)
         assert.is_truthy(json.decode(r.body).error:find("non-empty", 1, true))
@@ -667,6 +705,80 @@ describe("dtlocal toolbox", function()
     end)
   end)
 
+  describe("code interpreter", function()
+    local function run(body, protocols)
+      local ws = websocket.connect(wsbase .. "/process/interpreter/execute", { protocols = protocols })
+      ws:send(json.encode(body))
+      local msgs = {}
+      for data, kind in ws:messages(20) do
+        assert.are.equal("text", kind)
+        local m = json.decode(data)
+        for _, k in ipairs { "type", "text", "name", "value", "traceback" } do
+          assert.is_string(m[k], "missing key " .. k)
+        end
+        msgs[#msgs + 1] = m
+      end
+      local out, err = {}, {}
+      for _, m in ipairs(msgs) do
+        if m.type == "stdout" then out[#out + 1] = m.text elseif m.type == "stderr" then err[#err + 1] = m.text end
+      end
+      return { msgs = msgs, stdout = table.concat(out), stderr = table.concat(err), code = ws.close_code,
+               reason = ws.close_reason, last = msgs[#msgs] }
+    end
+
+    it("keeps state per context, reports errors, times out with 4008", function()
+      helper.run(function()
+        if not require("dtlocal.toolbox.proc").which("python3") then
+          local r = run { code = "print(1)" }
+          assert.are.equal(1011, r.code)
+          return
+        end
+        local r = run { code = "x = 41\nprint('hi'); import sys; print('warn', file=sys.stderr)" }
+        assert.are.equal(1000, r.code)
+        assert.are.equal("hi\n", r.stdout)
+        assert.are.equal("warn\n", r.stderr)
+        assert.are.same({ "control", "completed" }, { r.last.type, r.last.text })
+        r = run { code = "import os\nprint(x + 1, os.environ.get('ONE'))", envs = { ONE = "1" } }
+        assert.are.equal("42 1\n", r.stdout)
+        r = run { code = "1/0" }
+        local e
+        for _, m in ipairs(r.msgs) do if m.type == "error" then e = m end end
+        assert.are.same({ "ZeroDivisionError", "division by zero" }, { e.name, e.value })
+        assert.is_truthy(e.traceback:find("ZeroDivisionError", 1, true))
+        -- a separate context has its own globals
+        local c = req("POST", "/process/interpreter/context", { cwd = "." })
+        assert.are.equal(200, c.status)
+        assert.are.equal("python", c.json.language)
+        r = run { code = "print('x' in globals())", contextId = c.json.id }
+        assert.are.equal("False\n", r.stdout)
+        local list = req("GET", "/process/interpreter/context").json.contexts
+        assert.are.equal(1, #list)
+        assert.are.equal(c.json.id, list[1].id)
+        assert.are.same({ message = "Context deleted successfully" },
+          req("DELETE", "/process/interpreter/context/" .. c.json.id).json)
+        r = run { code = "print(1)", contextId = c.json.id }
+        assert.are.equal(1008, r.code)
+        assert_error(req("DELETE", "/process/interpreter/context/default"), 400)
+        assert_error(req("POST", "/process/interpreter/context", { language = "ruby" }), 400, nil, "language")
+        -- timeout: interrupted, close 4008; the default context survives a caught interrupt
+        local t0 = core.now()
+        r = run { code = "import time\nprint('start')\ntime.sleep(30)", timeout = 1 }
+        assert.are.equal(4008, r.code)
+        assert.are.same({ "control", "interrupted" }, { r.last.type, r.last.text })
+        assert.is_true(core.now() - t0 < 5)
+        r = run { code = "print(x)" }
+        assert.are.equal("41\n", r.stdout)
+        r = run { code = "" }
+        assert.are.equal(1008, r.code)
+        -- a browser-style client gets its version token echoed
+        local ws = websocket.connect(wsbase .. "/process/interpreter/execute",
+                                     { protocols = { "X-Daytona-SDK-Version~" .. SDK } })
+        assert.are.equal("X-Daytona-SDK-Version~" .. SDK, ws.protocol)
+        ws:close()
+      end)
+    end)
+  end)
+
   describe("git", function()
     it("clones from a local bare remote, branches, commits, pushes, pulls and reports status", function()
       helper.run(function()
@@ -730,15 +842,44 @@ describe("dtlocal toolbox", function()
     end)
   end)
 
+  describe("main options", function()
+    it("serves on a unix socket and runs the entrypoint as a session", function()
+      helper.run(function()
+        local process = require "daytona.runtime.process"
+        local dir = helper.tmpdir()
+        local sock = dir .. "/toolbox.sock"
+        local other = toolbox.start { socket = sock, home = dir, state_dir = helper.tmpdir(),
+                                      entrypoint = "echo from-entrypoint; echo warn >&2" }
+        local function get(path)
+          local r = process.run({ "curl", "-s", "--unix-socket", sock, "-H", "X-Daytona-SDK-Version: " .. SDK,
+                                  "http://toolbox" .. path }, { timeout = 10 })
+          return json.decode(r.stdout)
+        end
+        assert.are.same({ dir = dir }, get("/work-dir"))
+        local logs = helper.eventually(function()
+          local s = get("/process/session/entrypoint")
+          return s.commands[1] and s.commands[1].exitCode == 0 and get("/process/session/entrypoint/logs")
+        end)
+        assert.are.same({ output = "\1\1\1from-entrypoint\n\2\2\2warn\n", stdout = "from-entrypoint\n",
+                          stderr = "warn\n" }, logs)
+        local s = get("/process/session/entrypoint")
+        assert.are.equal("entrypoint_command", s.commands[1].id)
+        -- the entrypoint session is not listed with the others
+        assert.are.same({}, get("/process/session"))
+        other:close()
+        assert.is_nil(core.util.stat(sock))
+      end)
+    end)
+  end)
+
   describe("unsupported features", function()
-    it("answers computer use, LSP and the interpreter with errors, not fake successes", function()
+    it("answers computer use, LSP and the proxy with errors, not fake successes", function()
       helper.run(function()
         local r = req("GET", "/computeruse/status")
         assert_error(r, 503)
         assert.are.equal("Computer-use functionality is not available", r.json.message)
         assert.is_string(r.json.details)
         assert_error(req("POST", "/lsp/start", { languageId = "python", pathToProject = "." }), 501, "NOT_IMPLEMENTED", "LSP")
-        assert_error(req("GET", "/process/interpreter/context"), 501, "NOT_IMPLEMENTED")
         assert_error(req("GET", "/proxy/8080/some/path"), 501, "NOT_IMPLEMENTED")
         r = req("GET", "/port")
         assert.are.equal(200, r.status)

@@ -12,8 +12,10 @@
 -- (stop the server, keep its state, start it again on the same state dir;
 -- updates the urls), stop = function() }. stop() ends the server (SIGTERM,
 -- then SIGKILL) and with it every sandbox it started, then removes the temp
--- dir. opts: minute_seconds (the server's --minute-seconds), state_dir (reuse
--- a state dir instead of a fresh one; it is not removed by stop).
+-- dir. The server runs under `setpriv --pdeathsig TERM` (when setpriv is
+-- there), so a spec process that dies without stop() takes it, and its
+-- sandboxes, along. opts: minute_seconds (the server's --minute-seconds),
+-- state_dir (reuse a state dir instead of a fresh one; not removed by stop).
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local process = require "daytona.runtime.process"
@@ -54,6 +56,14 @@ end
 
 local function launch(srv)
   local argv = { M.binary(), "serve", "--port", "0", "--state", srv.state_dir, "--token", srv.token }
+  -- if the spec process dies without stop() (a timeout, a kill), the server
+  -- gets SIGTERM and stops its sandboxes instead of living on
+  if os.execute("command -v setpriv >/dev/null 2>&1") then
+    table.insert(argv, 1, "--")
+    table.insert(argv, 1, "TERM")
+    table.insert(argv, 1, "--pdeathsig")
+    table.insert(argv, 1, "setpriv")
+  end
   if srv.minute_seconds then
     argv[#argv + 1] = "--minute-seconds"
     argv[#argv + 1] = tostring(srv.minute_seconds)

@@ -60,6 +60,8 @@
 --                  else "download"
 --   accept_encoding true: ask for and decode gzip/br/zstd
 --   ca_file, insecure, verbose   TLS trust file, skip verification, libcurl trace
+--   unix_socket      connect to this unix-domain socket path (the URL's host
+--                    then only names the Host header)
 --
 -- Response fields: status (integer), headers ({lower-case name = value};
 -- repeated fields joined with ", "), body (string, nil with response_file),
@@ -122,7 +124,7 @@ local KNOWN = {
   response_file = true, timeout = true, connect_timeout = true, idle_timeout = true,
   follow_redirects = true, max_redirects = true, on_progress = true,
   progress_interval = true, accept_encoding = true, ca_file = true, insecure = true,
-  verbose = true,
+  verbose = true, unix_socket = true,
 }
 
 -- level 5: argerror < core_options < start < request/stream < the caller
@@ -200,6 +202,7 @@ local function core_options(opts, fname)
     ca_file = opts.ca_file,
     insecure = opts.insecure,
     verbose = opts.verbose,
+    unix_socket = opts.unix_socket,
   }
   local headers = {}
   for k, v in pairs(opts.headers or {}) do headers[k] = v end

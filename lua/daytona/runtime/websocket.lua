@@ -24,6 +24,7 @@
 --     timeout        seconds to connect (default 30)
 --     ca_file        PEM file of CAs to trust instead of the system's
 --     insecure       true: skip certificate verification
+--     unix_socket    connect to this unix-domain socket path (ws:// only)
 --     ping_interval  idle seconds before a keepalive ping (default 30, 0 = none)
 --     ping_timeout   seconds to wait for the pong before hanging up (default 30)
 --     max_message    largest message accepted, bytes (default 64 MiB; a
@@ -110,7 +111,7 @@ local LOCAL = { EINVAL = true, ENOENT = true, EACCES = true, ENOMEM = true, ENOT
 local KNOWN = {
   headers = true, protocols = true, timeout = true, ca_file = true, insecure = true,
   ping_interval = true, ping_timeout = true, max_message = true, recv_buffer = true,
-  send_buffer = true,
+  send_buffer = true, unix_socket = true,
 }
 
 local function url_for_message(url)

@@ -80,6 +80,8 @@ local function pid_alive(pid)
   return cmd:find("dtlocal", 1, true) ~= nil or cmd:find("dtlua", 1, true) ~= nil
 end
 
+--- Take the state dir (server.lock/ with our pid); raises when another
+-- live server has it. A lock left by a dead server is broken.
 function App:lock()
   local dir = self.state_dir .. "/server.lock"
   for _ = 1, 2 do
@@ -104,6 +106,7 @@ function App:lock()
   error("cannot lock " .. self.state_dir, 0)
 end
 
+--- Release the state dir.
 function App:unlock()
   if self.lock_dir then
     os.remove(self.lock_dir .. "/pid")
@@ -116,10 +119,12 @@ end
 -- URLs and tokens used by the routes
 ---------------------------------------------------------------------------
 
+--- The preview URL of a sandbox's port.
 function App:preview_url(rec, port)
   return format("%s/preview/%s/%d", self.base_url, rec.id, port)
 end
 
+--- The sandbox's preview token (made when missing).
 function App:preview_token(rec)
   local t = rec.dtlocal.preview_token
   if not t then
@@ -130,7 +135,7 @@ function App:preview_token(rec)
   return t
 end
 
--- Signed preview tokens: 16 lower-case alphanumerics, per sandbox, with
+--- Signed preview tokens: 16 lower-case alphanumerics, per sandbox, with
 -- their port and expiry; the index maps each to its sandbox.
 function App:sign_preview(rec, port, seconds)
   local token = model.token(16, true)
@@ -145,12 +150,14 @@ function App:sign_preview(rec, port, seconds)
   return token
 end
 
+--- End a signed preview token.
 function App:expire_preview(rec, token)
   rec.dtlocal.signed[token] = nil
   self.signed[token] = nil
   self.mgr:save(rec)
 end
 
+--- The URL of a signed preview token.
 function App:signed_preview_url(token)
   return format("%s/preview/signed/%s", self.base_url, token)
 end
@@ -165,11 +172,12 @@ local function bearer(headers)
   return h:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
 end
 
+--- Whether `given` is the API token (constant-time comparison).
 function App:check_token(given)
   return type(given) == "string" and util.equal_ct(given, self.token)
 end
 
--- 401 unless the request carries the API token.
+--- 401 unless the request carries the API token.
 function App:require_api_token(ctx)
   local given = bearer(ctx.headers)
   if not given then
@@ -219,7 +227,7 @@ local function reply_json(ctx, status, body, headers)
   return ctx.req:respond(status, h, type(body) == "string" and body or json.encode(body))
 end
 
--- The control plane: /api/...
+--- The control plane: /api/...
 function App:api(ctx)
   self:require_api_token(ctx)
   local sub = ctx.path:sub(5)                      -- below /api
@@ -262,7 +270,7 @@ local function strip_param(qs, name)
   return table.concat(out, "&")
 end
 
--- /toolbox/{id}/{rest}: to the sandbox's daemon.
+--- /toolbox/{id}/{rest}: to the sandbox's daemon.
 function App:toolbox(ctx, key, rest, api_checked)
   local rec = self.mgr:lookup(key)
   local q = routes.parse_query(ctx.qs)
@@ -289,6 +297,7 @@ function App:toolbox(ctx, key, rest, api_checked)
   local prefix = "/toolbox/" .. rec.id
   local up_opts = {
     what = "the toolbox daemon of sandbox " .. rec.id,
+    unix_socket = inst.unix_socket,
     rewrite_location = function(loc)
       if loc:sub(1, 1) == "/" then return prefix .. loc end
       return loc
@@ -302,7 +311,7 @@ function App:toolbox(ctx, key, rest, api_checked)
   return proxy.forward(ctx, base .. target, up_opts)
 end
 
--- /preview/{id}/{port}/{rest} and /preview/signed/{token}/{rest}
+--- /preview/{id}/{port}/{rest} and /preview/signed/{token}/{rest}
 function App:preview(ctx)
   local p = ctx.path
   local rec, port, rest
@@ -354,7 +363,7 @@ function App:preview(ctx)
   return proxy.forward(ctx, base .. target, opts)
 end
 
--- Route one request by its first path segment.
+--- Route one request by its first path segment.
 function App:dispatch(ctx)
   local p = ctx.path
   if p == "/api" or p:sub(1, 5) == "/api/" then return self:api(ctx) end
@@ -371,6 +380,8 @@ local function redact(target)
   return (target:gsub("(DAYTONA_SANDBOX_AUTH_KEY=)[^&]*", "%1***"))
 end
 
+--- Handle one accepted request (a task body): dispatch, structured errors,
+-- one log line.
 function App:handle(req)
   local info = req:info()
   if not info then req:close(); return end
@@ -413,6 +424,7 @@ local function url_host(host)
   return host
 end
 
+--- Write server.json (and the user's description file when announcing).
 function App:write_info()
   local info = {
     api_url = self.api_url, toolbox_url = self.toolbox_url, token = self.token,

@@ -13,9 +13,9 @@
 local core = require "daytona.core"
 local router = require "dtlocal.router"
 
-local type, pairs, ipairs, tostring, tonumber, next, select =
-  type, pairs, ipairs, tostring, tonumber, next, select
-local mtype, floor, tointeger = math.type, math.floor, math.tointeger
+local type, pairs, ipairs, tonumber, next, io, os =
+  type, pairs, ipairs, tonumber, next, io, os
+local floor, tointeger = math.floor, math.tointeger
 local concat, format = table.concat, string.format
 
 local json = router.json
@@ -165,6 +165,7 @@ local function typename(v)
   return "a " .. type(v)
 end
 
+--- A string (opts.empty allows "", opts.max bounds the length; no NUL).
 function check.string(v, field, opts)
   opts = opts or {}
   if type(v) ~= "string" then raise(400, field .. " must be a string, not " .. typename(v)) end
@@ -176,6 +177,7 @@ function check.string(v, field, opts)
   return v
 end
 
+--- A boolean.
 function check.boolean(v, field)
   if type(v) ~= "boolean" then raise(400, field .. " must be a boolean, not " .. typename(v)) end
   return v
@@ -274,7 +276,7 @@ function check.domain_list(v, field)
   return concat(entries, ",")
 end
 
--- A sandbox name: what can be a path segment and a label value. The API
+--- A sandbox name: what can be a path segment and a label value. The API
 -- addresses sandboxes by id or name in one path segment, so no '/'.
 function check.name(v, field)
   check.string(v, field, { max = 255 })
@@ -286,6 +288,18 @@ end
 
 local ENV_KEY = "^[%a_][%w_]*$"
 local LABEL_KEY = "^[%w][%w%-%._/]*$"
+
+--- Labels: an object of strings, at most 64, keys of letters, digits,
+-- '-', '.', '_' and '/' (up to 253 bytes), values up to 1024 bytes.
+function M.check_labels(v)
+  local labels = check.strmap(v, "labels", { key_pattern = LABEL_KEY,
+    key_rule = "letters, digits, '-', '.', '_' and '/'", max = 64 })
+  for k, x in pairs(labels) do
+    if #k > 253 then raise(400, format("labels: key %q is too long (at most 253 characters)", k)) end
+    if #x > 1024 then raise(400, format("labels.%s is too long (at most 1024 characters)", k)) end
+  end
+  return labels
+end
 
 ---------------------------------------------------------------------------
 -- Create
@@ -335,13 +349,7 @@ function M.check_create(body)
     c.env = check.strmap(body.env, "env", { key_pattern = ENV_KEY, max = 200,
       key_rule = "letters, digits and '_', not starting with a digit" })
   end
-  if not absent(body.labels) then
-    c.labels = check.strmap(body.labels, "labels", { key_pattern = LABEL_KEY, key_rule = "letters, digits, '-', '.', '_' and '/'", max = 64 })
-    for k, v in pairs(c.labels) do
-      if #k > 253 then raise(400, format("labels: key %q is too long (at most 253 characters)", k)) end
-      if #v > 1024 then raise(400, format("labels.%s is too long (at most 1024 characters)", k)) end
-    end
-  end
+  if not absent(body.labels) then c.labels = M.check_labels(body.labels) end
   local lang = c.labels and c.labels[M.LANGUAGE_LABEL]
   if lang and not M.LANGUAGES[lang] then
     raise(400, format("labels.%s must be one of python, typescript, javascript (got %q)", M.LANGUAGE_LABEL, lang))

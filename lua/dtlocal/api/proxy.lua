@@ -18,9 +18,9 @@ local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
 local router = require "dtlocal.router"
 
-local type, pairs, ipairs, tostring, tonumber, pcall, error, string, table =
-  type, pairs, ipairs, tostring, tonumber, pcall, error, string, table
-local format, concat = string.format, table.concat
+local type, pairs, tostring, tonumber, pcall, error, string, math =
+  type, pairs, tostring, tonumber, pcall, error, string, math
+local format = string.format
 local raise = router.raise
 
 local M = {}
@@ -94,7 +94,8 @@ end
 
 --- Forward the request of ctx (see dtlocal.api) to `url` (an absolute
 -- http URL of the upstream, path and query included). opts.headers are
--- added to the upstream request. Answers the client itself; returns the
+-- added to the upstream request; opts.unix_socket connects to that socket
+-- instead of the URL's host (the URL then only names the path). Answers the client itself; returns the
 -- status sent (for the log). Raises HttpError 502 when the upstream cannot
 -- be reached before anything was sent.
 function M.forward(ctx, url, opts)
@@ -118,6 +119,8 @@ function M.forward(ctx, url, opts)
   end
   local ok, up = pcall(http.stream, {
     url = url,
+    -- the daemon's unix socket, when it listens on one (dtlocal.api.runner)
+    unix_socket = opts.unix_socket,
     method = ctx.method,
     headers = M.upstream_headers(ctx.headers, opts.headers),
     body_producer = producer,
@@ -139,7 +142,7 @@ function M.forward(ctx, url, opts)
   end
   local status = stream.status
   local clen = stream.headers and stream.headers["content-length"]
-  if clen and ctx.method ~= "HEAD" then headers["Content-Length"] = clen end
+  if clen then headers["Content-Length"] = clen end
   local rok = req:respond(status, headers)
   ctx.responded = true
   ctx.status = status
@@ -199,6 +202,7 @@ function M.websocket(ctx, url, opts)
   local websocket = require "daytona.runtime.websocket"
   local offered = parse_protocols(ctx.headers["sec-websocket-protocol"])
   local ok, up = pcall(websocket.connect, url, {
+    unix_socket = opts.unix_socket,
     protocols = #offered > 0 and offered or nil,
     headers = M.upstream_headers(ctx.headers, opts.headers, true),
     timeout = M.CONNECT_TIMEOUT,
@@ -246,17 +250,29 @@ function M.websocket(ctx, url, opts)
   local function up_send(data, kind)
     return (pcall(up.send, up, data, kind))
   end
-  local closed_by
-  local to_client = scheduler.spawn(function()
-    local code, reason = pump(up_recv, client_send)
-    closed_by = closed_by or "upstream"
-    pcall(ws.close, ws, code and code >= 1000 and code ~= 1005 and code ~= 1006 and code or 1000, reason or "")
-  end)
-  local to_up = scheduler.spawn(function()
-    local code, reason = pump(client_recv, up_send)
-    closed_by = closed_by or "client"
-    pcall(up.close, up, code and code >= 1000 and code ~= 1005 and code ~= 1006 and code or 1000, reason or "")
-  end)
+  -- A close code that may be sent on (1005/1006 only describe what
+  -- happened; they are not sent in a frame): the other side gets the same
+  -- code and reason, or 1011 when its peer broke off.
+  local function sendable(code)
+    if code and code >= 1000 and code <= 4999 and code ~= 1004 and code ~= 1005
+      and code ~= 1006 and code ~= 1015 then
+      return code
+    end
+    return nil
+  end
+  local function direction(recv, send, close_other)
+    return scheduler.spawn(function()
+      local ok, code, reason = pcall(pump, recv, send)
+      if not ok then
+        if errors.is(code, errors.CancelledError) then error(code, 0) end
+        code, reason = 1011, "peer connection lost"
+      end
+      local c = sendable(code)
+      pcall(close_other, c or (code == 1005 and 1000 or 1011), c and reason or "")
+    end)
+  end
+  local to_client = direction(up_recv, client_send, function(c, r) ws:close(c, r) end)
+  local to_up = direction(client_recv, up_send, function(c, r) up:close(c, r, 2) end)
   to_client.observed, to_up.observed = true, true
   local rok, rerr = pcall(function()
     while not (to_client:done() and to_up:done()) do

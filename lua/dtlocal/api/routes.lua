@@ -13,7 +13,7 @@ local volumes = require "dtlocal.api.volumes"
 
 local type, pairs, ipairs, tostring, tonumber, next, math, table =
   type, pairs, ipairs, tostring, tonumber, next, math, table
-local format, concat = string.format, table.concat
+local format = string.format
 local raise = router.raise
 local json = router.json
 local check = model.check
@@ -384,7 +384,7 @@ local function set_labels(ctx, params)
   local rec = find(ctx, params)
   local body = body_object(ctx, true)
   if absent(body.labels) then raise(400, "labels is required") end
-  local labels = check.strmap(body.labels, "labels", { max = 64 })
+  local labels = model.check_labels(body.labels)
   local lang = labels[model.LANGUAGE_LABEL]
   if lang and not model.LANGUAGES[lang] then
     raise(400, format("labels.%s must be one of python, typescript, javascript", model.LANGUAGE_LABEL))

@@ -155,7 +155,7 @@ function Runner:launch(spec)
   return inst
 end
 
--- What the launcher or the daemon last said on stderr, for an error
+--- What the launcher or the daemon last said on stderr, for an error
 -- reason: the launcher's own last message (its lines start with
 -- "dtlua-sandbox: "), else the last non-empty line; at most 300 bytes.
 function Instance:last_words()

@@ -28,6 +28,7 @@ local errors = require "daytona.errors"
 local router = require "dtlocal.router"
 local model = require "dtlocal.api.model"
 local runner_mod = require "dtlocal.api.runner"
+local store_mod = require "dtlocal.api.store"
 
 local type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math =
   type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math
@@ -75,6 +76,7 @@ end
 -- Lookup
 ---------------------------------------------------------------------------
 
+--- The runtime state of a sandbox (made on first use): inst, op, conns...
 function Manager:rtof(rec)
   local rt = self.rt[rec.id]
   if not rt then rt = { conns = 0 }; self.rt[rec.id] = rt end
@@ -114,17 +116,19 @@ end
 -- Persistence and state
 ---------------------------------------------------------------------------
 
+--- The path of a sandbox's record file (also its uid slot's owner).
 function Manager:record_path(rec)
   return self.store:sandbox_dir(rec.id) .. "/sandbox.json"
 end
 
+--- Save a record now (activity included).
 function Manager:save(rec)
   rec.lastActivityAt = model.iso(rec.dtlocal.activity_ms)
   self.store:save(rec)
   self:rtof(rec).dirty = false
 end
 
--- Move a record to a state, stamp it, save it, log it.
+--- Move a record to a state, stamp it, save it, log it.
 function Manager:set_state(rec, state, reason)
   local old = rec.state
   local now = model.now_ms()
@@ -181,7 +185,7 @@ local function wait_op(rt, seconds)
   while not op:done() and not t:done() do scheduler.wait(op, t) end
 end
 
--- Run fn(self, rec, ...) as rec's transition `kind`; refuse (409) while
+--- Run fn(self, rec, ...) as rec's transition `kind`; refuse (409) while
 -- another one runs, join a running one of the same kind. Waits at most
 -- M.WAIT seconds for it (0: do not wait).
 function Manager:transition(rec, kind, wait, fn, ...)
@@ -207,7 +211,7 @@ function Manager:transition(rec, kind, wait, fn, ...)
   if wait ~= 0 then wait_op(rt, wait or M.WAIT) end
 end
 
--- The body of start/create: launch the sandbox and wait until its toolbox
+--- The body of start/create: launch the sandbox and wait until its toolbox
 -- daemon answers.
 function Manager:do_start(rec)
   local rt = self:rtof(rec)
@@ -225,7 +229,13 @@ function Manager:do_start(rec)
     local vol = self.volumes(v.volumeId)
     if not vol then error("volume " .. v.volumeId .. " no longer exists", 0) end
     local host = vol.dtlocal.data_dir
-    if v.subpath then host = host .. "/" .. v.subpath end
+    if v.subpath then
+      -- a subpath is made on first use, writable like the volume itself
+      host = host .. "/" .. v.subpath
+      local ok, msg = store_mod.mkdirs(host, 511)
+      if not ok then error("volume " .. v.volumeId .. ": " .. msg, 0) end
+      core.util.chmod(host, 511)
+    end
     vols[#vols + 1] = { host = host, path = v.mountPath }
   end
   local spec = {
@@ -257,7 +267,7 @@ function Manager:do_start(rec)
   end
 end
 
--- Watch a sandbox's init: if it ends without being asked to, the sandbox
+--- Watch a sandbox's init: if it ends without being asked to, the sandbox
 -- is in error (recoverable).
 function Manager:watch(rec, inst)
   local t = scheduler.spawn(function()
@@ -282,7 +292,7 @@ function Manager:watch(rec, inst)
   t.name = "watch " .. rec.id
 end
 
--- Stop the init of a sandbox (SIGTERM, SIGKILL after the grace period, or
+--- Stop the init of a sandbox (SIGTERM, SIGKILL after the grace period, or
 -- SIGKILL at once when forced) and wait until it is gone.
 function Manager:kill(rec, force)
   local rt = self:rtof(rec)
@@ -387,7 +397,7 @@ function Manager:take_spare(c)
   return nil
 end
 
--- Forget a warm sandbox and remove its files (in the background).
+--- Forget a warm sandbox and remove its files (in the background).
 function Manager:drop_spare(rec, why)
   for i, r in ipairs(self.spares) do
     if r == rec then table.remove(self.spares, i); break end
@@ -464,7 +474,7 @@ function Manager:recover(rec)
   return self:start(rec)
 end
 
--- The body of stop: kill, stopped, and for an ephemeral sandbox delete.
+--- The body of stop: kill, stopped, and for an ephemeral sandbox delete.
 function Manager:do_stop(rec, force)
   self:set_state(rec, "stopping")
   self:kill(rec, force)
@@ -472,22 +482,20 @@ function Manager:do_stop(rec, force)
   if rec.autoDeleteInterval == 0 then self:do_delete(rec) end
 end
 
---- Stop a started sandbox (force: SIGKILL instead of SIGTERM).
-function Manager:stop(rec, force)
+--- Stop a started sandbox (force: SIGKILL instead of SIGTERM). Waits for
+-- the stop like the other transitions, at most `wait` seconds (default
+-- M.WAIT; 0: not at all).
+function Manager:stop(rec, force, wait)
   local s = rec.state
-  if s == "stopping" then
-    self:transition(rec, "stop", nil, self.do_stop, force)
-    return rec
-  end
   if s == "stopped" then return rec end
-  if s ~= "started" and s ~= "error" then
+  if s ~= "started" and s ~= "error" and s ~= "stopping" then
     raise(409, format("Sandbox is %s and cannot be stopped", s))
   end
-  self:transition(rec, "stop", nil, self.do_stop, force)
+  self:transition(rec, "stop", wait, self.do_stop, force)
   return rec
 end
 
--- The body of delete: kill, remove the tree (record included), release
+--- The body of delete: kill, remove the tree (record included), release
 -- the uid slot, forget. If the files cannot be removed the sandbox ends in
 -- error (its record written again), and a later delete tries again.
 function Manager:do_delete(rec)
@@ -609,7 +617,6 @@ function Manager:load()
       -- one is claimed at the next start
       self.log("sandbox %s: uid slot %d is taken by another sandbox; a new one will be used", rec.id, d.uid_slot)
       d.uid_slot, d.uid_first = nil, nil
-      d.reown = true
     end
     local s = rec.state
     if s == "started" or s == "starting" or s == "creating" or s == "restoring" then
@@ -629,7 +636,7 @@ function Manager:load()
   return #recs, #restart
 end
 
--- Deadlines of the automatic transitions for one record (ms), checked by
+--- Deadlines of the automatic transitions for one record (ms), checked by
 -- the sweeper. Returns the action due now, if any.
 function Manager:due(rec, now)
   local d = rec.dtlocal
@@ -665,7 +672,7 @@ function Manager:sweep()
     if action then
       self.log("sandbox %s: auto-%s", rec.id, action)
       local ok, err = pcall(function()
-        if action == "stop" then self:stop(rec, false)   -- waits; fine in the sweeper task
+        if action == "stop" then self:stop(rec, false, 0)
         elseif action == "archive" then self:archive(rec)
         else self:delete(rec) end
       end)

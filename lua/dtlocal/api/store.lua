@@ -102,7 +102,9 @@ function M.new(dir)
   return st
 end
 
+--- The directory of a sandbox (its record and the launcher's root dir).
 function Store:sandbox_dir(id) return self.sandboxes .. "/" .. id end
+--- The directory of a volume (its record and data/).
 function Store:volume_dir(id) return self.volumes .. "/" .. id end
 
 --- Save a sandbox record atomically (creating its directory).
@@ -160,10 +162,12 @@ function Store:save_volume(vol)
   if not ok then error("cannot save volume " .. vol.id .. ": " .. tostring(msg), 0) end
 end
 
+--- Remove a volume record (the file only).
 function Store:remove_volume(id)
   os.remove(self:volume_dir(id) .. "/volume.json")
 end
 
+--- Every volume record on disk, and warnings for unreadable ones.
 function Store:load_volumes()
   return load_dir(self.volumes, "volume.json")
 end

@@ -82,11 +82,12 @@ local function write_owner(path, owner)
   return ok and true or false
 end
 
+--- The claim directory of a slot.
 function Pool:slot_dir(slot)
   return self.dir .. "/" .. slot
 end
 
--- Try to take slot for owner: true, or false if it is taken.
+--- Try to take slot for owner: true, or false if it is taken.
 function Pool:try(slot, owner)
   local dir = self:slot_dir(slot)
   local ok, _, code = util.mkdir(dir, 448)

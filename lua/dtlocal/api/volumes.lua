@@ -22,6 +22,7 @@ local Volumes = {}
 Volumes.__index = Volumes
 Volumes.__name = "dtlocal.Volumes"
 
+--- The volumes of a server. opts: store, runner (removes trees), log.
 function M.new(opts)
   return setmetatable({ store = opts.store, runner = opts.runner, log = opts.log or function() end,
                         by_id = {} }, Volumes)
@@ -81,6 +82,7 @@ function Volumes:create(name)
   return v
 end
 
+--- Forget a volume and remove its files.
 function Volumes:finish_delete(v)
   self.store:remove_volume(v.id)
   self.by_id[v.id] = nil
@@ -96,12 +98,6 @@ function Volumes:delete(v, in_use)
   v.updatedAt = model.iso()
   self.store:save_volume(v)
   self:finish_delete(v)
-end
-
---- Mark a volume used now (lastUsedAt).
-function Volumes:used(v)
-  v.lastUsedAt = model.iso()
-  self.store:save_volume(v)
 end
 
 --- The VolumeDto of a volume.

@@ -21,6 +21,15 @@ local M = {}
 M.json = json
 M.raise = raise
 
+--- A random UUID (version 4), for command and context ids.
+function M.uuid()
+  local b = { util.random_bytes(16):byte(1, 16) }
+  b[7] = (b[7] & 0x0f) | 0x40
+  b[9] = (b[9] & 0x3f) | 0x80
+  local h = util.hex(string.char(table.unpack(b)))
+  return ("%s-%s-%s-%s-%s"):format(h:sub(1, 8), h:sub(9, 12), h:sub(13, 16), h:sub(17, 20), h:sub(21, 32))
+end
+
 ---------------------------------------------------------------------------
 -- Request bodies and fields
 ---------------------------------------------------------------------------

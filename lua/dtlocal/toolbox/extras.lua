@@ -4,9 +4,9 @@
 -- GET /port lists the TCP ports listening in the sandbox (from
 -- /proc/net/tcp and tcp6); GET /port/{port}/in-use tells one.
 -- Computer use answers the protocol's own 503 ("Computer-use functionality
--- is not available", with details and a solution); LSP, the stateful code
--- interpreter and the port proxy answer 501 NOT_IMPLEMENTED naming the
--- feature. No route here pretends to succeed.
+-- is not available", with details and a solution); LSP and the port proxy
+-- answer 501 NOT_IMPLEMENTED naming the feature. No route here pretends to
+-- succeed.
 local router = require "dtlocal.router"
 
 local raise = router.raise
@@ -94,11 +94,6 @@ function M.add_routes(r)
     r:add("GET", path, lsp)
     r:add("POST", path, lsp)
   end
-  local interp = not_implemented("The stateful code interpreter (/process/interpreter)")
-  r:add("GET", "/process/interpreter/context", interp)
-  r:add("POST", "/process/interpreter/context", interp)
-  r:add("DELETE", "/process/interpreter/context/{id}", interp)
-  r:add("GET", "/process/interpreter/execute", interp)
   local proxy = not_implemented("The in-sandbox port proxy (/proxy/{port}/...)")
   for _, m in ipairs { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS" } do
     r:add(m, "/proxy/{port}/{path*}", proxy)

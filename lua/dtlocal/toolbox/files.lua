@@ -51,27 +51,52 @@ end
 -- list / info / folder / delete / move / permissions
 ---------------------------------------------------------------------------
 
+-- Append the entries of dir (sorted, lstat'ed; failures skipped) to out,
+-- descending `depth - 1` more levels into real (not symlinked) directories.
+local function list_into(out, dir, depth, tick)
+  local names = util.readdir(dir)
+  if not names then return end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    tick()
+    local path = join(dir, name)
+    local st = util.stat(path, false)
+    if st then
+      local info = common.file_info(name, st)
+      info.path = path
+      out[#out + 1] = info
+      if depth > 1 and st.type == "directory" then list_into(out, path, depth - 1, tick) end
+    end
+  end
+end
+
 function M.list(app, ctx)
-  local path = resolve(app, ctx.query.path ~= "" and ctx.query.path or ".", "path")
+  local q = ctx.query
+  local path = resolve(app, (q.path and q.path ~= "") and q.path or ".", "path")
+  local depth = 1
+  if q.depth and q.depth ~= "" then
+    depth = q.depth:match("^%d+$") and math.tointeger(tonumber(q.depth))
+    if not depth or depth < 1 then
+      raise(400, ("depth: must be an integer of at least 1 (got %q)"):format(q.depth), "BAD_REQUEST")
+    end
+  end
   local st = stat_or_fail(path)
   if st.type ~= "directory" then
     raise(400, path .. ": not a directory", "BAD_REQUEST")
   end
-  local names, msg, code = util.readdir(path)
-  if not names then fs_fail(path, msg, code) end
-  table.sort(names)
+  local _, msg, code = util.readdir(path)
+  if msg then fs_fail(path, msg, code) end
   local out = json.array()
-  for _, name in ipairs(names) do
-    local est = util.stat(join(path, name), false)
-    if est then out[#out + 1] = common.file_info(name, est) end
-  end
+  list_into(out, path, depth, make_ticker(200))
   return ctx:reply_json(200, out)
 end
 
 function M.info(app, ctx)
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local st = stat_or_fail(path)
-  return ctx:reply_json(200, common.file_info(common.basename(path), st))
+  local info = common.file_info(common.basename(path), st)
+  info.path = path
+  return ctx:reply_json(200, info)
 end
 
 function M.folder(app, ctx)
@@ -340,6 +365,8 @@ local function open_upload(path)
   local tmp = common.temp_beside(path)
   local f, err = io.open(tmp, "wb")
   if not f then return nil, err, "EACCES" end
+  -- an overwritten file keeps its permission bits, as an in-place write would
+  if dst and dst.type == "file" then util.chmod(tmp, dst.mode) end
   return setmetatable({ path = path, tmp = tmp, f = f, bytes = 0 }, Upload)
 end
 
@@ -586,11 +613,12 @@ function M.bulk_download(app, ctx)
   })
   local ok, perr = pcall(function()
     for _, req_path in ipairs(paths) do
-      local path = req_path ~= "" and common.resolve(app, req_path, "paths") or nil
+      local rok, path = pcall(common.resolve, app, req_path, "paths")
       local st, msg, code
-      if path then st, msg, code = util.stat(path, true) end
-      if not path then
-        out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH", "invalid file path: empty path"))
+      if rok then st, msg, code = util.stat(path, true) end
+      if not rok then
+        out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH",
+                             "invalid file path: " .. (req_path == "" and "empty path" or "contains a NUL byte")))
       elseif not st then
         if code == "EACCES" or code == "EPERM" then
           out:write(error_part(ctx, req_path, 403, "FILE_ACCESS_DENIED", "access denied: " .. req_path))

@@ -1,7 +1,8 @@
 --- dtlocal.toolbox: the in-sandbox toolbox daemon (protocol §4, §5, §6.2).
 --
 -- Serves Daytona's toolbox API — files, one-shot execution, sessions, PTYs,
--- git, info — over our core's HTTP/WebSocket server. Inside a sandbox it
+-- the Python code interpreter, git, ports, info — over our core's
+-- HTTP/WebSocket server. Inside a sandbox it
 -- runs as the `daytona` user (home /home/daytona, also the working
 -- directory) and does every file, process and git operation itself with
 -- plain paths; on the host it serves its own specs from a temp dir.
@@ -17,8 +18,8 @@
 --   serves from that task; elsewhere it runs the scheduler itself. Raises a
 --   plain error when it cannot listen. opts:
 --     listen      "HOST:PORT" (default "127.0.0.1:2280"; port 0 picks one)
---     socket      path of a unix socket to listen on instead (needs the
---                 core server's unix-socket support; an error until then)
+--     socket      path of a unix socket to listen on instead (the file is
+--                 removed again on close)
 --     home        the user's home (default $HOME, else /home/daytona)
 --     workdir     where relative paths resolve and commands start
 --                 (default: home)
@@ -30,15 +31,14 @@
 --     log         function(line) for one line per request (default: none)
 --
 -- toolbox.start(opts) -> Server
---   The same, but returns at once (call it inside a task): srv.url,
---   srv.port, srv.app (the daemon state) and srv:close() which stops
---   serving and everything the daemon started.
+--   The same, but returns at once (call it inside a task): srv.url and
+--   srv.port (TCP) or srv.socket (unix), srv.app (the daemon state) and
+--   srv:close() which stops serving and everything the daemon started.
 --
 -- Conventions: every handler validates its input and answers errors with
 -- the structured body of dtlocal.router (statusCode, message, code, error,
 -- timestamp, path, method). Unsupported features (computer use, LSP, the
--- code interpreter, the port proxy) answer with an error that says so —
--- never a fake success.
+-- port proxy) answer with an error that says so — never a fake success.
 --
 -- Handlers are functions (app, ctx). ctx:
 --   ctx.method, ctx.path (raw path, no query), ctx.query (decoded table),
@@ -67,6 +67,7 @@ local exec = require "dtlocal.toolbox.exec"
 local sessions = require "dtlocal.toolbox.sessions"
 local pty = require "dtlocal.toolbox.pty"
 local git = require "dtlocal.toolbox.git"
+local interpreter = require "dtlocal.toolbox.interpreter"
 local extras = require "dtlocal.toolbox.extras"
 
 local util = core.util
@@ -128,6 +129,10 @@ local function build_router()
   add("DELETE", "/process/pty/{sessionId}", pty.delete)
   add("POST", "/process/pty/{sessionId}/resize", pty.resize)
   add("GET", "/process/pty/{sessionId}/connect", pty.connect)
+  add("POST", "/process/interpreter/context", interpreter.create)
+  add("GET", "/process/interpreter/context", interpreter.list)
+  add("DELETE", "/process/interpreter/context/{id}", interpreter.delete)
+  add("GET", "/process/interpreter/execute", interpreter.execute)
   -- git
   add("POST", "/git/clone", git.clone)
   add("GET", "/git/status", git.status)
@@ -234,16 +239,9 @@ WS.__index = WS
 function WS:send(data, kind) return self.ws:send(data, kind or "binary") end
 function WS:receive() return self.ws:receive() end
 function WS:close(code, reason)
-  -- A close queued while the 101 is still on its way would overtake the
-  -- messages queued before it (wslay sends control frames first): wait for
-  -- the upgrade to complete (the core signals the socket then), 5 s at most.
-  local c = self.ws._c
-  if c and self.ws:state() == "connecting" then
-    local t <close> = core.timer(5000)
-    while self.ws:state() == "connecting" and not t:done() do wait(c, t) end
-  end
   if self.ws:state() ~= "closed" then self.ws:close(code, reason) end
 end
+
 function WS:abort() self.ws:abort() end
 
 function Ctx:upgrade(protocol)
@@ -366,22 +364,25 @@ end
 --- Start serving in the background (call inside a task); returns a Server.
 function M.start(opts)
   opts = opts or {}
+  local host, port, where
   if opts.socket then
-    error("toolbox: listening on a unix socket needs unix-socket support in the core server " ..
-          "(core.server.listen); use listen = \"127.0.0.1:0\" meanwhile", 0)
+    where = opts.socket
+  else
+    if opts.host and opts.port then host, port = opts.host, opts.port
+    else host, port = parse_listen(opts.listen or "127.0.0.1:2280") end
+    where = ("%s:%d"):format(host, port)
   end
-  local host, port
-  if opts.host and opts.port then host, port = opts.host, opts.port
-  else host, port = parse_listen(opts.listen or "127.0.0.1:2280") end
   local app = new_app(opts)
   local ok, srv = pcall(server.listen, {
-    host = host, port = port, log = opts.log or function() end,
+    host = host, port = port, socket = opts.socket, log = opts.log or function() end,
     handler = function(req, res) return handle(app, req, res) end,
   })
   if not ok then
-    error(("toolbox: cannot listen on %s:%d: %s"):format(host, port, tostring(srv)), 0)
+    if app.own_state_dir then os.execute("rm -rf '" .. app.state_dir:gsub("'", "'\\''") .. "'") end
+    error(("toolbox: cannot listen on %s: %s"):format(where, tostring(srv)), 0)
   end
-  local self = setmetatable({ app = app, srv = srv, port = srv.port, url = srv.url, host = host }, Server)
+  local self = setmetatable({ app = app, srv = srv, port = srv.port, url = srv.url, host = host,
+                              socket = opts.socket }, Server)
   if opts.entrypoint then sessions.start_entrypoint(app, opts.entrypoint) end
   return self
 end
@@ -393,6 +394,7 @@ function Server:close()
   self.srv:close()
   sessions.shutdown(self.app)
   pty.shutdown(self.app)
+  interpreter.shutdown(self.app)
   if self.app.own_state_dir then
     os.execute("rm -rf '" .. self.app.state_dir:gsub("'", "'\\''") .. "'")
   end

@@ -66,7 +66,8 @@ end
 function Pty:start()
   if self.proc or self.exited then return end
   local env = common.child_env(self.app, self.envs)
-  if not env.TERM then env.TERM = "xterm-256color" end
+  -- the terminal is an xterm-256color unless the request says otherwise
+  if not self.envs.TERM then env.TERM = "xterm-256color" end
   local p, msg = proc.spawn { argv = { self.app.shell, "-i", "-l" }, cwd = self.cwd, env = env,
                               pty = { cols = self.cols, rows = self.rows } }
   if not p then error("failed to start the PTY shell: " .. tostring(msg), 0) end
@@ -276,18 +277,21 @@ local function serve_client(s, ws, exit_control)
   s.clients[client] = true
   local left = false
   local reader = scheduler.spawn(function()
-    while true do
-      local data, kind = ws:receive()
-      if not data then break end
-      if #data > MAX_IN_MESSAGE then
-        client.kick = { 1009, "message too big" }
-        break
+    -- a broken connection raises: either way the client has left
+    pcall(function()
+      while true do
+        local data = ws:receive()
+        if not data then break end
+        if #data > MAX_IN_MESSAGE then
+          client.kick = { 1009, "message too big" }
+          break
+        end
+        if s.proc and not s.exited then
+          local ok = s.proc:write(data)
+          if ok == nil then client.kick = { 1011, "PTY session unavailable" }; break end
+        end
       end
-      if s.proc and not s.exited then
-        local ok = s.proc:write(data)
-        if ok == nil then client.kick = { 1011, "PTY session unavailable" }; break end
-      end
-    end
+    end)
     left = true
     client.event:notify()
   end)

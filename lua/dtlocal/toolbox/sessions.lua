@@ -45,14 +45,7 @@ local FRAME = 1024                 -- bytes per WebSocket frame of a followed lo
 local ENTRYPOINT = "entrypoint"
 local ENTRYPOINT_CMD = "entrypoint_command"
 
-local function new_id()
-  -- a random UUID (version 4)
-  local b = { util.random_bytes(16):byte(1, 16) }
-  b[7] = (b[7] & 0x0f) | 0x40
-  b[9] = (b[9] & 0x3f) | 0x80
-  local h = util.hex(string.char(table.unpack(b)))
-  return ("%s-%s-%s-%s-%s"):format(h:sub(1, 8), h:sub(9, 12), h:sub(13, 16), h:sub(17, 20), h:sub(21, 32))
-end
+local new_id = common.uuid
 
 local function shquote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
@@ -547,7 +540,8 @@ local function stream_log(ctx, cmd, follow, mode, owner)
   local gone = false
   -- a reader notices the client leaving and answers its pings
   local reader = scheduler.spawn(function()
-    while ws:receive() do end
+    -- a broken connection raises: either way the client is gone
+    pcall(function() while ws:receive() do end end)
     gone = true
     cmd.event:notify()
   end)
