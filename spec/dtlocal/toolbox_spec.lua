@@ -831,6 +831,10 @@ describe("dtlocal toolbox", function()
         assert.are.equal("Ann", r.json[2].author)
         assert.are.equal(200, req("POST", "/git/checkout", { path = "repo", branch = "main" }).status)
         assert.are.equal(204, req("DELETE", "/git/branches", { path = "repo", name = "feature" }).status)
+        -- a fresh repository: empty history, status on its unborn branch
+        sh(("git init -q -b trunk '%s/fresh'"):format(home))
+        assert.are.equal("[]", req("GET", "/git/history?path=fresh").body)
+        assert.are.equal("trunk", req("GET", "/git/status?path=fresh").json.currentBranch)
         -- errors: missing repo, unknown branch, bad body
         assert_error(req("GET", "/git/status?path=nothere"), 404)
         assert_error(req("POST", "/git/checkout", { path = "repo", branch = "no-such-branch" }), 404)
@@ -845,15 +849,15 @@ describe("dtlocal toolbox", function()
   describe("main options", function()
     it("serves on a unix socket and runs the entrypoint as a session", function()
       helper.run(function()
-        local process = require "daytona.runtime.process"
         local dir = helper.tmpdir()
         local sock = dir .. "/toolbox.sock"
         local other = toolbox.start { socket = sock, home = dir, state_dir = helper.tmpdir(),
                                       entrypoint = "echo from-entrypoint; echo warn >&2" }
         local function get(path)
-          local r = process.run({ "curl", "-s", "--unix-socket", sock, "-H", "X-Daytona-SDK-Version: " .. SDK,
-                                  "http://toolbox" .. path }, { timeout = 10 })
-          return json.decode(r.stdout)
+          local r = http.request { url = "http://toolbox" .. path, unix_socket = sock, timeout = 10,
+                                   headers = { ["X-Daytona-SDK-Version"] = SDK } }
+          assert.are.equal(200, r.status, r.body)
+          return json.decode(r.body)
         end
         assert.are.same({ dir = dir }, get("/work-dir"))
         local logs = helper.eventually(function()
@@ -868,6 +872,12 @@ describe("dtlocal toolbox", function()
         assert.are.same({}, get("/process/session"))
         other:close()
         assert.is_nil(core.util.stat(sock))
+        -- a stale socket file (a daemon that died) is replaced
+        sh(("python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.bind(\"%s\")'"):format(sock))
+        assert.are.equal("socket", core.util.stat(sock).type)
+        other = toolbox.start { socket = sock, home = dir, state_dir = helper.tmpdir() }
+        assert.are.same({ dir = dir }, get("/work-dir"))
+        other:close()
       end)
     end)
   end)

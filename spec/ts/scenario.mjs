@@ -156,7 +156,19 @@ try {
   await step('delete', async () => {
     await sb.delete()
     created.pop()
-    await assert.rejects(daytona.get(sb.id))
+    // deleting is asynchronous: the sandbox reads as destroying, then is gone
+    let gone = false
+    for (let i = 0; i < 100 && !gone; i++) {
+      try {
+        const s = await daytona.get(sb.id)
+        assert.ok(['destroying', 'destroyed'].includes(s.state), `state after delete: ${s.state}`)
+        await new Promise((r) => setTimeout(r, 50))
+      } catch (e) {
+        assert.match(String(e.message), /not found/i)
+        gone = true
+      }
+    }
+    assert.ok(gone, 'the deleted sandbox is gone')
   })
   console.log('scenario: all steps passed')
 } catch (err) {
@@ -164,4 +176,7 @@ try {
 } finally {
   for (const s of created) { try { await s.delete() } catch { /* cleaned up by the spec */ } }
   rmSync(local, { recursive: true, force: true })
+  // the SDK's event channel (Socket.IO, which dtlocal does not offer) keeps
+  // reconnecting and would keep node alive: the scenario is over
+  process.exit(process.exitCode ?? 0)
 }

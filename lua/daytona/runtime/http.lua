@@ -15,62 +15,9 @@
 --     local s <close> = http.stream{ url = base .. "/big" }
 --     for chunk in s:chunks() do out:write(chunk) end
 --
--- http.request(opts) -> Response
---   Performs the request and returns when it has finished. Raises
---   `DaytonaConnectionError` (code ECONNREFUSED, ECONNRESET, ENOTFOUND,
---   EHOSTUNREACH, ETLS, EPROTO, ...; `retryable` is true for refused/reset/
---   DNS/unreachable) or `DaytonaTimeoutError` (code ETIMEDOUT) on a
---   transport failure, `DaytonaError` for a local problem (a missing
---   body_file: code ENOENT; a malformed URL: code EINVAL) and
---   `CancelledError` when the calling task is cancelled (the transfer is
---   stopped). An HTTP error status is *not* raised: check `resp.status`.
---   Raises a plain error on misuse (unknown option, wrong type).
---
--- http.stream(opts) -> Stream
---   Starts the request and returns once the response headers are in (same
---   errors as `request`). The body is read with `s:read()` / `s:chunks()`;
---   at most a few hundred KiB are buffered, the transfer pausing until Lua
---   reads. Close it (`local s <close> = ...`) to stop the transfer early; an
---   abandoned stream is closed when collected.
---
--- opts (snake_case, all optional but `url`):
---   url            absolute http:// or https:// URL
---   method         "GET"
---   query          { name = value | {values...} } appended to the URL, encoded
---   headers        { Name = "value" | false } and/or { "Name: value", ... };
---                  false suppresses a header libcurl would add
---   body           string
---   json           any JSON-encodable value (sets Content-Type if not given)
---   body_file      path: the body is streamed from this file
---   body_producer  function() -> chunk | nil: the body, produced by Lua
---                  (chunked on HTTP/1.1 unless `body_size` is given); it may
---                  itself wait
---   body_size      the producer's total length, when known
---   multipart      { { name =, data = string | file = path, filename =,
---                  content_type = }, ... }; file parts stream from disk
---   response_file  path: the body is written there (resp.body is nil)
---   timeout        seconds for the whole transfer (default: none)
---   connect_timeout seconds to connect (default 30)
---   idle_timeout   seconds without any byte moving (whole seconds, >= 1)
---   follow_redirects (default true), max_redirects (default 10)
---   on_progress    function(done, total|nil, direction): called between
---                  waits (never from C) about every `progress_interval`
---                  seconds (default 0.25) and once at the end; direction is
---                  "upload" for requests with a file/producer/multipart body,
---                  else "download"
---   accept_encoding true: ask for and decode gzip/br/zstd
---   ca_file, insecure, verbose   TLS trust file, skip verification, libcurl trace
---   unix_socket      connect to this unix-domain socket path (the URL's host
---                    then only names the Host header)
---
--- Response fields: status (integer), headers ({lower-case name = value};
--- repeated fields joined with ", "), body (string, nil with response_file),
--- bytes (body size), url (after redirects), http_version ("1.1", "2", ...).
--- Methods: resp:json() -> decoded body (raises DaytonaError if not JSON).
---
--- Stream fields: status, headers. Methods: s:read() -> chunk | nil at the
--- end; s:chunks() -> iterator over the chunks; s:body() -> the rest as one
--- string; s:close() (idempotent). read/chunks/body raise like `request`.
+-- An HTTP error status is *not* raised: check `resp.status`. Transport
+-- failures raise `daytona.errors` objects (see `request`); misuse (an
+-- unknown option, a wrong type) raises a plain error.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
@@ -83,6 +30,8 @@ local wait = scheduler.wait
 
 local M = {}
 
+--- The User-Agent header sent when a request gives none
+-- ("dtlua (libcurl x.y.z)"); assign another string to change it.
 M.user_agent = "dtlua (libcurl " .. core.http.info().version .. ")"
 
 local DEFAULT_CONNECT_TIMEOUT = 30
@@ -248,8 +197,12 @@ local function start(opts, fname, stream)
   }, Transfer)
 end
 
--- Feed the producer's chunks until the core's buffer is full or the
--- producer is done. Returns true when it stopped for lack of room.
+--- Feed the producer's chunks until the core's buffer is full or the
+-- producer is done.
+-- @return true when it stopped for lack of room, else false
+-- @raise a plain error when the producer returns something other than a
+-- string or nil; the producer's own errors propagate
+-- @local
 function Transfer:pump()
   local req = self.req
   while self.producer do
@@ -280,6 +233,9 @@ function Transfer:pump()
   return false
 end
 
+--- Call `on_progress` if the byte count moved (or always when `final`).
+-- @param final true for the last call, at the end of the transfer
+-- @local
 function Transfer:progress(final)
   local cb = self.on_progress
   if not cb then return end
@@ -292,7 +248,10 @@ function Transfer:progress(final)
   end
 end
 
--- Wait for the next signal of the request, feeding the body meanwhile.
+--- Wait for the next signal of the request, feeding the body meanwhile.
+-- @raise `CancelledError` when the task is cancelled while waiting; the
+-- producer's and `on_progress`'s errors propagate
+-- @local
 function Transfer:step()
   if self.producer then self:pump() end
   if self.req:done() then return end
@@ -300,6 +259,10 @@ function Transfer:step()
   self:progress(false)
 end
 
+--- The core's result of the finished transfer.
+-- @return the core's result table (status, headers, body, ...)
+-- @raise the transport error as a `daytona.errors` object
+-- @local
 function Transfer:result()
   local res, msg, code = self.req:result()
   if not res then error(transport_error(self.opts, msg, code), 0) end
@@ -314,7 +277,10 @@ local Response = {}
 Response.__index = Response
 Response.__name = "daytona.http.Response"
 
---- resp:json() -> the decoded body; raises DaytonaError if it is not JSON.
+--- The body decoded as JSON.
+-- @return the decoded value
+-- @raise `DaytonaError` when the body is not JSON (fields `status_code`,
+-- `body`) or is not in memory (the request had a `response_file`)
 function Response:json()
   if self.body == nil then error(errors.DaytonaError("response has no body in memory"), 2) end
   local ok, v = pcall(cjson.decode, self.body)
@@ -325,7 +291,56 @@ function Response:json()
   return v
 end
 
---- http.request(opts) -> Response (see the header comment).
+--- Perform a request and return when it has finished.
+-- @param opts the request (snake_case keys; only `url` is required):
+-- @param opts.url absolute http:// or https:// URL
+-- @param[opt="GET"] opts.method the method
+-- @param[opt] opts.query `{ name = value | {values...} }` appended to the
+-- URL, encoded (sorted by name; a false value is left out)
+-- @param[opt] opts.headers `{ Name = "value" | false }` and/or
+-- `{ "Name: value", ... }`; false suppresses a header libcurl would add
+-- @param[opt] opts.body the body, a string
+-- @param[opt] opts.json any JSON-encodable value, sent as the body (sets
+-- Content-Type if not given; excludes `body`)
+-- @param[opt] opts.body_file path: the body is streamed from this file
+-- @param[opt] opts.body_producer `function() -> chunk | nil`: the body,
+-- produced by Lua (chunked on HTTP/1.1 unless `body_size` is given); it
+-- may itself wait
+-- @param[opt] opts.body_size the producer's total length, when known
+-- @param[opt] opts.multipart `{ { name =, data = string | file = path,
+-- filename =, content_type = }, ... }`; file parts stream from disk
+-- @param[opt] opts.response_file path: the body is written there
+-- (`resp.body` is then nil)
+-- @param[opt] opts.timeout seconds for the whole transfer (default: none)
+-- @param[opt=30] opts.connect_timeout seconds to connect
+-- @param[opt] opts.idle_timeout seconds without any byte moving (whole
+-- seconds, >= 1)
+-- @param[opt=true] opts.follow_redirects follow 3xx redirects
+-- @param[opt=10] opts.max_redirects how many redirects to follow
+-- @param[opt] opts.on_progress `function(done, total | nil, direction)`:
+-- called between waits (never from C) about every `progress_interval`
+-- seconds and once at the end; direction is "upload" for requests with a
+-- file/producer/multipart body, else "download"
+-- @param[opt=0.25] opts.progress_interval seconds between `on_progress`
+-- calls (only with `on_progress`)
+-- @param[opt] opts.accept_encoding true: ask for and decode gzip/br/zstd
+-- @param[opt] opts.ca_file PEM file of CAs to trust instead of the system's
+-- @param[opt] opts.insecure true: skip TLS verification
+-- @param[opt] opts.verbose true: libcurl's trace on stderr
+-- @param[opt] opts.unix_socket connect to this unix-domain socket path
+-- (the URL's host then only names the Host header)
+-- @return a `Response`: `status` (integer), `headers` ({lower-case name =
+-- value}; repeated fields joined with ", "), `body` (string, nil with
+-- `response_file`), `bytes` (body size), `url` (after redirects),
+-- `http_version` ("1.1", "2", ...), and the method `resp:json()`
+-- @raise `DaytonaConnectionError` (code ECONNREFUSED, ECONNRESET,
+-- ENOTFOUND, EHOSTUNREACH, ETLS, EPROTO, ...; `retryable` is true for
+-- refused/reset/DNS/unreachable) or `DaytonaTimeoutError` (code ETIMEDOUT)
+-- on a transport failure; `DaytonaError` for a local problem (a missing
+-- `body_file`: code ENOENT; a malformed URL: code EINVAL); `CancelledError`
+-- when the calling task is cancelled (the transfer is stopped); a plain
+-- error on misuse. Errors raised by `body_producer` and `on_progress`
+-- propagate.
 function M.request(opts)
   local t = start(opts, "request", false)
   local req <close> = t.req
@@ -342,7 +357,11 @@ local Stream = {}
 Stream.__index = Stream
 Stream.__name = "daytona.http.Stream"
 
---- s:read() -> the next body chunk, or nil at the end; raises on failure.
+--- The next chunk of the body, waiting for it.
+-- At most a few hundred KiB are buffered: the transfer pauses until Lua
+-- reads. The stream closes itself at the end or on failure.
+-- @return a non-empty string, or nil at the end (and after `close`)
+-- @raise like `request`
 function Stream:read()
   local t = self._t
   if not t then return nil end
@@ -367,19 +386,25 @@ function Stream:read()
   end
 end
 
---- s:chunks() -> iterator over the remaining body chunks.
+--- An iterator over the rest of the body: `for chunk in s:chunks() do ... end`.
+-- @return an iterator function giving the chunks of `read`
+-- @raise (when iterated) like `request`
 function Stream:chunks()
   return function() return self:read() end
 end
 
---- s:body() -> the rest of the body as one string.
+--- The rest of the body as one string.
+-- @return string (empty if nothing is left)
+-- @raise like `request`
 function Stream:body()
   local parts = {}
   for chunk in self:chunks() do parts[#parts + 1] = chunk end
   return concat(parts)
 end
 
---- s:close(): stop the transfer if still running; idempotent.
+--- Stop the transfer if it is still running; idempotent.
+-- Also `local s <close> = ...`; an abandoned stream is closed when
+-- collected.
 function Stream:close()
   local t = self._t
   if t then
@@ -391,7 +416,13 @@ end
 Stream.__close = Stream.close
 Stream.__gc = Stream.close   -- an abandoned stream must not hold a paused transfer
 
---- http.stream(opts) -> Stream (see the header comment).
+--- Start a request and return once the response headers are in.
+-- The body is then read with `s:read()`, `s:chunks()` or `s:body()`.
+-- Close the stream (`local s <close> = ...`) to stop the transfer early.
+-- @param opts as for `request`, but without `response_file`
+-- @return a `Stream`: fields `status` and `headers` (as in a `Response`),
+-- methods `read`, `chunks`, `body` and `close`
+-- @raise like `request`
 function M.stream(opts)
   if type(opts) == "table" and opts.response_file ~= nil then
     argerror("stream", "option 'response_file' does not go with a stream", 3)

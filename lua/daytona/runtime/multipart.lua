@@ -3,7 +3,8 @@
 -- Feed it the body in chunks of any size (as they come off the socket,
 -- chunked or not); each part's data goes to a sink as it arrives, so a part
 -- of any size is never held whole in memory. Only a delimiter's length of
--- data is kept back between chunks.
+-- data is kept back between chunks. The preamble before the first boundary
+-- and the epilogue after the last are ignored, as RFC 2046 says.
 --
 --     local multipart = require "daytona.runtime.multipart"
 --     local boundary = assert(multipart.boundary(req.headers["content-type"]))
@@ -17,22 +18,6 @@
 --     end)
 --     for chunk in req:chunks() do p:feed(chunk) end
 --     p:finish()
---
--- multipart.boundary(content_type) -> boundary | nil, message
---   The boundary parameter of a multipart/* Content-Type, validated
---   (RFC 2046: 1 to 70 characters from its set, not ending in a space).
--- multipart.parser(boundary, on_part [, opts]) -> Parser
---   on_part(part) is called at each part's headers and returns its sink,
---   a function(data) called with each piece of the part's data and then
---   with nil once the part ends (or nil to drop the part's data).
---   opts: max_header_bytes (16 KiB per part), max_parts (1000).
--- parser:feed(chunk)   raises `DaytonaValidationError` (status_code 400)
---   on malformed input: no boundary, a bad boundary line, headers too big
---   or malformed, too many parts.
--- parser:finish()      raises `DaytonaValidationError` when the body ended
---   before the closing boundary. Returns the number of parts.
--- The preamble before the first boundary and the epilogue after the last
--- are ignored, as RFC 2046 says. Errors raised by a sink propagate.
 local errors = require "daytona.errors"
 
 local setmetatable, type, error = setmetatable, type, error
@@ -44,7 +29,11 @@ local function bad(msg)
   error(errors.DaytonaValidationError("multipart: " .. msg, { status_code = 400, code = "EINVAL" }), 3)
 end
 
---- The validated boundary of a multipart Content-Type.
+--- The boundary parameter of a multipart/* Content-Type, validated
+-- (RFC 2046: 1 to 70 characters from its set, not ending in a space).
+-- @param content_type the header's value (quoted or bare boundary)
+-- @return the boundary, or nil and a message when there is none or it is
+-- invalid
 function M.boundary(content_type)
   if type(content_type) ~= "string" then return nil, "no content-type" end
   local ct = lower(content_type)
@@ -108,7 +97,20 @@ Parser.__index = Parser
 
 local PREAMBLE, AFTER_DELIM, HEADERS, BODY, DONE = 1, 2, 3, 4, 5
 
---- A parser for a body with this boundary; see the module header.
+--- A parser for a body with this boundary.
+-- @param boundary the boundary, as `boundary` returns it
+-- @param on_part `function(part) -> sink | nil`, called at each part's
+-- headers with `part.name`, `part.filename` (nil for plain fields; a
+-- `filename*` is decoded), `part.content_type`, `part.disposition` and
+-- `part.headers` (lower-case names). The sink, `function(data)`, is called
+-- with each piece of the part's data and then with nil once the part ends;
+-- nil drops the part's data.
+-- @param[opt] opts options:
+-- @param[opt] opts.max_header_bytes the largest header block of a part
+-- (default 16 KiB)
+-- @param[opt=1000] opts.max_parts the most parts accepted
+-- @return a `Parser`
+-- @raise a plain error on misuse
 function M.parser(boundary, on_part, opts)
   if type(boundary) ~= "string" or boundary == "" then
     error("bad argument #1 to 'parser' (boundary expected)", 2)
@@ -155,7 +157,14 @@ local function parse_headers(self, block)
   self.sink = sink
 end
 
---- Feed the next chunk of the body.
+--- Feed the next chunk of the body; parts and their data go to `on_part`
+-- and the sinks as they are complete. Chunks after the closing boundary
+-- are ignored.
+-- @param chunk string, of any size
+-- @raise `DaytonaValidationError` (status_code 400, code EINVAL) on
+-- malformed input: a bad boundary line, headers too big or malformed, too
+-- many parts; a plain error when `on_part` returns neither a function nor
+-- nil; errors raised by `on_part` or a sink propagate
 function Parser:feed(chunk)
   if self.state == DONE or chunk == "" then return end
   local buf = self.buf .. chunk
@@ -218,7 +227,10 @@ function Parser:feed(chunk)
   self.buf = buf
 end
 
---- The body has ended; raises if the closing boundary was missing.
+--- Tell the parser the body has ended.
+-- @return the number of parts
+-- @raise `DaytonaValidationError` (status_code 400, code EINVAL) when the
+-- body ended before the closing boundary (or had no boundary at all)
 function Parser:finish()
   if self.state ~= DONE then
     if self.nparts == 0 and self.state == PREAMBLE then bad("no boundary found in the body") end

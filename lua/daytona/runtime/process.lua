@@ -17,68 +17,9 @@
 --     local t <close> = process.spawn({ "sh" }, { pty = { cols = 100, rows = 30 } })
 --     t:write("stty size\n"); print(t:read())         -- terminal output, with echo
 --
--- process.spawn(argv, opts) -> Process
---   Starts argv[1] (searched in PATH: the child's PATH when `env` gives one)
---   with arguments argv[2..]. Raises `DaytonaError` with code ENOENT (no such
---   program or cwd), EACCES (not executable) or another errno-style code
---   when the process cannot be started; a plain error on misuse.
---   opts (all optional):
---     cwd        working directory of the child
---     env        { NAME = "value" } or { "NAME=value", ... }: the child's whole
---                environment; nil inherits ours
---     stdin      "pipe" (default), "null", "inherit" or a descriptor number
---     stdout     the same
---     stderr     the same, or "stdout": merged into the stdout pipe
---     pty        { cols = 80, rows = 24 } (or true): run on a new pseudo
---                terminal; stdin, stdout and stderr are the terminal, read
---                with p:read("stdout"); the child leads a new session with
---                the terminal as its controlling terminal
---     new_group  false: stay in our process group (default: the child
---                leads a new group, so p:kill reaches its descendants)
---   The process is killed (SIGKILL, whole group) when the handle is closed
---   (`local p <close> = ...`), collected, or when the loop shuts down, and
---   a task cancelled while waiting on it closes it through its `<close>`
---   variable.
---
--- Process methods (each wait raises `CancelledError` if the task is
--- cancelled meanwhile; `timeout` is in seconds, nil waits for ever):
---   p:pid() -> integer
---   p:write(data [, timeout]) -> p   queues data for stdin (the terminal in
---                PTY mode); waits while more than `core.process.IN_BOUND`
---                bytes are queued. Raises `DaytonaError` (code EPIPE) when
---                the child's input is closed.
---   p:close_stdin()               EOF on stdin once queued data is written
---                (PTY: sends the terminal's EOF character, normally ^D)
---   p:read([stream [, timeout]]) -> chunk | nil at EOF   stream is "stdout"
---                (default) or "stderr"; a stream that is not a pipe reads
---                as EOF. Output is buffered in C (a few hundred KiB per
---                stream, the child pausing meanwhile), so read what you
---                spawned as a pipe, or the child may block writing.
---   p:lines([stream [, timeout]]) -> iterator over lines without "\n"
---                (PTY output keeps its "\r")
---   p:wait([timeout]) -> exit_code, signal   exit_code is the status, or
---                128 + the signal's number when killed by a signal, whose
---                name ("SIGKILL") is then the second result. Raises
---                `DaytonaTimeoutError` (code ETIMEDOUT) on timeout; the
---                process keeps running.
---   p:status() -> nil while running | exit_code, signal
---   p:kill([sig = "TERM" [, tree = true]]) -> boolean   sends sig (a name
---                such as "KILL"/"SIGKILL" or a number) to the process group
---                (tree) or just the process; false if it no longer exists
---   p:resize(cols, rows)          PTY mode: the child sees SIGWINCH
---   p:close()                     idempotent; kills the group if running
---
--- process.run(argv, opts) -> result
---   Runs argv to completion collecting its output. opts: cwd, env as for
---   spawn; `input` (string written to stdin; stdin is /dev/null without it);
---   `stderr` ("pipe" default, "stdout" to merge, "null"); `timeout` seconds
---   for the whole run; `max_output` bytes kept per stream (the rest is read
---   and dropped, so the child never blocks; result.truncated says so).
---   result: { exit_code =, signal = (nil or "SIGKILL"...), stdout =,
---   stderr = (nil when merged or null), truncated = boolean }.
---   Raises like spawn, and `DaytonaTimeoutError` (code ETIMEDOUT, fields
---   stdout/stderr with what was read) after killing the process tree when
---   the timeout passes; `CancelledError` (after killing it) on cancellation.
+-- Every method that waits takes an optional `timeout` in seconds (nil
+-- waits for ever) and raises `CancelledError` if the task is cancelled
+-- meanwhile.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
@@ -91,7 +32,10 @@ local cp = core.process
 
 local M = {}
 
+--- Bytes queued for a child's stdin before `p:write` waits for the drain.
 M.IN_BOUND = cp.IN_BOUND
+--- Bytes of output buffered per stream before the child is paused until
+-- Lua reads.
 M.OUT_BOUND = cp.OUT_BOUND
 
 local function argerror(fname, n, msg)
@@ -153,10 +97,25 @@ local function wait_until(self, ready, timeout, what)
   end
 end
 
+--- The child's process id.
+-- @return integer
 function Process:pid() return self.proc:pid() end
 
+--- The exit status without waiting.
+-- @return nil while the process runs, else exit_code, signal as `wait`
+-- gives them
 function Process:status() return self.proc:status() end
 
+--- Queue data for the child's stdin (the terminal in PTY mode).
+-- Returns at once unless more than `IN_BOUND` bytes are queued; then
+-- waits for the child to read.
+-- @param data string
+-- @param[opt] timeout seconds to wait for the drain (nil: for ever)
+-- @return the process, for chaining
+-- @raise `DaytonaError` (code EPIPE when the child's input is closed, else
+-- the failed write's code);
+-- `DaytonaTimeoutError` (code ETIMEDOUT) when the drain takes longer than
+-- `timeout` (the data stays queued); `CancelledError`
 function Process:write(data, timeout)
   if type(data) ~= "string" then argerror("write", 1, "string expected, got " .. type(data)) end
   check_timeout("write", 2, timeout)
@@ -169,6 +128,9 @@ function Process:write(data, timeout)
   return self
 end
 
+--- Send EOF on stdin once the queued data is written.
+-- In PTY mode it writes the terminal's EOF character (normally ^D).
+-- Idempotent.
 function Process:close_stdin()
   self.proc:close_stdin()
 end
@@ -195,6 +157,16 @@ local function read_chunk(self, stream, timeout)
   return data
 end
 
+--- The next chunk of output, waiting for it.
+-- Output is buffered in C (`OUT_BOUND` bytes per stream, the child
+-- pausing meanwhile), so read what you spawned as a pipe, or the child
+-- may block writing. A stream that is not a pipe reads as EOF. In PTY mode
+-- the terminal's output is "stdout".
+-- @param[opt="stdout"] stream "stdout" or "stderr"
+-- @param[opt] timeout seconds (nil: for ever)
+-- @return a non-empty string, or nil at EOF
+-- @raise `DaytonaTimeoutError` (code ETIMEDOUT) on timeout (nothing is
+-- lost); `DaytonaError` on a read error; `CancelledError`
 function Process:read(stream, timeout)
   stream = check_stream("read", stream)
   check_timeout("read", 2, timeout)
@@ -206,6 +178,12 @@ function Process:read(stream, timeout)
   return read_chunk(self, stream, timeout)
 end
 
+--- An iterator over the lines of an output stream, without the "\n"
+-- (PTY output keeps its "\r"); a last line without "\n" is given too.
+-- @param[opt="stdout"] stream "stdout" or "stderr"
+-- @param[opt] timeout seconds to wait for each line (nil: for ever)
+-- @return an iterator function: `for line in p:lines() do ... end`
+-- @raise (when iterated) like `read`
 function Process:lines(stream, timeout)
   stream = check_stream("lines", stream)
   check_timeout("lines", 2, timeout)
@@ -228,6 +206,13 @@ function Process:lines(stream, timeout)
   end
 end
 
+--- Wait for the process to exit.
+-- @param[opt] timeout seconds (nil: for ever)
+-- @return exit_code: the exit status, or 128 + the signal's number when
+-- killed by a signal
+-- @return signal: the signal's name ("SIGKILL") when killed by one, else nil
+-- @raise `DaytonaTimeoutError` (code ETIMEDOUT) on timeout (the process
+-- keeps running); `CancelledError`
 function Process:wait(timeout)
   check_timeout("wait", 1, timeout)
   local proc = self.proc
@@ -235,6 +220,13 @@ function Process:wait(timeout)
   return proc:status()
 end
 
+--- Send a signal to the process group or just the process.
+-- @param[opt="TERM"] sig a name such as "KILL" or "SIGKILL", or a number
+-- @param[opt=true] tree true: the whole process group (when the child
+-- leads one, as it does unless spawned with `new_group = false`)
+-- @return true, or false if the process no longer exists
+-- @raise `DaytonaError` when the signal cannot be sent (e.g. EPERM); a
+-- plain error for an unknown signal
 function Process:kill(sig, tree)
   if tree == nil then tree = true end
   local ok, msg, code = self.proc:kill(sig or "TERM", tree)
@@ -243,11 +235,19 @@ function Process:kill(sig, tree)
   error(fail(("%s: kill: %s"):format(self.argv0, msg), code), 2)
 end
 
+--- Resize the terminal (PTY mode); the child sees SIGWINCH.
+-- @param cols integer, 1 to 65535
+-- @param rows integer, 1 to 65535
+-- @raise `DaytonaError` (code EBADF) when the terminal is closed; a plain
+-- error when the process has no PTY or a size is out of range
 function Process:resize(cols, rows)
   local ok, msg, code = self.proc:resize(cols, rows)
   if not ok then error(fail(("%s: resize: %s"):format(self.argv0, msg), code), 2) end
 end
 
+--- Close the handle: kill the process group (SIGKILL) if it still runs
+-- and drop buffered output. Idempotent; also `local p <close> = ...` and
+-- collection.
 function Process:close()
   self.proc:close()
 end
@@ -271,6 +271,33 @@ local function spawn(fname, argv, opts)
   return setmetatable({ proc = proc, argv0 = tostring(argv[1]), rest = {} }, Process)
 end
 
+--- Start a process.
+-- The process is killed (SIGKILL, whole group) when the handle is closed
+-- (`local p <close> = ...`), collected, or when the loop shuts down; a
+-- task cancelled while waiting on it closes it through its `<close>`
+-- variable.
+-- @param argv `{ program, args... }`: argv[1] is searched in PATH (the
+-- child's PATH when `env` gives one)
+-- @param[opt] opts options:
+-- @param[opt] opts.cwd working directory of the child
+-- @param[opt] opts.env `{ NAME = "value" }` or `{ "NAME=value", ... }`: the
+-- child's whole environment (nil inherits ours)
+-- @param[opt="pipe"] opts.stdin "pipe", "null", "inherit" or a descriptor
+-- number
+-- @param[opt="pipe"] opts.stdout the same
+-- @param[opt="pipe"] opts.stderr the same, or "stdout": merged into the
+-- stdout pipe
+-- @param[opt] opts.pty `{ cols = 80, rows = 24 }` (or true): run on a new
+-- pseudo terminal; stdin, stdout and stderr are the terminal, read with
+-- `p:read("stdout")`; the child leads a new session with the terminal as
+-- its controlling terminal
+-- @param[opt=true] opts.new_group false: stay in our process group
+-- (by default the child leads a new group, so `p:kill` reaches its
+-- descendants)
+-- @return a `Process`
+-- @raise `DaytonaError` with code ENOENT (no such program or cwd), EACCES
+-- (not executable) or another errno-style code when the process cannot be
+-- started; a plain error on misuse
 function M.spawn(argv, opts)
   return spawn("spawn", argv, opts)
 end
@@ -282,6 +309,24 @@ end
 local RUN_KEYS = { cwd = true, env = true, input = true, timeout = true, max_output = true, stderr = true }
 local RUN_STDERR = { pipe = true, stdout = true, null = true }
 
+--- Run a process to completion, collecting its output.
+-- @param argv as for `spawn`
+-- @param[opt] opts options:
+-- @param[opt] opts.cwd as for `spawn`
+-- @param[opt] opts.env as for `spawn`
+-- @param[opt] opts.input string written to stdin (stdin is /dev/null
+-- without it)
+-- @param[opt="pipe"] opts.stderr "pipe", "stdout" (merged into stdout) or
+-- "null"
+-- @param[opt] opts.timeout seconds for the whole run (nil: no limit)
+-- @param[opt] opts.max_output bytes kept per stream; the rest is read and
+-- dropped, so the child never blocks
+-- @return `{ exit_code =, signal = (nil or "SIGKILL"...), stdout =, stderr =
+-- (nil when merged or "null"), truncated = boolean }`
+-- @raise like `spawn`; `DaytonaTimeoutError` (code ETIMEDOUT, fields
+-- `stdout`/`stderr` with what was read) after killing the process tree
+-- when the timeout passes; `CancelledError` (after killing it) on
+-- cancellation
 function M.run(argv, opts)
   opts = opts or {}
   if type(opts) ~= "table" then argerror("run", 2, "options table expected, got " .. type(opts)) end

@@ -29,71 +29,20 @@
 -- the client offered) and hands it to that function; `handler` then only
 -- sees plain HTTP.
 --
--- server.listen(opts) -> Server
---   opts: host ("127.0.0.1"; a numeric IPv4/IPv6 address), port (0: the OS
---   picks), or socket (a path: listen on a unix-domain socket there; the
---   path must not exist, and is removed by close), handler (function(req, res), required unless websocket is
---   given), websocket (function(req, ws)), protocols (list of subprotocols
---   for the websocket shortcut), log (function(message) for handler errors;
---   default writes to stderr), and the core's limits: connection_limit
---   (1024), connection_timeout (60 s of inactivity), memory_limit (64 KiB
---   per connection: bounds the request line and headers; bigger gets 431),
---   body_buffer (256 KiB of request body buffered per request),
---   ws_max_message (64 MiB; bigger messages close with 1009).
---   Raises `DaytonaError` (code EADDRINUSE, EINVAL, ...) when it cannot listen.
---   The server keeps the scheduler alive (`scheduler.run` does not return)
---   until closed.
--- Server: srv.port, srv.url ("http://host:port"; both nil on a unix
---   socket, where srv.socket is the path), srv:stats() -> {
---   connections, peak_connections, requests, websockets, total_requests },
---   srv:close() (idempotent: drops every connection, cancels running
---   handlers; also `<close>`).
+-- The request `req` has the fields method, path (percent-decoded by MHD),
+-- target (the raw request-target), query (raw query string, "" if none),
+-- args (query decoded: name -> first value), headers (lower-case names;
+-- repeated headers joined with ", "), version ("HTTP/1.1"), remote
+-- ("ip:port"), websocket (boolean) and protocols (list of offered
+-- subprotocols). Its body is read once, by one of `Request:read`,
+-- `chunks`, `body` or `save`; it is bounded in C (an unread body pauses
+-- the client) and what is left unread is discarded after the response.
 --
--- Request `req` (fields): method, path (percent-decoded by MHD), target
---   (the raw request-target), query (raw query string, "" if none), args
---   (query decoded: name -> first value), headers (lower-case names;
---   repeated headers joined with ", "), version ("HTTP/1.1"), remote
---   ("ip:port"), websocket (boolean), protocols (list of offered
---   subprotocols). Body (read once, by one of these):
---   req:read() -> chunk (<= 64 KiB) | nil at the end
---   req:chunks() -> iterator over the chunks
---   req:body([max = 16 MiB]) -> string; raises `DaytonaValidationError`
---     (status_code 413, code "E2BIG") when the body is bigger than max
---   req:save(path) -> bytes: streams the body into the file in C
---   They raise `DaytonaConnectionError` (code ECONNRESET) when the client
---   goes away before the end of the body, `DaytonaTimeoutError` (ETIMEDOUT)
---   when MHD times the connection out, `CancelledError` when the server
---   closes. The body is bounded in C: an unread body pauses the client.
---
--- Response `res`: exactly one of
---   res:send(status [, headers [, body = ""]])
---   res:json(status, value [, headers])     cjson-encoded, application/json
---   res:stream(status, headers, producer)   producer() returns the next
---     chunk or nil at the end; chunked unless headers give content-length
---   res:start(status, headers) then res:write(chunk)... res:finish():
---     the same by hand; write waits while the C buffer is full
---   res:file(status, headers, path [, offset [, length]])  MHD sends the
---     file itself (sendfile); raises `DaytonaError` (ENOENT, EISDIR, ...)
---     without using up the response, so a handler may then send a 404
---   res:websocket{ protocol =, headers = } -> WebSocket (101 sent);
---     raises `DaytonaValidationError` when req is not an upgrade request
---   res.started is true once one of them ran. A handler that returns
---   without responding gets a 500 (logged); a handler error gets a 500 if
---   nothing was sent yet, else the connection is dropped. An unread request
---   body is discarded by the core after the response.
---
--- WebSocket `ws`: ws.protocol (the chosen subprotocol or nil),
---   ws:send(data [, "text"|"binary"])  waits while 1 MiB is queued; raises
---     `DaytonaConnectionError` (code EPIPE) once closed; text must be UTF-8
---   ws:receive([timeout]) -> data, "text"|"binary" | nil, code, reason once
---     closed (1000 normal, 1006 dropped, ...); raises `DaytonaTimeoutError`
---   ws:close([code = 1000 [, reason]])  closing handshake (5 s at most)
---   ws:abort()                          drops the TCP connection (RST)
---   ws:state() -> "connecting" | "open" | "closing" | "closed"
---   Fragments are reassembled, pings answered, invalid UTF-8 in text
---   closes with 1007, messages over ws_max_message with 1009. When the
---   route's function returns, the WebSocket is closed (1000; 1011 after an
---   error).
+-- The response `res` takes exactly one of `Response:send`, `json`,
+-- `stream`, `start` (then `write`... `finish`), `file` or `websocket`;
+-- `res.started` is true once one of them ran. A handler that returns
+-- without responding gets a 500 (logged); a handler error gets a 500 if
+-- nothing was sent yet, else the connection is dropped.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
@@ -130,7 +79,9 @@ local function unescape(s)
   return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
 end
 
---- Decode a query string into name -> first value.
+--- Decode a query string ("+" and %XX escapes; pairs split on "&" or ";").
+-- @param[opt] q the raw query string, without the "?"
+-- @return a table of name -> first value ("" for a name without "=")
 function M.parse_query(q)
   local args = {}
   for pair in (q or ""):gmatch("[^&;]+") do
@@ -181,7 +132,12 @@ local function new_request(creq, info)
   return req
 end
 
---- The next body chunk, or nil at the end.
+--- The next chunk of the request body, waiting for it.
+-- @return a string of at most 64 KiB, or nil at the end
+-- @raise `DaytonaConnectionError` (code ECONNRESET) when the client goes
+-- away before the end of the body; `DaytonaTimeoutError` (code ETIMEDOUT)
+-- when MHD times the connection out; `CancelledError` when the server
+-- closes
 function Request:read()
   local c = self._c
   while true do
@@ -195,12 +151,18 @@ function Request:read()
   end
 end
 
---- An iterator over the body's chunks.
+--- An iterator over the body's chunks: `for chunk in req:chunks() do ... end`.
+-- @return an iterator function giving the chunks of `read`
+-- @raise (when iterated) like `read`
 function Request:chunks()
   return function() return self:read() end
 end
 
---- The whole body as a string (at most max bytes, default 16 MiB).
+--- The whole body as one string.
+-- @param[opt] max the largest body accepted, bytes (default 16 MiB)
+-- @return string
+-- @raise `DaytonaValidationError` (status_code 413, code "E2BIG") when the
+-- body is bigger than max; else like `read`
 function Request:body(max)
   max = max or DEFAULT_MAX_BODY
   local parts, n = {}, 0
@@ -217,7 +179,11 @@ function Request:body(max)
   return concat(parts)
 end
 
---- Stream the body into a file (in C); returns the number of bytes written.
+--- Stream the body into a file, written in C (created or truncated).
+-- @param path the file
+-- @return the number of bytes written
+-- @raise `DaytonaError` (ENOENT, EACCES, ...) when the file cannot be
+-- opened or written; else like `read`
 function Request:save(path)
   local c = self._c
   check(c:read_to_file(path))
@@ -240,7 +206,13 @@ local function new_ws(cws, protocol)
   return setmetatable({ _c = cws, protocol = protocol }, WebSocket)
 end
 
---- Send a message; waits while the send queue is full.
+--- Queue one message; waits while 1 MiB is already queued.
+-- @param data string (valid UTF-8 for a text message)
+-- @param[opt="text"] kind "text" or "binary"
+-- @return true
+-- @raise `DaytonaConnectionError` (code EPIPE) once the WebSocket is
+-- closing or closed; `CancelledError`; a plain error for text that is not
+-- UTF-8
 function WebSocket:send(data, kind)
   local c = self._c
   while true do
@@ -251,7 +223,12 @@ function WebSocket:send(data, kind)
   end
 end
 
---- The next message: data, kind; or nil, code, reason once closed.
+--- Wait for the next whole message (fragments are reassembled).
+-- @param[opt] timeout seconds (nil: for ever)
+-- @return data, kind ("text" or "binary"); or nil, the close code (1000
+-- normal, 1006 dropped, ...) and the reason once closed
+-- @raise `DaytonaTimeoutError` (code ETIMEDOUT) when no message came in
+-- `timeout` seconds; `CancelledError`
 function WebSocket:receive(timeout)
   local c = self._c
   local timer
@@ -273,16 +250,22 @@ function WebSocket:receive(timeout)
   return a, b, cc, d
 end
 
---- Start the closing handshake.
+--- Start the closing handshake; the connection is released when the peer
+-- answers, or after 5 s. Returns at once; idempotent.
+-- @param[opt=1000] code the close code (1000-4999, not 1004-1006 or 1015)
+-- @param[opt] reason UTF-8, up to 123 bytes
+-- @raise a plain error for a bad code or reason
 function WebSocket:close(code, reason)
   self._c:close(code, reason)
 end
 
---- Drop the connection at once.
+--- Drop the TCP connection at once (RST), without a close frame.
 function WebSocket:abort()
   self._c:abort()
 end
 
+--- The connection's state.
+-- @return "connecting", "open", "closing" or "closed"
 function WebSocket:state()
   return self._c:state()
 end
@@ -305,6 +288,12 @@ local function begin(self)
 end
 
 --- Send a whole response.
+-- @param status the status code
+-- @param[opt] headers `{ name = value }`
+-- @param[opt=""] body string
+-- @raise a plain error when the response was already started, on a bad
+-- status (200-599) or a refused header; when the connection is gone, the
+-- errors of `Request:read`
 function Response:send(status, headers, body)
   begin(self)
   local ok, msg, code = self._c:respond(status, headers, body or "")
@@ -312,7 +301,11 @@ function Response:send(status, headers, body)
   if not ok then error(failure(msg, code), 2) end
 end
 
---- Send value as JSON.
+--- Send a value as JSON (cjson-encoded, Content-Type application/json).
+-- @param status the status code
+-- @param value any JSON-encodable value
+-- @param[opt] headers more headers
+-- @raise like `send`; a plain error when value cannot be encoded
 function Response:json(status, value, headers)
   local cjson = require "cjson"
   local h = { ["content-type"] = "application/json" }
@@ -320,7 +313,13 @@ function Response:json(status, value, headers)
   return self:send(status, h, cjson.encode(value))
 end
 
---- Start a streamed response (chunked unless headers give content-length).
+--- Start a streamed response, sent chunked unless the headers give a
+-- content-length; the body follows with `write` and ends with `finish`.
+-- @param status the status code
+-- @param[opt] headers `{ name = value }`
+-- @raise a plain error when the response was already started, on a bad
+-- status (200-599) or a refused header; when the connection is gone, the
+-- errors of `Request:read`
 function Response:start(status, headers)
   begin(self)
   local ok, msg, code = self._c:respond(status, headers)
@@ -330,6 +329,10 @@ function Response:start(status, headers)
 end
 
 --- Write a chunk of a streamed response; waits while the C buffer is full.
+-- @param chunk string
+-- @return true
+-- @raise the errors of `Request:read` when the connection is gone; a plain
+-- error without `start`, after `finish` or past the declared content-length
 function Response:write(chunk)
   local c = self._c
   while true do
@@ -341,11 +344,20 @@ function Response:write(chunk)
 end
 
 --- End a streamed response.
+-- @raise `DaytonaError` (code EPROTO) when fewer bytes were written than the
+-- declared content-length; the errors of `Request:read` when the
+-- connection is gone
 function Response:finish()
   check(self._c:finish())
 end
 
---- Stream a response from producer() (next chunk, or nil at the end).
+--- Stream a response from a producer: `start`, `write` for each chunk,
+-- `finish`. The producer is not called for a HEAD request.
+-- @param status the status code
+-- @param[opt] headers `{ name = value }`; chunked unless they give a
+-- content-length
+-- @param producer `function() -> chunk | nil` (nil at the end)
+-- @raise like `start` and `write`; the producer's errors propagate
 function Response:stream(status, headers, producer)
   if type(producer) ~= "function" then
     error("bad argument #3 to 'stream' (function expected)", 2)
@@ -361,7 +373,15 @@ function Response:stream(status, headers, producer)
   self:finish()
 end
 
---- Send a file (MHD streams it from disk).
+--- Send a file: MHD sends it from disk itself (sendfile), with its
+-- Content-Length.
+-- @param status the status code
+-- @param[opt] headers `{ name = value }`
+-- @param path the file
+-- @param[opt=0] offset where to start in the file
+-- @param[opt] length bytes to send (default: to the end)
+-- @raise `DaytonaError` (ENOENT, EISDIR, ...) without using up the
+-- response, so a handler may then send a 404; else like `send`
 function Response:file(status, headers, path, offset, length)
   begin(self)
   local ok, msg, code = self._c:respond_file(status, headers, path, offset, length)
@@ -369,7 +389,18 @@ function Response:file(status, headers, path, offset, length)
   self.started = true
 end
 
---- Accept a WebSocket upgrade; returns the WebSocket.
+--- Accept a WebSocket upgrade: sends the 101 and returns the WebSocket.
+-- Fragments are reassembled, pings answered, invalid UTF-8 in a text
+-- message closes with 1007, messages over `ws_max_message` with 1009.
+-- With the `listen{ websocket = }` shortcut the WebSocket is closed when
+-- the route's function returns (1000; 1011 after an error).
+-- @param[opt] opts options:
+-- @param[opt] opts.protocol the chosen subprotocol: one of
+-- `req.protocols`, or nil for none
+-- @param[opt] opts.headers more headers for the 101 response
+-- @return a `WebSocket` (field `protocol`: the chosen subprotocol or nil)
+-- @raise `DaytonaValidationError` (status_code 400, code EINVAL) when the
+-- request is not a valid upgrade request; else like `send`
 function Response:websocket(opts)
   begin(self)
   opts = opts or {}
@@ -491,7 +522,36 @@ local function accept_loop(self)
   end
 end
 
---- Start a server; see the module header for opts.
+--- Start a server.
+-- The server keeps the scheduler alive (`scheduler.run` does not return)
+-- until closed.
+-- @param opts options:
+-- @param[opt] opts.handler `function(req, res)` for every request;
+-- required unless `websocket` is given
+-- @param[opt] opts.websocket `function(req, ws)`: upgrade every upgrade
+-- request and hand the WebSocket to this function
+-- @param[opt] opts.protocols list of subprotocols for the `websocket`
+-- shortcut, the first the client offered is chosen
+-- @param[opt="127.0.0.1"] opts.host a numeric IPv4/IPv6 address
+-- @param[opt=0] opts.port the port (0: the OS picks)
+-- @param[opt] opts.socket a path: listen on a unix-domain socket there
+-- instead (the path must not exist, and is removed by close)
+-- @param[opt] opts.log `function(message)` for handler errors (default:
+-- writes to stderr)
+-- @param[opt=1024] opts.connection_limit connections at once
+-- @param[opt=60] opts.connection_timeout seconds of inactivity before a
+-- connection is dropped
+-- @param[opt] opts.memory_limit bytes per connection (default 64 KiB):
+-- bounds the request line and headers; bigger gets 431
+-- @param[opt] opts.body_buffer bytes of request body buffered per request
+-- (default 256 KiB)
+-- @param[opt] opts.ws_max_message largest WebSocket message (default
+-- 64 MiB; bigger messages close with 1009)
+-- @param[opt=511] opts.backlog the listen backlog
+-- @return a `Server`: `srv.port`, `srv.url` ("http://host:port"; both nil
+-- on a unix socket, where `srv.socket` is the path)
+-- @raise `DaytonaError` (code EADDRINUSE, EINVAL, ...) when it cannot
+-- listen; a plain error on misuse
 function M.listen(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'listen' (table expected)", 2) end
   local handler, websocket = opts.handler, opts.websocket
@@ -531,12 +591,15 @@ function M.listen(opts)
   return self
 end
 
---- The server's figures: connections, peak_connections, requests, websockets, total_requests.
+--- The server's figures.
+-- @return `{ connections, peak_connections, requests, websockets,
+-- total_requests }`
 function Server:stats()
   return self._c:stats()
 end
 
 --- Stop listening, drop every connection and cancel running handlers.
+-- Idempotent; also `local srv <close> = ...`.
 function Server:close()
   if self._c:closed() then return end
   self._c:close()

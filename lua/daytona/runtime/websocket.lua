@@ -13,78 +13,8 @@
 --     for data, kind in ws:messages() do ... end   -- until the peer closes
 --     ws:close(1000, "bye")
 --
--- websocket.connect(url, opts) -> WebSocket
---   url: ws:// or wss:// (TLS verified against the system CAs).
---   opts (all optional):
---     headers        { Name = "value" } sent with the upgrade request
---                    (Host, Upgrade, Connection, Sec-WebSocket-* are refused:
---                    use `protocols` for Sec-WebSocket-Protocol)
---     protocols      { "a", "b" }: subprotocols offered; ws.protocol is the
---                    one the server selected (nil if none)
---     timeout        seconds to connect (default 30)
---     ca_file        PEM file of CAs to trust instead of the system's
---     insecure       true: skip certificate verification
---     unix_socket    connect to this unix-domain socket path (ws:// only)
---     ping_interval  idle seconds before a keepalive ping (default 30, 0 = none)
---     ping_timeout   seconds to wait for the pong before hanging up (default 30)
---     max_message    largest message accepted, bytes (default 64 MiB; a
---                    larger one closes the connection with 1009, EMSGSIZE)
---     recv_buffer    unread bytes held before reading pauses (default 4 MiB)
---     send_buffer    queued bytes before send waits (default 4 MiB)
---   Returns once the connection is open. Raises DaytonaConnectionError (code
---   ECONNREFUSED, ECONNRESET, ENOTFOUND, EHOSTUNREACH, ETLS, EHANDSHAKE, ...;
---   `retryable` set for refused/reset/DNS/unreachable, and for upgrade
---   refusals with HTTP 429/5xx); when the server answered the upgrade with
---   an HTTP status other than 101 the error has `status_code` (code
---   EHANDSHAKE). Raises DaytonaTimeoutError (code ETIMEDOUT) after
---   `timeout`, DaytonaError for local problems (unreadable ca_file: ENOENT)
---   and a plain error on misuse (unknown option, bad URL, bad header).
---   Cancelling the calling task aborts the attempt.
---
--- WebSocket fields: url, protocol (selected subprotocol or nil), and once
--- closed: close_code, close_reason.
---
--- ws:send(data [, kind [, timeout]])
---   Queues one message: kind "text" (default; data must be UTF-8) or
---   "binary". Returns once queued; waits while `send_buffer` bytes are
---   already queued (raising DaytonaTimeoutError after `timeout` seconds, the
---   message not sent). Raises DaytonaConnectionError (code ECLOSED, or the
---   failure's code) once the connection is closing or broken.
---
--- ws:receive([timeout]) -> data, kind | nil, "closed", code, reason
---   Waits for the next whole message (fragments reassembled); kind is "text"
---   or "binary". After the closing handshake: nil, "closed", the close code
---   (1005 when the peer gave none, 1006 after ws:abort()) and reason.
---   Raises DaytonaTimeoutError (code ETIMEDOUT) after `timeout` seconds (the
---   connection stays usable; nothing is lost) and DaytonaConnectionError when
---   the connection broke (code ECONNRESET when the peer vanished, ETIMEDOUT
---   when keepalive pings went unanswered, EMSGSIZE, ...).
---
--- ws:messages([timeout]) -> iterator of data, kind
---   `for data, kind in ws:messages() do ... end` ends when the connection
---   closes normally (see ws.close_code); raises like receive.
---
--- ws:on_message(fn) -> Task
---   Spawns a task that calls fn(data, kind, ws) for each message and
---   finishes with close_code, close_reason at the close. An error in fn (or a
---   broken connection) fails the task: wait on it (`task:wait()`) to see it.
---   Cancel the task to stop reading.
---
--- ws:ping([timeout]) -> seconds
---   Sends a ping and waits for a pong (default timeout 10 s); returns the
---   round-trip time. Raises like receive.
---
--- ws:close([code [, reason [, timeout]]]) -> code, reason
---   Sends the queued messages, then the close frame (code 1000 by default;
---   1000-1003, 1007-1014 or 3000-4999; reason up to 123 bytes) and waits up
---   to `timeout` seconds (default 5) for the peer's close, else drops the
---   connection. Returns the close code and reason. Never raises for a
---   broken connection; idempotent. `local ws <close>` and collection start
---   the same close without waiting.
---
--- ws:abort()      drop the connection at once, without a closing handshake.
--- ws:state()      "connecting" | "open" | "closing" | "closed"
--- ws:buffered()   bytes queued to send, bytes received and not yet read
+-- A `WebSocket` has the fields `url`, `protocol` (the selected subprotocol
+-- or nil) and, once closed, `close_code` and `close_reason`.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
@@ -174,14 +104,21 @@ function WebSocket:__tostring()
   return ("WebSocket %s (%s)"):format(url_for_message(self.url), self._c:state())
 end
 
+--- The connection's state.
+-- @return "connecting", "open", "closing" or "closed"
 function WebSocket:state()
   return self._c:state()
 end
 
+--- How much is buffered in C.
+-- @return bytes queued to send
+-- @return bytes received and not yet read
 function WebSocket:buffered()
   return self._c:buffered()
 end
 
+--- Drop the connection at once, without a closing handshake.
+-- A later `receive` reports the close as code 1006.
 function WebSocket:abort()
   self._c:abort()
 end
@@ -202,6 +139,16 @@ local function take(self)
   error(ws_error(self.url, b, c), 0)
 end
 
+--- Wait for the next whole message (fragments reassembled).
+-- @param[opt] timeout seconds (nil: for ever)
+-- @return data, kind ("text" or "binary"); after the closing handshake
+-- nil, "closed", the close code (1005 when the peer gave none, 1006 after
+-- `abort`) and the reason
+-- @raise `DaytonaTimeoutError` (code ETIMEDOUT) after `timeout` seconds
+-- (the connection stays usable; nothing is lost); `DaytonaConnectionError`
+-- when the connection broke (code ECONNRESET when the peer vanished,
+-- ETIMEDOUT when keepalive pings went unanswered, EMSGSIZE, ...);
+-- `CancelledError`
 function WebSocket:receive(timeout)
   timeout = check_timeout(timeout, "receive")
   local a, b, c, d = take(self)
@@ -216,6 +163,11 @@ function WebSocket:receive(timeout)
   return table.unpack(got, 1, got.n)
 end
 
+--- An iterator over the messages: `for data, kind in ws:messages() do ... end`
+-- ends when the connection closes normally (see `ws.close_code`).
+-- @param[opt] timeout seconds to wait for each message (nil: for ever)
+-- @return an iterator function giving data, kind
+-- @raise (when iterated) like `receive`
 function WebSocket:messages(timeout)
   return function()
     local data, kind = self:receive(timeout)
@@ -224,6 +176,13 @@ function WebSocket:messages(timeout)
   end
 end
 
+--- Handle the messages in a new task.
+-- The task calls fn(data, kind, ws) for each message and finishes with
+-- close_code, close_reason at the close. An error in fn (or a broken
+-- connection) fails the task: wait on it (`task:wait()`) to see it. Cancel
+-- the task to stop reading.
+-- @param fn `function(data, kind, ws)`
+-- @return the `Task`
 function WebSocket:on_message(fn)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'on_message' (function expected, got " .. type(fn) .. ")", 2)
@@ -234,6 +193,16 @@ function WebSocket:on_message(fn)
   end)
 end
 
+--- Queue one message.
+-- Returns once it is queued; waits while `send_buffer` bytes are already
+-- queued.
+-- @param data string (UTF-8 for a text message)
+-- @param[opt="text"] kind "text" or "binary"
+-- @param[opt] timeout seconds to wait for room (nil: for ever)
+-- @raise `DaytonaTimeoutError` (code ETIMEDOUT) after `timeout` seconds
+-- (the message is not sent); `DaytonaConnectionError` (code ECLOSED, or
+-- the failure's code) once the connection is closing or broken;
+-- `CancelledError`
 function WebSocket:send(data, kind, timeout)
   if type(data) ~= "string" then
     error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
@@ -253,6 +222,10 @@ function WebSocket:send(data, kind, timeout)
   if ok == nil then error(ws_error(self.url, msg, code), 2) end
 end
 
+--- Send a ping and wait for the pong.
+-- @param[opt=10] timeout seconds
+-- @return the round-trip time in seconds
+-- @raise like `receive`
 function WebSocket:ping(timeout)
   timeout = check_timeout(timeout, "ping", DEFAULT_PING_TIMEOUT)
   local c = self._c
@@ -274,6 +247,18 @@ function WebSocket:ping(timeout)
   return core.now() - t0
 end
 
+--- Close the connection with the closing handshake.
+-- Sends the queued messages, then the close frame, and waits for the
+-- peer's close, else drops the connection; unread messages are dropped.
+-- Never raises for a broken connection; idempotent. `local ws <close>`
+-- and collection start the same close without waiting.
+-- @param[opt=1000] code 1000-1003, 1007-1014 or 3000-4999
+-- @param[opt] reason string of up to 123 bytes
+-- @param[opt=5] timeout seconds to wait for the peer's close
+-- @return the close code and reason: the peer's answer, or ours if it
+-- never answered
+-- @raise a plain error for a bad code or reason; `CancelledError` (after
+-- dropping the connection)
 function WebSocket:close(code, reason, timeout)
   timeout = check_timeout(timeout, "close", DEFAULT_CLOSE_TIMEOUT)
   local c = self._c
@@ -306,6 +291,39 @@ WebSocket.__gc = WebSocket.__close
 -- connect
 ---------------------------------------------------------------------------
 
+--- Open a WebSocket connection; returns once it is open.
+-- Cancelling the calling task aborts the attempt.
+-- @param url ws:// or wss:// (TLS verified against the system CAs)
+-- @param[opt] opts options:
+-- @param[opt] opts.headers `{ Name = "value" }` sent with the upgrade
+-- request (Host, Upgrade, Connection, Sec-WebSocket-* are refused: use
+-- `protocols` for Sec-WebSocket-Protocol)
+-- @param[opt] opts.protocols `{ "a", "b" }`: subprotocols offered;
+-- `ws.protocol` is the one the server selected (nil if none)
+-- @param[opt=30] opts.timeout seconds to connect
+-- @param[opt] opts.ca_file PEM file of CAs to trust instead of the system's
+-- @param[opt] opts.insecure true: skip certificate verification
+-- @param[opt] opts.unix_socket connect to this unix-domain socket path
+-- (ws:// only)
+-- @param[opt=30] opts.ping_interval idle seconds before a keepalive ping
+-- (0: none)
+-- @param[opt=30] opts.ping_timeout seconds to wait for the pong before
+-- hanging up
+-- @param[opt] opts.max_message largest message accepted, in bytes (default
+-- 64 MiB; a larger one closes the connection with 1009, EMSGSIZE)
+-- @param[opt] opts.recv_buffer unread bytes held before reading pauses
+-- (default 4 MiB)
+-- @param[opt] opts.send_buffer queued bytes before `send` waits (default
+-- 4 MiB)
+-- @return a `WebSocket`
+-- @raise `DaytonaConnectionError` (code ECONNREFUSED, ECONNRESET,
+-- ENOTFOUND, EHOSTUNREACH, ETLS, EHANDSHAKE, ...; `retryable` set for
+-- refused/reset/DNS/unreachable, and for upgrade refusals with HTTP
+-- 429/5xx); when the server answered the upgrade with an HTTP status
+-- other than 101 the error has `status_code` (code EHANDSHAKE).
+-- `DaytonaTimeoutError` (code ETIMEDOUT) after `timeout`; `DaytonaError`
+-- for local problems (unreadable ca_file: ENOENT); `CancelledError`; a
+-- plain error on misuse (unknown option, bad URL, bad header)
 function M.connect(url, opts)
   if type(url) ~= "string" then
     error("bad argument #1 to 'connect' (string expected, got " .. type(url) .. ")", 2)

@@ -124,7 +124,7 @@ function M.forward(ctx, url, opts)
     method = ctx.method,
     headers = M.upstream_headers(ctx.headers, opts.headers),
     body_producer = producer,
-    body_size = size,
+    body_size = producer and size or nil,   -- only with a body
     connect_timeout = M.CONNECT_TIMEOUT,
     follow_redirects = false,
   })

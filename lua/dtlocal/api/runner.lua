@@ -34,11 +34,10 @@ local M = {}
 
 M.SOCKET = "/run/dtlua/toolbox.sock"     -- inside the sandbox
 
--- Whether the daemon listens on M.SOCKET (the design) or, until the core's
--- server can listen on a unix socket and its HTTP/WebSocket clients can
--- connect to one, on 127.0.0.1:<any port> of the host network the sandbox
--- shares (reachable by every local user: see doc/dtlocal.md, Security).
-M.UNIX_SOCKET = false
+-- Whether the daemon listens on M.SOCKET (the design: reachable only through
+-- the sandbox's run/ directory) or, for debugging, on 127.0.0.1:<any port>
+-- of the host network the sandbox shares (reachable by every local user).
+M.UNIX_SOCKET = true
 M.READY_TIMEOUT = 30                      -- seconds from spawn to the daemon's "ready"
 M.STDERR_KEEP = 4096                      -- bytes of stderr kept for error reasons
 M.EXIT_BUSY = 70                          -- the launcher's "sandbox is running"
@@ -130,6 +129,9 @@ function Runner:launch(spec)
   if envfile then
     argv = { "/bin/sh", "-c", 'exec 3<"$0" && exec "$@"', envfile, table.unpack(argv) }
   end
+  -- a socket left by a stopped (killed) daemon would make the new one's
+  -- listen fail: nothing can be listening on it while the sandbox is down
+  if M.UNIX_SOCKET then os.remove(spec.dir .. "/run/toolbox.sock") end
   local ok, proc = pcall(process.spawn, argv, { stdin = "null", stdout = "pipe", stderr = "pipe" })
   if not ok then
     if envfile then os.remove(envfile) end

@@ -286,8 +286,11 @@ end
 
 function M.history(app, ctx)
   local dir = repo_dir(app, common.query_required(ctx.query, "path"))
-  local out = git(app, dir, { "log", "--format=%H%x00%an%x00%ae%x00%aI%x00%B%x1e" })
   local list = json.array()
+  -- a repository without commits has an empty history, not an error
+  local _, has_head = git(app, dir, { "rev-parse", "--verify", "-q", "HEAD" }, nil, { ok_codes = { [1] = true } })
+  if has_head ~= 0 then return ctx:reply_json(200, list) end
+  local out = git(app, dir, { "log", "--format=%H%x00%an%x00%ae%x00%aI%x00%B%x1e" })
   for rec in out:gmatch("([^\30]+)\30") do
     local hash, an, ae, date, msg = rec:match("^%s*(%x+)%z(.-)%z(.-)%z(.-)%z(.*)$")
     if hash then

@@ -2,10 +2,10 @@
 --
 -- Serves Daytona's toolbox API — files, one-shot execution, sessions, PTYs,
 -- the Python code interpreter, git, ports, info — over our core's
--- HTTP/WebSocket server. Inside a sandbox it
--- runs as the `daytona` user (home /home/daytona, also the working
--- directory) and does every file, process and git operation itself with
--- plain paths; on the host it serves its own specs from a temp dir.
+-- HTTP/WebSocket server (daytona.runtime.server). Inside a sandbox it runs
+-- as the `daytona` user (home /home/daytona, also the working directory)
+-- and does every file, process and git operation itself with plain paths;
+-- on the host it serves its own specs from a temp dir.
 --
 --     require("dtlocal.toolbox").main{ listen = "127.0.0.1:0" }   -- blocks
 --     local srv = require("dtlocal.toolbox").start{ listen = "127.0.0.1:0",
@@ -18,8 +18,8 @@
 --   serves from that task; elsewhere it runs the scheduler itself. Raises a
 --   plain error when it cannot listen. opts:
 --     listen      "HOST:PORT" (default "127.0.0.1:2280"; port 0 picks one)
---     socket      path of a unix socket to listen on instead (the file is
---                 removed again on close)
+--     socket      path of a unix socket to listen on instead (a stale
+--                 socket there is replaced; the file is removed on close)
 --     home        the user's home (default $HOME, else /home/daytona)
 --     workdir     where relative paths resolve and commands start
 --                 (default: home)
@@ -27,8 +27,13 @@
 --                 under $TMPDIR or /tmp, removed on exit)
 --     entrypoint  a command run as the `entrypoint` session, if any
 --     version     the daemon version reported by GET /version
---     on_ready    function(srv) called once listening (srv.url, srv.port)
---     log         function(line) for one line per request (default: none)
+--     on_ready    function(srv) called once listening (srv.url, srv.port);
+--                 without it a line "dtlocal toolbox: listening on ..." goes
+--                 to stderr
+--     shell       the shell for commands and sessions (default: zsh or bash
+--                 as listed in /etc/shells, else $SHELL, else /bin/sh)
+--     log         function(line): one line per request, and the traceback
+--                 of any unexpected error (default: tracebacks to stderr)
 --
 -- toolbox.start(opts) -> Server
 --   The same, but returns at once (call it inside a task): srv.url and
@@ -312,7 +317,8 @@ local function handle(app, req, res)
     if ctx.ws then ctx.ws:abort() end
     error(err, 0)   -- the server layer drops the connection (or the task is cancelled)
   end
-  if tb and app.log then app.log(tb) end
+  -- an unexpected error is a bug: always say where, even without a request log
+  if tb then (app.log or function(line) io.stderr:write("dtlocal toolbox: ", line, "\n") end)(tb) end
   if ctx.ws then
     ctx.ws:close(1011, tostring(body.message):sub(1, 120))
   elseif res.started then
@@ -367,6 +373,10 @@ function M.start(opts)
   local host, port, where
   if opts.socket then
     where = opts.socket
+    -- a socket left by a daemon that died (the sandbox's run/ dir outlives
+    -- it) would make listen fail: it is ours to replace
+    local st = util.stat(opts.socket)
+    if st and st.type == "socket" then os.remove(opts.socket) end
   else
     if opts.host and opts.port then host, port = opts.host, opts.port
     else host, port = parse_listen(opts.listen or "127.0.0.1:2280") end
@@ -407,7 +417,8 @@ function M.main(opts)
   opts = opts or {}
   local function serve()
     local srv <close> = M.start(opts)
-    if opts.on_ready then opts.on_ready(srv) end
+    if opts.on_ready then opts.on_ready(srv)
+    else io.stderr:write("dtlocal toolbox: listening on ", srv.url or ("unix:" .. srv.socket), "\n") end
     local term <close> = core.signal("TERM")
     local int <close> = core.signal("INT")
     while term:take() == 0 and int:take() == 0 do wait(term, int) end
