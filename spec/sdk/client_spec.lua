@@ -168,9 +168,18 @@ describe("daytona client", function()
     sb:update_network_settings{ network_allow_list = { "10.0.0.0/8", "192.168.0.0/16" } }
     sb:refresh_data()
     assert.are.equal("10.0.0.0/8,192.168.0.0/16", sb.network_allow_list)
+    -- the network namespace is made at start: a running sandbox refuses the change
+    local err = fixture.fails(sb.update_network_settings, sb, { network_block_all = true })
+    assert.is_true(errors.is(err, errors.DaytonaConflictError))
+    assert.is_truthy(err.message:find("stopped", 1, true))
+    sb:stop()
     sb:update_network_settings{ network_block_all = true }
+    sb:start()
     sb:refresh_data()
     assert.is_true(sb.network_block_all)
+    -- and really has no network now: only a loopback device, and it is down
+    local r = sb.process:exec("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")
+    assert.are.equal("lo", r.result:match("^%s*(.-)%s*$"))
   end)
 
   it("refuses a wrong-state transition with the server's error", function()

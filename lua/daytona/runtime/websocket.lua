@@ -287,10 +287,6 @@ function WebSocket:__close()
 end
 WebSocket.__gc = WebSocket.__close
 
----------------------------------------------------------------------------
--- connect
----------------------------------------------------------------------------
-
 --- Open a WebSocket connection; returns once it is open.
 -- Cancelling the calling task aborts the attempt.
 -- @param url ws:// or wss:// (TLS verified against the system CAs)

@@ -428,10 +428,6 @@ local function network_settings(ctx, params)
       raise(409, format("networkBlockAll can only change while the sandbox is stopped locally "
         .. "(it is %s); stop it, update, start it again", rec.state))
     end
-    if block and not require("dtlocal.api.runner").UNIX_SOCKET then
-      raise(400, "networkBlockAll: a sandbox without network needs its toolbox daemon on a unix "
-        .. "socket, which this build of dtlocal cannot use yet (see doc/dtlocal.md)")
-    end
   end
   -- the rules of the docs: blocking all, or unblocking, clears the allow list
   if block ~= nil then

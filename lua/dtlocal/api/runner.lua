@@ -34,10 +34,6 @@ local M = {}
 
 M.SOCKET = "/run/dtlua/toolbox.sock"     -- inside the sandbox
 
--- Whether the daemon listens on M.SOCKET (the design: reachable only through
--- the sandbox's run/ directory) or, for debugging, on 127.0.0.1:<any port>
--- of the host network the sandbox shares (reachable by every local user).
-M.UNIX_SOCKET = true
 M.READY_TIMEOUT = 30                      -- seconds from spawn to the daemon's "ready"
 M.STDERR_KEEP = 4096                      -- bytes of stderr kept for error reasons
 M.EXIT_BUSY = 70                          -- the launcher's "sandbox is running"
@@ -121,17 +117,15 @@ function Runner:launch(spec)
   end
   for _, b in ipairs(self.binds) do add("--ro-bind", b, b) end
   for _, v in ipairs(spec.volumes or {}) do add("--bind", v.host, v.path) end
-  if M.UNIX_SOCKET then
-    add("--", self.dtlocal, "toolbox", "--socket", M.SOCKET)
-  else
-    add("--", self.dtlocal, "toolbox", "--listen", "127.0.0.1:0")
-  end
+  -- the daemon listens only on its unix socket, reached through the
+  -- sandbox's run/ directory (never a TCP port other users could reach)
+  add("--", self.dtlocal, "toolbox", "--socket", M.SOCKET)
   if envfile then
     argv = { "/bin/sh", "-c", 'exec 3<"$0" && exec "$@"', envfile, table.unpack(argv) }
   end
   -- a socket left by a stopped (killed) daemon would make the new one's
   -- listen fail: nothing can be listening on it while the sandbox is down
-  if M.UNIX_SOCKET then os.remove(spec.dir .. "/run/toolbox.sock") end
+  os.remove(spec.dir .. "/run/toolbox.sock")
   local ok, proc = pcall(process.spawn, argv, { stdin = "null", stdout = "pipe", stderr = "pipe" })
   if not ok then
     if envfile then os.remove(envfile) end
@@ -196,11 +190,8 @@ function Instance:wait_ready(timeout)
       for line in self.proc:lines("stdout") do
         local url = line:match("^ready%s+(%S+)")
         if url then
-          if url:match("^http://") then
-            self.base_url = url
-          else   -- "unix:PATH": the host reaches it through the run dir
-            self.base_url, self.unix_socket = "http://localhost", self.socket
-          end
+          -- "unix:PATH" inside: the host reaches it through the run dir
+          self.base_url, self.unix_socket = "http://localhost", self.socket
           return true
         end
         self.log("sandbox %s: %s", self.id, line)

@@ -322,10 +322,6 @@ function Manager:create(c)
     if vol.state ~= "ready" then raise(400, format("Volume %s is not ready (state %s)", v.volumeId, vol.state)) end
     v.volumeId = vol.id
   end
-  if c.networkBlockAll and not runner_mod.UNIX_SOCKET then
-    raise(400, "networkBlockAll: a sandbox without network needs its toolbox daemon on a unix "
-      .. "socket, which this build of dtlocal cannot use yet (see doc/dtlocal.md)")
-  end
   if (c.networkAllowList and c.networkAllowList ~= "") or (c.domainAllowList and c.domainAllowList ~= "") then
     self.log("note: networkAllowList/domainAllowList are recorded but not enforced by dtlocal "
       .. "(sandboxes share the host's network)")
