@@ -17,11 +17,9 @@ description = {
 dependencies = {
   "lua == 5.4",
 }
-external_dependencies = {
-  -- headers and libraries come from Debian's packages (make deps)
-  CURL = { header = "curl/curl.h" },
-  UV = { header = "uv.h" },
-}
+-- C libraries (libuv, libcurl, libwebsockets, libmicrohttpd, wslay, OpenSSL)
+-- come from Debian's packages (`make deps`); the Makefile finds them with
+-- pkg-config.
 build = {
   type = "make",
   build_variables = {

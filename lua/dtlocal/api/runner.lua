@@ -56,6 +56,22 @@ local Runner = {}
 Runner.__index = Runner
 Runner.__name = "dtlocal.Runner"
 
+--- Where the sandbox launcher of the installation at prefix is:
+-- <prefix>/libexec/dtlua/ (make install, the build tree), or the rock's own
+-- directory in a luarocks tree (luarocks keeps libexec files there).
+function M.find_launcher(prefix)
+  local path = prefix .. "/libexec/dtlua/dtlua-sandbox"
+  if core.util.stat(path, true) then return path end
+  local rocks = prefix .. "/lib/luarocks/rocks-5.4/dtlua"
+  local versions = core.util.readdir(rocks) or {}
+  table.sort(versions)
+  for i = #versions, 1, -1 do
+    local p = rocks .. "/" .. versions[i] .. "/libexec/dtlua/dtlua-sandbox"
+    if core.util.stat(p, true) then return p end
+  end
+  return path
+end
+
 --- A runner. opts: prefix (the installation, default package.dtlua_prefix),
 -- launcher (default <prefix>/libexec/dtlua/dtlua-sandbox), log.
 function M.new(opts)
@@ -65,7 +81,7 @@ function M.new(opts)
     error("cannot find the dtlua installation (run the server as `dtlocal`)", 0)
   end
   prefix = M.realpath(prefix)
-  local launcher = opts.launcher or (prefix .. "/libexec/dtlua/dtlua-sandbox")
+  local launcher = opts.launcher or M.find_launcher(prefix)
   local st = core.util.stat(launcher, true)
   if not st or st.type ~= "file" then
     error("the sandbox launcher " .. launcher .. " is missing (build it with `make`)", 0)
