@@ -277,12 +277,42 @@ static int l_group (lua_State *L) {
   return 1;
 }
 
+/* util.symlink(target, path) -> true | nil, msg, code */
+static int l_symlink (lua_State *L) {
+  const char *target = luaL_checkstring(L, 1);
+  const char *path = luaL_checkstring(L, 2);
+  if (symlink(target, path) < 0) {
+    int e = errno;
+    return dt_fail(L, strerror(e), uv_err_name(-e));
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* util.mkdtemp(prefix) -> path of a new 0700 directory named prefix.XXXXXX
+** | nil, msg, code */
+static int l_mkdtemp (lua_State *L) {
+  size_t n;
+  const char *prefix = luaL_checklstring(L, 1, &n);
+  char buf[4096];
+  luaL_argcheck(L, n + 8 < sizeof buf, 1, "prefix too long");
+  memcpy(buf, prefix, n);
+  memcpy(buf + n, ".XXXXXX", 8);
+  if (mkdtemp(buf) == NULL) {
+    int e = errno;
+    return dt_fail(L, strerror(e), uv_err_name(-e));
+  }
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 void dt_open_util (lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"sha256", l_sha256}, {"sha256_file", l_sha256_file},
     {"random_bytes", l_random_bytes}, {"hex", l_hex},
     {"equal_ct", l_equal_ct}, {"isatty", l_isatty}, {"getpid", l_getpid},
     {"getuid", l_getuid}, {"environ", l_environ}, {"stat", l_stat},
+    {"symlink", l_symlink}, {"mkdtemp", l_mkdtemp},
     {"readdir", l_readdir}, {"mkdir", l_mkdir}, {"chmod", l_chmod},
     {"chown", l_chown}, {"user", l_user}, {"group", l_group},
     {NULL, NULL}

@@ -66,13 +66,29 @@ def fib(n):
 ]] },
 }
 
+-- This run's label, put on every sandbox it makes.
+local RUN = ("%08x"):format(math.random(0, 0x7fffffff))
+
 -- Every sandbox made below is deleted when this variable goes out of
--- scope: at the end of the script, or when an error ends it early.
+-- scope: at the end of the script, or when an error or Ctrl-C ends it
+-- early. A create cut short that way may have made a sandbox we never
+-- got back: the run's label finds those too. They are deleted
+-- concurrently, and one failing does not stop the others.
 local sandboxes <close> = setmetatable({}, { __close = function(list)
-  for _, sb in ipairs(list) do
-    local ok, err = pcall(sb.delete, sb)
-    if not ok then io.stderr:write("could not delete ", sb.id, ": ", tostring(err), "\n") end
+  local all, known = {}, {}
+  for _, sb in ipairs(list) do all[#all + 1] = sb; known[sb.id] = true end
+  local listed, found = pcall(function() return client:list{ labels = { run = RUN } }:all() end)
+  for _, sb in ipairs(listed and found or {}) do
+    if not known[sb.id] then all[#all + 1] = sb end
   end
+  local jobs = {}
+  for i, sb in ipairs(all) do
+    jobs[i] = function()
+      local deleted, err = pcall(sb.delete, sb)
+      if not deleted then io.stderr:write("could not delete ", sb.id, ": ", tostring(err), "\n") end
+    end
+  end
+  daytona.all(jobs)
 end })
 
 -- Run `python3 test_fib.py` in dir; returns the score line's figures.
@@ -86,13 +102,18 @@ end
 -- One agent's round: a sandbox, its answer and the test written into
 -- ./workspace, the test run.
 local function attempt(agent)
-  local sb = client:create{ language = "python", labels = { example = "parallel-agents", agent = agent.id } }
+  local sb = client:create{ language = "python",
+    labels = { example = "parallel-agents", run = RUN, agent = agent.id } }
   sandboxes[#sandboxes + 1] = sb
   local workspace = sb:get_work_dir() .. "/workspace"
-  sb.fs:upload_files{
+  -- one request for both files; a file that fails is reported, not raised
+  local sent = sb.fs:upload_files{
     { source = { data = agent.solution }, destination = workspace .. "/solution.py" },
     { source = { data = TEST }, destination = workspace .. "/test_fib.py" },
   }
+  for _, file in ipairs(sent) do
+    if file.error then error(("%s: %s"):format(file.destination, tostring(file.error))) end
+  end
   local passed, total, ms = run_test(sb, workspace)
   print(("%s: sandbox %s: %d/%d tests passed in %.3f ms"):format(agent.id, sb.id, passed, total, ms))
   return { agent = agent, sandbox = sb, workspace = workspace, passed = passed, total = total, ms = ms }
@@ -116,7 +137,8 @@ print(("winner: %s (%d/%d)"):format(best.agent.id, best.passed, best.total))
 
 -- Pack the winner's workspace and bring it here.
 local winner = best.sandbox
-local r = winner.process:exec("tar -czf /tmp/workspace.tar.gz --exclude=__pycache__ -C " .. best.workspace .. " .", { timeout = 60 })
+local r = winner.process:exec("tar -czf /tmp/workspace.tar.gz --exclude=__pycache__ -C " .. best.workspace .. " .",
+  { timeout = 60 })
 assert(r.exit_code == 0, r.result)
 local tarball = os.tmpname()
 winner.fs:download_file("/tmp/workspace.tar.gz", tarball)
@@ -125,7 +147,8 @@ print(("downloaded the winner's workspace: %d bytes of tar.gz in %s"):format(f:s
 f:close()
 
 -- The next round starts from it, in a fresh sandbox.
-local fresh = client:create{ language = "python", labels = { example = "parallel-agents", agent = "next-round" } }
+local fresh = client:create{ language = "python",
+  labels = { example = "parallel-agents", run = RUN, agent = "next-round" } }
 sandboxes[#sandboxes + 1] = fresh
 local workspace = fresh:get_work_dir() .. "/workspace"
 fresh.fs:upload_file(tarball, "/tmp/workspace.tar.gz")
@@ -133,8 +156,8 @@ os.remove(tarball)
 r = fresh.process:exec(("mkdir -p %s && tar -xzf /tmp/workspace.tar.gz -C %s && ls %s")
   :format(workspace, workspace, workspace), { timeout = 60 })
 assert(r.exit_code == 0, r.result)
-print(("unpacked into sandbox %s: %s"):format(fresh.id, r.result:gsub("%s+", " ")))
+print(("unpacked into sandbox %s: %s"):format(fresh.id, (r.result:gsub("%s+", " "):gsub(" $", ""))))
 local passed, total, _, output = run_test(fresh, workspace)
 io.write(output)
 print(("the winner's workspace passes %d/%d in the fresh sandbox"):format(passed, total))
-print("deleting " .. #sandboxes .. " sandboxes")
+print(("deleting the %d sandboxes of run %s"):format(#sandboxes, RUN))

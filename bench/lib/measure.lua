@@ -78,9 +78,10 @@ end
 --- Wait until the machine is idle: the CPUs less than 5 % busy over a
 -- 200 ms window (background work of the previous measurement such as a
 -- sandbox's removal, the warm pool's refill or writeback is done), for at
--- most `max` seconds (default 10). Returns the seconds waited.
+-- most `max` seconds (default 3: a machine busy with other work
+-- must not stall the bench). Returns the seconds waited.
 function M.settle(max)
-  max = max or 10
+  max = max or 3
   local t0 = core.now()
   while true do
     local b0, t0j = cpu_jiffies()
@@ -152,7 +153,7 @@ function M.run(argv, opts)
   opts = opts or {}
   local tf = os.tmpname()
   local full = { "/usr/bin/time", "-v", "-o", tf }
-  for _, a in ipairs(argv) do full[#full + 1] = a end
+  for _, a in ipairs(argv) do full[#full + 1] = tostring(a) end
   local t0 = core.now()
   local ok, r = pcall(process.run, full, { env = environ(opts.env), timeout = opts.timeout or 600,
     cwd = opts.cwd, max_output = 4 * 1024 * 1024 })

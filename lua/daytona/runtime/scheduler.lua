@@ -308,6 +308,10 @@ function M.run(fn, ...)
   local watching = { [sigint] = true }
   while S.ntasks > 0 or has_runnable() do
     run_queue()
+    -- the last task may have finished just now: then there is nothing to
+    -- wait for, and a blocking step would sleep until some idle timer of
+    -- the core (libwebsockets keeps a 30 s one) fires
+    if S.ntasks == 0 and not has_runnable() then break end
     local buf = S.buf
     local n = core.step(has_runnable() and 0 or -1, buf)
     for i = 1, n do

@@ -530,6 +530,7 @@ function App:close()
   if self.srv then self.srv:close() end
   for _, t in ipairs(self.tasks) do t:cancel() end
   if self.mgr then self.mgr:shutdown() end
+  if self.runner then self.runner:close() end
   for _, p in ipairs(self.info_paths or {}) do
     -- only our own: a newer server may have replaced the user's file
     local f = io.open(p, "rb")

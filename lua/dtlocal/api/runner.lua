@@ -86,9 +86,17 @@ function M.new(opts)
   if not st or st.type ~= "file" then
     error("the sandbox launcher " .. launcher .. " is missing (build it with `make`)", 0)
   end
+  -- A unix socket path must fit in 108 bytes, and a sandbox's run dir under
+  -- a state dir can be longer: the host connects through a short private
+  -- link dir, /tmp/dtlocal.XXXXXX/<sandbox id> -> <sandbox dir>/run.
+  local links, lmsg = core.util.mkdtemp((os.getenv("TMPDIR") or "/tmp"):gsub("/+$", "") .. "/dtlocal")
+  if not links or #links + 50 > 100 then
+    links, lmsg = core.util.mkdtemp("/tmp/dtlocal")
+  end
+  if not links then error("cannot create the socket link dir in /tmp: " .. tostring(lmsg), 0) end
   local self = setmetatable({
     prefix = prefix, launcher = launcher, dtlocal = prefix .. "/bin/dtlocal",
-    log = opts.log or function() end, binds = {},
+    log = opts.log or function() end, binds = {}, links = links,
   }, Runner)
   -- what the daemon needs to run from the same build, at the same paths
   local lua_tree = M.realpath(prefix .. "/share/lua/5.4")
@@ -149,7 +157,7 @@ function Runner:launch(spec)
   end
   local inst = setmetatable({
     id = spec.id, proc = proc, pid = proc:pid(), log = self.log,
-    socket = spec.dir .. "/run/toolbox.sock", stderr = {}, stderr_len = 0,
+    socket = self:socket_link(spec.id, spec.dir), stderr = {}, stderr_len = 0,
     envfile = envfile,   -- removed once the launcher has read it
   }, Instance)
   -- stderr: kept (for the error reason) and logged, line by line
@@ -269,6 +277,26 @@ function Instance:stop(grace)
   end
   self.proc:kill("KILL", false)
   self.proc:wait()
+end
+
+--- The path the host connects to for a sandbox's daemon: a short link
+-- to its run dir (see M.new), made once per sandbox.
+function Runner:socket_link(id, dir)
+  local link = self.links .. "/" .. id
+  if not core.util.stat(link) then
+    local ok, msg = core.util.symlink(dir .. "/run", link)
+    if not ok then error(format("cannot link %s: %s", link, tostring(msg)), 0) end
+  end
+  return link .. "/toolbox.sock"
+end
+
+--- Remove the socket link dir (at server shutdown).
+function Runner:close()
+  if self.links then
+    for _, name in ipairs(core.util.readdir(self.links) or {}) do os.remove(self.links .. "/" .. name) end
+    os.remove(self.links)
+    self.links = nil
+  end
 end
 
 --- Remove a sandbox's (or a volume's) directory tree, whatever host ids

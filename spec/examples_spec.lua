@@ -1,0 +1,180 @@
+-- The example scripts, run as a user runs them: `dtlua examples/<name>.lua`
+-- in a subprocess, with DAYTONA_API_URL / DAYTONA_API_KEY pointing at a
+-- private dtlocal (spec/support/dtlocal.lua), so the user's own server and
+-- state are never touched. Each run must exit 0, print what the example
+-- promises, and leave no sandbox behind. Also: hello.lua with no
+-- credentials at all (the SDK starts dtlocal itself, in a temp
+-- XDG_STATE_HOME), and the frame-loop host with its script.
+local helper = require "support.helper"
+local dtlocal = require "support.dtlocal"
+local process = require "daytona.runtime.process"
+local daytona = require "daytona"
+
+local build = os.getenv("DTLUA_BUILD") or "build"
+local ROOT = os.getenv("PWD")
+local function abs(p) return p:sub(1, 1) == "/" and p or ROOT .. "/" .. p end
+local DTLUA = abs(build .. "/bin/dtlua")
+local DTLOCAL = abs(build .. "/bin/dtlocal")
+local HOST = abs(build .. "/bin/dtlua-host")
+
+-- every variable that could point a run at another server
+local UNSET = { "DAYTONA_API_KEY", "DAYTONA_JWT_TOKEN", "DAYTONA_ORGANIZATION_ID", "DAYTONA_API_URL",
+  "DAYTONA_SERVER_URL", "DAYTONA_TARGET" }
+
+-- Run argv with the DAYTONA_* variables unset, then `vars` set; returns
+-- the result of process.run plus the elapsed seconds.
+local function run(argv, vars, opts)
+  local full = { "env" }
+  for _, k in ipairs(UNSET) do full[#full + 1] = "-u"; full[#full + 1] = k end
+  for k, v in pairs(vars) do full[#full + 1] = k .. "=" .. v end
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  local t0 = require("daytona.core").now()
+  local r = process.run(full, { cwd = opts.cwd, timeout = opts.timeout or 120, stderr = "pipe" })
+  return r, require("daytona.core").now() - t0
+end
+
+local function describe_run(r)
+  return ("exit %s\n--- stdout\n%s\n--- stderr\n%s"):format(tostring(r.exit_code), r.stdout, r.stderr)
+end
+
+describe("examples", function()
+  local srv, client
+
+  setup(function()
+    srv = dtlocal.start()
+    client = daytona.new{ api_key = srv.token, api_url = srv.api_url, local_server = false }
+  end)
+
+  teardown(function()
+    if srv then srv.stop() end
+    helper.cleanup()
+  end)
+
+  -- Run examples/<name>.lua against the private server, from a temp
+  -- directory (so no .env of the checkout applies); asserts exit 0 and
+  -- that no sandbox labelled example=<label> is left.
+  local function example(name, label)
+    local dir = helper.tmpdir()
+    local r, secs = run({ DTLUA, ROOT .. "/examples/" .. name .. ".lua" },
+      { DAYTONA_API_URL = srv.api_url, DAYTONA_API_KEY = srv.token, XDG_STATE_HOME = dir .. "/state" },
+      { cwd = dir })
+    assert.are.equal(0, r.exit_code, describe_run(r))
+    local left = client:list{ labels = { example = label } }:all()
+    assert.are.equal(0, #left, "sandboxes left by " .. name .. ": " .. #left)
+    return r.stdout, secs, r
+  end
+
+  it("hello.lua: exec, upload and download both ways, code_run", function()
+    local out = example("hello", "hello")
+    assert.matches("created sandbox [%x-]+ %(started%)", out)
+    assert.matches("exec: exit 0: hello from %S+ as daytona", out)
+    assert.matches("uploaded hello/main.py from a string", out)
+    assert.matches("exec in hello/: exit 0: 42 | 2 notes.txt", out, 1, true)
+    assert.matches("downloaded hello/main.py: 13 bytes: print(6 * 7)", out, 1, true)
+    assert.matches("downloaded hello/notes.txt to %S+: 18 bytes, same as sent: true", out)
+    assert.matches("code_run: exit 0:\npython 3%.[%d.]+ on linux\n285\n", out)
+    assert.matches("deleting sandbox", out)
+  end)
+
+  it("parallel_agents.lua: four agents at once, the winner's workspace moves on", function()
+    local out = example("parallel_agents", "parallel-agents")
+    assert.matches("agent%-a: sandbox [%x-]+: 6/6 tests passed", out)
+    assert.matches("agent%-b: sandbox [%x-]+: 6/6 tests passed", out)
+    assert.matches("agent%-c: sandbox [%x-]+: 5/6 tests passed", out)
+    assert.matches("agent%-d: sandbox [%x-]+: 5/6 tests passed", out)
+    assert.matches("4 agents done", out)
+    assert.matches("winner: agent%-[ab] %(6/6%)", out)
+    assert.matches("downloaded the winner's workspace: %d+ bytes of tar.gz", out)
+    assert.matches("unpacked into sandbox [%x-]+: solution.py test_fib.py", out)
+    assert.matches("PASS fib%(90%) = 2880067194370816120", out)
+    assert.matches("the winner's workspace passes 6/6 in the fresh sandbox", out)
+  end)
+
+  it("background_server.lua: a server in a session, health check, preview links, logs", function()
+    local out = example("background_server", "background-server")
+    assert.matches("started the server on port (%d+): session \"web\", command %S+", out)
+    assert.matches("server ready after %d+ check%(s%): HTTP 200", out)
+    assert.matches("preview link: http://127%.0%.0%.1:%d+/preview/[%x-]+/%d+", out)
+    assert.matches("GET via preview link: HTTP 200: <h1>Hello from a sandbox</h1>", out, 1, true)
+    assert.matches("GET via signed URL: HTTP 200", out)
+    assert.matches("expired the signed URL; GET via it now: HTTP 4%d%d", out)
+    assert.matches("server log:\n  127%.0%.0%.1 .-\"GET /index%.html HTTP/1%.1\" 200", out)
+    assert.matches("deleted the session", out)
+  end)
+
+  it("git_workflow.lua: clone, branch, commit, push, pull between two clones", function()
+    local out = example("git_workflow", "git-workflow")
+    assert.matches("made the bare repository /%S+/origin%.git", out)
+    assert.matches("alice status: greeting.py: Untracked", out)
+    assert.matches("alice committed %x+ on feature/greeting", out)
+    assert.matches("alice pushed feature/greeting", out)
+    assert.matches("bob runs alice's greeting.py: hello\n", out)
+    assert.matches("bob committed %x+ and pushed", out)
+    assert.matches("alice pulled; greeting.py now prints: hello / and goodbye", out)
+    assert.matches("alice: on feature/greeting, ahead 0, behind 0, published true, 0 changed file%(s%); "
+      .. "branches: feature/greeting, main", out)
+    assert.matches("bob: on feature/greeting, ahead 0, behind 0, published true", out)
+    assert.matches("history on feature/greeting:\n  %x+ Bob +Say goodbye too\n  %x+ Alice +Add greeting.py\n"
+      .. "  %x+ Seed +initial commit", out)
+  end)
+
+  it("pty_session.lua: input, output, resize, exit code; pull and callback modes", function()
+    local out, secs = example("pty_session", "pty-session")
+    assert.matches("created PTY session demo", out)
+    assert.matches("the shell sees 24 rows, 80 columns", out)
+    assert.matches("resized to 40 x 120", out)
+    assert.matches("the shell now sees 40 rows, 120 columns", out)
+    assert.matches("the shell answers: hello, Lua!", out)
+    assert.matches("the shell exited with code 7", out)
+    assert.matches("second terminal: lines 1 2 3, exit code 0", out)
+    -- regression: dtlua used to sit ~30 s in a blocking loop step after the
+    -- main task ended, until libwebsockets' idle timer fired
+    assert.is_true(secs < 20, ("took %.1f s"):format(secs))
+  end)
+
+  it("examples/host: the frame-loop host keeps every step short", function()
+    -- run from the checkout: the host finds lua/ relative to its cwd
+    local r = run({ HOST, "examples/host/script.lua" }, {}, { cwd = ROOT, timeout = 120 })
+    assert.are.equal(0, r.exit_code, describe_run(r))
+    assert.matches("host script: downloaded 67108864 bytes in %d+ chunks", r.stdout)
+    assert.matches("host script: the child printed 5 lines %(tick 1, tick 2, tick 3, tick 4, tick 5%) and exited with 0",
+      r.stdout)
+    assert.matches("host script: done", r.stdout)
+    local frames, longest = r.stdout:match("host: (%d+) frames, longest step ([%d.]+) ms")
+    assert.is_truthy(frames, describe_run(r))
+    assert.is_true(tonumber(longest) < 10, "longest step " .. longest .. " ms\n" .. describe_run(r))
+  end)
+end)
+
+describe("hello.lua with no credentials", function()
+  after_each(function() helper.cleanup() end)
+
+  it("starts the user's local server itself, runs, and the server stops cleanly", function()
+    local dir = helper.tmpdir()
+    local vars = { XDG_STATE_HOME = dir .. "/state" }
+    local r, secs = run({ DTLUA, ROOT .. "/examples/hello.lua" }, vars, { cwd = dir })
+    -- stop the server it started, whatever happened
+    local stop = run({ DTLOCAL, "stop" }, vars, { cwd = dir, timeout = 60 })
+    assert.are.equal(0, r.exit_code, describe_run(r))
+    assert.matches("daytona: no credentials set, using the local server at http://127%.0%.0%.1:%d+/api "
+      .. "%(started it with `dtlocal start`%)", r.stderr)
+    assert.matches("code_run: exit 0:", r.stdout)
+    assert.matches("deleting sandbox", r.stdout)
+    assert.is_true(secs < 30, ("took %.1f s"):format(secs))
+    assert.are.equal(0, stop.exit_code, describe_run(stop))
+    local status = run({ DTLOCAL, "status" }, vars, { cwd = dir, timeout = 30 })
+    assert.are.equal(3, status.exit_code, describe_run(status))
+  end)
+end)
+
+describe("dtlua at the end of the main task", function()
+  -- regression (found by pty_session.lua): scheduler.run took one more
+  -- blocking loop step after the last task had finished, sleeping until
+  -- whatever core timer was pending fired
+  it("returns at once, whatever core timers are still pending", function()
+    local r, secs = run({ DTLUA, "-e", "PENDING = require('daytona.core').timer(5000)" }, {},
+      { cwd = ROOT, timeout = 30 })
+    assert.are.equal(0, r.exit_code, describe_run(r))
+    assert.is_true(secs < 2, ("took %.1f s"):format(secs))
+  end)
+end)
