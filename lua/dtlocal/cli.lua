@@ -286,14 +286,20 @@ local function start(opts)
   if p then p:close() end
   if not pid then error("could not start `dtlocal serve` in the background", 0) end
   -- ready once it has announced itself (it does so after listening)
+  -- ($! may name a process that forked away: setsid forks when it leads a
+  -- process group, so the server's own pid is the one in the info file)
   local deadline = core.now() + 15
+  local gone_at
   while core.now() < deadline do
     local i = M.read_info(info_path)
-    if i and i.pid == pid then
-      io.stdout:write(format("dtlocal: started (pid %d): API %s\n", pid, i.api_url))
+    if i then   -- read_info checked that its pid is alive
+      io.stdout:write(format("dtlocal: started (pid %d): API %s\n", math.tointeger(i.pid), i.api_url))
       return 0
     end
-    if not M.alive(pid) then break end
+    if not M.alive(pid) then
+      gone_at = gone_at or core.now()
+      if core.now() - gone_at > 3 then break end   -- no server came of it
+    end
     scheduler.sleep(0.02)
   end
   local log = io.open(M.log_file(), "rb")
