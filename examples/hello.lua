@@ -21,7 +21,7 @@ print(("created sandbox %s (%s)"):format(sb.id, sb.state))
 
 -- A shell command: the exit code, and stdout and stderr merged in `result`.
 local r = sb.process:exec("echo hello from $(hostname) as $(whoami)")
-print(("exec: exit %d: %s"):format(r.exit_code, r.result:gsub("%s+$", "")))
+print(("exec: exit %d: %s"):format(r.exit_code, (r.result:gsub("%s+$", ""))))
 
 -- Upload from a Lua string. Relative paths are under the sandbox's work
 -- directory; missing parent directories are created.
@@ -37,11 +37,11 @@ sb.fs:upload_file(notes, "hello/notes.txt")
 print("uploaded " .. notes .. " as hello/notes.txt")
 
 r = sb.process:exec("python3 main.py && wc -l notes.txt", { cwd = sb:get_work_dir() .. "/hello" })
-print(("exec in hello/: exit %d: %s"):format(r.exit_code, r.result:gsub("%s+$", ""):gsub("\n", " | ")))
+print(("exec in hello/: exit %d: %s"):format(r.exit_code, (r.result:gsub("%s+$", ""):gsub("\n", " | "))))
 
 -- Download into memory...
 local code = sb.fs:download_file("hello/main.py")
-print(("downloaded hello/main.py: %d bytes: %s"):format(#code, code:gsub("%s+$", "")))
+print(("downloaded hello/main.py: %d bytes: %s"):format(#code, (code:gsub("%s+$", ""))))
 
 -- ...or straight to a local file.
 local back = os.tmpname()
@@ -60,7 +60,7 @@ import platform, sys
 print("python", platform.python_version(), "on", sys.platform)
 print(sum(i * i for i in range(10)))
 ]])
-print(("code_run: exit %d:\n%s"):format(r.exit_code, r.result:gsub("%s+$", "")))
+print(("code_run: exit %d:\n%s"):format(r.exit_code, (r.result:gsub("%s+$", ""))))
 
 print("deleting sandbox " .. sb.id)
 -- (the `<close>` above deletes it here, as the chunk ends)
