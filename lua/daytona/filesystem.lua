@@ -11,6 +11,7 @@
 -- into files or chunks, so memory stays flat whatever the size. Transfer
 -- timeouts default to 30 minutes (0 = none). Remote paths that are
 -- relative are resolved against the sandbox's work directory.
+local progressbar = require "daytona.progressbar"
 local api = require "daytona.api"
 local core = require "daytona.core"
 local errors = require "daytona.errors"
@@ -278,6 +279,7 @@ end
 
 -- One bulk-upload request for a list of { src = validated source, dest = }.
 local function bulk_upload(self, items, f, timeout, on_progress, cancel)
+  on_progress = progressbar.wrap("upload", on_progress)
   local parts = {}
   local replayable = true
   local producer
@@ -543,6 +545,7 @@ end
 -- memory (dest nil) or to the local file dest; collect per-path errors.
 -- Returns a table path -> { result = bytes | dest, error = err }.
 local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel)
+  on_progress = progressbar.wrap("download", on_progress)
   local r = open_reader(self, paths, f, timeout, cancel)
   local results = {}
   local cur, buf, fh, errbuf
@@ -701,6 +704,7 @@ function FileSystem:download_file_stream(remote_path, opts)
   opts = check.options(opts, f, STREAM_OPTS)
   local timeout = check.timeout(opts.timeout, f, TRANSFER_TIMEOUT)
   local on_progress = check.optfunction(opts.on_progress, f, "on_progress")
+  on_progress = progressbar.wrap("download", on_progress)
   local cancel = cancel_arg(opts.cancel, f)
   if cancel and cancel() then error(cancelled_error(f), 0) end
   local r = open_reader(self, { remote_path }, f, timeout, cancel)
