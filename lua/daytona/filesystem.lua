@@ -492,7 +492,7 @@ local function open_reader(self, paths, f, timeout, cancel)
       local q2 = r.q
       if data then q2[#q2 + 1] = { "data", data } else q2[#q2 + 1] = { "end" } end
     end
-  end)
+  end, { max_parts = #paths + 16 })   -- one part a path (file or error)
   return r
 end
 

@@ -130,6 +130,20 @@ describe("sandbox.fs", function()
     assert.is_true(errors.is(down[3].error, errors.DaytonaNotFoundError))
   end)
 
+  it("uploads and downloads 1,500 files in one request each (beyond 1,000 multipart parts)", function()
+    local items, want = {}, {}
+    for i = 1, 1500 do
+      items[i] = { source = { data = "file " .. i }, destination = ("many/d%02d/f%04d.txt"):format(i % 10, i) }
+      want[i] = { source = items[i].destination }
+    end
+    local up = sb.fs:upload_files(items)
+    assert.are.equal(1500, #up)
+    for i = 1, 1500 do assert.is_nil(up[i].error) end
+    local down = sb.fs:download_files(want)
+    assert.are.equal(1500, #down)
+    for i = 1, 1500 do assert.are.equal("file " .. i, down[i].result) end
+  end)
+
   it("reports an upload that cannot be written per file", function()
     sb.fs:upload_file({ data = "f" }, "blocker")
     local res = sb.fs:upload_files{

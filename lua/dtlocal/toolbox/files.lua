@@ -399,6 +399,10 @@ end
 -- function(data), or nil to drop the part's data) and on_end(name) when the
 -- part is complete. Returns true, or nil and a message when the body is not
 -- valid multipart; other errors (the client going away) propagate.
+-- A bulk upload is two parts a file; Daytona sets no count limit, and the
+-- parts stream to disk, so only a sanity bound (100,000 files).
+local MAX_UPLOAD_PARTS = 200000
+
 local function each_part(ctx, on_part, on_end)
   local boundary, berr = multipart.boundary(ctx.headers["content-type"])
   if not boundary then return nil, "Content-Type: " .. tostring(berr) end
@@ -411,7 +415,7 @@ local function each_part(ctx, on_part, on_end)
         on_end(part.name or "")
       end
     end
-  end)
+  end, { max_parts = MAX_UPLOAD_PARTS })
   local ok, err = pcall(function()
     while true do
       local chunk = ctx:read_chunk()
