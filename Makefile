@@ -102,7 +102,7 @@ docs:
 	ldoc -q .
 
 bench: all
-	bench/run $(if $(QUICK),--quick)
+	DTLUA_BUILD=$(BUILD) bench/run $(if $(QUICK),--quick)
 
 # The layout dtlua looks for beside its own binary: <prefix>/bin,
 # <prefix>/lib/lua/5.4, <prefix>/share/lua/5.4, <prefix>/libexec/dtlua.

@@ -1,7 +1,7 @@
 --- The benchmarks: dtlua against the official TypeScript SDK and curl, all
 -- against one private dtlocal. Run by `bench/run` (`make bench`).
 --
---   bench/run [--quick] [--only a,b,...] [--keep]
+--   bench/run [--quick] [--only a,b,...] [--runs N] [--keep]
 --
 -- Scenarios (names for --only): bigfile, roundtrip, fanout, smallops,
 -- manyfiles, cold, server. Every client measurement runs in its own process
@@ -38,7 +38,7 @@ local SCENARIOS = { "bigfile", "roundtrip", "fanout", "smallops", "manyfiles", "
 
 local function usage(msg)
   if msg then io.stderr:write("bench: ", msg, "\n") end
-  io.stderr:write("usage: bench/run [--quick] [--only ", table.concat(SCENARIOS, ","), "] [--keep]\n")
+  io.stderr:write("usage: bench/run [--quick] [--only ", table.concat(SCENARIOS, ","), "] [--runs N] [--keep]\n")
   os.exit(2)
 end
 
@@ -49,6 +49,10 @@ do
     local a = arg[i]
     if a == "--quick" then opts.quick = true
     elseif a == "--keep" then opts.keep = true
+    elseif a == "--runs" then
+      opts.runs = math.tointeger(tonumber(arg[i + 1])) or usage("--runs needs a number")
+      if opts.runs < 1 then usage("--runs needs a positive number") end
+      i = i + 1
     elseif a == "--only" then
       local list = arg[i + 1] or usage("--only needs a list")
       opts.only = {}
@@ -67,15 +71,15 @@ end
 
 -- full run: about 10 minutes on 2 cores; --quick: about a minute
 local P = opts.quick and {
-  big_mib = 64, big_runs = 1,
-  rt_n = 100, rt_warmup = 10, rt_runs = 1,
+  big_mib = 256, big_runs = 1,
+  rt_n = 200, rt_warmup = 10, rt_runs = 2,
   fan_n = 10, fan_runs = 1,
   ops_n = 400, ops_conc = 32, ops_runs = 1,
   files_n = 200, files_runs = 1,
-  cold_runs = 2,
+  cold_runs = 3,
   create_n = 5,
 } or {
-  big_mib = 1024, big_runs = 3,
+  big_mib = 1024, big_runs = 5,
   rt_n = 500, rt_warmup = 10, rt_runs = 5,
   fan_n = 50, fan_runs = 3,
   ops_n = 2000, ops_conc = 32, ops_runs = 3,
@@ -83,6 +87,12 @@ local P = opts.quick and {
   cold_runs = 7,
   create_n = 20,
 }
+
+if opts.runs then
+  for k in pairs(P) do
+    if k:match("_runs$") then P[k] = opts.runs end
+  end
+end
 
 local function log(fmt, ...)
   io.stderr:write(("[%s] "):format(os.date("%H:%M:%S")), fmt:format(...), "\n")
@@ -150,6 +160,16 @@ local function curl_argv(extra)
   return argv
 end
 
+-- a curl run's HTTP status must be 200 (else the answer's start is shown)
+local function curl_ok(res, what, resp_file)
+  local status = measure.figure(res, "status")
+  if status == 200 then return end
+  local body = ""
+  local f = resp_file and io.open(resp_file, "rb")
+  if f then body = f:read(300) or ""; f:close() end
+  error(("curl %s: HTTP %d %s"):format(what, status, body), 0)
+end
+
 local function exec_ok(cmd, timeout)
   local r = sb.process:exec(cmd, { timeout = timeout or 300 })
   if r.exit_code ~= 0 then
@@ -162,16 +182,21 @@ end
 -- (the machine settled first) calls measure_one(client, run) -> { metric =
 -- value }. A client that fails is not run again; its error is kept.
 -- Returns { client = { metric = { values } } }, { client = error }.
-local function interleave(runs, clients, measure_one, before)
+-- `warmup` rounds (default 0) go first and are not counted.
+local function interleave(runs, clients, measure_one, before, warmup)
   local got, failed = {}, {}
+  warmup = warmup or 0
   for _, c in ipairs(clients) do got[c] = {} end
-  for run = 1, runs do
+  for round = 1 - warmup, runs do
+    local run = round
     for _, c in ipairs(clients) do
       if not failed[c] then
         if before then before(c, run) end
         measure.settle()
         local ok, res = pcall(measure_one, c, run)
-        if ok then
+        if ok and round < 1 then
+          log("  warm-up %-6s (not counted)", c)
+        elseif ok then
           local show = {}
           for k, v in pairs(res) do
             got[c][k] = got[c][k] or {}
@@ -249,19 +274,20 @@ local function scenario_bigfile()
   local got, failed = interleave(P.big_runs, { "dtlua", "ts_sdk", "curl" }, function(c)
     local remote = "/home/daytona/bench-big-" .. c .. ".bin"
     local dst = tmp .. "/big-down-" .. c .. ".bin"
-    local up_s, down_s, rss
+    local up_s, down_s, rss, cpu
     if c == "curl" then
       local resp = tmp .. "/curl-resp"
       local u = run_client(curl_argv{ "-o", resp, "-w", "bench up_s %{time_total}\nbench status %{http_code}\n",
         "-F", "files[0].path=" .. remote, "-F", "files[0].file=@" .. src .. ";filename=" .. remote,
         tb_url .. "/files/bulk-upload" })
-      if measure.figure(u, "status") ~= 200 then error("curl upload: HTTP " .. measure.figure(u, "status"), 0) end
+      curl_ok(u, "upload", resp)
       local d = run_client(curl_argv{ "-o", dst, "-w", "bench down_s %{time_total}\nbench status %{http_code}\n",
         "-H", "Content-Type: application/json", "-d", api.encode({ paths = { remote } }),
         tb_url .. "/files/bulk-download" })
-      if measure.figure(d, "status") ~= 200 then error("curl download: HTTP " .. measure.figure(d, "status"), 0) end
+      curl_ok(d, "download", dst)
       up_s, down_s = measure.figure(u, "up_s"), measure.figure(d, "down_s")
       rss = math.max(rss_mib(u), rss_mib(d))
+      cpu = u.user + u.system + d.user + d.system
       local off, len = multipart_body_range(dst)
       if len ~= size or sha256_range(dst, off, len) ~= want then error("curl: downloaded file differs", 0) end
     else
@@ -269,21 +295,23 @@ local function scenario_bigfile()
         or node_client("bigfile.mjs", sb.id, src, remote, dst)
       local r = run_client(argv, 900)
       up_s, down_s, rss = measure.figure(r, "up_s"), measure.figure(r, "down_s"), rss_mib(r)
+      cpu = r.user + r.system
       if core.util.sha256_file(dst) ~= want then error(c .. ": downloaded file differs", 0) end
     end
     local remote_sum = exec_ok("sha256sum " .. q(remote)):match("^(%x+)")
     if remote_sum ~= want then error(c .. ": uploaded file differs", 0) end
     exec_ok("rm -f " .. q(remote))
     os.remove(dst)
-    return { up = size / MB / up_s, down = size / MB / down_s, rss = rss }
+    return { up = size / MB / up_s, down = size / MB / down_s, rss = rss, cpu = cpu }
   end, function()
     measure.sh("sync")     -- no dirty pages of the last run slowing this one
-  end)
+  end, 1)                  -- the first big transfers into a fresh sandbox ran
+                           -- markedly slower (up to 2x), whichever client made them
   os.remove(src)
   failures(label, failed)
   local rows = {}
   for _, m in ipairs({ { "up", "upload", "MB/s", "higher" }, { "down", "download", "MB/s", "higher" },
-      { "rss", "peak RSS", "MiB", "lower" } }) do
+      { "rss", "peak RSS", "MiB", "lower" }, { "cpu", "client CPU (user+sys)", "s", "lower" } }) do
     rows[#rows + 1] = { name = label, metric = m[2], unit = m[3], better = m[4],
       dtlua = med(got, "dtlua", m[1]), ts_sdk = med(got, "ts_sdk", m[1]), curl = med(got, "curl", m[1]) }
   end
@@ -451,7 +479,7 @@ local function scenario_manyfiles()
       f:close()
       local u = run_client(curl_argv{ "-o", tmp .. "/curl-resp", "-w", "bench up_s %{time_total}\nbench status %{http_code}\n",
         "-K", cfg, tb_url .. "/files/bulk-upload" })
-      if measure.figure(u, "status") ~= 200 then error("curl upload: HTTP " .. measure.figure(u, "status"), 0) end
+      curl_ok(u, "upload", tmp .. "/curl-resp")
       local paths = {}
       for i, p in ipairs(rel) do paths[i] = remote .. "/" .. p end
       local body = tmp .. "/curl-paths.json"
@@ -461,7 +489,7 @@ local function scenario_manyfiles()
       local out = tmp .. "/curl-tree.multipart"
       local d = run_client(curl_argv{ "-o", out, "-w", "bench down_s %{time_total}\nbench status %{http_code}\n",
         "-H", "Content-Type: application/json", "--data-binary", "@" .. body, tb_url .. "/files/bulk-download" })
-      if measure.figure(d, "status") ~= 200 then error("curl download: HTTP " .. measure.figure(d, "status"), 0) end
+      curl_ok(d, "download", out)
       local parts = tonumber(measure.sh("grep -a -c '^Content-Disposition: form-data; name=\"file\"' " .. q(out)))
       if parts ~= #rel then error(("curl download: %d file parts instead of %d"):format(parts, #rel), 0) end
       os.remove(out)
@@ -473,14 +501,18 @@ local function scenario_manyfiles()
       up_s, down_s, rss = measure.figure(r, "up_s"), measure.figure(r, "down_s"), rss_mib(r)
       local same = pcall(measure.sh, "diff -r -q " .. q(src) .. " " .. q(dst))
       if not same then error(c .. ": downloaded tree differs", 0) end
-      measure.sh("rm -rf " .. q(dst))
     end
     local remote_sum = exec_ok("cd " .. q(remote) .. " && " .. TREE_SUM):match("^(%x+)")
     if remote_sum ~= want then error(c .. ": uploaded tree differs", 0) end
-    exec_ok("rm -rf " .. q(remote))
     return { up = up_s, down = down_s, rss = rss }
+  end, function()
+    measure.sh("sync")     -- the last run's 4,000 file creations written out
   end)
-  measure.sh("rm -rf " .. q(src))
+  -- the trees go only now: creating files where thousands were just removed
+  -- made ext4's inode allocation (find_inode_bit, recently_deleted) the
+  -- larger part of a download's time, whichever client came next
+  measure.sh("rm -rf " .. q(src) .. " " .. q(tmp) .. "/tree-down-*")
+  pcall(exec_ok, "rm -rf /home/daytona/bench-tree-*")
   failures(label, failed)
   local rows = {}
   for _, m in ipairs({ { "up", "upload (one batch)", "s" }, { "down", "download (one batch)", "s" },
@@ -623,6 +655,37 @@ local RUNNERS = {
   server = scenario_server,
 }
 
+local METHOD = {
+  "One private `dtlocal serve --port 0 --state <tmp> --token <random>` (default warm pool of 2) serves every " ..
+    "client; scenarios 1, 2, 4 and 5 use one sandbox made by the bench.",
+  "Each measurement is one process under `/usr/bin/time -v` (peak RSS = its \"Maximum resident set size\"): " ..
+    "`build/bin/dtlua bench/clients/*.lua`, `node bench/clients/*.mjs` (the pinned @daytonaio/sdk), or `curl`. " ..
+    "Before each one the bench waits until the CPUs are idle (at most 3 s), and `sync`s before big-file runs.",
+  "Durations are taken inside the client around the measured calls (curl: its `time_total`), except the cold " ..
+    "script (the whole process) and curl's small ops (the whole `curl --parallel` process).",
+  "Big file: `upload_file(path, remote)` then `download_file(remote, path)` / `uploadFile` then `downloadFile` / " ..
+    "curl on the same toolbox routes (`POST /files/bulk-upload` with `-F`, `POST /files/bulk-download`); sha256 " ..
+    "checked in the sandbox and locally (for curl: of the file part of the multipart answer). Peak RSS for curl: " ..
+    "the larger of its two processes. One warm-up round (each client once) is not counted: the first " ..
+    "transfers into a fresh sandbox were up to twice as slow, for whichever client came first. Client CPU: user + system time of the client process(es), from " ..
+    "`/usr/bin/time` (on 2 cores the client shares the CPUs with dtlocal and the sandbox's daemon).",
+  "Round trip: 10 warm-up calls, then sequential `exec(\"true\")` / `executeCommand('true')`; curl: one " ..
+    "process, one kept-alive connection, the same POST one after the other (the floor for any client).",
+  "Fan-out: N × (create, exec `echo i`, delete and wait until gone) concurrently in one script " ..
+    "(`daytona.all` / `Promise.all`; TS: `delete(60, true)` so both wait).",
+  "Small ops: 32 workers share a counter of exec(\"true\") calls; curl: `--parallel --parallel-max 32`.",
+  "Many files: one `upload_files` / `uploadFiles` call then one `download_files` / `downloadFiles` call; " ..
+    "trees compared (remote sha256 list, local `diff -r`). curl sends the same one multipart upload and writes " ..
+    "the one multipart download unsplit (a floor for the transfer, not the same work). Every run uses fresh " ..
+    "directories, all removed only at the end (file creation right after mass removal was slowed by ext4's " ..
+    "inode allocator, whichever client came next).",
+  "Cold script: `dtlua bench/clients/hello.lua` against `node bench/clients/hello.mjs` (create, exec, delete " ..
+    "waiting until gone, exit), wall time of the whole process.",
+  "Server side: `POST /api/sandbox` with curl (it answers once the sandbox has started): `{}` is served by the " ..
+    "warm pool; `{\"env\":{...}}` cannot be, so it starts a sandbox cold. Each create is followed by a delete, " ..
+    "and the machine settles (pool refilled) before the next.",
+}
+
 local function markdown(meta, rows, tg)
   local m = meta.machine
   local out = {
@@ -637,12 +700,16 @@ local function markdown(meta, rows, tg)
       ", small ops " .. P.ops_runs .. ", many files " .. P.files_runs .. ", cold script " .. P.cold_runs ..
       "), clients interleaved within each run. MB = 10^6 bytes, MiB = 2^20. Ratios are dtlua's figure over the other's.",
     "",
-    "## Targets",
+    "## Targets (goals, not tests)",
     "",
   }
   for _, t in ipairs(tg) do
     out[#out + 1] = ("- %s %s: %s"):format(t.met and "✅" or "❌", t.text, t.value)
   end
+  out[#out + 1] = ""
+  out[#out + 1] = "## Method"
+  out[#out + 1] = ""
+  for _, line in ipairs(METHOD) do out[#out + 1] = "- " .. line end
   if #notes > 0 then
     out[#out + 1] = ""
     out[#out + 1] = "## Notes"

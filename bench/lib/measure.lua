@@ -141,6 +141,17 @@ local function parse_figures(stdout)
   return figs
 end
 
+--- The line of a client's stderr that says what went wrong: the first one
+-- naming an error (Lua's "...: DaytonaError: ...", node's "XxxError: ..."),
+-- else the first non-empty one; at most 400 characters.
+function M.error_line(stderr)
+  stderr = stderr or ""
+  local line = stderr:match("[^\n]*%w*Error[:%s][^\n]*") or stderr:match("[^\n]*%S[^\n]*") or "(no message)"
+  line = line:gsub("^%s+", "")
+  if #line > 400 then line = line:sub(1, 400) .. "…" end
+  return line
+end
+
 --- Run argv in its own process under `/usr/bin/time -v`.
 -- @param argv the client's command
 -- @param opts `{ env = extra variables, timeout = seconds (default 600),
@@ -165,9 +176,8 @@ function M.run(argv, opts)
   if not ok then error(("%s: %s"):format(table.concat(argv, " "), tostring(r)), 0) end
   local t = parse_time_v(tv)
   if r.exit_code ~= 0 or not t.rss_kib then
-    local err = (r.stderr or ""):sub(-3000)
-    error(("client failed (exit %s): %s\n%s%s"):format(tostring(r.exit_code), table.concat(argv, " "),
-      err, (r.stdout or ""):sub(-1000)), 0)
+    error(("%s exited with %s: %s"):format(argv[2] and argv[2]:match("[^/]+$") or argv[1],
+      tostring(r.exit_code), M.error_line(r.stderr)), 0)
   end
   return {
     wall = wall, rss_kib = t.rss_kib, user = t.user, system = t.system,
