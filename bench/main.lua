@@ -69,7 +69,7 @@ do
   end
 end
 
--- full run: about 10 minutes on 2 cores; --quick: about a minute
+-- full run: about 6 minutes on 2 cores; --quick: about half a minute
 local P = opts.quick and {
   big_mib = 256, big_runs = 1,
   rt_n = 200, rt_warmup = 10, rt_runs = 2,
