@@ -291,6 +291,20 @@ describe("process", function()
         assert.are.equal("ENOENT", err.code)
       end)
     end)
+
+    it("starts the child with no signal blocked or ignored, in its own session", function()
+      helper.run(function()
+        local r = process.run({ "sh", "-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status; ps -o sid= -p $$; echo $$" })
+        assert.are.equal(0, r.exit_code, r.stdout)
+        -- the classic signals 1..31 (bits 0..30); the RT ones are glibc's
+        for _, field in ipairs({ "SigBlk", "SigIgn" }) do
+          local mask = assert(tonumber(r.stdout:match(field .. ":%s+(%x+)"), 16), r.stdout)
+          assert.are.equal(0, mask & 0x7fffffff, field)
+        end
+        local sid, pid = r.stdout:match("(%d+)%s*\n(%d+)%s*$")
+        assert.are.equal(pid, sid)   -- new_group (the default): a session leader
+      end)
+    end)
   end)
 
   describe("spawn failures", function()

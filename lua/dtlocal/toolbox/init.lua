@@ -67,12 +67,6 @@ local errors = require "daytona.errors"
 local server = require "daytona.runtime.server"
 local router = require "dtlocal.router"
 local common = require "dtlocal.toolbox.common"
-local files = require "dtlocal.toolbox.files"
-local exec = require "dtlocal.toolbox.exec"
-local sessions = require "dtlocal.toolbox.sessions"
-local pty = require "dtlocal.toolbox.pty"
-local git = require "dtlocal.toolbox.git"
-local interpreter = require "dtlocal.toolbox.interpreter"
 local extras = require "dtlocal.toolbox.extras"
 
 local util = core.util
@@ -91,7 +85,31 @@ local MAX_BODY = 16 * 1024 * 1024   -- JSON bodies; uploads stream instead
 -- Routes
 ---------------------------------------------------------------------------
 
+-- The handler modules load on their first request, not at start-up: the
+-- daemon's start is on the critical path of creating a sandbox, and most
+-- sandboxes never use git, PTYs or the interpreter. `handlers.files.list`
+-- is a function that requires dtlocal.toolbox.files when first called.
+local function module(name) return require("dtlocal.toolbox." .. name) end
+
+local handlers = setmetatable({}, { __index = function(t, name)
+  local fns = setmetatable({}, { __index = function(fns, fname)
+    local function handler(app, ctx) return module(name)[fname](app, ctx) end
+    fns[fname] = handler
+    return handler
+  end })
+  t[name] = fns
+  return fns
+end })
+
+-- A handler module's shutdown, if the module was ever loaded.
+local function shutdown(name, app)
+  local mod = package.loaded["dtlocal.toolbox." .. name]
+  if mod then mod.shutdown(app) end
+end
+
 local function build_router()
+  local files, exec, sessions = handlers.files, handlers.exec, handlers.sessions
+  local pty, interpreter, git = handlers.pty, handlers.interpreter, handlers.git
   local r = router.new()
   local function add(method, pattern, fn) r:add(method, pattern, fn) end
   -- info
@@ -393,7 +411,7 @@ function M.start(opts)
   end
   local self = setmetatable({ app = app, srv = srv, port = srv.port, url = srv.url, host = host,
                               socket = opts.socket }, Server)
-  if opts.entrypoint then sessions.start_entrypoint(app, opts.entrypoint) end
+  if opts.entrypoint then module("sessions").start_entrypoint(app, opts.entrypoint) end
   return self
 end
 
@@ -402,9 +420,9 @@ function Server:close()
   if self.closed then return end
   self.closed = true
   self.srv:close()
-  sessions.shutdown(self.app)
-  pty.shutdown(self.app)
-  interpreter.shutdown(self.app)
+  shutdown("sessions", self.app)
+  shutdown("pty", self.app)
+  shutdown("interpreter", self.app)
   if self.app.own_state_dir then
     os.execute("rm -rf '" .. self.app.state_dir:gsub("'", "'\\''") .. "'")
   end
