@@ -197,6 +197,14 @@ function check.string(v, fname, arg, allow_empty)
   return v
 end
 
+--- The id of an object argument (a table with a string `id`, such as a
+-- snapshot or a volume) or the id/name string itself.
+-- @return the string
+function check.id(v, fname, arg)
+  if type(v) == "table" and type(v.id) == "string" then return v.id end
+  return check.string(v, fname, arg)
+end
+
 --- An optional string.
 -- @return the string or nil
 function check.optstring(v, fname, arg, allow_empty)

@@ -29,10 +29,7 @@ function M.new(client)
   return setmetatable({ _client = client, _t = client._transport }, SnapshotService)
 end
 
-local function snapshot_id(v, f)
-  if type(v) == "table" and type(v.id) == "string" then return v.id end
-  return check.string(v, f, "snapshot")
-end
+local function snapshot_id(v, f) return check.id(v, f, "snapshot") end
 
 --- One page of snapshots.
 -- @param opts optional `{ page = 1, limit = 100, name = prefix, sort =

@@ -28,10 +28,7 @@ function M.new(client)
   return setmetatable({ _client = client, _t = client._transport }, VolumeService)
 end
 
-local function volume_id(v, f)
-  if type(v) == "table" and type(v.id) == "string" then return v.id end
-  return check.string(v, f, "volume")
-end
+local function volume_id(v, f) return check.id(v, f, "volume") end
 
 --- All volumes.
 -- @param opts optional `{ include_deleted = false }`
