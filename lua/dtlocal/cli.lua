@@ -233,6 +233,8 @@ local function serve(opts)
   app:start()
   io.stdout:write(format("dtlocal: API %s\ndtlocal: toolbox %s\ndtlocal: token %s\ndtlocal: state %s\n",
     app.api_url, app.toolbox_url, app.token, state))
+  -- which sandbox resources hold, and why the others do not
+  io.stdout:write(format("dtlocal: resources: %s\n", app.cgroups:report()))
   io.stdout:flush()
   local ok, err = pcall(app.run, app)     -- until SIGTERM/SIGHUP, or cancelled (Ctrl-C)
   app:close()

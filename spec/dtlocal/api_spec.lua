@@ -238,8 +238,10 @@ describe("dtlocal control plane", function()
 
       fails(400, "at least one", "POST", "/sandbox/" .. s.id .. "/network-settings", {})
       fails(400, "networkAllowList", "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "example.com" })
-      local n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "10.0.0.0/8, 192.168.1.0/24" })
-      assert.are.equal("10.0.0.0/8,192.168.1.0/24", n.networkAllowList)
+      -- a valid allow list cannot be enforced locally: refused, not recorded
+      fails(400, "cannot enforce", "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "10.0.0.0/8, 192.168.1.0/24" })
+      local n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "" })
+      assert.is_nil(n.networkAllowList)
       -- the network namespace is fixed while the sandbox runs
       fails(409, "stopped", "POST", "/sandbox/" .. s.id .. "/network-settings", { networkBlockAll = true })
       n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkBlockAll = false })

@@ -202,6 +202,19 @@ describe("dtlua-sandbox", function()
       code, out = sh(q(LAUNCHER) .. " frobnicate")
       assert.equal(64, code)
       assert.matches("unknown command", out)
+      -- --env-file: a regular file of NAME=VALUE entries, NUL-separated
+      local bad = dir .. "/bad.env"
+      write_file(bad, "GOOD=1\0no equals sign\0")
+      code, out = sh(q(LAUNCHER) .. " run --root-dir " .. q(dir .. "/x") .. " --hostname h --env-file " .. q(bad) .. " -- true")
+      assert.equal(64, code)
+      assert.matches("%-%-env%-file: .*expected NAME=VALUE", out)
+      code, out = sh(q(LAUNCHER) .. " run --root-dir " .. q(dir .. "/x") .. " --hostname h --env-file " .. q(dir .. "/none") .. " -- true")
+      assert.equal(64, code)
+      assert.matches("%-%-env%-file: open", out)
+      assert(os.execute("mkfifo " .. q(dir .. "/fifo.env")))
+      code, out = sh(q(LAUNCHER) .. " run --root-dir " .. q(dir .. "/x") .. " --hostname h --env-file " .. q(dir .. "/fifo.env") .. " -- true")
+      assert.equal(64, code)
+      assert.matches("not a regular file", out)
     end)
 
     it("as root, requires a --uid-base that maps no host user", function()
@@ -230,16 +243,16 @@ describe("dtlua-sandbox", function()
       end
     end)
 
-    it("passes only its own environment, --env and --env-fd", function()
+    it("passes only its own environment, --env and --env-file", function()
       if not need("env") then return end
       local sb = new("env")
       local envf = dir .. "/envfile"
       write_file(envf, "SECRET=s3cr3t\0SPACED=a b\0")
       local o, e, rd = outfiles(sb)
-      local cmd = ("LEAKY_HOST_VAR=1 %s >%s 2>%s 3>%s 4<%s </dev/null"):format(
+      local cmd = ("LEAKY_HOST_VAR=1 %s >%s 2>%s 3>%s </dev/null"):format(
         launcher_cmd(sb, { "sh", "-c", "env | sort" },
-          { args = { "--user", "root", "--env", "A=1", "--env", "PATH=/usr/bin:/bin", "--env-fd", "4" } }),
-        q(o), q(e), q(rd), q(envf))
+          { args = { "--user", "root", "--env", "A=1", "--env", "PATH=/usr/bin:/bin", "--env-file", envf } }),
+        q(o), q(e), q(rd))
       local _, _, code = os.execute(cmd)
       local out = read_file(o)
       assert.equal(0, code, read_file(e))

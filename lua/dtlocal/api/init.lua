@@ -2,6 +2,8 @@
 --
 -- One HTTP server on the core's loop:
 --   /api/...                  the control plane (dtlocal.api.routes)
+--   /api/socket.io/           sandbox events, Socket.IO over WebSocket
+--                             (dtlocal.api.events)
 --   /toolbox/{id}/{rest}      forwarded to the sandbox's toolbox daemon
 --   /preview/{id}/{port}/...  forwarded to 127.0.0.1:{port} (sandboxes share
 --                             the host's network); X-Daytona-Preview-Token,
@@ -15,7 +17,8 @@
 --   app:run()           -- serve until SIGTERM or SIGHUP (or cancellation)
 --   app:close()         -- stop serving; stop sandbox processes, keep their states
 --
--- app.api_url, app.toolbox_url, app.base_url, app.token are set by start().
+-- app.api_url, app.toolbox_url, app.base_url, app.token are set by start(),
+-- and app.cgroups (dtlocal.api.cgroups: which resources are enforced).
 -- Every route needs `Authorization: Bearer <token>` (compared in constant
 -- time); toolbox routes also take the sandbox's preview token. Errors are
 -- the structured body of dtlocal.router everywhere.
@@ -30,7 +33,9 @@ local sandboxes = require "dtlocal.api.sandboxes"
 local volumes = require "dtlocal.api.volumes"
 local runner_mod = require "dtlocal.api.runner"
 local uids_mod = require "dtlocal.api.uids"
+local cgroups_mod = require "dtlocal.api.cgroups"
 local proxy = require "dtlocal.api.proxy"
+local events = require "dtlocal.api.events"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table =
   type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table
@@ -366,6 +371,8 @@ end
 --- Route one request by its first path segment.
 function App:dispatch(ctx)
   local p = ctx.path
+  -- the event channel authenticates in its Socket.IO CONNECT, not the upgrade
+  if p == "/api/socket.io" or p == "/api/socket.io/" then return self.events:serve(ctx) end
   if p == "/api" or p:sub(1, 5) == "/api/" then return self:api(ctx) end
   local id, rest = p:match("^/toolbox/([^/]+)(.*)$")
   if id then return self:toolbox(ctx, id, rest, false) end
@@ -459,8 +466,18 @@ function App:start()
     end
     self.vols = volumes.new{ store = self.store, runner = self.runner, log = self.log }
     self.vols:load()
+    -- cpu/memory/pids limits where the machine allows (else reported)
+    self.cgroups = cgroups_mod.new{ log = self.log }
+    -- Socket.IO sandbox events at /api/socket.io/ (protocol §3.6)
+    self.events = events.new{
+      log = self.log,
+      check_token = function(t) return self:check_token(t) end,
+      wire = function(rec) return model.wire(rec, self.toolbox_url, false) end,
+    }
     self.mgr = sandboxes.new{
       store = self.store, runner = self.runner, uids = self.uids, log = self.log,
+      cgroups = self.cgroups,
+      on_event = function(name, rec, old) self.events:sandbox_event(name, rec, old) end,
       minute = self.minute, warm = self.warm, volumes = function(k) return self.vols:find(k) end,
     }
     self.api_router = routes.new()
@@ -473,6 +490,8 @@ function App:start()
     self.api_url = self.base_url .. "/api"
     self.toolbox_url = self.base_url .. "/toolbox"
     local n, restarted = self.mgr:load()
+    -- after load: launchers a killed server left were ended there
+    self.cgroups:sweep()
     for _, rec in ipairs(self.mgr:all()) do
       for t in pairs(rec.dtlocal.signed) do self.signed[t] = rec.id end
     end
@@ -482,6 +501,7 @@ function App:start()
   end)
   if not started then
     if self.srv then self.srv:close() end
+    if self.cgroups then self.cgroups:close() end
     self:unlock()
     error(err, 0)
   end
@@ -527,9 +547,12 @@ end
 function App:close()
   if self.closed then return end
   self.closed = true
+  if self.events then self.events:close() end
   if self.srv then self.srv:close() end
   for _, t in ipairs(self.tasks) do t:cancel() end
   if self.mgr then self.mgr:shutdown() end
+  -- after the shutdown: the sandboxes' processes are gone
+  if self.cgroups then self.cgroups:close() end
   if self.runner then self.runner:close() end
   for _, p in ipairs(self.info_paths or {}) do
     -- only our own: a newer server may have replaced the user's file

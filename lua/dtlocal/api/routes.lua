@@ -346,9 +346,10 @@ local function archive(ctx, params)
   return sb(ctx, rec)
 end
 
--- Resize: locally the numbers are recorded (dtlocal applies no cgroup
--- limits, doc/dtlocal.md), with the API's rules: a started sandbox may only
--- grow CPU and memory; disk needs a stopped sandbox and may only grow.
+-- Resize, with the API's rules: a started sandbox may only grow CPU and
+-- memory, which apply at once to its cgroup (where dtlocal enforces them,
+-- doc/dtlocal.md); disk needs a stopped sandbox and may only grow (it is
+-- recorded, not enforced). A stopped sandbox gets its new limits at start.
 local function resize(ctx, params)
   local rec = find(ctx, params)
   local body = body_object(ctx, true)
@@ -373,6 +374,11 @@ local function resize(ctx, params)
     if memory and memory < rec.memory then raise(400, "memory: a started sandbox can only grow its memory") end
   end
   if disk and disk < rec.disk then raise(400, "disk: the disk can only grow") end
+  local cg = ctx.app.cgroups
+  if s == "started" and cg and (cpu or memory) then
+    local ok, err = pcall(cg.update, cg, rec.id, { cpu = cpu, memory = memory })
+    if not ok then raise(500, "cannot apply the new limits: " .. tostring(err)) end
+  end
   rec.cpu = cpu or rec.cpu
   rec.memory = memory or rec.memory
   rec.disk = disk or rec.disk
@@ -417,6 +423,7 @@ local function network_settings(ctx, params)
   local block
   if not absent(body.networkBlockAll) then block = check.boolean(body.networkBlockAll, "networkBlockAll") end
   local allow = not absent(body.networkAllowList) and check.cidr_list(body.networkAllowList, "networkAllowList") or nil
+  model.refuse_allow_list(allow)
   local domains = not absent(body.domainAllowList) and check.domain_list(body.domainAllowList, "domainAllowList") or nil
   if block == nil and allow == nil and domains == nil then
     raise(400, "at least one of networkBlockAll, networkAllowList or domainAllowList is required")

@@ -15,7 +15,8 @@
 --
 --   local runner = runner.new{ prefix =, log = }
 --   local inst = runner:launch{ id =, dir =, uid_first =, user =, env =,
---                               network_block_all =, volumes = {{host=, path=}} }
+--                               network_block_all =, volumes = {{host=, path=}},
+--                               cgroups = { dir, ... } }
 --   inst:wait_ready([timeout])   -- raises a plain error with the reason
 --   inst:wait_exit() -> "exit status 0" | "killed by SIGKILL" ...
 --   inst:stop(grace)             -- SIGTERM, SIGKILL after grace s (0: at once)
@@ -117,7 +118,8 @@ Instance.__name = "dtlocal.SandboxProcess"
 
 --- Start a sandbox. spec: id, dir (the sandbox's root dir), uid_first
 -- (host id of sandbox id 0; required as root), user ("daytona"|"root"),
--- env ({NAME = value}), network_block_all, volumes ({{host=, path=}}).
+-- env ({NAME = value}), network_block_all, volumes ({{host=, path=}}),
+-- cgroups (directories the launcher joins first: dtlocal.api.cgroups).
 -- Returns an Instance at once; raises DaytonaError if the launcher cannot
 -- be executed at all.
 function Runner:launch(spec)
@@ -126,9 +128,11 @@ function Runner:launch(spec)
   if spec.uid_first then add("--uid-base", tostring(spec.uid_first)) end
   add("--net", spec.network_block_all and "none" or "host")
   add("--user", spec.user == "root" and "root" or "daytona")
-  -- the sandbox's env goes through a file descriptor, not the command line
-  -- (which every host user can read in /proc): a root-only file in the
-  -- sandbox dir, opened as fd 3 by a shell that then execs the launcher
+  for _, d in ipairs(spec.cgroups or {}) do add("--cgroup", d) end
+  -- the sandbox's env goes through a file, not the command line (which
+  -- every host user can read in /proc): a file only we can read, beside
+  -- the sandbox dir (the sandbox cannot reach it), which the launcher reads
+  -- at once and which is removed once the sandbox is ready
   local envfile
   if next(spec.env or {}) ~= nil then
     local entries = {}
@@ -137,16 +141,13 @@ function Runner:launch(spec)
     envfile = spec.dir .. ".env"
     local ok, msg = store.write_atomic(envfile, concat(entries))
     if not ok then error("cannot write the sandbox's environment: " .. tostring(msg), 0) end
-    add("--env-fd", "3")
+    add("--env-file", envfile)
   end
   for _, b in ipairs(self.binds) do add("--ro-bind", b, b) end
   for _, v in ipairs(spec.volumes or {}) do add("--bind", v.host, v.path) end
   -- the daemon listens only on its unix socket, reached through the
   -- sandbox's run/ directory (never a TCP port other users could reach)
   add("--", self.dtlocal, "toolbox", "--socket", M.SOCKET)
-  if envfile then
-    argv = { "/bin/sh", "-c", 'exec 3<"$0" && exec "$@"', envfile, table.unpack(argv) }
-  end
   -- a socket left by a stopped (killed) daemon would make the new one's
   -- listen fail: nothing can be listening on it while the sandbox is down
   os.remove(spec.dir .. "/run/toolbox.sock")
@@ -197,6 +198,7 @@ local EXIT_NAMES = {
   [66] = "cannot create the namespaces", [67] = "cannot mount the root file system",
   [68] = "cannot pivot into the root file system", [69] = "cannot switch to the sandbox user",
   [70] = "the sandbox is already running", [71] = "internal launcher failure",
+  [72] = "cannot join the sandbox's cgroup",
   [126] = "the toolbox daemon cannot be executed", [127] = "the toolbox daemon was not found",
 }
 

@@ -53,11 +53,13 @@ Manager.__name = "dtlocal.SandboxManager"
 -- instance), uids (dtlocal.api.uids pool or nil when ranges are not used),
 -- log (function(fmt, ...)), minute (seconds in an interval minute; 60
 -- except in specs), volumes (function(id_or_name) -> volume record or nil),
--- warm (how many sandboxes to keep started ahead of time; default 0).
+-- warm (how many sandboxes to keep started ahead of time; default 0),
+-- cgroups (a dtlocal.api.cgroups manager: cpu/memory/pids limits).
 function M.new(opts)
   local mgr = setmetatable({
     store = assert(opts.store, "store"),
     runner = assert(opts.runner, "runner"),
+    cgroups = opts.cgroups,   -- dtlocal.api.cgroups manager, or nil
     uids = opts.uids,
     log = opts.log or function() end,
     minute = opts.minute or 60,
@@ -66,6 +68,9 @@ function M.new(opts)
     rt = {},           -- id -> runtime state { inst, op, op_kind, conns, dirty, stopping }
     closing = false,
     warm = opts.warm or 0,   -- warm pool size
+    -- on_event(name, rec, old_state): "sandbox.created" / "sandbox.state.updated"
+    -- (dtlocal.api.events); must not raise
+    on_event = opts.on_event or function() end,
     spares = {},       -- warm sandboxes ready to be handed out
     warming = 0,       -- warm sandboxes being started
   }, Manager)
@@ -150,6 +155,7 @@ function Manager:set_state(rec, state, reason)
   if state ~= "destroyed" then self:save(rec) end
   if old ~= state then
     self.log("sandbox %s: %s -> %s%s", rec.id, old or "-", state, reason and (" (" .. reason .. ")") or "")
+    self.on_event("sandbox.state.updated", rec, old)
   end
 end
 
@@ -246,6 +252,9 @@ function Manager:do_start(rec)
     env = rec.env,
     network_block_all = rec.networkBlockAll,
     volumes = vols,
+    -- the limits hold from the launcher's first instruction on (it joins
+    -- these groups before anything else)
+    cgroups = self.cgroups and self.cgroups:create(rec.id, { cpu = rec.cpu, memory = rec.memory }),
   }
   -- a sandbox whose previous launcher was just killed may hold its lock a
   -- moment longer (its init ends after the launcher): retry "busy" briefly
@@ -285,6 +294,7 @@ function Manager:watch(rec, inst)
     -- a transition under way (a start waiting for "ready") reports itself
     if rt and rt.op and not rt.op:done() then return end
     if rec.state == "started" or rec.state == "creating" or rec.state == "starting" then
+      if self.cgroups then self.cgroups:remove(rec.id) end
       self:set_state(rec, "error", "the sandbox's init exited unexpectedly (" .. status .. ")")
     end
   end)
@@ -301,6 +311,8 @@ function Manager:kill(rec, force)
   rt.stopping = true
   inst:stop(force and 0 or M.STOP_GRACE)
   rt.inst = nil
+  -- the launcher was waited for, so the sandbox's processes are gone
+  if self.cgroups then self.cgroups:remove(rec.id) end
 end
 
 --- Create and start a sandbox from validated values (model.check_create).
@@ -322,8 +334,8 @@ function Manager:create(c)
     if vol.state ~= "ready" then raise(400, format("Volume %s is not ready (state %s)", v.volumeId, vol.state)) end
     v.volumeId = vol.id
   end
-  if (c.networkAllowList and c.networkAllowList ~= "") or (c.domainAllowList and c.domainAllowList ~= "") then
-    self.log("note: networkAllowList/domainAllowList are recorded but not enforced by dtlocal "
+  if c.domainAllowList and c.domainAllowList ~= "" then
+    self.log("note: domainAllowList is recorded but not enforced by dtlocal "
       .. "(sandboxes share the host's network)")
   end
   local spare = self:take_spare(c)
@@ -337,6 +349,7 @@ function Manager:create(c)
     self.by_id[id] = nil
     error(err, 0)
   end
+  self.on_event("sandbox.created", rec)
   self:transition(rec, "start", nil, self.do_start)
   return rec
 end
@@ -358,9 +371,13 @@ end
 M.WARM_RETRY = 30
 
 -- Whether validated create values `c` can be served by a warm sandbox.
+-- Its cgroup limits are those of the default resources, set when it started.
 local function plain(c)
+  local d = model.DEFAULTS
   return (c.env == nil or next(c.env) == nil) and (c.user == nil or c.user == "daytona")
     and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
+    and (c.cpu == nil or c.cpu == d.cpu) and (c.memory == nil or c.memory == d.memory)
+    and (c.disk == nil or c.disk == d.disk)
 end
 
 --- Take a ready warm sandbox for create values c, turned into the new
@@ -385,6 +402,7 @@ function Manager:take_spare(c)
         error(err, 0)
       end
       self.log("sandbox %s: started (from the warm pool)", spare.id)
+      self.on_event("sandbox.created", spare)
       self:refill()
       return spare
     end
@@ -506,6 +524,7 @@ function Manager:do_delete(rec)
   self.by_id[rec.id] = nil
   self.rt[rec.id] = nil
   self.log("sandbox %s: destroying -> destroyed", rec.id)
+  self.on_event("sandbox.state.updated", rec, "destroying")
 end
 
 --- Delete a sandbox (any state but a transition in progress). Answers

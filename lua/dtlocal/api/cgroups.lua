@@ -1,0 +1,590 @@
+--- dtlocal.api.cgroups: a sandbox's cpu, memory and pids limits, with cgroups.
+--
+-- Every sandbox gets one cgroup (per hierarchy) nested under the server's
+-- own cgroup, so nothing escapes the limits dtlocal itself runs under:
+--
+--   <dtlocal's cgroup>/dtlocal-<server pid>/<sandbox id>
+--
+-- The launcher joins the sandbox's group before it creates any namespace
+-- (`dtlua-sandbox run --cgroup DIR`, doc/sandbox.md), so init, the toolbox
+-- daemon and everything started inside are in it. Limits:
+--   cpu     the sandbox's `cpu` cores of CPU time per period (CFS bandwidth:
+--           v1 cpu.cfs_quota_us / cpu.cfs_period_us, v2 cpu.max)
+--   memory  `memory` GiB (v1 memory.limit_in_bytes, and memsw the same when
+--           swap accounting is on; v2 memory.max, memory.swap.max 0): no swap
+--           beyond it. Page cache counts, and is reclaimed at the limit.
+--   pids    M.PIDS_MAX tasks (processes and threads)
+--   disk    not enforced: a sandbox writes into overlay upper dirs on the
+--           state dir's file system, which would need project quotas
+--
+-- Both cgroup v2 (the unified hierarchy, when cpu/memory/pids are in our
+-- cgroup's cgroup.controllers) and v1 (one mount per controller) are
+-- supported, per controller; what is not available or not writable is
+-- reported as not enforced, with the reason.
+--
+--   local info = cgroups.detect()  -- { version =, enforced = {cpu=,memory=,pids=,disk=},
+--                                  --   why = {...}, hier = {cpu = {version=, dir=}, ...} }
+--   local cg = cgroups.new{ log = }  -- detect + create this server's group
+--   cg:report()                    -- "cpu, memory, pids enforced (cgroup v1); disk not ..."
+--   cg:active()                    -- whether anything is enforced
+--   local dirs = cg:create(id, { cpu = 1, memory = 1 })   -- for --cgroup
+--   cg:update(id, { cpu = 2 })     -- resize, live
+--   cg:remove(id)                  -- once the sandbox's processes are gone
+--   cg:sweep()                     -- groups of dead servers
+--   cg:close()                     -- at shutdown: every group of this server
+--
+-- create and update raise a plain error naming the file that could not be
+-- written; remove and close only log (nothing to undo).
+local core = require "daytona.core"
+local scheduler = require "daytona.runtime.scheduler"
+
+local type, pairs, ipairs, tostring, tonumber, setmetatable, error, io, os, string, table, math =
+  type, pairs, ipairs, tostring, tonumber, setmetatable, error, io, os, string, table, math
+local format, concat = string.format, table.concat
+local util = core.util
+
+local M = {}
+
+M.CONTROLLERS = { "cpu", "memory", "pids" }
+M.CPU_PERIOD = 100000          -- µs: the CFS default period
+M.GIB = 1024 * 1024 * 1024
+-- Tasks per sandbox (threads count: a JVM or a browser has hundreds). It
+-- stops a fork bomb long before the host's pid space (kernel.pid_max is
+-- 32768 on many hosts) or threads-max runs out for every other sandbox and
+-- the host, and no real workload of a 1..4-core sandbox comes near it.
+M.PIDS_MAX = 4096
+M.DISK_WHY = "no quota on the overlay upper dir"
+-- How long remove() retries an rmdir that is busy: a task that has just
+-- exited may still be counted in its group for a moment.
+M.REMOVE_WAIT = 2
+
+---------------------------------------------------------------------------
+-- Files
+---------------------------------------------------------------------------
+
+local function read_file(path)
+  local f, msg = io.open(path, "rb")
+  if not f then return nil, msg end
+  local s, rmsg = f:read("a")
+  f:close()
+  if not s then return nil, rmsg end
+  return s
+end
+
+-- Write one value to a cgroup file: one write(2), whose error (EINVAL,
+-- EBUSY, ...) shows at close. Returns true or nil, message, errno.
+local function write_file(path, value)
+  local f, msg, errno = io.open(path, "wb")
+  if not f then return nil, msg, errno end
+  local ok, wmsg, werr = f:write(value)
+  local cok, cmsg, cerr = f:close()
+  if not ok then return nil, path .. ": " .. tostring(wmsg), werr end
+  if not cok then return nil, path .. ": " .. tostring(cmsg), cerr end
+  return true
+end
+
+local EBUSY, ENOENT = 16, 2   -- errno values of rmdir
+
+local function exists(path)
+  return util.stat(path) ~= nil
+end
+
+-- Octal escapes of /proc/self/mountinfo ("\040" is a space).
+local function unescape(s)
+  return (s:gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end))
+end
+
+---------------------------------------------------------------------------
+-- Where the hierarchies are (pure: text in, tables out)
+---------------------------------------------------------------------------
+
+--- Parse /proc/PID/cgroup: { v2 = "/path" or nil, v1 = { controller = "/path" } }.
+-- v1 lines are "ID:ctrl1,ctrl2:/path" (named hierarchies such as
+-- "name=systemd" are kept under their name); the v2 line is "0::/path".
+function M.parse_proc_cgroup(text)
+  local out = { v1 = {} }
+  for line in (text or ""):gmatch("[^\n]+") do
+    local id, ctrls, path = line:match("^(%d+):([^:]*):(.*)$")
+    if id then
+      if id == "0" and ctrls == "" then
+        out.v2 = path
+      else
+        for c in ctrls:gmatch("[^,]+") do out.v1[c] = path end
+      end
+    end
+  end
+  return out
+end
+
+--- Parse /proc/PID/mountinfo's cgroup mounts: a list of { root =,
+-- mountpoint =, fstype = "cgroup"|"cgroup2", ro = bool, options = {opt = true} }
+-- (options: the super options, which name a v1 mount's controllers).
+function M.parse_mountinfo(text)
+  local out = {}
+  for line in (text or ""):gmatch("[^\n]+") do
+    local left, right = line:match("^(.-) %- (.*)$")
+    if left then
+      local f = {}
+      for w in left:gmatch("%S+") do f[#f + 1] = w end
+      local fstype, _, super = right:match("^(%S+) (%S+) (%S+)")
+      if (fstype == "cgroup" or fstype == "cgroup2") and f[5] then
+        local m = { root = unescape(f[4]), mountpoint = unescape(f[5]), fstype = fstype,
+                    ro = false, options = {} }
+        for o in (f[6] or ""):gmatch("[^,]+") do if o == "ro" then m.ro = true end end
+        for o in (super or ""):gmatch("[^,]+") do m.options[o] = true end
+        out[#out + 1] = m
+      end
+    end
+  end
+  return out
+end
+
+-- The directory of cgroup `path` in mount m, or nil when the mount does
+-- not show it (its root is elsewhere in the hierarchy).
+local function dir_in(m, path)
+  local root = m.root
+  local rel
+  if root == "/" then
+    rel = path
+  elseif path == root then
+    rel = ""
+  elseif path:sub(1, #root + 1) == root .. "/" then
+    rel = path:sub(#root + 1)
+  else
+    return nil
+  end
+  if rel == "/" then rel = "" end
+  return m.mountpoint .. rel
+end
+
+--- Where our own cgroups are, from the texts of /proc/self/cgroup and
+-- /proc/self/mountinfo: { v2 = { dir =, path =, ro = } or nil,
+-- v1 = { controller = { dir =, path =, ro = } } } (controllers of
+-- M.CONTROLLERS only).
+function M.locate(proc_cgroup, mountinfo)
+  local own = M.parse_proc_cgroup(proc_cgroup)
+  local mounts = M.parse_mountinfo(mountinfo)
+  local out = { v1 = {} }
+  for _, m in ipairs(mounts) do
+    if m.fstype == "cgroup2" and own.v2 and not out.v2 then
+      local d = dir_in(m, own.v2)
+      if d then out.v2 = { dir = d, path = own.v2, ro = m.ro } end
+    elseif m.fstype == "cgroup" then
+      for _, c in ipairs(M.CONTROLLERS) do
+        if m.options[c] and own.v1[c] and not out.v1[c] then
+          local d = dir_in(m, own.v1[c])
+          if d then out.v1[c] = { dir = d, path = own.v1[c], ro = m.ro } end
+        end
+      end
+    end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Detection
+---------------------------------------------------------------------------
+
+-- The pids in a cgroup.procs.
+local function procs(dir)
+  local out = {}
+  for p in (read_file(dir .. "/cgroup.procs") or ""):gmatch("%d+") do out[#out + 1] = p end
+  return out
+end
+
+-- v2: whether the controllers `ctrls` can be enabled for the children of
+-- our cgroup `base`. A non-root v2 cgroup that holds processes cannot have
+-- any ("no internal processes"), so unless they are on already, or base is
+-- the root (which has no cgroup.type), dtlocal must be alone in base: it
+-- then moves itself into a leaf of its own first. Returns true, "move" when
+-- it must; false, why when it cannot.
+local function v2_delegable(base, ctrls)
+  local on = {}
+  for c in (read_file(base .. "/cgroup.subtree_control") or ""):gmatch("%S+") do on[c] = true end
+  local all = true
+  for _, c in ipairs(ctrls) do all = all and on[c] == true end
+  if all or not exists(base .. "/cgroup.type") then return true end
+  local inside = procs(base)
+  if #inside == 1 and inside[1] == tostring(util.getpid()) then return true, "move" end
+  return false, format("cgroup v2: %s holds other processes, so its controllers cannot be "
+    .. "enabled below it (run dtlocal in a cgroup of its own, e.g. `systemd-run --scope "
+    .. "-p Delegate=yes dtlocal serve`)", base)
+end
+
+-- Whether we may create groups in dir: not a read-only mount, and root
+-- or the owner of a writable dir. (new() then really tries.)
+local function writable(h)
+  if h.ro then return false, h.dir .. " is on a read-only mount" end
+  local st = util.stat(h.dir, true)
+  if not st or st.type ~= "directory" then return false, h.dir .. " is not a directory" end
+  local uid = util.getuid()
+  if uid == 0 then return true end
+  if st.uid == uid and st.mode & 128 ~= 0 then return true end
+  return false, format("%s is not writable by dtlocal (uid %d)", h.dir, uid)
+end
+
+--- What this machine allows, without changing anything. opts (for specs of
+-- the parsing): proc_cgroup, mountinfo (texts). Returns { version = 1, 2 or
+-- "1+2" (nil when nothing), enforced = { cpu =, memory =, pids =, disk = false },
+-- why = { resource = "reason it is not enforced" }, hier = { controller =
+-- { version =, dir = } } }.
+function M.detect(opts)
+  opts = opts or {}
+  local loc = M.locate(opts.proc_cgroup or read_file("/proc/self/cgroup"),
+                       opts.mountinfo or read_file("/proc/self/mountinfo"))
+  local info = { enforced = { disk = false }, why = { disk = M.DISK_WHY }, hier = {} }
+  local v2_ctrls = {}
+  if loc.v2 then
+    for c in (read_file(loc.v2.dir .. "/cgroup.controllers") or ""):gmatch("%S+") do v2_ctrls[c] = true end
+  end
+  local versions = {}
+  local v2_ok, v2_why = true, nil
+  if loc.v2 then
+    local wanted = {}
+    for _, c in ipairs(M.CONTROLLERS) do if v2_ctrls[c] then wanted[#wanted + 1] = c end end
+    if #wanted > 0 then v2_ok, v2_why = v2_delegable(loc.v2.dir, wanted) end
+  end
+  for _, c in ipairs(M.CONTROLLERS) do
+    local h
+    if v2_ctrls[c] then
+      h = { version = 2, dir = loc.v2.dir, ro = loc.v2.ro }
+    elseif loc.v1[c] then
+      h = { version = 1, dir = loc.v1[c].dir, ro = loc.v1[c].ro }
+    end
+    if not h then
+      info.enforced[c] = false
+      info.why[c] = format("no cgroup hierarchy with the %s controller", c)
+    else
+      local ok, why = writable(h)
+      if ok and h.version == 2 and not v2_ok then ok, why = false, v2_why end
+      info.enforced[c] = ok
+      if ok then
+        info.hier[c] = { version = h.version, dir = h.dir }
+        versions[h.version] = true
+      else
+        info.why[c] = why
+      end
+    end
+  end
+  if versions[1] and versions[2] then info.version = "1+2"
+  else info.version = versions[2] and 2 or versions[1] and 1 or nil end
+  return info
+end
+
+--- The one-line report of a detection (or of a manager's state):
+-- "cpu, memory, pids enforced (cgroup v1); disk not enforced (why)".
+function M.report(info)
+  local on, off, reasons = {}, {}, {}
+  for _, r in ipairs({ "cpu", "memory", "pids", "disk" }) do
+    if info.enforced[r] then on[#on + 1] = r else off[#off + 1] = r end
+  end
+  local parts = {}
+  if #on > 0 then
+    parts[#parts + 1] = format("%s enforced (cgroup v%s)", concat(on, ", "), tostring(info.version))
+  end
+  -- resources with the same reason are named together
+  for _, r in ipairs(off) do
+    local why = info.why[r] or "unknown"
+    local found
+    for _, g in ipairs(reasons) do
+      if g.why == why then g.names[#g.names + 1] = r; found = true end
+    end
+    if not found then reasons[#reasons + 1] = { why = why, names = { r } } end
+  end
+  for _, g in ipairs(reasons) do
+    parts[#parts + 1] = format("%s not enforced (%s)", concat(g.names, ", "), g.why)
+  end
+  return concat(parts, "; ")
+end
+
+---------------------------------------------------------------------------
+-- The manager
+---------------------------------------------------------------------------
+
+local Cgroups = {}
+Cgroups.__index = Cgroups
+Cgroups.__name = "dtlocal.Cgroups"
+
+-- The file that must exist in a group for a controller's limit to work
+-- (a v1 kernel without CFS bandwidth control has no cpu.cfs_quota_us).
+local KEY_FILE = {
+  [1] = { cpu = "cpu.cfs_quota_us", memory = "memory.limit_in_bytes", pids = "pids.max" },
+  [2] = { cpu = "cpu.max", memory = "memory.max", pids = "pids.max" },
+}
+
+-- v2: enable `ctrls` for the children of dir (cgroup.subtree_control).
+local function enable_subtree(dir, ctrls)
+  local words = {}
+  for _, c in ipairs(ctrls) do words[#words + 1] = "+" .. c end
+  return write_file(dir .. "/cgroup.subtree_control", concat(words, " "))
+end
+
+--- Detect, then create this server's group in every usable hierarchy
+-- (dtlocal-<pid> under our own cgroup). A controller whose group cannot
+-- be made is not enforced, with the reason; nothing raises. opts: log,
+-- detected (a detect() result to use instead of detecting).
+function M.new(opts)
+  opts = opts or {}
+  local info = opts.detected or M.detect()
+  local self = setmetatable({
+    log = opts.log or function() end,
+    version = info.version,
+    enforced = {}, why = {},
+    name = "dtlocal-" .. util.getpid(),
+    groups = {},         -- { version =, base =, dir =, controllers = {...} } per hierarchy
+  }, Cgroups)
+  for k, v in pairs(info.enforced) do self.enforced[k] = v end
+  for k, v in pairs(info.why) do self.why[k] = v end
+  -- controllers sharing a hierarchy (v2, or v1 "cpu,cpuacct") share a group
+  local by_dir = {}
+  for _, c in ipairs(M.CONTROLLERS) do
+    local h = info.hier[c]
+    if h then
+      local g = by_dir[h.dir]
+      if not g then
+        g = { version = h.version, base = h.dir, dir = h.dir .. "/" .. self.name, controllers = {} }
+        by_dir[h.dir] = g
+        self.groups[#self.groups + 1] = g
+      end
+      g.controllers[#g.controllers + 1] = c
+    end
+  end
+  local kept = {}
+  for _, g in ipairs(self.groups) do
+    local ok, why = self:make_instance_group(g)
+    if ok then
+      -- the controllers whose limit file is there
+      local have = {}
+      for _, c in ipairs(g.controllers) do
+        if exists(g.dir .. "/" .. KEY_FILE[g.version][c]) then
+          have[#have + 1] = c
+        else
+          self.enforced[c] = false
+          self.why[c] = format("%s has no %s", g.dir, KEY_FILE[g.version][c])
+        end
+      end
+      g.controllers = have
+      if #have > 0 then kept[#kept + 1] = g else self:remove_instance_group(g) end
+    else
+      for _, c in ipairs(g.controllers) do
+        self.enforced[c] = false
+        self.why[c] = why
+      end
+    end
+  end
+  self.groups = kept
+  local versions = {}
+  for _, g in ipairs(kept) do versions[g.version] = true end
+  if versions[1] and versions[2] then self.version = "1+2"
+  else self.version = versions[2] and 2 or versions[1] and 1 or nil end
+  return self
+end
+
+--- Create g.dir (the server's group). v2 also needs the controllers enabled
+-- for the children of our own cgroup and of the new group; a non-root v2
+-- cgroup that holds processes cannot enable them ("no internal processes"),
+-- so when dtlocal is alone in its cgroup it moves itself into a leaf of its
+-- own (<cgroup>/dtlocal-<pid>.server) first, as delegation expects.
+function Cgroups:make_instance_group(g)
+  local ok, msg, code = util.mkdir(g.dir, 493)   -- 0755
+  if not ok and code ~= "EEXIST" then
+    return false, format("cannot create %s: %s", g.dir, tostring(msg))
+  end
+  if g.version ~= 2 then return true end
+  local can, how = v2_delegable(g.base, g.controllers)
+  if not can then
+    self:remove_instance_group(g)
+    return false, how
+  end
+  local eok, emsg = true, nil
+  if how == "move" then
+    local leaf = g.base .. "/" .. self.name .. ".server"
+    local lok, lmsg, lcode = util.mkdir(leaf, 493)
+    if lok or lcode == "EEXIST" then
+      eok, emsg = write_file(leaf .. "/cgroup.procs", tostring(util.getpid()))
+      if eok then g.server_leaf = leaf end
+    else
+      eok, emsg = false, format("cannot create %s: %s", leaf, tostring(lmsg))
+    end
+  end
+  if eok then eok, emsg = enable_subtree(g.base, g.controllers) end
+  if eok then eok, emsg = enable_subtree(g.dir, g.controllers) end
+  if not eok then
+    self:remove_instance_group(g)
+    return false, "cgroup v2: cannot enable " .. concat(g.controllers, ", ") .. ": " .. tostring(emsg)
+  end
+  return true
+end
+
+--- Remove g.dir (and, v2, go back to our own cgroup when we left it).
+function Cgroups:remove_instance_group(g)
+  local ok, msg = os.remove(g.dir)
+  if not ok and util.stat(g.dir) then self.log("cgroups: cannot remove %s: %s", g.dir, tostring(msg)) end
+  if g.server_leaf then
+    -- back into our cgroup: only possible once its controllers are off
+    -- again (a cgroup with controllers enabled holds no processes)
+    local words = {}
+    for _, c in ipairs(g.controllers) do words[#words + 1] = "-" .. c end
+    write_file(g.base .. "/cgroup.subtree_control", concat(words, " "))
+    if write_file(g.base .. "/cgroup.procs", tostring(util.getpid())) then
+      os.remove(g.server_leaf)
+      g.server_leaf = nil
+    end
+  end
+end
+
+--- Whether any resource is enforced.
+function Cgroups:active()
+  return #self.groups > 0
+end
+
+--- The report line (see M.report).
+function Cgroups:report()
+  return M.report(self)
+end
+
+local function check_id(id)
+  if type(id) ~= "string" or not id:match("^[%w][%w%-_.]*$") or #id > 128 then
+    error("cgroups: bad sandbox id " .. tostring(id), 2)
+  end
+end
+
+-- Write the limits of `limits` (cpu cores, memory GiB) into group dir of
+-- hierarchy g; pids always. Raises a plain error naming the file.
+local function apply(g, dir, limits, what)
+  local function put(file, value)
+    local ok, msg = write_file(dir .. "/" .. file, value)
+    if not ok then error(format("cannot set the %s limit of sandbox %s: %s", what.res, what.id, msg), 0) end
+  end
+  for _, c in ipairs(g.controllers) do
+    what.res = c
+    if c == "cpu" and limits.cpu then
+      local quota = math.tointeger(limits.cpu * M.CPU_PERIOD)
+      if g.version == 2 then
+        put("cpu.max", format("%d %d", quota, M.CPU_PERIOD))
+      else
+        put("cpu.cfs_period_us", tostring(M.CPU_PERIOD))
+        put("cpu.cfs_quota_us", tostring(quota))
+      end
+    elseif c == "memory" and limits.memory then
+      local bytes = math.tointeger(limits.memory * M.GIB)
+      if g.version == 2 then
+        put("memory.max", tostring(bytes))
+        if exists(dir .. "/memory.swap.max") then put("memory.swap.max", "0") end
+      elseif exists(dir .. "/memory.memsw.limit_in_bytes") then
+        -- memory+swap must stay >= memory: raise it first when growing,
+        -- lower it last when shrinking
+        local cur = tonumber(read_file(dir .. "/memory.limit_in_bytes") or "")
+        if cur and bytes >= cur then
+          put("memory.memsw.limit_in_bytes", tostring(bytes))
+          put("memory.limit_in_bytes", tostring(bytes))
+        else
+          put("memory.limit_in_bytes", tostring(bytes))
+          put("memory.memsw.limit_in_bytes", tostring(bytes))
+        end
+      else
+        put("memory.limit_in_bytes", tostring(bytes))
+      end
+    elseif c == "pids" and limits.pids then
+      put("pids.max", tostring(limits.pids))
+    end
+  end
+end
+
+--- The groups of sandbox `id`, created (or reused) with `limits` ({ cpu =
+-- cores, memory = GiB }); returns the list of their directories, for the
+-- launcher's --cgroup. Raises a plain error when a group cannot be made or
+-- a limit cannot be set (an unenforced sandbox must not start while the
+-- server reports enforcement). Empty when nothing is enforced.
+function Cgroups:create(id, limits)
+  check_id(id)
+  local dirs = {}
+  if not self:active() then return dirs end
+  local l = { cpu = limits.cpu, memory = limits.memory, pids = M.PIDS_MAX }
+  for _, g in ipairs(self.groups) do
+    local dir = g.dir .. "/" .. id
+    local ok, msg, code = util.mkdir(dir, 493)
+    if not ok and code ~= "EEXIST" then
+      error(format("cannot create the cgroup of sandbox %s: %s: %s", id, dir, tostring(msg)), 0)
+    end
+    apply(g, dir, l, { id = id })
+    dirs[#dirs + 1] = dir
+  end
+  return dirs
+end
+
+--- Change the cpu and/or memory limit of sandbox `id` (running or not):
+-- limits { cpu =, memory = }. Raises a plain error when it cannot.
+function Cgroups:update(id, limits)
+  check_id(id)
+  if not self:active() then return end
+  for _, g in ipairs(self.groups) do
+    local dir = g.dir .. "/" .. id
+    if not util.stat(dir) then error(format("sandbox %s has no cgroup %s", id, dir), 0) end
+    apply(g, dir, { cpu = limits.cpu, memory = limits.memory }, { id = id })
+  end
+end
+
+-- rmdir, retried while busy (a task that just exited is still counted for
+-- a moment); true when gone.
+local function rmdir(dir, wait)
+  local deadline = core.now() + wait
+  while true do
+    local ok, msg, errno = os.remove(dir)
+    if ok or errno == ENOENT then return true end   -- gone already
+    if errno ~= EBUSY or core.now() > deadline then return nil, msg end
+    scheduler.sleep(0.01)
+  end
+end
+
+--- Remove the groups of sandbox `id` once its processes are gone (the
+-- launcher has been waited for). Returns true, or false after logging why.
+function Cgroups:remove(id)
+  check_id(id)
+  local all = true
+  for _, g in ipairs(self.groups) do
+    local dir = g.dir .. "/" .. id
+    local ok, msg = rmdir(dir, M.REMOVE_WAIT)
+    if not ok then
+      all = false
+      self.log("sandbox %s: cannot remove its cgroup: %s", id, tostring(msg))
+    end
+  end
+  return all
+end
+
+--- Remove the groups of servers that are gone (dtlocal-<pid> with no such
+-- process), in each hierarchy we use. Only empty groups go: rmdir never
+-- touches a group that still has a task.
+function Cgroups:sweep()
+  for _, g in ipairs(self.groups) do
+    for _, name in ipairs(util.readdir(g.base) or {}) do
+      local pid = name:match("^dtlocal%-(%d+)$") or name:match("^dtlocal%-(%d+)%.server$")
+      if pid and name ~= self.name and not util.stat("/proc/" .. pid) then
+        local dir = g.base .. "/" .. name
+        for _, sub in ipairs(util.readdir(dir) or {}) do
+          if util.stat(dir .. "/" .. sub .. "/cgroup.procs") then os.remove(dir .. "/" .. sub) end
+        end
+        if os.remove(dir) then self.log("cgroups: removed %s, left by a server that is gone", dir) end
+      end
+    end
+  end
+end
+
+--- Remove every group of this server (at shutdown, after its sandboxes
+-- were stopped).
+function Cgroups:close()
+  for _, g in ipairs(self.groups) do
+    for _, sub in ipairs(util.readdir(g.dir) or {}) do
+      local dir = g.dir .. "/" .. sub
+      if util.stat(dir .. "/cgroup.procs") then
+        local ok, msg = rmdir(dir, M.REMOVE_WAIT)
+        if not ok then self.log("cgroups: cannot remove %s: %s", dir, tostring(msg)) end
+      end
+    end
+    self:remove_instance_group(g)
+  end
+  self.groups = {}
+end
+
+return M
