@@ -240,6 +240,8 @@ describe("dtlocal control plane", function()
       fails(400, "networkAllowList", "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "example.com" })
       -- a valid allow list cannot be enforced locally: refused, not recorded
       fails(400, "cannot enforce", "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "10.0.0.0/8, 192.168.1.0/24" })
+      fails(400, "domainAllowList: dtlocal cannot enforce", "POST", "/sandbox/" .. s.id .. "/network-settings", { domainAllowList = "example.com" })
+      fails(400, "domainAllowList: dtlocal cannot enforce", "POST", "/sandbox", { domainAllowList = "*.example.com" })
       local n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "" })
       assert.is_nil(n.networkAllowList)
       -- the network namespace is fixed while the sandbox runs

@@ -260,15 +260,15 @@ function check.cidr_list(v, field)
   return concat(entries, ",")
 end
 
---- A network allow list must be empty locally: dtlocal has no way to
--- enforce one (a sandbox has the host's network or, with networkBlockAll,
--- none), and recording it would let a client believe it holds. Raises 400
--- for a non-empty (already validated) list.
-function M.refuse_allow_list(list)
+--- A network or domain allow list must be empty locally: dtlocal has no
+-- way to enforce one (a sandbox has the host's network or, with
+-- networkBlockAll, none), and recording it would let a client believe it
+-- holds. Raises 400 naming `field` for a non-empty (already validated) list.
+function M.refuse_allow_list(list, field)
   if list ~= nil and list ~= "" then
-    raise(400, "networkAllowList: dtlocal cannot enforce a network allow list (a local sandbox "
-      .. "shares the host's network); use networkBlockAll for no network at all, or run "
-      .. "against Daytona's cloud")
+    raise(400, format("%s: dtlocal cannot enforce an allow list (a local sandbox shares the "
+      .. "host's network); use networkBlockAll for no network at all, or run against "
+      .. "Daytona's cloud", field))
   end
 end
 
@@ -370,9 +370,12 @@ function M.check_create(body)
   if not absent(body.networkBlockAll) then c.networkBlockAll = check.boolean(body.networkBlockAll, "networkBlockAll") end
   if not absent(body.networkAllowList) then
     c.networkAllowList = check.cidr_list(body.networkAllowList, "networkAllowList")
-    M.refuse_allow_list(c.networkAllowList)
+    M.refuse_allow_list(c.networkAllowList, "networkAllowList")
   end
-  if not absent(body.domainAllowList) then c.domainAllowList = check.domain_list(body.domainAllowList, "domainAllowList") end
+  if not absent(body.domainAllowList) then
+    c.domainAllowList = check.domain_list(body.domainAllowList, "domainAllowList")
+    M.refuse_allow_list(c.domainAllowList, "domainAllowList")
+  end
   if not absent(body.target) then c.target = check.string(body.target, "target", { max = 255 }) end
 
   local resources = false

@@ -423,8 +423,9 @@ local function network_settings(ctx, params)
   local block
   if not absent(body.networkBlockAll) then block = check.boolean(body.networkBlockAll, "networkBlockAll") end
   local allow = not absent(body.networkAllowList) and check.cidr_list(body.networkAllowList, "networkAllowList") or nil
-  model.refuse_allow_list(allow)
+  model.refuse_allow_list(allow, "networkAllowList")
   local domains = not absent(body.domainAllowList) and check.domain_list(body.domainAllowList, "domainAllowList") or nil
+  model.refuse_allow_list(domains, "domainAllowList")
   if block == nil and allow == nil and domains == nil then
     raise(400, "at least one of networkBlockAll, networkAllowList or domainAllowList is required")
   end

@@ -334,10 +334,6 @@ function Manager:create(c)
     if vol.state ~= "ready" then raise(400, format("Volume %s is not ready (state %s)", v.volumeId, vol.state)) end
     v.volumeId = vol.id
   end
-  if c.domainAllowList and c.domainAllowList ~= "" then
-    self.log("note: domainAllowList is recorded but not enforced by dtlocal "
-      .. "(sandboxes share the host's network)")
-  end
   local spare = self:take_spare(c)
   if spare then return spare end
   local id = model.uuid()
