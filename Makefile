@@ -1,7 +1,7 @@
 # dtlua -- Daytona sandboxes driven from Lua, with a C core.
 #
 #   make deps      install missing Debian packages (no-op when all present)
-#   make           build build/bin/dtlua, build/bin/dtlocal and daytona.core
+#   make           build build/bin/dtlua, build/bin/dtlocal, daytona.core and its parts
 #   make test      run every spec with busted
 #   make asan      build with AddressSanitizer + UBSan and run the core specs
 #   make bench     run the benchmarks (QUICK=1 for a rough table)
@@ -19,18 +19,31 @@ CFLAGS   ?= -O2 -g
 # always on, whatever CFLAGS the caller gives; SANITIZE adds sanitizer flags
 DTCFLAGS := -std=gnu11 -Wall -Wextra -Werror -fPIC -fno-strict-aliasing $(SANITIZE)
 BUSTED   := lua5.4 /usr/bin/busted
-LIBS     := $(shell pkg-config --libs libuv libcurl libwebsockets libmicrohttpd openssl 2>/dev/null) -lwslay -lutil
 LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
+# each shared object and program records only the libraries it calls
+ASNEEDED := -Wl,--as-needed
 
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-dev \
             libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
             lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time lua-ldoc
 
-CORE_SRC := $(filter-out csrc/dtlua.c csrc/sandbox_launcher.c,$(wildcard csrc/*.c))
-CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+# The core is a base and three parts (csrc/dt.h): the base (loop, timers,
+# signals, util, process) is linked into dtlua and is daytona/core.so for
+# plain lua5.4; each part is daytona/core/<part>.so, loaded on first use of
+# core.<part>, with its own libraries.  obj.c is compiled into every one.
+BASE_OBJ := $(patsubst %,$(BUILD)/obj/%.o,core loop util process obj)
+BASE_LIBS:= $(shell pkg-config --libs libuv 2>/dev/null)
+HTTP_OBJ := $(BUILD)/obj/http_client.o $(BUILD)/obj/obj.o
+HTTP_LIBS:= $(shell pkg-config --libs libcurl libuv 2>/dev/null)
+WS_OBJ   := $(BUILD)/obj/ws_client.o $(BUILD)/obj/obj.o
+WS_LIBS  := $(shell pkg-config --libs libwebsockets openssl libuv 2>/dev/null)
+SRV_OBJ  := $(BUILD)/obj/http_server.o $(BUILD)/obj/obj.o
+SRV_LIBS := $(shell pkg-config --libs libmicrohttpd libcrypto libuv 2>/dev/null) -lwslay
 HDRS     := $(wildcard csrc/*.h)
 
 CORE_SO  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core.so
+PARTDIR  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core
+PART_SO  := $(PARTDIR)/http.so $(PARTDIR)/ws.so $(PARTDIR)/server.so
 DTLUA    := $(BUILD)/bin/dtlua
 DTLOCAL  := $(BUILD)/bin/dtlocal
 LAUNCHER := $(BUILD)/libexec/dtlua/dtlua-sandbox
@@ -38,7 +51,7 @@ LUASHARE := $(BUILD)/share/lua/$(LUA_VER)
 
 .PHONY: all deps test asan bench install uninstall clean docs
 
-all: $(CORE_SO) $(DTLUA) $(DTLOCAL) $(LAUNCHER) $(LUASHARE) $(BUILD)/bin/dtlua-host
+all: $(CORE_SO) $(PART_SO) $(DTLUA) $(DTLOCAL) $(LAUNCHER) $(LUASHARE) $(BUILD)/bin/dtlua-host
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done; \
@@ -55,19 +68,35 @@ $(BUILD)/obj/%.o: csrc/%.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -c $< -o $@
 
-$(CORE_SO): $(CORE_OBJ)
+# Lua symbols come from the program that loads a module (dtlua, lua5.4,
+# a host), so no module links liblua.
+$(CORE_SO): $(BASE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(ASNEEDED) $(BASE_LIBS) $(LDFLAGS)
 
-# dtlua links the core in and preloads it, so start-up needs no dlopen.
-$(DTLUA): $(BUILD)/obj/dtlua.o $(CORE_OBJ)
+$(PARTDIR)/http.so: $(HTTP_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(ASNEEDED) $(HTTP_LIBS) $(LDFLAGS)
 
-# examples/host: a C program with its own frame loop embedding Lua + the core
-$(BUILD)/bin/dtlua-host: examples/host/host.c $(CORE_OBJ)
+$(PARTDIR)/ws.so: $(WS_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(LUALIB) $(LIBS) -lm -ldl $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(ASNEEDED) $(WS_LIBS) $(LDFLAGS)
+
+$(PARTDIR)/server.so: $(SRV_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(ASNEEDED) $(SRV_LIBS) $(LDFLAGS)
+
+# dtlua links the base in and preloads it, so start-up needs no dlopen; the
+# parts it loads from <prefix>/lib/lua/5.4 like any C module.
+$(DTLUA): $(BUILD)/obj/dtlua.o $(BASE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(ASNEEDED) $(LUALIB) $(BASE_LIBS) -lm -ldl $(LDFLAGS)
+
+# examples/host: a C program with its own frame loop embedding Lua + the
+# core's base (the parts it loads from the build tree)
+$(BUILD)/bin/dtlua-host: examples/host/host.c $(BASE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(ASNEEDED) $(LUALIB) $(BASE_LIBS) -lm -ldl $(LDFLAGS)
 
 # The local server's sandbox launcher and init: a separate small program,
 # since it must set up namespaces before anything else runs.
@@ -112,11 +141,12 @@ LUADIR     ?= $(PREFIX)/share/lua/$(LUA_VER)
 LIBEXECDIR ?= $(PREFIX)/libexec/dtlua
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/daytona $(DESTDIR)$(LUADIR) $(DESTDIR)$(LIBEXECDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/daytona/core $(DESTDIR)$(LUADIR) $(DESTDIR)$(LIBEXECDIR)
 	install -m 0755 $(DTLUA) $(DESTDIR)$(BINDIR)/dtlua
 	ln -sf dtlua $(DESTDIR)$(BINDIR)/dtlocal
 	install -m 0755 $(LAUNCHER) $(DESTDIR)$(LIBEXECDIR)/dtlua-sandbox
 	install -m 0755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/daytona/core.so
+	install -m 0755 $(PART_SO) $(DESTDIR)$(LIBDIR)/daytona/core/
 	cd lua && find . -name '*.lua' | while read f; do \
 	  install -D -m 0644 "$$f" "$(DESTDIR)$(LUADIR)/$$f"; done
 

@@ -1,5 +1,5 @@
 /*
-** dt.h -- shared declarations of the daytona.core C module.
+** dt.h -- shared declarations of the daytona.core C modules.
 **
 ** The core is mechanism only: one libuv loop, and userdata "objects" whose
 ** operations run on it.  No C function here ever yields or calls back into
@@ -11,6 +11,21 @@
 ** error) through ordinary methods.  This keeps exactly one suspension point
 ** (the scheduler's wait) and makes every call safe through pcall,
 ** metamethods and nested Lua functions.
+**
+** The core is split so that a program maps only the libraries it uses:
+**   daytona.core         the base: loop, timers, signals, util, process
+**                        (liblua + libuv); core.c, loop.c, util.c, process.c
+**   daytona.core.http    http_client.c + libcurl
+**   daytona.core.ws      ws_client.c + libwebsockets
+**   daytona.core.server  http_server.c + libmicrohttpd + wslay
+** Each part is its own shared object, loaded by `require` on first use of
+** core.http / core.ws / core.server (an __index on the base's table).  Lua
+** loads C modules with RTLD_LOCAL, so a part cannot call into the base:
+** obj.c (the helpers below, which keep no state of their own: everything
+** lives in the dt_loop they are given) is compiled into the base and into
+** every part, hidden so that no copy interposes on another.  The one shared
+** thing is the loop, which a part takes from the base's table (dt_open_part)
+** after checking DT_ABI.
 */
 #ifndef DT_H
 #define DT_H
@@ -27,6 +42,21 @@
 #endif
 
 #define DT_CHUNK_SIZE (64 * 1024)   /* fixed transfer chunk for file I/O */
+
+/* The registry key under which the base caches its module table, and the
+** metatable name of the loop userdata it holds as _loop. */
+#define DT_CORE_KEY "daytona.core"
+#define DT_LOOP_TNAME "daytona.Loop"
+
+/* The layout of dt_loop and dt_obj and the meaning of the obj.c helpers, as
+** the base and its parts must agree on them: bump on any change, so that a
+** part from another build refuses to load instead of corrupting the loop. */
+#define DT_ABI 1
+
+#define DT_MAXHOOKS 8
+
+/* Everything declared below is internal to each shared object. */
+#pragma GCC visibility push(hidden)
 
 typedef struct dt_loop dt_loop;
 typedef struct dt_obj dt_obj;
@@ -52,6 +82,10 @@ struct dt_loop {
   void *ws;                /* ws_client.c state, created lazily */
   void *proc;              /* process.c state, created lazily */
   int closing;
+  /* the loaded parts' shutdown functions, called by the loop's __gc (a
+  ** part's code stays mapped until then: Lua unloads C libraries last) */
+  void (*shutdown[DT_MAXHOOKS])(dt_loop *loop);
+  int nshutdown;
 };
 
 /* --- loop.c ------------------------------------------------------------ */
@@ -59,6 +93,11 @@ struct dt_loop {
 /* The loop of the daytona.core module; every core function has the loop
 ** userdata as its first upvalue. */
 #define dt_loopup(L) ((dt_loop *)lua_touserdata(L, lua_upvalueindex(1)))
+
+/* Create the loop userdata (once per Lua state, by luaopen_daytona_core). */
+dt_loop *dt_newloop (lua_State *L);
+
+/* --- obj.c: compiled into the base and into every part ------------------ */
 
 /* Set up the dt_obj part of a fresh userdata (not pinned, not queued). */
 void dt_obj_init (dt_loop *loop, dt_obj *o);
@@ -105,6 +144,14 @@ int dt_buf_add (dt_buf *b, const void *p, size_t n);   /* 0 or UV_ENOMEM */
 void dt_buf_consume (dt_buf *b, size_t n);             /* drop n bytes from front */
 void dt_buf_free (dt_buf *b);
 
+/* The body of a part's luaopen_daytona_core_<name>: finds the base (requiring
+** daytona.core if need be), checks it was built with the same DT_ABI, and
+** returns core[name], creating it on first call: a table filled by open
+** with the stack as ..., table, loop; shutdown (or NULL) is called by the
+** loop's __gc.  Returns 1, the part's table on the stack. */
+int dt_open_part (lua_State *L, const char *name, void (*open)(lua_State *L),
+                  void (*shutdown)(dt_loop *loop));
+
 /* --- the submodules.  Each is called with the stack holding
 **   ..., its table, the loop userdata
 ** fills the table with its functions (the loop as their upvalue), registers
@@ -117,9 +164,12 @@ void dt_open_process (lua_State *L);
 void dt_open_util (lua_State *L);
 
 /* Called from the loop's __gc before uv_loop_close, so each submodule can
-** release library state (curl multi, lws context). */
+** release library state (curl multi, lws context).  The parts' ones reach
+** the loop through dt_open_part. */
 void dt_http_shutdown (dt_loop *loop);
 void dt_ws_shutdown (dt_loop *loop);
 void dt_process_shutdown (dt_loop *loop);
+
+#pragma GCC visibility pop
 
 #endif

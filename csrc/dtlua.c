@@ -435,7 +435,9 @@ static int pmain (lua_State *L) {
   sm->status = EXIT_FAILURE;
   luaL_checkversion(L);
   luaL_openlibs(L);
-  /* the core is linked in: no dlopen at start-up */
+  /* the core's base is linked in: no dlopen at start-up; its parts
+  ** (core.http, core.ws, core.server) load on first use from the cpath
+  ** entry set_paths puts first, <prefix>/lib/lua/5.4 */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_daytona_core);
   lua_setfield(L, -2, "daytona.core");

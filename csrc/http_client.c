@@ -21,9 +21,13 @@
 **       {Name = "v" | false}; false suppresses a default header),
 **       one of: body (string), body_file (path), body_stream (true: Lua
 **       supplies chunks with req:write/req:finish; body_size = known length),
-**       multipart ({{name=, data= | file=, filename=, content_type=}, ...}),
+**       body_from (a server request: its body, moved in C; body_size as for
+**       body_stream), multipart ({{name=, data= | file=, filename=,
+**       content_type=}, ...}),
 **       response as: memory (default, result().body), response_stream=true
 **       (req:read), response_file (path; C writes it in fixed chunks),
+**       response_to (a server request whose streamed response gets the
+**       body, moved in C once Lua has started that response; see splice.h),
 **       connect_timeout, timeout (total), idle_timeout (seconds; idle =
 **       no byte for that long), follow_redirects, max_redirects,
 **       accept_encoding (true: any the library decodes), progress_interval
@@ -42,7 +46,9 @@
 **   close()                              cancels; idempotent (__close, __gc)
 ** Error codes: ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH,
 ** ENOTFOUND (DNS), ETIMEDOUT, ETLS, EPROTO, ETOOMANYREDIRECTS, EPROXY,
-** ECANCELED, EINVAL, ENOMEM, EIO and errno names for local file errors.
+** ECANCELED, EINVAL, ENOMEM, EIO and errno names for local file errors;
+** with a splice, also ECONNABORTED (the server request was closed) and the
+** server request's own failure (ECONNRESET: its client left, ...).
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +63,7 @@
 #include <curl/curl.h>
 
 #include "dt.h"
+#include "splice.h"
 
 #define REQUEST_TNAME "daytona.Request"
 
@@ -83,6 +90,8 @@ typedef struct Http {
   CURLM *multi;
   CURLSH *share;
   uv_timer_t timer;
+  uv_timer_t kick;   /* splices woken by their server request, served next turn */
+  int handles;       /* the two timers, until closed */
   Request *active;   /* requests in the multi handle */
   Sock *socks;       /* sockets being watched */
 } Http;
@@ -95,8 +104,8 @@ struct Sock {
   Sock *next, **prevp;
 };
 
-enum { BODY_NONE, BODY_STRING, BODY_FILE, BODY_STREAM, BODY_MIME };
-enum { RESP_MEMORY, RESP_STREAM, RESP_FILE };
+enum { BODY_NONE, BODY_STRING, BODY_FILE, BODY_STREAM, BODY_MIME, BODY_SPLICE };
+enum { RESP_MEMORY, RESP_STREAM, RESP_FILE, RESP_SPLICE };
 
 struct Request {
   dt_obj base;
@@ -128,6 +137,11 @@ struct Request {
   int up_eof, want_write;
   curl_mime *mime;
   struct curl_slist *headers;
+  /* body_from / response_to: the server request at the other end of a
+  ** splice (uservalue 2 keeps it alive), NULL once unlinked */
+  dt_splice_end *end;
+  dt_splice_peer peer;
+  int kicked;                /* the end woke us: serve it on the kick timer */
   /* progress signals */
   uint64_t progress_ms, last_progress;
   /* outcome, kept after the easy handle is gone */
@@ -347,13 +361,16 @@ static Http *get_http (lua_State *L, dt_loop *loop) {
   curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
   uv_timer_init(&loop->uv, &h->timer);
-  h->timer.data = h;
+  uv_timer_init(&loop->uv, &h->kick);
+  h->timer.data = h->kick.data = h;
+  h->handles = 2;
   loop->http = h;
   return h;
 }
 
 static void http_freed (uv_handle_t *t) {
-  free(t->data);
+  Http *h = (Http *)t->data;
+  if (--h->handles == 0) free(h);
 }
 
 static void request_release (Request *r);
@@ -374,7 +391,9 @@ void dt_http_shutdown (dt_loop *loop) {
   curl_share_cleanup(h->share);
   while (h->socks) sock_close(h->socks);
   uv_timer_stop(&h->timer);
-  uv_close((uv_handle_t *)&h->timer, http_freed);   /* the loop's __gc runs it */
+  uv_timer_stop(&h->kick);
+  uv_close((uv_handle_t *)&h->timer, http_freed);   /* the loop's __gc runs them */
+  uv_close((uv_handle_t *)&h->kick, http_freed);
 }
 
 
@@ -463,6 +482,24 @@ static size_t on_write (char *p, size_t size, size_t n, void *ud) {
       if (dt_buf_add(&r->body, p, len) < 0) goto nomem;
       dt_signal(&r->base);
       break;
+    case RESP_SPLICE: {   /* straight into the server request's response */
+      dt_splice_err err;
+      int rc;
+      if (r->end == NULL) {
+        set_error(r, "ECONNABORTED", "the server request was closed");
+        return 0;
+      }
+      rc = r->end->splice->write(r->end, p, len, &err);
+      if (rc == 0) {   /* no room, or no response head yet: it wakes us */
+        r->recv_paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+      }
+      if (rc < 0) {
+        set_error(r, err.code, err.msg);
+        return 0;
+      }
+      break;
+    }
     case RESP_FILE:
       if (r->flen + len > DT_CHUNK_SIZE && flush_file(r) < 0) goto ioerr;
       if (len >= DT_CHUNK_SIZE) {
@@ -523,6 +560,27 @@ static size_t on_read (char *p, size_t size, size_t n, void *ud) {
         dt_signal(&r->base);
       }
       return len;
+    }
+    case BODY_SPLICE: {   /* straight out of the server request's body */
+      dt_splice_err err;
+      int state;
+      size_t got;
+      if (r->end == NULL) {
+        set_error(r, "ECONNABORTED", "the server request was closed");
+        return CURL_READFUNC_ABORT;
+      }
+      got = r->end->splice->read(r->end, p, len, &state, &err);
+      if (got > 0) return got;
+      if (state == DT_SPLICE_EOF) {
+        r->up_eof = 1;
+        return 0;
+      }
+      if (state == DT_SPLICE_ERROR) {
+        set_error(r, err.code, err.msg);   /* the upstream sees a cut body */
+        return CURL_READFUNC_ABORT;
+      }
+      r->send_paused = 1;   /* until the end wakes us with more */
+      return CURL_READFUNC_PAUSE;
     }
     default:
       return 0;
@@ -598,6 +656,10 @@ static void request_release (Request *r) {
   r->fbuf = NULL;
   dt_buf_free(&r->up);
   r->upoff = 0;
+  if (r->end) {   /* no byte moves any more: the server request is Lua's again */
+    r->end->splice->detach(r->end, &r->peer);
+    r->end = NULL;
+  }
 }
 
 static void finish (Request *r, CURLcode cc) {
@@ -648,6 +710,86 @@ static void update_pause (Request *r) {
 
 
 /* ---------------------------------------------------------------------- */
+/* splices (splice.h): the body from / the response to a server request    */
+/* ---------------------------------------------------------------------- */
+
+static void splice_fail (Request *r, const dt_splice_err *err) {
+  set_error(r, err->code, err->msg);
+  finish(r, CURLE_ABORTED_BY_CALLBACK);
+}
+
+/* The end woke us: resume what waited for it, or fail the transfer when
+** the server request was dropped while it still mattered (a body not sent
+** in full, an answer with nowhere to go).  Runs on the kick timer, outside
+** every libcurl and MHD callback. */
+static void splice_serve (Request *r) {
+  dt_splice_err err;
+  int changed = 0;
+  if (r->done || !r->in_multi) return;
+  if (r->end == NULL) {
+    err.code = "ECONNABORTED";
+    err.msg = "the server request was closed";
+    splice_fail(r, &err);
+    return;
+  }
+  if (((r->body_kind == BODY_SPLICE && !r->up_eof) || r->resp_kind == RESP_SPLICE) &&
+      r->end->splice->gone(r->end, &err)) {
+    splice_fail(r, &err);
+    return;
+  }
+  if (r->body_kind == BODY_SPLICE && r->send_paused) {
+    r->send_paused = 0;   /* on_read takes what came, or pauses again */
+    changed = 1;
+  }
+  if (r->resp_kind == RESP_SPLICE && r->recv_paused) {
+    int rc = r->end->splice->write(r->end, NULL, 0, &err);
+    if (rc < 0) {
+      splice_fail(r, &err);
+      return;
+    }
+    if (rc > 0) {   /* libcurl hands the held bytes to on_write again */
+      r->recv_paused = 0;
+      changed = 1;
+    }
+  }
+  if (changed) update_pause(r);
+}
+
+static void on_kick (uv_timer_t *t) {
+  Http *h = (Http *)t->data;
+  Request *r, *next;
+  for (r = h->active; r; r = next) {
+    next = r->next;   /* splice_serve may take r out of the list */
+    if (r->kicked) {
+      r->kicked = 0;
+      splice_serve(r);
+    }
+  }
+  if (h->loop->nready > 0) uv_stop(&h->loop->uv);   /* as on_timeout */
+}
+
+#define PEER_REQUEST(p) ((Request *)(void *)((char *)(p) - offsetof(Request, peer)))
+
+/* dt_splice_peer.wake: called from MHD and libcurl callbacks, so it only
+** marks the request and arms the kick timer. */
+static void splice_wake (dt_splice_peer *peer) {
+  Request *r = PEER_REQUEST(peer);
+  Http *h = r->http;
+  if (h == NULL || r->done || r->kicked) return;
+  r->kicked = 1;
+  uv_timer_start(&h->kick, on_kick, 0, 0);
+}
+
+/* dt_splice_peer.gone: the end is being freed; a running transfer fails on
+** its next turn. */
+static void splice_peer_gone (dt_splice_peer *peer) {
+  Request *r = PEER_REQUEST(peer);
+  r->end = NULL;
+  splice_wake(peer);
+}
+
+
+/* ---------------------------------------------------------------------- */
 /* building a request from its options                                     */
 /* ---------------------------------------------------------------------- */
 
@@ -656,7 +798,7 @@ static const char *const known_opts[] = {
   "multipart", "response_file", "response_stream", "connect_timeout",
   "timeout", "idle_timeout", "follow_redirects", "max_redirects",
   "accept_encoding", "progress_interval", "ca_file", "insecure", "verbose",
-  "unix_socket", NULL
+  "unix_socket", "body_from", "response_to", NULL
 };
 
 static void check_known (lua_State *L, int t) {
@@ -722,6 +864,21 @@ static lua_Integer opt_int (lua_State *L, const char *k, lua_Integer lo, lua_Int
                k, (int)lo);
   lua_pop(L, 1);
   return v;
+}
+
+/* A splice option: a server request (splice.h) or nil. */
+static dt_splice_end *opt_splice_end (lua_State *L, const char *k) {
+  dt_splice_end *end = NULL;
+  if (field(L, k) != LUA_TNIL) {
+    end = (dt_splice_end *)luaL_testudata(L, -1, DT_SPLICE_END_TNAME);
+    if (end == NULL)
+      luaL_error(L, "bad argument #1 to 'request' (option '%s' must be a server request)", k);
+    if (end->splice->version != DT_SPLICE_VERSION)
+      luaL_error(L, "option '%s': core.server is from another build (splice version %d, not %d)",
+                 k, end->splice->version, DT_SPLICE_VERSION);
+  }
+  lua_pop(L, 1);
+  return end;
 }
 
 static int is_token_char (int c) {
@@ -894,6 +1051,7 @@ static int l_request (lua_State *L) {
   const char *url, *method, *body, *body_file, *response_file, *ca_file, *bad, *unix_socket;
   size_t bodylen = 0, mlen = 0;
   int body_stream, response_stream, nbodies, has_expect, is_head;
+  dt_splice_end *body_from, *response_to, *end;
   long connect_ms, total_ms, idle_ms, progress_ms;
   lua_Integer max_redirs, body_size;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -912,6 +1070,11 @@ static int l_request (lua_State *L) {
   response_file = opt_string(L, "response_file", NULL);
   response_stream = opt_bool(L, "response_stream");
   ca_file = opt_string(L, "ca_file", NULL);
+  body_from = opt_splice_end(L, "body_from");
+  response_to = opt_splice_end(L, "response_to");
+  end = body_from ? body_from : response_to;
+  if (body_from && response_to && body_from != response_to)
+    luaL_error(L, "bad argument #1 to 'request' (body_from and response_to must be the same server request)");
   unix_socket = opt_string(L, "unix_socket", NULL);
   if (unix_socket && (unix_socket[0] != '/' || strlen(unix_socket) > 100))
     luaL_error(L, "bad argument #1 to 'request' (option 'unix_socket' must be an absolute path of at most 100 bytes)");
@@ -920,17 +1083,17 @@ static int l_request (lua_State *L) {
   idle_ms = opt_ms(L, "idle_timeout");
   progress_ms = opt_ms(L, "progress_interval");
   max_redirs = opt_int(L, "max_redirects", 0, 10);
-  nbodies = (body != NULL) + (body_file != NULL) + body_stream +
+  nbodies = (body != NULL) + (body_file != NULL) + body_stream + (body_from != NULL) +
             (field(L, "multipart") != LUA_TNIL);
   if (!lua_isnil(L, -1) && !lua_istable(L, -1))
     luaL_error(L, "bad argument #1 to 'request' (option 'multipart' must be a table)");
   lua_pop(L, 1);
   if (nbodies > 1)
-    luaL_error(L, "bad argument #1 to 'request' (body, body_file, body_stream and multipart are exclusive)");
-  if (response_file && response_stream)
-    luaL_error(L, "bad argument #1 to 'request' (response_file and response_stream are exclusive)");
-  if (body_size >= 0 && !body_stream)
-    luaL_error(L, "bad argument #1 to 'request' (body_size goes with body_stream)");
+    luaL_error(L, "bad argument #1 to 'request' (body, body_file, body_stream, body_from and multipart are exclusive)");
+  if ((response_file != NULL) + response_stream + (response_to != NULL) > 1)
+    luaL_error(L, "bad argument #1 to 'request' (response_file, response_stream and response_to are exclusive)");
+  if (body_size >= 0 && !body_stream && !body_from)
+    luaL_error(L, "bad argument #1 to 'request' (body_size goes with body_stream or body_from)");
   is_head = (mlen == 4 && strcmp(method, "HEAD") == 0);
   if (is_head && nbodies)
     luaL_error(L, "bad argument #1 to 'request' (a HEAD request has no body)");
@@ -938,7 +1101,7 @@ static int l_request (lua_State *L) {
   h = get_http(L, loop);
 
   /* the object exists, closed, before anything is acquired */
-  r = (Request *)lua_newuserdatauv(L, sizeof *r, 1);   /* 2 */
+  r = (Request *)lua_newuserdatauv(L, sizeof *r, 2);   /* 2 */
   memset(r, 0, sizeof *r);
   dt_obj_init(loop, &r->base);
   r->http = h;
@@ -1017,6 +1180,7 @@ static int l_request (lua_State *L) {
     bodylen = (size_t)st.st_size;
   }
   else if (body_stream) r->body_kind = BODY_STREAM;
+  else if (body_from) r->body_kind = BODY_SPLICE;
   else if (field(L, "multipart") == LUA_TTABLE) {
     r->body_kind = BODY_MIME;
     if (build_mime(L, r)) return 3;
@@ -1028,7 +1192,7 @@ static int l_request (lua_State *L) {
       SETOPT(CURLOPT_UPLOAD, 1L);
       SETOPT(CURLOPT_INFILESIZE_LARGE, (curl_off_t)bodylen);
       break;
-    case BODY_STREAM:   /* unknown size: chunked on HTTP/1.1 */
+    case BODY_STREAM: case BODY_SPLICE:   /* unknown size: chunked on HTTP/1.1 */
       SETOPT(CURLOPT_UPLOAD, 1L);
       SETOPT(CURLOPT_INFILESIZE_LARGE, (curl_off_t)body_size);
       break;
@@ -1046,7 +1210,8 @@ static int l_request (lua_State *L) {
       }
       break;
   }
-  if (r->body_kind == BODY_FILE || r->body_kind == BODY_STREAM || r->body_kind == BODY_MIME)
+  if (r->body_kind == BODY_FILE || r->body_kind == BODY_STREAM || r->body_kind == BODY_MIME ||
+      r->body_kind == BODY_SPLICE)
     SETOPT(CURLOPT_UPLOAD_BUFFERSIZE, (long)(DT_CHUNK_SIZE * 2));
   /* the method: libcurl's defaults (GET, PUT for uploads, POST for mime)
   ** unless something else was asked for */
@@ -1069,7 +1234,21 @@ static int l_request (lua_State *L) {
     if (r->out_fd < 0) return open_fail(L, response_file);
   }
   else if (response_stream) r->resp_kind = RESP_STREAM;
+  else if (response_to) r->resp_kind = RESP_SPLICE;
   if (r->resp_kind != RESP_MEMORY) SETOPT(CURLOPT_BUFFERSIZE, (long)BIG_BUFFER);
+
+  /* the splice, last: from here the end may wake us */
+  if (end) {
+    dt_splice_err err;
+    field(L, body_from ? "body_from" : "response_to");
+    lua_setiuservalue(L, 2, 2);   /* keeps the end's userdata while we use it */
+    r->peer.wake = splice_wake;
+    r->peer.gone = splice_peer_gone;
+    if (end->splice->attach(end, &r->peer, (body_from ? DT_SPLICE_BODY : 0) |
+                            (response_to ? DT_SPLICE_RESPONSE : 0), &err) != 0)
+      return dt_fail(L, err.msg, err.code);
+    r->end = end;
+  }
 
   /* start */
   if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
@@ -1159,6 +1338,8 @@ static int req_headers (lua_State *L) {
 /* read() -> chunk | "" | nil | nil, msg, code */
 static int req_read (lua_State *L) {
   Request *r = check_request(L);
+  if (r->resp_kind == RESP_SPLICE)
+    return luaL_error(L, "the response body goes to a server request (response_to)");
   if (r->resp_kind != RESP_STREAM)
     return luaL_error(L, "request was not started with response_stream = true");
   if (r->closed) return closed_fail(L);
@@ -1338,4 +1519,10 @@ void dt_open_http (lua_State *L) {
   dt_newclass(L, REQUEST_TNAME, methods, meta);
   lua_pop(L, 1);
   dt_setfuncs(L, funcs);
+}
+
+/* daytona.core.http: this file as its own shared object, so that only a
+** program that uses core.http maps libcurl (see dt.h). */
+LUAMOD_API int luaopen_daytona_core_http (lua_State *L) {
+  return dt_open_part(L, "http", dt_open_http, dt_http_shutdown);
 }

@@ -24,6 +24,13 @@
 ** A WebSocket (daytona.ServerWebSocket) is a userdata pinned while MHD or
 ** libuv hold its pointer: the 101 response's upgrade callback, the
 ** uv_poll_t on the upgraded socket and a close-handshake timer.
+**
+** Two ways keep big bodies out of Lua.  A client request (http_client.c)
+** may take the request body and give the streamed response body itself, in
+** C, through the request's dt_splice_end (splice.h): its reads and writes
+** use the same bounded buffers, and it is woken instead of Lua.  And
+** req:write(file, n) queues a file segment that the content reader preads
+** straight into MHD's buffer.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,12 +48,16 @@
 #include <openssl/evp.h>
 
 #include "dt.h"
+#include "splice.h"
 
 #define SERVER_TNAME "daytona.Server"
 #define REQUEST_TNAME "daytona.ServerRequest"
 #define WS_TNAME "daytona.ServerWebSocket"
 
-#define READ_CHUNK DT_CHUNK_SIZE            /* most bytes one req:read() returns */
+/* Most bytes one req:read() returns, and the buffer MHD gives a streamed
+** response: big bodies cross in few large pieces (fewer turns of the loop
+** and of Lua, fewer syscalls), memory stays bounded per request. */
+#define READ_CHUNK (4 * DT_CHUNK_SIZE)
 #define DEF_BODY_BUFFER (256 * 1024)        /* request body buffered per request */
 #define DEF_OUT_BUFFER (256 * 1024)         /* streamed response body buffered */
 #define DEF_MEMORY_LIMIT (64 * 1024)        /* MHD's per-connection pool: bounds headers */
@@ -82,6 +93,7 @@ struct Server {
   int closing;             /* close() under way: no new suspensions */
   int port;
   int conn_closed;         /* a connection closed during this MHD_run() */
+  unsigned int timeout;    /* connection_timeout, seconds (0: none) */
   size_t body_buffer, out_buffer, ws_max_message;
   Req *qhead, *qtail;      /* requests waiting for accept() */
   Req *all;                /* every live Req */
@@ -105,6 +117,7 @@ struct Req {
   int suspended;                   /* we suspended the connection */
   int queued_for_accept;
   int started;                     /* Lua wants the body */
+  int peer_eof;                    /* the client shut its side mid-body */
   int discard;                     /* drop the rest of the body */
   int has_body, expect100, is_head;
   int aborted;                     /* Lua closed it: drop the connection */
@@ -128,17 +141,28 @@ struct Req {
   struct MHD_Response *resp;
   unsigned int status;
   Fifo out;                        /* streamed body not yet taken by MHD */
+  int out_file_fd;                 /* a file segment sent after `out` (write(file, n)) */
+  uint64_t out_file_off, out_file_left;
+  int out_file_errno;              /* reading it failed: the response was cut */
   int out_finished;
   int want_write;                  /* write() said "full": signal when room */
   uint64_t out_declared;           /* Content-Length, or MHD_SIZE_UNKNOWN */
   uint64_t out_written;
   WS *ws;                          /* the WebSocket awaiting its upgrade */
+  /* a client request moving the body / the response in C (splice.h) */
+  dt_splice_peer *peer;
+  int peer_dirs;                   /* DT_SPLICE_BODY | DT_SPLICE_RESPONSE */
+  int peer_wants_body;             /* its read found nothing yet */
+  int peer_wants_room;             /* its write found no room (or no response yet) */
 };
 
-struct ReqObj {
+struct ReqObj {   /* starts like a dt_splice_end */
   dt_obj base;
+  const dt_splice_ops *splice;
   Req *r;
 };
+
+static const dt_splice_ops req_splice_ops;
 
 enum { WS_PENDING, WS_OPEN, WS_CLOSED };
 
@@ -349,6 +373,22 @@ static void req_wake (Req *r) {
   }
 }
 
+/* Tell a splice peer to look again (it defers to its own loop turn). */
+static void peer_wake (Req *r) {
+  if (r->peer) r->peer->wake(r->peer);
+}
+
+/* Body bytes (or the body's end) arrived: wake whoever reads them. */
+static void body_signal (Req *r) {
+  if (r->peer && (r->peer_dirs & DT_SPLICE_BODY)) {
+    if (r->peer_wants_body) {
+      r->peer_wants_body = 0;
+      peer_wake(r);
+    }
+  }
+  else req_signal(r);
+}
+
 
 /* ---------------------------------------------------------------------- */
 /* MHD callbacks for requests                                              */
@@ -357,6 +397,11 @@ static void req_wake (Req *r) {
 static void ws_upgrade_failed (WS *ws);
 
 static void req_free (Req *r) {
+  if (r->peer) {   /* the peer must not call through us any more */
+    dt_splice_peer *peer = r->peer;
+    r->peer = NULL;
+    peer->gone(peer);
+  }
   free(r->target);
   free(r->method);
   free(r->path);
@@ -365,6 +410,7 @@ static void req_free (Req *r) {
   fifo_free(&r->in);
   fifo_free(&r->out);
   if (r->save_fd >= 0) close(r->save_fd);
+  if (r->out_file_fd >= 0) close(r->out_file_fd);
   free(r);
 }
 
@@ -396,6 +442,7 @@ static void *on_uri (void *cls, const char *uri, struct MHD_Connection *c) {
   if (r == NULL) return NULL;
   r->srv = srv;
   r->save_fd = -1;
+  r->out_file_fd = -1;
   r->body_buffer = srv->body_buffer;
   r->out_declared = MHD_SIZE_UNKNOWN;
   r->target = dupstr(uri ? uri : "");
@@ -416,6 +463,9 @@ static void on_completed (void *cls, struct MHD_Connection *c, void **req_cls,
   if (r == NULL) return;
   *req_cls = NULL;
   r->done = 1;
+  /* the short timeout of check_peer_eof: the client left */
+  if (r->peer_eof && toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+    toe = MHD_REQUEST_TERMINATED_CLIENT_ABORT;
   r->toe = (int)toe;
   r->conn = NULL;
   r->suspended = 0;
@@ -429,6 +479,11 @@ static void on_completed (void *cls, struct MHD_Connection *c, void **req_cls,
   if (r->resp) {
     MHD_destroy_response(r->resp);
     r->resp = NULL;
+  }
+  if (r->out_file_fd >= 0) {   /* a file segment never sent in full */
+    close(r->out_file_fd);
+    r->out_file_fd = -1;
+    r->out_file_left = 0;
   }
   if (r->ws) {
     WS *ws = r->ws;
@@ -445,6 +500,7 @@ static void on_completed (void *cls, struct MHD_Connection *c, void **req_cls,
   r->prev = r->next = NULL;
   r->srv = NULL;
   srv->nreq--;
+  peer_wake(r);   /* a splice peer learns that the body or the client is gone */
   if (r->obj) dt_release(&r->obj->base);   /* the wrapper frees r when collected */
   else req_free(r);
 }
@@ -583,6 +639,29 @@ static void save_write (Req *r, const char *p, size_t n) {
   }
 }
 
+/* MHD stops reading a socket at a short read and waits for the next edge of
+** its edge-triggered epoll.  A client whose last bytes and FIN arrive
+** together (it gave up mid-body) gives no further edge, so MHD never sees it
+** close and the request would wait for the connection timeout, the upload
+** it feeds hanging open meanwhile.  So, once we have taken every body byte
+** MHD passed, peek at the socket: at EOF the connection gets a 1 s timeout.
+** (MHD may still hold the rest of a complete body, and then finishes it at
+** once; the timeout is restored when it does.) */
+static void check_peer_eof (Req *r, struct MHD_Connection *c) {
+  const union MHD_ConnectionInfo *ci;
+  char b;
+  ssize_t n;
+  if (r->peer_eof) return;
+  ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (ci == NULL) return;
+  do n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n == 0) {
+    r->peer_eof = 1;
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 1u);
+  }
+}
+
 /* The access handler.  See the file comment for the protocol. */
 static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
                                    const char *url, const char *method,
@@ -622,11 +701,13 @@ static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
         size_t n = *size, room, take;
         if (r->discard || r->resp_state != RESP_NONE) {
           *size = 0;
+          check_peer_eof(r, c);
           return MHD_YES;
         }
         if (r->save == SAVE_RUNNING) {
           save_write(r, data, n);
           *size = 0;
+          check_peer_eof(r, c);
           return MHD_YES;
         }
         room = r->in.len < r->body_buffer ? r->body_buffer - r->in.len : 0;
@@ -634,21 +715,24 @@ static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
         if (take > 0) {
           if (fifo_push(&r->in, data, take) != 0) return MHD_NO;
           *size = n - take;
-          req_signal(r);
+          body_signal(r);
         }
         /* only park with bytes left over: MHD then calls us again with them
         ** once resumed, and never with an empty chunk in mid-body */
         if (*size > 0) req_suspend(r);
+        else check_peer_eof(r, c);
         return MHD_YES;
       }
       /* the final call: the whole body is in */
       r->phase = PH_DONE;
+      if (r->peer_eof)   /* a client that shut its side after a complete body */
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, srv->timeout);
       if (r->save == SAVE_RUNNING) {
         close(r->save_fd);
         r->save_fd = -1;
         r->save = SAVE_DONE;
       }
-      req_signal(r);
+      body_signal(r);
       /* fall through */
     default:  /* PH_DONE */
       if (r->resp_state == RESP_READY) return queue_response(r);
@@ -658,7 +742,20 @@ static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
   }
 }
 
-/* The content reader of streamed responses: hands MHD what Lua wrote. */
+/* Room in the streamed response: wake whoever waits to write. */
+static void room_signal (Req *r) {
+  if (r->want_write) {
+    r->want_write = 0;
+    req_signal(r);
+  }
+  if (r->peer_wants_room) {
+    r->peer_wants_room = 0;
+    peer_wake(r);
+  }
+}
+
+/* The content reader of streamed responses: hands MHD what Lua (or a
+** splice peer) wrote. */
 static ssize_t on_read_body (void *cls, uint64_t pos, char *buf, size_t max) {
   Req *r = (Req *)cls;
   (void)pos;
@@ -668,16 +765,37 @@ static ssize_t on_read_body (void *cls, uint64_t pos, char *buf, size_t max) {
     size_t n = r->out.len < max ? r->out.len : max;
     memcpy(buf, r->out.data + r->out.off, n);
     fifo_pop(&r->out, n);
-    if (r->want_write && r->out.len <= r->srv->out_buffer / 2) {
-      r->want_write = 0;
-      req_signal(r);
-    }
+    if (r->out.len <= r->srv->out_buffer / 2 && r->out_file_left == 0) room_signal(r);
     return (ssize_t)n;
   }
+  if (r->out_file_left > 0) {   /* straight from the file into MHD's buffer */
+    size_t want = r->out_file_left < max ? (size_t)r->out_file_left : max;
+    ssize_t got;
+    do got = pread(r->out_file_fd, buf, want, (off_t)r->out_file_off);
+    while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+      /* a read error, or the file shrank: cut the response, so that a
+      ** short file never reads as complete */
+      r->out_file_errno = got < 0 ? errno : EIO;
+      close(r->out_file_fd);
+      r->out_file_fd = -1;
+      r->out_file_left = 0;
+      req_signal(r);
+      return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    r->out_file_off += (uint64_t)got;
+    r->out_file_left -= (uint64_t)got;
+    if (r->out_file_left == 0) {
+      close(r->out_file_fd);
+      r->out_file_fd = -1;
+      room_signal(r);
+    }
+    return got;
+  }
   if (r->out_finished) return MHD_CONTENT_READER_END_OF_STREAM;
-  /* nothing yet: park until Lua writes (returning 0 unparked would spin) */
+  /* nothing yet: park until more is written (returning 0 unparked would spin) */
   req_suspend(r);
-  if (r->want_write) { r->want_write = 0; req_signal(r); }
+  room_signal(r);
   return 0;
 }
 
@@ -837,6 +955,7 @@ static int l_listen (lua_State *L) {
   luaL_setmetatable(L, SERVER_TNAME);
   srv->loop = loop;
   srv->body_buffer = (size_t)bodybuf;
+  srv->timeout = (unsigned int)ctimeout;
   srv->out_buffer = DEF_OUT_BUFFER;
   srv->ws_max_message = (size_t)wsmax;
   if (sockpath) rc = listen_unix(L, sockpath, (int)backlog, &fd);
@@ -895,6 +1014,7 @@ static int srv_accept (lua_State *L) {
   if (r == NULL) { lua_pushnil(L); return 1; }
   o = (ReqObj *)lua_newuserdatauv(L, sizeof *o, 0);
   o->r = NULL;
+  o->splice = &req_splice_ops;
   dt_obj_init(srv->loop, &o->base);
   luaL_setmetatable(L, REQUEST_TNAME);
   unlink_queue(srv, r);
@@ -1027,6 +1147,8 @@ static void req_start_body (Req *r) {
 static int req_read (lua_State *L) {
   Req *r = check_req(L);
   if (r->save != SAVE_NONE) return luaL_error(L, "body is being saved to a file");
+  if (r->peer_dirs & DT_SPLICE_BODY)
+    return luaL_error(L, "body is spliced into a client request");
   if (r->discard)
     return dt_fail(L, "request body discarded after the response", "ECANCELED");
   req_start_body(r);
@@ -1053,6 +1175,8 @@ static int req_read_to_file (lua_State *L) {
   const char *path = luaL_checkstring(L, 2);
   int fd;
   if (r->save != SAVE_NONE) return luaL_error(L, "body is already being saved");
+  if (r->peer_dirs & DT_SPLICE_BODY)
+    return luaL_error(L, "body is spliced into a client request");
   if (r->discard)
     return dt_fail(L, "request body discarded after the response", "ECANCELED");
   if (r->done && r->phase != PH_DONE) return req_gone(L, r);
@@ -1191,6 +1315,7 @@ static void resp_ready (Req *r, struct MHD_Response *resp, unsigned int status,
     r->save_errno = ECANCELED;
   }
   req_wake(r);
+  peer_wake(r);   /* the response it may write into has started */
 }
 
 static void refused_header (lua_State *L, struct MHD_Response *resp, const char *k) {
@@ -1247,13 +1372,60 @@ static int req_respond (lua_State *L) {
   return 1;
 }
 
-/* req:write(chunk) -> true | false (buffer full: wait on req) | nil, msg, code */
+/* Queue the next `len` bytes of an open Lua file as a file segment, sent
+** from C (on_read_body preads them): for big files, no Lua string and no
+** copy through `out`.  The file's position moves past them, as if read. */
+static int write_file (lua_State *L, Req *r, luaL_Stream *fs) {
+  lua_Integer len = luaL_checkinteger(L, 3);
+  off_t off;
+  int fd;
+  luaL_argcheck(L, len >= 0, 3, "length must be >= 0");
+  if (fs->closef == NULL) return luaL_argerror(L, 2, "attempt to use a closed file");
+  if (r->out_mode != OUT_STREAM) return luaL_error(L, "no streamed response was started");
+  if (r->out_finished) return luaL_error(L, "response already finished");
+  if (r->peer_dirs & DT_SPLICE_RESPONSE)
+    return luaL_error(L, "response body is spliced from a client request");
+  if (r->out_declared != MHD_SIZE_UNKNOWN && r->out_written + (uint64_t)len > r->out_declared)
+    return luaL_error(L, "write exceeds the declared Content-Length");
+  if (!r->is_head) {
+    if (r->out_file_errno) return fail_errno(L, r->out_file_errno, "reading the response file");
+    if (r->done || r->aborted) return req_gone(L, r);
+    if (len == 0) { lua_pushboolean(L, 1); return 1; }
+    if (r->out_file_left > 0 || r->out.len >= DEF_OUT_BUFFER) {
+      r->want_write = 1;
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+  }
+  off = ftello(fs->f);   /* counts what stdio buffered */
+  if (off < 0) return fail_errno(L, errno, "file position");
+  if (fseeko(fs->f, off + (off_t)len, SEEK_SET) != 0) return fail_errno(L, errno, "file position");
+  r->out_written += (uint64_t)len;
+  if (r->is_head) { lua_pushboolean(L, 1); return 1; }   /* MHD sends no body */
+  /* our own descriptor: Lua may close its file at once */
+  fd = fcntl(fileno(fs->f), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return fail_errno(L, errno, "dup");
+  r->out_file_fd = fd;
+  r->out_file_off = (uint64_t)off;
+  r->out_file_left = (uint64_t)len;
+  req_wake(r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* req:write(chunk) -> true | false (buffer full: wait on req) | nil, msg, code
+** req:write(file, length): the next length bytes of an open io file */
 static int req_write (lua_State *L) {
   Req *r = check_req(L);
   size_t n;
-  const char *p = luaL_checklstring(L, 2, &n);
+  const char *p;
+  luaL_Stream *fs = (luaL_Stream *)luaL_testudata(L, 2, LUA_FILEHANDLE);
+  if (fs) return write_file(L, r, fs);
+  p = luaL_checklstring(L, 2, &n);
   if (r->out_mode != OUT_STREAM) return luaL_error(L, "no streamed response was started");
   if (r->out_finished) return luaL_error(L, "response already finished");
+  if (r->peer_dirs & DT_SPLICE_RESPONSE)
+    return luaL_error(L, "response body is spliced from a client request");
   if (r->out_declared != MHD_SIZE_UNKNOWN && r->out_written + n > r->out_declared)
     return luaL_error(L, "write exceeds the declared Content-Length");
   if (r->is_head) {   /* MHD sends no body for HEAD: accept and drop */
@@ -1261,9 +1433,10 @@ static int req_write (lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
+  if (r->out_file_errno) return fail_errno(L, r->out_file_errno, "reading the response file");
   if (r->done || r->aborted) return req_gone(L, r);
   if (n == 0) { lua_pushboolean(L, 1); return 1; }
-  if (r->out.len >= DEF_OUT_BUFFER) {
+  if (r->out.len >= DEF_OUT_BUFFER || r->out_file_left > 0) {   /* after the file */
     r->want_write = 1;
     lua_pushboolean(L, 0);
     return 1;
@@ -1282,6 +1455,7 @@ static int req_finish (lua_State *L) {
   if (r->out_finished) { lua_pushboolean(L, 1); return 1; }
   r->out_finished = 1;
   req_wake(r);
+  if (r->out_file_errno) return fail_errno(L, r->out_file_errno, "reading the response file");
   if (r->out_declared != MHD_SIZE_UNKNOWN && r->out_written < r->out_declared && !r->is_head)
     return dt_fail(L, "response body shorter than its Content-Length", "EPROTO");
   if (r->done && r->toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) return req_gone(L, r);
@@ -1352,6 +1526,7 @@ static int req_close (lua_State *L) {
     r->save_errno = ECANCELED;
   }
   req_wake(r);
+  peer_wake(r);
   return 0;
 }
 
@@ -1369,6 +1544,11 @@ static int req_gc (lua_State *L) {
   Req *r = o->r;
   dt_unqueue(&o->base);
   if (r == NULL) return 0;
+  if (r->peer) {   /* only at lua_close: the peer holds o while it lives */
+    dt_splice_peer *peer = r->peer;
+    r->peer = NULL;
+    peer->gone(peer);
+  }
   o->r = NULL;
   r->obj = NULL;
   if (r->done) req_free(r);
@@ -1378,6 +1558,150 @@ static int req_gc (lua_State *L) {
   }
   return 0;
 }
+
+
+/* ---------------------------------------------------------------------- */
+/* splices: a client request takes the body and gives the response (see    */
+/* splice.h); these run in its libcurl callbacks and loop turns            */
+/* ---------------------------------------------------------------------- */
+
+static void splice_error (dt_splice_err *err, const char *code, const char *msg) {
+  err->code = code;
+  err->msg = msg;
+}
+
+/* Whether the request was dropped before it could finish; *err says how. */
+static int splice_dropped (Req *r, dt_splice_err *err) {
+  if (r == NULL || r->aborted) {
+    splice_error(err, "ECONNABORTED", "the server request was closed");
+    return 1;
+  }
+  if (r->done && r->toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    switch (r->toe) {
+      case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
+        splice_error(err, "ETIMEDOUT", "the client's connection timed out");
+        break;
+      case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
+        splice_error(err, "ECANCELED", "server closed");
+        break;
+      default:
+        splice_error(err, "ECONNRESET", "the client closed the connection");
+        break;
+    }
+    return 1;
+  }
+  if (r->srv && r->srv->closing) {
+    splice_error(err, "ECANCELED", "server closed");
+    return 1;
+  }
+  return 0;
+}
+
+static int splice_attach (void *end, dt_splice_peer *peer, int dirs, dt_splice_err *err) {
+  Req *r = ((ReqObj *)end)->r;
+  if (splice_dropped(r, err)) return -1;
+  if (r->peer) {
+    splice_error(err, "EINVAL", "the server request is already spliced");
+    return -1;
+  }
+  if ((dirs & DT_SPLICE_BODY) && (r->save != SAVE_NONE || r->discard)) {
+    splice_error(err, "EINVAL", "the server request's body is being saved or was discarded");
+    return -1;
+  }
+  if ((dirs & DT_SPLICE_RESPONSE) &&
+      (r->out_finished || (r->resp_state != RESP_NONE && r->out_mode != OUT_STREAM))) {
+    splice_error(err, "EINVAL", "the server request's response is not a stream to write");
+    return -1;
+  }
+  r->peer = peer;
+  r->peer_dirs = dirs;
+  r->peer_wants_body = r->peer_wants_room = 0;
+  if (dirs & DT_SPLICE_BODY) req_start_body(r);   /* the peer pulls it from now on */
+  return 0;
+}
+
+static void splice_detach (void *end, dt_splice_peer *peer) {
+  Req *r = ((ReqObj *)end)->r;
+  if (r == NULL || r->peer != peer) return;
+  r->peer = NULL;
+  r->peer_dirs = r->peer_wants_body = r->peer_wants_room = 0;
+}
+
+static size_t splice_read (void *end, char *buf, size_t max, int *state,
+                           dt_splice_err *err) {
+  Req *r = ((ReqObj *)end)->r;
+  *state = DT_SPLICE_OK;
+  if (r == NULL || r->aborted) {
+    splice_dropped(r, err);
+    *state = DT_SPLICE_ERROR;
+    return 0;
+  }
+  if (r->discard) {
+    splice_error(err, "ECONNABORTED", "request body discarded after the response");
+    *state = DT_SPLICE_ERROR;
+    return 0;
+  }
+  if (r->in.len > 0) {
+    size_t n = r->in.len < max ? r->in.len : max;
+    if (n == 0) return 0;
+    memcpy(buf, r->in.data + r->in.off, n);
+    fifo_pop(&r->in, n);
+    if (r->in.len == 0 && r->phase == PH_DONE) fifo_free(&r->in);
+    /* room again: let the rest of the body in */
+    if (r->phase == PH_BODY && r->in.len <= r->body_buffer / 2) req_wake(r);
+    return n;
+  }
+  if (r->phase == PH_DONE) { *state = DT_SPLICE_EOF; return 0; }
+  if (splice_dropped(r, err) || r->done) {
+    if (r->done && r->toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+      splice_error(err, "EPIPE", "request already finished");
+    *state = DT_SPLICE_ERROR;
+    return 0;
+  }
+  r->peer_wants_body = 1;
+  return 0;
+}
+
+static int splice_write (void *end, const char *p, size_t n, dt_splice_err *err) {
+  Req *r = ((ReqObj *)end)->r;
+  if (splice_dropped(r, err)) return -1;
+  if (r->resp_state == RESP_NONE) {   /* Lua has not sent the head yet */
+    r->peer_wants_room = 1;
+    return 0;
+  }
+  if (r->out_mode != OUT_STREAM || r->out_finished || r->done) {
+    splice_error(err, "EPIPE", "the server request's response is not a stream to write");
+    return -1;
+  }
+  if (r->out_declared != MHD_SIZE_UNKNOWN && r->out_written + n > r->out_declared) {
+    splice_error(err, "EPROTO", "response body longer than its Content-Length");
+    return -1;
+  }
+  if (r->is_head) {   /* MHD sends no body for HEAD: accept and drop */
+    r->out_written += n;
+    return 1;
+  }
+  if (r->out.len >= DEF_OUT_BUFFER || r->out_file_left > 0) {
+    r->peer_wants_room = 1;
+    return 0;
+  }
+  if (n == 0) return 1;
+  if (fifo_push(&r->out, p, n) != 0) {
+    splice_error(err, "ENOMEM", "out of memory");
+    return -1;
+  }
+  r->out_written += n;
+  req_wake(r);
+  return 1;
+}
+
+static int splice_gone (void *end, dt_splice_err *err) {
+  return splice_dropped(((ReqObj *)end)->r, err);
+}
+
+static const dt_splice_ops req_splice_ops = {
+  DT_SPLICE_VERSION, splice_attach, splice_detach, splice_read, splice_write, splice_gone
+};
 
 
 /* ---------------------------------------------------------------------- */
@@ -1972,4 +2296,10 @@ void dt_open_server (lua_State *L) {
   dt_newclass(L, WS_TNAME, ws_methods, ws_meta);
   lua_pop(L, 1);
   dt_setfuncs(L, funcs);
+}
+
+/* daytona.core.server: this file as its own shared object, so that only a
+** program that uses core.server maps libmicrohttpd and wslay (see dt.h). */
+LUAMOD_API int luaopen_daytona_core_server (lua_State *L) {
+  return dt_open_part(L, "server", dt_open_server, NULL);
 }

@@ -12,81 +12,14 @@
 
 #include "dt.h"
 
-#define LOOP_TNAME "daytona.Loop"
+#define LOOP_TNAME DT_LOOP_TNAME
 #define TIMER_TNAME "daytona.Timer"
 #define SIGNAL_TNAME "daytona.Signal"
 
 
 /* ---------------------------------------------------------------------- */
-/* objects, pins and the ready list                                        */
+/* draining the ready list (the objects' side of it is in obj.c)          */
 /* ---------------------------------------------------------------------- */
-
-void dt_obj_init (dt_loop *loop, dt_obj *o) {
-  o->loop = loop;
-  o->ref = LUA_NOREF;
-  o->queued = 0;
-  o->unpin = 0;
-}
-
-void dt_pin (lua_State *L, dt_obj *o, int idx) {
-  if (o->ref != LUA_NOREF) {  /* already pinned: just cancel a pending unpin */
-    o->unpin = 0;
-    return;
-  }
-  lua_pushvalue(L, idx);
-  o->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  o->unpin = 0;
-  o->loop->npinned++;
-}
-
-void dt_unpin (lua_State *L, dt_obj *o) {
-  if (o->ref == LUA_NOREF) return;
-  if (o->queued) {  /* still to be handed to Lua: drop the pin at drain time */
-    o->unpin = 1;
-    return;
-  }
-  luaL_unref(L, LUA_REGISTRYINDEX, o->ref);
-  o->ref = LUA_NOREF;
-  o->loop->npinned--;
-}
-
-void dt_signal (dt_obj *o) {
-  dt_loop *loop = o->loop;
-  if (o->queued || o->ref == LUA_NOREF) return;  /* unpinned: nobody to tell */
-  if (loop->nready == loop->capready) {
-    size_t ncap = loop->capready ? loop->capready * 2 : 64;
-    dt_obj **n = realloc(loop->ready, ncap * sizeof *n);
-    if (n == NULL) abort();  /* cannot lose a wake-up; out of memory is fatal */
-    loop->ready = n;
-    loop->capready = ncap;
-  }
-  loop->ready[loop->nready++] = o;
-  o->queued = 1;
-  /* uv_run(UV_RUN_ONCE) runs due timers *before* it polls, and would then
-  ** block in poll with this wake-up pending: make it return instead. */
-  uv_stop(&loop->uv);
-}
-
-void dt_release (dt_obj *o) {
-  if (o->ref == LUA_NOREF) return;
-  dt_signal(o);
-  o->unpin = 1;
-}
-
-void dt_unqueue (dt_obj *o) {
-  dt_loop *loop = o->loop;
-  size_t i;
-  if (!o->queued) return;
-  for (i = 0; i < loop->nready; i++) {
-    if (loop->ready[i] == o) {
-      memmove(loop->ready + i, loop->ready + i + 1,
-              (loop->nready - i - 1) * sizeof *loop->ready);
-      loop->nready--;
-      break;
-    }
-  }
-  o->queued = 0;
-}
 
 /* Move the ready list into the array at index out; returns how many. */
 static lua_Integer drain (lua_State *L, dt_loop *loop, int out) {
@@ -109,70 +42,6 @@ static lua_Integer drain (lua_State *L, dt_loop *loop, int out) {
   lua_pushnil(L);   /* terminate the array so stale entries are not read */
   lua_rawseti(L, out, n + 1);
   return n;
-}
-
-
-/* ---------------------------------------------------------------------- */
-/* helpers shared by the submodules                                        */
-/* ---------------------------------------------------------------------- */
-
-void dt_newclass (lua_State *L, const char *tname, const luaL_Reg *methods,
-                  const luaL_Reg *metamethods) {
-  /* expects the loop userdata at the top of the stack */
-  luaL_newmetatable(L, tname);
-  lua_pushvalue(L, -2);
-  if (metamethods) luaL_setfuncs(L, metamethods, 1);
-  else lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, methods, 1);
-  lua_setfield(L, -2, "__index");
-  /* leaves the metatable on the stack above the loop */
-}
-
-void dt_setfuncs (lua_State *L, const luaL_Reg *funcs) {
-  lua_pushvalue(L, -2);   /* table, loop, table */
-  lua_pushvalue(L, -2);   /* table, loop, table, loop */
-  luaL_setfuncs(L, funcs, 1);
-  lua_pop(L, 1);
-}
-
-int dt_fail (lua_State *L, const char *msg, const char *code) {
-  luaL_pushfail(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  return 3;
-}
-
-int dt_uvfail (lua_State *L, int uverr) {
-  return dt_fail(L, uv_strerror(uverr), uv_err_name(uverr));
-}
-
-int dt_buf_add (dt_buf *b, const void *p, size_t n) {
-  if (b->len + n > b->cap) {
-    size_t ncap = b->cap ? b->cap : 256;
-    char *d;
-    while (ncap < b->len + n) ncap *= 2;
-    d = realloc(b->data, ncap);
-    if (d == NULL) return UV_ENOMEM;
-    b->data = d;
-    b->cap = ncap;
-  }
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
-  return 0;
-}
-
-void dt_buf_consume (dt_buf *b, size_t n) {
-  if (n >= b->len) { b->len = 0; return; }
-  memmove(b->data, b->data + n, b->len - n);
-  b->len -= n;
-}
-
-void dt_buf_free (dt_buf *b) {
-  free(b->data);
-  b->data = NULL;
-  b->len = b->cap = 0;
 }
 
 
@@ -234,10 +103,10 @@ static int l_now (lua_State *L) {
 
 static int loop_gc (lua_State *L) {
   dt_loop *loop = (dt_loop *)luaL_checkudata(L, 1, LOOP_TNAME);
+  int i;
   if (loop->closing) return 0;
   loop->closing = 1;
-  dt_http_shutdown(loop);
-  dt_ws_shutdown(loop);
+  for (i = 0; i < loop->nshutdown; i++) loop->shutdown[i](loop);   /* the parts' */
   dt_process_shutdown(loop);
   uv_close((uv_handle_t *)&loop->step_timer, NULL);
   uv_run(&loop->uv, UV_RUN_NOWAIT);
@@ -409,7 +278,6 @@ void dt_open_loop (lua_State *L) {
 }
 
 /* Create the loop userdata (called once per Lua state by luaopen). */
-dt_loop *dt_newloop (lua_State *L);
 dt_loop *dt_newloop (lua_State *L) {
   dt_loop *loop = (dt_loop *)lua_newuserdatauv(L, sizeof *loop, 0);
   int rc;

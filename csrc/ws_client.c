@@ -1426,3 +1426,9 @@ void dt_open_ws (lua_State *L) {
   lua_pop(L, 1);
   dt_setfuncs(L, funcs);
 }
+
+/* daytona.core.ws: this file as its own shared object, so that only a
+** program that uses core.ws maps libwebsockets (see dt.h). */
+LUAMOD_API int luaopen_daytona_core_ws (lua_State *L) {
+  return dt_open_part(L, "ws", dt_open_ws, dt_ws_shutdown);
+}

@@ -19,7 +19,8 @@ dependencies = {
 }
 -- C libraries (libuv, libcurl, libwebsockets, libmicrohttpd, wslay, OpenSSL)
 -- come from Debian's packages (`make deps`); the Makefile finds them with
--- pkg-config.
+-- pkg-config. `make install` puts the core's base at LIBDIR/daytona/core.so
+-- and its parts, loaded on first use, at LIBDIR/daytona/core/*.so.
 build = {
   type = "make",
   build_variables = {

@@ -9,10 +9,13 @@
 ** boundary in poll() on daytona.loop.fd(), so I/O that arrives mid-sleep is
 ** handled on the next frame.  It prints how long the longest step took.
 */
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -26,6 +29,26 @@ static double now_ms (void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* The core's base is linked in; its parts (core.http, core.server, ...) are
+** shared objects loaded on first use from <prefix>/lib/lua/5.4, <prefix>
+** being the directory above this binary's: put that first on cpath. */
+static void set_cpath (lua_State *L) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  char *slash;
+  if (n <= 0) return;
+  exe[n] = '\0';
+  if ((slash = strrchr(exe, '/')) == NULL) return;
+  *slash = '\0';                                   /* .../bin */
+  if ((slash = strrchr(exe, '/')) == NULL) return;
+  *slash = '\0';                                   /* prefix */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "cpath");
+  lua_pushfstring(L, "%s/lib/lua/5.4/?.so;%s", exe, lua_tostring(L, -1));
+  lua_setfield(L, -3, "cpath");
+  lua_pop(L, 2);
 }
 
 /* Call daytona.loop.<name>(args) leaving nres results; exits on error. */
@@ -57,6 +80,7 @@ int main (int argc, char **argv) {
   lua_pushcfunction(L, luaopen_daytona_core);
   lua_setfield(L, -2, "daytona.core");
   lua_pop(L, 1);
+  set_cpath(L);
   /* the script path's tree: lua/ beside examples/ (run from a checkout) */
   (void)luaL_dostring(L, "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path");
   lua_getglobal(L, "require");

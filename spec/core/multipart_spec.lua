@@ -88,6 +88,117 @@ describe("multipart", function()
     end
   end)
 
+  -- A body whose data is full of near-delimiters: every seam position of a
+  -- chunking lands somewhere inside a delimiter, a boundary line, a header
+  -- block or data that looks like one.
+  local B2 = "----------------------------5f0a7c3e9b1d2468ace"
+  local function near_body()
+    local near = table.concat({
+      "\r", "\r\n", "\r\n-", "\r\n--", "\r\n--" .. B2:sub(1, 20), "\r\n--" .. B2:sub(1, -2),
+      "--" .. B2, "\n--" .. B2, "\r\r\n--" .. B2:sub(2),
+    }, "x")
+    return table.concat({
+      "--", B2, "\r\n",
+      'Content-Disposition: form-data; name="files[0].path"\r\n\r\n',
+      "/home/daytona/a.bin\r\n",
+      "--", B2, "\r\n",
+      'Content-Disposition: form-data; name="files[0].file"; filename="a.bin"\r\n',
+      "Content-Type: application/octet-stream\r\n\r\n",
+      near, "\r",
+      "\r\n--", B2, "  \r\n",
+      'Content-Disposition: form-data; name="files[1].file"; filename="b"\r\n\r\n',
+      "\r\n--", B2, "\r\n",
+      'Content-Disposition: form-data; name="files[2].file"; filename="c"\r\n\r\n',
+      near, near,
+      "\r\n--", B2, "--\r\n",
+    }), near
+  end
+
+  local function same_parts(want, got, what)
+    assert.are.equal(#want, #got, what)
+    for k = 1, #want do
+      assert.are.equal(want[k].name, got[k].name, what)
+      assert.are.equal(want[k].filename, got[k].filename, what)
+      assert.are.equal(want[k].data, got[k].data, what)
+      assert.is_true(got[k].ended, what)
+    end
+  end
+
+  it("finds the delimiter across every chunk seam (chunks of 1 to 80 bytes)", function()
+    local body, near = near_body()
+    local whole = parse(body, B2)
+    assert.are.equal(4, #whole)
+    assert.are.equal("/home/daytona/a.bin", whole[1].data)
+    assert.are.equal(near .. "\r", whole[2].data)
+    assert.are.equal("", whole[3].data)
+    assert.are.equal(near .. near, whole[4].data)
+    for step = 1, 80 do same_parts(whole, parse(body, B2, step), "chunks of " .. step) end
+  end)
+
+  it("gives the same parts for every split of the body in two", function()
+    local body = near_body()
+    local whole = parse(body, B2)
+    for k = 0, #body do
+      local parts = {}
+      local p = multipart.parser(B2, function(part)
+        local data = {}
+        parts[#parts + 1] = part
+        return function(d)
+          if d then data[#data + 1] = d else part.data = table.concat(data); part.ended = true end
+        end
+      end)
+      p:feed(body:sub(1, k))
+      p:feed(body:sub(k + 1))
+      assert.are.equal(#whole, p:finish())
+      same_parts(whole, parts, "split at " .. k)
+    end
+  end)
+
+  it("ends a part exactly at a chunk's end and hands whole chunks out as they are", function()
+    local got = {}
+    local ended = 0
+    local p = multipart.parser("b", function()
+      return function(d) if d then got[#got + 1] = d else ended = ended + 1 end end
+    end)
+    local data = string.rep("0123456789", 100)
+    p:feed("--b\r\n\r\n")             -- the header block ends with the chunk
+    p:feed(data)                        -- only data: passed on as is
+    assert.are.same({ data }, got)
+    p:feed(data .. "\r")                -- ends in what may start a delimiter
+    assert.are.same({ data, data }, got)
+    assert.are.equal("\r", p.tail)
+    p:feed("\n--b")                     -- the delimiter ends exactly at this chunk's end
+    assert.are.equal(1, ended)
+    p:feed("\r\n")
+    p:feed("\r\nlast\r\n--b")
+    p:feed("--")
+    assert.are.equal(2, p:finish())
+    assert.are.same({ data, data, "last" }, got)
+    assert.are.equal(2, ended)
+  end)
+
+  it("refuses a boundary line padded past 256 bytes however it is chunked", function()
+    local function body(pad)
+      return "--b" .. string.rep(" ", pad) .. "\r\n\r\nx\r\n--b--"
+    end
+    for _, step in ipairs({ 1, 7, 300, 1000 }) do
+      assert.are.equal(1, #parse(body(254), "b", step))
+      assert.truthy(err_of(function() parse(body(255), "b", step) end):find("boundary line", 1, true))
+    end
+  end)
+
+  it("bounds a part's header block however it is chunked", function()
+    local function body(n)
+      return "--b\r\nX-Big: " .. string.rep("a", n - 7) .. "\r\n\r\nx\r\n--b--"
+    end
+    for _, step in ipairs({ 1, 13, 100, 5000 }) do
+      assert.are.equal(1, #parse(body(1000), "b", step, { max_header_bytes = 1000 }))
+      assert.truthy(err_of(function()
+        parse(body(1001), "b", step, { max_header_bytes = 1000 })
+      end):find("too large", 1, true))
+    end
+  end)
+
   it("accepts a body that starts with the boundary and ignores dropped parts", function()
     local body = "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nabc\r\n--b--"
     local seen = 0
@@ -110,7 +221,7 @@ describe("multipart", function()
       local k = math.min(left, #block)
       p:feed(k == #block and block or block:sub(1, k))
       left = left - k
-      if #p.buf > max_buf then max_buf = #p.buf end
+      if #p.tail > max_buf then max_buf = #p.tail end
     end
     p:feed("\r\n--BOUNDARY--\r\n")
     p:finish()

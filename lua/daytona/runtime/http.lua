@@ -73,7 +73,7 @@ local KNOWN = {
   response_file = true, timeout = true, connect_timeout = true, idle_timeout = true,
   follow_redirects = true, max_redirects = true, on_progress = true,
   progress_interval = true, accept_encoding = true, ca_file = true, insecure = true,
-  verbose = true, unix_socket = true,
+  verbose = true, unix_socket = true, body_from = true, response_to = true,
 }
 
 -- level 5: argerror < core_options < start < request/stream < the caller
@@ -115,6 +115,13 @@ local function has_header(headers, lname)
   return false
 end
 
+-- A server request for body_from / response_to: core.server's, or the
+-- daytona.runtime.server Request around one (the core checks its type).
+local function server_request(v)
+  if type(v) == "table" and v._c ~= nil then return v._c end
+  return v
+end
+
 -- The core's options from ours; validates what the core does not see.
 local function core_options(opts, fname)
   if type(opts) ~= "table" then argerror(fname, "options table expected, got " .. type(opts)) end
@@ -152,6 +159,8 @@ local function core_options(opts, fname)
     insecure = opts.insecure,
     verbose = opts.verbose,
     unix_socket = opts.unix_socket,
+    body_from = opts.body_from ~= nil and server_request(opts.body_from) or nil,
+    response_to = opts.response_to ~= nil and server_request(opts.response_to) or nil,
   }
   local headers = {}
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
@@ -182,10 +191,12 @@ Transfer.__index = Transfer
 
 local function start(opts, fname, stream)
   local c = core_options(opts, fname)
-  c.response_stream = stream or nil
+  -- a stream reads the body from Lua, unless it goes to a server request
+  c.response_stream = (stream and c.response_to == nil) or nil
   local req, msg, code = core.http.request(c)
   if not req then error(transport_error(opts, msg, code), 3) end
   local upload = opts.body_file ~= nil or opts.body_producer ~= nil or opts.multipart ~= nil
+    or opts.body_from ~= nil
   return setmetatable({
     req = req,
     opts = opts,
@@ -306,7 +317,17 @@ end
 -- @param[opt] opts.body_producer `function() -> chunk | nil`: the body,
 -- produced by Lua (chunked on HTTP/1.1 unless `body_size` is given); it
 -- may itself wait
--- @param[opt] opts.body_size the producer's total length, when known
+-- @param[opt] opts.body_size the producer's (or `body_from`'s) total length,
+-- when known
+-- @param[opt] opts.body_from a server request (core.server's, or a
+-- `daytona.runtime.server` Request) whose body is this request's body,
+-- moved in C from the one to the other with bounded buffers on both sides
+-- (no Lua string per chunk); excludes the other body options
+-- @param[opt] opts.response_to a server request whose streamed response
+-- gets this response's body, moved in C once that response is started
+-- (`respond` without a body, or `Response:start`); with `stream`, then wait
+-- with `Stream:wait_spliced`. The transfer fails (ECONNRESET, ETIMEDOUT,
+-- ECONNABORTED) when that request's client goes away while it matters
 -- @param[opt] opts.multipart `{ { name =, data = string | file = path,
 -- filename =, content_type = }, ... }`; file parts stream from disk
 -- @param[opt] opts.response_file path: the body is written there
@@ -384,6 +405,25 @@ function Stream:read()
     end
     wait(req)
   end
+end
+
+--- With `response_to`: wait until the whole body has gone into the server
+-- request's response (in C), then close the stream. The caller then ends
+-- that response (`finish`), or cuts it (`close`) when this raised.
+-- @return true
+-- @raise like `request`; `DaytonaConnectionError` (code ECONNRESET,
+-- ECONNABORTED, EPROTO) when the server request's client went away or the
+-- body overran the response's Content-Length
+function Stream:wait_spliced()
+  local t = self._t
+  if not t then error("stream already closed", 2) end
+  local ok, err = pcall(function()
+    while not t.req:done() do t:step() end
+    t:result()   -- raises the transport failure
+  end)
+  self:close()
+  if not ok then error(err, 2) end
+  return true
 end
 
 --- An iterator over the rest of the body: `for chunk in s:chunks() do ... end`.

@@ -2,7 +2,8 @@
 --
 -- Feed it the body in chunks of any size (as they come off the socket,
 -- chunked or not); each part's data goes to a sink as it arrives, so a part
--- of any size is never held whole in memory. Only a delimiter's length of
+-- of any size is never held whole in memory. Each chunk is scanned where it
+-- lies (no copy of the stream is built), and under a delimiter's length of
 -- data is kept back between chunks. The preamble before the first boundary
 -- and the epilogue after the last are ignored, as RFC 2046 says.
 --
@@ -65,12 +66,15 @@ local function params(value)
       i = e + 1
       local val
       if sub(rest, i, i) == '"' then
-        local buf, j = {}, i + 1
-        while j <= #rest do
-          local c = sub(rest, j, j)
-          if c == "\\" and j < #rest then buf[#buf + 1] = sub(rest, j + 1, j + 1); j = j + 2
-          elseif c == '"' then break
-          else buf[#buf + 1] = c; j = j + 1 end
+        -- runs of plain characters at once, up to a quote or backslash
+        local buf, j, n = {}, i + 1, #rest
+        while j <= n do
+          local q = find(rest, '["\\]', j) or n + 1
+          if q > j then buf[#buf + 1] = sub(rest, j, q - 1) end
+          j = q
+          if j > n or sub(rest, j, j) == '"' then break end
+          if j < n then buf[#buf + 1] = sub(rest, j + 1, j + 1); j = j + 2
+          else buf[#buf + 1] = "\\"; j = j + 1 end   -- a backslash at the very end
         end
         val = table.concat(buf)
         i = j + 1
@@ -97,13 +101,21 @@ Parser.__index = Parser
 
 local PREAMBLE, AFTER_DELIM, HEADERS, BODY, DONE = 1, 2, 3, 4, 5
 
+-- A boundary line is the delimiter, optional transport padding, CRLF: the
+-- CRLF must come within this many bytes of the delimiter, whatever the
+-- chunking (longer padding is refused, not buffered without end).
+local MAX_BOUNDARY_LINE = 256
+
+local CLOSED = 0   -- boundary_line's answer for the closing delimiter
+
 --- A parser for a body with this boundary.
 -- @param boundary the boundary, as `boundary` returns it
 -- @param on_part `function(part) -> sink | nil`, called at each part's
 -- headers with `part.name`, `part.filename` (nil for plain fields; a
 -- `filename*` is decoded), `part.content_type`, `part.disposition` and
 -- `part.headers` (lower-case names). The sink, `function(data)`, is called
--- with each piece of the part's data and then with nil once the part ends;
+-- with each piece of the part's data (a non-empty string; often the fed
+-- chunk itself, never a copy of it) and then with nil once the part ends;
 -- nil drops the part's data.
 -- @param[opt] opts options:
 -- @param[opt] opts.max_header_bytes the largest header block of a part
@@ -120,9 +132,12 @@ function M.parser(boundary, on_part, opts)
   end
   opts = opts or {}
   return setmetatable({
-    -- the body is read as if preceded by CRLF, so the first boundary
-    -- (which may start the body) is found by the same delimiter
-    buf = "\r\n",
+    -- Bytes of the stream not decided yet, carried to the next chunk: a
+    -- possible start of the delimiter (under its length), an unfinished
+    -- boundary line or header block. The body is read as if preceded by
+    -- CRLF, so the first boundary (which may start the body) is found by
+    -- the same delimiter.
+    tail = "\r\n",
     delim = "\r\n--" .. boundary,
     state = PREAMBLE,
     on_part = on_part,
@@ -135,10 +150,17 @@ end
 
 local function parse_headers(self, block)
   local headers = {}
-  for line in (block == "" and "" or block .. "\r\n"):gmatch("(.-)\r\n") do
-    local k, v = match(line, "^([!#$%%&'*+%-.^_`|~%w]+)%s*:%s*(.-)%s*$")
-    if not k then bad("malformed part header line") end
-    headers[lower(k)] = v
+  -- line by line (CRLF-separated), each `token [ws] : [ws] value [ws]`;
+  -- plain finds and greedy patterns: the lazy ones cost a retry per byte
+  local i, n = 1, #block
+  while i <= n do
+    local eol = find(block, "\r\n", i, true) or n + 1
+    local line = sub(block, i, eol - 1)
+    i = eol + 2
+    local _, ne = find(line, "^[%w!#$%%&'*+%-.^_`|~]+")
+    local _, ce = find(line, "^%s*:", (ne or 0) + 1)
+    if not ne or not ce then bad("malformed part header line") end
+    headers[lower(sub(line, 1, ne))] = match(line, "^%s*(.*%S)", ce + 1) or ""
   end
   local cd = headers["content-disposition"]
   local part = { headers = headers, content_type = headers["content-type"] }
@@ -157,9 +179,70 @@ local function parse_headers(self, block)
   self.sink = sink
 end
 
+-- The part's data ends at a delimiter: its sink hears the end.
+local function end_part(self)
+  local sink = self.sink
+  self.sink = nil
+  if sink then sink(nil) end
+end
+
+-- The boundary line after a delimiter, at s[i..]: "--" closes the body,
+-- else optional padding and CRLF start a part. Returns the index after the
+-- line, CLOSED, or nil when the line's end has not arrived yet.
+local function boundary_line(s, i)
+  local avail = #s - i + 1
+  if avail < 2 then return nil end
+  if find(s, "^%-%-", i) then return CLOSED end
+  local a, e = find(s, "^[ \t]*\r\n", i)
+  if a then
+    if e - i + 1 > MAX_BOUNDARY_LINE then bad("malformed boundary line") end
+    return e + 1
+  end
+  if avail < MAX_BOUNDARY_LINE and find(s, "^[ \t]*\r?$", i) then return nil end
+  bad("malformed boundary line")
+end
+
+-- A part's header block at s[i..], ended by an empty line. Parses it (and
+-- calls on_part); returns the index after it, or nil when its end has not
+-- arrived yet.
+local function header_block(self, s, i)
+  if find(s, "^\r\n", i) then   -- no headers at all
+    parse_headers(self, "")
+    return i + 2
+  end
+  local a, e = find(s, "\r\n\r\n", i, true)
+  if not a then
+    -- the block so far and up to 3 bytes of its terminator
+    if #s - i + 1 > self.max_header + 3 then bad("part headers too large") end
+    return nil
+  end
+  if a - i > self.max_header then bad("part headers too large") end
+  parse_headers(self, sub(s, i, a - 1))
+  return e + 1
+end
+
+-- The index in s (at or after i) where a possible start of the delimiter
+-- begins: the longest suffix of s that is a proper prefix of delim; #s + 1
+-- when there is none. Only its last #delim - 1 bytes are looked at.
+local function held_from(s, i, delim)
+  local n, dl = #s, #delim
+  local from = n - dl + 2
+  if from < i then from = i end
+  while true do
+    local c = find(s, "\r", from, true)
+    if not c then return n + 1 end
+    if sub(s, c) == sub(delim, 1, n - c + 1) then return c end
+    from = c + 1
+  end
+end
+
 --- Feed the next chunk of the body; parts and their data go to `on_part`
 -- and the sinks as they are complete. Chunks after the closing boundary
 -- are ignored.
+-- The chunk is scanned where it lies: only an undecided tail (under the
+-- delimiter's length inside a part, a boundary line or header block in
+-- progress) is kept to the next call, and part data goes to the sinks as
+-- pieces of the chunk (the chunk itself when it holds nothing else).
 -- @param chunk string, of any size
 -- @raise `DaytonaValidationError` (status_code 400, code EINVAL) on
 -- malformed input: a bad boundary line, headers too big or malformed, too
@@ -167,64 +250,89 @@ end
 -- nil; errors raised by `on_part` or a sink propagate
 function Parser:feed(chunk)
   if self.state == DONE or chunk == "" then return end
-  local buf = self.buf .. chunk
   local delim, dl = self.delim, #self.delim
-  while true do
+  local s, i = chunk, 1
+  local tail = self.tail
+  self.tail = ""
+  if tail ~= "" then
+    -- Settle the seam between the tail and the chunk, looking at no more of
+    -- the chunk than that needs, then go on in the chunk itself.
     local state = self.state
-    if state == PREAMBLE or state == BODY then
-      local s, e = find(buf, delim, 1, true)
-      if s then
+    if #chunk < dl then
+      s = tail .. chunk   -- short pieces: joining them costs next to nothing
+    elseif state == PREAMBLE or state == BODY then
+      -- a delimiter starting in the tail ends in the first dl - 1 bytes
+      local seam = tail .. sub(chunk, 1, dl - 1)
+      local a = find(seam, delim, 1, true)
+      if a and a <= #tail then
         if state == BODY then
-          if s > 1 and self.sink then self.sink(sub(buf, 1, s - 1)) end
-          if self.sink then self.sink(nil) end
-          self.sink = nil
+          if a > 1 and self.sink then self.sink(sub(tail, 1, a - 1)) end
+          end_part(self)
         end
-        buf = sub(buf, e + 1)
         self.state = AFTER_DELIM
+        i = a + dl - #tail
+      elseif state == BODY and self.sink then
+        self.sink(tail)   -- no delimiter starts there: it is data
+      end
+    else
+      -- an unfinished boundary line or header block: its end, if it comes,
+      -- is within the bound the state allows
+      local limit = state == AFTER_DELIM and MAX_BOUNDARY_LINE or self.max_header + 4
+      local w = tail .. sub(chunk, 1, limit)
+      local nxt
+      if state == AFTER_DELIM then
+        nxt = boundary_line(w, 1)
+        if nxt then self.state = nxt == CLOSED and DONE or HEADERS end
       else
-        -- keep what could be the start of a delimiter split across chunks
-        local keep = #buf - (dl - 1)
-        if keep > 0 then
-          if state == BODY and self.sink then self.sink(sub(buf, 1, keep)) end
-          buf = sub(buf, keep + 1)
-        end
-        break
+        nxt = header_block(self, w, 1)
+        if nxt then self.state = BODY end
       end
-    elseif state == AFTER_DELIM then
-      -- "--" closes; else optional whitespace then CRLF starts a part
-      if #buf < 2 then break end
-      if sub(buf, 1, 2) == "--" then
-        self.state = DONE
-        buf = ""
-        break
+      if not nxt then
+        -- the whole chunk fitted in w (else the bound was already exceeded)
+        self.tail = w
+        return
       end
-      local s, e = find(buf, "^[ \t]*\r\n")
-      if s then
-        buf = sub(buf, e + 1)
-        self.state = HEADERS
-      elseif find(buf, "^[ \t]*\r?$") and #buf < 256 then
-        break   -- the line's end has not arrived yet
-      else
-        bad("malformed boundary line")
-      end
-    elseif state == HEADERS then
-      local s, e
-      if sub(buf, 1, 2) == "\r\n" then s, e = 1, 2   -- no headers at all
-      else s, e = find(buf, "\r\n\r\n", 1, true) end
-      if not s then
-        if #buf > self.max_header then bad("part headers too large") end
-        break
-      end
-      if s - 1 > self.max_header then bad("part headers too large") end
-      parse_headers(self, sub(buf, 1, s - 1))
-      buf = sub(buf, e + 1)
-      self.state = BODY
-    else  -- DONE
-      buf = ""
-      break
+      if nxt == CLOSED then return end
+      i = nxt - #tail   -- the end lies in the chunk: go on from there
     end
   end
-  self.buf = buf
+  local n = #s
+  while i <= n do
+    local state = self.state
+    if state == PREAMBLE or state == BODY then
+      local a = find(s, delim, i, true)
+      if a then
+        if state == BODY then
+          if a > i and self.sink then self.sink(sub(s, i, a - 1)) end
+          end_part(self)
+        end
+        self.state = AFTER_DELIM
+        i = a + dl
+      else
+        -- hand out all but what could be the start of a delimiter split
+        -- across chunks
+        local h = held_from(s, i, delim)
+        if state == BODY and h > i and self.sink then
+          self.sink((i == 1 and h > n) and s or sub(s, i, h - 1))
+        end
+        if h <= n then self.tail = sub(s, h) end
+        return
+      end
+    elseif state == AFTER_DELIM then
+      local nxt = boundary_line(s, i)
+      if not nxt then self.tail = sub(s, i); return end
+      if nxt == CLOSED then self.state = DONE; return end
+      self.state = HEADERS
+      i = nxt
+    elseif state == HEADERS then
+      local nxt = header_block(self, s, i)
+      if not nxt then self.tail = sub(s, i); return end
+      self.state = BODY
+      i = nxt
+    else  -- DONE
+      return
+    end
+  end
 end
 
 --- Tell the parser the body has ended.

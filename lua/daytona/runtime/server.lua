@@ -133,7 +133,7 @@ local function new_request(creq, info)
 end
 
 --- The next chunk of the request body, waiting for it.
--- @return a string of at most 64 KiB, or nil at the end
+-- @return a string of at most 256 KiB, or nil at the end
 -- @raise `DaytonaConnectionError` (code ECONNRESET) when the client goes
 -- away before the end of the body; `DaytonaTimeoutError` (code ETIMEDOUT)
 -- when MHD times the connection out; `CancelledError` when the server
@@ -329,14 +329,20 @@ function Response:start(status, headers)
 end
 
 --- Write a chunk of a streamed response; waits while the C buffer is full.
--- @param chunk string
+-- `write(file, length)` sends the next `length` bytes of an open io file
+-- from C (read as MHD sends them: no Lua string, no copy through the
+-- buffer) and moves the file's position past them; the file may be closed
+-- at once. Should the file turn out shorter, the response is cut (the
+-- client sees a broken transfer) and the next `write` or `finish` raises.
+-- @param chunk string, or an io file
+-- @param[opt] length with a file: how many bytes
 -- @return true
 -- @raise the errors of `Request:read` when the connection is gone; a plain
 -- error without `start`, after `finish` or past the declared content-length
-function Response:write(chunk)
+function Response:write(chunk, length)
   local c = self._c
   while true do
-    local ok, msg, code = c:write(chunk)
+    local ok, msg, code = c:write(chunk, length)
     if ok then return true end
     if ok == nil then error(failure(msg, code), 2) end
     scheduler.wait(c)

@@ -1,13 +1,15 @@
 --- dtlocal.api.proxy: forwarding to a sandbox's toolbox daemon and to the
 -- servers a sandbox runs (preview links).
 --
--- `forward(app, ctx, upstream)` streams both ways with constant memory: the
--- request body is read from the server request chunk by chunk into the
--- upstream transfer (`body_producer`), the response body from the upstream
--- stream into the server response (`req:write`, which waits while the
--- client is slow). Status and end-to-end headers pass through; hop-by-hop
--- headers and our credentials do not (protocol §2.2: the proxy never
--- forwards the API key into the sandbox).
+-- `forward(ctx, url, opts)` streams both ways with constant memory, and
+-- without Lua in the data path: the upstream transfer takes the request
+-- body straight from the server request (`body_from`) and puts the
+-- response body straight into the server response (`response_to`), moved
+-- in C between their bounded buffers, each side pausing the other when it
+-- is slow (the core's splice). Lua only sets it up, passes the status and
+-- headers, and ends or cuts the response. Status and end-to-end headers
+-- pass through; hop-by-hop headers and our credentials do not (protocol
+-- §2.2: the proxy never forwards the API key into the sandbox).
 --
 -- WebSocket routes are relayed message by message: the upstream WebSocket
 -- is opened first with the subprotocols the client offered, and the client
@@ -81,17 +83,6 @@ local function request_body(headers)
   return false, nil
 end
 
--- Wait for room in the server response and write chunk; false if the
--- client has gone.
-local function write_client(req, chunk)
-  while true do
-    local ok = req:write(chunk)
-    if ok then return true end
-    if ok == nil then return false end
-    scheduler.wait(req)
-  end
-end
-
 --- Forward the request of ctx (see dtlocal.api) to `url` (an absolute
 -- http URL of the upstream, path and query included). opts.headers are
 -- added to the upstream request; opts.unix_socket connects to that socket
@@ -103,28 +94,15 @@ function M.forward(ctx, url, opts)
   local http = require "daytona.runtime.http"
   local req = ctx.req
   local has_body, size = request_body(ctx.headers)
-  local producer
-  if has_body then
-    producer = function()
-      while true do
-        local chunk, msg = req:read()
-        if chunk == nil then
-          if msg then error(errors.DaytonaError("client request body: " .. tostring(msg)), 0) end
-          return nil
-        end
-        if chunk ~= "" then return chunk end
-        scheduler.wait(req)
-      end
-    end
-  end
   local ok, up = pcall(http.stream, {
     url = url,
     -- the daemon's unix socket, when it listens on one (dtlocal.api.runner)
     unix_socket = opts.unix_socket,
     method = ctx.method,
     headers = M.upstream_headers(ctx.headers, opts.headers),
-    body_producer = producer,
-    body_size = producer and size or nil,   -- only with a body
+    body_from = has_body and req or nil,
+    body_size = has_body and size or nil,
+    response_to = req,
     connect_timeout = M.CONNECT_TIMEOUT,
     follow_redirects = false,
   })
@@ -147,16 +125,14 @@ function M.forward(ctx, url, opts)
   ctx.responded = true
   ctx.status = status
   if not rok then return status end
-  while true do
-    local rd, chunk = pcall(stream.read, stream)
-    if not rd then
-      if errors.is(chunk, errors.CancelledError) then error(chunk, 0) end
-      -- the upstream broke off mid-body: the client must see a cut, not an end
-      req:close()
-      return status
-    end
-    if chunk == nil then break end
-    if not write_client(req, chunk) then return status end
+  -- the body now flows into the response by itself
+  local sok, err = pcall(stream.wait_spliced, stream)
+  if not sok then
+    if errors.is(err, errors.CancelledError) then error(err, 0) end
+    -- the upstream broke off mid-body, or the client left: the client must
+    -- see a cut, not an end
+    req:close()
+    return status
   end
   req:finish()
   return status

@@ -26,8 +26,6 @@ local io, os, table, string, ipairs, pairs, tostring, type, math =
 
 local M = {}
 
-local CHUNK = 64 * 1024
-
 -- Give the loop a turn every so many files of a tree walk, so one big walk
 -- does not stall every other request.
 local function make_ticker(every)
@@ -365,6 +363,9 @@ local function open_upload(path)
   local tmp = common.temp_beside(path)
   local f, err = io.open(tmp, "wb")
   if not f then return nil, err, "EACCES" end
+  -- the parser hands out whole chunks: one write(2) each, straight from the
+  -- Lua string, rather than a copy through stdio's buffer
+  f:setvbuf("no")
   -- an overwritten file keeps its permission bits, as an in-place write would
   if dst and dst.type == "file" then util.chmod(tmp, dst.mode) end
   return setmetatable({ path = path, tmp = tmp, f = f, bytes = 0 }, Upload)
@@ -587,6 +588,10 @@ end
 local BOUNDARY = "DAYTONA-FILE-BOUNDARY"
 M.BOUNDARY = BOUNDARY
 
+-- Files up to this size are sent as one Lua string with their part's
+-- framing; bigger ones from the file in C (Response:write(file, n)).
+local INLINE_MAX = 64 * 1024
+
 -- The error part body for one requested path.
 local function error_part(ctx, path, status, code, message)
   local body = router.error_body(status, message, code, ctx.path, ctx.method)
@@ -638,24 +643,33 @@ function M.bulk_download(app, ctx)
           out:write(error_part(ctx, req_path, 403, "FILE_ACCESS_DENIED",
                                "access denied: " .. tostring(ferr)))
         else
-          out:write(table.concat {
+          local head = table.concat {
             "--", BOUNDARY, "\r\n",
             "Content-Disposition: ", disposition("form-data", "file", req_path), "\r\n",
             "Content-Type: ", content_type(path), "\r\n",
             "Content-Length: ", tostring(st.size), "\r\n\r\n",
-          })
-          while true do
-            local data, rerr = f:read(CHUNK)
-            if not data then
-              -- a read error mid-file: abort the connection (no closing
-              -- boundary) so the short part is never taken for the file
-              if rerr then f:close(); error("read failed: " .. tostring(rerr), 0) end
-              break
+          }
+          -- A short read (an error, or the file shrank) must cut the
+          -- connection (no closing boundary), so that the short part is
+          -- never taken for the file.
+          if st.size <= INLINE_MAX then
+            -- small: one write for the whole part
+            local data = st.size > 0 and f:read(st.size) or ""
+            f:close()
+            if data == nil or #data ~= st.size then
+              error(("%s: read %d of %d bytes"):format(req_path, #(data or ""), st.size), 0)
             end
-            out:write(data)
+            out:write(head .. data .. "\r\n")
+          else
+            -- big: its bytes go from the file to the socket in C, never
+            -- through Lua; the server cuts the connection itself on a short
+            -- read, and the next write raises
+            out:write(head)
+            local wok, werr = pcall(ctx.res.write, ctx.res, f, st.size)
+            f:close()
+            if not wok then error(werr, 0) end
+            out:write("\r\n")
           end
-          f:close()
-          out:write("\r\n")
         end
       end
     end
