@@ -30,15 +30,16 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-de
 # The core is a base and three parts (csrc/dt.h): the base (loop, timers,
 # signals, util, process) is linked into dtlua and is daytona/core.so for
 # plain lua5.4; each part is daytona/core/<part>.so, loaded on first use of
-# core.<part>, with its own libraries.  obj.c is compiled into every one.
-BASE_OBJ := $(patsubst %,$(BUILD)/obj/%.o,core loop util process obj)
+# core.<part>, with its own libraries.  obj.c is compiled into every one;
+# digest.c (SHA-256, SHA-1, base64) into the base and the server part.
+BASE_OBJ := $(patsubst %,$(BUILD)/obj/%.o,core loop util process obj digest)
 BASE_LIBS:= $(shell pkg-config --libs libuv 2>/dev/null)
 HTTP_OBJ := $(BUILD)/obj/http_client.o $(BUILD)/obj/obj.o
 HTTP_LIBS:= $(shell pkg-config --libs libcurl libuv 2>/dev/null)
 WS_OBJ   := $(BUILD)/obj/ws_client.o $(BUILD)/obj/obj.o
 WS_LIBS  := $(shell pkg-config --libs libwebsockets openssl libuv 2>/dev/null)
-SRV_OBJ  := $(BUILD)/obj/http_server.o $(BUILD)/obj/obj.o
-SRV_LIBS := $(shell pkg-config --libs libmicrohttpd libcrypto libuv 2>/dev/null) -lwslay
+SRV_OBJ  := $(BUILD)/obj/http_server.o $(BUILD)/obj/obj.o $(BUILD)/obj/digest.o
+SRV_LIBS := $(shell pkg-config --libs libmicrohttpd libuv 2>/dev/null) -lwslay
 HDRS     := $(wildcard csrc/*.h)
 
 CORE_SO  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core.so

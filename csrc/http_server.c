@@ -45,9 +45,9 @@
 
 #include <microhttpd.h>
 #include <wslay/wslay.h>
-#include <openssl/evp.h>
 
 #include "dt.h"
+#include "digest.h"
 #include "splice.h"
 
 #define SERVER_TNAME "daytona.Server"
@@ -2023,8 +2023,7 @@ static int req_upgrade_websocket (lua_State *L) {
   Req *r = check_req(L);
   const char *protocol = NULL, *key, *up, *conn, *ver, *refused;
   char concat[64], accept[32];
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int mdlen = 0;
+  unsigned char md[20];
   struct MHD_Response *resp;
   struct wslay_event_callbacks cbs;
   Server *srv = r->srv;
@@ -2052,9 +2051,8 @@ static int req_upgrade_websocket (lua_State *L) {
       r->has_body)
     return dt_fail(L, "not a valid WebSocket upgrade request", "EINVAL");
   snprintf(concat, sizeof concat, "%s%s", key, WS_GUID);
-  if (!EVP_Digest(concat, strlen(concat), md, &mdlen, EVP_sha1(), NULL))
-    return luaL_error(L, "sha1 failed");
-  EVP_EncodeBlock((unsigned char *)accept, md, (int)mdlen);
+  dt_sha1(concat, strlen(concat), md);
+  dt_base64(md, sizeof md, accept);
   ws = (WS *)lua_newuserdatauv(L, sizeof *ws, 0);   /* 5 */
   memset(ws, 0, sizeof *ws);
   dt_obj_init(srv->loop, &ws->base);

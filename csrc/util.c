@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "dt.h"
+#include "digest.h"
 
 extern char **environ;
 
@@ -33,115 +34,17 @@ static void tohex (const unsigned char *p, size_t n, char *out) {
   }
 }
 
-/* --- SHA-256 ------------------------------------------------------------ */
-
-typedef struct Sha256 {
-  uint32_t h[8];
-  uint64_t len;              /* bytes hashed so far */
-  unsigned char block[64];
-  size_t nblock;             /* bytes waiting in block */
-} Sha256;
-
-static const uint32_t sha256_k[64] = {
-  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
-  0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
-  0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-  0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
-  0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-  0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-  0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-  0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
-  0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2
-};
-
-#define ROR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha256_init (Sha256 *c) {
-  static const uint32_t h0[8] = {
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19
-  };
-  memcpy(c->h, h0, sizeof h0);
-  c->len = 0;
-  c->nblock = 0;
-}
-
-static void sha256_block (Sha256 *c, const unsigned char *p) {
-  uint32_t w[64], a, b, d, e, f, g, h, cc, t1, t2;
-  int i;
-  for (i = 0; i < 16; i++)
-    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-           (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-  for (i = 16; i < 64; i++) {
-    uint32_t s0 = ROR32(w[i - 15], 7) ^ ROR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-    uint32_t s1 = ROR32(w[i - 2], 17) ^ ROR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-  }
-  a = c->h[0]; b = c->h[1]; cc = c->h[2]; d = c->h[3];
-  e = c->h[4]; f = c->h[5]; g = c->h[6]; h = c->h[7];
-  for (i = 0; i < 64; i++) {
-    t1 = h + (ROR32(e, 6) ^ ROR32(e, 11) ^ ROR32(e, 25)) + ((e & f) ^ (~e & g)) +
-         sha256_k[i] + w[i];
-    t2 = (ROR32(a, 2) ^ ROR32(a, 13) ^ ROR32(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
-    h = g; g = f; f = e; e = d + t1;
-    d = cc; cc = b; b = a; a = t1 + t2;
-  }
-  c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
-  c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
-}
-
-static void sha256_update (Sha256 *c, const void *data, size_t n) {
-  const unsigned char *p = (const unsigned char *)data;
-  c->len += n;
-  if (c->nblock > 0) {
-    size_t take = 64 - c->nblock < n ? 64 - c->nblock : n;
-    memcpy(c->block + c->nblock, p, take);
-    c->nblock += take;
-    p += take;
-    n -= take;
-    if (c->nblock < 64) return;
-    sha256_block(c, c->block);
-    c->nblock = 0;
-  }
-  for (; n >= 64; p += 64, n -= 64) sha256_block(c, p);
-  memcpy(c->block, p, n);
-  c->nblock = n;
-}
-
-/* the digest as 64 lower-case hex digits (no terminating zero) */
-static void sha256_final (Sha256 *c, char hex[64]) {
-  uint64_t bits = c->len * 8;
-  unsigned char md[32];
-  int i;
-  c->block[c->nblock++] = 0x80;
-  if (c->nblock > 56) {
-    memset(c->block + c->nblock, 0, 64 - c->nblock);
-    sha256_block(c, c->block);
-    c->nblock = 0;
-  }
-  memset(c->block + c->nblock, 0, 56 - c->nblock);
-  for (i = 0; i < 8; i++) c->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-  sha256_block(c, c->block);
-  for (i = 0; i < 8; i++) {
-    md[4 * i] = (unsigned char)(c->h[i] >> 24);
-    md[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
-    md[4 * i + 2] = (unsigned char)(c->h[i] >> 8);
-    md[4 * i + 3] = (unsigned char)c->h[i];
-  }
-  tohex(md, sizeof md, hex);
-}
-
 /* util.sha256(string) -> hex digest */
 static int l_sha256 (lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  Sha256 c;
+  dt_sha256 c;
+  unsigned char md[32];
   char hex[64];
-  sha256_init(&c);
-  sha256_update(&c, s, len);
-  sha256_final(&c, hex);
+  dt_sha256_init(&c);
+  dt_sha256_update(&c, s, len);
+  dt_sha256_final(&c, md);
+  tohex(md, sizeof md, hex);
   lua_pushlstring(L, hex, sizeof hex);
   return 1;
 }
@@ -152,13 +55,14 @@ static int l_sha256 (lua_State *L) {
 static int l_sha256_file (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   char hex[64];
+  unsigned char md[32];
   static unsigned char chunk[DT_CHUNK_SIZE];
   lua_Integer total = 0;
   ssize_t n;
-  Sha256 c;
+  dt_sha256 c;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return luaL_fileresult(L, 0, path);
-  sha256_init(&c);
+  dt_sha256_init(&c);
   while ((n = read(fd, chunk, sizeof chunk)) != 0) {
     if (n < 0) {
       int e = errno;
@@ -167,11 +71,12 @@ static int l_sha256_file (lua_State *L) {
       errno = e;
       return luaL_fileresult(L, 0, path);
     }
-    sha256_update(&c, chunk, (size_t)n);
+    dt_sha256_update(&c, chunk, (size_t)n);
     total += n;
   }
   close(fd);
-  sha256_final(&c, hex);
+  dt_sha256_final(&c, md);
+  tohex(md, sizeof md, hex);
   lua_pushlstring(L, hex, sizeof hex);
   lua_pushinteger(L, total);
   return 2;

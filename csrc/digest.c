@@ -1,0 +1,173 @@
+/*
+** digest.c -- SHA-256, SHA-1 and base64 (see digest.h for why they are
+** ours).  Plain FIPS 180-4 and RFC 4648; checked against the standard test
+** vectors by spec/core/util_spec.lua and, through the WebSocket handshake,
+** by every WebSocket spec.
+*/
+#include <string.h>
+
+#include "digest.h"
+
+/* --- SHA-256 ------------------------------------------------------------ */
+
+static const uint32_t sha256_k[64] = {
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
+  0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+  0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+  0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+  0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+  0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+  0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+  0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+  0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2
+};
+
+#define ROR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+void dt_sha256_init (dt_sha256 *c) {
+  static const uint32_t h0[8] = {
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19
+  };
+  memcpy(c->h, h0, sizeof h0);
+  c->len = 0;
+  c->nblock = 0;
+}
+
+static void sha256_block (dt_sha256 *c, const unsigned char *p) {
+  uint32_t w[64], a, b, d, e, f, g, h, cc, t1, t2;
+  int i;
+  for (i = 0; i < 16; i++)
+    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+           (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+  for (i = 16; i < 64; i++) {
+    uint32_t s0 = ROR32(w[i - 15], 7) ^ ROR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+    uint32_t s1 = ROR32(w[i - 2], 17) ^ ROR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+  }
+  a = c->h[0]; b = c->h[1]; cc = c->h[2]; d = c->h[3];
+  e = c->h[4]; f = c->h[5]; g = c->h[6]; h = c->h[7];
+  for (i = 0; i < 64; i++) {
+    t1 = h + (ROR32(e, 6) ^ ROR32(e, 11) ^ ROR32(e, 25)) + ((e & f) ^ (~e & g)) +
+         sha256_k[i] + w[i];
+    t2 = (ROR32(a, 2) ^ ROR32(a, 13) ^ ROR32(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+    h = g; g = f; f = e; e = d + t1;
+    d = cc; cc = b; b = a; a = t1 + t2;
+  }
+  c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
+  c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+}
+
+void dt_sha256_update (dt_sha256 *c, const void *data, size_t n) {
+  const unsigned char *p = (const unsigned char *)data;
+  c->len += n;
+  if (c->nblock > 0) {
+    size_t take = 64 - c->nblock < n ? 64 - c->nblock : n;
+    memcpy(c->block + c->nblock, p, take);
+    c->nblock += take;
+    p += take;
+    n -= take;
+    if (c->nblock < 64) return;
+    sha256_block(c, c->block);
+    c->nblock = 0;
+  }
+  for (; n >= 64; p += 64, n -= 64) sha256_block(c, p);
+  memcpy(c->block, p, n);
+  c->nblock = n;
+}
+
+void dt_sha256_final (dt_sha256 *c, unsigned char md[32]) {
+  uint64_t bits = c->len * 8;
+  int i;
+  c->block[c->nblock++] = 0x80;
+  if (c->nblock > 56) {
+    memset(c->block + c->nblock, 0, 64 - c->nblock);
+    sha256_block(c, c->block);
+    c->nblock = 0;
+  }
+  memset(c->block + c->nblock, 0, 56 - c->nblock);
+  for (i = 0; i < 8; i++) c->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+  sha256_block(c, c->block);
+  for (i = 0; i < 8; i++) {
+    md[4 * i] = (unsigned char)(c->h[i] >> 24);
+    md[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
+    md[4 * i + 2] = (unsigned char)(c->h[i] >> 8);
+    md[4 * i + 3] = (unsigned char)c->h[i];
+  }
+}
+
+/* --- SHA-1 -------------------------------------------------------------- */
+
+#define ROL32(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void sha1_block (uint32_t h[5], const unsigned char *p) {
+  uint32_t w[80], a, b, c, d, e, f, k, t;
+  int i;
+  for (i = 0; i < 16; i++)
+    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+           (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+  for (i = 16; i < 80; i++) w[i] = ROL32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+  a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4];
+  for (i = 0; i < 80; i++) {
+    if (i < 20) { f = (b & c) | (~b & d); k = 0x5a827999; }
+    else if (i < 40) { f = b ^ c ^ d; k = 0x6ed9eba1; }
+    else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8f1bbcdc; }
+    else { f = b ^ c ^ d; k = 0xca62c1d6; }
+    t = ROL32(a, 5) + f + e + k + w[i];
+    e = d; d = c; c = ROL32(b, 30); b = a; a = t;
+  }
+  h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+void dt_sha1 (const void *data, size_t n, unsigned char md[20]) {
+  uint32_t h[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
+  const unsigned char *p = (const unsigned char *)data;
+  unsigned char block[64];
+  uint64_t bits = (uint64_t)n * 8;
+  size_t rest;
+  int i;
+  for (; n >= 64; p += 64, n -= 64) sha1_block(h, p);
+  rest = n;
+  memcpy(block, p, rest);
+  block[rest++] = 0x80;
+  if (rest > 56) {
+    memset(block + rest, 0, 64 - rest);
+    sha1_block(h, block);
+    rest = 0;
+  }
+  memset(block + rest, 0, 56 - rest);
+  for (i = 0; i < 8; i++) block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+  sha1_block(h, block);
+  for (i = 0; i < 5; i++) {
+    md[4 * i] = (unsigned char)(h[i] >> 24);
+    md[4 * i + 1] = (unsigned char)(h[i] >> 16);
+    md[4 * i + 2] = (unsigned char)(h[i] >> 8);
+    md[4 * i + 3] = (unsigned char)h[i];
+  }
+}
+
+/* --- base64 ------------------------------------------------------------- */
+
+size_t dt_base64 (const unsigned char *in, size_t n, char *out) {
+  static const char abc[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t i, o = 0;
+  for (i = 0; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    out[o++] = abc[v >> 18];
+    out[o++] = abc[(v >> 12) & 63];
+    out[o++] = abc[(v >> 6) & 63];
+    out[o++] = abc[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+    out[o++] = abc[v >> 18];
+    out[o++] = abc[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? abc[(v >> 6) & 63] : '=';
+    out[o++] = '=';
+  }
+  out[o] = '\0';
+  return o;
+}
