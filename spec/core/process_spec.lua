@@ -8,13 +8,7 @@ local helper = require "support.helper"
 
 local MiB = 1024 * 1024
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = helper.read_file
 
 local function mypid()
   return tonumber(slurp("/proc/self/stat"):match("^(%d+)"))

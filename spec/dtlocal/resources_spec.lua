@@ -20,13 +20,7 @@ local srv
 local info = cgroups.detect()   -- the server runs in our cgroups: it finds the same
 local ENFORCED = info.enforced.cpu and info.enforced.memory and info.enforced.pids
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helper.read_file
 
 local function call(method, path, body, base)
   local r = http.request{

@@ -40,13 +40,7 @@ describe("dtlocal toolbox", function()
     f:close()
   end
 
-  local function read(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("a")
-    f:close()
-    return s
-  end
+  local read = helper.read_file
 
   local function sh(cmd)
     local ok = os.execute(cmd .. " >/dev/null 2>&1")

@@ -12,13 +12,7 @@ local function q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = helper.read_file
 
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))

@@ -46,6 +46,15 @@ function M.eventually(pred, timeout, interval)
   end
 end
 
+--- The whole content of the file at path, or nil if it cannot be opened.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 --- Write a file of n bytes (a repeating pattern) with dd; returns its path.
 function M.bigfile(dir, name, bytes)
   local path = dir .. "/" .. name
