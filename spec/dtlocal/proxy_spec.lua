@@ -243,6 +243,36 @@ describe("dtlocal proxy", function()
     end)
   end)
 
+  it("relays WebSocket messages both ways, empty ones included, in order", function()
+    helper.run(function()
+      local websocket = require "daytona.runtime.websocket"
+      -- the back echoes every message with its kind
+      local echo <close> = server.listen{ log = function() end, websocket = function(_, ws)
+        while true do
+          local data, kind = ws:receive()
+          if data == nil then return end
+          ws:send(data, kind)
+        end
+      end }
+      local wsfront <close> = server.listen{ log = function() end, handler = function(req, res)
+        local ctx = { req = req._c, method = req.method, headers = req.headers }
+        local ok, err = pcall(proxy.websocket, ctx, echo.url:gsub("^http", "ws") .. "/", { what = "the echo" })
+        res.started = true
+        if not ok and not ctx.responded then
+          res:send(500, { ["Content-Type"] = "text/plain" }, tostring(err))
+        end
+      end }
+      local ws <close> = websocket.connect(wsfront.url:gsub("^http", "ws") .. "/")
+      local sent = { { "", "text" }, { "a", "binary" }, { "", "binary" }, { "bc", "text" } }
+      for _, m in ipairs(sent) do ws:send(m[1], m[2]) end
+      for _, m in ipairs(sent) do
+        local data, kind = ws:receive(5)
+        assert.are.same(m, { data, kind })
+      end
+      ws:close(1000)
+    end)
+  end)
+
   describe("to the toolbox daemon", function()
     local home, tb, tfront
 

@@ -206,7 +206,8 @@ function M.websocket(ctx, url, opts)
     while true do
       local data, kind, code, reason = ws:receive()
       if data == nil then return nil, nil, code, reason end
-      if data ~= "" then return data, kind end
+      -- "" with no kind: nothing yet; "" with a kind: an empty message
+      if data ~= "" or kind then return data, kind end
       scheduler.wait(ws)
     end
   end
