@@ -83,6 +83,25 @@ describe("daytona.core modules", function()
     end)
   end)
 
+  it("the toolbox daemon starts without its handler modules, and its server part without OpenSSL", function()
+    helper.run(function()
+      -- the daemon's start is on the critical path of creating a sandbox
+      local out = run({ DTLUA, "-e", [[
+        require "dtlocal.toolbox"
+        for _, m in ipairs({ "files", "exec", "sessions", "pty", "git", "interpreter" }) do
+          print("module " .. m .. " " .. tostring(package.loaded["dtlocal.toolbox." .. m] ~= nil))
+        end
+        local _ = require("daytona.core").server
+      ]] .. PRINT_LIBS })
+      for m in ("files exec sessions pty git interpreter"):gmatch("%S+") do
+        assert.is_truthy(out:find("module " .. m .. " false", 1, true), out)
+      end
+      local set = libs(out)
+      assert.is_truthy(set.libmicrohttpd, out)
+      assert_none_of(set, { "libcrypto", "libssl", "libcurl", "libwebsockets" }, "the server part")
+    end)
+  end)
+
   it("requiring daytona.core in lua5.4 loads the base only; each part on first use", function()
     helper.run(function()
       local out = lua([[
