@@ -341,6 +341,41 @@ describe("dtlocal control plane", function()
     end)
   end)
 
+  it("serves a create with env from the warm pool, the env in every process, also after a restart", function()
+    run(function()
+      -- the pool refills in the background: until a spare is ready a
+      -- create starts cold, so try until one is served by the pool
+      local s
+      helper.eventually(function()
+        local before = #srv.lines
+        s = create({ env = { DT_WARM_ENV = "from the pool", PATH_EXTRA = "x y" } })
+        for i = before + 1, #srv.lines do
+          if srv.lines[i]:find(s.id .. ": started (from the warm pool)", 1, true) then return true end
+        end
+        ok(200, "DELETE", "/sandbox/" .. s.id)
+        scheduler.sleep(0.2)
+      end, 20)
+      assert.are.same({ DT_WARM_ENV = "from the pool", PATH_EXTRA = "x y" }, s.env)
+      assert.are.equal("from the pool|x y", exec(s.id, 'printf "%s|%s" "$DT_WARM_ENV" "$PATH_EXTRA"'))
+      -- a session's shell too
+      local st = tb(s.id, "/process/session", { sessionId = "envs" })
+      assert.are.equal(201, st)
+      local _, r = tb(s.id, "/process/session/envs/exec", { command = 'printf "%s" "$DT_WARM_ENV"' })
+      assert.are.equal("from the pool", ((r.output or ""):gsub("\n$", "")))
+      -- a client cannot reach the daemon's own route, whatever it sends
+      local st2 = call("PUT", "/dtlocal/sandbox-env", { env = { DT_WARM_ENV = "hijacked" } },
+        { base = srv.toolbox_url .. "/" .. s.id, headers = { ["X-Dtlocal-Internal"] = "sandbox-env" } })
+      assert.are.equal(404, st2)
+      assert.are.equal("from the pool", exec(s.id, 'printf "%s" "$DT_WARM_ENV"'))
+      -- a cold start (stop, start) gives the same env through the launcher
+      ok(200, "POST", "/sandbox/" .. s.id .. "/stop")
+      helper.eventually(function() return ok(200, "GET", "/sandbox/" .. s.id).state == "stopped" end, 20)
+      ok(200, "POST", "/sandbox/" .. s.id .. "/start")
+      assert.are.equal("from the pool", exec(s.id, 'printf "%s" "$DT_WARM_ENV"'))
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+    end)
+  end)
+
   it("deletes: destroying, then 404", function()
     run(function()
       local s = create{}

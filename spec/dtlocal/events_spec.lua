@@ -162,14 +162,14 @@ describe("dtlocal Socket.IO events", function()
     run(function()
       local ws, reply = sio_open(srv.api_url, srv.token)
       assert.are.equal("40", reply:sub(1, 2))
-      -- env set: not served by the warm pool, so it goes creating -> started
-      local st, s = api("POST", "/sandbox", { env = { A = "1" }, labels = { suite = "events" } })
+      -- no network: not served by the warm pool, so it goes creating -> started
+      local st, s = api("POST", "/sandbox", { networkBlockAll = true, labels = { suite = "events" } })
       assert.are.equal(200, st)
       local name, created = next_event(ws)
       assert.are.equal("sandbox.created", name)
       assert.are.equal(s.id, created.id)
       assert.are.equal("creating", created.state)
-      assert.are.same({ A = "1" }, created.env)
+      assert.is_true(created.networkBlockAll)
       local _, got = api("GET", "/sandbox/" .. s.id)
       local seen = {}
       local function expect(old, new)

@@ -30,8 +30,11 @@ local M = {}
 M.CONNECT_TIMEOUT = 10
 
 -- Request headers not forwarded: hop-by-hop ones (RFC 9110 §7.6.1), the
--- ones the upstream transfer sets itself, and our credentials.
+-- ones the upstream transfer sets itself, our credentials, and the mark of
+-- dtlocal's own requests to a daemon (M.INTERNAL_HEADER).
+M.INTERNAL_HEADER = "x-dtlocal-internal"
 local DROP_REQUEST = {
+  [M.INTERNAL_HEADER] = true,
   connection = true, ["keep-alive"] = true, ["proxy-connection"] = true, te = true,
   trailer = true, ["transfer-encoding"] = true, upgrade = true, host = true,
   ["content-length"] = true, expect = true, ["proxy-authorization"] = true,

@@ -29,6 +29,7 @@ local router = require "dtlocal.router"
 local model = require "dtlocal.api.model"
 local runner_mod = require "dtlocal.api.runner"
 local store_mod = require "dtlocal.api.store"
+local proxy_mod = require "dtlocal.api.proxy"
 
 local type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math =
   type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math
@@ -367,13 +368,27 @@ end
 M.WARM_RETRY = 30
 
 -- Whether validated create values `c` can be served by a warm sandbox.
--- Its cgroup limits are those of the default resources, set when it started.
+-- Its cgroup limits are those of the default resources, set when it started;
+-- its env is handed to its daemon (set_env) when it is taken.
 local function plain(c)
   local d = model.DEFAULTS
-  return (c.env == nil or next(c.env) == nil) and (c.user == nil or c.user == "daytona")
+  return (c.user == nil or c.user == "daytona")
     and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
     and (c.cpu == nil or c.cpu == d.cpu) and (c.memory == nil or c.memory == d.memory)
     and (c.disk == nil or c.disk == d.disk)
+end
+
+-- Give the daemon of a started sandbox process `inst` the sandbox's env:
+-- every process it starts from now on has it (as a cold start's launcher
+-- would have given it). Raises a plain error when the daemon refuses.
+local function set_env(inst, env)
+  local http = require "daytona.runtime.http"
+  local r = http.request{
+    url = inst.base_url .. "/dtlocal/sandbox-env", method = "PUT", unix_socket = inst.unix_socket,
+    headers = { ["Content-Type"] = "application/json", [proxy_mod.INTERNAL_HEADER] = "sandbox-env" },
+    body = router.json.encode({ env = env }), timeout = 5,
+  }
+  if r.status ~= 204 then error(format("its daemon answered %d: %s", r.status, r.body or ""), 0) end
 end
 
 --- Take a ready warm sandbox for create values c, turned into the new
@@ -383,7 +398,15 @@ function Manager:take_spare(c)
   while #self.spares > 0 do
     local spare = table.remove(self.spares, 1)
     local rt = self.rt[spare.id]
-    if rt and rt.inst and rt.inst:running() then
+    local usable = rt and rt.inst and rt.inst:running()
+    if usable and c.env and next(c.env) ~= nil then
+      local ok, err = pcall(set_env, rt.inst, c.env)
+      if not ok then
+        usable = false
+        self:drop_spare(spare, "cannot hand it its env: " .. tostring(err))
+      end
+    end
+    if usable then
       local d = spare.dtlocal
       local fresh = model.new_record(c, spare.id, model.now_ms())
       fresh.state, fresh.desiredState = "started", "started"

@@ -316,6 +316,8 @@ end
 -- as a name -> value table.
 function M.child_env(app, extra)
   local env = util.environ()
+  -- a warm sandbox gets its env after it started (see sandbox_env in init.lua)
+  if app.sandbox_env then for k, v in pairs(app.sandbox_env) do env[k] = v end end
   env.HOME = app.home
   if extra then for k, v in pairs(extra) do env[k] = v end end
   return env

@@ -168,6 +168,18 @@ local function build_router()
   add("POST", "/git/push", git.push)
   add("POST", "/git/pull", git.pull)
   add("GET", "/git/history", git.history)
+  -- dtlocal's own: the env of a sandbox handed out from the warm pool,
+  -- which started before its env was known (dtlocal.api.sandboxes,
+  -- take_spare). Only dtlocal sets the header: its proxy drops it from
+  -- what clients send (dtlocal.api.proxy INTERNAL_HEADER).
+  add("PUT", "/dtlocal/sandbox-env", function(app, ctx)
+    if ctx.headers["x-dtlocal-internal"] ~= "sandbox-env" then
+      router.raise(404, "no such route: PUT /dtlocal/sandbox-env", "NOT_FOUND")
+    end
+    local env = common.env_map(common.json_object(ctx:read_body()), "env") or {}
+    app.sandbox_env = env
+    return ctx:reply_empty(204)
+  end)
   -- what this daemon does not do, and ports
   extras.add_routes(r)
   return r
