@@ -14,7 +14,6 @@ local cgroups = require "dtlocal.api.cgroups"
 local json = require("dtlocal.router").json
 
 local GIB = 1024 * 1024 * 1024
-local BUILD = { dockerfileContent = "FROM ubuntu:22.04\n" }   -- resources need buildInfo (§3.4)
 
 local srv
 local info = cgroups.detect()   -- the server runs in our cgroups: it finds the same
@@ -165,7 +164,7 @@ describe("dtlocal resources", function()
   it("kills a process that allocates beyond the memory limit, and the sandbox lives on", function()
     if not info.enforced.memory then pending("memory not enforced here: " .. cgroups.report(info)) return end
     helper.run(function()
-      local s = ok(200, "POST", "/sandbox", { buildInfo = BUILD, memory = 1 })
+      local s = ok(200, "POST", "/sandbox", {})   -- Daytona's default: 1 GiB
       assert.are.equal(1, s.memory)
       -- 1.5 GiB of touched pages in a 1 GiB sandbox
       local out, code = exec(s.id, "python3 -c 'b = bytearray(1536 * 1024 * 1024); print(len(b))'", 60)
@@ -180,13 +179,12 @@ describe("dtlocal resources", function()
     end)
   end)
 
-  it("applies a create's resources and a live resize, and removes the groups on stop and delete", function()
+  it("applies the default resources and a live resize, and removes the groups on stop and delete", function()
     if not ENFORCED then pending("not enforced here: " .. cgroups.report(info)) return end
     helper.run(function()
-      -- resources other than the defaults: not a warm sandbox (those have the defaults)
-      local s = ok(200, "POST", "/sandbox", { buildInfo = BUILD, cpu = 2, memory = 2 })
+      local s = ok(200, "POST", "/sandbox", {})
       local dirs = group_dirs(s.id)
-      assert.are.same({ cpu = 2, memory = 2, pids = cgroups.PIDS_MAX }, limits(dirs))
+      assert.are.same({ cpu = 1, memory = 1, pids = cgroups.PIDS_MAX }, limits(dirs))
       local r = ok(200, "POST", "/sandbox/" .. s.id .. "/resize", { cpu = 3, memory = 3 })
       assert.are.equal(3, r.cpu)
       assert.are.same({ cpu = 3, memory = 3, pids = cgroups.PIDS_MAX }, limits(dirs))

@@ -474,6 +474,12 @@ function M.check_create(body)
   if c.linkedSandbox and c.autoDeleteInterval ~= 0 then
     raise(400, "linkedSandbox requires an ephemeral sandbox (autoDeleteInterval 0)")
   end
+  -- dtlocal's own: every local sandbox runs on this machine's system and no
+  -- image is built, so accepting one would hand back a sandbox that is not it
+  if c.buildInfo then
+    raise(400, "buildInfo: dtlocal cannot build images (a local sandbox runs on this machine's own "
+      .. "system); create it without an image (resize sets cpu and memory), or run against Daytona's cloud")
+  end
   return c
 end
 
