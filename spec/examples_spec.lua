@@ -10,12 +10,10 @@ local dtlocal = require "support.dtlocal"
 local process = require "daytona.runtime.process"
 local daytona = require "daytona"
 
-local build = os.getenv("DTLUA_BUILD") or "build"
 local ROOT = os.getenv("PWD")
-local function abs(p) return p:sub(1, 1) == "/" and p or ROOT .. "/" .. p end
-local DTLUA = abs(build .. "/bin/dtlua")
-local DTLOCAL = abs(build .. "/bin/dtlocal")
-local HOST = abs(build .. "/bin/dtlua-host")
+local DTLUA = helper.build_path("bin/dtlua")
+local DTLOCAL = helper.build_path("bin/dtlocal")
+local HOST = helper.build_path("bin/dtlua-host")
 
 -- every variable that could point a run at another server
 local UNSET = { "DAYTONA_API_KEY", "DAYTONA_JWT_TOKEN", "DAYTONA_ORGANIZATION_ID", "DAYTONA_API_URL",

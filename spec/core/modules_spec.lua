@@ -15,15 +15,13 @@ local websocket = require "daytona.runtime.websocket"
 local process = require "daytona.runtime.process"
 local core = require "daytona.core"
 
-local build = os.getenv("DTLUA_BUILD") or "build"
 local ROOT = os.getenv("PWD")
-local function abs(p) return p:sub(1, 1) == "/" and p or ROOT .. "/" .. p end
-local DTLUA = abs(build .. "/bin/dtlua")
+local DTLUA = helper.build_path("bin/dtlua")
 
 -- plain lua5.4 finds the SDK in the checkout and the core in the build
 local LUA_ENV = {
   LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;",
-  LUA_CPATH = abs(build) .. "/lib/lua/5.4/?.so;;",
+  LUA_CPATH = helper.build_path("lib/lua/5.4/?.so;;"),
 }
 
 -- Lua code that prints one line per mapped shared library: "lib <path>"

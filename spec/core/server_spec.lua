@@ -50,17 +50,7 @@ local function pattern(n)
   return string.rep(block, n // 256) .. block:sub(1, n % 256)
 end
 
-local function peak_rss_kib()
-  local f = assert(io.open("/proc/self/status"))
-  local s = f:read("a")
-  f:close()
-  return tonumber(s:match("VmHWM:%s*(%d+)")), tonumber(s:match("VmRSS:%s*(%d+)"))
-end
-
-local function reset_peak_rss()
-  local f = io.open("/proc/self/clear_refs", "w")
-  if f then f:write("5"); f:close() end
-end
+local peak_rss_kib, reset_peak_rss = helper.peak_rss_kib, helper.reset_peak_rss
 
 describe("core.server", function()
   local ts, dir

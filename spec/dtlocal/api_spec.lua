@@ -18,35 +18,12 @@ local function http_escape(s)
 end
 
 -- One request; returns status, decoded body (or raw text), headers.
-local function call(method, path, body, opts)
-  opts = opts or {}
-  local headers = {}
-  if opts.token ~= false then headers.Authorization = "Bearer " .. (opts.token or srv.token) end
-  for k, v in pairs(opts.headers or {}) do headers[k] = v end
-  local base = opts.base or srv.api_url
-  local r = http.request{
-    url = base .. path, method = method, headers = headers,
-    body = body ~= nil and (type(body) == "string" and body or json.encode(body)) or nil,
-    timeout = opts.timeout or 60,
-  }
-  local decoded = r.body
-  if r.body and r.body ~= "" and (r.headers["content-type"] or ""):find("json", 1, true) then
-    decoded = json.decode(r.body)
-  end
-  return r.status, decoded, r.headers
-end
+local function call(method, path, body, opts) return dtlocal.request(srv, method, path, body, opts) end
 
 local function api(method, path, body, opts) return call(method, path, body, opts) end
 
 -- status must be `want`; returns the body
-local function ok(want, method, path, body, opts)
-  local st, b = api(method, path, body, opts)
-  if st ~= want then
-    error(("%s %s: expected %d, got %d: %s"):format(method, path, want, st,
-      type(b) == "table" and json.encode(b) or tostring(b)), 2)
-  end
-  return b
-end
+local function ok(want, method, path, body, opts) return dtlocal.expect(srv, want, method, path, body, opts) end
 
 -- A structured error body of status `want` whose message contains `needle`.
 local function fails(want, needle, method, path, body, opts)
@@ -76,11 +53,7 @@ local function tb(id, path, body, opts)
   return call(body and "POST" or "GET", path, body, opts)
 end
 
-local function exec(id, command)
-  local st, b = tb(id, "/process/execute", { command = command })
-  assert.are.equal(200, st, json.encode(b))
-  return b.result, b.exitCode
-end
+local function exec(id, command) return dtlocal.exec(srv, id, command) end
 
 local function run(fn) return helper.run(fn) end
 

@@ -69,14 +69,7 @@ describe("dtlocal Socket.IO events", function()
   local srv
 
   -- One API request; returns status, decoded body.
-  local function api(method, path, body)
-    local r = http.request{
-      url = srv.api_url .. path, method = method, timeout = 60,
-      headers = { Authorization = "Bearer " .. srv.token },
-      body = body and json.encode(body) or nil,
-    }
-    return r.status, (r.body ~= "" and json.decode(r.body)) or nil
-  end
+  local function api(method, path, body) return dtlocal.request(srv, method, path, body) end
 
   setup(function() srv = dtlocal.start() end)
   teardown(function()

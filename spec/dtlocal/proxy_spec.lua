@@ -15,17 +15,7 @@ local toolbox = require "dtlocal.toolbox"
 
 local MiB = 1024 * 1024
 
-local function peak_rss_kib()
-  local f = assert(io.open("/proc/self/status"))
-  local s = f:read("a")
-  f:close()
-  return tonumber(s:match("VmHWM:%s*(%d+)")), tonumber(s:match("VmRSS:%s*(%d+)"))
-end
-
-local function reset_peak_rss()
-  local f = io.open("/proc/self/clear_refs", "w")
-  if f then f:write("5"); f:close() end
-end
+local peak_rss_kib, reset_peak_rss = helper.peak_rss_kib, helper.reset_peak_rss
 
 -- Peak RSS grew by less than `kib` since rss0 (not checked under ASan,
 -- whose quarantine holds on to freed memory).

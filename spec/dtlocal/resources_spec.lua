@@ -7,11 +7,9 @@
 -- line says so. A non-empty networkAllowList is refused (400), since
 -- dtlocal cannot enforce one. Also the launcher's own --cgroup.
 local core = require "daytona.core"
-local http = require "daytona.runtime.http"
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
 local cgroups = require "dtlocal.api.cgroups"
-local json = require("dtlocal.router").json
 
 local GIB = 1024 * 1024 * 1024
 
@@ -21,34 +19,9 @@ local ENFORCED = info.enforced.cpu and info.enforced.memory and info.enforced.pi
 
 local read = helper.read_file
 
-local function call(method, path, body, base)
-  local r = http.request{
-    url = (base or srv.api_url) .. path, method = method,
-    headers = { Authorization = "Bearer " .. srv.token },
-    body = body ~= nil and json.encode(body) or nil, timeout = 60,
-  }
-  local decoded = r.body
-  if r.body and r.body ~= "" and (r.headers["content-type"] or ""):find("json", 1, true) then
-    decoded = json.decode(r.body)
-  end
-  return r.status, decoded
-end
-
-local function ok(want, method, path, body)
-  local st, b = call(method, path, body)
-  if st ~= want then
-    error(("%s %s: expected %d, got %d: %s"):format(method, path, want, st,
-      type(b) == "table" and json.encode(b) or tostring(b)), 2)
-  end
-  return b
-end
-
-local function exec(id, command, timeout)
-  local st, b = call("POST", "/process/execute", { command = command, timeout = timeout or 30 },
-    srv.toolbox_url .. "/" .. id)
-  assert.are.equal(200, st, json.encode(b))
-  return b.result, b.exitCode
-end
+local function call(method, path, body, base) return dtlocal.request(srv, method, path, body, { base = base }) end
+local function ok(want, method, path, body) return dtlocal.expect(srv, want, method, path, body) end
+local function exec(id, command, timeout) return dtlocal.exec(srv, id, command, timeout or 30) end
 
 -- The host pids of a started sandbox: its launcher and its init (.lock).
 local function pids_of(id)

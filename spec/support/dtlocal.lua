@@ -23,20 +23,9 @@ local helper = require "support.helper"
 
 local M = {}
 
-local function build_dir()
-  return os.getenv("DTLUA_BUILD") or "build"
-end
-
 --- The dtlocal binary of the build under test (absolute path).
 function M.binary()
-  local b = build_dir()
-  if b:sub(1, 1) ~= "/" then
-    local h = io.popen("pwd")
-    local cwd = h:read("l")
-    h:close()
-    b = cwd .. "/" .. b
-  end
-  return b .. "/bin/dtlocal"
+  return helper.build_path("bin/dtlocal")
 end
 
 local function read_json(path)
@@ -145,6 +134,52 @@ function M.start(opts)
     launch(srv)
     return srv
   end)
+end
+
+--- One request to srv's API (or to opts.base); returns status, the body
+-- (decoded when JSON, else the text) and the headers. opts: token (false
+-- sends none), headers, base, timeout (default 60 s).
+function M.request(srv, method, path, body, opts)
+  opts = opts or {}
+  local http = require "daytona.runtime.http"
+  local json = require("dtlocal.router").json
+  local headers = {}
+  if opts.token ~= false then headers.Authorization = "Bearer " .. (opts.token or srv.token) end
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  local r = http.request{
+    url = (opts.base or srv.api_url) .. path, method = method, headers = headers,
+    body = body ~= nil and (type(body) == "string" and body or json.encode(body)) or nil,
+    timeout = opts.timeout or 60,
+  }
+  local decoded = r.body
+  if r.body and r.body ~= "" and (r.headers["content-type"] or ""):find("json", 1, true) then
+    decoded = json.decode(r.body)
+  end
+  return r.status, decoded, r.headers
+end
+
+--- M.request that must answer `want`; returns the body, or raises naming
+-- the request and what came back.
+function M.expect(srv, want, method, path, body, opts)
+  local st, b = M.request(srv, method, path, body, opts)
+  if st ~= want then
+    local json = require("dtlocal.router").json
+    error(("%s %s: expected %d, got %d: %s"):format(method, path, want, st,
+      type(b) == "table" and json.encode(b) or tostring(b)), 3)
+  end
+  return b
+end
+
+--- Run `command` in sandbox `id` (POST /process/execute); returns the
+-- output and the exit code (raises unless the daemon answers 200).
+function M.exec(srv, id, command, timeout)
+  local st, b = M.request(srv, "POST", "/process/execute", { command = command, timeout = timeout },
+                          { base = srv.toolbox_url .. "/" .. id })
+  if st ~= 200 then
+    error(("exec in %s: HTTP %d: %s"):format(id, st, type(b) == "table"
+      and require("dtlocal.router").json.encode(b) or tostring(b)), 3)
+  end
+  return b.result, b.exitCode
 end
 
 return M

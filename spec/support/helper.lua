@@ -46,6 +46,26 @@ function M.eventually(pred, timeout, interval)
   end
 end
 
+--- The absolute path of `rel` in the build under test ($DTLUA_BUILD, by
+-- default build/ of the checkout the specs run from).
+function M.build_path(rel)
+  local b = os.getenv("DTLUA_BUILD") or "build"
+  if b:sub(1, 1) ~= "/" then b = assert(os.getenv("PWD"), "PWD is not set") .. "/" .. b end
+  return b .. "/" .. rel
+end
+
+--- This process's peak and current RSS in KiB (VmHWM, VmRSS).
+function M.peak_rss_kib()
+  local s = M.read_file("/proc/self/status") or ""
+  return tonumber(s:match("VmHWM:%s*(%d+)")), tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+--- Reset this process's peak RSS to its current RSS (where the kernel lets us).
+function M.reset_peak_rss()
+  local f = io.open("/proc/self/clear_refs", "w")
+  if f then f:write("5"); f:close() end
+end
+
 --- The whole content of the file at path, or nil if it cannot be opened.
 function M.read_file(path)
   local f = io.open(path, "rb")
