@@ -220,6 +220,18 @@ local function med(got, c, metric)
   return got[c] and got[c][metric] and measure.median(got[c][metric])
 end
 
+-- A scenario's table rows: one per { key, metric, unit[, better] } (better
+-- is "lower" unless given), each client's median of got[client][key]
+-- (nil for a client the scenario does not run).
+local function rows_of(label, got, metrics)
+  local rows = {}
+  for _, m in ipairs(metrics) do
+    rows[#rows + 1] = { name = label, metric = m[2], unit = m[3], better = m[4] or "lower",
+      dtlua = med(got, "dtlua", m[1]), ts_sdk = med(got, "ts_sdk", m[1]), curl = med(got, "curl", m[1]) }
+  end
+  return rows
+end
+
 local notes = {}
 local function note(s)
   notes[#notes + 1] = s
@@ -309,13 +321,8 @@ local function scenario_bigfile()
                            -- markedly slower (up to 2x), whichever client made them
   os.remove(src)
   failures(label, failed)
-  local rows = {}
-  for _, m in ipairs({ { "up", "upload", "MB/s", "higher" }, { "down", "download", "MB/s", "higher" },
-      { "rss", "peak RSS", "MiB", "lower" }, { "cpu", "client CPU (user+sys)", "s", "lower" } }) do
-    rows[#rows + 1] = { name = label, metric = m[2], unit = m[3], better = m[4],
-      dtlua = med(got, "dtlua", m[1]), ts_sdk = med(got, "ts_sdk", m[1]), curl = med(got, "curl", m[1]) }
-  end
-  return rows
+  return rows_of(label, got, { { "up", "upload", "MB/s", "higher" }, { "down", "download", "MB/s", "higher" },
+    { "rss", "peak RSS", "MiB" }, { "cpu", "client CPU (user+sys)", "s" } })
 end
 
 ---------------------------------------------------------------------------
@@ -361,11 +368,8 @@ local function scenario_roundtrip()
   end)
   failures(label, failed)
   curl_floor.p50, curl_floor.p99 = med(got, "curl", "p50"), med(got, "curl", "p99")
-  local rows = {}
-  for _, m in ipairs({ { "p50", "p50 latency", "ms" }, { "p99", "p99 latency", "ms" }, { "rss", "peak RSS", "MiB" } }) do
-    rows[#rows + 1] = { name = label, metric = m[2], unit = m[3], better = "lower",
-      dtlua = med(got, "dtlua", m[1]), ts_sdk = med(got, "ts_sdk", m[1]), curl = med(got, "curl", m[1]) }
-  end
+  local rows = rows_of(label, got, { { "p50", "p50 latency", "ms" }, { "p99", "p99 latency", "ms" },
+    { "rss", "peak RSS", "MiB" } })
   -- what the client itself adds to a round trip: its p50 over curl's floor
   -- (the server's time -- HTTP, the proxy hop, spawning bash -- is in all three)
   local floor = curl_floor.p50
@@ -393,12 +397,7 @@ local function scenario_fanout()
     return { wall = measure.figure(r, "wall_s"), rss = rss_mib(r) }
   end)
   failures(label, failed)
-  return {
-    { name = label, metric = "wall time", unit = "s", better = "lower",
-      dtlua = med(got, "dtlua", "wall"), ts_sdk = med(got, "ts_sdk", "wall") },
-    { name = label, metric = "peak RSS", unit = "MiB", better = "lower",
-      dtlua = med(got, "dtlua", "rss"), ts_sdk = med(got, "ts_sdk", "rss") },
-  }
+  return rows_of(label, got, { { "wall", "wall time", "s" }, { "rss", "peak RSS", "MiB" } })
 end
 
 ---------------------------------------------------------------------------
@@ -429,12 +428,7 @@ local function scenario_smallops()
     return { ops = P.ops_n / wall, rss = rss_mib(r) }
   end)
   failures(label, failed)
-  return {
-    { name = label, metric = "throughput", unit = "ops/s", better = "higher",
-      dtlua = med(got, "dtlua", "ops"), ts_sdk = med(got, "ts_sdk", "ops"), curl = med(got, "curl", "ops") },
-    { name = label, metric = "peak RSS", unit = "MiB", better = "lower",
-      dtlua = med(got, "dtlua", "rss"), ts_sdk = med(got, "ts_sdk", "rss"), curl = med(got, "curl", "rss") },
-  }
+  return rows_of(label, got, { { "ops", "throughput", "ops/s", "higher" }, { "rss", "peak RSS", "MiB" } })
 end
 
 ---------------------------------------------------------------------------
@@ -523,13 +517,8 @@ local function scenario_manyfiles()
   measure.sh("rm -rf " .. q(src) .. " " .. q(tmp) .. "/tree-down-*")
   pcall(exec_ok, "rm -rf /home/daytona/bench-tree-*")
   failures(label, failed)
-  local rows = {}
-  for _, m in ipairs({ { "up", "upload (one batch)", "s" }, { "down", "download (one batch)", "s" },
-      { "rss", "peak RSS", "MiB" } }) do
-    rows[#rows + 1] = { name = label, metric = m[2], unit = m[3], better = "lower",
-      dtlua = med(got, "dtlua", m[1]), ts_sdk = med(got, "ts_sdk", m[1]), curl = med(got, "curl", m[1]) }
-  end
-  return rows
+  return rows_of(label, got, { { "up", "upload (one batch)", "s" }, { "down", "download (one batch)", "s" },
+    { "rss", "peak RSS", "MiB" } })
 end
 
 ---------------------------------------------------------------------------
@@ -544,12 +533,7 @@ local function scenario_cold()
     return { wall = r.wall, rss = rss_mib(r) }
   end)
   failures(label, failed)
-  return {
-    { name = label, metric = "wall time", unit = "s", better = "lower",
-      dtlua = med(got, "dtlua", "wall"), ts_sdk = med(got, "ts_sdk", "wall") },
-    { name = label, metric = "peak RSS", unit = "MiB", better = "lower",
-      dtlua = med(got, "dtlua", "rss"), ts_sdk = med(got, "ts_sdk", "rss") },
-  }
+  return rows_of(label, got, { { "wall", "wall time", "s" }, { "rss", "peak RSS", "MiB" } })
 end
 
 ---------------------------------------------------------------------------
