@@ -275,10 +275,7 @@ describe("dtlocal.api.events on short settings (in-process)", function()
         local req, _, code = srv:accept()
         if req then
           local t = scheduler.spawn(function()
-            local info = req:info()
-            local path, qs = info.target:match("^([^?]*)%??(.*)$")
-            hub:serve{ req = req, method = info.method, path = path, qs = qs, headers = info.headers,
-                       is_websocket = (info.headers.upgrade or ""):lower() == "websocket" }
+            hub:serve(require("dtlocal.api").request_context(req, req:info()))
           end)
           t.observed = true
           tasks[#tasks + 1] = t

@@ -389,19 +389,28 @@ end
 
 --- Handle one accepted request (a task body): dispatch, structured errors,
 -- one log line.
+--- The context handlers get for core server request `req` whose
+-- req:info() is `info`: req, method, path, full_path, qs, headers, query
+-- (filled by the routes), is_websocket; app (the App) when given.
+function M.request_context(req, info, app)
+  local target = info.target or info.path
+  local path, qs = target:match("^([^?]*)%??(.*)$")
+  local headers = info.headers or {}
+  local upgrade = headers.upgrade
+  return {
+    app = app, req = req, method = info.method, path = path, full_path = path, qs = qs,
+    headers = headers, query = {},
+    is_websocket = upgrade ~= nil and upgrade:lower():find("websocket", 1, true) ~= nil,
+  }
+end
+
 function App:handle(req)
   local info = req:info()
   if not info then req:close(); return end
   local t0 = core.now()
   local target = info.target or info.path
-  local path, qs = target:match("^([^?]*)%??(.*)$")
-  local headers = info.headers or {}
-  local upgrade = headers.upgrade
-  local ctx = {
-    app = self, req = req, method = info.method, path = path, full_path = path, qs = qs,
-    headers = headers, query = {},
-    is_websocket = upgrade ~= nil and upgrade:lower():find("websocket", 1, true) ~= nil,
-  }
+  local ctx = M.request_context(req, info, self)
+  local path = ctx.path
   local ok, status, body, err, tb = router.call(path, info.method, self.dispatch, self, ctx)
   if not ok then
     if errors.is(err, errors.CancelledError) then

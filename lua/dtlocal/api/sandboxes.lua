@@ -24,6 +24,7 @@
 --   mgr:shutdown()                     -- kill every sandbox process, keep states
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
+local http = require "daytona.runtime.http"
 local errors = require "daytona.errors"
 local router = require "dtlocal.router"
 local model = require "dtlocal.api.model"
@@ -382,7 +383,6 @@ end
 -- every process it starts from now on has it (as a cold start's launcher
 -- would have given it). Raises a plain error when the daemon refuses.
 local function set_env(inst, env)
-  local http = require "daytona.runtime.http"
   local r = http.request{
     url = inst.base_url .. "/dtlocal/sandbox-env", method = "PUT", unix_socket = inst.unix_socket,
     headers = { ["Content-Type"] = "application/json", [proxy_mod.INTERNAL_HEADER] = "sandbox-env" },
