@@ -6,10 +6,12 @@
 --     print(sb.process:exec("echo hi").result)
 --
 -- The module also carries the runtime every call stands on: tasks
--- (`spawn`, `all`, `timeout`, `sleep`) and, for hosts with their own frame
--- loop, `daytona.loop`. The SDK classes and the runtime's transport modules
--- (`daytona.http`, `daytona.websocket`, `daytona.server`, `daytona.process`)
--- load on first use, so `require "daytona"` stays cheap.
+-- (`spawn`, `all`, `timeout`, `sleep`; `daytona.cleanup_timeout` is the
+-- scheduler's bound on the cleanup that `all` and `timeout` wait for after
+-- cancelling) and, for hosts with their own frame loop, `daytona.loop`.
+-- The SDK classes and the runtime's transport modules (`daytona.http`,
+-- `daytona.websocket`, `daytona.server`, `daytona.process`) load on first
+-- use, so `require "daytona"` stays cheap.
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
 local core = require "daytona.core"
@@ -57,11 +59,16 @@ end
 
 return setmetatable(M, {
   __index = function(t, k)
+    -- one value, the scheduler's, whichever module it is set through
+    if k == "cleanup_timeout" then return scheduler.cleanup_timeout end
     local mod = lazy[k]
     if mod then
       local v = require(mod)
       rawset(t, k, v)
       return v
     end
+  end,
+  __newindex = function(t, k, v)
+    if k == "cleanup_timeout" then scheduler.cleanup_timeout = v else rawset(t, k, v) end
   end,
 })

@@ -8,6 +8,11 @@
 --
 -- Waitable objects are the core's userdata (signalled from C through the
 -- ready list) and tasks (signalled here when they finish).
+--
+-- Cancelling is not leaving: a cancelled task gets one CancelledError and
+-- may then wait again (its `<close>` handlers delete sandboxes over HTTP),
+-- and `all` and `timeout` raise only once the tasks they cancelled have
+-- finished, or `cleanup_timeout` seconds have passed.
 local core = require "daytona.core"
 local errors = require "daytona.errors"
 
@@ -16,6 +21,14 @@ local coroutine, setmetatable, select, table, pcall, tostring, type, xpcall, err
 local unpack = table.unpack
 
 local M = {}
+
+--- Seconds that `all` and `timeout` wait, after cancelling tasks, for those
+-- tasks to finish their cleanup before raising. When the bound is hit, the
+-- tasks still running are cancelled once more (the wait their cleanup is in
+-- raises CancelledError), get one turn to unwind, and are left to finish on
+-- their own while the error is raised; under a plain `lua5.4` that raise may
+-- end the process before they do. Set it to what your slowest cleanup needs.
+M.cleanup_timeout = 30
 
 -- scheduler state lives in one table so that a re-require (busted does) sees the same
 local S = package.loaded["daytona.runtime.scheduler.state"] or {
@@ -174,12 +187,14 @@ function M.running()
 end
 
 --- Wait until one of the objects is signalled; returns the one that was.
--- Raises CancelledError if the task is cancelled meanwhile.
+-- Raises CancelledError if the task is cancelled meanwhile. A task gets
+-- that error once, so the waits of its cleanup that follow work as usual.
 function M.wait(...)
   local task = S.tasks[coroutine.running()]
   if task then
     if task.cancel_requested then
       task.cancel_requested = nil
+      task.cancelling = true
       error(errors.CancelledError("task cancelled"), 0)
     end
     register(task, ...)
@@ -220,11 +235,17 @@ end
 
 --- Cancel the task: it gets a CancelledError at its current (or next) wait,
 -- so its to-be-closed handles close and its processes and transfers stop.
+-- A task is cancelled once: cancelling it again while that CancelledError
+-- unwinds it does nothing, so the waits of its cleanup (a sandbox's delete
+-- in a `<close>` handler) are not cut short. The wait for that cleanup is
+-- bounded by whoever waits for the task (`all`, `timeout`: `cleanup_timeout`).
 function Task:cancel()
-  if self.status ~= "running" then return end
+  -- a second CancelledError would abort the cleanup the first one started
+  if self.status ~= "running" or self.cancelling then return end
   if S.tasks[coroutine.running()] == self then
     self.cancel_requested = true        -- cancelling ourselves: at the next wait
   elseif self.waiting_on then
+    self.cancelling = true
     unregister(self)
     schedule(self, CANCEL)
   elseif not self.started then
@@ -359,6 +380,49 @@ function M.sleep(seconds)
   while not t:done() do M.wait(t) end
 end
 
+-- Cancel a task again although it is unwinding from a cancellation: for
+-- a cleanup that overran its bound.
+local function force_cancel(task)
+  task.cancelling = nil
+  task:cancel()
+end
+
+-- Give the other tasks one turn (the ones just cancelled run to their next
+-- wait): a cooperative yield in a task, one non-blocking step elsewhere.
+local function one_turn()
+  if S.tasks[coroutine.running()] then coroutine.yield() else M.step(0) end
+end
+
+-- Wait until the given tasks, just cancelled, have finished: their
+-- `<close>` and error handlers run, and may wait on I/O themselves. At most
+-- M.cleanup_timeout seconds; then the ones still running are cancelled
+-- once more and get one turn, and we go on. A CancelledError for the
+-- waiting task itself does not end this wait (it is cleanup too); that
+-- task counts as cancelled from then on, and its caller raises the error
+-- it was already raising.
+local function settle(tasks)
+  local function still_running()
+    local open = {}
+    for i = 1, #tasks do
+      if tasks[i].status == "running" then open[#open + 1] = tasks[i] end
+    end
+    return open
+  end
+  local open = still_running()
+  if #open == 0 then return end
+  local timer <close> = core.timer(math.floor(M.cleanup_timeout * 1000 + 0.5))
+  repeat
+    if timer:done() then
+      for i = 1, #open do force_cancel(open[i]) end
+      one_turn()
+      return
+    end
+    local ok, err = pcall(M.wait, timer, unpack(open))
+    if not ok and not errors.is(err, errors.CancelledError) then error(err, 0) end
+    open = still_running()
+  until #open == 0
+end
+
 local function as_task(item, i)
   if type(item) == "function" then return M.spawn(item) end
   if getmetatable(item) == Task then return item end
@@ -366,7 +430,12 @@ local function as_task(item, i)
 end
 
 --- Run functions (or tasks) concurrently; returns a list of their first
--- results in order. The first error cancels the others and is raised.
+-- results in order. The first error cancels the others and is raised once
+-- they have finished their cleanup (their `<close>` handlers ran), or after
+-- `cleanup_timeout` seconds (see there). The same when the caller itself is
+-- cancelled while it waits: the CancelledError is raised after the others'
+-- cleanup.
+-- @raise the first task's error; CancelledError
 function M.all(list)
   if type(list) ~= "table" then
     error("bad argument #1 to 'all' (table expected, got " .. type(list) .. ")", 2)
@@ -393,13 +462,18 @@ function M.all(list)
   end)
   if not ok then
     for i = 1, #tasks do tasks[i]:cancel(); tasks[i].observed = true end
+    settle(tasks)
     error(err, 0)
   end
   return results
 end
 
 --- Run fn(...) with a deadline; raises DaytonaTimeoutError if it takes longer
--- than `seconds` (fn is cancelled), else returns its results.
+-- than `seconds`, else returns its results. At the deadline fn is cancelled,
+-- and the error is raised once fn's cleanup has run (its `<close>` handlers),
+-- or after `cleanup_timeout` more seconds (see there). A cancel of the
+-- caller cancels fn the same way before the CancelledError is raised.
+-- @raise DaytonaTimeoutError; fn's error; CancelledError
 function M.timeout(seconds, fn, ...)
   if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
     error("bad argument #1 to 'timeout' (non-negative number expected)", 2)
@@ -410,9 +484,10 @@ function M.timeout(seconds, fn, ...)
   local ok, err = pcall(function()
     while task.status == "running" and not timer:done() do M.wait(task, timer) end
   end)
-  if not ok then task:cancel(); error(err, 0) end
+  if not ok then task:cancel(); settle({ task }); error(err, 0) end
   if task.status == "running" then
     task:cancel()
+    settle({ task })
     error(errors.DaytonaTimeoutError(("operation timed out after %g s"):format(seconds)), 2)
   end
   return task:wait()
