@@ -50,6 +50,7 @@
 ** with a splice, also ECONNABORTED (the server request was closed) and the
 ** server request's own failure (ECONNRESET: its client left, ...).
 */
+#define _GNU_SOURCE   /* struct ucred (SO_PEERCRED) */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -57,7 +58,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -152,6 +155,11 @@ struct Request {
   long os_errno;
   char *effective_url;
   long http_version;
+  /* unix_socket + peer_uids: where to connect, and the uids the listening
+  ** peer must have (SO_PEERCRED), checked on every new connection */
+  char unix_path[108];       /* for messages */
+  lua_Integer peer_first, peer_last;
+  curl_socket_t new_sock;    /* made for this request, not checked yet, or -1 */
   curl_off_t dl_now, dl_total, ul_now, ul_total;
 };
 
@@ -222,6 +230,47 @@ static void set_errno_error (Request *r, int e, const char *what) {
   char msg[CURL_ERROR_SIZE];
   snprintf(msg, sizeof msg, "%s: %s", what, strerror(e));
   set_error(r, errno_code(e), msg);
+}
+
+
+/* With peer_uids, every new connection's listener is checked before a byte
+** is sent: a unix socket path can name a socket someone else put there
+** (dtlocal reaches each sandbox's daemon this way and must never talk to
+** another sandbox's, or the host's).  The socket is noted when libcurl
+** makes it (CURLOPT_SOCKOPTFUNCTION, before its connect) and checked once
+** connected (CURLOPT_PREREQFUNCTION, before the request goes out).  Doing
+** the connect in the sockopt callback and answering
+** CURL_SOCKOPT_ALREADY_CONNECTED would be one step, but libcurl 7.88 then
+** connects again and fails (curl/curl#10626, fixed in 8.0). */
+static int on_sockopt (void *p, curl_socket_t fd, curlsocktype purpose) {
+  Request *r = (Request *)p;
+  if (purpose == CURLSOCKTYPE_IPCXN) r->new_sock = fd;
+  return CURL_SOCKOPT_OK;
+}
+
+static int on_prereq (void *p, char *ip, char *local_ip, int port, int local_port) {
+  Request *r = (Request *)p;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  char msg[CURL_ERROR_SIZE];
+  int fd = r->new_sock;
+  (void)ip; (void)local_ip; (void)port; (void)local_port;
+  if (fd < 0) return CURL_PREREQFUNC_OK;   /* reused: checked when it was made */
+  r->new_sock = -1;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    set_errno_error(r, errno, "SO_PEERCRED");
+  }
+  else if ((lua_Integer)cred.uid >= r->peer_first && (lua_Integer)cred.uid <= r->peer_last)
+    return CURL_PREREQFUNC_OK;
+  else {
+    snprintf(msg, sizeof msg, "the socket %s is served by uid %lu (pid %ld), not by one of "
+             "uids %lld..%lld", r->unix_path, (unsigned long)cred.uid, (long)cred.pid,
+             (long long)r->peer_first, (long long)r->peer_last);
+    set_error(r, "EPEER", msg);
+  }
+  /* dead for good, so that the connection cache never hands it out */
+  shutdown(fd, SHUT_RDWR);
+  return CURL_PREREQFUNC_ABORT;
 }
 
 
@@ -798,7 +847,7 @@ static const char *const known_opts[] = {
   "multipart", "response_file", "response_stream", "connect_timeout",
   "timeout", "idle_timeout", "follow_redirects", "max_redirects",
   "accept_encoding", "progress_interval", "ca_file", "insecure", "verbose",
-  "unix_socket", "body_from", "response_to", NULL
+  "unix_socket", "peer_uids", "body_from", "response_to", NULL
 };
 
 static void check_known (lua_State *L, int t) {
@@ -1053,7 +1102,7 @@ static int l_request (lua_State *L) {
   int body_stream, response_stream, nbodies, has_expect, is_head;
   dt_splice_end *body_from, *response_to, *end;
   long connect_ms, total_ms, idle_ms, progress_ms;
-  lua_Integer max_redirs, body_size;
+  lua_Integer max_redirs, body_size, peer_first, peer_last;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   check_known(L, 1);
@@ -1078,6 +1127,20 @@ static int l_request (lua_State *L) {
   unix_socket = opt_string(L, "unix_socket", NULL);
   if (unix_socket && (unix_socket[0] != '/' || strlen(unix_socket) > 100))
     luaL_error(L, "bad argument #1 to 'request' (option 'unix_socket' must be an absolute path of at most 100 bytes)");
+  peer_first = -1, peer_last = -1;
+  if (field(L, "peer_uids") != LUA_TNIL) {
+    int isnum1, isnum2;
+    if (!lua_istable(L, -1) || !unix_socket)
+      luaL_error(L, "bad argument #1 to 'request' (option 'peer_uids' must be a table {first, last} and goes with 'unix_socket')");
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    peer_first = lua_tointegerx(L, -2, &isnum1);
+    peer_last = lua_tointegerx(L, -1, &isnum2);
+    if (!isnum1 || !isnum2 || peer_first < 0 || peer_last < peer_first || peer_last > 0xffffffffLL)
+      luaL_error(L, "bad argument #1 to 'request' (option 'peer_uids' must be two uids, first <= last)");
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
   connect_ms = opt_ms(L, "connect_timeout");
   total_ms = opt_ms(L, "timeout");
   idle_ms = opt_ms(L, "idle_timeout");
@@ -1119,6 +1182,16 @@ static int l_request (lua_State *L) {
   SETOPT(CURLOPT_URL, url);
   /* the URL's host then only names the Host header */
   if (unix_socket) SETOPT(CURLOPT_UNIX_SOCKET_PATH, unix_socket);
+  if (peer_first >= 0) {
+    snprintf(r->unix_path, sizeof r->unix_path, "%s", unix_socket);   /* <= 100 bytes */
+    r->peer_first = peer_first;
+    r->peer_last = peer_last;
+    r->new_sock = -1;
+    SETOPT(CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+    SETOPT(CURLOPT_SOCKOPTDATA, r);
+    SETOPT(CURLOPT_PREREQFUNCTION, on_prereq);
+    SETOPT(CURLOPT_PREREQDATA, r);
+  }
   SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
   SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);

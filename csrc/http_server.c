@@ -907,6 +907,30 @@ static int listen_unix (lua_State *L, const char *path, int backlog, int *fdout)
   return 0;
 }
 
+/* A unix-domain stream socket handed over already bound (dtlocal binds it
+** in a directory only it can write and passes it into the sandbox: no path
+** a sandbox can change is ever followed to reach the daemon).  listen() is
+** called here, by the process that will serve it, because the kernel
+** records the listener's credentials at listen(): those are what a client
+** reads with SO_PEERCRED, so the host can check it reached this sandbox. */
+static int listen_fd (lua_State *L, lua_Integer fd, int backlog, int *fdout) {
+  int domain = 0, type = 0, flags;
+  socklen_t len = sizeof domain;
+  if (getsockopt((int)fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0)
+    return fail_errno(L, errno, "fd");
+  len = sizeof type;
+  if (getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+    return fail_errno(L, errno, "fd");
+  if (domain != AF_UNIX || type != SOCK_STREAM)
+    return dt_fail(L, "fd is not a unix-domain stream socket", "EINVAL");
+  flags = fcntl((int)fd, F_GETFL);
+  if (flags < 0 || fcntl((int)fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      fcntl((int)fd, F_SETFD, FD_CLOEXEC) != 0 || listen((int)fd, backlog) != 0)
+    return fail_errno(L, errno, "fd");
+  *fdout = (int)fd;
+  return 0;
+}
+
 static lua_Integer opt_int (lua_State *L, const char *key, lua_Integer def,
                             lua_Integer lo, lua_Integer hi) {
   lua_Integer v = def;
@@ -921,15 +945,16 @@ static lua_Integer opt_int (lua_State *L, const char *key, lua_Integer def,
   return v;
 }
 
-/* core.server.listen{host=, port= | socket=, backlog=, connection_limit=,
-**   connection_timeout=, memory_limit=, body_buffer=, ws_max_message=,
-**   log=} -> Server | nil, msg, code
+/* core.server.listen{host=, port= | socket= | fd=, backlog=,
+**   connection_limit=, connection_timeout=, memory_limit=, body_buffer=,
+**   ws_max_message=, log=} -> Server | nil, msg, code
 ** host is a numeric IPv4/IPv6 address ("localhost" means 127.0.0.1); with
-** socket (a path) it listens on a unix-domain socket instead. */
+** socket (a path) it listens on a unix-domain socket instead; with fd, on
+** that inherited, bound unix-domain socket (the server owns it from then). */
 static int l_listen (lua_State *L) {
   dt_loop *loop = dt_loopup(L);
   const char *host, *sockpath;
-  lua_Integer port, backlog, climit, ctimeout, memlimit, bodybuf, wsmax;
+  lua_Integer port, backlog, climit, ctimeout, memlimit, bodybuf, wsmax, given_fd;
   int log, fd = -1, rc, epfd;
   Server *srv;
   const union MHD_DaemonInfo *di;
@@ -938,6 +963,7 @@ static int l_listen (lua_State *L) {
   host = luaL_optstring(L, -1, "127.0.0.1");
   lua_getfield(L, 1, "socket");
   sockpath = luaL_optstring(L, -1, NULL);
+  given_fd = opt_int(L, "fd", -1, 3, 65535);
   port = opt_int(L, "port", 0, 0, 65535);
   backlog = opt_int(L, "backlog", 511, 1, 65535);
   climit = opt_int(L, "connection_limit", DEF_CONN_LIMIT, 1, 1000000);
@@ -958,7 +984,8 @@ static int l_listen (lua_State *L) {
   srv->timeout = (unsigned int)ctimeout;
   srv->out_buffer = DEF_OUT_BUFFER;
   srv->ws_max_message = (size_t)wsmax;
-  if (sockpath) rc = listen_unix(L, sockpath, (int)backlog, &fd);
+  if (given_fd >= 0) rc = listen_fd(L, given_fd, (int)backlog, &fd);
+  else if (sockpath) rc = listen_unix(L, sockpath, (int)backlog, &fd);
   else rc = listen_socket(L, host, (int)port, (int)backlog, &fd);
   if (fd < 0) return rc;
   srv->port = rc;   /* 0 for a unix socket */

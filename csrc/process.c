@@ -6,6 +6,7 @@
 **                      stdout = ..., stderr = ... | "stdout",
 **                      pty = {cols = 80, rows = 24}, new_group = true}
 **     -> Process | nil, message, code
+**   core.process.kill(pid, sig) -> true | nil, message, code
 **
 ** Pipe mode uses posix_spawn, not uv_spawn: glibc's posix_spawn starts the
 ** child with vfork semantics (it borrows our address space until exec),
@@ -490,6 +491,8 @@ static int start_sigchld (dt_loop *loop, ProcState *st) {
 
 enum { IO_PIPE, IO_NULL, IO_INHERIT, IO_FD, IO_STDOUT };
 
+#define MAX_PASS_FDS 8
+
 typedef struct Spec {
   char **argv, **env;
   const char *cwd;
@@ -497,6 +500,7 @@ typedef struct Spec {
   int io[3], fd[3];        /* IO_* and the fd for IO_FD / IO_INHERIT */
   int pty, cols, rows;
   int group;
+  int nfds, fds[MAX_PASS_FDS];   /* `fds`: the child's 3, 4, ... */
 } Spec;
 
 static void check_io (lua_State *L, Spec *sp, int i, const char *key) {
@@ -542,7 +546,7 @@ static int getdim (lua_State *L, int t, const char *key, int def) {
 ** anything is acquired. */
 static void read_spec (lua_State *L, Spec *sp, int anchor) {
   static const char *const keys[] = {"argv", "env", "cwd", "stdin", "stdout",
-                                     "stderr", "pty", "new_group", NULL};
+                                     "stderr", "pty", "new_group", "fds", NULL};
   int i;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_pushnil(L);
@@ -581,6 +585,27 @@ static void read_spec (lua_State *L, Spec *sp, int anchor) {
     sp->group = lua_toboolean(L, -1);
   }
   lua_pop(L, 1);
+  sp->nfds = 0;
+  if (lua_getfield(L, 1, "fds") != LUA_TNIL) {
+    int t = lua_gettop(L);
+    lua_Integer n;
+    if (!lua_istable(L, t))
+      luaL_error(L, "bad argument #1 to 'spawn' ('fds' must be a list of descriptors)");
+    n = luaL_len(L, t);
+    if (n > MAX_PASS_FDS)
+      luaL_error(L, "bad argument #1 to 'spawn' ('fds' has more than %d descriptors)", MAX_PASS_FDS);
+    for (i = 0; i < (int)n; i++) {
+      int isint;
+      lua_Integer fd;
+      lua_rawgeti(L, t, i + 1);
+      fd = lua_tointegerx(L, -1, &isint);
+      if (!isint || fd < 0 || fd > INT_MAX || fcntl((int)fd, F_GETFD) < 0)
+        luaL_error(L, "bad argument #1 to 'spawn' ('fds[%d]' is not an open descriptor)", i + 1);
+      sp->fds[sp->nfds++] = (int)fd;
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
   sp->pty = 0;
   if (lua_getfield(L, 1, "pty") != LUA_TNIL && lua_toboolean(L, -1)) {
     int t = lua_gettop(L);
@@ -593,6 +618,8 @@ static void read_spec (lua_State *L, Spec *sp, int anchor) {
     }
     else if (!lua_isboolean(L, t))
       luaL_error(L, "bad argument #1 to 'spawn' ('pty' must be a table or true)");
+    if (sp->nfds > 0)
+      luaL_error(L, "bad argument #1 to 'spawn' ('fds' cannot be combined with 'pty')");
     for (i = 0; i < 3; i++) {
       static const char *const io[] = {"stdin", "stdout", "stderr"};
       if (lua_getfield(L, 1, io[i]) != LUA_TNIL)
@@ -647,6 +674,7 @@ static int stdio_source (Spec *sp, int i, const int *theirs, int *extra) {
 static int spawn_pipes (lua_State *L, dt_loop *loop, Process *p, Spec *sp) {
   ProcState *st = procstate(loop);
   int ours[3] = {-1, -1, -1}, theirs[3] = {-1, -1, -1}, extra[3] = {-1, -1, -1};
+  int passed[MAX_PASS_FDS];
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t defaults, none;
@@ -676,6 +704,15 @@ static int spawn_pipes (lua_State *L, dt_loop *loop, Process *p, Spec *sp) {
     else
       rc = -posix_spawn_file_actions_adddup2(&fa, src, i);
   }
+  /* `fds`: copied above every target first (close-on-exec), so that no
+  ** dup2 onto 3.. clobbers a later source, and dup2 clears close-on-exec */
+  for (i = 0; i < sp->nfds; i++) passed[i] = -1;
+  for (i = 0; i < sp->nfds && rc == 0; i++) {
+    passed[i] = fcntl(sp->fds[i], F_DUPFD_CLOEXEC, 3 + MAX_PASS_FDS);
+    if (passed[i] < 0) rc = -errno;
+  }
+  for (i = 0; i < sp->nfds && rc == 0; i++)
+    rc = -posix_spawn_file_actions_adddup2(&fa, passed[i], 3 + i);
   if (rc == 0 && sp->cwd) rc = -posix_spawn_file_actions_addchdir_np(&fa, sp->cwd);
   if (rc == 0) {
     /* the child starts with default dispositions for the classic signals
@@ -694,6 +731,7 @@ static int spawn_pipes (lua_State *L, dt_loop *loop, Process *p, Spec *sp) {
   }
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
+  for (i = 0; i < sp->nfds; i++) if (passed[i] >= 0) close(passed[i]);
 done:
   close_fds(theirs, 3);   /* the child has its copies */
   close_fds(extra, 3);
@@ -852,6 +890,21 @@ static int l_spawn (lua_State *L) {
     lua_replace(L, -3);
   }
   return rc;
+}
+
+
+/* core.process.kill(pid, sig) -> true | nil, message, code
+** Signal one process that need not be our child: the toolbox daemon ends
+** what a PTY, a session or an exec started after it left our child's group
+** (lua/dtlocal/toolbox/proc.lua finds those).  Only a single pid: a group
+** or -1 (every process we may signal) is never what a caller meant. */
+static int l_kill (lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  int sig = check_signal(L, 2, SIGTERM);
+  luaL_argcheck(L, pid > 0 && pid <= INT_MAX, 1, "pid must be a positive process id");
+  if (kill((pid_t)pid, sig) < 0) return dt_uvfail(L, uv_translate_sys_error(errno));
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 
@@ -1134,7 +1187,7 @@ void dt_process_shutdown (dt_loop *loop) {
 
 void dt_open_process (lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"spawn", l_spawn}, {NULL, NULL}
+    {"spawn", l_spawn}, {"kill", l_kill}, {NULL, NULL}
   };
   static const luaL_Reg methods[] = {
     {"pid", proc_pid}, {"is_pty", proc_is_pty}, {"write", proc_write},

@@ -126,6 +126,7 @@ static const char *const default_hides[] = {
 
 typedef struct Bind {
   const char *src, *dst;
+  const char *sub;         /* --bind-beneath: resolved beneath src, or NULL */
   int ro;
 } Bind;
 
@@ -146,6 +147,7 @@ typedef struct Opts {
   const char *cgroups[MAX_CGROUPS];
   int ncgroups;
   int ready_fd;
+  int listen_fd;           /* --listen-fd: becomes PROGRAM's descriptor 3 */
   char **argv;               /* the program and its arguments */
 } Opts;
 
@@ -227,7 +229,9 @@ static const char usage_text[] =
   "usage: " PROG " run --root-dir DIR --hostname NAME [--uid-base N]\n"
   "           [--net host|none] [--user daytona|root] [--cwd DIR]\n"
   "           [--env K=V]... [--env-file PATH] [--bind SRC DST]... [--ro-bind SRC DST]...\n"
-  "           [--hide PATH]... [--cgroup DIR]... [--ready-fd FD] -- PROGRAM [ARG...]\n"
+  "           [--bind-beneath SRC SUBPATH DST]...\n"
+  "           [--hide PATH]... [--cgroup DIR]... [--ready-fd FD] [--listen-fd FD]\n"
+  "           -- PROGRAM [ARG...]\n"
   "       " PROG " rm --root-dir DIR\n"
   "\n"
   "run: start the sandbox whose state is DIR (created when missing) and run\n"
@@ -239,6 +243,7 @@ static const char usage_text[] =
   "(for secrets: not on the command line, which every host user can see).\n"
   "--cgroup DIR: join the cgroup DIR before anything else, so that every\n"
   "process of the sandbox is in it.\n"
+  "--listen-fd FD: the socket FD becomes PROGRAM's descriptor 3.\n"
   "rm: delete the sandbox's directory (it must not be running).\n";
 
 static void usage (const char *fmt, ...) {
@@ -335,6 +340,7 @@ static void parse_run (Opts *o, int argc, char **argv) {
   int i;
   memset(o, 0, sizeof *o);
   o->ready_fd = -1;
+  o->listen_fd = -1;
   for (i = 0; i < argc; i++) {
     const char *a = argv[i];
 #define NEXT() (i + 1 < argc ? argv[++i] : (usage("%s needs a value", a), ""))
@@ -377,6 +383,26 @@ static void parse_run (Opts *o, int argc, char **argv) {
       if (!clean_abs_path(b->dst) || strcmp(b->dst, "/") == 0)
         usage("%s: destination must be a clean absolute path below /: '%s'", a, b->dst);
     }
+    else if (strcmp(a, "--bind-beneath") == 0) {
+      Bind *b;
+      if (o->nbinds == MAX_BINDS) usage("%s: more than %d binds", a, MAX_BINDS);
+      b = &o->binds[o->nbinds++];
+      b->ro = 0;
+      b->src = NEXT();
+      b->sub = NEXT();
+      b->dst = NEXT();
+      if (b->src[0] != '/') usage("%s: source must be absolute: '%s'", a, b->src);
+      /* relative, clean: checked as the absolute path it would be */
+      if (b->sub[0] == '/' || strlen(b->sub) >= PATH_MAX - 1) usage("%s: bad subpath '%s'", a, b->sub);
+      {
+        char abs[PATH_MAX];
+        snprintf(abs, sizeof abs, "/%s", b->sub);
+        if (!clean_abs_path(abs) || strcmp(abs, "/") == 0)
+          usage("%s: subpath must be a clean relative path, got '%s'", a, b->sub);
+      }
+      if (!clean_abs_path(b->dst) || strcmp(b->dst, "/") == 0)
+        usage("%s: destination must be a clean absolute path below /: '%s'", a, b->dst);
+    }
     else if (strcmp(a, "--hide") == 0) {
       const char *v = NEXT();
       if (!clean_abs_path(v) || strcmp(v, "/") == 0)
@@ -396,9 +422,17 @@ static void parse_run (Opts *o, int argc, char **argv) {
       if (o->ready_fd <= 2 || fcntl(o->ready_fd, F_GETFD) < 0)
         usage("--ready-fd: %d is not an open descriptor above 2", o->ready_fd);
     }
+    else if (strcmp(a, "--listen-fd") == 0) {
+      struct stat st;
+      o->listen_fd = (int)parse_ulong(a, NEXT(), INT_MAX);
+      if (o->listen_fd <= 2 || fstat(o->listen_fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+        usage("--listen-fd: %d is not an open socket descriptor above 2", o->listen_fd);
+    }
     else usage("unknown option '%s'", a);
 #undef NEXT
   }
+  if (o->listen_fd >= 0 && o->listen_fd == o->ready_fd)
+    usage("--listen-fd and --ready-fd must be different descriptors");
   if (o->root_dir == NULL) usage("--root-dir is required");
   if (o->root_dir[0] == '\0' || strlen(o->root_dir) >= PATH_MAX - 32)
     usage("--root-dir: bad path '%s'", o->root_dir);
@@ -1024,6 +1058,34 @@ static int clone_tree (const char *path, unsigned attrs, const char *what) {
   return m;
 }
 
+/* The directory sub beneath src (--bind-beneath): src is the caller's, but
+** what lies beneath may have been written by sandboxes (a volume's data is
+** writable by every sandbox that mounts it), so each part is resolved
+** without following a symlink, leaving src or crossing a mount, and a
+** missing part is made, writable by all as the volume is.  Returns an open
+** directory fd: what gets bound is what was checked, whatever is renamed
+** meanwhile. */
+static int open_beneath (const char *src, const char *sub, const char *what) {
+  char buf[PATH_MAX], *part, *save = NULL;
+  int fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
+  snprintf(buf, sizeof buf, "%s", sub);
+  for (part = strtok_r(buf, "/", &save); part != NULL; part = strtok_r(NULL, "/", &save)) {
+    int next = openat2_(fd, part, O_RDONLY | O_DIRECTORY, BENEATH | RESOLVE_NO_XDEV);
+    if (next < 0 && errno == ENOENT) {
+      if (mkdirat(fd, part, 0777) != 0 && errno != EEXIST)
+        die_errno(EXIT_MOUNT, "bind %s: mkdir %s", what, part);
+      next = openat2_(fd, part, O_RDONLY | O_DIRECTORY, BENEATH | RESOLVE_NO_XDEV);
+    }
+    if (next < 0)
+      die_errno(EXIT_MOUNT, "bind %s: %s is not a directory beneath %s (a symlink or mount point?)",
+                what, part, src);
+    close(fd);
+    fd = next;
+  }
+  return fd;
+}
+
 /* The O_PATH fd of `rel` (relative) inside the new root rootfd, resolved as
 ** if rootfd were "/", so the new root's own symlinks work and none leads
 ** out.  Missing directories are created (owned by sandbox root); the last
@@ -1272,9 +1334,24 @@ static void build_tree (Ctx *c) {
     Bind *b = &o->binds[i];
     struct stat st;
     unsigned attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->ro ? MOUNT_ATTR_RDONLY : 0);
-    snprintf(what, sizeof what, "%s (from %s%s)", b->dst, b->src, b->ro ? ", read-only" : "");
-    if (stat(b->src, &st) != 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
-    m = clone_tree(b->src, attrs, what);
+    snprintf(what, sizeof what, "%s (from %s%s%s%s)", b->dst, b->src, b->sub ? "/" : "",
+             b->sub ? b->sub : "", b->ro ? ", read-only" : "");
+    if (b->sub) {
+      int dfd = open_beneath(b->src, b->sub, what);
+      struct mount_attr a;
+      if (fstat(dfd, &st) != 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
+      m = open_tree(dfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+      if (m < 0) die_errno(EXIT_MOUNT, "bind %s: open_tree", what);
+      close(dfd);
+      memset(&a, 0, sizeof a);
+      a.attr_set = attrs;
+      if (mount_setattr(m, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) != 0)
+        die_errno(EXIT_MOUNT, "bind %s: set mount attributes", what);
+    }
+    else {
+      if (stat(b->src, &st) != 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
+      m = clone_tree(b->src, attrs, what);
+    }
     snprintf(path, sizeof path, "%s", b->dst + 1);
     fd = mountpoint(c, rootfd, path, !S_ISDIR(st.st_mode), what);
     attach(m, fd, what);
@@ -1379,6 +1456,11 @@ static void run_program (Ctx *c, int errfd) {
   const char *cwd = o->cwd ? o->cwd : home;
   int n = 0, i;
   sigset_t none;
+  /* descriptor 3 is the listening socket's place: keep errfd off it */
+  if (o->listen_fd >= 0 && errfd == 3) {
+    errfd = fcntl(errfd, F_DUPFD_CLOEXEC, 4);
+    if (errfd < 0) _exit(EXIT_INTERNAL);
+  }
   report_fd = errfd;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
@@ -1412,6 +1494,12 @@ static void run_program (Ctx *c, int errfd) {
     if (j == n) n++;
   }
   envp[n] = NULL;
+  /* the listening socket as descriptor 3, the one descriptor besides
+  ** 0..2 that crosses into PROGRAM (dup2 clears close-on-exec) */
+  if (o->listen_fd >= 0) {
+    if (o->listen_fd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(o->listen_fd, 3) != 3)
+      die_errno(EXIT_INTERNAL, "pass the listening socket as descriptor 3");
+  }
   execvpe(o->argv[0], o->argv, envp);
   die_errno(errno == ENOENT ? EXIT_NOTFOUND : EXIT_NOEXEC, "execute %s as %s", o->argv[0], user);
 }
@@ -1434,6 +1522,7 @@ static void init_main (Ctx *c, int statusfd, int sfd) {
     run_program(c, ep[1]);
   }
   close(ep[1]);
+  if (c->o->listen_fd >= 0) close(c->o->listen_fd);   /* the program's now */
   do n = read(ep[0], buf, sizeof buf - 1); while (n < 0 && errno == EINTR);
   close(ep[0]);
   if (n > 0) {  /* "error CODE message" from run_program: pass it on */
@@ -1761,6 +1850,7 @@ static int cmd_run (int argc, char **argv) {
   }
   close(go[0]);
   close(status[1]);
+  if (o.listen_fd >= 0) close(o.listen_fd);   /* init has its copy */
   /* who holds the lock: lets a restarted server find a running sandbox,
   ** and the next start wait for this init's end (wait_previous) */
   {

@@ -17,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <limits.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "dt.h"
@@ -302,6 +305,43 @@ static int l_mkdtemp (lua_State *L) {
   return 1;
 }
 
+/* util.unix_bind(path) -> fd | nil, msg, code
+** A unix-domain stream socket bound at path (which must not exist), not
+** yet listening, close-on-exec: for a child to listen on (process.spawn's
+** `fds`), so that the path lives where the caller chose while the kernel
+** records the child, which calls listen(), as the peer (SO_PEERCRED). */
+static int l_unix_bind (lua_State *L) {
+  size_t n;
+  const char *path = luaL_checklstring(L, 1, &n);
+  struct sockaddr_un sun;
+  int fd;
+  luaL_argcheck(L, n > 0 && n < sizeof sun.sun_path && strlen(path) == n, 1,
+                "socket path empty, too long or with a NUL");
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path, n);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+    int e = errno;
+    if (fd >= 0) close(fd);
+    return dt_fail(L, strerror(e), uv_err_name(-e));
+  }
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+/* util.close(fd) -> true | nil, msg, code: for a descriptor unix_bind gave */
+static int l_close (lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd > 2 && fd <= INT_MAX, 1, "not a descriptor above 2");
+  if (close((int)fd) != 0) {
+    int e = errno;
+    return dt_fail(L, strerror(e), uv_err_name(-e));
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 void dt_open_util (lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"sha256", l_sha256}, {"sha256_file", l_sha256_file},
@@ -309,6 +349,7 @@ void dt_open_util (lua_State *L) {
     {"equal_ct", l_equal_ct}, {"isatty", l_isatty}, {"getpid", l_getpid},
     {"getuid", l_getuid}, {"environ", l_environ}, {"stat", l_stat},
     {"symlink", l_symlink}, {"mkdtemp", l_mkdtemp},
+    {"unix_bind", l_unix_bind}, {"close", l_close},
     {"readdir", l_readdir}, {"mkdir", l_mkdir}, {"chmod", l_chmod},
     {"chown", l_chown}, {"user", l_user}, {"group", l_group},
     {NULL, NULL}

@@ -40,6 +40,7 @@
 ** lws logs nothing unless DTLUA_LWS_DEBUG is set to an lws log-level mask
 ** (e.g. 7 for errors, warnings and notices; 2047 for everything).
 */
+#define _GNU_SOURCE   /* struct ucred (SO_PEERCRED) */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,7 @@ struct Conn {
   int port, tls, tls_flags;
   char *hostname;           /* for the resolver */
   char *unix_path;          /* "+/path": connect to a unix socket instead */
+  lua_Integer peer_first, peer_last;   /* peer_uids, or -1: who may listen there */
   char *host;               /* the Host header: host[:port] */
   char *path;               /* "/..." with the query */
   char *protocols;          /* "a,b" or NULL */
@@ -362,6 +364,27 @@ static int contains (const char *s, const char *what) {
   size_t n = strlen(what);
   for (; *s; s++)
     if (strncasecmp(s, what, n) == 0) return 1;
+  return 0;
+}
+
+/* With peer_uids: the unix socket's listener (SO_PEERCRED, recorded by the
+** kernel at its listen()) must have one of those uids.  A path can name a
+** socket someone else put there; dtlocal reaches each sandbox's daemon
+** this way and must not talk to another sandbox's, or the host's. */
+static int peer_ok (Conn *c, struct lws *wsi) {
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  char msg[200];
+  int fd = (int)lws_get_socket_fd(wsi);
+  if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    if (c->ws) set_error(c->ws, "EPEER", "cannot read the unix socket's peer credentials");
+    return 0;
+  }
+  if ((lua_Integer)cred.uid >= c->peer_first && (lua_Integer)cred.uid <= c->peer_last) return 1;
+  snprintf(msg, sizeof msg, "the socket %s is served by uid %lu (pid %ld), not by one of uids "
+           "%lld..%lld", c->unix_path + 1, (unsigned long)cred.uid, (long)cred.pid,
+           (long long)c->peer_first, (long long)c->peer_last);
+  if (c->ws) set_error(c->ws, "EPEER", msg);
   return 0;
 }
 
@@ -582,6 +605,8 @@ static int ws_callback (struct lws *wsi, enum lws_callback_reasons reason,
   switch (reason) {
     case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
       char **p = (char **)in;
+      /* connected, nothing sent yet: the last moment to check who listens */
+      if (c->peer_first >= 0 && !peer_ok(c, wsi)) return -1;
       if (c->headers_len == 0) return 0;
       if (c->headers_len >= len) {   /* does not fit the handshake buffer */
         if (ws) set_error(ws, "EINVAL", "request headers too large");
@@ -959,7 +984,8 @@ static const char *opt_string (lua_State *L, int opts, const char *k) {
 static void check_options (lua_State *L, int opts) {
   static const char *const known[] = {
     "url", "headers", "protocols", "ca_file", "insecure", "ping_interval",
-    "ping_timeout", "max_message", "recv_buffer", "send_buffer", "unix_socket", NULL
+    "ping_timeout", "max_message", "recv_buffer", "send_buffer", "unix_socket", "peer_uids",
+    NULL
   };
   lua_pushnil(L);
   while (lua_next(L, opts)) {
@@ -990,7 +1016,7 @@ static int l_connect (lua_State *L) {
   struct lws_vhost *vh = NULL;
   const char *url, *bad, *ca_file, *why = NULL, *headers, *protos, *unix_socket;
   size_t headers_len;
-  lua_Integer ping, ping_timeout;
+  lua_Integer ping, ping_timeout, peer_first, peer_last;
   size_t max_message, recv_buffer, send_buffer;
   int insecure, base;
   Url u;
@@ -1010,6 +1036,20 @@ static int l_connect (lua_State *L) {
     return luaL_argerror(L, 1, "option 'unix_socket' must be an absolute path of at most 100 bytes");
   if (unix_socket && u.tls)
     return luaL_argerror(L, 1, "option 'unix_socket' goes with ws://, not wss://");
+  peer_first = peer_last = -1;
+  if (lua_getfield(L, 1, "peer_uids") != LUA_TNIL) {
+    int isnum1, isnum2;
+    if (!lua_istable(L, -1) || !unix_socket)
+      return luaL_argerror(L, 1, "option 'peer_uids' must be a table {first, last} and goes with 'unix_socket'");
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    peer_first = lua_tointegerx(L, -2, &isnum1);
+    peer_last = lua_tointegerx(L, -1, &isnum2);
+    if (!isnum1 || !isnum2 || peer_first < 0 || peer_last < peer_first || peer_last > 0xffffffffLL)
+      return luaL_argerror(L, 1, "option 'peer_uids' must be two uids, first <= last");
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
   lua_getfield(L, 1, "insecure");
   insecure = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -1049,6 +1089,8 @@ static int l_connect (lua_State *L) {
   if (c == NULL) return dt_fail(L, "out of memory", "ENOMEM");
   c->st = st;
   c->dns.data = c;
+  c->peer_first = peer_first;
+  c->peer_last = peer_last;
   c->vhost = vh;
   c->port = u.port;
   c->tls = u.tls;

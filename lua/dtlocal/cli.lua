@@ -10,7 +10,7 @@
 --       Does nothing if the user's server already runs.
 --   dtlocal stop      stop the user's background server
 --   dtlocal status    say whether it runs (exit 0) or not (exit 3)
---   dtlocal toolbox --socket PATH | --listen HOST:PORT
+--   dtlocal toolbox --socket PATH | --listen HOST:PORT | --listen-fd N
 --       The in-sandbox toolbox daemon (dtlocal.toolbox).
 --
 -- The user's server is described by `$XDG_STATE_HOME/dtlua/dtlocal.json`
@@ -45,7 +45,7 @@ commands:
                    run it in the background for this user (no-op if running)
   stop             stop the background server
   status           show whether the background server runs (exit 3 if not)
-  toolbox --socket PATH | --listen HOST:PORT
+  toolbox --socket PATH | --listen HOST:PORT | --listen-fd N
                    run the toolbox daemon (inside a sandbox)
   help             show this text
 
@@ -351,9 +351,18 @@ end
 ---------------------------------------------------------------------------
 
 local function toolbox(args)
-  local opts = parse_opts(args, 2, { socket = "string", listen = "string" }, "toolbox")
-  if (opts.socket == nil) == (opts.listen == nil) then
-    usage_error("toolbox: give exactly one of --socket PATH or --listen HOST:PORT")
+  local opts = parse_opts(args, 2, { socket = "string", listen = "string", ["listen-fd"] = "string" },
+                         "toolbox")
+  local given = (opts.socket and 1 or 0) + (opts.listen and 1 or 0) + (opts["listen-fd"] and 1 or 0)
+  if given ~= 1 then
+    usage_error("toolbox: give exactly one of --socket PATH, --listen HOST:PORT or --listen-fd N")
+  end
+  if opts["listen-fd"] then
+    opts.fd = math.tointeger(tonumber(opts["listen-fd"]))
+    if not opts.fd or opts.fd < 3 then
+      usage_error("toolbox: --listen-fd must be a descriptor number of 3 or more, not '%s'", opts["listen-fd"])
+    end
+    opts["listen-fd"] = nil
   end
   if opts.listen then
     local h, p = opts.listen:match("^(.*):(%d+)$")
@@ -366,7 +375,8 @@ local function toolbox(args)
   -- the one line dtlocal's runner waits for (dtlocal.api.runner): the
   -- daemon listens from now on
   opts.on_ready = function(srv)
-    io.stdout:write("ready ", opts.socket and ("unix:" .. opts.socket) or srv.url, "\n")
+    io.stdout:write("ready ", opts.socket and ("unix:" .. opts.socket)
+      or opts.fd and ("fd:" .. opts.fd) or srv.url, "\n")
     io.stdout:flush()
   end
   local rc = require("dtlocal.toolbox").main(opts)

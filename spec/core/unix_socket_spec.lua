@@ -44,6 +44,45 @@ describe("unix-domain sockets", function()
     assert.is_true(errors.is(err, errors.DaytonaConnectionError))
   end)
 
+  it("serves a bound socket handed over as a descriptor, and checks who listens on it", function()
+    local core = require "daytona.core"
+    local process = require "daytona.runtime.process"
+    local errors = require "daytona.errors"
+    local path = helper.tmpdir() .. "/handed.sock"
+    local fd = assert(core.util.unix_bind(path))
+    -- another user's process listens on the socket we bound (as dtlocal
+    -- hands each sandbox's daemon its socket): the kernel names it the peer
+    local child <close> = process.spawn({ "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+      helper.build_path("bin/dtlua"), "-e", [[
+        local server = require "daytona.runtime.server"
+        local srv = server.listen{ fd = 3,
+          handler = function(_, res) res:json(200, { uid = require("daytona.core").util.getuid() }) end,
+          websocket = function(_, ws) ws:send("hi", "text"); ws:close(1000, "bye") end }
+        print("ready") io.stdout:flush()
+        daytona.sleep(30)
+      ]] }, { stdin = "null", stdout = "pipe", stderr = "stdout", fds = { fd } })
+    assert(core.util.close(fd))
+    local line = child:lines()()
+    assert.are.equal("ready", line)
+    -- anyone else listening there is refused before a byte is sent
+    local ok, err = pcall(http.request, { url = "http://x/", unix_socket = path, peer_uids = { 0, 1000 } })
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, errors.DaytonaConnectionError))
+    assert.are.equal("EPEER", err.code)
+    assert.matches("uid 65534", tostring(err))
+    ok, err = pcall(websocket.connect, "ws://x/", { unix_socket = path, peer_uids = { 0, 0 }, timeout = 5 })
+    assert.is_false(ok)
+    assert.are.equal("EPEER", err.code)
+    -- the refused connection is not pooled: the right range gets a new one
+    local r = http.request{ url = "http://x/", unix_socket = path, peer_uids = { 65534, 65534 } }
+    assert.are.equal(65534, r:json().uid)
+    local ws <close> = websocket.connect("ws://x/", { unix_socket = path, peer_uids = { 65000, 65534 }, timeout = 5 })
+    assert.are.equal("hi", (ws:receive(5)))
+    assert.has_error(function() http.request{ url = "http://x/", peer_uids = { 0, 0 } } end)
+    assert.has_error(function() http.request{ url = "http://x/", unix_socket = path, peer_uids = { 5, 1 } } end)
+    child:kill("KILL")
+  end)
+
   it("rejects a relative socket path", function()
     assert.has_error(function() http.request{ url = "http://x/", unix_socket = "rel.sock" } end)
     assert.has_error(function() websocket.connect("ws://x/", { unix_socket = "rel.sock" }) end)

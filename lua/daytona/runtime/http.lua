@@ -73,7 +73,7 @@ local KNOWN = {
   response_file = true, timeout = true, connect_timeout = true, idle_timeout = true,
   follow_redirects = true, max_redirects = true, on_progress = true,
   progress_interval = true, accept_encoding = true, ca_file = true, insecure = true,
-  verbose = true, unix_socket = true, body_from = true, response_to = true,
+  verbose = true, unix_socket = true, peer_uids = true, body_from = true, response_to = true,
 }
 
 -- level 5: argerror < core_options < start < request/stream < the caller
@@ -159,6 +159,7 @@ local function core_options(opts, fname)
     insecure = opts.insecure,
     verbose = opts.verbose,
     unix_socket = opts.unix_socket,
+    peer_uids = opts.peer_uids,
     body_from = opts.body_from ~= nil and server_request(opts.body_from) or nil,
     response_to = opts.response_to ~= nil and server_request(opts.response_to) or nil,
   }
@@ -350,6 +351,9 @@ end
 -- @param[opt] opts.verbose true: libcurl's trace on stderr
 -- @param[opt] opts.unix_socket connect to this unix-domain socket path
 -- (the URL's host then only names the Host header)
+-- @param[opt] opts.peer_uids `{first, last}` with `unix_socket`: every new
+-- connection is refused (code EPEER) unless the process that listens on
+-- the socket has a uid in that range (SO_PEERCRED)
 -- @return a `Response`: `status` (integer), `headers` ({lower-case name =
 -- value}; repeated fields joined with ", "), `body` (string, nil with
 -- `response_file`), `bytes` (body size), `url` (after redirects),

@@ -254,6 +254,7 @@ end
 
 local SPAWN_KEYS = {
   cwd = true, env = true, stdin = true, stdout = true, stderr = true, pty = true, new_group = true,
+  fds = true,
 }
 
 local function spawn(fname, argv, opts)
@@ -294,6 +295,9 @@ end
 -- @param[opt=true] opts.new_group false: stay in our process group
 -- (by default the child leads a new group, so `p:kill` reaches its
 -- descendants)
+-- @param[opt] opts.fds a list of up to 8 open descriptors of ours that
+-- become the child's descriptors 3, 4, ... (not with `pty`); every other
+-- descriptor of ours is closed in the child as always
 -- @return a `Process`
 -- @raise `DaytonaError` with code ENOENT (no such program or cwd), EACCES
 -- (not executable) or another errno-style code when the process cannot be

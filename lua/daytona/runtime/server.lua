@@ -542,6 +542,9 @@ end
 -- @param[opt=0] opts.port the port (0: the OS picks)
 -- @param[opt] opts.socket a path: listen on a unix-domain socket there
 -- instead (the path must not exist, and is removed by close)
+-- @param[opt] opts.fd an inherited descriptor (3 or above) of a bound
+-- unix-domain stream socket to listen on instead; whoever bound it keeps
+-- its path (dtlocal hands each sandbox's daemon one this way)
 -- @param[opt] opts.log `function(message)` for handler errors (default:
 -- writes to stderr)
 -- @param[opt=1024] opts.connection_limit connections at once
@@ -578,14 +581,17 @@ function M.listen(opts)
   if opts.socket ~= nil and type(opts.socket) ~= "string" then
     error("bad argument #1 to 'listen' (socket must be a path)", 2)
   end
+  if opts.fd ~= nil and math.type(opts.fd) ~= "integer" then
+    error("bad argument #1 to 'listen' (fd must be an integer)", 2)
+  end
   local c, msg, code = core.server.listen{
-    host = host, port = opts.port or 0, socket = opts.socket,
+    host = host, port = opts.port or 0, socket = opts.socket, fd = opts.fd,
     connection_limit = opts.connection_limit, connection_timeout = opts.connection_timeout,
     memory_limit = opts.memory_limit, body_buffer = opts.body_buffer,
     ws_max_message = opts.ws_max_message, backlog = opts.backlog,
   }
   if not c then error(failure(msg, code), 2) end
-  local port = not opts.socket and c:port() or nil
+  local port = not (opts.socket or opts.fd) and c:port() or nil
   local self = setmetatable({
     _c = c, _handler = handler, _websocket = websocket, _protocols = opts.protocols,
     _log = opts.log or default_log, _tasks = {},

@@ -41,7 +41,7 @@ local LOCAL = { EINVAL = true, ENOENT = true, EACCES = true, ENOMEM = true, ENOT
 local KNOWN = {
   headers = true, protocols = true, timeout = true, ca_file = true, insecure = true,
   ping_interval = true, ping_timeout = true, max_message = true, recv_buffer = true,
-  send_buffer = true, unix_socket = true,
+  send_buffer = true, unix_socket = true, peer_uids = true,
 }
 
 local function url_for_message(url)
@@ -301,6 +301,8 @@ WebSocket.__gc = WebSocket.__close
 -- @param[opt] opts.insecure true: skip certificate verification
 -- @param[opt] opts.unix_socket connect to this unix-domain socket path
 -- (ws:// only)
+-- @param[opt] opts.peer_uids `{first, last}` with `unix_socket`: refuse
+-- (code EPEER) a socket whose listening process has a uid outside it
 -- @param[opt=30] opts.ping_interval idle seconds before a keepalive ping
 -- (0: none)
 -- @param[opt=30] opts.ping_timeout seconds to wait for the pong before

@@ -302,7 +302,7 @@ function App:toolbox(ctx, key, rest, api_checked)
   local prefix = "/toolbox/" .. rec.id
   local up_opts = {
     what = "the toolbox daemon of sandbox " .. rec.id,
-    unix_socket = inst.unix_socket,
+    unix_socket = inst.unix_socket, peer_uids = inst.peer_uids,
     rewrite_location = function(loc)
       if loc:sub(1, 1) == "/" then return prefix .. loc end
       return loc

@@ -101,6 +101,7 @@ function M.forward(ctx, url, opts)
     url = url,
     -- the daemon's unix socket, when it listens on one (dtlocal.api.runner)
     unix_socket = opts.unix_socket,
+    peer_uids = opts.peer_uids,   -- the sandbox's uids: nobody else's socket
     method = ctx.method,
     headers = M.upstream_headers(ctx.headers, opts.headers),
     body_from = has_body and req or nil,
@@ -181,7 +182,7 @@ function M.websocket(ctx, url, opts)
   local websocket = require "daytona.runtime.websocket"
   local offered = parse_protocols(ctx.headers["sec-websocket-protocol"])
   local ok, up = pcall(websocket.connect, url, {
-    unix_socket = opts.unix_socket,
+    unix_socket = opts.unix_socket, peer_uids = opts.peer_uids,
     protocols = #offered > 0 and offered or nil,
     headers = M.upstream_headers(ctx.headers, opts.headers, true),
     timeout = M.CONNECT_TIMEOUT,

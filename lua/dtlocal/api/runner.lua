@@ -2,9 +2,15 @@
 --
 -- A started sandbox is `dtlua-sandbox run` (csrc/sandbox_launcher.c,
 -- doc/sandbox.md) whose one program is this installation's
--- `dtlocal toolbox --socket /run/dtlua/toolbox.sock`. The sandbox's `run/`
--- directory is /run/dtlua inside, so the host reaches the daemon at
--- `<sandbox dir>/run/toolbox.sock`. The installation (the prefix, and the
+-- `dtlocal toolbox --listen-fd 3`. The daemon's socket is made here, in a
+-- directory only this server can write (`<socket dir>/<id>.sock`, the
+-- socket dir a private mkdtemp dir), bound but not listening, and handed
+-- to the launcher, which passes it to the daemon as descriptor 3; the
+-- daemon calls listen(), so the kernel records it as the socket's peer.
+-- Nothing on the way is a path the sandbox can write (it once was: a
+-- sandbox could swap its socket for a symlink to another sandbox's), and
+-- every connection checks the listener's uid (`peer_uids`: the sandbox's
+-- host uid range) before a byte is sent. The installation (the prefix, and the
 -- real directory of the Lua files when share/lua/5.4 is a symlink into a
 -- checkout) is bind-mounted read-only at the same paths, so the daemon runs
 -- from the same build.
@@ -15,7 +21,7 @@
 --
 --   local runner = runner.new{ prefix =, log = }
 --   local inst = runner:launch{ id =, dir =, uid_first =, user =, env =,
---                               network_block_all =, volumes = {{host=, path=}},
+--                               network_block_all =, volumes = {{host=, sub=, path=}},
 --                               cgroups = { dir, ... } }
 --   inst:wait_ready([timeout])   -- raises a plain error with the reason
 --   inst:wait_exit() -> "exit status 0" | "killed by SIGKILL" ...
@@ -33,7 +39,8 @@ local format, concat = string.format, table.concat
 
 local M = {}
 
-M.SOCKET = "/run/dtlua/toolbox.sock"     -- inside the sandbox
+M.LISTEN_FD = 3                          -- the daemon's socket, in the sandbox
+M.ID_COUNT = 65536                        -- host uids of a sandbox (its uid range)
 
 M.READY_TIMEOUT = 30                      -- seconds from spawn to the daemon's "ready"
 M.STDERR_KEEP = 4096                      -- bytes of stderr kept for error reasons
@@ -87,17 +94,17 @@ function M.new(opts)
   if not st or st.type ~= "file" then
     error("the sandbox launcher " .. launcher .. " is missing (build it with `make`)", 0)
   end
-  -- A unix socket path must fit in 108 bytes, and a sandbox's run dir under
-  -- a state dir can be longer: the host connects through a short private
-  -- link dir, /tmp/dtlocal.XXXXXX/<sandbox id> -> <sandbox dir>/run.
-  local links, lmsg = core.util.mkdtemp((os.getenv("TMPDIR") or "/tmp"):gsub("/+$", "") .. "/dtlocal")
-  if not links or #links + 50 > 100 then
-    links, lmsg = core.util.mkdtemp("/tmp/dtlocal")
+  -- The daemons' sockets: a unix socket path must fit in 108 bytes, which
+  -- a state dir may not leave room for, so they live in a short private
+  -- dir, /tmp/dtlocal.XXXXXX/<sandbox id>.sock (0700, ours alone).
+  local sockets, lmsg = core.util.mkdtemp((os.getenv("TMPDIR") or "/tmp"):gsub("/+$", "") .. "/dtlocal")
+  if not sockets or #sockets + 50 > 100 then
+    sockets, lmsg = core.util.mkdtemp("/tmp/dtlocal")
   end
-  if not links then error("cannot create the socket link dir in /tmp: " .. tostring(lmsg), 0) end
+  if not sockets then error("cannot create the socket dir in /tmp: " .. tostring(lmsg), 0) end
   local self = setmetatable({
     prefix = prefix, launcher = launcher, dtlocal = prefix .. "/bin/dtlocal",
-    log = opts.log or function() end, binds = {}, links = links,
+    log = opts.log or function() end, binds = {}, sockets = sockets,
   }, Runner)
   -- what the daemon needs to run from the same build, at the same paths
   local lua_tree = M.realpath(prefix .. "/share/lua/5.4")
@@ -144,21 +151,36 @@ function Runner:launch(spec)
     add("--env-file", envfile)
   end
   for _, b in ipairs(self.binds) do add("--ro-bind", b, b) end
-  for _, v in ipairs(spec.volumes or {}) do add("--bind", v.host, v.path) end
-  -- the daemon listens only on its unix socket, reached through the
-  -- sandbox's run/ directory (never a TCP port other users could reach)
-  add("--", self.dtlocal, "toolbox", "--socket", M.SOCKET)
-  -- a socket left by a stopped (killed) daemon would make the new one's
-  -- listen fail: nothing can be listening on it while the sandbox is down
-  os.remove(spec.dir .. "/run/toolbox.sock")
-  local ok, proc = pcall(process.spawn, argv, { stdin = "null", stdout = "pipe", stderr = "pipe" })
+  for _, v in ipairs(spec.volumes or {}) do
+    if v.sub then add("--bind-beneath", v.host, v.sub, v.path) else add("--bind", v.host, v.path) end
+  end
+  -- the daemon listens only on the unix socket we bind (see the top):
+  -- never a TCP port other users could reach, never a path in the sandbox
+  add("--listen-fd", tostring(M.LISTEN_FD))
+  add("--", self.dtlocal, "toolbox", "--listen-fd", tostring(M.LISTEN_FD))
+  local socket = self:socket_path(spec.id)
+  -- a socket left by a stopped (killed) daemon: nothing listens on it now
+  os.remove(socket)
+  local fd, bmsg = core.util.unix_bind(socket)
+  if not fd then
+    if envfile then os.remove(envfile) end
+    error(format("cannot make the toolbox socket %s: %s", socket, tostring(bmsg)), 0)
+  end
+  local ok, proc = pcall(process.spawn, argv, { stdin = "null", stdout = "pipe", stderr = "pipe",
+                                                fds = { fd } })
+  core.util.close(fd)   -- the launcher has its copy (or there is none)
   if not ok then
     if envfile then os.remove(envfile) end
+    os.remove(socket)
     error(proc, 0)
   end
+  -- who may listen on it: the sandbox's host uids (as root), else our own
+  -- uid, which an unprivileged sandbox's users map to
+  local first = spec.uid_first or core.util.getuid()
   local inst = setmetatable({
     id = spec.id, proc = proc, pid = proc:pid(), log = self.log,
-    socket = self:socket_link(spec.id, spec.dir), stderr = {}, stderr_len = 0,
+    socket = socket, peer_uids = { first, spec.uid_first and first + M.ID_COUNT - 1 or first },
+    stderr = {}, stderr_len = 0,
     envfile = envfile,   -- removed once the launcher has read it
   }, Instance)
   -- stderr: kept (for the error reason) and logged, line by line
@@ -216,7 +238,7 @@ function Instance:wait_ready(timeout)
       for line in self.proc:lines("stdout") do
         local url = line:match("^ready%s+(%S+)")
         if url then
-          -- "unix:PATH" inside: the host reaches it through the run dir
+          -- "fd:3" inside: the host reaches it at the path it bound
           self.base_url, self.unix_socket = "http://localhost", self.socket
           return true
         end
@@ -281,23 +303,17 @@ function Instance:stop(grace)
   self.proc:wait()
 end
 
---- The path the host connects to for a sandbox's daemon: a short link
--- to its run dir (see M.new), made once per sandbox.
-function Runner:socket_link(id, dir)
-  local link = self.links .. "/" .. id
-  if not core.util.stat(link) then
-    local ok, msg = core.util.symlink(dir .. "/run", link)
-    if not ok then error(format("cannot link %s: %s", link, tostring(msg)), 0) end
-  end
-  return link .. "/toolbox.sock"
+--- Where the host reaches a sandbox's daemon: a socket in our private dir.
+function Runner:socket_path(id)
+  return self.sockets .. "/" .. id .. ".sock"
 end
 
---- Remove the socket link dir (at server shutdown).
+--- Remove the socket dir (at server shutdown).
 function Runner:close()
-  if self.links then
-    for _, name in ipairs(core.util.readdir(self.links) or {}) do os.remove(self.links .. "/" .. name) end
-    os.remove(self.links)
-    self.links = nil
+  if self.sockets then
+    for _, name in ipairs(core.util.readdir(self.sockets) or {}) do os.remove(self.sockets .. "/" .. name) end
+    os.remove(self.sockets)
+    self.sockets = nil
   end
 end
 

@@ -236,15 +236,10 @@ function Manager:do_start(rec)
   for _, v in ipairs(rec.volumes or {}) do
     local vol = self.volumes(v.volumeId)
     if not vol then error("volume " .. v.volumeId .. " no longer exists", 0) end
-    local host = vol.dtlocal.data_dir
-    if v.subpath then
-      -- a subpath is made on first use, writable like the volume itself
-      host = host .. "/" .. v.subpath
-      local ok, msg = store_mod.mkdirs(host, 511)
-      if not ok then error("volume " .. v.volumeId .. ": " .. msg, 0) end
-      core.util.chmod(host, 511)
-    end
-    vols[#vols + 1] = { host = host, path = v.mountPath }
+    -- a subpath is the launcher's to resolve and make (writable like the
+    -- volume itself): sandboxes write into the volume, so only a resolution
+    -- that follows no symlink may walk it (dtlua-sandbox --bind-beneath)
+    vols[#vols + 1] = { host = vol.dtlocal.data_dir, sub = v.subpath, path = v.mountPath }
   end
   local spec = {
     id = rec.id,
@@ -384,7 +379,8 @@ end
 -- would have given it). Raises a plain error when the daemon refuses.
 local function set_env(inst, env)
   local r = http.request{
-    url = inst.base_url .. "/dtlocal/sandbox-env", method = "PUT", unix_socket = inst.unix_socket,
+    url = inst.base_url .. "/dtlocal/sandbox-env", method = "PUT",
+    unix_socket = inst.unix_socket, peer_uids = inst.peer_uids,
     headers = { ["Content-Type"] = "application/json", [proxy_mod.INTERNAL_HEADER] = "sandbox-env" },
     body = router.json.encode({ env = env }), timeout = 5,
   }

@@ -401,7 +401,9 @@ end
 function M.start(opts)
   opts = opts or {}
   local host, port, where
-  if opts.socket then
+  if opts.fd then
+    where = "descriptor " .. opts.fd
+  elseif opts.socket then
     where = opts.socket
     -- a socket left by a daemon that died (the sandbox's run/ dir outlives
     -- it) would make listen fail: it is ours to replace
@@ -414,7 +416,7 @@ function M.start(opts)
   end
   local app = new_app(opts)
   local ok, srv = pcall(server.listen, {
-    host = host, port = port, socket = opts.socket, log = opts.log or function() end,
+    host = host, port = port, socket = opts.socket, fd = opts.fd, log = opts.log or function() end,
     handler = function(req, res) return handle(app, req, res) end,
   })
   if not ok then

@@ -1,0 +1,122 @@
+-- Attacks from inside a sandbox on what dtlocal, running as root, does on
+-- the host (doc/sandbox.md, "Threat model"). Each case is the attack as
+-- sandbox code would run it, and checks that it does not reach beyond the
+-- sandbox.
+local core = require "daytona.core"
+local helper = require "support.helper"
+local dtlocal = require "support.dtlocal"
+
+local srv
+
+local function ok(want, method, path, body) return dtlocal.expect(srv, want, method, path, body) end
+local function call(method, path, body, opts) return dtlocal.request(srv, method, path, body, opts) end
+local function exec(id, command, timeout) return dtlocal.exec(srv, id, command, timeout or 30) end
+
+local function create(body)
+  local s = ok(200, "POST", "/sandbox", body or {})
+  helper.eventually(function() return ok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+  return s
+end
+
+local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- The path dtlocal connects to for a sandbox's daemon, found from the host
+-- as a sandbox could at best guess it: the socket named after the id in a
+-- dtlocal socket dir.
+local function socket_of(id)
+  local h = io.popen("ls -d /tmp/dtlocal.*/" .. id .. ".sock 2>/dev/null")
+  local p = h:read("l")
+  h:close()
+  return p
+end
+
+describe("dtlocal under attack from a sandbox", function()
+  setup(function() srv = dtlocal.start() end)
+  teardown(function() if srv then srv.stop() end end)
+
+  it("cannot be made to run one sandbox's calls in another through its socket path", function()
+    helper.run(function()
+      local a, b = create(), create()
+      local run = ok(200, "GET", "/sandbox/" .. a.id).id
+      -- the attack of the security review, and the same with the socket's
+      -- present place: swap the daemon's socket for a link to B's
+      local targets = {
+        srv.state_dir .. "/sandboxes/" .. b.id .. "/run/toolbox.sock",
+        socket_of(b.id) or "/nonexistent",
+      }
+      for _, target in ipairs(targets) do
+        exec(a.id, "cd /run/dtlua 2>/dev/null && { mv toolbox.sock real.sock 2>/dev/null; "
+          .. "ln -sfn " .. sh_quote(target) .. " toolbox.sock; }; true")
+        -- more calls at once than pooled connections, so new ones are made
+        local results = require("daytona").all((function()
+          local fns = {}
+          for i = 1, 8 do fns[i] = function() return exec(a.id, "hostname") end end
+          return fns
+        end)())
+        for _, r in ipairs(results) do assert.are.equal(run .. "\n", r) end
+        -- an upload meant for A lands in A
+        local st = call("POST", "/files/upload?path=/tmp/meant-for-a",
+          "--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nA\r\n--x--\r\n",
+          { base = srv.toolbox_url .. "/" .. a.id,
+            headers = { ["Content-Type"] = "multipart/form-data; boundary=x" } })
+        assert.are.equal(200, st)
+        assert.are.equal("A", exec(a.id, "cat /tmp/meant-for-a"))
+        assert.are.equal("none", exec(b.id, "cat /tmp/meant-for-a 2>/dev/null || echo -n none"))
+      end
+      ok(200, "DELETE", "/sandbox/" .. a.id)
+      ok(200, "DELETE", "/sandbox/" .. b.id)
+    end)
+  end)
+
+  it("keeps each daemon's socket where only dtlocal can write", function()
+    helper.run(function()
+      local s = create()
+      local path = assert(socket_of(s.id), "no socket for " .. s.id)
+      local dir = core.util.stat(path:match("^(.*)/[^/]+$"))
+      assert.are.equal("directory", dir.type)
+      assert.are.equal(core.util.getuid(), dir.uid)
+      assert.are.equal(0, dir.mode & 0x3f)          -- 0700: nobody else's
+      -- and nothing inside the sandbox is on the host's way to it
+      assert.is_nil(path:find(srv.state_dir, 1, true))
+      assert.are.equal("no socket", exec(s.id, "ls /run/dtlua/*.sock >/dev/null 2>&1 || echo -n no socket"))
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+    end)
+  end)
+
+  it("never follows a link a sandbox left in a volume to a volume subpath", function()
+    helper.run(function()
+      -- a directory of the host's, root's alone, that a link could name
+      local secret = helper.tmpdir()
+      assert(os.execute("chmod 0700 " .. secret .. " && echo host-secret > " .. secret .. "/marker"))
+      local vol = ok(200, "POST", "/volumes", { name = "spec-sec-vol" })
+      local a = create{ volumes = { { volumeId = vol.id, mountPath = "/home/daytona/vol" } } }
+      exec(a.id, "ln -s " .. sh_quote(secret) .. " /home/daytona/vol/evil && "
+        .. "mkdir -p /home/daytona/vol/deep && ln -s " .. sh_quote(secret) .. " /home/daytona/vol/deep/er")
+      for _, sub in ipairs({ "evil", "deep/er", "deep/er/x" }) do
+        local st, body = call("POST", "/sandbox", { volumes = { { volumeId = vol.id, mountPath = "/v", subpath = sub } } })
+        local id = type(body) == "table" and body.id
+        if st == 200 and id then
+          -- the start fails (the launcher refuses the link) or, if it ever
+          -- starts, the host's directory is not what it sees
+          helper.eventually(function()
+            local r = ok(200, "GET", "/sandbox/" .. id)
+            return r.state == "error" or r.state == "started"
+          end, 30)
+          local r = ok(200, "GET", "/sandbox/" .. id)
+          if r.state == "started" then
+            assert.are.equal("unseen", exec(id, "cat /v/marker 2>/dev/null || echo -n unseen"))
+          else
+            assert.matches("symlink", r.errorReason or "")
+          end
+          call("DELETE", "/sandbox/" .. id)
+        end
+        -- the host's directory kept its mode, and no sandbox uid got it
+        local info = core.util.stat(secret)
+        assert.are.equal(0, info.mode & 0x3f, "mode of the host dir changed through subpath " .. sub)
+        assert.are.equal(core.util.getuid(), info.uid)
+      end
+      ok(200, "DELETE", "/sandbox/" .. a.id)
+      helper.eventually(function() return (call("DELETE", "/volumes/" .. vol.id)) == 200 end, 15)
+    end)
+  end)
+end)
