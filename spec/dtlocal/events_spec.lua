@@ -321,14 +321,49 @@ describe("dtlocal.api.events on short settings (in-process)", function()
 
   it("closes a connection that sends no CONNECT in time, and refuses connections over the limit", function()
     run(function()
-      local url, hub, _, stop = serve{ connect_timeout = 0.2, max_connections = 1 }
-      local ws = eio_open(url)
-      local ok, err = pcall(websocket.connect, url:gsub("^http", "ws") .. EIO_QUERY)
+      local url, hub, _, stop = serve{ auth_timeout = 0.2, max_connections = 1 }
+      local first = sio_open(url, TOKEN)
+      -- a bearer token on the upgrade is checked there: over the limit, 503
+      local ok, err = pcall(websocket.connect, url:gsub("^http", "ws") .. EIO_QUERY,
+        { headers = { Authorization = "Bearer " .. TOKEN } })
       assert.is_false(ok)
       assert.are.equal(503, err.status_code, tostring(err))
+      -- one that authenticates in its CONNECT is told so, and closed
+      local late = eio_open(url)
+      late:send("40" .. json.encode({ token = TOKEN }))
+      assert.matches("too many event connections", late:receive(5))
+      local lcode, lreason = closed(late)
+      assert.are.equal(1008, lcode, lreason)
+      -- and one that never authenticates is closed after auth_timeout
+      local ws = eio_open(url)
       local code, reason = closed(ws)
       assert.are.equal(1008, code)
       assert.are.equal("no Socket.IO CONNECT in time", reason)
+      first:close()
+      helper.eventually(function() return hub.count == 0 end)
+      stop()
+    end)
+  end)
+
+  it("serves a real client through a flood of upgrades that never authenticate", function()
+    run(function()
+      local url, hub, _, stop = serve{ max_pending = 16 }
+      local flood = {}
+      for i = 1, 300 do flood[i] = eio_open(url) end
+      assert.is_true(#hub.pending <= 16)
+      -- a wrong bearer token on the upgrade: refused before any upgrade
+      local ok, err = pcall(websocket.connect, url:gsub("^http", "ws") .. EIO_QUERY,
+        { headers = { Authorization = "Bearer wrong" } })
+      assert.is_false(ok)
+      assert.are.equal(401, err.status_code, tostring(err))
+      local t0 = core.now()
+      local ws = sio_open(url, TOKEN)        -- CONNECTs and waits for "40"
+      assert.is_true(core.now() - t0 < 2)
+      hub:sandbox_event("sandbox.created", { id = "s1", state = "started" })
+      local name = next_event(ws)
+      assert.are.equal("sandbox.created", name)
+      ws:close()
+      for _, f in ipairs(flood) do f:close() end
       helper.eventually(function() return hub.count == 0 end)
       stop()
     end)

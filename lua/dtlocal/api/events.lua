@@ -51,6 +51,16 @@ M.PING_INTERVAL = 25
 M.PING_TIMEOUT = 20
 M.MAX_PAYLOAD = 1000000
 M.CONNECT_TIMEOUT = 45
+-- Connections that have not authenticated yet (no bearer token on the
+-- upgrade, no Socket.IO CONNECT with a good token): at most this many, for
+-- at most this long. The SDKs send their CONNECT as soon as the WebSocket
+-- opens, so a real client is pending for a round trip; when the pending
+-- ones are at the cap the oldest is dropped for the newcomer, so upgrades
+-- that never authenticate can occupy neither the authenticated
+-- connections' places nor, for longer than a real client needs, the
+-- pending ones.
+M.AUTH_TIMEOUT = 5
+M.MAX_PENDING = 32
 -- A connection's queue beyond the core's send buffer (1 MiB): this many
 -- frames or bytes, whichever comes first, and the client is dropped.
 M.QUEUE_MESSAGES = 1024
@@ -75,8 +85,8 @@ end
 --- A hub. opts: check_token (function(token) -> boolean, constant-time;
 -- required), wire (function(rec) -> the Sandbox as GET returns it;
 -- required), log (function(fmt, ...)), and for specs ping_interval,
--- ping_timeout, connect_timeout (seconds), queue_messages, queue_bytes,
--- max_connections (defaults: the M.* values).
+-- ping_timeout, connect_timeout, auth_timeout (seconds), queue_messages,
+-- queue_bytes, max_connections, max_pending (defaults: the M.* values).
 function M.new(opts)
   assert(type(opts.check_token) == "function", "check_token")
   assert(type(opts.wire) == "function", "wire")
@@ -90,8 +100,11 @@ function M.new(opts)
     queue_messages = positive(opts.queue_messages, "queue_messages") or M.QUEUE_MESSAGES,
     queue_bytes = positive(opts.queue_bytes, "queue_bytes") or M.QUEUE_BYTES,
     max_connections = positive(opts.max_connections, "max_connections") or M.MAX_CONNECTIONS,
+    auth_timeout = positive(opts.auth_timeout, "auth_timeout") or M.AUTH_TIMEOUT,
+    max_pending = positive(opts.max_pending, "max_pending") or M.MAX_PENDING,
     conns = {},          -- every open connection -> true
     count = 0,
+    pending = {},        -- connections not authenticated yet, oldest first
     listening = 0,       -- connections past the Socket.IO CONNECT
     closed = false,
   }, Hub)
@@ -230,7 +243,13 @@ local function on_connect(hub, conn, nsp, payload)
     conn.close_after = { 1008, token and "unauthorized: invalid token" or "unauthorized: no token" }
     return
   end
+  if not conn.bearer and hub.count - #hub.pending >= hub.max_connections then
+    enqueue(hub, conn, "44" .. json.encode({ message = format("too many event connections (%d)", hub.max_connections) }))
+    conn.close_after = { 1008, "too many event connections" }
+    return
+  end
   conn.sio_sid = model.token(20)
+  hub:authenticated(conn)
   hub.listening = hub.listening + 1
   enqueue(hub, conn, "40" .. json.encode({ sid = conn.sio_sid }))
 end
@@ -317,7 +336,8 @@ local function run(hub, conn)
     end
     local now = core.now()
     if conn.pong_due and now >= conn.pong_due then return 1000, "ping timeout" end
-    if not conn.sio_sid and now - opened >= hub.connect_timeout then
+    local deadline = conn.authed and hub.connect_timeout or hub.auth_timeout
+    if not conn.sio_sid and now - opened >= deadline then
       return 1008, "no Socket.IO CONNECT in time"
     end
     if not conn.pong_due and now >= conn.ping_at then
@@ -328,11 +348,34 @@ local function run(hub, conn)
       -- wait for a message, room in the core's buffer, an event (the gate)
       -- or the next deadline
       local next_at = conn.pong_due or conn.ping_at
-      if not conn.sio_sid then next_at = math.min(next_at, opened + hub.connect_timeout) end
+      if not conn.sio_sid then
+        next_at = math.min(next_at, opened + (conn.authed and hub.connect_timeout or hub.auth_timeout))
+      end
       if not conn.gate then conn.gate = core.timer(FOREVER_MS) end
       local t <close> = core.timer(math.max(0, math.ceil((next_at - now) * 1000)))
       scheduler.wait(ws, conn.gate, t)
     end
+  end
+end
+
+-- A connection that has not authenticated: in the pending list, the
+-- oldest dropped when the list is full.
+function Hub:add_pending(conn)
+  local p = self.pending
+  if #p >= self.max_pending then
+    local oldest = table.remove(p, 1)
+    oldest.drop = "no authentication in time (too many unauthenticated event connections)"
+    wake(oldest)
+  end
+  p[#p + 1] = conn
+end
+
+-- Out of the pending list (authenticated, or gone).
+function Hub:authenticated(conn)
+  conn.authed = true
+  local p = self.pending
+  for i = 1, #p do
+    if p[i] == conn then table.remove(p, i); return end
   end
 end
 
@@ -354,8 +397,15 @@ function Hub:serve(ctx)
     return refuse(ctx, 400, 1, "Session ID unknown: sessions are not resumed (WebSocket only)")
   end
   if self.closed then return refuse(ctx, 503, 3, "the server is shutting down") end
-  if self.count >= self.max_connections then
-    self.log("events: refused a connection: %d event connections already open", self.count)
+  -- a bearer token on the upgrade is checked here, before anything else
+  local given = bearer(ctx.headers)
+  if given and not self.check_token(given) then
+    return refuse(ctx, 401, 3, "unauthorized: authentication failed: Bearer token is invalid")
+  end
+  local authed = #self.pending
+  authed = self.count - authed
+  if given and authed >= self.max_connections then
+    self.log("events: refused a connection: %d event connections already open", authed)
     return refuse(ctx, 503, 3, format("too many event connections (%d)", self.max_connections))
   end
   local ws, msg = ctx.req:upgrade_websocket{}
@@ -364,11 +414,12 @@ function Hub:serve(ctx)
   ctx.status = 101
   local info = ctx.req:info()
   local conn = {
-    ws = ws, remote = info and info.remote or "-", bearer = bearer(ctx.headers),
+    ws = ws, remote = info and info.remote or "-", bearer = given, authed = given ~= nil,
     q = {}, qfirst = 1, qlast = 0, qbytes = 0,
   }
   self.conns[conn] = true
   self.count = self.count + 1
+  if not conn.authed then self:add_pending(conn) end
   enqueue(self, conn, "0" .. json.encode({
     sid = model.token(20), upgrades = json.array(), pingInterval = math.floor(self.ping_interval * 1000),
     pingTimeout = math.floor(self.ping_timeout * 1000), maxPayload = M.MAX_PAYLOAD,
@@ -376,6 +427,7 @@ function Hub:serve(ctx)
   local ok, code, reason = pcall(run, self, conn)
   self.conns[conn] = nil
   self.count = self.count - 1
+  self:authenticated(conn)   -- out of the pending list, whatever the end
   if conn.sio_sid then self.listening = self.listening - 1 end
   wake(conn)   -- frees its gate
   if not ok then
