@@ -161,6 +161,18 @@ function json.decode(s)
   return v
 end
 
+--- Decode a request body that must be a JSON object; returns the table, or
+-- nil and a message ("malformed JSON: ..." or "a JSON object is required").
+-- `[]` and `{}` decode to the same empty table, so the text itself must open
+-- with `{`: else `[]` would pass for an object with no fields. Every route
+-- of both servers that takes a JSON body checks it here.
+function json.decode_object(s)
+  local v, err = json.decode(s)
+  if v == nil then return nil, "malformed JSON: " .. tostring(err) end
+  if type(v) ~= "table" or not s:find("^%s*{") then return nil, "a JSON object is required" end
+  return v
+end
+
 ---------------------------------------------------------------------------
 -- Errors
 ---------------------------------------------------------------------------

@@ -39,13 +39,8 @@ function M.json_object(body)
   if body == nil or body == "" then
     raise(400, "invalid request body: a JSON object is required", "INVALID_REQUEST_BODY")
   end
-  local v, err = json.decode(body)
-  if v == nil then
-    raise(400, "invalid request body: malformed JSON: " .. tostring(err), "INVALID_REQUEST_BODY")
-  end
-  if type(v) ~= "table" or (#v > 0) or v == json.null then
-    raise(400, "invalid request body: a JSON object is required", "INVALID_REQUEST_BODY")
-  end
+  local v, err = json.decode_object(body)
+  if v == nil then raise(400, "invalid request body: " .. err, "INVALID_REQUEST_BODY") end
   return v
 end
 
@@ -155,19 +150,37 @@ function M.clean(path)
   return s == "" and "." or s
 end
 
+-- Linux's limits: NAME_MAX bytes a file name, PATH_MAX (with its NUL) a path.
+local NAME_MAX, PATH_MAX = 255, 4096
+
 --- Resolve a request path against the daemon's working directory: relative
 -- paths are relative to it (protocol §4.0). `what` names the field in the
--- 400 for an empty path or one holding a NUL byte.
+-- 400 for an empty path, one holding a NUL byte, or one the kernel would
+-- refuse as too long (checked here, before anything is made, so that an
+-- upload does not create parents of a path it cannot finish, and a long
+-- name is a 400 rather than whatever the failing call maps to).
 function M.resolve(app, path, what)
+  what = what or "path"
   if type(path) ~= "string" or path == "" then
-    raise(400, ("%s: a non-empty path is required"):format(what or "path"), "BAD_REQUEST")
+    raise(400, ("%s: a non-empty path is required"):format(what), "BAD_REQUEST")
   end
   if path:find("\0", 1, true) then
-    raise(400, ("%s: the path must not contain a NUL byte"):format(what or "path"), "BAD_REQUEST")
+    raise(400, ("%s: the path must not contain a NUL byte"):format(what), "BAD_REQUEST")
   end
   if path == "~" or path:sub(1, 2) == "~/" then path = app.home .. path:sub(2) end
   if path:sub(1, 1) ~= "/" then path = app.workdir .. "/" .. path end
-  return M.clean(path)
+  path = M.clean(path)
+  if #path >= PATH_MAX then
+    raise(400, ("%s: the path is %d bytes long; at most %d are allowed"):format(what, #path, PATH_MAX - 1),
+          "INVALID_FILE_PATH")
+  end
+  for seg in path:gmatch("[^/]+") do
+    if #seg > NAME_MAX then
+      raise(400, ("%s: a file name of %d bytes; at most %d are allowed: %s..."):format(
+        what, #seg, NAME_MAX, seg:sub(1, 32)), "INVALID_FILE_PATH")
+    end
+  end
+  return path
 end
 
 function M.basename(path)
@@ -239,10 +252,42 @@ function M.file_info(name, st)
   }
 end
 
+-- What a file that is not a regular file or a directory is, for messages.
+local special_kind = {
+  fifo = "a named pipe (FIFO)", socket = "a socket", char = "a character device",
+  block = "a block device", other = "not a regular file",
+}
+
+--- nil for a regular file (or a directory: callers say what they do with
+-- one), else what the stat table `st` is, e.g. "a named pipe (FIFO)".
+function M.special(st)
+  return special_kind[st.type]
+end
+
+--- Open a regular file for io (mode "rb", "wb", ...): returns the file, or
+-- nil, message, code. A FIFO, socket or device is refused (code
+-- "ENOTREG") instead of opened: opening a FIFO blocks until a writer comes,
+-- and a device may never end, either of which would hold the daemon's one
+-- loop and with it every request to the sandbox. The check is a stat right
+-- before the open, in the same turn of the loop; Lua's io.open cannot open
+-- with O_NONBLOCK and fstat, which would close the window between them.
+function M.open_regular(path, mode)
+  local st, msg, code = util.stat(path, true)
+  if not st then return nil, path .. ": " .. msg, code end
+  if st.type == "directory" then return nil, path .. ": is a directory", "EISDIR" end
+  local kind = special_kind[st.type]
+  if kind then return nil, ("%s: is %s, not a regular file"):format(path, kind), "ENOTREG" end
+  local f, err, errno = io.open(path, mode)
+  if not f then return nil, err, M.errno_name(errno) end
+  return f, st
+end
+
 --- Raise the HTTP error that fits a failed file-system call (errno code
 -- name from the core): 404 missing, 403 denied, 400 otherwise.
 function M.fs_fail(what, msg, code)
-  if code == "ENOENT" or code == "ENOTDIR" then
+  if code == "ENOTREG" or code == "ENAMETOOLONG" then
+    raise(400, msg:find(what, 1, true) and msg or ("%s: %s"):format(what, msg), "INVALID_FILE_PATH")
+  elseif code == "ENOENT" or code == "ENOTDIR" then
     raise(404, ("%s: %s"):format(what, msg), "FILE_NOT_FOUND")
   elseif code == "EACCES" or code == "EPERM" or code == "EROFS" then
     raise(403, ("%s: %s"):format(what, msg), "FILE_ACCESS_DENIED")
@@ -278,16 +323,20 @@ function M.mkdir_p(path, mode)
 end
 
 --- os.rename's errno number as a code name (Linux numbering).
-local errno_names = { [1] = "EPERM", [2] = "ENOENT", [13] = "EACCES", [17] = "EEXIST",
+local errno_names = { [1] = "EPERM", [2] = "ENOENT", [6] = "ENXIO", [13] = "EACCES", [17] = "EEXIST",
                       [18] = "EXDEV", [20] = "ENOTDIR", [21] = "EISDIR", [22] = "EINVAL",
-                      [30] = "EROFS", [39] = "ENOTEMPTY" }
+                      [26] = "ETXTBSY", [28] = "ENOSPC", [30] = "EROFS", [36] = "ENAMETOOLONG",
+                      [39] = "ENOTEMPTY", [40] = "ELOOP" }
 function M.errno_name(n)
   return errno_names[n] or "EIO"
 end
 
 --- A unique temp path beside `path` (same directory, so rename is atomic).
+-- The target's name is kept while it fits, as a hint in listings; a long
+-- one is cut, so that a target of the longest allowed name still has a
+-- temp file (25 bytes are ours).
 function M.temp_beside(path)
-  return ("%s/.%s.dtlua-%s.part"):format(M.dirname(path), M.basename(path),
+  return ("%s/.%s.dtlua-%s.part"):format(M.dirname(path), M.basename(path):sub(1, 200),
                                          util.hex(util.random_bytes(6)))
 end
 

@@ -224,7 +224,8 @@ function M.find(app, ctx)
   local matches = json.array()
   walk(root, function(path, _, st)
     if st.type ~= "file" then return end
-    local f = io.open(path, "rb")
+    -- not io.open: the entry may have become a FIFO since the walk saw it
+    local f = common.open_regular(path, "rb")
     if not f then return end
     local head = f:read(512) or ""
     if is_binary(head) then f:close(); return end
@@ -325,14 +326,16 @@ function M.replace(app, ctx)
     if not ok then
       r.error = "invalid path"
     else
-      local fh, err = io.open(path, "rb")
+      -- a FIFO or a device among the files gets its own error: opening it
+      -- would block the daemon (common.open_regular)
+      local fh, err = common.open_regular(path, "rb")
       if not fh then
         r.error = err
       else
         local text = fh:read("a")
         fh:close()
         local replaced = replace_literal(text, pattern, new)
-        local out, werr = io.open(path, "wb")
+        local out, werr = common.open_regular(path, "wb")
         if not out then r.error = werr
         else
           local wok, e2 = out:write(replaced)
@@ -360,9 +363,14 @@ local function open_upload(path)
   if not ok then return nil, msg, code end
   local dst = util.stat(path, true)
   if dst and dst.type == "directory" then return nil, path .. ": is a directory", "EISDIR" end
+  -- the rename would put a regular file in place of a FIFO, socket or
+  -- device node that something in the sandbox uses: refuse, as a write
+  -- into it (which would block on a FIFO) is not what an upload means
+  local kind = dst and common.special(dst)
+  if kind then return nil, ("%s: is %s, not a regular file"):format(path, kind), "ENOTREG" end
   local tmp = common.temp_beside(path)
-  local f, err = io.open(tmp, "wb")
-  if not f then return nil, err, "EACCES" end
+  local f, err, errno = io.open(tmp, "wb")
+  if not f then return nil, err, common.errno_name(errno) end
   -- the parser hands out whole chunks: one write(2) each, straight from the
   -- Lua string, rather than a copy through stdio's buffer
   f:setvbuf("no")
@@ -479,7 +487,8 @@ function M.bulk_upload(app, ctx)
       end
       local rok, abs = pcall(resolve, app, dest, "files[" .. idx .. "].path")
       if not rok then
-        errs[#errs + 1] = ("%s: invalid path"):format(dest)
+        errs[#errs + 1] = ("%s: invalid path: %s"):format(dest,
+          router.is_http_error(abs) and abs.message or tostring(abs))
         return nil
       end
       local up, msg = open_upload(abs)
@@ -577,6 +586,13 @@ function M.download(app, ctx)
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local st = stat_or_fail(path)
   if st.type == "directory" then raise(400, path .. ": is a directory", "INVALID_FILE_PATH") end
+  -- a FIFO would block the open, a device never end; the core opens with
+  -- O_NONBLOCK and refuses what fstat says is not a regular file, so a
+  -- path that changes after this check is refused too (EINVAL: a 400)
+  local kind = common.special(st)
+  if kind then
+    raise(400, ("%s: is %s, not a regular file"):format(path, kind), "INVALID_FILE_PATH")
+  end
   local base = common.basename(path)
   return ctx:reply_file(200, {
     ["Content-Type"] = "application/octet-stream",
@@ -606,7 +622,7 @@ end
 
 function M.bulk_download(app, ctx)
   local raw = ctx:read_body()
-  local body = raw and raw ~= "" and json.decode(raw)
+  local body = raw and json.decode_object(raw)
   local paths = type(body) == "table" and body.paths
   local valid = type(paths) == "table" and #paths > 0
   if valid then
@@ -626,8 +642,8 @@ function M.bulk_download(app, ctx)
       local st, msg, code
       if rok then st, msg, code = util.stat(path, true) end
       if not rok then
-        out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH",
-                             "invalid file path: " .. (req_path == "" and "empty path" or "contains a NUL byte")))
+        out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH", "invalid file path: "
+          .. (router.is_http_error(path) and path.message or tostring(path))))
       elseif not st then
         if code == "EACCES" or code == "EPERM" then
           out:write(error_part(ctx, req_path, 403, "FILE_ACCESS_DENIED", "access denied: " .. req_path))
@@ -637,9 +653,17 @@ function M.bulk_download(app, ctx)
       elseif st.type == "directory" then
         out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH",
                              "invalid file path: is a directory: " .. req_path))
+      elseif common.special(st) then
+        out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH",
+                             ("invalid file path: is %s, not a regular file: %s"):format(common.special(st), req_path)))
       else
-        local f, ferr = io.open(path, "rb")
-        if not f then
+        local f, ferr, fcode = common.open_regular(path, "rb")
+        if f then st = ferr end   -- the stat of what was opened
+        if not f and (fcode == "ENOTREG" or fcode == "EISDIR") then
+          out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH", "invalid file path: " .. tostring(ferr)))
+        elseif not f and (fcode == "ENOENT" or fcode == "ENOTDIR") then
+          out:write(error_part(ctx, req_path, 404, "FILE_NOT_FOUND", "file not found: " .. req_path))
+        elseif not f then
           out:write(error_part(ctx, req_path, 403, "FILE_ACCESS_DENIED",
                                "access denied: " .. tostring(ferr)))
         else

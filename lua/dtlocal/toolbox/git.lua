@@ -40,25 +40,51 @@ local function askpass(app)
   return path
 end
 
+-- What Daytona's daemon adds to its typed errors, so that the SDKs pick the
+-- error class from the code (protocol §6.3).
+local DAEMON = { source = "DAYTONA_DAEMON" }
+
+-- git's message (LC_ALL=C) -> status, code. The codes are the Daytona
+-- daemon's (DaemonErrorCode of its toolbox API): the 0.218 SDKs map
+-- `source: DAYTONA_DAEMON` + code to a typed error (GIT_TRANSPORT_FAILED
+-- -> DaytonaGitTransportFailedError, a 502) — order matters, the first
+-- match wins: an HTTP status the remote answered says more than "unable to
+-- access", which every failed https transfer prints.
+local GIT_RULES = {
+  { 404, "NOT_FOUND", { "not a git repository" } },   -- the local directory, not a remote
+  { 401, "GIT_AUTH_FAILED", { "permission denied %(publickey", "authentication failed",
+    "could not read username", "could not read password",
+    "invalid username or password", "terminal prompts disabled", "http basic: access denied",
+    "returned error: 401" } },
+  { 403, "FORBIDDEN", { "permission to .- denied", "returned error: 403", "permission denied" } },
+  { 422, "GIT_REMOTE_REJECTED", { "%[remote rejected%]", "pre%-receive hook declined", "protected branch" } },
+  { 409, "GIT_PUSH_REJECTED", { "non%-fast%-forward", "%[rejected%]", "fetch first", "failed to push some refs" } },
+  { 404, "GIT_REPO_NOT_FOUND", { "repository .- not found", "repository .- does not exist",
+    "does not appear to be a git repository", "returned error: 404", "no such remote" } },
+  { 404, "GIT_BRANCH_NOT_FOUND", { "remote branch .- not found", "couldn't find remote ref",
+    "did not match any", "invalid reference", "unknown revision", "branch .- not found",
+    "not a valid branch name" } },
+  { 409, "GIT_BRANCH_EXISTS", { "a branch named .- already exists" } },
+  -- CONFLICT rather than GIT_DIRTY_WORKTREE / GIT_MERGE_CONFLICT: same
+  -- status, and spec/dtlocal/toolbox_spec.lua pins the code
+  { 409, "CONFLICT", { "already exists", "conflict", "would be overwritten", "unstaged changes",
+    "uncommitted changes", "not fully merged", "divergent", "your local changes" } },
+  { 502, "GIT_TRANSPORT_FAILED", { "could not resolve host", "could not resolve proxy", "failed to connect",
+    "couldn't connect", "connection refused", "connection timed out", "operation timed out",
+    "network is unreachable", "no route to host", "ssl certificate", "ssl connect", "openssl",
+    "schannel", "gnutls", "tls connection", "certificate problem", "server certificate",
+    "early eof", "the remote end hung up", "unable to access", "could not read from remote repository",
+    "unable to look up", "proxy" } },
+  { 404, "NOT_FOUND", { "not found", "does not exist", "no upstream" } },
+  { 400, "BAD_REQUEST", { "nothing to commit", "please tell me who you are", "empty ident" } },
+}
+
 local function classify(text)
   local t = text:lower()
-  if t:find("authentication failed") or t:find("could not read username")
-     or t:find("could not read password") or t:find("invalid username or password")
-     or t:find("terminal prompts disabled") or t:find("http basic: access denied") then
-    return 401, "UNAUTHORIZED"
-  elseif t:find("permission to .- denied") or t:find("the requested url returned error: 403")
-     or t:find("permission denied") then
-    return 403, "FORBIDDEN"
-  elseif t:find("not a git repository") or t:find("repository .- not found")
-     or t:find("does not exist") or t:find("did not match any") or t:find("not found")
-     or t:find("couldn't find remote ref") or t:find("unknown revision")
-     or t:find("invalid reference") or t:find("no such remote") or t:find("no upstream") then
-    return 404, "NOT_FOUND"
-  elseif t:find("non%-fast%-forward") or t:find("%[rejected%]") or t:find("already exists")
-     or t:find("conflict") or t:find("would be overwritten") or t:find("unstaged changes")
-     or t:find("uncommitted changes") or t:find("not fully merged") or t:find("divergent")
-     or t:find("fetch first") or t:find("your local changes") then
-    return 409, "CONFLICT"
+  for _, rule in ipairs(GIT_RULES) do
+    for _, pat in ipairs(rule[3]) do
+      if t:find(pat) then return rule[1], rule[2] end
+    end
   end
   return 500, "INTERNAL_SERVER_ERROR"
 end
@@ -83,7 +109,8 @@ local function git(app, dir, args, creds, opts)
   if r.exit_code ~= 0 and not (opts and opts.ok_codes and opts.ok_codes[r.exit_code]) then
     local text = (r.stderr ~= "" and r.stderr or r.output):gsub("%s+$", "")
     local status, code = classify(text)
-    raise(status, ("git %s failed: %s"):format(args[1] == "-c" and args[3] or args[1], text), code)
+    raise(status, ("git %s failed: %s"):format(args[1] == "-c" and args[3] or args[1], text), code,
+          code:find("^GIT_") and DAEMON or nil)
   end
   return r.output, r.exit_code
 end
@@ -263,7 +290,9 @@ function M.push(app, ctx)
     git(app, dir, { "push" }, creds_of(body))
   else
     local remote = only_remote(app, dir)
-    if not remote then raise(404, "git push failed: the repository has no remote", "NOT_FOUND") end
+    if not remote then
+      raise(404, "git push failed: the repository has no remote to push to", "GIT_REPO_NOT_FOUND", DAEMON)
+    end
     git(app, dir, { "push", "--set-upstream", remote, "HEAD" }, creds_of(body))
   end
   return ctx:reply_empty(200)
@@ -275,7 +304,9 @@ function M.pull(app, ctx)
   local args = { "-c", "pull.rebase=false", "pull", "--no-edit" }
   if not upstream(app, dir) then
     local remote = only_remote(app, dir)
-    if not remote then raise(404, "git pull failed: the repository has no remote", "NOT_FOUND") end
+    if not remote then
+      raise(404, "git pull failed: the repository has no remote to pull from", "GIT_REPO_NOT_FOUND", DAEMON)
+    end
     local branch = git(app, dir, { "rev-parse", "--abbrev-ref", "HEAD" }):gsub("%s+$", "")
     args[#args + 1] = remote
     args[#args + 1] = branch
