@@ -31,6 +31,11 @@ M.LANGUAGE_LABEL = "code-toolbox-language"
 M.LANGUAGES = { python = true, typescript = true, javascript = true }
 M.DEFAULT_SNAPSHOT = "dtlocal"          -- the host's root file system, read-only
 M.MAX_AUTO_ARCHIVE = 43200              -- minutes (30 days), protocol §3.2
+-- Bounds of every interval in minutes (auto-stop, -archive, -delete, ttl):
+-- a 32-bit integer, over 4000 years. The sweeper compares minutes × 60,000
+-- ms with 64-bit clocks; 2^62 minutes would wrap and stop a sandbox at once.
+M.MAX_INTERVAL = 2147483647
+M.MIN_INTERVAL = -2147483648
 M.DEFAULTS = {
   user = "daytona", cpu = 1, gpu = 0, memory = 1, disk = 3,
   autoStopInterval = 15, autoArchiveInterval = 10080, autoDeleteInterval = -1,
@@ -337,6 +342,54 @@ local function check_extras(body)
   end
 end
 
+-- Where a volume may not be mounted. The API's own list (its
+-- validateMountPaths: /proc /sys /dev /boot /etc /bin /sbin /lib /lib64,
+-- each with everything under it) plus, for a local sandbox: /usr and the
+-- other lib dirs (the system's programs, which every sandbox shares with
+-- the host through its overlay, and where the dtlua installation is often
+-- bound), and /run/dtlua, the toolbox daemon's socket directory: in a
+-- volume's shared, world-writable data dir another sandbox could take the
+-- daemon's place.
+local RESERVED_TREES = {
+  ["/proc"] = "a system directory", ["/sys"] = "a system directory", ["/dev"] = "a system directory",
+  ["/boot"] = "a system directory", ["/etc"] = "a system directory", ["/bin"] = "a system directory",
+  ["/sbin"] = "a system directory", ["/lib"] = "a system directory", ["/lib32"] = "a system directory",
+  ["/lib64"] = "a system directory", ["/libx32"] = "a system directory", ["/usr"] = "a system directory",
+  ["/run/dtlua"] = "the toolbox daemon's socket directory",
+}
+-- Directories that hold something the sandbox needs: a mount *at* them
+-- would hide it (below them is fine: /tmp/data, /home/daytona/x).
+local RESERVED_HOLDERS = {
+  ["/run"] = "it holds /run/dtlua, the toolbox daemon's socket directory",
+  ["/tmp"] = "it holds the toolbox daemon's own files (session logs, its git credential helper)",
+  ["/home"] = "it holds the sandbox user's home directory",
+}
+
+--- A volume's mount path: absolute, without '.' or '..' parts, and not a
+-- reserved path (above). Doubled and trailing slashes are dropped. Returns
+-- the clean path; raises 400 naming `field` otherwise.
+function M.check_mount_path(p, field)
+  if p:sub(1, 1) ~= "/" or ("/" .. p .. "/"):find("/%.%.?/") then
+    raise(400, field .. ": " .. p .. " must be an absolute path without '.' or '..' components")
+  end
+  if p:find("[%c]") then raise(400, field .. ": must not contain control characters") end
+  local clean = p:gsub("/+", "/"):gsub("(.)/$", "%1")
+  if clean == "/" then raise(400, field .. ": cannot mount a volume at the root directory /") end
+  local why = RESERVED_HOLDERS[clean]
+  if why then raise(400, format("%s: %s is reserved: %s", field, clean, why)) end
+  -- the path itself and each of its parents against the reserved trees
+  local at = clean
+  while at ~= "" do
+    why = RESERVED_TREES[at]
+    if why then
+      raise(400, format("%s: %s is reserved: it is %s%s", field, clean,
+        at == clean and "" or "under ", at == clean and why or at .. ", " .. why))
+    end
+    at = at:match("^(.*)/[^/]*$")
+  end
+  return clean
+end
+
 --- Validate a CreateSandbox body (already JSON-decoded). Returns a table of
 -- the accepted values (absent fields nil); raises 400 naming the field.
 -- `volumes` entries are returned as given; the caller resolves them.
@@ -399,16 +452,20 @@ function M.check_create(body)
     raise(400, "gpu: GPUs are not available locally")
   end
 
+  -- auto-stop 0 = off, auto-archive 0 = the maximum, both never negative;
+  -- auto-delete: "negative value means disabled" (the API's words, any
+  -- negative), 0 = when it stops (§3.2)
+  local MAXI, MINI = M.MAX_INTERVAL, M.MIN_INTERVAL
   if not absent(body.autoStopInterval) then
-    c.autoStopInterval = check.integer(body.autoStopInterval, "autoStopInterval", 0)
+    c.autoStopInterval = check.integer(body.autoStopInterval, "autoStopInterval", 0, MAXI)
   end
   if not absent(body.autoArchiveInterval) then
-    c.autoArchiveInterval = M.archive_interval(check.integer(body.autoArchiveInterval, "autoArchiveInterval", 0))
+    c.autoArchiveInterval = M.archive_interval(check.integer(body.autoArchiveInterval, "autoArchiveInterval", 0, MAXI))
   end
   if not absent(body.autoDeleteInterval) then
-    c.autoDeleteInterval = check.integer(body.autoDeleteInterval, "autoDeleteInterval")
+    c.autoDeleteInterval = check.integer(body.autoDeleteInterval, "autoDeleteInterval", MINI, MAXI)
   end
-  if not absent(body.ttlMinutes) then c.ttlMinutes = check.integer(body.ttlMinutes, "ttlMinutes", 0) end
+  if not absent(body.ttlMinutes) then c.ttlMinutes = check.integer(body.ttlMinutes, "ttlMinutes", 0, MAXI) end
 
   if not absent(body.volumes) then
     local vols = body.volumes
@@ -424,11 +481,7 @@ function M.check_create(body)
         volumeId = check.string(v.volumeId, f .. ".volumeId", { max = 255 }),
         mountPath = check.string(v.mountPath, f .. ".mountPath", { max = 1024 }),
       }
-      if vol.mountPath:sub(1, 1) ~= "/" or vol.mountPath:find("/%.%.?/") or vol.mountPath:find("/%.%.?$")
-        or vol.mountPath == "/" then
-        raise(400, f .. ".mountPath must be an absolute path without '.' or '..' components, not /")
-      end
-      vol.mountPath = vol.mountPath:gsub("/+", "/"):gsub("(.)/$", "%1")
+      vol.mountPath = M.check_mount_path(vol.mountPath, f .. ".mountPath")
       if seen[vol.mountPath] then raise(400, f .. ".mountPath is mounted twice") end
       seen[vol.mountPath] = true
       if not absent(v.subpath) then

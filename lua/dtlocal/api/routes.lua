@@ -89,9 +89,9 @@ local function body_object(ctx, required)
     if required then raise(400, "the request body must be a JSON object") end
     return {}
   end
-  local v, err = json.decode(text)
-  if v == nil then raise(400, "the request body is not valid JSON: " .. tostring(err)) end
-  if type(v) ~= "table" or (next(v) ~= nil and v[1] ~= nil) then
+  local v, err = json.decode_object(text)
+  if v == nil then
+    if err:find("^malformed") then raise(400, "the request body is not valid JSON: " .. err) end
     raise(400, "the request body must be a JSON object")
   end
   return v
@@ -403,7 +403,7 @@ end
 local function interval_route(field, lo, adjust)
   return function(ctx, params)
     local rec = find(ctx, params)
-    local n = path_int(params.interval, "interval", lo or -2^53)
+    local n = path_int(params.interval, "interval", lo or model.MIN_INTERVAL, model.MAX_INTERVAL)
     rec[field] = adjust and adjust(n) or n
     ctx.app.mgr:update(rec)
     return sb(ctx, rec, 201)
@@ -566,15 +566,20 @@ local function find_snapshot(ctx, key)
   raise(404, format("Snapshot %s not found", key))
 end
 
+-- Paged like the API's list: `total` counts every match, `items` is the
+-- page of them.
 local function list_snapshots(ctx)
   local page = qint(ctx, "page", 1) or 1
-  qint(ctx, "limit", 1, 200)
+  local limit = qint(ctx, "limit", 1, 200) or 100
   local name = q1(ctx, "name")
-  local items = json.array()
-  if page == 1 and (not name or name == "" or model.DEFAULT_SNAPSHOT:find(name:lower(), 1, true)) then
-    items[1] = snapshot_dto(ctx)
+  local matches = {}
+  if not name or name == "" or model.DEFAULT_SNAPSHOT:find(name:lower(), 1, true) then
+    matches[1] = snapshot_dto(ctx)
   end
-  return 200, { items = items, total = #items, page = page, totalPages = 1 }
+  local items = json.array()
+  for i = (page - 1) * limit + 1, math.min(#matches, page * limit) do items[#items + 1] = matches[i] end
+  return 200, { items = items, total = #matches, page = page,
+                totalPages = math.max(1, (#matches + limit - 1) // limit) }
 end
 
 local function get_snapshot(ctx, params)
