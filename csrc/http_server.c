@@ -1505,7 +1505,10 @@ static int req_respond_file (lua_State *L) {
   luaL_argcheck(L, off >= 0, 5, "offset must be >= 0");
   check_headers(L, 3);
   if ((n = resp_precheck(L, r)) != 0) return n;
-  fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: the open of a FIFO without a writer would block the loop
+  ** (and every request of the server); fstat then refuses anything but a
+  ** regular file, for which the flag changes nothing. */
+  fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return fail_errno(L, errno, path);
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     int e = errno;   /* fstat's error, else what the file is instead */
