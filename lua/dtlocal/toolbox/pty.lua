@@ -69,7 +69,7 @@ function Pty:start()
   -- the terminal is an xterm-256color unless the request says otherwise
   if not self.envs.TERM then env.TERM = "xterm-256color" end
   local p, msg = proc.spawn { argv = { self.app.shell, "-i", "-l" }, cwd = self.cwd, env = env,
-                              pty = { cols = self.cols, rows = self.rows } }
+                              pty = { cols = self.cols, rows = self.rows }, tag = self.tag }
   if not p then error("failed to start the PTY shell: " .. tostring(msg), 0) end
   self.proc = p
   self.pump = scheduler.spawn(self.pump_loop, self)
@@ -120,7 +120,15 @@ function Pty:ended(code, signal)
   for client in pairs(self.clients) do client.event:notify() end
 end
 
+-- Killing a terminal kills everything started in it, not only the shell's
+-- process group: job control gives every background job a group of its
+-- own, and `disown`, `setsid` or a double fork take a process further
+-- away. The terminal's tag finds them all (proc.lua). SIGKILL at once, as
+-- the shell gets it: the protocol's kill is SIGKILL (exit 137), and what
+-- left the group on purpose cannot be trusted to honour a SIGTERM.
 function Pty:kill(quick)
+  -- before the shell is reaped, while its pid still names its session
+  if self.proc and not self.exited then self.tag:kill(self.proc) end
   if quick then
     if self.proc then self.proc:close() end
     return self:ended(137, "SIGKILL")
@@ -170,7 +178,7 @@ local function new_pty(app, id, cwd, envs, cols, rows, lazy)
   end
   local s = setmetatable({
     app = app, id = id, cwd = dir, envs = envs or {}, cols = cols or 80, rows = rows or 24,
-    lazy = lazy and true or false, clients = {},
+    lazy = lazy and true or false, clients = {}, tag = proc.tag(),
     created_at = common.rfc3339(os.time(), 0),
   }, Pty)
   reg[id] = s

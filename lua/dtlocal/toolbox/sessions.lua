@@ -160,7 +160,7 @@ end
 function Session:start_shell()
   local env = common.child_env(self.app)
   local p, msg = proc.spawn { argv = { self.app.shell }, cwd = self.cwd, env = env,
-                              stdin = "pipe", stdout = "pipe", stderr = "pipe" }
+                              stdin = "pipe", stdout = "pipe", stderr = "pipe", tag = self.tag }
   if not p then raise(500, "cannot start the session shell: " .. tostring(msg)) end
   self.shell = p
   self.bufs = { out = "", err = "" }
@@ -314,8 +314,11 @@ function Session:input(cmd, data)
   end
 end
 
--- Stop everything: TERM to the shell's group, KILL after a grace period
--- (at once, without waiting, when `quick`: daemon shutdown).
+-- Stop everything the session started, not only the shell's process group
+-- (commands may `setsid`, double-fork or turn on job control): SIGTERM to
+-- all of it, found by the session's tag (proc.lua), a second of grace to
+-- exit cleanly, then SIGKILL to whatever is left or was forked meanwhile
+-- (at once, without the grace, when `quick`: daemon shutdown).
 function Session:delete(quick)
   self.deleted = true
   local p = self.shell
@@ -326,18 +329,29 @@ function Session:delete(quick)
     self.running:finish(1)
     self.running = nil
   end
+  local ok, err = true, nil
+  if not quick then
+    -- the processes signalled now are remembered: the SIGKILL below still
+    -- finds those of the shell's session after the shell has been reaped.
+    -- A cancellation during the grace must not skip the SIGKILL: the
+    -- session is already out of the registry, nothing could end them later.
+    ok, err = pcall(function()
+      if self.tag:signal("TERM", p) > 0 then
+        local deadline = core.now() + 1
+        while self.tag:alive() and core.now() < deadline do scheduler.sleep(0.02) end
+      end
+    end)
+  end
+  -- while the shell is unreaped its pid still names its session
+  self.tag:kill(p)
   if p then
-    if not quick then
-      p:kill("TERM", true)
-      local t <close> = core.timer(1000)
-      while not p:status() and not t:done() do wait(p, t) end
-    end
     p:close()
     self.shell = nil
   end
   for _, cmd in pairs(self.commands) do cmd:finish(cmd.exit_code or 1) end
   self.event:notify()
   os.execute("rm -rf " .. shquote(self.dir))
+  if not ok then error(err, 0) end
 end
 
 function Session:to_json()
@@ -368,7 +382,7 @@ local function create_session(app, id, cwd)
   local s = setmetatable({
     app = app, id = id, dir = dir, cwd = cwd, commands = {}, order = {}, queue = {},
     sent = "\31DTLUA" .. nonce .. ":", sent_text = "\\037DTLUA" .. nonce .. ":",
-    event = proc.event(),
+    event = proc.event(), tag = proc.tag(),
   }, Session)
   s:start_shell()
   reg.by_id[id] = s
