@@ -34,9 +34,12 @@
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
@@ -63,6 +66,11 @@
 #define DEF_MEMORY_LIMIT (64 * 1024)        /* MHD's per-connection pool: bounds headers */
 #define DEF_CONN_LIMIT 1024
 #define DEF_TIMEOUT 60                      /* seconds of inactivity */
+#define DEF_HEADER_TIMEOUT 10               /* seconds to send a request's headers */
+#define DEF_IDLE_TIMEOUT 30                 /* seconds a keep-alive waits for a request */
+#define DEF_PEER_LIMIT 128                  /* connections per remote peer */
+#define EVICT_GRACE_MS 1000                 /* the youngest a connection is evicted at */
+#define FD_MARGIN 256                       /* descriptors the process needs besides */
 #define DEF_WS_MAX_MESSAGE ((size_t)64 * 1024 * 1024)
 #define WS_RX_BOUND (1024 * 1024)           /* received messages queued for Lua */
 #define WS_TX_BOUND (1024 * 1024)           /* sends queued before send() says "full" */
@@ -75,6 +83,7 @@ typedef struct Server Server;
 typedef struct Req Req;
 typedef struct ReqObj ReqObj;
 typedef struct WS WS;
+typedef struct Conn Conn;
 
 /* bytes data[off, off+len): a FIFO that compacts only when it must */
 typedef struct Fifo {
@@ -93,16 +102,51 @@ struct Server {
   int closing;             /* close() under way: no new suspensions */
   int port;
   int conn_closed;         /* a connection closed during this MHD_run() */
+  int log;                 /* MHD's messages to stderr */
   unsigned int timeout;    /* connection_timeout, seconds (0: none) */
+  uint64_t header_ms, idle_ms;   /* header_timeout, idle_timeout (0: none) */
+  unsigned int peer_limit; /* peer_connection_limit (0: none) */
+  lua_Integer climit;      /* the connection limit in force */
+  lua_Integer high_water;  /* above it, waiting connections are evicted */
+  uv_timer_t sweep;        /* header and idle deadlines, evictions */
+  uint64_t sweep_due;      /* when it fires (0: stopped) */
+  Conn *conns;             /* every connection */
+  Conn *whead, *wtail;     /* waiting connections, the longest waiting first */
+  lua_Integer dropping;    /* shut down by us, not yet closed by MHD */
   size_t body_buffer, out_buffer, ws_max_message;
   Req *qhead, *qtail;      /* requests waiting for accept() */
   Req *all;                /* every live Req */
   WS *wss;                 /* every WebSocket not closed */
   /* figures for stats() */
   lua_Integer nreq, nws, nconn, peak_conn, total_req;
+  lua_Integer evicted, timed_out, refused, rejected;
 };
 
-enum { PH_NEW, PH_HEADERS, PH_BODY, PH_DONE };
+/* What a connection is doing, for the header and idle timeouts and the
+** eviction of connections that serve nobody.  A connection is "waiting"
+** (on srv->whead, oldest first) while it has not completed a request's
+** headers (CONN_HEADERS), waits for the next request on a keep-alive
+** (CONN_IDLE) or only feeds a body into the bin after its response was
+** decided (CONN_DISCARD); a request being served (CONN_BUSY) and an
+** upgraded WebSocket (CONN_UPGRADED) are never touched. */
+enum { CONN_HEADERS, CONN_IDLE, CONN_DISCARD, CONN_BUSY, CONN_UPGRADED };
+
+struct Conn {
+  Server *srv;
+  struct MHD_Connection *c;
+  Conn *prev, *next;               /* srv->conns */
+  Conn *wprev, *wnext;             /* srv->whead, while waiting */
+  int waiting;
+  int state;                       /* CONN_* */
+  int fd;
+  int dropped;                     /* we shut it down */
+  uint64_t since;                  /* loop ms it started waiting */
+  uint64_t deadline;               /* loop ms it is closed at if still waiting (0: never) */
+  unsigned char peer[8];           /* per-peer key (see peer_key) */
+  int peer_len;                    /* 0: not counted */
+};
+
+enum { PH_NEW, PH_HEADERS, PH_BODY, PH_DONE, PH_REJECTED };
 enum { RESP_NONE, RESP_READY, RESP_QUEUED };
 enum { OUT_NONE, OUT_WHOLE, OUT_STREAM, OUT_FILE, OUT_UPGRADE };
 enum { SAVE_NONE, SAVE_RUNNING, SAVE_DONE, SAVE_FAILED };
@@ -149,6 +193,7 @@ struct Req {
   uint64_t out_declared;           /* Content-Length, or MHD_SIZE_UNKNOWN */
   uint64_t out_written;
   WS *ws;                          /* the WebSocket awaiting its upgrade */
+  Conn *cn;                        /* its connection, until completed */
   /* a client request moving the body / the response in C (splice.h) */
   dt_splice_peer *peer;
   int peer_dirs;                   /* DT_SPLICE_BODY | DT_SPLICE_RESPONSE */
@@ -391,6 +436,212 @@ static void body_signal (Req *r) {
 
 
 /* ---------------------------------------------------------------------- */
+/* connections: timeouts, eviction, the per-peer limit                     */
+/* ---------------------------------------------------------------------- */
+
+/* MHD's own timeout (connection_timeout) counts inactivity: a client that
+** sends one header byte a second keeps it at bay for ever (slowloris), and
+** a connection that is merely quiet is closed whatever it is waiting for.
+** So the deadlines that matter here are ours, absolute, and only for
+** connections that wait: a request's headers must be complete
+** header_timeout seconds after the connection opened (or after the request
+** line of a keep-alive's next request arrived), and a keep-alive gets
+** idle_timeout seconds for its next request.  A request being served,
+** however long it moves its body, and a WebSocket are not waiting.
+**
+** The connection limit would still let anyone hold every slot with
+** connections that send nothing (and then the listen backlog, where the
+** next client waits behind them).  So above a high-water mark (1/16 of the
+** limit below it) a new connection evicts the connection that has waited
+** longest, if it has waited EVICT_GRACE_MS at least (a client that just
+** connected has its headers on the way); the sweep does the same while
+** over the mark.  Requests being served are never evicted: a client that
+** completes its headers keeps its connection.
+**
+** Closing a connection MHD owns is done by shutting its socket down: MHD
+** reads the end of input at its next run and closes it in order, with its
+** callbacks (there is no call to close one in MHD 0.9.75). */
+
+static void on_sweep (uv_timer_t *t);
+
+static Conn *conn_of (struct MHD_Connection *c) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return ci ? (Conn *)ci->socket_context : NULL;
+}
+
+static void conn_unwait (Conn *cn) {
+  Server *srv = cn->srv;
+  if (!cn->waiting) return;
+  if (cn->wprev) cn->wprev->wnext = cn->wnext;
+  else srv->whead = cn->wnext;
+  if (cn->wnext) cn->wnext->wprev = cn->wprev;
+  else srv->wtail = cn->wprev;
+  cn->wprev = cn->wnext = NULL;
+  cn->waiting = 0;
+}
+
+/* Arm the sweep for `due` (loop ms) unless it fires earlier already. */
+static void sweep_at (Server *srv, uint64_t due) {
+  uint64_t now = uv_now(&srv->loop->uv);
+  if (!srv->open || srv->closing || (srv->sweep_due && srv->sweep_due <= due)) return;
+  srv->sweep_due = due;
+  uv_timer_start(&srv->sweep, on_sweep, due > now ? due - now : 0, 0);
+}
+
+/* cn waits (state), from now, for at most timeout_ms (0: no deadline). */
+static void conn_wait (Conn *cn, int state, uint64_t timeout_ms) {
+  Server *srv = cn->srv;
+  uint64_t now = uv_now(&srv->loop->uv);
+  conn_unwait(cn);
+  cn->state = state;
+  cn->since = now;
+  cn->deadline = timeout_ms ? now + timeout_ms : 0;
+  cn->wprev = srv->wtail;
+  if (srv->wtail) srv->wtail->wnext = cn;
+  else srv->whead = cn;
+  srv->wtail = cn;
+  cn->waiting = 1;
+  if (cn->deadline) sweep_at(srv, cn->deadline);
+}
+
+static void conn_busy (Conn *cn, int state) {
+  conn_unwait(cn);
+  cn->state = state;
+}
+
+static void conn_drop (Conn *cn) {
+  Server *srv = cn->srv;
+  conn_unwait(cn);
+  if (cn->dropped) return;
+  cn->dropped = 1;
+  srv->dropping++;
+  shutdown(cn->fd, SHUT_RDWR);
+  srv_kick(srv);
+}
+
+/* Close what is past its deadline, and evict while over the high-water
+** mark; re-arm for the next deadline or eviction. */
+static void sweep (Server *srv) {
+  uint64_t now = uv_now(&srv->loop->uv), next = 0;
+  Conn *cn, *nx;
+  if (!srv->open || srv->closing) return;
+  for (cn = srv->whead; cn; cn = nx) {
+    uint64_t due = cn->deadline;
+    nx = cn->wnext;
+    if (due && due <= now) {
+      srv->timed_out++;
+      conn_drop(cn);
+      continue;
+    }
+    if (srv->nconn - srv->dropping > srv->high_water) {
+      if (now - cn->since >= EVICT_GRACE_MS) {
+        srv->evicted++;
+        conn_drop(cn);
+        continue;
+      }
+      /* the list is in waiting order: the rest are younger still */
+      if (!due || cn->since + EVICT_GRACE_MS < due) due = cn->since + EVICT_GRACE_MS;
+    }
+    if (due && (!next || due < next)) next = due;
+  }
+  if (next) sweep_at(srv, next);
+}
+
+static void on_sweep (uv_timer_t *t) {
+  Server *srv = (Server *)t->data;
+  srv->sweep_due = 0;
+  sweep(srv);
+}
+
+/* The per-peer limit's key: an IPv4 address or an IPv6 address's /64 (a
+** host usually has a whole /64: counting single addresses would count
+** nothing).  None (0) for loopback and unix-domain peers: every local
+** client is 127.0.0.1, dtlocal's SDKs and the sandboxes on the host
+** network alike, so a limit there would only be a lower connection limit
+** for all of them; the high-water eviction protects them instead. */
+static int peer_key (const struct sockaddr *sa, unsigned char key[8]) {
+  if (sa == NULL) return 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+    const unsigned char *a = (const unsigned char *)&s4->sin_addr;
+    if (a[0] == 127) return 0;
+    memcpy(key, a, 4);
+    return 4;
+  }
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+    const unsigned char *a = s6->sin6_addr.s6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr)) return 0;
+    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+      if (a[12] == 127) return 0;
+      memcpy(key, a + 12, 4);
+      return 4;
+    }
+    memcpy(key, a, 8);
+    return 8;
+  }
+  return 0;
+}
+
+/* MHD's accept policy: refuse a peer at its limit.  MHD has a per-IP limit
+** of its own, but it counts loopback too and IPv6 by whole address.  A
+** linear count: it runs only for non-loopback peers, over at most
+** connection_limit entries. */
+static enum MHD_Result on_accept (void *cls, const struct sockaddr *addr,
+                                  socklen_t addrlen) {
+  Server *srv = (Server *)cls;
+  unsigned char key[8];
+  int n = peer_key(addrlen > 0 ? addr : NULL, key);
+  unsigned int count = 0;
+  Conn *cn;
+  if (n == 0 || srv->peer_limit == 0) return MHD_YES;
+  for (cn = srv->conns; cn; cn = cn->next)
+    if (cn->peer_len == n && memcmp(cn->peer, key, (size_t)n) == 0 && !cn->dropped &&
+        ++count >= srv->peer_limit) {
+      srv->refused++;
+      return MHD_NO;
+    }
+  return MHD_YES;
+}
+
+static void conn_started (Server *srv, struct MHD_Connection *c, void **sock_ctx) {
+  const union MHD_ConnectionInfo *ci;
+  Conn *cn = (Conn *)calloc(1, sizeof *cn);
+  *sock_ctx = cn;
+  if (cn == NULL) {   /* untracked, it could never be timed out: refuse it */
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
+    return;
+  }
+  cn->srv = srv;
+  cn->c = c;
+  ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+  cn->fd = ci ? ci->connect_fd : -1;
+  ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  cn->peer_len = peer_key(ci ? ci->client_addr : NULL, cn->peer);
+  cn->next = srv->conns;
+  if (srv->conns) srv->conns->prev = cn;
+  srv->conns = cn;
+  conn_wait(cn, CONN_HEADERS, srv->header_ms);
+  if (srv->nconn - srv->dropping > srv->high_water) sweep(srv);
+}
+
+static void conn_closed (Server *srv, Conn *cn) {
+  Req *r;
+  if (cn == NULL) return;
+  for (r = srv->all; r; r = r->next)   /* MHD completes requests first: a guard */
+    if (r->cn == cn) r->cn = NULL;
+  conn_unwait(cn);
+  if (cn->dropped) srv->dropping--;
+  if (cn->prev) cn->prev->next = cn->next;
+  else srv->conns = cn->next;
+  if (cn->next) cn->next->prev = cn->prev;
+  free(cn);
+}
+
+
+/* ---------------------------------------------------------------------- */
 /* MHD callbacks for requests                                              */
 /* ---------------------------------------------------------------------- */
 
@@ -438,9 +689,12 @@ static void unlink_queue (Server *srv, Req *r) {
 static void *on_uri (void *cls, const char *uri, struct MHD_Connection *c) {
   Server *srv = (Server *)cls;
   Req *r = (Req *)calloc(1, sizeof *r);
-  (void)c;
   if (r == NULL) return NULL;
   r->srv = srv;
+  r->cn = conn_of(c);
+  /* a keep-alive's next request has begun: its headers get their own time */
+  if (r->cn && r->cn->state == CONN_IDLE)
+    conn_wait(r->cn, CONN_HEADERS, srv->header_ms);
   r->save_fd = -1;
   r->out_file_fd = -1;
   r->body_buffer = srv->body_buffer;
@@ -493,6 +747,11 @@ static void on_completed (void *cls, struct MHD_Connection *c, void **req_cls,
     if (ws->state == WS_PENDING && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
       ws_upgrade_failed(ws);
   }
+  if (r->cn) {   /* a keep-alive now waits for its next request */
+    if (r->cn->state != CONN_UPGRADED && !r->cn->dropped)
+      conn_wait(r->cn, CONN_IDLE, srv->idle_ms);
+    r->cn = NULL;
+  }
   unlink_queue(srv, r);
   if (r->prev) r->prev->next = r->next;
   else if (srv->all == r) srv->all = r->next;
@@ -508,13 +767,15 @@ static void on_completed (void *cls, struct MHD_Connection *c, void **req_cls,
 static void on_connection (void *cls, struct MHD_Connection *c, void **sock_ctx,
                            enum MHD_ConnectionNotificationCode what) {
   Server *srv = (Server *)cls;
-  (void)c; (void)sock_ctx;
   if (what == MHD_CONNECTION_NOTIFY_STARTED) {
     if (++srv->nconn > srv->peak_conn) srv->peak_conn = srv->nconn;
+    conn_started(srv, c, sock_ctx);
   }
   else {
     srv->nconn--;
     srv->conn_closed = 1;
+    conn_closed(srv, (Conn *)*sock_ctx);
+    *sock_ctx = NULL;
   }
 }
 
@@ -662,6 +923,112 @@ static void check_peer_eof (Req *r, struct MHD_Connection *c) {
   }
 }
 
+/* Request framing MHD 0.9.75 accepts and must not (RFC 9112 6.1, 6.3).  Of
+** several Content-Lengths it takes the first, and with Transfer-Encoding
+** it ignores Content-Length and reads chunked: a proxy in front that reads
+** the other way ends the body elsewhere, and what MHD then reads as the
+** next request was smuggled in.  A transfer coding other than chunked
+** leaves the body's end to the connection's close.  And a Content-Length
+** it cannot parse ("-5") gets MHD's own 400 queued, after which it calls
+** the access handler all the same, whose answer goes out behind it: two
+** header blocks.  The same length repeated is one length (RFC 9112 6.3). */
+struct framing { const char *cl; int ncl, nte, bad; };
+
+static enum MHD_Result check_framing (void *cls, enum MHD_ValueKind kind,
+                                      const char *key, const char *value) {
+  struct framing *f = (struct framing *)cls;
+  (void)kind;
+  if (value == NULL) value = "";
+  if (strcasecmp(key, "content-length") == 0) {
+    size_t n = strspn(value, "0123456789"), z = strspn(value, "0");
+    /* digits only, and a length MHD's 64-bit count can hold */
+    if (n == 0 || value[n] != '\0' || n - (z < n ? z : n) > 19 ||
+        (f->cl && strcmp(f->cl, value) != 0))
+      f->bad = 1;
+    f->cl = value;
+    f->ncl++;
+  }
+  else if (strcasecmp(key, "transfer-encoding") == 0) {
+    if (strcasecmp(value, "chunked") != 0) f->bad = 1;
+    f->nte++;
+  }
+  return MHD_YES;
+}
+
+static int bad_framing (struct MHD_Connection *c) {
+  struct framing f = {NULL, 0, 0, 0};
+  MHD_get_connection_values(c, MHD_HEADER_KIND, check_framing, &f);
+  return f.bad || f.nte > 1 || (f.nte > 0 && f.ncl > 0);
+}
+
+/* 400 and close, from the first call of the access handler: nothing of the
+** body is read and no handler sees the request.  Where MHD has queued its
+** own 400 already (a Content-Length it cannot parse), ours is refused and
+** MHD would send its header block twice: then the 400 is written straight
+** to the socket, which MHD has written nothing to yet (it writes after the
+** handler's turn), the write side is shut, and MHD drops the connection
+** without sending what it built. */
+#define REJECT_MSG "bad request: ambiguous or malformed message framing\n"
+
+/* The 400 written straight to a socket MHD has written nothing to yet (a
+** fresh socket's buffer takes these few bytes at once); the write side is
+** shut after it. */
+static void send_400 (int fd) {
+  char raw[256];
+  int len = snprintf(raw, sizeof raw, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"
+                     "Content-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof REJECT_MSG - 1, REJECT_MSG);
+  ssize_t n;
+  do n = send(fd, raw, (size_t)len, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  shutdown(fd, SHUT_WR);
+}
+
+static enum MHD_Result reject_request (Req *r, struct MHD_Connection *c) {
+  static const char msg[] = REJECT_MSG;
+  const union MHD_ConnectionInfo *ci;
+  struct MHD_Response *resp;
+  enum MHD_Result queued = MHD_NO;
+  r->phase = PH_REJECTED;
+  r->srv->rejected++;
+  resp = MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+  if (resp && MHD_add_response_header(resp, "Content-Type", "text/plain") == MHD_YES &&
+      MHD_add_response_header(resp, "Connection", "close") == MHD_YES)
+    queued = MHD_queue_response(c, MHD_HTTP_BAD_REQUEST, resp);
+  if (resp) MHD_destroy_response(resp);
+  if (queued == MHD_YES) return MHD_YES;
+  ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (ci) send_400(ci->connect_fd);
+  return MHD_NO;
+}
+
+/* MHD_OPTION_EXTERNAL_LOGGER.  A Content-Length MHD cannot parse ("-5",
+** or past 64 bits) never reaches the access handler: MHD queues its 400
+** (413) in parse_connection_headers, builds its header block, then goes on
+** as if the headers were fine and builds it again when it starts the
+** reply, and writes both in the same turn.  Its message about the header
+** is the only moment we get: the connection being parsed is the one whose
+** request line we saw (PH_NEW) and whose headers are complete (MHD answers
+** their size only from then on, and a connection goes on to the access
+** handler in the same turn, so at most one is in between).  It gets our
+** 400 and its write side shut: MHD's own writes then fail and it closes. */
+static void on_mhd_log (void *cls, const char *fmt, va_list ap) {
+  Server *srv = (Server *)cls;
+  if (strncmp(fmt, "Failed to parse `Content-Length'", 32) == 0 ||
+      strncmp(fmt, "Too large value of 'Content-Length'", 35) == 0) {
+    Req *r;
+    for (r = srv->all; r; r = r->next)
+      if (r->phase == PH_NEW && r->cn && !r->cn->dropped &&
+          MHD_get_connection_info(r->cn->c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE)) {
+        r->phase = PH_REJECTED;
+        srv->rejected++;
+        send_400(r->cn->fd);
+        break;
+      }
+  }
+  if (srv->log) vfprintf(stderr, fmt, ap);
+}
+
 /* The access handler.  See the file comment for the protocol. */
 static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
                                    const char *url, const char *method,
@@ -673,6 +1040,8 @@ static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
   switch (r->phase) {
     case PH_NEW:  /* the first call: the headers are in */
       r->conn = c;
+      if (r->cn) conn_busy(r->cn, CONN_BUSY);
+      if (bad_framing(c)) return reject_request(r, c);
       if (req_capture(r, c, url, method, version) != 0) return MHD_NO;
       r->phase = PH_HEADERS;
       r->queued_for_accept = 1;
@@ -682,6 +1051,9 @@ static enum MHD_Result on_request (void *cls, struct MHD_Connection *c,
       srv->total_req++;
       dt_signal(&srv->base);
       req_suspend(r);
+      return MHD_YES;
+    case PH_REJECTED:  /* the 400 is queued (or MHD's): read nothing more */
+      *size = 0;
       return MHD_YES;
     case PH_HEADERS:  /* resumed: Lua decided */
       if (r->resp_state == RESP_READY) {
@@ -821,6 +1193,7 @@ static void server_close (Server *srv) {
   /* libuv must forget MHD's epoll fd before MHD_stop_daemon closes it */
   uv_close((uv_handle_t *)&srv->poll, srv_handle_closed);
   uv_close((uv_handle_t *)&srv->timer, srv_handle_closed);
+  uv_close((uv_handle_t *)&srv->sweep, srv_handle_closed);
   {
     WS *ws, *next;
     for (ws = srv->wss; ws; ws = next) {
@@ -931,6 +1304,29 @@ static int listen_fd (lua_State *L, lua_Integer fd, int backlog, int *fdout) {
   return 0;
 }
 
+/* Each connection holds a descriptor and may hold a second (a proxied
+** request's upstream, a file being sent or saved), and the process needs
+** some besides (FD_MARGIN).  When accept() runs out of descriptors, MHD
+** stops accepting until a connection closes, before the eviction above
+** ever sees the connection that would have made room: so the soft
+** RLIMIT_NOFILE is raised to fit the limit (never past the hard one),
+** and where it cannot be, the connection limit is lowered to fit it.
+** Returns the connection limit to use. */
+static lua_Integer fit_fd_limit (lua_Integer climit) {
+  struct rlimit rl;
+  rlim_t want = (rlim_t)climit * 2 + FD_MARGIN, have;
+  lua_Integer fit;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return climit;
+  have = rl.rlim_cur;
+  if (have < want) {
+    rl.rlim_cur = (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) ? rl.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) have = rl.rlim_cur;
+  }
+  if (have >= want) return climit;
+  fit = have > 2 * FD_MARGIN ? (lua_Integer)(have - FD_MARGIN) / 2 : (lua_Integer)have / 4;
+  return fit < 1 ? 1 : fit;
+}
+
 static lua_Integer opt_int (lua_State *L, const char *key, lua_Integer def,
                             lua_Integer lo, lua_Integer hi) {
   lua_Integer v = def;
@@ -946,8 +1342,9 @@ static lua_Integer opt_int (lua_State *L, const char *key, lua_Integer def,
 }
 
 /* core.server.listen{host=, port= | socket= | fd=, backlog=,
-**   connection_limit=, connection_timeout=, memory_limit=, body_buffer=,
-**   ws_max_message=, log=} -> Server | nil, msg, code
+**   connection_limit=, connection_timeout=, header_timeout=, idle_timeout=,
+**   peer_connection_limit=, memory_limit=, body_buffer=, ws_max_message=,
+**   log=} -> Server | nil, msg, code
 ** host is a numeric IPv4/IPv6 address ("localhost" means 127.0.0.1); with
 ** socket (a path) it listens on a unix-domain socket instead; with fd, on
 ** that inherited, bound unix-domain socket (the server owns it from then). */
@@ -955,6 +1352,7 @@ static int l_listen (lua_State *L) {
   dt_loop *loop = dt_loopup(L);
   const char *host, *sockpath;
   lua_Integer port, backlog, climit, ctimeout, memlimit, bodybuf, wsmax, given_fd;
+  lua_Integer htimeout, itimeout, peerlimit;
   int log, fd = -1, rc, epfd;
   Server *srv;
   const union MHD_DaemonInfo *di;
@@ -968,6 +1366,9 @@ static int l_listen (lua_State *L) {
   backlog = opt_int(L, "backlog", 511, 1, 65535);
   climit = opt_int(L, "connection_limit", DEF_CONN_LIMIT, 1, 1000000);
   ctimeout = opt_int(L, "connection_timeout", DEF_TIMEOUT, 0, 86400);
+  htimeout = opt_int(L, "header_timeout", DEF_HEADER_TIMEOUT, 0, 86400);
+  itimeout = opt_int(L, "idle_timeout", DEF_IDLE_TIMEOUT, 0, 86400);
+  peerlimit = opt_int(L, "peer_connection_limit", DEF_PEER_LIMIT, 0, 1000000);
   memlimit = opt_int(L, "memory_limit", DEF_MEMORY_LIMIT, 8192, 64 * 1024 * 1024);
   bodybuf = opt_int(L, "body_buffer", DEF_BODY_BUFFER, 1024, 1024 * 1024 * 1024);
   wsmax = opt_int(L, "ws_max_message", (lua_Integer)DEF_WS_MAX_MESSAGE, 1,
@@ -982,6 +1383,12 @@ static int l_listen (lua_State *L) {
   srv->loop = loop;
   srv->body_buffer = (size_t)bodybuf;
   srv->timeout = (unsigned int)ctimeout;
+  srv->header_ms = (uint64_t)htimeout * 1000;
+  srv->idle_ms = (uint64_t)itimeout * 1000;
+  srv->peer_limit = (unsigned int)peerlimit;
+  srv->log = log;
+  srv->climit = climit = fit_fd_limit(climit);
+  srv->high_water = climit - (climit / 16 > 0 ? climit / 16 : 1);
   srv->out_buffer = DEF_OUT_BUFFER;
   srv->ws_max_message = (size_t)wsmax;
   if (given_fd >= 0) rc = listen_fd(L, given_fd, (int)backlog, &fd);
@@ -990,10 +1397,10 @@ static int l_listen (lua_State *L) {
   if (fd < 0) return rc;
   srv->port = rc;   /* 0 for a unix socket */
   srv->d = MHD_start_daemon(
-      MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
-      (log ? MHD_USE_ERROR_LOG : 0),
-      0, NULL, NULL, on_request, srv,
+      MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG,
+      0, on_accept, srv, on_request, srv,
       MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+      MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,   /* see there; prints only with log */
       MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
       MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
@@ -1013,8 +1420,9 @@ static int l_listen (lua_State *L) {
     return dt_fail(L, "cannot watch the HTTP daemon", "EIO");
   }
   uv_timer_init(&loop->uv, &srv->timer);
-  srv->poll.data = srv->timer.data = srv;
-  srv->handles = 2;
+  uv_timer_init(&loop->uv, &srv->sweep);
+  srv->poll.data = srv->timer.data = srv->sweep.data = srv;
+  srv->handles = 3;
   srv->open = 1;
   dt_pin(L, &srv->base, -1);
   uv_poll_start(&srv->poll, UV_READABLE, on_srv_poll);
@@ -1063,10 +1471,11 @@ static int srv_gc (lua_State *L) {
 }
 
 /* srv:stats() -> {connections, peak_connections, requests, websockets,
-**   total_requests}: for tests and monitoring */
+**   total_requests, connection_limit, evicted, timed_out, refused,
+**   rejected}: for tests and monitoring */
 static int srv_stats (lua_State *L) {
   Server *srv = check_server(L);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 10);
   lua_pushinteger(L, srv->nconn);
   lua_setfield(L, -2, "connections");
   lua_pushinteger(L, srv->peak_conn);
@@ -1077,6 +1486,16 @@ static int srv_stats (lua_State *L) {
   lua_setfield(L, -2, "websockets");
   lua_pushinteger(L, srv->total_req);
   lua_setfield(L, -2, "total_requests");
+  lua_pushinteger(L, srv->climit);
+  lua_setfield(L, -2, "connection_limit");
+  lua_pushinteger(L, srv->evicted);
+  lua_setfield(L, -2, "evicted");
+  lua_pushinteger(L, srv->timed_out);
+  lua_setfield(L, -2, "timed_out");
+  lua_pushinteger(L, srv->refused);
+  lua_setfield(L, -2, "refused");
+  lua_pushinteger(L, srv->rejected);
+  lua_setfield(L, -2, "rejected");
   return 1;
 }
 
@@ -1333,7 +1752,12 @@ static void resp_ready (Req *r, struct MHD_Response *resp, unsigned int status,
   r->resp_state = RESP_READY;
   r->out_mode = mode;
   /* an unread body is dropped from here on; reading it is an error */
-  if (r->in.len > 0 || (r->has_body && r->phase != PH_DONE)) r->discard = 1;
+  if (r->in.len > 0 || (r->has_body && r->phase != PH_DONE)) {
+    r->discard = 1;
+    /* a client still sending a body nobody reads serves nobody: it may be
+    ** evicted, with no deadline of its own (connection_timeout still holds) */
+    if (r->cn && r->phase != PH_DONE) conn_wait(r->cn, CONN_DISCARD, 0);
+  }
   fifo_free(&r->in);
   if (r->save == SAVE_RUNNING && r->phase != PH_DONE) {
     close(r->save_fd);
@@ -1994,8 +2418,10 @@ static void on_upgrade (void *cls, struct MHD_Connection *c, void *req_cls,
                         struct MHD_UpgradeResponseHandle *urh) {
   WS *ws = (WS *)cls;
   Server *srv = ws->srv;
+  Conn *cn = conn_of(c);
   int one = 1, fl;
-  (void)c; (void)req_cls;
+  (void)req_cls;
+  if (cn) conn_busy(cn, CONN_UPGRADED);   /* no timeout or eviction of ours from now */
   ws->awaiting_upgrade = 0;
   if (ws->req) { ws->req->ws = NULL; ws->req = NULL; }
   if (ws->state != WS_PENDING || srv == NULL || srv->closing) {

@@ -550,6 +550,16 @@ end
 -- @param[opt=1024] opts.connection_limit connections at once
 -- @param[opt=60] opts.connection_timeout seconds of inactivity before a
 -- connection is dropped
+-- @param[opt=10] opts.header_timeout seconds a client has to send a
+-- request's line and headers, from the connection's opening (or from the
+-- request line of a keep-alive's next request): a client that dribbles
+-- them is closed (slowloris); 0 for none
+-- @param[opt=30] opts.idle_timeout seconds a keep-alive connection may wait
+-- for its next request; 0 for none. Neither timeout touches a request
+-- being served (a long upload or download) or a WebSocket
+-- @param[opt=128] opts.peer_connection_limit connections at once from one
+-- remote address (an IPv6 peer's /64); loopback and unix-socket clients
+-- are not counted; 0 for none
 -- @param[opt] opts.memory_limit bytes per connection (default 64 KiB):
 -- bounds the request line and headers; bigger gets 431
 -- @param[opt] opts.body_buffer bytes of request body buffered per request
@@ -587,6 +597,8 @@ function M.listen(opts)
   local c, msg, code = core.server.listen{
     host = host, port = opts.port or 0, socket = opts.socket, fd = opts.fd,
     connection_limit = opts.connection_limit, connection_timeout = opts.connection_timeout,
+    header_timeout = opts.header_timeout, idle_timeout = opts.idle_timeout,
+    peer_connection_limit = opts.peer_connection_limit,
     memory_limit = opts.memory_limit, body_buffer = opts.body_buffer,
     ws_max_message = opts.ws_max_message, backlog = opts.backlog,
   }
@@ -605,7 +617,10 @@ end
 
 --- The server's figures.
 -- @return `{ connections, peak_connections, requests, websockets,
--- total_requests }`
+-- total_requests, connection_limit (the limit in force: lowered where the
+-- descriptor limit cannot fit it), evicted (waiting connections closed to
+-- make room), timed_out (header and idle timeouts), refused (over the
+-- per-peer limit), rejected (400 for ambiguous framing) }`
 function Server:stats()
   return self._c:stats()
 end
