@@ -305,6 +305,18 @@ static int l_mkdtemp (lua_State *L) {
   return 1;
 }
 
+/* util.readlink(path) -> target | nil, msg, code (also /proc's magic links,
+** e.g. "socket:[123]" and "pid:[4026531836]") */
+static int l_readlink (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char buf[PATH_MAX];
+  ssize_t n = readlink(path, buf, sizeof buf);
+  if (n < 0) return sysfail(L, errno);
+  if ((size_t)n == sizeof buf) return dt_fail(L, "link target too long", "ENAMETOOLONG");
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
 /* util.unix_bind(path) -> fd | nil, msg, code
 ** A unix-domain stream socket bound at path (which must not exist), not
 ** yet listening, close-on-exec: for a child to listen on (process.spawn's
@@ -349,7 +361,7 @@ void dt_open_util (lua_State *L) {
     {"equal_ct", l_equal_ct}, {"isatty", l_isatty}, {"getpid", l_getpid},
     {"getuid", l_getuid}, {"environ", l_environ}, {"stat", l_stat},
     {"symlink", l_symlink}, {"mkdtemp", l_mkdtemp},
-    {"unix_bind", l_unix_bind}, {"close", l_close},
+    {"unix_bind", l_unix_bind}, {"close", l_close}, {"readlink", l_readlink},
     {"readdir", l_readdir}, {"mkdir", l_mkdir}, {"chmod", l_chmod},
     {"chown", l_chown}, {"user", l_user}, {"group", l_group},
     {NULL, NULL}

@@ -35,8 +35,8 @@ local USAGE = [[
 usage: dtlocal <command> [options]
 
 commands:
-  serve [--host 127.0.0.1] [--port N] [--token T] [--state DIR] [--warm N]
-        [--minute-seconds S]
+  serve [--host 127.0.0.1] [--port N] [--preview-port N] [--token T]
+        [--state DIR] [--warm N] [--minute-seconds S]
                    run the local Daytona-compatible server in the foreground;
                    --warm N keeps N sandboxes started ahead of time (default 2)
                    so that creates answer at once; --minute-seconds makes the
@@ -183,7 +183,7 @@ local function parse_opts(args, first, spec, command)
   return opts
 end
 
-local SERVE_OPTS = { host = "string", port = "port", token = "string", state = "string",
+local SERVE_OPTS = { host = "string", port = "port", ["preview-port"] = "port", token = "string", state = "string",
                      ["minute-seconds"] = "number", warm = "count" }
 local START_OPTS = { host = "string", port = "port", state = "string" }
 
@@ -226,13 +226,14 @@ local function serve(opts)
   end
   local api = require "dtlocal.api"
   local app = api.new{
-    host = host, port = opts.port or 0, token = opts.token, state_dir = state,
+    host = host, port = opts.port or 0, preview_port = opts["preview-port"] or 0,
+    token = opts.token, state_dir = state,
     minute = opts["minute-seconds"], warm = opts.warm, log = stderr_log,
     info_file = announce and M.info_file() or nil,
   }
   app:start()
-  io.stdout:write(format("dtlocal: API %s\ndtlocal: toolbox %s\ndtlocal: token %s\ndtlocal: state %s\n",
-    app.api_url, app.toolbox_url, app.token, state))
+  io.stdout:write(format("dtlocal: API %s\ndtlocal: toolbox %s\ndtlocal: previews %s\n"
+    .. "dtlocal: token %s\ndtlocal: state %s\n", app.api_url, app.toolbox_url, app.preview_base, app.token, state))
   -- which sandbox resources hold, and why the others do not
   io.stdout:write(format("dtlocal: resources: %s\n", app.cgroups:report()))
   io.stdout:flush()

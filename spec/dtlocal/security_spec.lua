@@ -120,3 +120,102 @@ describe("dtlocal under attack from a sandbox", function()
     end)
   end)
 end)
+
+describe("dtlocal previews under attack", function()
+  local http = require "daytona.runtime.http"
+  local server = require "daytona.runtime.server"
+
+  setup(function() srv = dtlocal.start() end)
+  teardown(function() if srv then srv.stop() end end)
+
+  -- A server in sandbox `id` on `port` that answers with what it was sent.
+  local ECHO = [[
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (self.path + "\n" + str(self.headers)).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+]]
+  local function echo_server(id, port)
+    local tb = srv.toolbox_url .. "/" .. id
+    exec(id, "cat > /tmp/echo.py <<'EOF'\n" .. ECHO .. "EOF")
+    assert.are.equal(201, (call("POST", "/process/session", { sessionId = "echo" }, { base = tb })))
+    call("POST", "/process/session/echo/exec", { command = "python3 /tmp/echo.py " .. port, runAsync = true }, { base = tb })
+  end
+
+  local function free_port()
+    local s <close> = server.listen{ port = 0, handler = function() end }
+    return s.port
+  end
+
+  it("never hands the preview token to the sandbox, however its name is spelled", function()
+    helper.run(function()
+      local s = create()
+      local port = free_port()
+      echo_server(s.id, port)
+      local p = ok(200, "GET", "/sandbox/" .. s.id .. "/ports/" .. port .. "/preview-url")
+      local tok = p.token
+      helper.eventually(function()
+        return http.request{ url = p.url .. "/", headers = { ["X-Daytona-Preview-Token"] = tok } }.status == 200
+      end, 15, 0.05)
+      for _, name in ipairs({ "DAYTONA_SANDBOX_AUTH_KEY", "DAYTONA%5FSANDBOX%5FAUTH%5FKEY", "%44AYTONA_SANDBOX_AUTH_KEY" }) do
+        local r = http.request{ url = p.url .. "/page?a=1&" .. name .. "=" .. tok .. "&b=2",
+          headers = { Referer = p.url .. "/index?" .. name .. "=" .. tok .. "&keep=1" } }
+        assert.are.equal(200, r.status, name)
+        assert.is_nil(r.body:find(tok, 1, true), "the token reached the sandbox as " .. name .. ":\n" .. r.body)
+        assert.matches("/page%?a=1&b=2", r.body)
+        assert.matches("keep=1", r.body)
+      end
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+    end)
+  end)
+
+  it("keeps previews off the API's origin", function()
+    helper.run(function()
+      local s = create()
+      local p = ok(200, "GET", "/sandbox/" .. s.id .. "/ports/3000/preview-url")
+      assert.are_not.equal(p.url:match("^(http://[^/]+)"), srv.base_url)
+      local st, body = call("GET", "/preview/" .. s.id .. "/3000/", nil, { base = srv.base_url })
+      assert.are.equal(404, st)
+      assert.matches("own origin", body.message)
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+    end)
+  end)
+
+  it("reaches a public sandbox's own ports only, not the host's or another sandbox's", function()
+    helper.run(function()
+      local a, b = create(), create()
+      ok(201, "POST", "/sandbox/" .. a.id .. "/public/true")
+      local pa, pb = free_port(), free_port()
+      echo_server(a.id, pa)
+      echo_server(b.id, pb)
+      -- a server of the host's on loopback
+      local host_srv <close> = server.listen{ port = 0, handler = function(_, res) res:send(200, {}, "host secret") end }
+      local base = ok(200, "GET", "/sandbox/" .. a.id .. "/ports/" .. pa .. "/preview-url").url:match("^(http://[^/]+)")
+      local function get(port, host)
+        return http.request{ url = base .. "/preview/" .. a.id .. "/" .. port .. "/", timeout = 10,
+                             headers = host and { Host = host } or nil }
+      end
+      helper.eventually(function() return get(pa).status == 200 end, 15, 0.05)
+      -- by Host name as a browser would, an origin per sandbox port
+      local pp = base:match(":(%d+)$")
+      local r = http.request{ url = "http://" .. pa .. "-" .. a.id .. ".localhost:" .. pp .. "/x" }
+      assert.are.equal(200, r.status)
+      assert.matches("^/x\n", r.body)
+      helper.eventually(function()
+        return exec(b.id, "python3 -c 'import socket;socket.create_connection((\"127.0.0.1\"," .. pb .. "))' && echo -n up") == "up"
+      end, 15, 0.1)
+      local srv_port = srv.base_url:match(":(%d+)$")
+      for _, port in ipairs({ host_srv.port, pb, tonumber(srv_port), tonumber(pp) }) do
+        local r2 = get(port)
+        assert.are.equal(502, r2.status, "port " .. port .. " answered " .. r2.status .. ": " .. tostring(r2.body))
+        assert.is_nil(r2.body:find("host secret", 1, true))
+      end
+      ok(200, "DELETE", "/sandbox/" .. a.id)
+      ok(200, "DELETE", "/sandbox/" .. b.id)
+    end)
+  end)
+end)

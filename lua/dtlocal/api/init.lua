@@ -1,18 +1,28 @@
 --- dtlocal.api: the local Daytona-compatible server (doc/dtlocal.md).
 --
--- One HTTP server on the core's loop:
+-- Two HTTP servers on the core's loop. The API's:
 --   /api/...                  the control plane (dtlocal.api.routes)
 --   /api/socket.io/           sandbox events, Socket.IO over WebSocket
 --                             (dtlocal.api.events)
 --   /toolbox/{id}/{rest}      forwarded to the sandbox's toolbox daemon
+-- and, on a port of their own, the previews (a page a sandbox serves must
+-- not share an origin with the API: its script could call the API with
+-- whatever a browser holds for that origin, as Daytona keeps previews on
+-- their own host names):
 --   /preview/{id}/{port}/...  forwarded to 127.0.0.1:{port} (sandboxes share
---                             the host's network); X-Daytona-Preview-Token,
---                             the API token, or a public sandbox
+--                             the host's network) when that port's listener
+--                             is the sandbox's (dtlocal.api.ports);
+--                             X-Daytona-Preview-Token, the API token, or a
+--                             public sandbox
 --   /preview/signed/{token}/...  the same through a signed preview token
+--   Host: {port}-{id}.localhost, {port}-{signed token}.localhost
+--                             the same with the path as it is: an origin per
+--                             sandbox port, for browsers (which resolve
+--                             *.localhost to loopback) and libcurl
 --
 --   local api = require "dtlocal.api"
---   local app = api.new{ host =, port =, token =, state_dir =, minute =, log =,
---                        info_file = }
+--   local app = api.new{ host =, port =, preview_port =, token =, state_dir =,
+--                        minute =, log =, info_file = }
 --   app:start()         -- lock the state dir, load, listen, restart sandboxes
 --   app:run()           -- serve until SIGTERM or SIGHUP (or cancellation)
 --   app:close()         -- stop serving; stop sandbox processes, keep their states
@@ -36,6 +46,7 @@ local uids_mod = require "dtlocal.api.uids"
 local cgroups_mod = require "dtlocal.api.cgroups"
 local proxy = require "dtlocal.api.proxy"
 local events = require "dtlocal.api.events"
+local ports = require "dtlocal.api.ports"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table =
   type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table
@@ -53,7 +64,8 @@ local App = {}
 App.__index = App
 App.__name = "dtlocal.App"
 
---- A server, not started. opts: host ("127.0.0.1"), port (0 = any), token
+--- A server, not started. opts: host ("127.0.0.1"), port (0 = any),
+-- preview_port (the previews' own listener, 0 = any), token
 -- (default: random), state_dir (required), minute (seconds per interval
 -- minute, default 60), warm (warm pool size, default M.WARM), log
 -- (function(fmt, ...)), info_file (path of the user's description file to
@@ -63,6 +75,7 @@ function M.new(opts)
   return setmetatable({
     host = opts.host or "127.0.0.1",
     port = opts.port or 0,
+    preview_port = opts.preview_port or 0,
     token = opts.token or model.token(40),
     state_dir = opts.state_dir,
     minute = opts.minute or 60,
@@ -124,9 +137,9 @@ end
 -- URLs and tokens used by the routes
 ---------------------------------------------------------------------------
 
---- The preview URL of a sandbox's port.
+--- The preview URL of a sandbox's port (on the previews' listener).
 function App:preview_url(rec, port)
-  return format("%s/preview/%s/%d", self.base_url, rec.id, port)
+  return format("%s/preview/%s/%d", self.preview_base, rec.id, port)
 end
 
 --- The sandbox's preview token (made when missing).
@@ -164,7 +177,7 @@ end
 
 --- The URL of a signed preview token.
 function App:signed_preview_url(token)
-  return format("%s/preview/signed/%s", self.base_url, token)
+  return format("%s/preview/signed/%s", self.preview_base, token)
 end
 
 ---------------------------------------------------------------------------
@@ -265,14 +278,29 @@ local function running_instance(self, rec)
   return inst
 end
 
--- Strip one query parameter (the preview token must not reach the sandbox).
+-- Strip one query parameter (the preview token must not reach the
+-- sandbox), compared by its decoded name as routes.parse_query reads it:
+-- `DAYTONA%5FSANDBOX%5FAUTH%5FKEY=` authenticates, so it must go too.
 local function strip_param(qs, name)
   if qs == "" then return qs end
   local out = {}
   for pair in qs:gmatch("[^&]+") do
-    if pair:match("^([^=]*)") ~= name then out[#out + 1] = pair end
+    local raw = pair:match("^([^=]*)")
+    if router.unescape((raw:gsub("+", " "))) ~= name then out[#out + 1] = pair end
   end
   return table.concat(out, "&")
+end
+
+-- The headers forwarded with a request that may carry the preview token in
+-- its URL: the Referer (a page's own URL, sent with every subresource)
+-- loses the token as the query does.
+local function referer_without(headers, name)
+  local ref = headers.referer
+  if not ref then return nil end
+  local base, qs, frag = ref:match("^([^?#]*)%??([^#]*)(#?.*)$")
+  if not base then return false end
+  qs = strip_param(qs, name)
+  return base .. (qs ~= "" and ("?" .. qs) or "") .. frag
 end
 
 --- /toolbox/{id}/{rest}: to the sandbox's daemon.
@@ -302,6 +330,7 @@ function App:toolbox(ctx, key, rest, api_checked)
   local prefix = "/toolbox/" .. rec.id
   local up_opts = {
     what = "the toolbox daemon of sandbox " .. rec.id,
+    headers = { Referer = referer_without(ctx.headers, "DAYTONA_SANDBOX_AUTH_KEY") },
     unix_socket = inst.unix_socket, peer_uids = inst.peer_uids,
     rewrite_location = function(loc)
       if loc:sub(1, 1) == "/" then return prefix .. loc end
@@ -316,41 +345,77 @@ function App:toolbox(ctx, key, rest, api_checked)
   return proxy.forward(ctx, base .. target, up_opts)
 end
 
---- /preview/{id}/{port}/{rest} and /preview/signed/{token}/{rest}
-function App:preview(ctx)
+-- The sandbox, port and path of a preview request, authenticated: from
+-- the Host ({port}-{id or signed token}.localhost, the path as it is) or
+-- the path (/preview/{id}/{port}/..., /preview/signed/{token}/...).
+function App:preview_target(ctx)
   local p = ctx.path
   local rec, port, rest
+  local hport, label = (ctx.headers.host or ""):lower():match("^(%d+)%-([%w%-]+)%.localhost%.?:?%d*$")
   local token, srest = p:match("^/preview/signed/([^/]+)(.*)$")
+  if hport then
+    if self.signed[label] then token, srest = label, p end
+  end
   if token then
     local id = self.signed[token]
     rec = id and self.mgr.by_id[id]
     local s = rec and rec.dtlocal.signed[token]
-    if not s or s.expires_ms <= model.now_ms() then
+    if not s or s.expires_ms <= model.now_ms() or (hport and tonumber(hport) ~= s.port) then
       raise(401, "unauthorized: the signed preview URL is invalid or has expired", "UNAUTHORIZED")
     end
-    port, rest = s.port, srest
+    return rec, s.port, srest
+  end
+  local key, sport
+  if hport then
+    key, sport, rest = label, hport, p
   else
-    local key, sport, prest = p:match("^/preview/([^/]+)/(%d+)(.*)$")
-    if not key then raise(404, "a preview URL is /preview/{sandboxId}/{port}/...") end
-    rec = self.mgr:lookup(key)
-    if not rec then raise(404, format("Sandbox with ID %s not found", key)) end
-    port, rest = math.tointeger(tonumber(sport)), prest
-    if not port or port < 1 or port > 65535 then raise(400, "port must be 1-65535") end
-    if not rec.public then
-      local q = routes.parse_query(ctx.qs)
-      local given = ctx.headers["x-daytona-preview-token"] or (q.DAYTONA_SANDBOX_AUTH_KEY or {})[1]
-      local pt = rec.dtlocal.preview_token
-      local ok = self:check_token(bearer(ctx.headers))
-        or (pt ~= nil and given ~= nil and util.equal_ct(given, pt))
-      if not ok then
-        raise(401, "unauthorized: send X-Daytona-Preview-Token (from the preview-url route)", "UNAUTHORIZED")
-      end
+    key, sport, rest = p:match("^/preview/([^/]+)/(%d+)(.*)$")
+    if not key then
+      raise(404, "a preview URL is /preview/{sandboxId}/{port}/..., or http://{port}-{sandboxId}.localhost:"
+        .. tostring(self.preview_port) .. "/...")
     end
   end
+  rec = self.mgr:lookup(key)
+  if not rec then raise(404, format("Sandbox with ID %s not found", key)) end
+  port = math.tointeger(tonumber(sport))
+  if not port or port < 1 or port > 65535 then raise(400, "port must be 1-65535") end
+  if not rec.public then
+    local q = routes.parse_query(ctx.qs)
+    local given = ctx.headers["x-daytona-preview-token"] or (q.DAYTONA_SANDBOX_AUTH_KEY or {})[1]
+    local pt = rec.dtlocal.preview_token
+    local ok = self:check_token(bearer(ctx.headers))
+      or (pt ~= nil and given ~= nil and util.equal_ct(given, pt))
+    if not ok then
+      raise(401, "unauthorized: send X-Daytona-Preview-Token (from the preview-url route)", "UNAUTHORIZED")
+    end
+  end
+  return rec, port, rest
+end
+
+-- Who may serve a sandbox's ports (dtlocal.api.ports): its host uid range
+-- as root, else the processes of its PID namespace (its init's, from the
+-- launcher's lock file).
+function App:port_owner(rec)
+  if rec.dtlocal.uid_first then return { uid_first = rec.dtlocal.uid_first } end
+  local f = io.open(self.store:sandbox_dir(rec.id) .. "/.lock", "rb")
+  local lock = f and f:read("a") or ""
+  if f then f:close() end
+  return { init_pid = lock:match("^%d+ %d+ (%d+) %d+") or "0" }
+end
+
+--- A preview request: to the sandbox's port on the host's loopback.
+function App:preview(ctx)
+  local rec, port, rest = self:preview_target(ctx)
   running_instance(self, rec)
   if rec.networkBlockAll then
     raise(502, format("sandbox %s has networkBlockAll: its ports are not reachable from the host", rec.id),
       "BAD_GATEWAY")
+  end
+  -- loopback ports are the host's: forward only to the sandbox's own
+  -- listener, never to another sandbox's, another service's or ours
+  local mine, why = ports.owned(port, self:port_owner(rec))
+  if not mine then
+    raise(502, format("port %d of sandbox %s: %s", port, rec.id, why), "BAD_GATEWAY")
   end
   if ctx.headers["x-daytona-skip-last-activity-update"] ~= "true" then self.mgr:touch(rec) end
   local qs = strip_param(ctx.qs, "DAYTONA_SANDBOX_AUTH_KEY")
@@ -358,7 +423,8 @@ function App:preview(ctx)
   local base = format("http://127.0.0.1:%d", port)
   local opts = {
     what = format("port %d of sandbox %s", port, rec.id),
-    headers = { ["X-Forwarded-Host"] = ctx.headers.host, ["X-Forwarded-Proto"] = "http" },
+    headers = { ["X-Forwarded-Host"] = ctx.headers.host, ["X-Forwarded-Proto"] = "http",
+                Referer = referer_without(ctx.headers, "DAYTONA_SANDBOX_AUTH_KEY") },
     on_open = function() self.mgr:connection(rec, 1) end,
     on_close = function() self.mgr:connection(rec, -1) end,
   }
@@ -376,11 +442,19 @@ function App:dispatch(ctx)
   if p == "/api" or p:sub(1, 5) == "/api/" then return self:api(ctx) end
   local id, rest = p:match("^/toolbox/([^/]+)(.*)$")
   if id then return self:toolbox(ctx, id, rest, false) end
-  if p:sub(1, 9) == "/preview/" then return self:preview(ctx) end
+  if p:sub(1, 9) == "/preview/" then
+    raise(404, format("previews are served on their own origin, %s (the preview-url route gives "
+      .. "a port's link)", self.preview_base))
+  end
   if p == "/" or p == "/health" then
     return reply_json(ctx, 200, { status = "ok", api = self.api_url })
   end
   raise(404, format("Cannot %s %s", ctx.method, p))
+end
+
+--- Route one request of the previews' listener: every request is one.
+function App:dispatch_preview(ctx)
+  return self:preview(ctx)
 end
 
 local function redact(target)
@@ -404,14 +478,14 @@ function M.request_context(req, info, app)
   }
 end
 
-function App:handle(req)
+function App:handle(req, dispatch)
   local info = req:info()
   if not info then req:close(); return end
   local t0 = core.now()
   local target = info.target or info.path
   local ctx = M.request_context(req, info, self)
   local path = ctx.path
-  local ok, status, body, err, tb = router.call(path, info.method, self.dispatch, self, ctx)
+  local ok, status, body, err, tb = router.call(path, info.method, dispatch or self.dispatch, self, ctx)
   if not ok then
     if errors.is(err, errors.CancelledError) then
       req:close()
@@ -496,6 +570,13 @@ function App:start()
     self.srv = srv
     self.port = srv:port()
     self.base_url = format("http://%s:%d", url_host(self.host), self.port)
+    local psrv, pmsg = core.server.listen{ host = self.host, port = self.preview_port, connection_timeout = 0 }
+    if not psrv then
+      error(format("cannot listen for previews on %s:%d: %s", self.host, self.preview_port, tostring(pmsg)), 0)
+    end
+    self.preview_srv = psrv
+    self.preview_port = psrv:port()
+    self.preview_base = format("http://%s:%d", url_host(self.host), self.preview_port)
     self.api_url = self.base_url .. "/api"
     self.toolbox_url = self.base_url .. "/toolbox"
     local n, restarted = self.mgr:load()
@@ -504,22 +585,23 @@ function App:start()
     for _, rec in ipairs(self.mgr:all()) do
       for t in pairs(rec.dtlocal.signed) do self.signed[t] = rec.id end
     end
-    self.log("dtlocal: %d sandbox(es) in %s, %d being started again; listening on %s",
-      n, self.state_dir, restarted, self.base_url)
+    self.log("dtlocal: %d sandbox(es) in %s, %d being started again; listening on %s, previews on %s",
+      n, self.state_dir, restarted, self.base_url, self.preview_base)
     self:write_info()
   end)
   if not started then
     if self.srv then self.srv:close() end
+    if self.preview_srv then self.preview_srv:close() end
     if self.cgroups then self.cgroups:close() end
     self:unlock()
     error(err, 0)
   end
-  local accept = scheduler.spawn(function()
+  local function serve(srv, dispatch)
     while true do
-      local req, _, code = self.srv:accept()
+      local req, _, code = srv:accept()
       if req then
         scheduler.spawn(function()
-          local hok, herr = pcall(self.handle, self, req)
+          local hok, herr = pcall(self.handle, self, req, dispatch)
           if not hok then
             if not errors.is(herr, errors.CancelledError) then
               self.log("request failed: %s", tostring(herr))
@@ -531,14 +613,17 @@ function App:start()
       elseif code == "ECANCELED" then
         return
       else
-        scheduler.wait(self.srv)
+        scheduler.wait(srv)
       end
     end
-  end)
+  end
+  local accept = scheduler.spawn(serve, self.srv, self.dispatch)
   accept.observed = true
+  local accept_previews = scheduler.spawn(serve, self.preview_srv, self.dispatch_preview)
+  accept_previews.observed = true
   local sweeper = scheduler.spawn(self.mgr.run_sweeper, self.mgr)
   sweeper.observed = true
-  self.tasks = { accept, sweeper }
+  self.tasks = { accept, accept_previews, sweeper }
   return self
 end
 
@@ -558,6 +643,7 @@ function App:close()
   self.closed = true
   if self.events then self.events:close() end
   if self.srv then self.srv:close() end
+  if self.preview_srv then self.preview_srv:close() end
   for _, t in ipairs(self.tasks) do t:cancel() end
   if self.mgr then self.mgr:shutdown() end
   -- after the shutdown: the sandboxes' processes are gone

@@ -532,7 +532,7 @@ local function config(ctx)
   return 200, {
     version = model.DAEMON_VERSION,
     proxyToolboxUrl = app.toolbox_url,
-    proxyTemplateUrl = app.base_url .. "/preview/{{sandboxId}}/{{PORT}}",
+    proxyTemplateUrl = app.preview_base .. "/preview/{{sandboxId}}/{{PORT}}",
     defaultSnapshot = model.DEFAULT_SNAPSHOT,
     dashboardUrl = app.api_url,
     maxAutoArchiveInterval = model.MAX_AUTO_ARCHIVE,
