@@ -10,7 +10,10 @@
 -- answers and returns { api_url, toolbox_url, base_url, token, state_dir,
 -- pid, log = function() -> the server's stderr so far, restart = function()
 -- (stop the server, keep its state, start it again on the same state dir;
--- updates the urls), stop = function() }. stop() ends the server (SIGTERM,
+-- updates the urls), crash = function() (SIGKILL to the server alone, as a
+-- crash would: its sandboxes, groups and link dir stay behind; restart()
+-- then starts it again on the same state dir), stop = function() }. stop()
+-- ends the server (SIGTERM,
 -- then SIGKILL) and with it every sandbox it started, then removes the temp
 -- dir. The server runs under `setpriv --pdeathsig TERM` (when setpriv is
 -- there), so a spec process that dies without stop() takes it, and its
@@ -125,6 +128,17 @@ function M.start(opts)
       in_task(function()
         terminate(srv)
         launch(srv)
+      end)
+    end
+    function srv.crash()
+      in_task(function()
+        local p = srv.proc
+        if not p then return end
+        srv.proc = nil
+        p:kill("KILL", false)
+        p:wait(10)
+        pcall(scheduler.timeout, 2, function() srv.drain:wait() end)
+        p:close()
       end)
     end
     function srv.stop()

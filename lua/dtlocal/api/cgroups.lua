@@ -13,9 +13,16 @@
 --   memory  `memory` GiB (v1 memory.limit_in_bytes, and memsw the same when
 --           swap accounting is on; v2 memory.max, memory.swap.max 0): no swap
 --           beyond it. Page cache counts, and is reclaimed at the limit.
---   pids    M.PIDS_MAX tasks (processes and threads)
+--   pids    M.PIDS_MAX tasks (processes and threads); and the server's
+--           own group dtlocal-<pid> gets M.server_pids_max() for all its
+--           sandboxes together, so that several fork bombs cannot use up
+--           the host's pids
 --   disk    not enforced: a sandbox writes into overlay upper dirs on the
 --           state dir's file system, which would need project quotas
+--
+-- On v1 each sandbox is also put in a group of the freezer hierarchy (when
+-- it is mounted), so that kill() can stop its processes before killing
+-- them; it limits nothing and is not in the report.
 --
 -- Both cgroup v2 (the unified hierarchy, when cpu/memory/pids are in our
 -- cgroup's cgroup.controllers) and v1 (one mount per controller) are
@@ -29,17 +36,21 @@
 --   cg:active()                    -- whether anything is enforced
 --   local dirs = cg:create(id, { cpu = 1, memory = 1 })   -- for --cgroup
 --   cg:update(id, { cpu = 2 })     -- resize, live
+--   cg:saturated(id)               -- whether the sandbox is at its task limit
+--   cg:limit_hits(id)              -- how often it ran into it (pids.events)
+--   cg:kill(id)                    -- freeze, SIGKILL everything inside, thaw
 --   cg:remove(id)                  -- once the sandbox's processes are gone
---   cg:sweep()                     -- groups of dead servers
+--   cg:sweep()                     -- groups of dead servers (what is in them killed)
 --   cg:close()                     -- at shutdown: every group of this server
 --
 -- create and update raise a plain error naming the file that could not be
 -- written; remove and close only log (nothing to undo).
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
+local process = require "daytona.runtime.process"
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable, error, io, os, string, table, math =
-  type, pairs, ipairs, tostring, tonumber, setmetatable, error, io, os, string, table, math
+local type, pairs, ipairs, tostring, tonumber, setmetatable, error, select, io, os, string, table, math =
+  type, pairs, ipairs, tostring, tonumber, setmetatable, error, select, io, os, string, table, math
 local format, concat = string.format, table.concat
 local util = core.util
 
@@ -57,6 +68,20 @@ M.DISK_WHY = "no quota on the overlay upper dir"
 -- How long remove() retries an rmdir that is busy: a task that has just
 -- exited may still be counted in its group for a moment.
 M.REMOVE_WAIT = 2
+-- How long kill() goes on killing what is in a group before it gives up.
+M.KILL_WAIT = 5
+-- How long sweep() retries a dead server's group that is busy (its
+-- processes, killed, are still exiting), with backoff.
+M.SWEEP_WAIT = 10
+-- The share of the host's task space (the smaller of kernel.pid_max and
+-- kernel.threads-max) that all the sandboxes of one server may hold
+-- together: the rest stays for the host, whatever they do.
+M.SERVER_PIDS_SHARE = 0.5
+-- A sandbox holding at least this share of its own task limit is treated
+-- as a runaway (a fork bomb) by saturated(): it cannot be stopped
+-- gracefully in any bounded time, since its daemon competes with
+-- thousands of tasks for the sandbox's CPU quota.
+M.SATURATED = 0.9
 
 ---------------------------------------------------------------------------
 -- Files
@@ -377,7 +402,63 @@ function M.new(opts)
   for _, g in ipairs(kept) do versions[g.version] = true end
   if versions[1] and versions[2] then self.version = "1+2"
   else self.version = versions[2] and 2 or versions[1] and 1 or nil end
+  for _, g in ipairs(kept) do
+    for _, c in ipairs(g.controllers) do
+      if c == "pids" then
+        local max = M.server_pids_max()
+        local ok, msg = write_file(g.dir .. "/pids.max", tostring(max))
+        if not ok then self.log("cgroups: cannot limit this server's tasks to %d: %s", max, tostring(msg)) end
+      end
+    end
+  end
+  -- v1: a freezer group beside the others, to stop a sandbox's processes
+  -- before killing them (v2 groups have cgroup.freeze of their own). Not a
+  -- resource: without it kill() only loops longer.
+  if self:active() and not versions[2] then
+    local fz = opts.freezer
+    if fz == nil then
+      local loc = M.locate_freezer(read_file("/proc/self/cgroup"), read_file("/proc/self/mountinfo"))
+      fz = loc and not loc.ro and loc.dir
+    end
+    if fz then
+      local g = { version = 1, base = fz, dir = fz .. "/" .. self.name, controllers = {}, freezer = true }
+      local ok, _, code = util.mkdir(g.dir, 493)
+      if ok or code == "EEXIST" then self.freezer = g end
+    end
+  end
   return self
+end
+
+--- The task limit of a server's group (all its sandboxes together):
+-- M.SERVER_PIDS_SHARE of the smaller of kernel.pid_max and
+-- kernel.threads-max, and never less than one sandbox's M.PIDS_MAX. opts
+-- (for specs): pid_max, threads_max.
+function M.server_pids_max(opts)
+  opts = opts or {}
+  local pid_max = opts.pid_max or tonumber(read_file("/proc/sys/kernel/pid_max") or "") or 32768
+  local threads = opts.threads_max or tonumber(read_file("/proc/sys/kernel/threads-max") or "") or pid_max
+  return math.max(M.PIDS_MAX, math.floor(math.min(pid_max, threads) * M.SERVER_PIDS_SHARE))
+end
+
+--- Where our cgroup is in the v1 freezer hierarchy: { dir =, ro = } or nil.
+function M.locate_freezer(proc_cgroup, mountinfo)
+  local own = M.parse_proc_cgroup(proc_cgroup)
+  if not own.v1.freezer then return nil end
+  for _, m in ipairs(M.parse_mountinfo(mountinfo)) do
+    if m.fstype == "cgroup" and m.options.freezer then
+      local d = dir_in(m, own.v1.freezer)
+      if d then return { dir = d, ro = m.ro } end
+    end
+  end
+  return nil
+end
+
+-- Every group of this server: those of the limits, and the freezer's.
+function Cgroups:all_groups()
+  local out = {}
+  for _, g in ipairs(self.groups) do out[#out + 1] = g end
+  if self.freezer then out[#out + 1] = self.freezer end
+  return out
 end
 
 --- Create g.dir (the server's group). v2 also needs the controllers enabled
@@ -510,6 +591,15 @@ function Cgroups:create(id, limits)
     apply(g, dir, l, { id = id })
     dirs[#dirs + 1] = dir
   end
+  if self.freezer then
+    local dir = self.freezer.dir .. "/" .. id
+    local ok, _, code = util.mkdir(dir, 493)
+    -- a group left frozen by a kill that gave up would stop the new launcher
+    if ok or code == "EEXIST" then
+      write_file(dir .. "/freezer.state", "THAWED")
+      dirs[#dirs + 1] = dir
+    end
+  end
   return dirs
 end
 
@@ -526,15 +616,160 @@ function Cgroups:update(id, limits)
 end
 
 -- rmdir, retried while busy (a task that just exited is still counted for
--- a moment); true when gone.
-local function rmdir(dir, wait)
+-- a moment), with backoff from 10 ms up to 0.5 s between tries; true when
+-- gone. before_retry(), when given, runs before each retry (to kill again).
+local function rmdir(dir, wait, before_retry)
   local deadline = core.now() + wait
+  local pause = 0.01
   while true do
     local ok, msg, errno = os.remove(dir)
     if ok or errno == ENOENT then return true end   -- gone already
     if errno ~= EBUSY or core.now() > deadline then return nil, msg end
-    scheduler.sleep(0.01)
+    scheduler.sleep(pause)
+    pause = math.min(pause * 2, 0.5)
+    if before_retry then before_retry() end
   end
+end
+
+---------------------------------------------------------------------------
+-- Killing everything in a group
+---------------------------------------------------------------------------
+-- Stopping a sandbox's launcher ends its init, and the kernel then kills
+-- the rest of its PID namespace; but a sandbox that forks as fast as it
+-- can (a fork bomb at its task limit) shares its CPU quota among thousands
+-- of tasks, so its daemon's graceful exit and the kernel's teardown crawl
+-- (seconds to tens of seconds). Instead, with the group's processes as
+-- the unit: forks are refused (pids.max 0), the group is frozen (v2
+-- cgroup.freeze, or the v1 freezer group), every task gets SIGKILL
+-- (frozen tasks cannot fork or exit, so the list read is complete and no
+-- pid in it is reused), then the group is thawed and the killed tasks
+-- exit. v2's cgroup.kill does all of that in one write where the kernel
+-- has it. Without a freezer the kill repeats until the group is empty
+-- (pids.max 0 still keeps anything new from appearing).
+
+local function pids_in(dir)
+  local out = {}
+  for p in (read_file(dir .. "/cgroup.procs") or ""):gmatch("%d+") do out[#out + 1] = p end
+  return out
+end
+
+-- SIGKILL to pids (kill(1) with all of them: the core kills only its own
+-- children). Waits for kill(1), not for the processes; kill(1) fails for
+-- a pid that is gone already, which is what we want, so its status is not
+-- looked at.
+local function sigkill(pids)
+  if #pids == 0 then return end
+  local argv = { "kill", "-KILL" }
+  for _, p in ipairs(pids) do argv[#argv + 1] = p end
+  process.run(argv, { timeout = 10, stderr = "null", max_output = 1024 })
+end
+
+-- Freeze (true) or thaw (false) a group given by its per-hierarchy dirs;
+-- returns whether it is frozen. v1 FREEZING becomes FROZEN once every task
+-- has stopped; we wait for that at most 1 s (a killed task in
+-- uninterruptible sleep may hold it back).
+local function freeze(dirs, on)
+  for _, dir in ipairs(dirs) do
+    if exists(dir .. "/cgroup.freeze") then
+      if not write_file(dir .. "/cgroup.freeze", on and "1" or "0") then return false end
+      if not on then return false end
+      local deadline = core.now() + 1
+      repeat
+        if (read_file(dir .. "/cgroup.events") or ""):match("frozen 1") then return true end
+        scheduler.sleep(0.005)
+      until core.now() > deadline
+      return false
+    elseif exists(dir .. "/freezer.state") then
+      if not write_file(dir .. "/freezer.state", on and "FROZEN" or "THAWED") then return false end
+      if not on then return false end
+      local deadline = core.now() + 1
+      repeat
+        if (read_file(dir .. "/freezer.state") or ""):match("^FROZEN") then return true end
+        scheduler.sleep(0.005)
+      until core.now() > deadline
+      return false
+    end
+  end
+  return false
+end
+
+--- Kill every process in the group given by its per-hierarchy dirs (the
+-- same group in each hierarchy; any of them lists its processes), within
+-- `wait` seconds (default M.KILL_WAIT). Returns true once no process is
+-- left, or false.
+function M.kill_group(dirs, wait)
+  local deadline = core.now() + (wait or M.KILL_WAIT)
+  local list
+  for _, dir in ipairs(dirs) do
+    if exists(dir .. "/cgroup.procs") then list = list or dir end
+    -- no new task from now on (the group is going away; create() sets the
+    -- limit again when a group is reused)
+    if exists(dir .. "/pids.max") then write_file(dir .. "/pids.max", "0") end
+    -- a killed task still runs its exit (unmapping its memory, closing its
+    -- files) and that is charged to the group's CPU quota: thousands of
+    -- them at 1 core take seconds, so the quota goes first
+    if exists(dir .. "/cpu.max") then write_file(dir .. "/cpu.max", "max") end
+    if exists(dir .. "/cpu.cfs_quota_us") then write_file(dir .. "/cpu.cfs_quota_us", "-1") end
+  end
+  if not list then return true end
+  for _, dir in ipairs(dirs) do
+    if exists(dir .. "/cgroup.kill") and write_file(dir .. "/cgroup.kill", "1") then break end
+  end
+  while true do
+    local pids = pids_in(list)
+    if #pids == 0 then return true end
+    local frozen = freeze(dirs, true)
+    -- frozen: the list is complete now
+    if frozen then pids = pids_in(list) end
+    sigkill(pids)
+    if frozen then freeze(dirs, false) end
+    if core.now() > deadline then return #pids_in(list) == 0 end
+    scheduler.sleep(0.005)
+  end
+end
+
+--- Whether sandbox `id` holds at least M.SATURATED of its task limit (a
+-- fork bomb: see M.SATURATED).
+function Cgroups:saturated(id)
+  check_id(id)
+  for _, g in ipairs(self.groups) do
+    local dir = g.dir .. "/" .. id
+    if exists(dir .. "/pids.current") then
+      local cur = tonumber(read_file(dir .. "/pids.current") or "")
+      local max = tonumber(read_file(dir .. "/pids.max") or "")
+      return cur ~= nil and max ~= nil and max > 0 and cur >= max * M.SATURATED
+    end
+  end
+  return false
+end
+
+--- How many times a task of sandbox `id` could not be created because of
+-- its task limit (pids.events "max"); 0 when unknown.
+function Cgroups:limit_hits(id)
+  check_id(id)
+  for _, g in ipairs(self.groups) do
+    local dir = g.dir .. "/" .. id
+    if exists(dir .. "/pids.events") then
+      return tonumber((read_file(dir .. "/pids.events") or ""):match("max (%d+)")) or 0
+    end
+  end
+  return 0
+end
+
+--- Kill every process of sandbox `id` (its launcher included): freeze,
+-- SIGKILL, thaw, until none is left. Returns true when none is, else
+-- false after logging.
+function Cgroups:kill(id)
+  check_id(id)
+  local dirs = {}
+  for _, g in ipairs(self:all_groups()) do
+    local dir = g.dir .. "/" .. id
+    if exists(dir) then dirs[#dirs + 1] = dir end
+  end
+  if #dirs == 0 then return true end
+  if M.kill_group(dirs) then return true end
+  self.log("sandbox %s: processes still in its cgroup after %g s of SIGKILL", id, M.KILL_WAIT)
+  return false
 end
 
 --- Remove the groups of sandbox `id` once its processes are gone (the
@@ -542,7 +777,7 @@ end
 function Cgroups:remove(id)
   check_id(id)
   local all = true
-  for _, g in ipairs(self.groups) do
+  for _, g in ipairs(self:all_groups()) do
     local dir = g.dir .. "/" .. id
     local ok, msg = rmdir(dir, M.REMOVE_WAIT)
     if not ok then
@@ -553,38 +788,88 @@ function Cgroups:remove(id)
   return all
 end
 
---- Remove the groups of servers that are gone (dtlocal-<pid> with no such
--- process), in each hierarchy we use. Only empty groups go: rmdir never
--- touches a group that still has a task.
+-- The paths of the groups below dir, relative to it ("" for dir itself),
+-- added to the set `seen` and the list `out`.
+local function subgroups(dir, rel, seen, out)
+  for _, sub in ipairs(util.readdir(dir .. rel) or {}) do
+    if util.stat(dir .. rel .. "/" .. sub .. "/cgroup.procs") then
+      subgroups(dir, rel .. "/" .. sub, seen, out)
+    end
+  end
+  if not seen[rel] then seen[rel] = true; out[#out + 1] = rel end
+  return out
+end
+
+--- Remove the groups of servers that are gone (dtlocal-<pid>, or v2's
+-- dtlocal-<pid>.server, with no process <pid>), in each hierarchy we use
+-- and the freezer's. Their processes belong to the dead server: what is
+-- still in them is killed (M.kill_group, with all the hierarchies' dirs of
+-- a group at once, so that its pids limit and freezer serve), and a group
+-- that is busy (tasks still exiting) is retried with backoff for up to
+-- M.SWEEP_WAIT seconds in all. Returns the list of groups that could not
+-- be removed.
 function Cgroups:sweep()
-  for _, g in ipairs(self.groups) do
+  local bases, dead, names = {}, {}, {}
+  for _, g in ipairs(self:all_groups()) do
+    bases[#bases + 1] = g.base
     for _, name in ipairs(util.readdir(g.base) or {}) do
       local pid = name:match("^dtlocal%-(%d+)$") or name:match("^dtlocal%-(%d+)%.server$")
-      if pid and name ~= self.name and not util.stat("/proc/" .. pid) then
-        local dir = g.base .. "/" .. name
-        for _, sub in ipairs(util.readdir(dir) or {}) do
-          if util.stat(dir .. "/" .. sub .. "/cgroup.procs") then os.remove(dir .. "/" .. sub) end
-        end
-        if os.remove(dir) then self.log("cgroups: removed %s, left by a server that is gone", dir) end
+      if pid and name ~= self.name and not dead[name] and not util.stat("/proc/" .. pid) then
+        dead[name] = true
+        names[#names + 1] = name
       end
     end
   end
+  local left = {}
+  local deadline = core.now() + M.SWEEP_WAIT
+  for _, name in ipairs(names) do
+    local seen, rels = {}, {}
+    for _, base in ipairs(bases) do subgroups(base .. "/" .. name, "", seen, rels) end
+    -- children before their parents, whichever hierarchy named them first
+    table.sort(rels, function(a, b)
+      local da, db = select(2, a:gsub("/", "")), select(2, b:gsub("/", ""))
+      if da ~= db then return da > db end
+      return a < b
+    end)
+    for _, rel in ipairs(rels) do
+      local dirs = {}
+      for _, base in ipairs(bases) do
+        local dir = base .. "/" .. name .. rel
+        if util.stat(dir) then dirs[#dirs + 1] = dir end
+      end
+      local killed = M.kill_group(dirs, math.max(0, deadline - core.now()))
+      for _, dir in ipairs(dirs) do
+        local ok, msg = rmdir(dir, math.max(0, deadline - core.now()),
+                              function() M.kill_group(dirs, 0.1) end)
+        if ok then
+          self.log("cgroups: removed %s, left by a server that is gone", dir)
+        else
+          left[#left + 1] = dir
+          self.log("cgroups: cannot remove %s, left by a server that is gone: %s%s", dir,
+            tostring(msg), killed and "" or " (processes still in it)")
+        end
+      end
+    end
+  end
+  return left
 end
 
 --- Remove every group of this server (at shutdown, after its sandboxes
--- were stopped).
+-- were stopped): what is still in them is killed first.
 function Cgroups:close()
-  for _, g in ipairs(self.groups) do
+  for _, g in ipairs(self:all_groups()) do
     for _, sub in ipairs(util.readdir(g.dir) or {}) do
       local dir = g.dir .. "/" .. sub
       if util.stat(dir .. "/cgroup.procs") then
+        M.kill_group({ dir })
         local ok, msg = rmdir(dir, M.REMOVE_WAIT)
         if not ok then self.log("cgroups: cannot remove %s: %s", dir, tostring(msg)) end
       end
     end
-    self:remove_instance_group(g)
+    if g.freezer then os.remove(g.dir) else self:remove_instance_group(g) end
   end
   self.groups = {}
+  self.freezer = nil
 end
 
 return M

@@ -31,6 +31,7 @@ local model = require "dtlocal.api.model"
 local runner_mod = require "dtlocal.api.runner"
 local store_mod = require "dtlocal.api.store"
 local proxy_mod = require "dtlocal.api.proxy"
+local leftovers = require "dtlocal.api.leftovers"
 
 local type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math =
   type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math
@@ -138,6 +139,8 @@ end
 --- Move a record to a state, stamp it, save it, log it.
 function Manager:set_state(rec, state, reason)
   local old = rec.state
+  local state_ms, updated, reason0, recoverable, desired =
+    rec.dtlocal.state_ms, rec.updatedAt, rec.errorReason, rec.recoverable, rec.desiredState
   local now = model.now_ms()
   rec.state = state
   rec.updatedAt = model.iso(now)
@@ -153,8 +156,18 @@ function Manager:set_state(rec, state, reason)
     rec.desiredState = state
   end
   -- a state change counts as activity (auto-stop starts counting again)
+  local old_activity = rec.dtlocal.activity_ms
   rec.dtlocal.activity_ms = now
-  if state ~= "destroyed" then self:save(rec) end
+  if state ~= "destroyed" then
+    local ok, err = pcall(self.save, self, rec)
+    if not ok then
+      -- not saved (a full disk): the sandbox stays in the state its record
+      -- on disk has, and the caller gets the error
+      rec.state, rec.dtlocal.state_ms, rec.dtlocal.activity_ms = old, state_ms, old_activity
+      rec.updatedAt, rec.errorReason, rec.recoverable, rec.desiredState = updated, reason0, recoverable, desired
+      error(err, 0)
+    end
+  end
   if old ~= state then
     self.log("sandbox %s: %s -> %s%s", rec.id, old or "-", state, reason and (" (" .. reason .. ")") or "")
     self.on_event("sandbox.state.updated", rec, old)
@@ -300,16 +313,52 @@ function Manager:watch(rec, inst)
 end
 
 --- Stop the init of a sandbox (SIGTERM, SIGKILL after the grace period, or
--- SIGKILL at once when forced) and wait until it is gone.
+-- SIGKILL at once when forced) and wait until it is gone, then kill
+-- whatever is left in its cgroup and remove the group.
+--
+-- A sandbox that runs into its task limit (a fork bomb) gets no grace, or
+-- loses the rest of it: its daemon shares the sandbox's CPU quota with
+-- thousands of tasks, so a graceful exit, and the kernel's teardown of its
+-- PID namespace once init is gone, take seconds to tens of seconds. Its
+-- cgroup is frozen and everything in it (the launcher too) killed instead
+-- (cgroups:kill), which takes a fraction of a second. After the launcher
+-- has exited the same kill ends what the namespace's teardown has not
+-- yet, so the group can go at once.
 function Manager:kill(rec, force)
   local rt = self:rtof(rec)
   local inst = rt.inst
+  local cg = self.cgroups
   if not inst then return end
   rt.stopping = true
-  inst:stop(force and 0 or M.STOP_GRACE)
+  local grace = force and 0 or M.STOP_GRACE
+  if grace > 0 and cg and cg:saturated(rec.id) then
+    self.log("sandbox %s: at its task limit, killed without a grace period", rec.id)
+    grace = 0
+  end
+  if grace == 0 then
+    if cg then cg:kill(rec.id) end
+    inst:stop(0)
+  else
+    local hits = cg and cg:limit_hits(rec.id)
+    local stopper = scheduler.spawn(inst.stop, inst, grace)
+    stopper.observed = true
+    stopper.name = "stop " .. rec.id
+    while not stopper:done() do
+      local t <close> = core.timer(50)
+      while not stopper:done() and not t:done() do scheduler.wait(stopper, t) end
+      if cg and not stopper:done() and (cg:saturated(rec.id) or cg:limit_hits(rec.id) > hits) then
+        self.log("sandbox %s: ran into its task limit while stopping, killed", rec.id)
+        cg:kill(rec.id)
+        hits = math.huge
+      end
+    end
+    stopper:wait()
+  end
   rt.inst = nil
-  -- the launcher was waited for, so the sandbox's processes are gone
-  if self.cgroups then self.cgroups:remove(rec.id) end
+  if cg then
+    cg:kill(rec.id)
+    cg:remove(rec.id)
+  end
 end
 
 --- Create and start a sandbox from validated values (model.check_create).
@@ -505,7 +554,7 @@ end
 
 --- The body of stop: kill, stopped, and for an ephemeral sandbox delete.
 function Manager:do_stop(rec, force)
-  self:set_state(rec, "stopping")
+  if rec.state ~= "stopping" then self:set_state(rec, "stopping") end
   self:kill(rec, force)
   self:set_state(rec, "stopped")
   if rec.autoDeleteInterval == 0 then self:do_delete(rec) end
@@ -520,6 +569,11 @@ function Manager:stop(rec, force, wait)
   if s ~= "started" and s ~= "error" and s ~= "stopping" then
     raise(409, format("Sandbox is %s and cannot be stopped", s))
   end
+  -- `stopping` is saved before anything happens, so that a stop that
+  -- cannot be recorded (a full disk) fails with the reason and changes
+  -- nothing, as delete does
+  local rt = self:rtof(rec)
+  if s ~= "stopping" and not (rt.op and not rt.op:done()) then self:set_state(rec, "stopping") end
   self:transition(rec, "stop", wait, self.do_stop, force)
   return rec
 end
@@ -618,12 +672,34 @@ function Manager:kill_stale(rec)
   while cmdline(pid) and core.now() < deadline do scheduler.sleep(0.01) end
 end
 
+--- Remove the socket link dirs of servers that are gone
+-- (dtlocal.api.leftovers) in $TMPDIR and /tmp, where the runner makes them.
+function Manager:sweep_leftovers()
+  local seen = {}
+  for _, tmp in ipairs({ os.getenv("TMPDIR") or "/tmp", "/tmp" }) do
+    tmp = tmp:gsub("/+$", "")
+    if tmp ~= "" and not seen[tmp] then
+      seen[tmp] = true
+      local ok, removed = pcall(leftovers.sweep_link_dirs, tmp,
+                                { keep = self.runner.sockets or self.runner.links,
+                                  state_dir = self.store.dir })
+      if not ok then
+        self.log("cannot sweep old socket link dirs in %s: %s", tmp, tostring(removed))
+      else
+        for _, d in ipairs(removed) do self.log("removed %s, left by a server that is gone", d) end
+      end
+    end
+  end
+end
+
 --- Load the records from disk. Sandboxes recorded as started (or on their
 -- way to it) are started again; interrupted stops end stopped; interrupted
 -- deletes are finished. Returns the number of records and of restarts.
 function Manager:load()
   local recs, warnings = self.store:load_all()
   for _, w in ipairs(warnings) do self.log("%s", w) end
+  -- first, while the previous run's sandbox dirs are all there
+  self:sweep_leftovers()
   local restart = {}
   for _, rec in ipairs(recs) do
     if type(rec.dtlocal) ~= "table" then rec.dtlocal = {} end
@@ -658,6 +734,10 @@ function Manager:load()
     end
     ::continue::
   end
+  -- the cgroups of a server killed without cleaning up (the launchers
+  -- were ended above; their sandboxes' other processes may still be in
+  -- them, and a busy group would hold a restarted sandbox back)
+  if self.cgroups then self.cgroups:sweep() end
   for _, rec in ipairs(restart) do
     if rec.state == "started" then rec.state = "starting" end
     self:transition(rec, "start", 0, self.do_start)

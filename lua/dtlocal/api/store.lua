@@ -44,17 +44,22 @@ function M.mkdirs(path, mode)
 end
 
 --- Write text to path atomically (temp file + rename), with file mode
--- 0600 (the records hold tokens). Returns true or nil, message.
+-- 0600 (the records hold tokens). Returns true or nil, message naming the
+-- file. A failure (ENOSPC on a full disk, EIO) leaves the old file as it
+-- was and no temp file behind.
 function M.write_atomic(path, text)
   local tmp = path .. ".tmp." .. util.getpid()
   local f, err = io.open(tmp, "wb")
   if not f then return nil, err end
   util.chmod(tmp, 384)   -- 0600 before any secret is written
   local ok, werr = f:write(text)
+  -- the stdio buffer is written here, so a full disk shows now, not as a
+  -- short file after the rename
+  if ok then ok, werr = f:flush() end
   local cok, cerr = f:close()
   if not ok or not cok then
     os.remove(tmp)
-    return nil, tostring(werr or cerr)
+    return nil, tmp .. ": " .. tostring(werr or cerr)
   end
   local rok, rerr = os.rename(tmp, path)
   if not rok then
