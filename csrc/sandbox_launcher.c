@@ -756,6 +756,83 @@ static void hide_path (Ctx *c, const char *path) {
   close(fd);
 }
 
+/* What of the host's /etc and /var a sandbox sees is decided by rule
+** (doc/sandbox.md, "Hidden host paths"), not by a list of known secrets:
+** - /var/lib is where services keep their state (databases, dtlocal's own
+**   uid registry, sudo's timestamps, ...): only the package managers' data
+**   and the system's own registries below stay visible;
+** - /var/tmp and /srv are other users' and other services' data: hidden;
+** - under /etc and /var, whatever the host keeps from users other than the
+**   owner and group (no read permission for others; for a directory, no
+**   search permission): the idmapped lower layers make the sandbox's root
+**   the owner of the host's root files, so such a mode would not keep it
+**   out.  /etc/shadow, /etc/gshadow and /etc/sudoers are replaced by the
+**   sandbox's own before the rule runs, so it leaves them be. */
+static const char *const var_lib_keep[] = {
+  "apt", "dpkg", "ucf", "pam", "python", "misc", "dbus", "systemd", "man-db", "vim",
+  "sgml-base", "xml-core", "shells.state", "ca-certificates", "ca-certificates-java",
+  "app-info", "swcatalog", "emacsen-common", "dictionaries-common", "aspell", "ispell",
+  "fonts", "texmf", "tex-common", "doc-base", "locales", "binfmts", NULL
+};
+
+static const char *const hidden_whole[] = { "/var/tmp", "/srv", NULL };
+
+#define RULE_DEPTH_ETC 8   /* /etc is shallow; the bound is for symlink-free loops */
+#define RULE_DEPTH_VAR 3   /* deeper in /var are caches with many files */
+
+/* Trees hidden whole (default_hides, hidden_whole) or by their own rule:
+** not walked again. */
+static int walked_elsewhere (const char *p) {
+  static const char *const skip[] = { "/var/lib", "/var/log", "/var/tmp", "/var/mail",
+                                      "/var/backups", "/var/spool/mail", "/etc/ssl/private", NULL };
+  int i;
+  for (i = 0; skip[i] != NULL; i++) if (strcmp(p, skip[i]) == 0) return 1;
+  return 0;
+}
+
+static void hide_private (Ctx *c, const char *dir, int depth) {
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  if (d == NULL) return;
+  while ((de = readdir(d)) != NULL) {
+    char p[PATH_MAX];
+    struct stat st;
+    int n;
+    /* links are not followed by the rule (their targets are judged where
+    ** they are); most of /etc is links (alternatives, certificates), so
+    ** readdir's type saves a stat each */
+    if (de->d_type == DT_LNK) continue;
+    if (de->d_name[0] == '.' && (de->d_name[1] == '\0' ||
+        (de->d_name[1] == '.' && de->d_name[2] == '\0')))
+      continue;
+    n = snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+    if (n < 0 || (size_t)n >= sizeof p || walked_elsewhere(p)) continue;
+    if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISLNK(st.st_mode)) continue;
+    if (!(st.st_mode & S_IROTH) || (S_ISDIR(st.st_mode) && !(st.st_mode & S_IXOTH)))
+      hide_path(c, p);
+    else if (S_ISDIR(st.st_mode) && depth > 1)
+      hide_private(c, p, depth - 1);
+  }
+  closedir(d);
+}
+
+static void hide_by_rule (Ctx *c) {
+  const char *const *h;
+  DIR *d = opendir("/var/lib");
+  struct dirent *de;
+  while (d != NULL && (de = readdir(d)) != NULL) {
+    char p[PATH_MAX];
+    int i, keep = de->d_name[0] == '.';
+    for (i = 0; !keep && var_lib_keep[i] != NULL; i++) keep = strcmp(de->d_name, var_lib_keep[i]) == 0;
+    if (keep || snprintf(p, sizeof p, "/var/lib/%s", de->d_name) >= (int)sizeof p) continue;
+    hide_path(c, p);
+  }
+  if (d != NULL) closedir(d);
+  for (h = hidden_whole; *h != NULL; h++) hide_path(c, *h);
+  hide_private(c, "/etc", RULE_DEPTH_ETC);
+  hide_private(c, "/var", RULE_DEPTH_VAR);
+}
+
 /* Copy the regular files of the host's /etc/skel into a new home. */
 static void copy_skel (Ctx *c, int homefd) {
   DIR *d = opendir("/etc/skel");
@@ -864,6 +941,16 @@ static void prepare (Ctx *c) {
     char hosts[512];
     if (ufd < 0) die_errno(EXIT_STATE, "open %s/etc", c->upper);
     write_accounts(c, ufd);
+    {
+      /* the sandbox's own sudoers (the host's is its own business): the
+      ** host's defaults that matter, and the rules of sudoers.d */
+      static const char sudoers[] =
+        "Defaults\tenv_reset\n"
+        "Defaults\tsecure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n"
+        "root\tALL=(ALL:ALL) ALL\n"
+        "@includedir /etc/sudoers.d\n";
+      write_new_file(c, ufd, "sudoers", sudoers, sizeof sudoers - 1, 0440, 0, 0, "/etc/sudoers");
+    }
     sfd = upper_subdir(c, ufd, "sudoers.d", "/etc/sudoers.d");
     if (sfd >= 0) {
       static const char rule[] = "daytona ALL=(ALL:ALL) NOPASSWD: ALL\n";
@@ -892,6 +979,7 @@ static void prepare (Ctx *c) {
     }
   }
   for (h = default_hides; *h != NULL; h++) hide_path(c, *h);
+  hide_by_rule(c);
   for (i = 0; i < o->nhides; i++) hide_path(c, o->hides[i]);
   /* the directory holding this sandbox's (and its siblings') state */
   if (realpath(c->dir, real) != NULL) {
@@ -1211,6 +1299,65 @@ static void build_dev (Ctx *c, int rootfd) {
 /* Everything of the new root that host root may build (privileged: in the
 ** launcher's mount namespace, before the sandbox's copy is made, so the
 ** kernel locks it all in the sandbox), or that init builds unprivileged. */
+/* /sys/fs/cgroup inside: the sandbox's own groups (the --cgroup dirs), read
+** only, and nothing else.  /sys is the host's, whose cgroup tree names
+** every group of the machine, other sandboxes' ids and dtlocal's own among
+** them; the cgroup namespace alone only changes /proc/<pid>/cgroup.  A v2
+** group is bound at /sys/fs/cgroup itself; v1 groups each at
+** /sys/fs/cgroup/<hierarchy> of a small read-only tmpfs, with the
+** controllers of a joined hierarchy ("cpu,cpuacct") as links to it, as
+** the host has them.  With no group, the tmpfs stays empty. */
+static void mount_cgroup_view (Ctx *c, int rootfd) {
+  static const char *const opts[] = { "mode", "0755", "size", "64k", NULL };
+  const unsigned ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+  static const char prefix[] = "/sys/fs/cgroup/";
+  Opts *o = c->o;
+  char what[PATH_MAX + 64];
+  struct statfs fs;
+  struct mount_attr a;
+  int fd, tfd, i;
+  snprintf(what, sizeof what, "%s/sys/fs/cgroup", c->rootfs);
+  fd = openat2_(rootfd, "sys/fs/cgroup", O_PATH | O_DIRECTORY, BENEATH);
+  if (fd < 0) return;   /* a host without cgroups mounted there */
+  if (o->ncgroups == 1 && statfs(o->cgroups[0], &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC) {
+    attach(clone_tree(o->cgroups[0], ro, what), fd, what);
+    close(fd);
+    return;
+  }
+  attach(new_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, what), fd, what);
+  close(fd);
+  tfd = openat2_(rootfd, "sys/fs/cgroup", O_RDONLY | O_DIRECTORY, BENEATH);
+  if (tfd < 0) die_errno(EXIT_MOUNT, "open %s", what);
+  for (i = 0; i < o->ncgroups; i++) {
+    const char *dir = o->cgroups[i], *end;
+    char name[NAME_MAX + 1], sub_what[2 * PATH_MAX + NAME_MAX + 64], *ctl, *save = NULL;
+    size_t n;
+    if (strncmp(dir, prefix, sizeof prefix - 1) != 0) continue;   /* a hierarchy elsewhere */
+    end = strchr(dir + sizeof prefix - 1, '/');
+    n = end ? (size_t)(end - dir) - (sizeof prefix - 1) : strlen(dir + sizeof prefix - 1);
+    if (n == 0 || n > NAME_MAX) continue;
+    memcpy(name, dir + sizeof prefix - 1, n);
+    name[n] = '\0';
+    snprintf(sub_what, sizeof sub_what, "%s/%s (from %s)", what, name, dir);
+    if (mkdirat(tfd, name, 0555) != 0 && errno != EEXIST) die_errno(EXIT_MOUNT, "mkdir %s", sub_what);
+    fd = openat2_(tfd, name, O_PATH | O_DIRECTORY, BENEATH);
+    if (fd < 0) die_errno(EXIT_MOUNT, "open %s", sub_what);
+    attach(clone_tree(dir, ro, sub_what), fd, sub_what);
+    close(fd);
+    if (strchr(name, ',') != NULL) {
+      char ctls[NAME_MAX + 1];
+      memcpy(ctls, name, n + 1);
+      for (ctl = strtok_r(ctls, ",", &save); ctl != NULL; ctl = strtok_r(NULL, ",", &save))
+        if (symlinkat(name, tfd, ctl) != 0 && errno != EEXIST) die_errno(EXIT_MOUNT, "link %s", sub_what);
+    }
+  }
+  memset(&a, 0, sizeof a);
+  a.attr_set = MOUNT_ATTR_RDONLY;
+  if (mount_setattr(tfd, "", AT_EMPTY_PATH, &a, sizeof a) != 0)
+    die_errno(EXIT_MOUNT, "make %s read-only", what);
+  close(tfd);
+}
+
 static void build_tree (Ctx *c) {
   Opts *o = c->o;
   char what[3 * PATH_MAX], path[PATH_MAX + 64];
@@ -1301,6 +1448,7 @@ static void build_tree (Ctx *c) {
   fd = sub(rootfd, "sys", what);
   attach(m, fd, what);
   close(fd);
+  mount_cgroup_view(c, rootfd);
 
   /* /run: a fresh tmpfs, with the sandbox's run directory at /run/dtlua */
   {

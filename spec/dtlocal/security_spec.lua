@@ -83,6 +83,42 @@ describe("dtlocal under attack from a sandbox", function()
     end)
   end)
 
+  it("shows a sandbox its own cgroups only, and none of the host's state or secrets", function()
+    helper.run(function()
+      -- secrets of the host's, made for this spec: a file only root may
+      -- read under /etc and a service's state dir under /var/lib
+      local tag = core.util.hex(core.util.random_bytes(6))
+      local etc_secret, var_state = "/etc/dtlua-spec-" .. tag, "/var/lib/dtlua-spec-" .. tag
+      assert(os.execute("umask 077 && echo etc-secret > " .. etc_secret
+        .. " && mkdir -m 0755 " .. var_state .. " && echo var-state > " .. var_state .. "/data"))
+      local ok_, err = pcall(function()
+        -- started after the secrets exist (not a warm one: the host's
+        -- files are seen as they are when a sandbox starts)
+        local s = create{ networkBlockAll = true }
+        -- every group of the machine was listed, other sandboxes' ids and
+        -- dtlocal's own among them
+        assert.are.equal("", exec(s.id, "find /sys/fs/cgroup -maxdepth 4 -name 'dtlocal-*' 2>/dev/null"))
+        assert.are.equal("", exec(s.id, "find /sys/fs/cgroup -maxdepth 4 -name '" .. s.id .. "' 2>/dev/null"))
+        -- its own limits stay readable (runtimes size themselves by them)
+        local mem = exec(s.id, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null | head -1")
+        if mem ~= "" then assert.are.equal(tostring(1024 * 1024 * 1024), mem:gsub("%s+$", "")) end
+        -- with sudo (the sandbox's root owns the host's root files through
+        -- the idmapped layers): still nothing
+        for _, path in ipairs({ etc_secret, var_state .. "/data", "/var/lib/dtlua/uid-slots", "/etc/security/opasswd" }) do
+          assert.are.equal("hidden", exec(s.id, "sudo cat " .. path .. " >/dev/null 2>&1 || echo -n hidden"), path)
+        end
+        assert.are.equal("", exec(s.id, "sudo find /var/lib/dtlua " .. var_state .. " -mindepth 1 2>/dev/null"))
+        -- the sandbox's own sudoers, and sudo and the package database work
+        assert.is_nil(exec(s.id, "sudo cat /etc/sudoers"):find("%sudo", 1, true))
+        assert.are.equal("root\n", exec(s.id, "sudo -n whoami"))
+        assert.matches("ii%s+bash", exec(s.id, "dpkg -l bash | tail -1"))
+        ok(200, "DELETE", "/sandbox/" .. s.id)
+      end)
+      os.execute("rm -rf " .. etc_secret .. " " .. var_state)
+      if not ok_ then error(err, 0) end
+    end)
+  end)
+
   it("never follows a link a sandbox left in a volume to a volume subpath", function()
     helper.run(function()
       -- a directory of the host's, root's alone, that a link could name

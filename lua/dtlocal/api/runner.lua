@@ -102,6 +102,9 @@ function M.new(opts)
     sockets, lmsg = core.util.mkdtemp("/tmp/dtlocal")
   end
   if not sockets then error("cannot create the socket dir in /tmp: " .. tostring(lmsg), 0) end
+  -- marked as ours, so that a server started after we were killed removes it
+  local claimed, cmsg = require("dtlocal.api.leftovers").claim_link_dir(sockets)
+  if not claimed then error("cannot claim " .. sockets .. ": " .. tostring(cmsg), 0) end
   local self = setmetatable({
     prefix = prefix, launcher = launcher, dtlocal = prefix .. "/bin/dtlocal",
     log = opts.log or function() end, binds = {}, sockets = sockets,

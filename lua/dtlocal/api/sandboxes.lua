@@ -29,7 +29,6 @@ local errors = require "daytona.errors"
 local router = require "dtlocal.router"
 local model = require "dtlocal.api.model"
 local runner_mod = require "dtlocal.api.runner"
-local store_mod = require "dtlocal.api.store"
 local proxy_mod = require "dtlocal.api.proxy"
 local leftovers = require "dtlocal.api.leftovers"
 
