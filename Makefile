@@ -3,6 +3,7 @@
 #   make deps      install missing Debian packages (no-op when all present)
 #   make           build build/bin/dtlua, build/bin/dtlocal, daytona.core and its parts
 #   make test      run every spec with busted
+#   make fuzz      fuzz dtlocal's request parsers (FUZZ_SECONDS=300, FUZZ_SEED)
 #   make asan      build with AddressSanitizer + UBSan and run the core specs
 #   make bench     run the benchmarks (QUICK=1 for a rough table)
 #   make docs      the API reference in build/doc/ (LDoc)
@@ -50,7 +51,7 @@ DTLOCAL  := $(BUILD)/bin/dtlocal
 LAUNCHER := $(BUILD)/libexec/dtlua/dtlua-sandbox
 LUASHARE := $(BUILD)/share/lua/$(LUA_VER)
 
-.PHONY: all deps test asan bench install uninstall clean docs
+.PHONY: all deps test asan bench install uninstall clean docs fuzz
 
 all: $(CORE_SO) $(PART_SO) $(DTLUA) $(DTLOCAL) $(LAUNCHER) $(LUASHARE) $(BUILD)/bin/dtlua-host
 
@@ -115,6 +116,13 @@ $(LUASHARE):
 
 test: all
 	$(BUSTED)
+
+# The request parsers of dtlocal fuzzed against a real server and sandbox
+# (spec/dtlocal/fuzz_spec.lua; make test runs it for a few seconds):
+# FUZZ_SECONDS (default 300) of seed FUZZ_SEED (default: a random one,
+# printed); FUZZ_SEED=s FUZZ_INPUT=i replays one input of a failure.
+fuzz: all
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-300} $(BUSTED) spec/dtlocal/fuzz_spec.lua
 
 # The C core's specs under AddressSanitizer + UBSan.  Lua itself is not
 # instrumented; the sanitizer runtime is preloaded into lua5.4.

@@ -41,6 +41,7 @@ local M = {}
 local DEFAULT_TIMEOUT = 600
 local MAX_QUEUE = 128
 local GRACE = 2
+local MAX_WAIT = 86400
 
 local WORKER = [=[
 import io, json, os, sys, traceback
@@ -263,7 +264,9 @@ function M.execute(app, ctx)
   if type(req.code) ~= "string" or req.code == "" then ws:close(1008, "code is required"); return end
   local timeout = req.timeout
   if timeout == nil or timeout == json.null then timeout = DEFAULT_TIMEOUT end
-  if type(timeout) ~= "number" or timeout < 0 then ws:close(1008, "timeout must be a non-negative number"); return end
+  if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
+    ws:close(1008, "timeout must be a non-negative number"); return
+  end
   local envs = req.envs
   if envs == json.null then envs = nil end
   if envs ~= nil then
@@ -342,7 +345,9 @@ function M.execute(app, ctx)
         c:kill()
       end
       local limit = killed_at and killed_at - now or deadline and not timed_out and deadline - now or nil
-      run.event:wait(limit and math.max(limit, 0.001) or nil)
+      -- at most a day per wait: a timer cannot hold 1e19 s (or inf), and
+      -- the loop looks at the deadline again anyway
+      run.event:wait(limit and math.min(math.max(limit, 0.001), MAX_WAIT) or nil)
     end
   end)
   done()

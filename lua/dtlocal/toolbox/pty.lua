@@ -152,8 +152,10 @@ end
 local function check_size(v, name)
   if v == nil then return nil end
   if math.type(v) ~= "integer" then
-    if type(v) == "number" and v == math.floor(v) then v = math.tointeger(v)
-    else pty_raise(400, ("%s must be an integer between 1 and 1000"):format(name), "BAD_REQUEST") end
+    -- a whole float may still have no integer (1e300, -inf): that is a
+    -- bad size too, not a nil to compare
+    v = type(v) == "number" and math.tointeger(v) or nil
+    if not v then pty_raise(400, ("%s must be an integer between 1 and 1000"):format(name), "BAD_REQUEST") end
   end
   if v < 1 or v > 1000 then
     pty_raise(400, ("%s must be between 1 and 1000 (got %d)"):format(name, v), "BAD_REQUEST")
@@ -389,8 +391,10 @@ function M.create_connect(app, ctx)
   local function num(name)
     local v = q[name]
     if v == nil or v == "" then return nil end
-    if not v:match("^%d+$") then pty_raise(400, name .. " must be an integer between 1 and 1000", "BAD_REQUEST") end
-    return check_size(math.tointeger(tonumber(v)), name)
+    -- digits past an integer's range have no integer: refused, not taken as absent
+    local n = v:match("^%d+$") and math.tointeger(tonumber(v))
+    if not n then pty_raise(400, name .. " must be an integer between 1 and 1000", "BAD_REQUEST") end
+    return check_size(n, name)
   end
   local cols, rows = num("cols"), num("rows")
   local envs
