@@ -26,7 +26,8 @@ ASNEEDED := -Wl,--as-needed
 
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-dev \
             libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
-            lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time lua-ldoc
+            lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time lua-ldoc \
+            lua-markdown
 
 # The core is a base and three parts (csrc/dt.h): the base (loop, timers,
 # signals, util, process) is linked into dtlua and is daytona/core.so for
