@@ -334,6 +334,7 @@ end
 -- @param cancel optional function() -> boolean
 -- @param what operation name
 -- @return body_producer function, headers table
+-- @local
 function M.multipart_producer(parts, producer, cancel, what)
   local boundary = "dtlua-" .. core.util.hex(core.util.random_bytes(12))
   local i, state = 0, "head"

@@ -68,6 +68,7 @@ Demux.__index = Demux
 M.Demux = Demux
 
 --- A demultiplexer of the marker framing.
+-- @local
 -- @param emit function(stream, data) with stream "stdout" or "stderr"
 -- @return Demux
 function Demux.new(emit)
@@ -82,6 +83,7 @@ function Demux:_out(stream, data)
 end
 
 --- Feed a chunk of framed bytes (markers may be split across chunks).
+-- @local
 -- @param chunk string
 function Demux:feed(chunk)
   local buf = self.buf .. chunk
@@ -109,6 +111,7 @@ function Demux:feed(chunk)
 end
 
 --- Flush what is left at the end of the stream.
+-- @local
 function Demux:finish()
   if self.buf ~= "" then
     local rest = self.buf
@@ -123,6 +126,7 @@ function Demux:finish()
 end
 
 --- Split a whole framed log into (stdout, stderr).
+-- @local
 -- @param raw string
 -- @return stdout, stderr
 function M.demux(raw)

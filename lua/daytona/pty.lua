@@ -36,6 +36,7 @@ local MAX_INPUT = 60 * 1024          -- the daemon closes on messages over 64 Ki
 -- @param f function name
 -- @param required raise when nil
 -- @return `{ rows = , cols = }` or nil
+-- @local
 function M.size_arg(v, f, required)
   if v == nil and not required then return nil end
   check.options(check.table(v, f, "pty_size"), f, api.set("rows", "cols"), "pty_size")

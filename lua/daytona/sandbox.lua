@@ -115,6 +115,7 @@ end
 -- Older servers without `toolboxProxyUrl` in the sandbox object are asked
 -- with `GET /sandbox/{id}/toolbox-proxy-url`.
 -- @return string
+-- @local
 function Sandbox:toolbox_url()
   local base = self.toolbox_proxy_url
   if type(base) ~= "string" or base == "" then
@@ -134,6 +135,7 @@ end
 -- @param opts table
 -- @return decoded body, response
 -- @raise DaytonaError subclasses
+-- @local
 function Sandbox:toolbox(opts)
   opts.url = self:toolbox_url() .. opts.path
   opts.path = nil
@@ -153,6 +155,7 @@ end
 -- @return the runtime's WebSocket (`daytona.runtime.websocket`)
 -- @raise DaytonaError subclasses (a refused upgrade is mapped by its HTTP
 --   status, e.g. 404 -> DaytonaNotFoundError)
+-- @local
 function Sandbox:toolbox_ws(path, query, opts)
   opts = opts or {}
   local url = api.url(self:toolbox_url(), path, query):gsub("^http", "ws")
