@@ -172,30 +172,95 @@ static int sysfail (lua_State *L, int e) {
 ** lstat by default: a symlink reports itself; follow = true stats its target.
 ** mode holds the permission bits (07777); mtime is whole seconds and
 ** mtime_nsec the nanoseconds within that second. */
+static const char *type_name (const struct stat *st) {
+  if (S_ISREG(st->st_mode)) return "file";
+  if (S_ISDIR(st->st_mode)) return "directory";
+  if (S_ISLNK(st->st_mode)) return "link";
+  if (S_ISFIFO(st->st_mode)) return "fifo";
+  if (S_ISSOCK(st->st_mode)) return "socket";
+  if (S_ISCHR(st->st_mode)) return "char";
+  if (S_ISBLK(st->st_mode)) return "block";
+  return "other";
+}
+
+static void push_stat (lua_State *L, const struct stat *st) {
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, type_name(st)); lua_setfield(L, -2, "type");
+  lua_pushinteger(L, (lua_Integer)st->st_size); lua_setfield(L, -2, "size");
+  lua_pushinteger(L, (lua_Integer)(st->st_mode & 07777)); lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_sec); lua_setfield(L, -2, "mtime");
+  lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_nsec); lua_setfield(L, -2, "mtime_nsec");
+  lua_pushinteger(L, (lua_Integer)st->st_uid); lua_setfield(L, -2, "uid");
+  lua_pushinteger(L, (lua_Integer)st->st_gid); lua_setfield(L, -2, "gid");
+}
+
 static int l_stat (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int follow = lua_toboolean(L, 2);
   struct stat st;
-  const char *type;
   if ((follow ? stat(path, &st) : lstat(path, &st)) < 0)
     return sysfail(L, errno);
-  if (S_ISREG(st.st_mode)) type = "file";
-  else if (S_ISDIR(st.st_mode)) type = "directory";
-  else if (S_ISLNK(st.st_mode)) type = "link";
-  else if (S_ISFIFO(st.st_mode)) type = "fifo";
-  else if (S_ISSOCK(st.st_mode)) type = "socket";
-  else if (S_ISCHR(st.st_mode)) type = "char";
-  else if (S_ISBLK(st.st_mode)) type = "block";
-  else type = "other";
-  lua_createtable(L, 0, 7);
-  lua_pushstring(L, type); lua_setfield(L, -2, "type");
-  lua_pushinteger(L, (lua_Integer)st.st_size); lua_setfield(L, -2, "size");
-  lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777)); lua_setfield(L, -2, "mode");
-  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_sec); lua_setfield(L, -2, "mtime");
-  lua_pushinteger(L, (lua_Integer)st.st_mtim.tv_nsec); lua_setfield(L, -2, "mtime_nsec");
-  lua_pushinteger(L, (lua_Integer)st.st_uid); lua_setfield(L, -2, "uid");
-  lua_pushinteger(L, (lua_Integer)st.st_gid); lua_setfield(L, -2, "gid");
+  push_stat(L, &st);
   return 1;
+}
+
+static int io_fclose (lua_State *L) {
+  luaL_Stream *p = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  int res = fclose(p->f);
+  return luaL_fileresult(L, (res == 0), NULL);
+}
+
+/* util.open_file(path, mode) -> file, stat | nil, msg, code
+** io.open for regular files only: mode "r", "w" (truncate or create) or
+** "a", with or without "b".  The open itself cannot block (O_NONBLOCK: a
+** FIFO without a writer, or without a reader for "w", would otherwise
+** stop the loop and every request with it) and the type is read from the
+** opened descriptor, so nothing can be swapped in between; anything but a
+** regular file is closed again and refused with code ENOTREG and its type
+** ("fifo", "socket", "char", "block", "directory", "other") as message. */
+static int l_open_file (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *mode = luaL_optstring(L, 2, "r");
+  int flags = O_CLOEXEC | O_NONBLOCK | O_NOCTTY, fd;
+  const char *fmode;
+  struct stat st;
+  luaL_Stream *p;
+  switch (mode[0]) {
+    case 'r': flags |= O_RDONLY; fmode = "rb"; break;
+    case 'w': flags |= O_WRONLY | O_CREAT | O_TRUNC; fmode = "wb"; break;
+    case 'a': flags |= O_WRONLY | O_CREAT | O_APPEND; fmode = "ab"; break;
+    default: return luaL_argerror(L, 2, "mode must be \"r\", \"w\" or \"a\" (\"b\" optional)");
+  }
+  luaL_argcheck(L, mode[1] == '\0' || (mode[1] == 'b' && mode[2] == '\0'), 2, "invalid mode");
+  fd = open(path, flags, 0666);
+  if (fd < 0) return sysfail(L, errno);
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return sysfail(L, e);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return dt_fail(L, type_name(&st), "ENOTREG");
+  }
+  /* a regular file: blocking I/O from here, as io's files do */
+  if (fcntl(fd, F_SETFL, flags & ~(O_NONBLOCK | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY)) != 0) {
+    int e = errno;
+    close(fd);
+    return sysfail(L, e);
+  }
+  p = (luaL_Stream *)lua_newuserdatauv(L, sizeof(luaL_Stream), 0);
+  p->closef = NULL;   /* not a file until fdopen succeeds */
+  luaL_setmetatable(L, LUA_FILEHANDLE);
+  p->f = fdopen(fd, fmode);
+  if (p->f == NULL) {
+    int e = errno;
+    close(fd);
+    return sysfail(L, e);
+  }
+  p->closef = &io_fclose;
+  push_stat(L, &st);
+  return 2;
 }
 
 /* util.readdir(path) -> { name, ... } (without "." and "..", unsorted)
@@ -362,6 +427,7 @@ void dt_open_util (lua_State *L) {
     {"getuid", l_getuid}, {"environ", l_environ}, {"stat", l_stat},
     {"symlink", l_symlink}, {"mkdtemp", l_mkdtemp},
     {"unix_bind", l_unix_bind}, {"close", l_close}, {"readlink", l_readlink},
+    {"open_file", l_open_file},
     {"readdir", l_readdir}, {"mkdir", l_mkdir}, {"chmod", l_chmod},
     {"chown", l_chown}, {"user", l_user}, {"group", l_group},
     {NULL, NULL}

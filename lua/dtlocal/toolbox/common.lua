@@ -268,18 +268,22 @@ end
 -- nil, message, code. A FIFO, socket or device is refused (code
 -- "ENOTREG") instead of opened: opening a FIFO blocks until a writer comes,
 -- and a device may never end, either of which would hold the daemon's one
--- loop and with it every request to the sandbox. The check is a stat right
--- before the open, in the same turn of the loop; Lua's io.open cannot open
--- with O_NONBLOCK and fstat, which would close the window between them.
+-- loop and with it every request to the sandbox. The open is
+-- core.util.open_file's (O_NONBLOCK, then fstat of what was opened), so
+-- there is no window between a check and the open.
 function M.open_regular(path, mode)
-  local st, msg, code = util.stat(path, true)
-  if not st then return nil, path .. ": " .. msg, code end
-  if st.type == "directory" then return nil, path .. ": is a directory", "EISDIR" end
-  local kind = special_kind[st.type]
-  if kind then return nil, ("%s: is %s, not a regular file"):format(path, kind), "ENOTREG" end
-  local f, err, errno = io.open(path, mode)
-  if not f then return nil, err, M.errno_name(errno) end
-  return f, st
+  -- core.util.open_file opens without blocking and checks the type of what
+  -- it opened: no FIFO swapped in after a check can stop the daemon
+  local f, st, code = util.open_file(path, mode)
+  if f then return f, st end
+  if code == "ENOTREG" then
+    if st == "directory" then return nil, path .. ": is a directory", "EISDIR" end
+    return nil, ("%s: is %s, not a regular file"):format(path, special_kind[st] or special_kind.other), "ENOTREG"
+  end
+  if code == "ENXIO" then   -- a FIFO (or device) with nobody at the other end
+    return nil, ("%s: is %s, not a regular file"):format(path, special_kind.other), "ENOTREG"
+  end
+  return nil, path .. ": " .. st, code
 end
 
 --- Raise the HTTP error that fits a failed file-system call (errno code
