@@ -97,6 +97,8 @@ function M.str_list(obj, name, required)
   if n ~= #v then field_error(name, "must be an array of strings") end
   for i = 1, n do
     if type(v[i]) ~= "string" then field_error(name, ("item %d must be a string"):format(i - 1)) end
+    -- every list becomes arguments or paths: C strings, where a NUL cannot go
+    if v[i]:find("\0", 1, true) then field_error(name, ("item %d must not contain a NUL byte"):format(i - 1)) end
   end
   return v
 end
@@ -114,6 +116,11 @@ function M.env_map(obj, name)
     end
     if type(val) ~= "string" then
       field_error(name, ("value of %s must be a string"):format(k))
+    end
+    -- the environment is C strings: a NUL cannot be passed on (the spawn
+    -- fails, which is the request's fault, not the daemon's)
+    if val:find("\0", 1, true) then
+      field_error(name, ("value of %s must not contain a NUL byte"):format(k))
     end
   end
   return v

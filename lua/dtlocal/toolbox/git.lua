@@ -68,7 +68,8 @@ local GIT_RULES = {
   -- CONFLICT rather than GIT_DIRTY_WORKTREE / GIT_MERGE_CONFLICT: same
   -- status, and spec/dtlocal/toolbox_spec.lua pins the code
   { 409, "CONFLICT", { "already exists", "conflict", "would be overwritten", "unstaged changes",
-    "uncommitted changes", "not fully merged", "divergent", "your local changes" } },
+    "uncommitted changes", "not fully merged", "divergent", "your local changes",
+    "cannot delete branch .- checked out" } },
   { 502, "GIT_TRANSPORT_FAILED", { "could not resolve host", "could not resolve proxy", "failed to connect",
     "couldn't connect", "connection refused", "connection timed out", "operation timed out",
     "network is unreachable", "no route to host", "ssl certificate", "ssl connect", "openssl",
@@ -76,7 +77,9 @@ local GIT_RULES = {
     "early eof", "the remote end hung up", "unable to access", "could not read from remote repository",
     "unable to look up", "proxy" } },
   { 404, "NOT_FOUND", { "not found", "does not exist", "no upstream" } },
-  { 400, "BAD_REQUEST", { "nothing to commit", "please tell me who you are", "empty ident" } },
+  { 400, "BAD_REQUEST", { "nothing to commit", "please tell me who you are", "empty ident",
+    -- a URL whose scheme git has no transport for: what the request asked
+    "protocol .- is not supported", "remote%-.- is not a git command", "unable to find remote helper" } },
 }
 
 local function classify(text)
