@@ -33,10 +33,19 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#define DTLUA_VERSION "dtlua 0.1.0"
-#define LUA_VER "5.4"
+#include "dtlua.h"
 
-LUAMOD_API int luaopen_daytona_core (lua_State *L);
+/*
+** Line editing and history for the REPL, as lua.c's LUA_USE_READLINE (the
+** Makefile defines DTLUA_USE_READLINE when readline's headers are there).
+** Without readline, lines are read with getline: any length, no editing.
+*/
+#if defined(DTLUA_USE_READLINE)
+#include <readline/readline.h>
+#include <readline/history.h>
+#endif
+
+#define LUA_VER "5.4"
 
 static const char *progname = "dtlua";
 
@@ -133,7 +142,7 @@ static int dostring (lua_State *L, const char *s, const char *name, int *intr) {
 }
 
 static void print_version (void) {
-  printf("%s (%s)\n", DTLUA_VERSION, LUA_RELEASE);
+  printf("dtlua %s (%s)\n", DTLUA_VERSION, LUA_RELEASE);
   fflush(stdout);
 }
 
@@ -296,18 +305,98 @@ static int handle_luainit (lua_State *L, int *intr) {
   return dostring(L, init, name, intr);
 }
 
-/* --- REPL (no readline: one line at a time, '=' and expressions print) -- */
+/* --- REPL: lua.c's, with readline on a terminal --------------------------- */
 
-static int pushline (lua_State *L, int firstline) {
-  char buf[4096];
-  size_t l;
-  fputs(firstline ? "> " : ">> ", stdout);
+/* lines kept in the history file, as bash's default HISTFILESIZE */
+#define HISTORY_MAX 500
+
+struct repl {
+  int edit;             /* reading with readline (stdin is a terminal) */
+  char *histfile;       /* ~/.dtlua_history, or NULL: no history kept */
+  char *buf;            /* getline's buffer, when not editing */
+  size_t bufsize;
+};
+
+static struct repl repl;
+
+static void repl_open (void) {
+  repl.edit = 0;
+  repl.histfile = NULL;
+#if defined(DTLUA_USE_READLINE)
+  if (isatty(0)) {
+    const char *home = getenv("HOME");
+    repl.edit = 1;
+    rl_readline_name = "dtlua";      /* for $if dtlua in ~/.inputrc */
+    if (home != NULL && home[0] != '\0') {
+      size_t n = strlen(home) + sizeof "/.dtlua_history";
+      if ((repl.histfile = malloc(n)) != NULL) {
+        snprintf(repl.histfile, n, "%s/.dtlua_history", home);
+        using_history();
+        (void)read_history(repl.histfile);   /* none yet is fine */
+      }
+    }
+  }
+#endif
+}
+
+static void repl_close (void) {
+  free(repl.histfile);
+  repl.histfile = NULL;
+  free(repl.buf);
+  repl.buf = NULL;
+  repl.bufsize = 0;
+}
+
+/* The prompt: _PROMPT / _PROMPT2 if set, as lua.c. */
+static const char *get_prompt (lua_State *L, int firstline) {
+  if (lua_getglobal(L, firstline ? "_PROMPT" : "_PROMPT2") == LUA_TNIL)
+    return firstline ? "> " : ">> ";
+  return luaL_tolstring(L, -1, NULL);   /* leaves a string on the stack */
+}
+
+/* Keep a complete input in the history, appending it to the file at once
+** so that a session ended by a signal loses nothing. */
+static void saveline (const char *line) {
+#if defined(DTLUA_USE_READLINE)
+  if (!repl.edit || line[0] == '\0') return;
+  add_history(line);
+  if (repl.histfile != NULL) {
+    FILE *f = fopen(repl.histfile, "a");   /* append_history needs it to exist */
+    if (f != NULL) fclose(f);
+    if (append_history(1, repl.histfile) == 0)
+      (void)history_truncate_file(repl.histfile, HISTORY_MAX);
+  }
+#else
+  (void)line;
+#endif
+}
+
+/* Read a line into a buffer the caller frees; NULL at end of input. */
+static char *readone (const char *prompt) {
+  ssize_t n;
+#if defined(DTLUA_USE_READLINE)
+  if (repl.edit) return readline(prompt);
+#endif
+  fputs(prompt, stdout);
   fflush(stdout);
-  if (fgets(buf, sizeof buf, stdin) == NULL) return 0;
-  l = strlen(buf);
-  if (l > 0 && buf[l - 1] == '\n') buf[--l] = '\0';
-  if (firstline && buf[0] == '=') lua_pushfstring(L, "return %s", buf + 1);
-  else lua_pushlstring(L, buf, l);
+  n = getline(&repl.buf, &repl.bufsize, stdin);
+  if (n < 0) return NULL;
+  return strdup(repl.buf);
+}
+
+/* Push the next line (without its newline); 0 at end of input. */
+static int pushline (lua_State *L, int firstline) {
+  char *b;
+  size_t l;
+  int top = lua_gettop(L);
+  b = readone(get_prompt(L, firstline));
+  lua_settop(L, top);                       /* the prompt */
+  if (b == NULL) return 0;
+  l = strlen(b);
+  if (l > 0 && b[l - 1] == '\n') b[--l] = '\0';
+  if (firstline && b[0] == '=') lua_pushfstring(L, "return %s", b + 1);
+  else lua_pushlstring(L, b, l);
+  free(b);
   return 1;
 }
 
@@ -335,15 +424,21 @@ static int loadline (lua_State *L) {
     status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
     if (status == LUA_OK) {
       lua_remove(L, -2);
+      saveline(line);
       lua_remove(L, 1);
       return status;
     }
     lua_pop(L, 2);
   }
+  /* an incomplete chunk asks for more lines (">>") until it loads or fails;
+  ** the whole of it goes into the history as one entry, as in lua.c */
   for (;;) {
     line = lua_tolstring(L, 1, &len);
     status = luaL_loadbuffer(L, line, len, "=stdin");
-    if (!incomplete(L, status) || !pushline(L, 0)) break;
+    if (!incomplete(L, status) || !pushline(L, 0)) {
+      saveline(line);
+      break;
+    }
     lua_pushliteral(L, "\n");
     lua_insert(L, -2);
     lua_concat(L, 3);
@@ -368,6 +463,7 @@ static void doREPL (lua_State *L) {
   int status;
   const char *oldprogname = progname;
   progname = NULL;
+  repl_open();
   while ((status = loadline(L)) != -1) {
     int intr = 0;
     if (status == LUA_OK) status = dotask(L, 0, LUA_MULTRET, &intr);
@@ -375,6 +471,7 @@ static void doREPL (lua_State *L) {
     else report(L, status);
   }
   lua_settop(L, 0);
+  repl_close();
   fputs("\n", stdout);
   fflush(stdout);
   progname = oldprogname;

@@ -1,9 +1,14 @@
--- luarocks make rockspec/dtlua-scm-1.rockspec   (from a checkout; builds with the Makefile)
+-- The development rock, built from a checkout:
+--   luarocks --lua-version 5.4 make rockspec/dtlua-scm-1.rockspec
+-- (or `luarocks install` of this file, which clones source.url).  A release
+-- has its own rockspec, dtlua-<version>-1.rockspec, over `make dist`'s
+-- tarball.  Keep the two alike but for version and source.
 rockspec_format = "3.0"
 package = "dtlua"
 version = "scm-1"
 source = {
-  url = "git+file://.",
+  url = "git+https://github.com/dtlua/dtlua.git",
+  branch = "main",
 }
 description = {
   summary = "Daytona sandboxes driven from Lua, with a C core",
@@ -12,20 +17,45 @@ description = {
     loop driving libcurl, libwebsockets and libmicrohttpd), the dtlua
     interpreter and dtlocal, a local Daytona-compatible sandbox server.
   ]],
-  license = "Apache-2.0",
+  homepage = "https://github.com/dtlua/dtlua",
+  license = "MIT",
+  labels = { "daytona", "sandbox", "libuv", "http", "websocket" },
 }
 dependencies = {
-  "lua == 5.4",
+  "lua >= 5.4, < 5.5",
+  "lua-cjson >= 2.1.0",
 }
--- C libraries (libuv, libcurl, libwebsockets, libmicrohttpd, wslay, OpenSSL)
--- come from Debian's packages (`make deps`); the Makefile finds them with
--- pkg-config. `make install` puts the core's base at LIBDIR/daytona/core.so
--- and its parts, loaded on first use, at LIBDIR/daytona/core/*.so.
+-- Checked by LuaRocks before the build; their directories reach the
+-- Makefile as DEP_INCDIRS / DEP_LIBDIRS.  readline is optional (the REPL's
+-- line editing; the Makefile uses it when its headers are there).
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+  LIBCURL = { header = "curl/curl.h", library = "curl" },
+  LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
+  LIBMICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
+  WSLAY = { header = "wslay/wslay.h", library = "wslay" },
+  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+}
+-- The Makefile with LuaRocks' variables: its Lua (LUA_INCDIR, LUA_LIBDIR,
+-- LUALIB), its CFLAGS (the Makefile adds its own warnings and -std to
+-- them), its LIBFLAG, and no -Werror.  `make install-run` puts the core's
+-- base at LIBDIR/daytona/core.so, its parts at LIBDIR/daytona/core/*.so,
+-- dtlua and dtlocal in BINDIR and the sandbox launcher in PREFIX/libexec.
 build = {
   type = "make",
-  build_variables = {
-    CFLAGS = "-O2 -g",
+  -- both passes: `make install-run` depends on `all`, which must see
+  -- the same flags
+  variables = {
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    LUA_LIBDIR = "$(LUA_LIBDIR)",
+    LUA_LIBFILE = "$(LUALIB)",
+    WERROR = "",
+    DEP_INCDIRS = "$(LIBUV_INCDIR) $(LIBCURL_INCDIR) $(LIBWEBSOCKETS_INCDIR) $(LIBMICROHTTPD_INCDIR) $(WSLAY_INCDIR) $(OPENSSL_INCDIR)",
+    DEP_LIBDIRS = "$(LIBUV_LIBDIR) $(LIBCURL_LIBDIR) $(LIBWEBSOCKETS_LIBDIR) $(LIBMICROHTTPD_LIBDIR) $(WSLAY_LIBDIR) $(OPENSSL_LIBDIR)",
   },
+  install_target = "install-run",
   install_variables = {
     PREFIX = "$(PREFIX)",
     BINDIR = "$(BINDIR)",

@@ -4,6 +4,10 @@
 **
 **   build/bin/dtlua-host examples/host/script.lua
 **
+** Outside the checkout, after `make install`, it builds like any host:
+**
+**   cc host.c $(pkg-config --cflags --libs dtlua) -o host
+**
 ** Each frame: pump the daytona loop with step(0) (runs whatever is ready and
 ** returns at once), do the frame's own work, then sleep until the next frame
 ** boundary in poll() on daytona.loop.fd(), so I/O that arrives mid-sleep is
@@ -21,9 +25,9 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#define FRAME_MS 16
+#include <dtlua.h>   /* luaopen_daytona_core */
 
-LUAMOD_API int luaopen_daytona_core (lua_State *L);
+#define FRAME_MS 16
 
 static double now_ms (void) {
   struct timespec ts;

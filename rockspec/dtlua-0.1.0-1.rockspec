@@ -1,0 +1,66 @@
+-- dtlua 0.1.0, as published: source.url is the tarball `make dist` builds
+-- (uploaded with the v0.1.0 release); `make rock` packs the two into
+-- build/dtlua-0.1.0-1.src.rock, which installs offline:
+--   luarocks --lua-version 5.4 install build/dtlua-0.1.0-1.src.rock
+-- Keep it alike to dtlua-scm-1.rockspec but for version and source.
+rockspec_format = "3.0"
+package = "dtlua"
+version = "0.1.0-1"
+source = {
+  url = "https://github.com/dtlua/dtlua/releases/download/v0.1.0/dtlua-0.1.0.tar.gz",
+  dir = "dtlua-0.1.0",
+}
+description = {
+  summary = "Daytona sandboxes driven from Lua, with a C core",
+  detailed = [[
+    The daytona Lua SDK (coroutine-friendly, streaming), its C core (one libuv
+    loop driving libcurl, libwebsockets and libmicrohttpd), the dtlua
+    interpreter and dtlocal, a local Daytona-compatible sandbox server.
+  ]],
+  homepage = "https://github.com/dtlua/dtlua",
+  license = "MIT",
+  labels = { "daytona", "sandbox", "libuv", "http", "websocket" },
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+  "lua-cjson >= 2.1.0",
+}
+-- Checked by LuaRocks before the build; their directories reach the
+-- Makefile as DEP_INCDIRS / DEP_LIBDIRS.  readline is optional (the REPL's
+-- line editing; the Makefile uses it when its headers are there).
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+  LIBCURL = { header = "curl/curl.h", library = "curl" },
+  LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
+  LIBMICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
+  WSLAY = { header = "wslay/wslay.h", library = "wslay" },
+  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+}
+-- The Makefile with LuaRocks' variables: its Lua (LUA_INCDIR, LUA_LIBDIR,
+-- LUALIB), its CFLAGS (the Makefile adds its own warnings and -std to
+-- them), its LIBFLAG, and no -Werror.  `make install-run` puts the core's
+-- base at LIBDIR/daytona/core.so, its parts at LIBDIR/daytona/core/*.so,
+-- dtlua and dtlocal in BINDIR and the sandbox launcher in PREFIX/libexec.
+build = {
+  type = "make",
+  -- both passes: `make install-run` depends on `all`, which must see
+  -- the same flags
+  variables = {
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    LUA_LIBDIR = "$(LUA_LIBDIR)",
+    LUA_LIBFILE = "$(LUALIB)",
+    WERROR = "",
+    DEP_INCDIRS = "$(LIBUV_INCDIR) $(LIBCURL_INCDIR) $(LIBWEBSOCKETS_INCDIR) $(LIBMICROHTTPD_INCDIR) $(WSLAY_INCDIR) $(OPENSSL_INCDIR)",
+    DEP_LIBDIRS = "$(LIBUV_LIBDIR) $(LIBCURL_LIBDIR) $(LIBWEBSOCKETS_LIBDIR) $(LIBMICROHTTPD_LIBDIR) $(WSLAY_LIBDIR) $(OPENSSL_LIBDIR)",
+  },
+  install_target = "install-run",
+  install_variables = {
+    PREFIX = "$(PREFIX)",
+    BINDIR = "$(BINDIR)",
+    LIBDIR = "$(LIBDIR)",
+    LUADIR = "$(LUADIR)",
+    LIBEXECDIR = "$(PREFIX)/libexec/dtlua",
+  },
+}
