@@ -30,7 +30,9 @@ dependencies = {
 -- line editing; the Makefile uses it when its headers are there).
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
-  LIBCURL = { header = "curl/curl.h", library = "curl" },
+  -- a library only: Debian keeps curl/curl.h in a multiarch directory
+  -- LuaRocks does not search (the Makefile gets it from pkg-config)
+  LIBCURL = { library = "curl" },
   LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
   LIBMICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
   WSLAY = { header = "wslay/wslay.h", library = "wslay" },
