@@ -19,15 +19,20 @@ LUA_VER  := 5.4
 # the release: csrc/dtlua.h says it, the rockspec and the tarball follow
 VERSION  := $(shell awk '$$2 == "DTLUA_VERSION" { gsub(/"/, "", $$3); print $$3 }' csrc/dtlua.h)
 
-# Lua's headers and library.  LuaRocks passes LUA_INCDIR, LUA_LIBDIR and
-# LUA_LIBFILE (its $(LUALIB), e.g. liblua5.4.a), which hold on any system;
-# a plain `make` asks pkg-config for LUA_PC (Debian's name by default).  A
-# static liblua linked into dtlua must export its symbols to the C modules
-# dtlua loads, hence -Wl,-E there.
+# Lua's headers and library.  LuaRocks passes LUA_INCDIR, which holds on
+# any system, and LUA_LIBDIR + LUA_LIBFILE (its $(LUALIB)) only where modules
+# must link Lua (Windows); dtlua itself links it, so without those it asks
+# pkg-config under Lua 5.4's usual names.  A plain `make` asks pkg-config for
+# LUA_PC (Debian's name by default).  A static liblua linked into dtlua must
+# export its symbols to the C modules dtlua loads, hence -Wl,-E there.
 LUA_PC   ?= lua5.4
 ifdef LUA_INCDIR
 LUA_CFLAGS := -I$(LUA_INCDIR)
+ifneq ($(LUA_LIBDIR),)
 LUALIB   := -L$(LUA_LIBDIR) -l$(patsubst lib%,%,$(firstword $(subst .so, ,$(patsubst %.a,%,$(or $(LUA_LIBFILE),liblua.so))))) -Wl,-E
+else
+LUALIB   := $(or $(shell for p in $(LUA_PC) lua-5.4 lua54 lua; do pkg-config --exists $$p 2>/dev/null && { pkg-config --libs $$p; break; }; done),-llua) -Wl,-E
+endif
 else
 LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
 LUALIB   := $(shell pkg-config --libs $(LUA_PC) 2>/dev/null)
