@@ -17,7 +17,8 @@
 **                        (liblua + libuv); core.c, loop.c, util.c, process.c
 **   daytona.core.http    http_client.c + libcurl
 **   daytona.core.ws      ws_client.c + libwebsockets
-**   daytona.core.server  http_server.c + libmicrohttpd + wslay
+**   daytona.core.server  server.c, server_request.c, server_ws.c
+**                        + libmicrohttpd + wslay
 ** Each part is its own shared object, loaded by `require` on first use of
 ** core.http / core.ws / core.server (an __index on the base's table).  Lua
 ** loads C modules with RTLD_LOCAL, so a part cannot call into the base:

@@ -3,7 +3,7 @@
 ** objects in C, without a Lua round trip per chunk.
 **
 ** dtlocal forwards a request it serves (a daytona.ServerRequest,
-** http_server.c) to a sandbox's daemon with a client request
+** server_request.c) to a sandbox's daemon with a client request
 ** (daytona.Request, http_client.c), and the answer back.  Through Lua,
 ** every chunk becomes a Lua string (a copy, and work for the collector)
 ** and costs a scheduler round trip.  A splice lets the client request pull
