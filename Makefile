@@ -7,26 +7,65 @@
 #   make asan      build with AddressSanitizer + UBSan and run the core specs
 #   make bench     run the benchmarks (QUICK=1 for a rough table)
 #   make docs      the API reference in build/doc/ (LDoc)
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (install-run: programs, modules, Lua
+#                  files; install-dev: dtlua.h, libdtlua-core.a, dtlua.pc)
+#   make dist      build/dtlua-$(VERSION).tar.gz, the release tarball of HEAD
+#   make rock      build/dtlua-$(VERSION)-1.src.rock: that tarball + its rockspec
 
 PREFIX   ?= /usr/local
 BUILD    ?= build
 CC       ?= cc
 LUA_VER  := 5.4
+# the release: csrc/dtlua.h says it, the rockspec and the tarball follow
+VERSION  := $(shell awk '$$2 == "DTLUA_VERSION" { gsub(/"/, "", $$3); print $$3 }' csrc/dtlua.h)
 
-PKGS     := lua5.4 libuv libcurl libwebsockets libmicrohttpd openssl
-CPPFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# Lua's headers and library.  LuaRocks passes LUA_INCDIR, which holds on
+# any system, and LUA_LIBDIR + LUA_LIBFILE (its $(LUALIB)) only where modules
+# must link Lua (Windows); dtlua itself links it, so without those it asks
+# pkg-config under Lua 5.4's usual names.  A plain `make` asks pkg-config for
+# LUA_PC (Debian's name by default).  A static liblua linked into dtlua must
+# export its symbols to the C modules dtlua loads, hence -Wl,-E there.
+LUA_PC   ?= lua5.4
+ifdef LUA_INCDIR
+LUA_CFLAGS := -I$(LUA_INCDIR)
+ifneq ($(LUA_LIBDIR),)
+LUALIB   := -L$(LUA_LIBDIR) -l$(patsubst lib%,%,$(firstword $(subst .so, ,$(patsubst %.a,%,$(or $(LUA_LIBFILE),liblua.so))))) -Wl,-E
+else
+LUALIB   := $(or $(shell for p in $(LUA_PC) lua-5.4 lua54 lua; do pkg-config --exists $$p 2>/dev/null && { pkg-config --libs $$p; break; }; done),-llua) -Wl,-E
+endif
+else
+LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
+LUALIB   := $(shell pkg-config --libs $(LUA_PC) 2>/dev/null)
+endif
+PKGS     := libuv libcurl libwebsockets libmicrohttpd openssl
+# DEP_INCDIRS / DEP_LIBDIRS: where the rockspec's external_dependencies were
+# found (LuaRocks checks them before building)
+CPPFLAGS += $(LUA_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(addprefix -I,$(DEP_INCDIRS))
+LDFLAGS  += $(addprefix -L,$(DEP_LIBDIRS))
 CFLAGS   ?= -O2 -g
-# always on, whatever CFLAGS the caller gives; SANITIZE adds sanitizer flags
-DTCFLAGS := -std=gnu11 -Wall -Wextra -Werror -fPIC -fno-strict-aliasing $(SANITIZE)
+# Warnings are errors in the project's own builds; the rock passes WERROR=
+# so that a newer compiler's new warning does not break a user's install.
+WERROR   ?= -Werror
+# always on, whatever CFLAGS the caller gives (LuaRocks' included); SANITIZE
+# adds sanitizer flags
+DTCFLAGS := -std=gnu11 -Wall -Wextra $(WERROR) -fPIC -fno-strict-aliasing $(SANITIZE)
+# how a shared object is linked; LuaRocks passes its own
+LIBFLAG  ?= -shared
 BUSTED   := lua5.4 /usr/bin/busted
-LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
+# readline gives the REPL line editing and history (lua.c's LUA_USE_READLINE);
+# used when its headers are there, READLINE=0 builds without
+READLINE ?= $(shell printf '\043include <stdio.h>\n\043include <readline/readline.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1 || echo 0)
+ifeq ($(READLINE),1)
+RL_CPPFLAGS := -DDTLUA_USE_READLINE
+RL_LIBS  := -lreadline
+endif
 # each shared object and program records only the libraries it calls
 ASNEEDED := -Wl,--as-needed
 
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-dev \
             libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
             lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time lua-ldoc \
+            libreadline-dev zip \
             lua-discount
 
 # The core is a base and three parts (csrc/dt.h): the base (loop, timers,
@@ -52,7 +91,10 @@ DTLOCAL  := $(BUILD)/bin/dtlocal
 LAUNCHER := $(BUILD)/libexec/dtlua/dtlua-sandbox
 LUASHARE := $(BUILD)/share/lua/$(LUA_VER)
 
-.PHONY: all deps test asan bench install uninstall clean docs fuzz
+# what a C host links: the core's base as a static library (csrc/dtlua.h)
+CORE_A   := $(BUILD)/lib/libdtlua-core.a
+
+.PHONY: all deps test asan bench install install-run install-dev uninstall clean docs fuzz dist rock
 
 all: $(CORE_SO) $(PART_SO) $(DTLUA) $(DTLOCAL) $(LAUNCHER) $(LUASHARE) $(BUILD)/bin/dtlua-host
 
@@ -75,31 +117,38 @@ $(BUILD)/obj/%.o: csrc/%.c $(HDRS)
 # a host), so no module links liblua.
 $(CORE_SO): $(BASE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(ASNEEDED) $(BASE_LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) $(LIBFLAG) -o $@ $^ $(ASNEEDED) $(BASE_LIBS) $(LDFLAGS)
 
 $(PARTDIR)/http.so: $(HTTP_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(ASNEEDED) $(HTTP_LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) $(LIBFLAG) -o $@ $^ $(ASNEEDED) $(HTTP_LIBS) $(LDFLAGS)
 
 $(PARTDIR)/ws.so: $(WS_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(ASNEEDED) $(WS_LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) $(LIBFLAG) -o $@ $^ $(ASNEEDED) $(WS_LIBS) $(LDFLAGS)
 
 $(PARTDIR)/server.so: $(SRV_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DTCFLAGS) -shared -o $@ $^ $(ASNEEDED) $(SRV_LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) $(LIBFLAG) -o $@ $^ $(ASNEEDED) $(SRV_LIBS) $(LDFLAGS)
 
 # dtlua links the base in and preloads it, so start-up needs no dlopen; the
 # parts it loads from <prefix>/lib/lua/5.4 like any C module.
+$(BUILD)/obj/dtlua.o: CPPFLAGS += $(RL_CPPFLAGS)
 $(DTLUA): $(BUILD)/obj/dtlua.o $(BASE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(ASNEEDED) $(LUALIB) $(BASE_LIBS) -lm -ldl $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(ASNEEDED) $(LUALIB) $(BASE_LIBS) $(RL_LIBS) -lm -ldl $(LDFLAGS)
+
+$(CORE_A): $(BASE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	$(AR) rcs $@ $^
 
 # examples/host: a C program with its own frame loop embedding Lua + the
-# core's base (the parts it loads from the build tree)
-$(BUILD)/bin/dtlua-host: examples/host/host.c $(BASE_OBJ)
+# core's base (the parts it loads from the build tree).  It builds as an
+# installed host would: csrc/dtlua.h and libdtlua-core.a.
+$(BUILD)/bin/dtlua-host: examples/host/host.c csrc/dtlua.h $(CORE_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(ASNEEDED) $(LUALIB) $(BASE_LIBS) -lm -ldl $(LDFLAGS)
+	$(CC) $(CPPFLAGS) -Icsrc $(CFLAGS) $(DTCFLAGS) -o $@ $< $(CORE_A) $(ASNEEDED) $(LUALIB) $(BASE_LIBS) $(LDFLAGS)
 
 # The local server's sandbox launcher and init: a separate small program,
 # since it must set up namespaces before anything else runs.
@@ -149,8 +198,17 @@ BINDIR     ?= $(PREFIX)/bin
 LIBDIR     ?= $(PREFIX)/lib/lua/$(LUA_VER)
 LUADIR     ?= $(PREFIX)/share/lua/$(LUA_VER)
 LIBEXECDIR ?= $(PREFIX)/libexec/dtlua
+# for C hosts: <prefix>/include/dtlua/dtlua.h, <prefix>/lib/libdtlua-core.a,
+# <prefix>/lib/pkgconfig/dtlua.pc
+INCLUDEDIR   ?= $(PREFIX)/include
+CLIBDIR      ?= $(PREFIX)/lib
+PKGCONFIGDIR ?= $(CLIBDIR)/pkgconfig
 
-install: all
+install: install-run install-dev
+
+# what the rock installs (LuaRocks' lib/ is the C modules' directory, so the
+# files for C hosts are left to `make install`)
+install-run: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/daytona/core $(DESTDIR)$(LUADIR) $(DESTDIR)$(LIBEXECDIR)
 	install -m 0755 $(DTLUA) $(DESTDIR)$(BINDIR)/dtlua
 	ln -sf dtlua $(DESTDIR)$(BINDIR)/dtlocal
@@ -160,9 +218,45 @@ install: all
 	cd lua && find . -name '*.lua' | while read f; do \
 	  install -D -m 0644 "$$f" "$(DESTDIR)$(LUADIR)/$$f"; done
 
+# dtlua.pc names the directories as installed (without DESTDIR), so that
+# `cc host.c $$(pkg-config --cflags --libs dtlua)` builds a host
+install-dev: $(CORE_A)
+	install -d $(DESTDIR)$(INCLUDEDIR)/dtlua $(DESTDIR)$(CLIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0644 csrc/dtlua.h $(DESTDIR)$(INCLUDEDIR)/dtlua/dtlua.h
+	install -m 0644 $(CORE_A) $(DESTDIR)$(CLIBDIR)/libdtlua-core.a
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	    -e 's|@CLIBDIR@|$(CLIBDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LUADIR@|$(LUADIR)|g' \
+	    -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@LUA_PC@|$(LUA_PC)|g' \
+	    dtlua.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/dtlua.pc
+
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/dtlua $(DESTDIR)$(BINDIR)/dtlocal $(DESTDIR)$(LIBEXECDIR)/dtlua-sandbox
 	rm -rf $(DESTDIR)$(LIBDIR)/daytona $(DESTDIR)$(LUADIR)/daytona $(DESTDIR)$(LUADIR)/dtlocal
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/dtlua
+	rm -f $(DESTDIR)$(CLIBDIR)/libdtlua-core.a $(DESTDIR)$(PKGCONFIGDIR)/dtlua.pc
+
+# The release tarball is HEAD (git archive: tracked files only, so nothing
+# from build/ or node_modules), reproducible (the commit's time, gzip -n).
+# Uncommitted changes are not in it, and it says so.
+DIST := $(BUILD)/dtlua-$(VERSION).tar.gz
+ROCK := $(BUILD)/dtlua-$(VERSION)-1.src.rock
+dist:
+	@mkdir -p $(BUILD)
+	@git diff --quiet HEAD -- 2>/dev/null || echo "dist: uncommitted changes are not in $(DIST) (it is HEAD)"
+	git archive --format=tar --prefix=dtlua-$(VERSION)/ HEAD | gzip -n -9 > $(DIST).tmp
+	mv $(DIST).tmp $(DIST)
+
+# A .src.rock is a zip of the rockspec and the source it names.  Built here
+# rather than by `luarocks pack`, which would download source.url (the
+# published tarball) instead of using the one just made: so it works
+# offline and before the release is uploaded.
+rock: dist
+	@test -f rockspec/dtlua-$(VERSION)-1.rockspec || { echo "rock: no rockspec/dtlua-$(VERSION)-1.rockspec"; exit 1; }
+	rm -rf $(BUILD)/rock && mkdir -p $(BUILD)/rock
+	cp rockspec/dtlua-$(VERSION)-1.rockspec $(DIST) $(BUILD)/rock/
+	rm -f $(ROCK)
+	cd $(BUILD)/rock && zip -q -X $(abspath $(ROCK)) dtlua-$(VERSION)-1.rockspec dtlua-$(VERSION).tar.gz
+	@echo "rock: $(ROCK)"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
