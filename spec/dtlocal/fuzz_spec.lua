@@ -144,10 +144,35 @@ describe("dtlocal fuzzing", function()
           local st, body = post(tb .. "/git/clone", '{"url":"' .. url .. '","path":"fuzz/clone"}')
           assert.are.equal(400, st, body)
         end
+        -- seed 12, input 1564: a file outside the repository
+        local st, body = post(tb .. "/git/add", '{"path":"fuzzrepo","files":[".."]}')
+        assert.are.equal(400, st, body)
+        -- seed 21, input 5072: an empty pathspec
+        st, body = post(tb .. "/git/add", '{"path":"fuzzrepo","files":[""]}')
+        assert.are.equal(400, st, body)
       end)
     end)
 
-    -- Found by the fuzzer in csrc/http_server.c (libmicrohttpd's 64 KiB
+    it("a working directory the client made unreachable (chmod 644) is 403 for git and PTYs, not 500", function()
+      helper.run(function()
+        -- seed 12, input 4306 (files/permissions of fuzz/ to 644), then
+        -- inputs 4616 and 4723
+        fx:exec("mkdir -p fuzz/shut && chmod 644 fuzz/shut")
+        local st, body = post(tb .. "/git/clone",
+          '{"branch":"main","password":"p","path":"fuzz/shut/clone","url":"file:///nonexistent","username":null}')
+        assert.are.equal(403, st, body)
+        local ok, err = pcall(websocket.connect, srv.base_url:gsub("^http", "ws") .. tb
+          .. "/process/pty/create-connect?id=fz-cc&cols=80&rows&cwd=fuzz/shut",
+          { headers = { Authorization = "Bearer " .. srv.token }, protocols = { "X-Daytona-Pty-Exit-Control" } })
+        assert.is_false(ok)
+        assert.are.equal(403, err.status_code, tostring(err))
+        st, body = post(tb .. "/process/pty", '{"id":"fz-shut","cwd":"fuzz/shut"}')
+        assert.are.equal(403, st, body)
+        fx:exec("chmod 755 fuzz/shut")
+      end)
+    end)
+
+    -- Found by the fuzzer in the core's HTTP server (csrc/) (libmicrohttpd's 64 KiB
     -- per-connection pool), not fixed here: the generator stays below
     -- these (fuzz.lua, TARGET_MAX and TARGET_ARGS). Run with
     -- FUZZ_PENDING=1 to see them fail.

@@ -79,7 +79,9 @@ local GIT_RULES = {
   { 404, "NOT_FOUND", { "not found", "does not exist", "no upstream" } },
   { 400, "BAD_REQUEST", { "nothing to commit", "please tell me who you are", "empty ident",
     -- a URL whose scheme git has no transport for: what the request asked
-    "protocol .- is not supported", "remote%-.- is not a git command", "unable to find remote helper" } },
+    "protocol .- is not supported", "remote%-.- is not a git command", "unable to find remote helper",
+    -- a path of the request that leaves the repository, or is no pathspec
+    "is outside repository", "is not a valid pathspec" } },
 }
 
 local function classify(text)
@@ -108,7 +110,14 @@ local function git(app, dir, args, creds, opts)
   local argv = { "git" }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   local r, msg = proc.run(argv, { cwd = dir, env = env, merge = false })
-  if not r then raise(500, "cannot run git: " .. tostring(msg), "INTERNAL_SERVER_ERROR") end
+  if not r then
+    -- a directory the user cannot enter (a chmod the client made) is the
+    -- request's problem; anything else is ours
+    if tostring(msg):lower():find("permission denied", 1, true) then
+      raise(403, ("cannot run git in %s: %s"):format(dir, tostring(msg)), "FORBIDDEN")
+    end
+    raise(500, "cannot run git: " .. tostring(msg), "INTERNAL_SERVER_ERROR")
+  end
   if r.exit_code ~= 0 and not (opts and opts.ok_codes and opts.ok_codes[r.exit_code]) then
     local text = (r.stderr ~= "" and r.stderr or r.output):gsub("%s+$", "")
     local status, code = classify(text)

@@ -187,6 +187,18 @@ local function new_pty(app, id, cwd, envs, cols, rows, lazy)
   return s
 end
 
+-- The shell of a new session did not start: forget the session and say
+-- why. A working directory the user cannot enter (a chmod the client made)
+-- is the request's problem, 403; anything else is ours.
+local function start_failed(app, id, err)
+  registry(app)[id] = nil
+  err = tostring(err)
+  if err:lower():find("permission denied", 1, true) then
+    pty_raise(403, err .. " (is the working directory accessible?)", "FORBIDDEN")
+  end
+  pty_raise(500, err, "INTERNAL_SERVER_ERROR")
+end
+
 ---------------------------------------------------------------------------
 -- REST
 ---------------------------------------------------------------------------
@@ -202,10 +214,7 @@ function M.create(app, ctx)
   local s = new_pty(app, id, cwd, envs, cols, rows, lazy)
   if not s.lazy then
     local ok, err = pcall(s.start, s)
-    if not ok then
-      registry(app)[id] = nil
-      pty_raise(500, tostring(err), "INTERNAL_SERVER_ERROR")
-    end
+    if not ok then start_failed(app, id, err) end
   end
   return ctx:reply_json(201, { sessionId = id })
 end
@@ -414,10 +423,7 @@ function M.create_connect(app, ctx)
   end
   local s = new_pty(app, id, q.cwd, envs, cols, rows, true)
   local ok, err = pcall(s.start, s)
-  if not ok then
-    registry(app)[id] = nil
-    pty_raise(500, tostring(err), "INTERNAL_SERVER_ERROR")
-  end
+  if not ok then start_failed(app, id, err) end
   local ws = ctx:upgrade(choose_protocol(ctx.subprotocols))
   return serve_client(s, ws, has(ctx.subprotocols, EXIT_CONTROL))
 end
