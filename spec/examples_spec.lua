@@ -130,6 +130,38 @@ describe("examples", function()
     assert.is_true(secs < 20, ("took %.1f s"):format(secs))
   end)
 
+  it("code_interpreter.lua: streamed output, contexts keep state, errors, envs, timeout", function()
+    local out = example("code_interpreter", "code-interpreter")
+    assert.matches("  live: step 1 of 3\n  live: step 2 of 3\n  live: step 3 of 3\n", out, 1, true)
+    assert.matches("the run printed 36 bytes in %d+ piece%(s%)", out)
+    assert.matches("created context [%x-]+ %(python%)", out)
+    assert.matches("the second run sees the first one's variables: area 12.5664", out, 1, true)
+    assert.matches("in the default context: NameError: name 'radius' is not defined", out, 1, true)
+    assert.matches("  stderr: about to fail", out, 1, true)
+    assert.matches("on_error saw KeyError; the result says KeyError: 'missing'", out, 1, true)
+    assert.matches("envs: hi there", out, 1, true)
+    assert.matches("a 30 s run with a 1 s timeout: DaytonaTimeoutError", out, 1, true)
+    assert.matches("contexts: 2\nafter deleting both: 0\n", out, 1, true)
+  end)
+
+  it("snapshots_volumes.lua: the snapshot list, a volume shared by two sandboxes", function()
+    local out = example("snapshots_volumes", "snapshots-volumes")
+    assert.matches("snapshots: 1 in all\n  dtlocal: active\n", out, 1, true)
+    assert.matches('get%("dtlocal"%): id [%x-]+', out)
+    local name = out:match("volume (example%-shared%-%x+) is ready")
+    assert.is_truthy(name, out)
+    assert.matches("writer sees: notes.txt", out, 1, true)
+    assert.matches("reader reads: written by the first sandbox", out, 1, true)
+    assert.matches("writer now reads: and the second one answered", out, 1, true)
+    assert.matches("listed: " .. name .. " (ready)", out, 1, true)
+    assert.matches("deleted volume " .. name, out, 1, true)
+    -- the volume went too (a deleted one may still be listed as such)
+    for _, v in ipairs(client.volume:list()) do
+      assert.is_false(v.name == name and v.state ~= "deleted" and v.state ~= "deleting",
+        "volume left: " .. v.name .. " (" .. tostring(v.state) .. ")")
+    end
+  end)
+
   it("examples/host: the frame-loop host keeps every step short", function()
     -- The host measures wall-clock time, so on a loaded machine the OS may
     -- preempt one step for a few ms; a step that really blocks does so in
