@@ -19,10 +19,11 @@ LUA_VER  := 5.4
 # the release: csrc/dtlua.h says it, the rockspec and the tarball follow
 VERSION  := $(shell awk '$$2 == "DTLUA_VERSION" { gsub(/"/, "", $$3); print $$3 }' csrc/dtlua.h)
 
-# Lua's headers and library.  LuaRocks passes LUA_INCDIR, which holds on
-# any system, and LUA_LIBDIR + LUA_LIBFILE (its $(LUALIB)) only where modules
-# must link Lua (Windows); dtlua itself links it, so without those it asks
-# pkg-config under Lua 5.4's usual names.  A plain `make` asks pkg-config for
+# Lua's headers and library.  The rock passes LuaRocks' LUA_INCDIR, which
+# holds on any system; LuaRocks knows Lua's library only where modules must
+# link it (Windows), so dtlua, which links it, asks pkg-config under Lua
+# 5.4's usual names unless LUA_LIBDIR (+ LUA_LIBFILE, a name like LuaRocks'
+# $(LUALIB)) is given.  A plain `make` asks pkg-config for
 # LUA_PC (Debian's name by default).  A static liblua linked into dtlua must
 # export its symbols to the C modules dtlua loads, hence -Wl,-E there.
 LUA_PC   ?= lua5.4
@@ -81,6 +82,8 @@ WS_OBJ   := $(BUILD)/obj/ws_client.o $(BUILD)/obj/obj.o
 WS_LIBS  := $(shell pkg-config --libs libwebsockets openssl libuv 2>/dev/null)
 SRV_OBJ  := $(patsubst %,$(BUILD)/obj/%.o,server server_request server_ws obj digest)
 SRV_LIBS := $(shell pkg-config --libs libmicrohttpd libuv 2>/dev/null) -lwslay
+# dtlua-sandbox, the local server's launcher: libc only (csrc/sandbox.h)
+LAUNCH_OBJ := $(patsubst %,$(BUILD)/obj/%.o,sandbox_launcher sandbox_root sandbox_init)
 HDRS     := $(wildcard csrc/*.h)
 
 CORE_SO  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core.so
@@ -152,9 +155,9 @@ $(BUILD)/bin/dtlua-host: examples/host/host.c csrc/dtlua.h $(CORE_A)
 
 # The local server's sandbox launcher and init: a separate small program,
 # since it must set up namespaces before anything else runs.
-$(LAUNCHER): csrc/sandbox_launcher.c
+$(LAUNCHER): $(LAUNCH_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -o $@ $< $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(LDFLAGS)
 
 # dtlocal is dtlua under another name: it runs the local server's main.
 $(DTLOCAL): $(DTLUA)
