@@ -38,8 +38,8 @@ external_dependencies = {
   WSLAY = { header = "wslay/wslay.h", library = "wslay" },
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
 }
--- The Makefile with LuaRocks' variables: its Lua (LUA_INCDIR, LUA_LIBDIR,
--- LUALIB), its CFLAGS (the Makefile adds its own warnings and -std to
+-- The Makefile with LuaRocks' variables: its Lua (LUA_INCDIR; dtlua finds
+-- the library by pkg-config), its CFLAGS (the Makefile adds its own -std and warnings to
 -- them), its LIBFLAG, and no -Werror.  `make install-run` puts the core's
 -- base at LIBDIR/daytona/core.so, its parts at LIBDIR/daytona/core/*.so,
 -- dtlua and dtlocal in BINDIR and the sandbox launcher in PREFIX/libexec.
@@ -51,8 +51,6 @@ build = {
     CFLAGS = "$(CFLAGS)",
     LIBFLAG = "$(LIBFLAG)",
     LUA_INCDIR = "$(LUA_INCDIR)",
-    LUA_LIBDIR = "$(LUA_LIBDIR)",
-    LUA_LIBFILE = "$(LUALIB)",
     WERROR = "",
     DEP_INCDIRS = "$(LIBUV_INCDIR) $(LIBCURL_INCDIR) $(LIBWEBSOCKETS_INCDIR) $(LIBMICROHTTPD_INCDIR) $(WSLAY_INCDIR) $(OPENSSL_INCDIR)",
     DEP_LIBDIRS = "$(LIBUV_LIBDIR) $(LIBCURL_LIBDIR) $(LIBWEBSOCKETS_LIBDIR) $(LIBMICROHTTPD_LIBDIR) $(WSLAY_LIBDIR) $(OPENSSL_LIBDIR)",
