@@ -82,6 +82,8 @@ WS_OBJ   := $(BUILD)/obj/ws_client.o $(BUILD)/obj/obj.o
 WS_LIBS  := $(shell pkg-config --libs libwebsockets openssl libuv 2>/dev/null)
 SRV_OBJ  := $(patsubst %,$(BUILD)/obj/%.o,server server_request server_ws obj digest)
 SRV_LIBS := $(shell pkg-config --libs libmicrohttpd libuv 2>/dev/null) -lwslay
+# dtlua-sandbox, the local server's launcher: libc only (csrc/sandbox.h)
+LAUNCH_OBJ := $(patsubst %,$(BUILD)/obj/%.o,sandbox_launcher sandbox_root sandbox_init)
 HDRS     := $(wildcard csrc/*.h)
 
 CORE_SO  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core.so
@@ -153,9 +155,9 @@ $(BUILD)/bin/dtlua-host: examples/host/host.c csrc/dtlua.h $(CORE_A)
 
 # The local server's sandbox launcher and init: a separate small program,
 # since it must set up namespaces before anything else runs.
-$(LAUNCHER): csrc/sandbox_launcher.c
+$(LAUNCHER): $(LAUNCH_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(DTCFLAGS) -o $@ $< $(LDFLAGS)
+	$(CC) $(CFLAGS) $(DTCFLAGS) -o $@ $^ $(LDFLAGS)
 
 # dtlocal is dtlua under another name: it runs the local server's main.
 $(DTLOCAL): $(DTLUA)
