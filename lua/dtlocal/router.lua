@@ -1,275 +1,36 @@
---- dtlocal.router: the small HTTP helpers both dtlocal servers share.
---
--- Routing by method and path pattern, the one structured error body, and a
--- JSON encoder that gets arrays right (Debian's lua-cjson has no array
--- marker, so `{}` would go out as `{}` where an SDK expects `[]`).
+--- dtlocal.router: method and path patterns to handlers, for both dtlocal
+-- servers (the answers themselves are dtlocal.http's).
 --
 --     local router = require "dtlocal.router"
---     local r = router.new()
+--     local r = router.new{ not_found = function(method, path) return "..." end }
 --     r:add("GET", "/process/session/{sessionId}", function(ctx, params) ... end)
 --     local handler, params_or_status, allowed = r:match("GET", "/process/session/s1")
---
--- Errors: a handler raises `router.raise(status, message, code)` (or returns
--- normally); `router.call` turns a raised HttpError into (status, body) and any
--- other error into a 500 whose message names it, so no input crashes a server.
---
--- Error body (protocol §6.2/§7.3, one shape everywhere, read by every SDK):
---     { "statusCode": 404, "message": "session not found", "code": "NOT_FOUND",
---       "error": "Not Found", "timestamp": "2026-06-23T13:33:38Z",
---       "path": "/process/session/x", "method": "GET" }
---
--- JSON:
---     router.json.encode(v)       -- strings, numbers (integers stay integers),
---                                    booleans, router.json.null, tables
---     router.json.array(t)        -- mark t as an array (an empty one encodes as [])
---     router.json.decode(s)       -- value | nil, message (never raises)
--- A table is encoded as an array when it is marked, or when it is non-empty
--- with keys exactly 1..n; otherwise as an object with its string keys, sorted.
--- Invalid UTF-8 in strings becomes U+FFFD, as Go's encoder does.
-local cjson = require "cjson.safe"
+--     return r:dispatch(ctx)   -- the handler's results; 404/405 raised
+local http = require "dtlocal.http"
 
-local type, pairs, ipairs, tostring, setmetatable, getmetatable, error, select =
-  type, pairs, ipairs, tostring, setmetatable, getmetatable, error, select
-local concat, sort, format, byte, char = table.concat, table.sort, string.format, string.byte, string.char
-local mtype = math.type
+local type, ipairs, setmetatable, error, tostring = type, ipairs, setmetatable, error, tostring
+local concat, format, char = table.concat, string.format, string.char
 
 local M = {}
-
----------------------------------------------------------------------------
--- JSON
----------------------------------------------------------------------------
-
-local json = {}
-M.json = json
-
-local array_mt = { __name = "dtlocal.json.array" }
-json.array_mt = array_mt
-json.null = cjson.null
-
---- Mark a table (default: a new one) as a JSON array; returns it.
-function json.array(t)
-  return setmetatable(t or {}, array_mt)
-end
-
-local escapes = {
-  ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
-  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
-}
-for i = 0, 31 do
-  local c = char(i)
-  if not escapes[c] then escapes[c] = format("\\u%04x", i) end
-end
-escapes["\127"] = "\\u007f"
-
--- Replace every byte that is not part of a valid UTF-8 sequence by U+FFFD.
-local function sanitize_utf8(s)
-  if utf8.len(s) then return s end
-  local out, i, n = {}, 1, #s
-  while i <= n do
-    local c = byte(s, i)
-    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2
-      or (c >= 0xE0 and c <= 0xEF) and 3 or (c >= 0xF0 and c <= 0xF4) and 4 or 0
-    local seq = len > 0 and s:sub(i, i + len - 1)
-    if seq and #seq == len and utf8.len(seq) == 1 then
-      out[#out + 1] = seq
-      i = i + len
-    else
-      out[#out + 1] = "\u{FFFD}"
-      i = i + 1
-    end
-  end
-  return concat(out)
-end
-
-local function encode_string(s)
-  return '"' .. sanitize_utf8(s):gsub('[%c"\\]', escapes) .. '"'
-end
-
-local encode_value
-
-local function is_sequence(t)
-  local n = #t
-  if n == 0 then return false end
-  local count = 0
-  for k in pairs(t) do
-    if mtype(k) ~= "integer" or k < 1 or k > n then return false end
-    count = count + 1
-  end
-  return count == n
-end
-
-function encode_value(v, out, depth)
-  local tv = type(v)
-  if tv == "string" then
-    out[#out + 1] = encode_string(v)
-  elseif tv == "number" then
-    if mtype(v) == "integer" then
-      out[#out + 1] = tostring(v)
-    elseif v ~= v or v == math.huge or v == -math.huge then
-      error("cannot encode a non-finite number as JSON", 0)
-    elseif v == math.floor(v) and v > -2^53 and v < 2^53 then
-      out[#out + 1] = format("%d", v)
-    else
-      out[#out + 1] = format("%.17g", v)
-    end
-  elseif tv == "boolean" then
-    out[#out + 1] = v and "true" or "false"
-  elseif v == nil or v == cjson.null then
-    out[#out + 1] = "null"
-  elseif tv == "table" then
-    if depth > 100 then error("JSON value nested too deeply", 0) end
-    if getmetatable(v) == array_mt or is_sequence(v) then
-      out[#out + 1] = "["
-      for i = 1, #v do
-        if i > 1 then out[#out + 1] = "," end
-        encode_value(v[i], out, depth + 1)
-      end
-      out[#out + 1] = "]"
-    else
-      local keys = {}
-      for k in pairs(v) do
-        if type(k) == "string" then keys[#keys + 1] = k end
-      end
-      sort(keys)
-      out[#out + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then out[#out + 1] = "," end
-        out[#out + 1] = encode_string(k)
-        out[#out + 1] = ":"
-        encode_value(v[k], out, depth + 1)
-      end
-      out[#out + 1] = "}"
-    end
-  else
-    error("cannot encode a " .. tv .. " as JSON", 0)
-  end
-end
-
---- Encode a Lua value as JSON text; raises on values JSON cannot carry.
-function json.encode(v)
-  local out = {}
-  encode_value(v, out, 0)
-  return concat(out)
-end
-
---- Decode JSON text; returns the value, or nil and a message. JSON null is
--- json.null (also inside objects and arrays).
-function json.decode(s)
-  if type(s) ~= "string" then return nil, "expected a JSON text" end
-  local v, err = cjson.decode(s)
-  if v == nil and err then return nil, err end
-  return v
-end
-
---- Decode a request body that must be a JSON object; returns the table, or
--- nil and a message ("malformed JSON: ..." or "a JSON object is required").
--- `[]` and `{}` decode to the same empty table, so the text itself must open
--- with `{`: else `[]` would pass for an object with no fields. Every route
--- of both servers that takes a JSON body checks it here.
-function json.decode_object(s)
-  local v, err = json.decode(s)
-  if v == nil then return nil, "malformed JSON: " .. tostring(err) end
-  if type(v) ~= "table" or not s:find("^%s*{") then return nil, "a JSON object is required" end
-  return v
-end
-
----------------------------------------------------------------------------
--- Errors
----------------------------------------------------------------------------
-
-M.status_text = {
-  [200] = "OK", [201] = "Created", [202] = "Accepted", [204] = "No Content",
-  [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
-  [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout",
-  [409] = "Conflict", [410] = "Gone", [413] = "Payload Too Large",
-  [422] = "Unprocessable Entity", [429] = "Too Many Requests",
-  [500] = "Internal Server Error", [501] = "Not Implemented",
-  [502] = "Bad Gateway", [503] = "Service Unavailable", [504] = "Gateway Timeout",
-}
-
--- The default `code` for a status (protocol §6.2).
-local default_code = {
-  [400] = "BAD_REQUEST", [401] = "UNAUTHORIZED", [403] = "FORBIDDEN",
-  [404] = "NOT_FOUND", [405] = "METHOD_NOT_ALLOWED", [408] = "REQUEST_TIMEOUT",
-  [409] = "CONFLICT", [410] = "GONE", [422] = "UNPROCESSABLE_ENTITY",
-  [500] = "INTERNAL_SERVER_ERROR", [501] = "NOT_IMPLEMENTED",
-  [503] = "SERVICE_UNAVAILABLE",
-}
-M.default_code = default_code
-
-local HttpError = { __name = "dtlocal.HttpError" }
-HttpError.__index = HttpError
-function HttpError.__tostring(e)
-  return ("HTTP %d %s: %s"):format(e.status, e.code or "", e.message)
-end
-M.HttpError = HttpError
-
---- A new HttpError (not raised). `extra` fields are merged into the body.
-function M.http_error(status, message, code, extra)
-  return setmetatable({ status = status, message = message,
-                        code = code or default_code[status], extra = extra }, HttpError)
-end
-
---- Raise an HttpError; never returns.
-function M.raise(status, message, code, extra)
-  error(M.http_error(status, message, code, extra), 0)
-end
-
-function M.is_http_error(e)
-  return getmetatable(e) == HttpError
-end
-
---- The current time as RFC 3339 UTC (seconds precision).
-function M.timestamp()
-  return os.date("!%Y-%m-%dT%H:%M:%SZ")
-end
-
---- The structured error body for a request (method, path) as a Lua table.
-function M.error_body(status, message, code, path, method, extra)
-  local body = {
-    statusCode = status,
-    message = message,
-    code = code or default_code[status],
-    error = M.status_text[status] or "Error",
-    timestamp = M.timestamp(),
-    path = path,
-    method = method,
-  }
-  if extra then for k, v in pairs(extra) do body[k] = v end end
-  return body
-end
-
---- Call handler(...) protected. Returns true, results... on success; on
--- failure false, status, body-table, err, traceback: the HttpError's status
--- and body, or 500 with a message naming any other error (err is then the
--- raw error, e.g. a CancelledError the caller may want to re-raise, and
--- traceback its traceback for the log). `path`/`method` fill the body.
-function M.call(path, method, handler, ...)
-  local tb
-  local res = table.pack(xpcall(handler, function(e)
-    if getmetatable(e) ~= HttpError then tb = debug.traceback(tostring(e), 2) end
-    return e
-  end, ...))
-  if res[1] then return table.unpack(res, 1, res.n) end
-  local e = res[2]
-  if getmetatable(e) == HttpError then
-    return false, e.status, M.error_body(e.status, e.message, e.code, path, method, e.extra), e
-  end
-  return false, 500, M.error_body(500, "internal error: " .. tostring(e),
-                                   "INTERNAL_SERVER_ERROR", path, method), e, tb
-end
-
----------------------------------------------------------------------------
--- Routing
----------------------------------------------------------------------------
 
 local Router = {}
 Router.__index = Router
 Router.__name = "dtlocal.Router"
 
---- A new, empty router.
-function M.new()
-  return setmetatable({ routes = {} }, Router)
+local function not_found(method, path)
+  return format("no such route: %s %s", method, path)
+end
+
+local function not_allowed(method, path, allowed)
+  return format("method %s not allowed on %s (allowed: %s)", method, path, allowed)
+end
+
+--- A new, empty router. opts (optional): not_found(method, path) and
+-- not_allowed(method, path, allowed) word the 404 and 405 of dispatch.
+function M.new(opts)
+  opts = opts or {}
+  return setmetatable({ routes = {}, not_found = opts.not_found or not_found,
+                        not_allowed = opts.not_allowed or not_allowed }, Router)
 end
 
 -- Split "/a/b/c" into { "a", "b", "c" }; an empty path is { }. A trailing
@@ -342,22 +103,20 @@ function Router:match(method, path)
   return nil, 404
 end
 
----------------------------------------------------------------------------
--- Query strings
----------------------------------------------------------------------------
-
---- Parse "a=1&b=x%20y" into { a = "1", b = "x y" } (first value of a name
--- wins; '+' means a space, as in forms).
-function M.parse_query(qs)
-  local q = {}
-  if not qs or qs == "" then return q end
-  for pair in qs:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    k = unescape((k:gsub("+", " ")))
-    v = unescape((v:gsub("+", " ")))
-    if q[k] == nil then q[k] = v end
+--- Route a request: the handler of ctx.method and `path` (default
+-- ctx.path) is called as handler(ctx, params), ctx.params set, and its
+-- results returned. Raises the HttpError 404 (no such path) or 405 (other
+-- methods only), worded with ctx.path.
+function Router:dispatch(ctx, path)
+  local handler, params, allowed = self:match(ctx.method, path or ctx.path)
+  if not handler then
+    if params == 405 then
+      http.raise(405, self.not_allowed(ctx.method, ctx.path, tostring(allowed)), "METHOD_NOT_ALLOWED")
+    end
+    http.raise(404, self.not_found(ctx.method, ctx.path), "NOT_FOUND")
   end
-  return q
+  ctx.params = params
+  return handler(ctx, params)
 end
 
 return M

@@ -8,7 +8,7 @@ local scheduler = require "daytona.runtime.scheduler"
 local http = require "daytona.runtime.http"
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
-local json = require("dtlocal.router").json
+local json = require("dtlocal.http").json
 
 local srv
 

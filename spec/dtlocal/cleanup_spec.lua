@@ -11,7 +11,7 @@ local dtlocal = require "support.dtlocal"
 local cgroups = require "dtlocal.api.cgroups"
 local process = require "daytona.runtime.process"
 local scheduler = require "daytona.runtime.scheduler"
-local json = require("dtlocal.router").json
+local json = require("dtlocal.http").json
 
 local util = core.util
 local read = helper.read_file

@@ -6,7 +6,7 @@ local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
 local process = require "daytona.runtime.process"
 local core = require "daytona.core"
-local json = require("dtlocal.router").json
+local json = require("dtlocal.http").json
 
 describe("dtlocal connection limits", function()
   local srv

@@ -12,7 +12,7 @@ local websocket = require "daytona.runtime.websocket"
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
 local events = require "dtlocal.api.events"
-local json = require("dtlocal.router").json
+local json = require("dtlocal.http").json
 
 local function run(fn) return helper.run(fn) end
 
@@ -268,32 +268,23 @@ describe("dtlocal.api.events on short settings (in-process)", function()
     opts.wire = function(rec) return rec end
     opts.log = function(fmt, ...) logs[#logs + 1] = fmt:format(...) end
     local hub = events.new(opts)
-    local srv = assert(core.server.listen{ host = "127.0.0.1", port = 0, connection_timeout = 0 })
-    local tasks = {}
-    local accept = scheduler.spawn(function()
-      while true do
-        local req, _, code = srv:accept()
-        if req then
-          local t = scheduler.spawn(function()
-            hub:serve(require("dtlocal.api").request_context(req, req:info()))
-          end)
-          t.observed = true
-          tasks[#tasks + 1] = t
-        elseif code == "ECANCELED" then
-          return
-        else
-          scheduler.wait(srv)
-        end
-      end
-    end)
-    accept.observed = true
+    local active = 0
+    local srv = require("daytona.runtime.server").listen{
+      host = "127.0.0.1", port = 0, connection_timeout = 0,
+      handler = require("dtlocal.http").handler{ dispatch = function(ctx)
+        active = active + 1
+        local ok, err = pcall(hub.serve, hub, ctx)
+        active = active - 1
+        if not ok then error(err, 0) end
+      end },
+    }
     local function stop()
       hub:close()
-      for _, t in ipairs(tasks) do pcall(scheduler.timeout, 5, function() t:wait() end) end
+      -- the connections' own ends (close frames) before the listener goes
+      pcall(scheduler.timeout, 5, function() while active > 0 do scheduler.sleep(0.01) end end)
       srv:close()
-      accept:cancel()
     end
-    return ("http://127.0.0.1:%d/api"):format(srv:port()), hub, logs, stop
+    return ("http://127.0.0.1:%d/api"):format(srv.port), hub, logs, stop
   end
 
   it("pings every pingInterval and closes a client that does not answer in pingTimeout", function()

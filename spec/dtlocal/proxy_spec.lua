@@ -11,6 +11,7 @@ local multipart = require "daytona.runtime.multipart"
 local errors = require "daytona.errors"
 local core = require "daytona.core"
 local proxy = require "dtlocal.api.proxy"
+local dhttp = require "dtlocal.http"
 local toolbox = require "dtlocal.toolbox"
 
 local MiB = 1024 * 1024
@@ -40,17 +41,9 @@ end
 
 -- A front server that forwards every request to base with proxy.forward.
 local function front_for(base)
-  return server.listen{ log = function() end, handler = function(req, res)
-    local ctx = { req = req._c, method = req.method, headers = req.headers }
-    local ok, err = pcall(proxy.forward, ctx, base .. req.target, { what = "the back server" })
-    if ctx.responded then
-      res.started = true   -- proxy.forward answered on the core request itself
-      if not ok then req._c:close() end
-    elseif not ok then
-      local status = type(err) == "table" and err.status or 500
-      res:send(status, { ["Content-Type"] = "text/plain" }, tostring(type(err) == "table" and err.message or err))
-    end
-  end }
+  return server.listen{ log = function() end, handler = dhttp.handler{ dispatch = function(ctx)
+    return proxy.forward(ctx, base .. ctx.target, { what = "the back server" })
+  end } }
 end
 
 describe("dtlocal proxy", function()
@@ -244,14 +237,9 @@ describe("dtlocal proxy", function()
           ws:send(data, kind)
         end
       end }
-      local wsfront <close> = server.listen{ log = function() end, handler = function(req, res)
-        local ctx = { req = req._c, method = req.method, headers = req.headers }
-        local ok, err = pcall(proxy.websocket, ctx, echo.url:gsub("^http", "ws") .. "/", { what = "the echo" })
-        res.started = true
-        if not ok and not ctx.responded then
-          res:send(500, { ["Content-Type"] = "text/plain" }, tostring(err))
-        end
-      end }
+      local wsfront <close> = server.listen{ log = function() end, handler = dhttp.handler{ dispatch = function(ctx)
+        return proxy.websocket(ctx, echo.url:gsub("^http", "ws") .. "/", { what = "the echo" })
+      end } }
       local ws <close> = websocket.connect(wsfront.url:gsub("^http", "ws") .. "/")
       local sent = { { "", "text" }, { "a", "binary" }, { "", "binary" }, { "bc", "text" } }
       for _, m in ipairs(sent) do ws:send(m[1], m[2]) end

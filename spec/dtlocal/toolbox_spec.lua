@@ -6,11 +6,11 @@ local scheduler = require "daytona.runtime.scheduler"
 local http = require "daytona.runtime.http"
 local websocket = require "daytona.runtime.websocket"
 local core = require "daytona.core"
-local router = require "dtlocal.router"
+local dhttp = require "dtlocal.http"
 local toolbox = require "dtlocal.toolbox"
 local common = require "dtlocal.toolbox.common"
 
-local json = router.json
+local json = dhttp.json
 
 local SDK = "0.218.0"
 

@@ -36,7 +36,7 @@ local function read_json(path)
   if not f then return nil end
   local text = f:read("a")
   f:close()
-  return require("dtlocal.router").json.decode(text)
+  return require("dtlocal.http").json.decode(text)
 end
 
 -- Run fn in a task when we are not in one (the process and the sleeps
@@ -156,7 +156,7 @@ end
 function M.request(srv, method, path, body, opts)
   opts = opts or {}
   local http = require "daytona.runtime.http"
-  local json = require("dtlocal.router").json
+  local json = require("dtlocal.http").json
   local headers = {}
   if opts.token ~= false then headers.Authorization = "Bearer " .. (opts.token or srv.token) end
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
@@ -177,7 +177,7 @@ end
 function M.expect(srv, want, method, path, body, opts)
   local st, b = M.request(srv, method, path, body, opts)
   if st ~= want then
-    local json = require("dtlocal.router").json
+    local json = require("dtlocal.http").json
     error(("%s %s: expected %d, got %d: %s"):format(method, path, want, st,
       type(b) == "table" and json.encode(b) or tostring(b)), 3)
   end
@@ -191,7 +191,7 @@ function M.exec(srv, id, command, timeout)
                           { base = srv.toolbox_url .. "/" .. id })
   if st ~= 200 then
     error(("exec in %s: HTTP %d: %s"):format(id, st, type(b) == "table"
-      and require("dtlocal.router").json.encode(b) or tostring(b)), 3)
+      and require("dtlocal.http").json.encode(b) or tostring(b)), 3)
   end
   return b.result, b.exitCode
 end

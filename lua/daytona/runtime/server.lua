@@ -79,16 +79,26 @@ local function unescape(s)
   return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
 end
 
---- Decode a query string ("+" and %XX escapes; pairs split on "&" or ";").
+--- Decode a query string ("+" and %XX escapes; pairs split on "&" only,
+-- as URLSearchParams does: a ";" is part of a value, e.g. a file name).
+-- The one query parser of the runtime and of dtlocal.
 -- @param[opt] q the raw query string, without the "?"
--- @return a table of name -> first value ("" for a name without "=")
-function M.parse_query(q)
+-- @param[opt] all true: every value of a repeated name, in order
+-- @return a table of name -> first value ("" for a name without "="), or
+-- with `all` name -> list of values
+function M.parse_query(q, all)
   local args = {}
-  for pair in (q or ""):gmatch("[^&;]+") do
+  for pair in (q or ""):gmatch("[^&]+") do
     local k, v = pair:match("^([^=]*)=(.*)$")
     if not k then k, v = pair, "" end
     k = unescape(k)
-    if args[k] == nil then args[k] = unescape(v) end
+    if all then
+      local list = args[k]
+      if not list then list = {}; args[k] = list end
+      list[#list + 1] = unescape(v)
+    elseif args[k] == nil then
+      args[k] = unescape(v)
+    end
   end
   return args
 end
@@ -195,6 +205,14 @@ function Request:save(path)
   end
 end
 
+--- The core request under this one, for the HTTP client's splice
+-- (`http.stream{ body_from =, response_to = }` moves a body between two
+-- transfers in C); the response still goes through the `Response`.
+-- @return the `core.server` request
+function Request:core()
+  return self._c
+end
+
 ---------------------------------------------------------------------------
 -- WebSocket
 ---------------------------------------------------------------------------
@@ -268,6 +286,14 @@ end
 -- @return "connecting", "open", "closing" or "closed"
 function WebSocket:state()
   return self._c:state()
+end
+
+--- The core WebSocket under this one, for a loop that waits on it
+-- together with other handles (`scheduler.wait(ws:core(), timer)`) and
+-- polls it with the core's non-blocking receive and send.
+-- @return the `core.server` WebSocket
+function WebSocket:core()
+  return self._c
 end
 
 WebSocket.__close = function(self) self._c:close() end
@@ -393,6 +419,14 @@ function Response:file(status, headers, path, offset, length)
   local ok, msg, code = self._c:respond_file(status, headers, path, offset, length)
   if not ok then error(failure(msg, code), 2) end
   self.started = true
+end
+
+--- Drop the connection at once: a response whose head is out is cut
+-- short (the client sees a broken transfer); one not started yet is
+-- never sent. Idempotent.
+function Response:abort()
+  self.started = true
+  self._c:close()
 end
 
 --- Accept a WebSocket upgrade: sends the 101 and returns the WebSocket.

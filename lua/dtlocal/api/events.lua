@@ -35,13 +35,13 @@
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 local model = require "dtlocal.api.model"
 
 local type, pairs, next, tostring, tonumber, setmetatable, getmetatable, pcall, error, math =
   type, pairs, next, tostring, tonumber, setmetatable, getmetatable, pcall, error, math
 local format = string.format
-local json = router.json
+local json = http.json
 
 local M = {}
 
@@ -182,10 +182,7 @@ local function violation(code, reason)
   error(setmetatable({ code = code, reason = reason }, Violation), 0)
 end
 
-local function bearer(headers)
-  local h = headers.authorization
-  return h and h:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
-end
+local bearer = http.bearer
 
 -- Split a Socket.IO packet (after the Engine.IO "4"): type, namespace, ack
 -- id, payload (decoded JSON or nil). Binary packets (5, 6) are refused.
@@ -308,10 +305,7 @@ end
 -- Answer a request that cannot become an Engine.IO WebSocket with the
 -- error body Engine.IO servers send ({code, message}).
 local function refuse(ctx, status, code, message)
-  ctx.responded = true
-  ctx.status = status
-  ctx.req:respond(status, { ["Content-Type"] = "application/json" },
-    json.encode({ code = code, message = message }))
+  ctx:reply(status, { code = code, message = message }, { ["Content-Type"] = "application/json" })
 end
 
 -- The connection's loop: send what is queued, read what came, keep the
@@ -379,11 +373,10 @@ function Hub:authenticated(conn)
   end
 end
 
---- Serve one request at `/api/socket.io/` (ctx as dtlocal.api builds it:
--- req, method, qs, headers, is_websocket). Returns when the
--- connection ends.
+--- Serve one request at `/api/socket.io/` (ctx: a dtlocal.http context).
+-- Returns when the connection ends.
 function Hub:serve(ctx)
-  local q = router.parse_query(ctx.qs)
+  local q = ctx.query
   if ctx.method ~= "GET" then
     return refuse(ctx, 400, 2, "Bad handshake method")
   end
@@ -408,13 +401,13 @@ function Hub:serve(ctx)
     self.log("events: refused a connection: %d event connections already open", authed)
     return refuse(ctx, 503, 3, format("too many event connections (%d)", self.max_connections))
   end
-  local ws, msg = ctx.req:upgrade_websocket{}
-  if not ws then return refuse(ctx, 400, 3, "Bad request: " .. tostring(msg)) end
-  ctx.responded = true
-  ctx.status = 101
-  local info = ctx.req:info()
+  local uok, client = pcall(ctx.res.websocket, ctx.res, {})
+  if not uok then return refuse(ctx, 400, 3, "Bad request: " .. tostring(client.message or client)) end
+  ctx.responded, ctx.status = true, 101
+  -- the loop polls it and waits on it with its timers: the core WebSocket
+  local ws = client:core()
   local conn = {
-    ws = ws, remote = info and info.remote or "-", bearer = given, authed = given ~= nil,
+    ws = ws, remote = ctx.remote or "-", bearer = given, authed = given ~= nil,
     q = {}, qfirst = 1, qlast = 0, qbytes = 0,
   }
   self.conns[conn] = true

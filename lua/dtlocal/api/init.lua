@@ -30,12 +30,15 @@
 -- app.api_url, app.toolbox_url, app.base_url, app.token are set by start(),
 -- and app.cgroups (dtlocal.api.cgroups: which resources are enforced).
 -- Every route needs `Authorization: Bearer <token>` (compared in constant
--- time); toolbox routes also take the sandbox's preview token. Errors are
--- the structured body of dtlocal.router everywhere.
+-- time); toolbox routes also take the sandbox's preview token (App:authorize,
+-- the one check). Both listeners are daytona.runtime.server's, answering
+-- through dtlocal.http: handlers (ctx, params), errors the structured body
+-- everywhere.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
-local router = require "dtlocal.router"
+local server = require "daytona.runtime.server"
+local http = require "dtlocal.http"
 local model = require "dtlocal.api.model"
 local store_mod = require "dtlocal.api.store"
 local routes = require "dtlocal.api.routes"
@@ -52,8 +55,8 @@ local type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, o
   type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table
 local format = string.format
 local util = core.util
-local json = router.json
-local raise = router.raise
+local json = http.json
+local raise = http.raise
 
 local M = {}
 
@@ -184,87 +187,42 @@ end
 -- Requests
 ---------------------------------------------------------------------------
 
-local function bearer(headers)
-  local h = headers.authorization
-  if not h then return nil end
-  return h:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
-end
+local bearer = http.bearer
 
 --- Whether `given` is the API token (constant-time comparison).
 function App:check_token(given)
   return type(given) == "string" and util.equal_ct(given, self.token)
 end
 
---- 401 unless the request carries the API token.
-function App:require_api_token(ctx)
+--- Who sent the request: "api" for the API token; with `rec`, "preview"
+-- for that sandbox's preview token (X-Daytona-Preview-Token, or the
+-- DAYTONA_SANDBOX_AUTH_KEY query parameter). Else a 401: `refusal` when
+-- given, or the missing/failed messages the Daytona API answers.
+function App:authorize(ctx, rec, refusal)
   local given = bearer(ctx.headers)
-  if not given then
+  if self:check_token(given) then return "api" end
+  local ptoken
+  if rec ~= nil then
+    ptoken = ctx.headers["x-daytona-preview-token"] or ctx.query.DAYTONA_SANDBOX_AUTH_KEY
+    local pt = rec and rec.dtlocal.preview_token
+    if pt ~= nil and ptoken ~= nil and util.equal_ct(ptoken, pt) then return "preview" end
+  end
+  if refusal then raise(401, refusal, "UNAUTHORIZED") end
+  if given == nil and ptoken == nil then
     raise(401, "unauthorized: missing authentication: send Authorization: Bearer <token>", "UNAUTHORIZED")
   end
-  if not self:check_token(given) then
-    raise(401, "unauthorized: authentication failed: Bearer token is invalid", "UNAUTHORIZED")
-  end
-end
-
--- Read the whole request body (bounded) for the JSON routes.
-local function read_body(req, headers, limit)
-  local cl = headers["content-length"]
-  if cl and (tonumber(cl) or 0) > limit then
-    raise(413, format("the request body is larger than %d bytes", limit), "PAYLOAD_TOO_LARGE")
-  end
-  if not cl and not headers["transfer-encoding"] then return nil end
-  local parts, n = {}, 0
-  while true do
-    local chunk, msg = req:read()
-    if chunk == nil then
-      if msg then raise(400, "cannot read the request body: " .. tostring(msg)) end
-      break
-    end
-    if chunk == "" then
-      scheduler.wait(req)
-    else
-      n = n + #chunk
-      if n > limit then
-        raise(413, format("the request body is larger than %d bytes", limit), "PAYLOAD_TOO_LARGE")
-      end
-      parts[#parts + 1] = chunk
-    end
-  end
-  return table.concat(parts)
-end
-
-local function reply_json(ctx, status, body, headers)
-  local h = { ["Content-Type"] = "application/json; charset=utf-8" }
-  for k, v in pairs(headers or {}) do h[k] = v end
-  ctx.responded = true
-  ctx.status = status
-  if body == nil then
-    h["Content-Type"] = nil
-    return ctx.req:respond(status, h, "")
-  end
-  return ctx.req:respond(status, h, type(body) == "string" and body or json.encode(body))
+  raise(401, "unauthorized: authentication failed: Bearer token is invalid", "UNAUTHORIZED")
 end
 
 --- The control plane: /api/...
-function App:api(ctx)
-  self:require_api_token(ctx)
+function App:control_plane(ctx)
+  self:authorize(ctx)
   local sub = ctx.path:sub(5)                      -- below /api
   if sub == "" then sub = "/" end
   -- the deprecated toolbox routes: /api/toolbox/{id}/toolbox/{rest}
   local tid, trest = sub:match("^/toolbox/([^/]+)/toolbox(/.*)$")
   if tid then return self:toolbox(ctx, tid, trest, true) end
-  local handler, params, allowed = self.api_router:match(ctx.method, sub)
-  if not handler then
-    if params == 405 then
-      raise(405, format("Cannot %s %s (allowed: %s)", ctx.method, ctx.path, tostring(allowed)))
-    end
-    raise(404, format("Cannot %s %s", ctx.method, ctx.path))
-  end
-  ctx.body = read_body(ctx.req, ctx.headers, M.MAX_API_BODY)
-  ctx.query = routes.parse_query(ctx.qs)
-  ctx.path = sub
-  local status, body, headers = handler(ctx, params)
-  reply_json(ctx, status, body, headers)
+  return self.control_router:dispatch(ctx, sub)
 end
 
 -- The running sandbox behind a toolbox or preview request (400 if it is
@@ -279,14 +237,14 @@ local function running_instance(self, rec)
 end
 
 -- Strip one query parameter (the preview token must not reach the
--- sandbox), compared by its decoded name as routes.parse_query reads it:
+-- sandbox), compared by its decoded name as ctx.query reads it:
 -- `DAYTONA%5FSANDBOX%5FAUTH%5FKEY=` authenticates, so it must go too.
 local function strip_param(qs, name)
   if qs == "" then return qs end
   local out = {}
   for pair in qs:gmatch("[^&]+") do
     local raw = pair:match("^([^=]*)")
-    if router.unescape((raw:gsub("+", " "))) ~= name then out[#out + 1] = pair end
+    if next(server.parse_query(raw)) ~= name then out[#out + 1] = pair end
   end
   return table.concat(out, "&")
 end
@@ -306,21 +264,7 @@ end
 --- /toolbox/{id}/{rest}: to the sandbox's daemon.
 function App:toolbox(ctx, key, rest, api_checked)
   local rec = self.mgr:lookup(key)
-  local q = routes.parse_query(ctx.qs)
-  if not api_checked then
-    local ok = self:check_token(bearer(ctx.headers))
-    if not ok and rec then
-      local pt = rec.dtlocal.preview_token
-      local given = ctx.headers["x-daytona-preview-token"] or (q.DAYTONA_SANDBOX_AUTH_KEY or {})[1]
-      ok = pt ~= nil and given ~= nil and util.equal_ct(given, pt)
-    end
-    if not ok then
-      if not bearer(ctx.headers) and not ctx.headers["x-daytona-preview-token"] and not q.DAYTONA_SANDBOX_AUTH_KEY then
-        raise(401, "unauthorized: missing authentication: send Authorization: Bearer <token>", "UNAUTHORIZED")
-      end
-      raise(401, "unauthorized: authentication failed: Bearer token is invalid", "UNAUTHORIZED")
-    end
-  end
+  if not api_checked then self:authorize(ctx, rec or false) end
   if not rec then raise(404, format("Sandbox with ID %s not found", key)) end
   local inst = running_instance(self, rec)
   if ctx.headers["x-daytona-skip-last-activity-update"] ~= "true" then self.mgr:touch(rec) end
@@ -380,14 +324,7 @@ function App:preview_target(ctx)
   port = math.tointeger(tonumber(sport))
   if not port or port < 1 or port > 65535 then raise(400, "port must be 1-65535") end
   if not rec.public then
-    local q = routes.parse_query(ctx.qs)
-    local given = ctx.headers["x-daytona-preview-token"] or (q.DAYTONA_SANDBOX_AUTH_KEY or {})[1]
-    local pt = rec.dtlocal.preview_token
-    local ok = self:check_token(bearer(ctx.headers))
-      or (pt ~= nil and given ~= nil and util.equal_ct(given, pt))
-    if not ok then
-      raise(401, "unauthorized: send X-Daytona-Preview-Token (from the preview-url route)", "UNAUTHORIZED")
-    end
+    self:authorize(ctx, rec, "unauthorized: send X-Daytona-Preview-Token (from the preview-url route)")
   end
   return rec, port, rest
 end
@@ -439,68 +376,37 @@ function App:dispatch(ctx)
   local p = ctx.path
   -- the event channel authenticates in its Socket.IO CONNECT, not the upgrade
   if p == "/api/socket.io" or p == "/api/socket.io/" then return self.events:serve(ctx) end
-  if p == "/api" or p:sub(1, 5) == "/api/" then return self:api(ctx) end
+  if p == "/api" or p:sub(1, 5) == "/api/" then return self:control_plane(ctx) end
   local id, rest = p:match("^/toolbox/([^/]+)(.*)$")
   if id then return self:toolbox(ctx, id, rest, false) end
   if p:sub(1, 9) == "/preview/" then
     raise(404, format("previews are served on their own origin, %s (the preview-url route gives "
       .. "a port's link)", self.preview_base))
   end
-  if p == "/" or p == "/health" then
-    return reply_json(ctx, 200, { status = "ok", api = self.api_url })
-  end
+  if p == "/" or p == "/health" then return 200, { status = "ok", api = self.api_url } end
   raise(404, format("Cannot %s %s", ctx.method, p))
-end
-
---- Route one request of the previews' listener: every request is one.
-function App:dispatch_preview(ctx)
-  return self:preview(ctx)
 end
 
 local function redact(target)
   return (target:gsub("(DAYTONA_SANDBOX_AUTH_KEY=)[^&]*", "%1***"))
 end
 
---- Handle one accepted request (a task body): dispatch, structured errors,
--- one log line.
---- The context handlers get for core server request `req` whose
--- req:info() is `info`: req, method, path, full_path, qs, headers, query
--- (filled by the routes), is_websocket; app (the App) when given.
-function M.request_context(req, info, app)
-  local target = info.target or info.path
-  local path, qs = target:match("^([^?]*)%??(.*)$")
-  local headers = info.headers or {}
-  local upgrade = headers.upgrade
-  return {
-    app = app, req = req, method = info.method, path = path, full_path = path, qs = qs,
-    headers = headers, query = {},
-    is_websocket = upgrade ~= nil and upgrade:lower():find("websocket", 1, true) ~= nil,
+-- The request handler of a listener: dispatch, structured errors, one
+-- log line per request, a traceback for a bug.
+local function request_handler(self, dispatch)
+  return http.handler{
+    app = self, max_body = M.MAX_API_BODY,
+    dispatch = function(ctx) return dispatch(self, ctx) end,
+    bad_body = function(why)
+      if why:find("^malformed") then return "the request body is not valid JSON: " .. why end
+      return "the request body must be a JSON object"
+    end,
+    log = function(ctx, status, seconds)
+      self.log("%s %s %s %s %.1fms", ctx.remote or "-", ctx.method, redact(ctx.target),
+        tostring(status or "-"), seconds * 1000)
+    end,
+    on_bug = function(ctx, tb) self.log("%s %s: %s", ctx.method, redact(ctx.target), tb) end,
   }
-end
-
-function App:handle(req, dispatch)
-  local info = req:info()
-  if not info then req:close(); return end
-  local t0 = core.now()
-  local target = info.target or info.path
-  local ctx = M.request_context(req, info, self)
-  local path = ctx.path
-  local ok, status, body, err, tb = router.call(path, info.method, dispatch or self.dispatch, self, ctx)
-  if not ok then
-    if errors.is(err, errors.CancelledError) then
-      req:close()
-      error(err, 0)
-    end
-    if tb then self.log("%s %s: %s", info.method, redact(target), tb) end
-    body.path = path
-    if not ctx.responded then
-      reply_json(ctx, status, body)
-    else
-      req:close()   -- the head is out: all that is left is cutting the body short
-    end
-  end
-  self.log("%s %s %s %s %.1fms", info.remote or "-", info.method, redact(target),
-    tostring(ctx.status or "-"), (core.now() - t0) * 1000)
 end
 
 ---------------------------------------------------------------------------
@@ -563,19 +469,24 @@ function App:start()
       on_event = function(name, rec, old) self.events:sandbox_event(name, rec, old) end,
       minute = self.minute, warm = self.warm, volumes = function(k) return self.vols:find(k) end,
     }
-    self.api_router = routes.new()
+    self.control_router = routes.new()
     self.signed = {}
-    local srv, lmsg = core.server.listen{ host = self.host, port = self.port, connection_timeout = 0 }
-    if not srv then error(format("cannot listen on %s:%d: %s", self.host, self.port, tostring(lmsg)), 0) end
-    self.srv = srv
-    self.port = srv:port()
-    self.base_url = format("http://%s:%d", url_host(self.host), self.port)
-    local psrv, pmsg = core.server.listen{ host = self.host, port = self.preview_port, connection_timeout = 0 }
-    if not psrv then
-      error(format("cannot listen for previews on %s:%d: %s", self.host, self.preview_port, tostring(pmsg)), 0)
+    local function listen(port, dispatch, what)
+      local ok, srv = pcall(server.listen, {
+        host = self.host, port = port, connection_timeout = 0,
+        handler = request_handler(self, dispatch),
+        log = function(msg) self.log("%s", msg) end,
+      })
+      if not ok then
+        error(format("cannot listen%s on %s:%d: %s", what, self.host, port, tostring(srv.message or srv)), 0)
+      end
+      return srv
     end
-    self.preview_srv = psrv
-    self.preview_port = psrv:port()
+    self.srv = listen(self.port, self.dispatch, "")
+    self.port = self.srv.port
+    self.base_url = format("http://%s:%d", url_host(self.host), self.port)
+    self.preview_srv = listen(self.preview_port, self.preview, " for previews")
+    self.preview_port = self.preview_srv.port
     self.preview_base = format("http://%s:%d", url_host(self.host), self.preview_port)
     self.api_url = self.base_url .. "/api"
     self.toolbox_url = self.base_url .. "/toolbox"
@@ -596,34 +507,9 @@ function App:start()
     self:unlock()
     error(err, 0)
   end
-  local function serve(srv, dispatch)
-    while true do
-      local req, _, code = srv:accept()
-      if req then
-        scheduler.spawn(function()
-          local hok, herr = pcall(self.handle, self, req, dispatch)
-          if not hok then
-            if not errors.is(herr, errors.CancelledError) then
-              self.log("request failed: %s", tostring(herr))
-            end
-            req:close()   -- nothing sensible was sent: drop the connection
-          end
-          -- else the response is on its way; closing now would cut it off
-        end).observed = true
-      elseif code == "ECANCELED" then
-        return
-      else
-        scheduler.wait(srv)
-      end
-    end
-  end
-  local accept = scheduler.spawn(serve, self.srv, self.dispatch)
-  accept.observed = true
-  local accept_previews = scheduler.spawn(serve, self.preview_srv, self.dispatch_preview)
-  accept_previews.observed = true
   local sweeper = scheduler.spawn(self.mgr.run_sweeper, self.mgr)
   sweeper.observed = true
-  self.tasks = { accept, accept_previews, sweeper }
+  self.tasks = { sweeper }
   return self
 end
 

@@ -6,20 +6,20 @@
 -- signed preview tokens, millisecond clocks). `M.wire(rec, base)` gives the
 -- JSON object a client sees; `M.check_create(body)` validates a create body.
 --
--- Validation failures raise `router.raise(400, message)` with a message
+-- Validation failures raise `http.raise(400, message)` with a message
 -- that names the field, e.g. `autoStopInterval must be a non-negative
--- integer`. Callers run handlers through `router.call`, which turns that
+-- integer`. Callers run handlers through `http.call`, which turns that
 -- into the structured error body.
 local core = require "daytona.core"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 
 local type, pairs, ipairs, tonumber, next, io, os =
   type, pairs, ipairs, tonumber, next, io, os
 local floor, tointeger = math.floor, math.tointeger
 local concat, format = table.concat, string.format
 
-local json = router.json
-local raise = router.raise
+local json = http.json
+local raise = http.raise
 
 local M = {}
 

@@ -18,12 +18,12 @@
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
-local router = require "dtlocal.router"
+local dtlocal_http = require "dtlocal.http"
 
 local type, pairs, tostring, tonumber, pcall, error, string, math =
   type, pairs, tostring, tonumber, pcall, error, string, math
 local format = string.format
-local raise = router.raise
+local raise = dtlocal_http.raise
 
 local M = {}
 
@@ -86,7 +86,7 @@ local function request_body(headers)
   return false, nil
 end
 
---- Forward the request of ctx (see dtlocal.api) to `url` (an absolute
+--- Forward the request of ctx (a dtlocal.http context) to `url` (an absolute
 -- http URL of the upstream, path and query included). opts.headers are
 -- added to the upstream request; opts.unix_socket connects to that socket
 -- instead of the URL's host (the URL then only names the path). Answers the client itself; returns the
@@ -95,7 +95,7 @@ end
 function M.forward(ctx, url, opts)
   opts = opts or {}
   local http = require "daytona.runtime.http"
-  local req = ctx.req
+  local req = ctx.req:core()   -- spliced to and from in C
   local has_body, size = request_body(ctx.headers)
   local ok, up = pcall(http.stream, {
     url = url,
@@ -125,9 +125,7 @@ function M.forward(ctx, url, opts)
   local status = stream.status
   local clen = stream.headers and stream.headers["content-length"]
   if clen then headers["Content-Length"] = clen end
-  local rok = req:respond(status, headers)
-  ctx.responded = true
-  ctx.status = status
+  local rok = pcall(ctx.stream, ctx, status, headers)
   if not rok then return status end
   -- the body now flows into the response by itself
   local sok, err = pcall(stream.wait_spliced, stream)
@@ -135,10 +133,10 @@ function M.forward(ctx, url, opts)
     if errors.is(err, errors.CancelledError) then error(err, 0) end
     -- the upstream broke off mid-body, or the client left: the client must
     -- see a cut, not an end
-    req:close()
+    ctx.res:abort()
     return status
   end
-  req:finish()
+  if not pcall(ctx.res.finish, ctx.res) then ctx.res:abort() end
   return status
 end
 
@@ -198,13 +196,13 @@ function M.websocket(ctx, url, opts)
     raise(502, format("%s: %s", opts.what or "upstream", tostring(type(up) == "table" and up.message or up)),
       "BAD_GATEWAY")
   end
-  local ws, msg = ctx.req:upgrade_websocket{ protocol = up.protocol }
-  if not ws then
+  local uok, client = pcall(ctx.upgrade, ctx, up.protocol)
+  if not uok then
     up:close(1011, "client upgrade failed")
-    raise(400, "WebSocket upgrade failed: " .. tostring(msg))
+    error(client, 0)
   end
-  ctx.responded = true
-  ctx.status = 101
+  -- relayed with the core's non-blocking calls, waiting on it with the rest
+  local ws = client:core()
   if opts.on_open then opts.on_open() end
   local function client_recv()
     while true do

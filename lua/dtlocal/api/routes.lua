@@ -1,12 +1,10 @@
 --- dtlocal.api.routes: the control-plane routes under /api (protocol §3).
 --
--- Each handler is `function(ctx, params) -> status, body [, headers]` where
--- body is a Lua table (sent as JSON), a string, or nil (empty body). ctx:
---   ctx.app      the server (dtlocal.api): ctx.app.mgr, ctx.app.vols, urls
---   ctx.method, ctx.path (below /api), ctx.query ({name = {values...}}),
---   ctx.headers (lower-case names), ctx.body (raw text or nil)
--- Handlers raise `router.raise(status, message)` for every error; the
--- caller turns it into the structured error body (protocol §6.1, §7.3.4).
+-- Handlers are dtlocal.http's: `function(ctx, params) -> status, body
+-- [, headers]`, ctx.app the server (dtlocal.api: ctx.app.mgr, ctx.app.vols,
+-- urls). They raise `http.raise(status, message)` for every error, which
+-- becomes the structured error body (protocol §6.1, §7.3.4).
+local http = require "dtlocal.http"
 local router = require "dtlocal.router"
 local model = require "dtlocal.api.model"
 local volumes = require "dtlocal.api.volumes"
@@ -14,8 +12,8 @@ local volumes = require "dtlocal.api.volumes"
 local type, pairs, ipairs, tostring, tonumber, next, math, table =
   type, pairs, ipairs, tostring, tonumber, next, math, table
 local format = string.format
-local raise = router.raise
-local json = router.json
+local raise = http.raise
+local json = http.json
 local check = model.check
 local absent = model.absent
 
@@ -25,26 +23,9 @@ local M = {}
 -- Request helpers
 ---------------------------------------------------------------------------
 
---- Parse a query string keeping every value of a repeated name:
--- "a=1&a=2&b" -> { a = {"1", "2"}, b = {""} }.
-function M.parse_query(qs)
-  local q = {}
-  if not qs or qs == "" then return q end
-  for pair in qs:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    k = router.unescape((k:gsub("+", " ")))
-    v = router.unescape((v:gsub("+", " ")))
-    local list = q[k]
-    if not list then list = {}; q[k] = list end
-    list[#list + 1] = v
-  end
-  return q
-end
-
 -- The single value of a query parameter (the first), or nil.
 local function q1(ctx, name)
-  local l = ctx.query[name]
-  return l and l[1]
+  return ctx.query[name]
 end
 
 local function qbool(ctx, name)
@@ -82,21 +63,6 @@ local function qtime(ctx, name)
   return ms
 end
 
---- The decoded JSON body, which must be an object. An empty body is {}.
-local function body_object(ctx, required)
-  local text = ctx.body
-  if text == nil or text:match("^%s*$") then
-    if required then raise(400, "the request body must be a JSON object") end
-    return {}
-  end
-  local v, err = json.decode_object(text)
-  if v == nil then
-    if err:find("^malformed") then raise(400, "the request body is not valid JSON: " .. err) end
-    raise(400, "the request body must be a JSON object")
-  end
-  return v
-end
-
 local function path_int(v, name, lo, hi)
   local n = math.tointeger(tonumber(v))
   if not n or tostring(n) ~= v:gsub("^%+", "") or n < lo or (hi and n > hi) then
@@ -131,7 +97,7 @@ local function find_id(ctx, params)
 end
 
 local function create(ctx)
-  local c = model.check_create(body_object(ctx, true))
+  local c = model.check_create(ctx:json_object(true))
   local rec = ctx.app.mgr:create(c)
   return sb(ctx, rec)
 end
@@ -169,15 +135,15 @@ local function filtered(ctx)
   end
   local idp = q1(ctx, "id"); idp = idp and idp ~= "" and idp:lower() or nil
   local namep = q1(ctx, "name"); namep = namep and namep ~= "" and namep:lower() or nil
-  local states = set_of(ctx.query.states)
+  local states = set_of(ctx:query_all("states"))
   if states then
     for s in pairs(states) do
       if not model.STATES[s] then raise(400, format("states: %q is not a sandbox state", s)) end
     end
   end
-  local snapshots = set_of(ctx.query.snapshots)
-  local regions = set_of(ctx.query.regionIds) or set_of(ctx.query.regions)
-  local classes = set_of(ctx.query.sandboxClasses)
+  local snapshots = set_of(ctx:query_all("snapshots"))
+  local regions = set_of(ctx:query_all("regionIds")) or set_of(ctx:query_all("regions"))
+  local classes = set_of(ctx:query_all("sandboxClasses"))
   local min_cpu, max_cpu = qnum(ctx, "minCpu"), qnum(ctx, "maxCpu")
   local min_mem, max_mem = qnum(ctx, "minMemoryGiB"), qnum(ctx, "maxMemoryGiB")
   local min_disk, max_disk = qnum(ctx, "minDiskGiB"), qnum(ctx, "maxDiskGiB")
@@ -352,7 +318,7 @@ end
 -- recorded, not enforced). A stopped sandbox gets its new limits at start.
 local function resize(ctx, params)
   local rec = find(ctx, params)
-  local body = body_object(ctx, true)
+  local body = ctx:json_object(true)
   if not absent(body.gpu) or not absent(body.gpuType) then
     raise(400, "gpu: GPU resources cannot be resized")
   end
@@ -388,7 +354,7 @@ end
 
 local function set_labels(ctx, params)
   local rec = find(ctx, params)
-  local body = body_object(ctx, true)
+  local body = ctx:json_object(true)
   if absent(body.labels) then raise(400, "labels is required") end
   local labels = model.check_labels(body.labels)
   local lang = labels[model.LANGUAGE_LABEL]
@@ -419,7 +385,7 @@ end
 
 local function network_settings(ctx, params)
   local rec = find(ctx, params)
-  local body = body_object(ctx, true)
+  local body = ctx:json_object(true)
   local block
   if not absent(body.networkBlockAll) then block = check.boolean(body.networkBlockAll, "networkBlockAll") end
   local allow = not absent(body.networkAllowList) and check.cidr_list(body.networkAllowList, "networkAllowList") or nil
@@ -587,7 +553,7 @@ local function get_snapshot(ctx, params)
 end
 
 local function create_snapshot(ctx)
-  local body = body_object(ctx, true)
+  local body = ctx:json_object(true)
   check.string(body.name, "name", { max = 255 })
   raise(400, "dtlocal cannot build snapshots from images: every sandbox runs on the host's "
     .. "root file system (snapshot " .. model.DEFAULT_SNAPSHOT .. ")")
@@ -631,7 +597,7 @@ local function get_volume(ctx, params) return 200, volumes.wire(find_volume(ctx,
 local function get_volume_by_name(ctx, params) return 200, volumes.wire(find_volume(ctx, params.name, true)) end
 
 local function create_volume(ctx)
-  local body = body_object(ctx, true)
+  local body = ctx:json_object(true)
   local name = check.string(body.name, "name", { max = 255 })
   if not name:match("^[%w][%w%._%-]*$") then
     raise(400, "name must start with a letter or digit and contain only letters, digits, '.', '_' and '-'")
@@ -659,7 +625,12 @@ end
 
 --- The router of the /api routes (paths relative to /api).
 function M.new()
-  local r = router.new()
+  local r = router.new{
+    not_found = function(method, path) return format("Cannot %s %s", method, path) end,
+    not_allowed = function(method, path, allowed)
+      return format("Cannot %s %s (allowed: %s)", method, path, allowed)
+    end,
+  }
   r:add("GET", "/config", config)
   r:add("GET", "/health", health)
   r:add("GET", "/health/ready", health)

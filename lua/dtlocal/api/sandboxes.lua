@@ -25,8 +25,8 @@
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local http = require "daytona.runtime.http"
+local dtlocal_http = require "dtlocal.http"
 local errors = require "daytona.errors"
-local router = require "dtlocal.router"
 local model = require "dtlocal.api.model"
 local runner_mod = require "dtlocal.api.runner"
 local proxy_mod = require "dtlocal.api.proxy"
@@ -35,7 +35,7 @@ local leftovers = require "dtlocal.api.leftovers"
 local type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math =
   type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math
 local format = string.format
-local raise = router.raise
+local json, raise = dtlocal_http.json, dtlocal_http.raise
 
 local M = {}
 
@@ -430,7 +430,7 @@ local function set_env(inst, env)
     url = inst.base_url .. "/dtlocal/sandbox-env", method = "PUT",
     unix_socket = inst.unix_socket, peer_uids = inst.peer_uids,
     headers = { ["Content-Type"] = "application/json", [proxy_mod.INTERNAL_HEADER] = "sandbox-env" },
-    body = router.json.encode({ env = env }), timeout = 5,
+    body = json.encode({ env = env }), timeout = 5,
   }
   if r.status ~= 204 then error(format("its daemon answered %d: %s", r.status, r.body or ""), 0) end
 end

@@ -13,14 +13,14 @@
 --   st:save(rec); st:load_all() -> { rec... }, { "warning"... }
 --   st:remove(id)                    -- the record only; the caller removes the tree
 local core = require "daytona.core"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 
 local type, pairs, ipairs, error, tostring, setmetatable, math =
   type, pairs, ipairs, error, tostring, setmetatable, math
 local io, os = io, os
 
 local util = core.util
-local json = router.json
+local json = http.json
 
 local M = {}
 

@@ -9,12 +9,12 @@
 --   vols:load(); vols:create(name) -> vol; vols:find(id_or_name) -> vol | nil
 --   vols:delete(vol, in_use)         -- in_use: function(vol) -> sandbox id | nil
 --   volumes.wire(vol) -> VolumeDto
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 local model = require "dtlocal.api.model"
 
 local pairs, ipairs, setmetatable, format = pairs, ipairs, setmetatable, string.format
-local raise = router.raise
-local json = router.json
+local raise = http.raise
+local json = http.json
 
 local M = {}
 

@@ -4,15 +4,15 @@
 -- shell the daemon runs commands with, SDK version gating (protocol §5.3)
 -- and small file-system helpers over `daytona.core`'s util functions.
 --
--- Validation helpers raise `router.raise(400, ...)` with a message naming the
+-- Validation helpers raise `http.raise(400, ...)` with a message naming the
 -- offending field, so handlers read straight-line and every bad input ends in
 -- a clear 400 rather than a crash.
 local core = require "daytona.core"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 
 local util = core.util
-local json = router.json
-local raise = router.raise
+local json = http.json
+local raise = http.raise
 local type, tostring, tonumber, pairs, ipairs, math, string, table, os, io =
   type, tostring, tonumber, pairs, ipairs, math, string, table, os, io
 

@@ -9,11 +9,11 @@
 -- group and answer 408 with code PROCESS_EXECUTION_TIMEOUT. A runtime that
 -- is not installed is a 400 naming it, never a fake result.
 local core = require "daytona.core"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
 local proc = require "dtlocal.toolbox.proc"
 
-local raise = router.raise
+local raise = http.raise
 local util = core.util
 local ipairs, pairs, tostring, os, io, pcall, error = ipairs, pairs, tostring, os, io, pcall, error
 
@@ -33,11 +33,12 @@ local function reply(ctx, r, extra)
   if r.truncated then result = result .. "\n[output truncated by the toolbox: over 64 MiB]\n" end
   local body = { exitCode = r.exit_code, result = result }
   if extra then for k, v in pairs(extra) do body[k] = v end end
-  return ctx:reply_json(200, body)
+  return 200, body
 end
 
-function M.execute(app, ctx)
-  local body = common.json_object(ctx:read_body())
+function M.execute(ctx)
+  local app = ctx.app
+  local body = ctx:json_object(true)
   local command = common.str(body, "command", true)
   if not command:find("%S") then
     raise(400, "invalid request body: field 'command' must not be blank", "INVALID_REQUEST_BODY")
@@ -49,7 +50,7 @@ function M.execute(app, ctx)
                                            input = command .. "\n", timeout = timeout })
   if not r then
     -- the protocol's spawn failure: 200 with exit code -1 and the reason
-    return ctx:reply_json(200, { exitCode = -1, result = tostring(msg) })
+    return 200, { exitCode = -1, result = tostring(msg) }
   end
   return reply(ctx, r)
 end
@@ -67,8 +68,9 @@ runtimes.bash = runtimes.shell
 runtimes.sh = runtimes.shell
 M.runtimes = runtimes
 
-function M.code_run(app, ctx)
-  local body = common.json_object(ctx:read_body())
+function M.code_run(ctx)
+  local app = ctx.app
+  local body = ctx:json_object(true)
   local code = common.str(body, "code", true)
   local language = common.str(body, "language", true)
   local rt = runtimes[language]
@@ -103,8 +105,8 @@ function M.code_run(app, ctx)
                                              timeout = timeout })
   if tmp then os.remove(tmp) end
   if not ok then error(r, 0) end
-  if not r then return ctx:reply_json(200, { exitCode = -1, result = tostring(msg) }) end
-  return reply(ctx, r, { artifacts = { charts = router.json.array() } })
+  if not r then return 200, { exitCode = -1, result = tostring(msg) } end
+  return reply(ctx, r, { artifacts = { charts = http.json.array() } })
 end
 
 return M

@@ -7,10 +7,10 @@
 -- is not available", with details and a solution); LSP and the port proxy
 -- answer 501 NOT_IMPLEMENTED naming the feature. No route here pretends to
 -- succeed.
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 
-local raise = router.raise
-local json = router.json
+local raise = http.raise
+local json = http.json
 local io, tonumber, ipairs, table, math = io, tonumber, ipairs, table, math
 
 local M = {}
@@ -37,23 +37,23 @@ local function listening_ports()
 end
 M.listening_ports = listening_ports
 
-local function ports(app, ctx)
-  return ctx:reply_json(200, { ports = listening_ports() })
+local function ports(ctx)
+  return 200, { ports = listening_ports() }
 end
 
-local function port_in_use(app, ctx)
+local function port_in_use(ctx)
   local p = ctx.params.port
   local n = p:match("^%d+$") and math.tointeger(tonumber(p))
   if not n or n < 1 or n > 65535 then
     raise(400, "port must be an integer between 1 and 65535", "BAD_REQUEST")
   end
   for _, q in ipairs(listening_ports()) do
-    if q == n then return ctx:reply_json(200, { isInUse = true }) end
+    if q == n then return 200, { isInUse = true } end
   end
-  return ctx:reply_json(200, { isInUse = false })
+  return 200, { isInUse = false }
 end
 
-local function computer_use(app, ctx)
+local function computer_use()
   raise(503, "Computer-use functionality is not available", "SERVICE_UNAVAILABLE", {
     details = "dtlocal sandboxes have no desktop (no X server, VNC or input automation)",
     solution = "use a Daytona sandbox created from a computer-use snapshot",
@@ -61,7 +61,7 @@ local function computer_use(app, ctx)
 end
 
 local function not_implemented(feature)
-  return function(app, ctx)
+  return function()
     raise(501, feature .. " is not supported by the dtlocal toolbox", "NOT_IMPLEMENTED")
   end
 end

@@ -8,17 +8,17 @@
 -- parts `file`/`error`, and a read error mid-file aborts the connection
 -- before the closing boundary so a short file never reads as success).
 --
--- Handlers take (app, ctx) — see dtlocal.toolbox for the ctx interface.
+-- Handlers are dtlocal.http's (ctx, params) — see dtlocal.toolbox.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
 local multipart = require "daytona.runtime.multipart"
 local errors = require "daytona.errors"
 
 local util = core.util
-local json = router.json
-local raise = router.raise
+local json = http.json
+local raise = http.raise
 local resolve, join, stat_or_fail, fs_fail =
   common.resolve, common.join, common.stat_or_fail, common.fs_fail
 local io, os, table, string, ipairs, pairs, tostring, type, math =
@@ -68,7 +68,8 @@ local function list_into(out, dir, depth, tick)
   end
 end
 
-function M.list(app, ctx)
+function M.list(ctx)
+  local app = ctx.app
   local q = ctx.query
   local path = resolve(app, (q.path and q.path ~= "") and q.path or ".", "path")
   local depth = 1
@@ -86,18 +87,20 @@ function M.list(app, ctx)
   if msg then fs_fail(path, msg, code) end
   local out = json.array()
   list_into(out, path, depth, make_ticker(200))
-  return ctx:reply_json(200, out)
+  return 200, out
 end
 
-function M.info(app, ctx)
+function M.info(ctx)
+  local app = ctx.app
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local st = stat_or_fail(path)
   local info = common.file_info(common.basename(path), st)
   info.path = path
-  return ctx:reply_json(200, info)
+  return 200, info
 end
 
-function M.folder(app, ctx)
+function M.folder(ctx)
+  local app = ctx.app
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local mode = parse_mode(ctx.query.mode, "mode") or 493
   local existed = util.stat(path, true)
@@ -105,7 +108,7 @@ function M.folder(app, ctx)
   if not ok then fs_fail(path, msg, code) end
   -- the mode asked for, not the umask's cut of it
   if not existed then util.chmod(path, mode) end
-  return ctx:reply_empty(201)
+  return 201
 end
 
 -- Remove a tree without following symlinks.
@@ -126,7 +129,8 @@ local function remove_tree(path, tick)
   return true
 end
 
-function M.delete(app, ctx)
+function M.delete(ctx)
+  local app = ctx.app
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local st = stat_or_fail(path, false)
   if st.type == "directory" and ctx.query.recursive ~= "true" then
@@ -134,10 +138,11 @@ function M.delete(app, ctx)
   end
   local ok, msg, code = remove_tree(path, make_ticker(200))
   if not ok then fs_fail(path, msg, code) end
-  return ctx:reply_empty(204)
+  return 204
 end
 
-function M.move(app, ctx)
+function M.move(ctx)
+  local app = ctx.app
   local src = resolve(app, common.query_required(ctx.query, "source"), "source")
   local dst = resolve(app, common.query_required(ctx.query, "destination"), "destination")
   stat_or_fail(src, false)
@@ -149,7 +154,7 @@ function M.move(app, ctx)
     raise(409, "destination already exists: " .. dst, "CONFLICT")
   end
   local ok, msg, errno = os.rename(src, dst)
-  if ok then return ctx:reply_empty(200) end
+  if ok then return 200 end
   local code = common.errno_name(errno)
   if code ~= "EXDEV" then fs_fail(src, msg, code) end
   -- across devices: copy, then remove the source
@@ -159,10 +164,10 @@ function M.move(app, ctx)
   end
   local rok, rmsg = remove_tree(src, make_ticker(200))
   if not rok then
-    return ctx:reply_json(200, { message = "moved by copying, but the source could not be removed",
-                                 error = tostring(rmsg) })
+    return 200, { message = "moved by copying, but the source could not be removed",
+                                 error = tostring(rmsg) }
   end
-  return ctx:reply_empty(200)
+  return 200
 end
 
 local function lookup_id(value, kind)
@@ -177,7 +182,8 @@ local function lookup_id(value, kind)
   return gid
 end
 
-function M.permissions(app, ctx)
+function M.permissions(ctx)
+  local app = ctx.app
   local q = ctx.query
   local path = resolve(app, common.query_required(q, "path"), "path")
   stat_or_fail(path)
@@ -192,7 +198,7 @@ function M.permissions(app, ctx)
     local ok, msg, code = util.chown(path, uid, gid)
     if not ok then fs_fail(path, msg, code) end
   end
-  return ctx:reply_empty(200)
+  return 200
 end
 
 ---------------------------------------------------------------------------
@@ -217,7 +223,8 @@ local function is_binary(head)
   return head:find("\0", 1, true) ~= nil
 end
 
-function M.find(app, ctx)
+function M.find(ctx)
+  local app = ctx.app
   local root = resolve(app, common.query_required(ctx.query, "path"), "path")
   local pattern = common.query_required(ctx.query, "pattern")
   stat_or_fail(root)
@@ -239,7 +246,7 @@ function M.find(app, ctx)
     end
     f:close()
   end, make_ticker(50))
-  return ctx:reply_json(200, matches)
+  return 200, matches
 end
 
 -- A shell glob (Go's filepath.Match: * ? [...] [^...] and \ escapes) as an
@@ -281,7 +288,8 @@ local function glob_to_pattern(glob)
 end
 M.glob_to_pattern = glob_to_pattern
 
-function M.search(app, ctx)
+function M.search(ctx)
+  local app = ctx.app
   local root = resolve(app, common.query_required(ctx.query, "path"), "path")
   local glob = common.query_required(ctx.query, "pattern")
   local pat = glob_to_pattern(glob)
@@ -291,7 +299,7 @@ function M.search(app, ctx)
   walk(root, function(path, name)
     if name:find(pat) then files[#files + 1] = path end
   end, make_ticker(200))
-  return ctx:reply_json(200, { files = files })
+  return 200, { files = files }
 end
 
 local function replace_literal(s, pat, new)
@@ -308,8 +316,9 @@ local function replace_literal(s, pat, new)
   return table.concat(out), count
 end
 
-function M.replace(app, ctx)
-  local body = common.json_object(ctx:read_body())
+function M.replace(ctx)
+  local app = ctx.app
+  local body = ctx:json_object(true)
   local files = common.str_list(body, "files", true)
   local pattern = common.str(body, "pattern", true)
   local new = body.newValue
@@ -346,7 +355,7 @@ function M.replace(app, ctx)
     end
     results[#results + 1] = r
   end
-  return ctx:reply_json(200, results)
+  return 200, results
 end
 
 ---------------------------------------------------------------------------
@@ -440,7 +449,8 @@ local function each_part(ctx, on_part, on_end)
   return true
 end
 
-function M.upload(app, ctx)
+function M.upload(ctx)
+  local app = ctx.app
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local up, committed, fail
   local ok, res, perr = pcall(each_part, ctx, function(name)
@@ -463,10 +473,11 @@ function M.upload(app, ctx)
   if not committed then
     raise(400, "invalid multipart form: the part 'file' is required", "BAD_REQUEST")
   end
-  return ctx:reply_empty(200)
+  return 200
 end
 
-function M.bulk_upload(app, ctx)
+function M.bulk_upload(ctx)
+  local app = ctx.app
   local paths = {}        -- index -> destination (from files[i].path)
   local done = json.array()
   local errs = json.array()
@@ -488,7 +499,7 @@ function M.bulk_upload(app, ctx)
       local rok, abs = pcall(resolve, app, dest, "files[" .. idx .. "].path")
       if not rok then
         errs[#errs + 1] = ("%s: invalid path: %s"):format(dest,
-          router.is_http_error(abs) and abs.message or tostring(abs))
+          http.is_http_error(abs) and abs.message or tostring(abs))
         return nil
       end
       local up, msg = open_upload(abs)
@@ -524,10 +535,10 @@ function M.bulk_upload(app, ctx)
   if not ok then error(res, 0) end
   if not res then
     errs[#errs + 1] = "invalid multipart form"
-    return ctx:reply_json(400, { errors = errs, files = done })
+    return 400, { errors = errs, files = done }
   end
-  if #errs > 0 then return ctx:reply_json(400, { errors = errs, files = done }) end
-  return ctx:reply_json(200, { files = done })
+  if #errs > 0 then return 400, { errors = errs, files = done } end
+  return 200, { files = done }
 end
 
 ---------------------------------------------------------------------------
@@ -582,7 +593,8 @@ local function content_type(path)
   return ext and mime_types[ext:lower()] or "application/octet-stream"
 end
 
-function M.download(app, ctx)
+function M.download(ctx)
+  local app = ctx.app
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local st = stat_or_fail(path)
   if st.type == "directory" then raise(400, path .. ": is a directory", "INVALID_FILE_PATH") end
@@ -594,11 +606,16 @@ function M.download(app, ctx)
     raise(400, ("%s: is %s, not a regular file"):format(path, kind), "INVALID_FILE_PATH")
   end
   local base = common.basename(path)
-  return ctx:reply_file(200, {
+  local ok, err = pcall(ctx.file, ctx, 200, {
     ["Content-Type"] = "application/octet-stream",
     ["Content-Disposition"] = ('attachment; filename="%s"; filename*=utf-8\'\'%s'):format(
       latin1_filename(base), rfc5987(base)),
   }, path)
+  if not ok then
+    -- nothing was sent: the file went away (or turned odd) since the stat
+    if errors.is(err, errors.DaytonaError) and err.code then common.fs_fail(path, err.message, err.code) end
+    error(err, 0)
+  end
 end
 
 local BOUNDARY = "DAYTONA-FILE-BOUNDARY"
@@ -610,7 +627,7 @@ local INLINE_MAX = 64 * 1024
 
 -- The error part body for one requested path.
 local function error_part(ctx, path, status, code, message)
-  local body = router.error_body(status, message, code, ctx.path, ctx.method)
+  local body = http.error_body(status, message, code, ctx.path, ctx.method)
   body.path = path
   return table.concat {
     "--", BOUNDARY, "\r\n",
@@ -620,8 +637,9 @@ local function error_part(ctx, path, status, code, message)
   }
 end
 
-function M.bulk_download(app, ctx)
-  local raw = ctx:read_body()
+function M.bulk_download(ctx)
+  local app = ctx.app
+  local raw = ctx:body()
   local body = raw and json.decode_object(raw)
   local paths = type(body) == "table" and body.paths
   local valid = type(paths) == "table" and #paths > 0
@@ -629,11 +647,11 @@ function M.bulk_download(app, ctx)
     for i = 1, #paths do if type(paths[i]) ~= "string" then valid = false end end
   end
   if not valid then
-    return ctx:reply_json(400, router.error_body(400, 'request body must be {"paths": [ ... ]} and non-empty',
+    return 400, http.error_body(400, 'request body must be {"paths": [ ... ]} and non-empty',
                                                  "BAD_REQUEST", ctx.path, ctx.method,
-                                                 { error = 'request body must be {"paths": [ ... ]} and non-empty' }))
+                                                 { error = 'request body must be {"paths": [ ... ]} and non-empty' })
   end
-  local out = ctx:reply_stream(200, {
+  local out = ctx:stream(200, {
     ["Content-Type"] = "multipart/form-data; boundary=" .. BOUNDARY,
   })
   local ok, perr = pcall(function()
@@ -643,7 +661,7 @@ function M.bulk_download(app, ctx)
       if rok then st, msg, code = util.stat(path, true) end
       if not rok then
         out:write(error_part(ctx, req_path, 400, "INVALID_FILE_PATH", "invalid file path: "
-          .. (router.is_http_error(path) and path.message or tostring(path))))
+          .. (http.is_http_error(path) and path.message or tostring(path))))
       elseif not st then
         if code == "EACCES" or code == "EPERM" then
           out:write(error_part(ctx, req_path, 403, "FILE_ACCESS_DENIED", "access denied: " .. req_path))
@@ -703,7 +721,7 @@ function M.bulk_download(app, ctx)
     if errors.is(perr, errors.DaytonaConnectionError) or errors.is(perr, errors.CancelledError) then
       error(perr, 0)
     end
-    out:abort(perr)
+    return out:abort()   -- the client sees a truncated body
   end
   out:finish()
 end

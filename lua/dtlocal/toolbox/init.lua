@@ -41,36 +41,24 @@
 --   srv:close() which stops serving and everything the daemon started.
 --
 -- Conventions: every handler validates its input and answers errors with
--- the structured body of dtlocal.router (statusCode, message, code, error,
+-- the structured body of dtlocal.http (statusCode, message, code, error,
 -- timestamp, path, method). Unsupported features (computer use, LSP, the
 -- port proxy) answer with an error that says so — never a fake success.
 --
--- Handlers are functions (app, ctx). ctx:
---   ctx.method, ctx.path (raw path, no query), ctx.query (decoded table),
---   ctx.headers (lower-case names), ctx.params (route parameters),
---   ctx.is_websocket, ctx.subprotocols (offered, in order),
---   ctx.subprotocol_choice (the X-Daytona-SDK-Version~ token if offered)
---   ctx:read_body([limit]) -> string (413 beyond limit, default 16 MiB)
---   ctx:read_chunk() -> the next chunk of the body, nil at its end
---   ctx:reply_json(status, value), ctx:reply_empty(status),
---   ctx:reply_text(status, text, content_type)
---   ctx:reply_stream(status, headers) -> out: out:write(s), out:finish(),
---       out:abort() (raises: the connection is dropped, the client sees a
---       truncated body)
---   ctx:reply_file(status, headers, path)
---   ctx:upgrade(protocol) -> ws: ws:send(data, "text"|"binary"),
---       ws:receive() -> data, kind | nil (closed), ws:close(code, reason),
---       ws:abort()
+-- Handlers are dtlocal.http's: `function(ctx, params) -> status, body
+-- [, headers]`, or answering through ctx (stream, file, upgrade). ctx.app
+-- is the daemon's state (home, workdir, shell, state_dir, ...), and
+-- ctx.subprotocol_choice the X-Daytona-SDK-Version~ subprotocol the client
+-- offered, if any.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
-local errors = require "daytona.errors"
 local server = require "daytona.runtime.server"
+local http = require "dtlocal.http"
 local router = require "dtlocal.router"
 local common = require "dtlocal.toolbox.common"
 local extras = require "dtlocal.toolbox.extras"
 
 local util = core.util
-local json = router.json
 local wait = scheduler.wait
 local setmetatable, pairs, ipairs, tostring, tonumber, type, table, string, os, io, pcall, error =
   setmetatable, pairs, ipairs, tostring, tonumber, type, table, string, os, io, pcall, error
@@ -93,7 +81,7 @@ local function module(name) return require("dtlocal.toolbox." .. name) end
 
 local handlers = setmetatable({}, { __index = function(t, name)
   local fns = setmetatable({}, { __index = function(fns, fname)
-    local function handler(app, ctx) return module(name)[fname](app, ctx) end
+    local function handler(ctx, params) return module(name)[fname](ctx, params) end
     fns[fname] = handler
     return handler
   end })
@@ -113,10 +101,10 @@ local function build_router()
   local r = router.new()
   local function add(method, pattern, fn) r:add(method, pattern, fn) end
   -- info
-  add("GET", "/version", function(app, ctx) return ctx:reply_json(200, { version = app.version }) end)
-  add("GET", "/user-home-dir", function(app, ctx) return ctx:reply_json(200, { dir = app.home }) end)
-  add("GET", "/project-dir", function(app, ctx) return ctx:reply_json(200, { dir = app.home }) end)
-  add("GET", "/work-dir", function(app, ctx) return ctx:reply_json(200, { dir = app.workdir }) end)
+  add("GET", "/version", function(ctx) return 200, { version = ctx.app.version } end)
+  add("GET", "/user-home-dir", function(ctx) return 200, { dir = ctx.app.home } end)
+  add("GET", "/project-dir", function(ctx) return 200, { dir = ctx.app.home } end)
+  add("GET", "/work-dir", function(ctx) return 200, { dir = ctx.app.workdir } end)
   -- files
   add("GET", "/files", files.list)
   add("DELETE", "/files", files.delete)
@@ -172,13 +160,12 @@ local function build_router()
   -- which started before its env was known (dtlocal.api.sandboxes,
   -- take_spare). Only dtlocal sets the header: its proxy drops it from
   -- what clients send (dtlocal.api.proxy INTERNAL_HEADER).
-  add("PUT", "/dtlocal/sandbox-env", function(app, ctx)
+  add("PUT", "/dtlocal/sandbox-env", function(ctx)
     if ctx.headers["x-dtlocal-internal"] ~= "sandbox-env" then
-      router.raise(404, "no such route: PUT /dtlocal/sandbox-env", "NOT_FOUND")
+      http.raise(404, "no such route: PUT /dtlocal/sandbox-env", "NOT_FOUND")
     end
-    local env = common.env_map(common.json_object(ctx:read_body()), "env") or {}
-    app.sandbox_env = env
-    return ctx:reply_empty(204)
+    ctx.app.sandbox_env = common.env_map(ctx:json_object(true), "env") or {}
+    return 204
   end)
   -- what this daemon does not do, and ports
   extras.add_routes(r)
@@ -186,177 +173,28 @@ local function build_router()
 end
 
 ---------------------------------------------------------------------------
--- The request context, over daytona.runtime.server's req/res
----------------------------------------------------------------------------
-
-local Ctx = {}
-Ctx.__index = Ctx
-
--- A transport failure of the client's connection (it went away): handled by
--- the server layer, which drops the connection.
-local function transport_error(e)
-  return errors.is(e, errors.DaytonaConnectionError) or errors.is(e, errors.DaytonaTimeoutError)
-    or errors.is(e, errors.CancelledError)
-end
-
-function Ctx:read_body(limit)
-  if self.body_read then return self.body end
-  local ok, body = pcall(self.req.body, self.req, limit or MAX_BODY)
-  if not ok then
-    if errors.is(body, errors.DaytonaValidationError) then
-      router.raise(413, tostring(body.message), "PAYLOAD_TOO_LARGE")
-    end
-    error(body, 0)
-  end
-  self.body_read = true
-  self.body = body
-  return body
-end
-
--- The next raw chunk of the body; nil at its end.
-function Ctx:read_chunk()
-  return self.req:read()
-end
-
-local function respond(self, status, headers, body)
-  self.responded = true
-  self.status = status
-  self.res:send(status, headers, body)
-end
-
-function Ctx:reply_json(status, value)
-  respond(self, status, { ["Content-Type"] = "application/json; charset=utf-8" }, json.encode(value))
-end
-
-function Ctx:reply_empty(status)
-  respond(self, status, {}, "")
-end
-
-function Ctx:reply_text(status, text, content_type)
-  respond(self, status, { ["Content-Type"] = content_type or "text/plain; charset=utf-8" }, text)
-end
-
-function Ctx:reply_file(status, headers, path)
-  local ok, err = pcall(self.res.file, self.res, status, headers, path)
-  if not ok then
-    if errors.is(err, errors.DaytonaError) and err.code and not self.res.started then
-      common.fs_fail(path, err.message, err.code)
-    end
-    error(err, 0)
-  end
-  self.responded = true
-  self.status = status
-end
-
-local Out = {}
-Out.__index = Out
-
-function Out:write(data) self.res:write(data) end
-function Out:finish() self.res:finish() end
-
--- Cut the body short: the error reaches the server layer, which drops the
--- connection of a started stream, so the client sees a truncated transfer.
-function Out:abort(why)
-  error(errors.DaytonaConnectionError("response aborted: " .. tostring(why or "error"),
-                                      { code = "ECONNABORTED" }), 0)
-end
-
-function Ctx:reply_stream(status, headers)
-  self.responded = true
-  self.status = status
-  self.res:start(status, headers)
-  return setmetatable({ res = self.res }, Out)
-end
-
-local WS = {}
-WS.__index = WS
-
-function WS:send(data, kind) return self.ws:send(data, kind or "binary") end
-function WS:receive() return self.ws:receive() end
-function WS:close(code, reason)
-  if self.ws:state() ~= "closed" then self.ws:close(code, reason) end
-end
-
-function WS:abort() self.ws:abort() end
-
-function Ctx:upgrade(protocol)
-  if not self.is_websocket then
-    router.raise(400, "this route needs a WebSocket upgrade (Upgrade: websocket)", "BAD_REQUEST")
-  end
-  local ok, ws = pcall(self.res.websocket, self.res, { protocol = protocol })
-  if not ok then
-    if errors.is(ws, errors.DaytonaValidationError) then
-      router.raise(400, "WebSocket upgrade failed: " .. tostring(ws.message), "BAD_REQUEST")
-    end
-    error(ws, 0)
-  end
-  self.responded = true
-  self.status = 101
-  local w = setmetatable({ ws = ws }, WS)
-  self.ws = w
-  return w
-end
-
-local function new_ctx(app, req, res)
-  local path = (req.target or req.path):match("^([^?]*)")
-  local choice
-  for _, p in ipairs(req.protocols) do
-    if p:match("^X%-Daytona%-SDK%-Version~") then choice = p; break end
-  end
-  return setmetatable({
-    app = app, req = req, res = res, method = req.method, path = path,
-    query = router.parse_query(req.query), headers = req.headers, params = {},
-    is_websocket = req.websocket, subprotocols = req.protocols, subprotocol_choice = choice,
-  }, Ctx)
-end
-
----------------------------------------------------------------------------
 -- Serving
 ---------------------------------------------------------------------------
 
-local function handle(app, req, res)
-  local ctx = new_ctx(app, req, res)
-  local t0 = core.now()
-  local handler, params, allowed = app.router:match(ctx.method, ctx.path)
-  local ok, status, body, err, tb
-  if not handler then
-    ok = false
-    if params == 405 then
-      status, body = 405, router.error_body(405, ("method %s not allowed on %s (allowed: %s)")
-        :format(ctx.method, ctx.path, tostring(allowed)), "METHOD_NOT_ALLOWED", ctx.path, ctx.method)
-    else
-      status, body = 404, router.error_body(404, ("no such route: %s %s"):format(ctx.method, ctx.path),
-                                             "NOT_FOUND", ctx.path, ctx.method)
-    end
-  else
-    ctx.params = params
-    ok, status, body, err, tb = router.call(ctx.path, ctx.method, handler, app, ctx)
+local function dispatch(ctx)
+  for _, p in ipairs(ctx.subprotocols) do
+    if p:match("^X%-Daytona%-SDK%-Version~") then ctx.subprotocol_choice = p; break end
   end
-  if app.log then
-    app.log(("%s %s %s %.1fms"):format(ctx.method, req.target or ctx.path,
-                                       tostring(ok and ctx.status or status), (core.now() - t0) * 1000))
-  end
-  if ok then
-    if not ctx.responded then
-      ctx:reply_json(500, router.error_body(500, "internal error: the handler sent no response",
-                                            "INTERNAL_SERVER_ERROR", ctx.path, ctx.method))
-    end
-    return
-  end
-  if transport_error(err) then
-    if ctx.ws then ctx.ws:abort() end
-    error(err, 0)   -- the server layer drops the connection (or the task is cancelled)
-  end
-  -- an unexpected error is a bug: always say where, even without a request log
-  if tb then (app.log or function(line) io.stderr:write("dtlocal toolbox: ", line, "\n") end)(tb) end
-  if ctx.ws then
-    ctx.ws:close(1011, tostring(body.message):sub(1, 120))
-  elseif res.started then
-    -- the head is out: all that is left is to cut the body short
-    error(err, 0)
-  else
-    ctx:reply_json(status, body)
-  end
+  return ctx.app.router:dispatch(ctx)
+end
+
+local function request_handler(app)
+  local log = app.log
+  return http.handler{
+    app = app, dispatch = dispatch, max_body = MAX_BODY,
+    log = log and function(ctx, status, seconds)
+      log(("%s %s %s %.1fms"):format(ctx.method, ctx.target, tostring(status), seconds * 1000))
+    end,
+    -- an unexpected error is a bug: always say where, even without a request log
+    on_bug = function(_, tb)
+      (log or function(line) io.stderr:write("dtlocal toolbox: ", line, "\n") end)(tb)
+    end,
+  }
 end
 
 local function default_home()
@@ -417,7 +255,7 @@ function M.start(opts)
   local app = new_app(opts)
   local ok, srv = pcall(server.listen, {
     host = host, port = port, socket = opts.socket, fd = opts.fd, log = opts.log or function() end,
-    handler = function(req, res) return handle(app, req, res) end,
+    handler = request_handler(app),
   })
   if not ok then
     if app.own_state_dir then os.execute("rm -rf '" .. app.state_dir:gsub("'", "'\\''") .. "'") end

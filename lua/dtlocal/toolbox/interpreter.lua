@@ -25,13 +25,13 @@
 -- worker ended, 1011 worker could not start.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
 local proc = require "dtlocal.toolbox.proc"
 
 local util = core.util
-local json = router.json
-local raise = router.raise
+local json = http.json
+local raise = http.raise
 local wait = scheduler.wait
 local setmetatable, pairs, ipairs, tostring, type, table, math, os, io, pcall, error =
   setmetatable, pairs, ipairs, tostring, type, table, math, os, io, pcall, error
@@ -207,8 +207,9 @@ end
 -- REST
 ---------------------------------------------------------------------------
 
-function M.create(app, ctx)
-  local body = common.json_object(ctx:read_body())
+function M.create(ctx)
+  local app = ctx.app
+  local body = ctx:json_object(true)
   local language = common.str(body, "language")
   if language and language ~= "" and language ~= "python" then
     raise(400, ("invalid request body: field 'language' must be python (got %q)"):format(language),
@@ -221,19 +222,21 @@ function M.create(app, ctx)
     local st = util.stat(cwd, true)
     if not st or st.type ~= "directory" then raise(400, "cwd: no such directory: " .. cwd, "BAD_REQUEST") end
   end
-  return ctx:reply_json(200, new_context(app, common.uuid(), cwd):info())
+  return 200, new_context(app, common.uuid(), cwd):info()
 end
 
-function M.list(app, ctx)
+function M.list(ctx)
+  local app = ctx.app
   local out = json.array()
   local ids = {}
   for id in pairs(registry(app)) do if id ~= "default" then ids[#ids + 1] = id end end
   table.sort(ids)
   for _, id in ipairs(ids) do out[#out + 1] = registry(app)[id]:info() end
-  return ctx:reply_json(200, { contexts = out })
+  return 200, { contexts = out }
 end
 
-function M.delete(app, ctx)
+function M.delete(ctx)
+  local app = ctx.app
   local id = ctx.params.id
   if id == "default" then raise(400, "the default context cannot be deleted", "BAD_REQUEST") end
   local c = registry(app)[id]
@@ -242,7 +245,7 @@ function M.delete(app, ctx)
   c.deleted = true
   c:kill()
   c.event:notify()
-  return ctx:reply_json(200, { message = "Context deleted successfully" })
+  return 200, { message = "Context deleted successfully" }
 end
 
 ---------------------------------------------------------------------------
@@ -255,7 +258,8 @@ local function message(kind, fields)
   return json.encode(m)
 end
 
-function M.execute(app, ctx)
+function M.execute(ctx)
+  local app = ctx.app
   local ws = ctx:upgrade(ctx.subprotocol_choice)
   local data, kind = ws:receive()
   if not data then return end

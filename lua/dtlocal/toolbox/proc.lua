@@ -45,7 +45,7 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local process = require "daytona.runtime.process"
 local errors = require "daytona.errors"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 
 local wait = scheduler.wait
 local util = core.util
@@ -277,7 +277,7 @@ function M.run(argv, opts)
   -- so the sweep goes by the tag alone.
   tag:kill()
   if errors.is(r, errors.DaytonaTimeoutError) then
-    router.raise(408, "command execution timeout", "PROCESS_EXECUTION_TIMEOUT")
+    http.raise(408, "command execution timeout", "PROCESS_EXECUTION_TIMEOUT")
   end
   if errors.is(r, errors.DaytonaError) and r.code then
     return nil, r.message, r.code

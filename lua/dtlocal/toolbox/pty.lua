@@ -16,13 +16,13 @@
 -- `X-Daytona-Pty-Envs~<base64url JSON>`.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
 local proc = require "dtlocal.toolbox.proc"
 
 local util = core.util
-local json = router.json
-local raise = router.raise
+local json = http.json
+local raise = http.raise
 local wait = scheduler.wait
 local setmetatable, pairs, ipairs, tostring, tonumber, type, table, string, math, pcall, error, next =
   setmetatable, pairs, ipairs, tostring, tonumber, type, table, string, math, pcall, error, next
@@ -203,8 +203,9 @@ end
 -- REST
 ---------------------------------------------------------------------------
 
-function M.create(app, ctx)
-  local body = common.json_object(ctx:read_body())
+function M.create(ctx)
+  local app = ctx.app
+  local body = ctx:json_object(true)
   local id = common.str(body, "id", true)
   local cwd = common.str(body, "cwd")
   local envs = common.env_map(body, "envs")
@@ -216,16 +217,17 @@ function M.create(app, ctx)
     local ok, err = pcall(s.start, s)
     if not ok then start_failed(app, id, err) end
   end
-  return ctx:reply_json(201, { sessionId = id })
+  return 201, { sessionId = id }
 end
 
-function M.list(app, ctx)
+function M.list(ctx)
+  local app = ctx.app
   local ids = {}
   for id in pairs(registry(app)) do ids[#ids + 1] = id end
   table.sort(ids)
   local out = json.array()
   for _, id in ipairs(ids) do out[#out + 1] = registry(app)[id]:info() end
-  return ctx:reply_json(200, { sessions = out })
+  return 200, { sessions = out }
 end
 
 local function get(app, id, status)
@@ -234,19 +236,22 @@ local function get(app, id, status)
   return s
 end
 
-function M.get(app, ctx)
-  return ctx:reply_json(200, get(app, ctx.params.sessionId):info())
+function M.get(ctx)
+  local app = ctx.app
+  return 200, get(app, ctx.params.sessionId):info()
 end
 
-function M.delete(app, ctx)
+function M.delete(ctx)
+  local app = ctx.app
   local s = get(app, ctx.params.sessionId)
   s:kill()
-  return ctx:reply_json(200, { message = "PTY session deleted" })
+  return 200, { message = "PTY session deleted" }
 end
 
-function M.resize(app, ctx)
+function M.resize(ctx)
+  local app = ctx.app
   local s = get(app, ctx.params.sessionId, 410)
-  local body = common.json_object(ctx:read_body())
+  local body = ctx:json_object(true)
   if body.cols == nil or body.rows == nil then
     pty_raise(400, "cols and rows are required", "BAD_REQUEST")
   end
@@ -255,12 +260,12 @@ function M.resize(app, ctx)
   if s.lazy and not s.proc then
     -- nothing runs yet: remember the size for the start
     s.cols, s.rows = cols, rows
-    return ctx:reply_json(200, s:info())
+    return 200, s:info()
   end
   local ok, msg = s.proc:resize(cols, rows)
   if not ok then pty_raise(410, "PTY session unavailable: " .. tostring(msg), "GONE") end
   s.cols, s.rows = cols, rows
-  return ctx:reply_json(200, s:info())
+  return 200, s:info()
 end
 
 function M.shutdown(app)
@@ -330,7 +335,7 @@ local function serve_client(s, ws, exit_control)
   s.clients[client] = nil
   reader:cancel()
   if not ok then
-    if not router.is_http_error(err) then ws:abort() end
+    if not http.is_http_error(err) then ws:abort() end
     return
   end
   if client.kick then
@@ -349,7 +354,8 @@ local function serve_client(s, ws, exit_control)
 end
 
 -- GET /process/pty/{sessionId}/connect
-function M.connect(app, ctx)
+function M.connect(ctx)
+  local app = ctx.app
   local protocol = choose_protocol(ctx.subprotocols)
   local ws = ctx:upgrade(protocol)
   local s = registry(app)[ctx.params.sessionId]
@@ -394,7 +400,8 @@ end
 M.b64url_decode = b64url_decode
 
 -- GET /process/pty/create-connect?id=&cols=&rows=[&cwd=]  (0.218)
-function M.create_connect(app, ctx)
+function M.create_connect(ctx)
+  local app = ctx.app
   local q = ctx.query
   local id = common.query_required(q, "id")
   local function num(name)

@@ -27,13 +27,13 @@
 -- ends with the shell's status and the next command gets a fresh shell.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
 local proc = require "dtlocal.toolbox.proc"
 
 local util = core.util
-local json = router.json
-local raise = router.raise
+local json = http.json
+local raise = http.raise
 local wait = scheduler.wait
 local STDOUT, STDERR = common.STDOUT, common.STDERR
 local setmetatable, pairs, ipairs, tostring, tonumber, type, table, string, io, os, math, pcall, error =
@@ -43,6 +43,7 @@ local M = {}
 
 local FRAME = 1024                 -- bytes per WebSocket frame of a followed log
 local ENTRYPOINT = "entrypoint"
+local TEXT = { ["Content-Type"] = "text/plain; charset=utf-8" }
 local ENTRYPOINT_CMD = "entrypoint_command"
 
 local new_id = common.uuid
@@ -246,7 +247,7 @@ function Session:next()
   if not cmd then return end
   local ok, err = pcall(self.run_command, self, cmd)
   if not ok then
-    cmd:emit("err", "dtlocal: cannot run the command: " .. tostring(router.is_http_error(err) and err.message or err) .. "\n")
+    cmd:emit("err", "dtlocal: cannot run the command: " .. tostring(http.is_http_error(err) and err.message or err) .. "\n")
     cmd:finish(1)
     return self:next()
   end
@@ -422,8 +423,9 @@ end
 -- Handlers
 ---------------------------------------------------------------------------
 
-function M.create(app, ctx)
-  local body = common.json_object(ctx:read_body())
+function M.create(ctx)
+  local app = ctx.app
+  local body = ctx:json_object(true)
   local id = common.str(body, "sessionId", true)
   if id == ENTRYPOINT then
     raise(400, "session id 'entrypoint' is reserved", "BAD_REQUEST")
@@ -436,10 +438,11 @@ function M.create(app, ctx)
   local version = common.sdk_version(ctx.headers)
   local cwd = common.legacy_session_home(version) and app.home or app.workdir
   create_session(app, id, cwd)
-  return ctx:reply_empty(201)
+  return 201
 end
 
-function M.list(app, ctx)
+function M.list(ctx)
+  local app = ctx.app
   local out = json.array()
   local ids = {}
   for id in pairs(registry(app).by_id) do
@@ -447,26 +450,29 @@ function M.list(app, ctx)
   end
   table.sort(ids)
   for _, id in ipairs(ids) do out[#out + 1] = registry(app).by_id[id]:to_json() end
-  return ctx:reply_json(200, out)
+  return 200, out
 end
 
-function M.get(app, ctx)
-  return ctx:reply_json(200, get_session(app, ctx.params.sessionId):to_json())
+function M.get(ctx)
+  local app = ctx.app
+  return 200, get_session(app, ctx.params.sessionId):to_json()
 end
 
-function M.get_entrypoint(app, ctx)
+function M.get_entrypoint(ctx)
+  local app = ctx.app
   local s = registry(app).by_id[ENTRYPOINT]
-  if not s then return ctx:reply_json(200, { sessionId = ENTRYPOINT, commands = json.array() }) end
-  return ctx:reply_json(200, s:to_json())
+  if not s then return 200, { sessionId = ENTRYPOINT, commands = json.array() } end
+  return 200, s:to_json()
 end
 
-function M.delete(app, ctx)
+function M.delete(ctx)
+  local app = ctx.app
   local id = ctx.params.sessionId
   if id == ENTRYPOINT then raise(400, "the entrypoint session cannot be deleted", "BAD_REQUEST") end
   local s = get_session(app, id)
   registry(app).by_id[id] = nil
   s:delete()
-  return ctx:reply_empty(204)
+  return 204
 end
 
 -- The exec reply for a finished command, shaped by the SDK version (§5.3).
@@ -485,10 +491,11 @@ local function exec_result(cmd, mode)
   return body
 end
 
-function M.exec(app, ctx)
+function M.exec(ctx)
+  local app = ctx.app
   local sid = ctx.params.sessionId
   if sid == ENTRYPOINT then raise(400, "commands cannot be run in the entrypoint session", "BAD_REQUEST") end
-  local body = common.json_object(ctx:read_body())
+  local body = ctx:json_object(true)
   local command = common.str(body, "command", true)
   if not command:find("%S") then
     raise(400, "invalid request body: field 'command' must not be blank", "INVALID_REQUEST_BODY")
@@ -499,23 +506,25 @@ function M.exec(app, ctx)
   async = async or legacy_async or false
   local s = get_session(app, sid)
   local cmd = s:exec(command, async, suppress)
-  if async then return ctx:reply_json(202, { cmdId = cmd.id }) end
+  if async then return 202, { cmdId = cmd.id } end
   while not cmd.done do cmd.event:wait() end
   if cmd.cancelled then
     raise(500, "failed to execute command: bad request: session cancelled", "INTERNAL_SERVER_ERROR")
   end
   local mode = common.output_mode(common.sdk_version(ctx.headers), ctx.headers["x-daytona-split-output"])
-  return ctx:reply_json(200, exec_result(cmd, mode))
+  return 200, exec_result(cmd, mode)
 end
 
-function M.get_command(app, ctx)
+function M.get_command(ctx)
+  local app = ctx.app
   local _, cmd = get_command(app, ctx.params.sessionId, ctx.params.commandId)
-  return ctx:reply_json(200, cmd:to_json())
+  return 200, cmd:to_json()
 end
 
-function M.input(app, ctx)
+function M.input(ctx)
+  local app = ctx.app
   local s, cmd = get_command(app, ctx.params.sessionId, ctx.params.commandId)
-  local body = common.json_object(ctx:read_body())
+  local body = ctx:json_object(true)
   local data = body.data
   if data == nil or data == json.null then
     raise(400, "invalid request body: field 'data' is required", "INVALID_REQUEST_BODY")
@@ -528,7 +537,7 @@ function M.input(app, ctx)
     raise(400, "command was not started with runAsync; its stdin is closed", "BAD_REQUEST")
   end
   s:input(cmd, data)
-  return ctx:reply_empty(204)
+  return 204
 end
 
 -- Strip markers from a stream of log chunks, carrying a partial marker
@@ -588,7 +597,7 @@ local function stream_log(ctx, cmd, follow, mode, owner)
     ws:close(1011, "error reading the log")
   end
   reader:cancel()
-  if not ok and not router.is_http_error(err) then error(err, 0) end
+  if not ok and not http.is_http_error(err) then error(err, 0) end
 end
 
 -- GET .../logs: text/JSON now, or a WebSocket stream (follow).
@@ -602,19 +611,21 @@ local function logs(app, ctx, s, cmd, entrypoint)
   local log = cmd and cmd:read_log() or ""
   if mode == "split" then
     local out, err = common.demux(log)
-    return ctx:reply_json(200, { output = log, stdout = out, stderr = err })
+    return 200, { output = log, stdout = out, stderr = err }
   elseif mode == "combined" then
-    return ctx:reply_text(200, common.strip_markers(log), "text/plain; charset=utf-8")
+    return 200, common.strip_markers(log), TEXT
   end
-  return ctx:reply_text(200, log, "text/plain; charset=utf-8")
+  return 200, log, TEXT
 end
 
-function M.logs(app, ctx)
+function M.logs(ctx)
+  local app = ctx.app
   local s, cmd = get_command(app, ctx.params.sessionId, ctx.params.commandId)
   return logs(app, ctx, s, cmd, false)
 end
 
-function M.entrypoint_logs(app, ctx)
+function M.entrypoint_logs(ctx)
+  local app = ctx.app
   local s = registry(app).by_id[ENTRYPOINT]
   local cmd = s and s.commands[ENTRYPOINT_CMD]
   if not cmd then
@@ -625,8 +636,8 @@ function M.entrypoint_logs(app, ctx)
       return
     end
     local mode = common.output_mode(common.sdk_version(ctx.headers), ctx.headers["x-daytona-split-output"])
-    if mode == "split" then return ctx:reply_json(200, { output = "", stdout = "", stderr = "" }) end
-    return ctx:reply_text(200, "", "text/plain; charset=utf-8")
+    if mode == "split" then return 200, { output = "", stdout = "", stderr = "" } end
+    return 200, "", TEXT
   end
   return logs(app, ctx, s, cmd, true)
 end
