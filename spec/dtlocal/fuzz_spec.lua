@@ -147,6 +147,10 @@ describe("dtlocal fuzzing", function()
         -- seed 12, input 1564: a file outside the repository
         local st, body = post(tb .. "/git/add", '{"path":"fuzzrepo","files":[".."]}')
         assert.are.equal(400, st, body)
+        -- seed 31, input 3877: a 640 KB password (git's environment)
+        st, body = post(tb .. "/git/clone", '{"password":"' .. ("p"):rep(640000)
+          .. '","url":"file:///nonexistent","path":"fuzz/clone2","username":"u"}')
+        assert.are.equal(400, st, body)
         -- seed 21, input 5072: an empty pathspec
         st, body = post(tb .. "/git/add", '{"path":"fuzzrepo","files":[""]}')
         assert.are.equal(400, st, body)

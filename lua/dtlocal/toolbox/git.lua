@@ -8,13 +8,13 @@
 -- dirty worktree, already exists 409, anything else 500 — each carrying
 -- git's own message.
 local core = require "daytona.core"
-local http = require "dtlocal.http"
+local router = require "dtlocal.router"
 local common = require "dtlocal.toolbox.common"
 local proc = require "dtlocal.toolbox.proc"
 
 local util = core.util
-local json = http.json
-local raise = http.raise
+local json = router.json
+local raise = router.raise
 local ipairs, tostring, table, string, io, os, type, tonumber =
   ipairs, tostring, table, string, io, os, type, tonumber
 
@@ -116,6 +116,11 @@ local function git(app, dir, args, creds, opts)
     if tostring(msg):lower():find("permission denied", 1, true) then
       raise(403, ("cannot run git in %s: %s"):format(dir, tostring(msg)), "FORBIDDEN")
     end
+    -- a field (url, branch, password, ...) past what exec takes in one
+    -- argument or environment string (128 KiB on Linux)
+    if tostring(msg):lower():find("argument list too long", 1, true) then
+      raise(400, "cannot run git: a field of the request is too long (" .. tostring(msg) .. ")", "BAD_REQUEST")
+    end
     raise(500, "cannot run git: " .. tostring(msg), "INTERNAL_SERVER_ERROR")
   end
   if r.exit_code ~= 0 and not (opts and opts.ok_codes and opts.ok_codes[r.exit_code]) then
@@ -128,7 +133,7 @@ local function git(app, dir, args, creds, opts)
 end
 
 local function body_of(ctx)
-  return ctx:json_object(true)
+  return common.json_object(ctx:read_body())
 end
 
 -- The repository directory of a request (must exist).
@@ -144,8 +149,7 @@ local function creds_of(body)
   return { username = common.str(body, "username"), password = common.str(body, "password") }
 end
 
-function M.clone(ctx)
-  local app = ctx.app
+function M.clone(app, ctx)
   local body = body_of(ctx)
   local url = common.str(body, "url", true)
   local path = common.resolve(app, common.str(body, "path", true), "path")
@@ -166,7 +170,7 @@ function M.clone(ctx)
   if commit and commit ~= "" then
     git(app, path, { "checkout", "--detach", commit })
   end
-  return 200
+  return ctx:reply_empty(200)
 end
 
 -- porcelain v2 XY letter -> the status names of the protocol
@@ -175,8 +179,7 @@ local status_names = {
   R = "Renamed", C = "Copied", U = "Updated but unmerged", ["?"] = "Untracked",
 }
 
-function M.status(ctx)
-  local app = ctx.app
+function M.status(app, ctx)
   local dir = repo_dir(app, common.query_required(ctx.query, "path"))
   local out = git(app, dir, { "status", "--porcelain=v2", "--branch", "-z" })
   local res = { currentBranch = "", fileStatus = json.array(), branchPublished = false }
@@ -218,48 +221,43 @@ function M.status(ctx)
     end
     i = i + 1
   end
-  return 200, res
+  return ctx:reply_json(200, res)
 end
 
-function M.branches(ctx)
-  local app = ctx.app
+function M.branches(app, ctx)
   local dir = repo_dir(app, common.query_required(ctx.query, "path"))
   local out = git(app, dir, { "branch", "--list", "--format=%(refname:short)" })
   local list = json.array()
   for line in out:gmatch("[^\n]+") do list[#list + 1] = line end
-  return 200, { branches = list }
+  return ctx:reply_json(200, { branches = list })
 end
 
-function M.create_branch(ctx)
-  local app = ctx.app
+function M.create_branch(app, ctx)
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local name = common.str(body, "name", true)
   -- as the Daytona daemon does: create the branch and switch to it
   git(app, dir, { "checkout", "-b", name })
-  return 201
+  return ctx:reply_empty(201)
 end
 
-function M.delete_branch(ctx)
-  local app = ctx.app
+function M.delete_branch(app, ctx)
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local name = common.str(body, "name", true)
   git(app, dir, { "branch", "-D", "--", name })
-  return 204
+  return ctx:reply_empty(204)
 end
 
-function M.checkout(ctx)
-  local app = ctx.app
+function M.checkout(app, ctx)
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local branch = common.str(body, "branch", true)
   git(app, dir, { "checkout", branch, "--" })
-  return 200
+  return ctx:reply_empty(200)
 end
 
-function M.add(ctx)
-  local app = ctx.app
+function M.add(app, ctx)
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local files = common.str_list(body, "files", true)
@@ -269,11 +267,10 @@ function M.add(ctx)
   local args = { "add", "--" }
   for _, f in ipairs(files) do args[#args + 1] = f end
   git(app, dir, args)
-  return 200
+  return ctx:reply_empty(200)
 end
 
-function M.commit(ctx)
-  local app = ctx.app
+function M.commit(app, ctx)
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local message = common.str(body, "message", true)
@@ -285,7 +282,7 @@ function M.commit(ctx)
   if allow_empty then args[#args + 1] = "--allow-empty" end
   git(app, dir, args)
   local hash = git(app, dir, { "rev-parse", "HEAD" }):gsub("%s+$", "")
-  return 200, { hash = hash }
+  return ctx:reply_json(200, { hash = hash })
 end
 
 -- The current branch's upstream remote, or nil when it has none.
@@ -303,8 +300,7 @@ local function only_remote(app, dir)
   return first
 end
 
-function M.push(ctx)
-  local app = ctx.app
+function M.push(app, ctx)
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   if upstream(app, dir) then
@@ -316,11 +312,10 @@ function M.push(ctx)
     end
     git(app, dir, { "push", "--set-upstream", remote, "HEAD" }, creds_of(body))
   end
-  return 200
+  return ctx:reply_empty(200)
 end
 
-function M.pull(ctx)
-  local app = ctx.app
+function M.pull(app, ctx)
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local args = { "-c", "pull.rebase=false", "pull", "--no-edit" }
@@ -334,16 +329,15 @@ function M.pull(ctx)
     args[#args + 1] = branch
   end
   git(app, dir, args, creds_of(body))
-  return 200
+  return ctx:reply_empty(200)
 end
 
-function M.history(ctx)
-  local app = ctx.app
+function M.history(app, ctx)
   local dir = repo_dir(app, common.query_required(ctx.query, "path"))
   local list = json.array()
   -- a repository without commits has an empty history, not an error
   local _, has_head = git(app, dir, { "rev-parse", "--verify", "-q", "HEAD" }, nil, { ok_codes = { [1] = true } })
-  if has_head ~= 0 then return 200, list end
+  if has_head ~= 0 then return ctx:reply_json(200, list) end
   local out = git(app, dir, { "log", "--format=%H%x00%an%x00%ae%x00%aI%x00%B%x1e" })
   for rec in out:gmatch("([^\30]+)\30") do
     local hash, an, ae, date, msg = rec:match("^%s*(%x+)%z(.-)%z(.-)%z(.-)%z(.*)$")
@@ -352,7 +346,7 @@ function M.history(ctx)
                           message = (msg:gsub("%s+$", "")) }
     end
   end
-  return 200, list
+  return ctx:reply_json(200, list)
 end
 
 return M
