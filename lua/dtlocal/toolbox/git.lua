@@ -8,13 +8,13 @@
 -- dirty worktree, already exists 409, anything else 500 — each carrying
 -- git's own message.
 local core = require "daytona.core"
-local router = require "dtlocal.router"
+local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
 local proc = require "dtlocal.toolbox.proc"
 
 local util = core.util
-local json = router.json
-local raise = router.raise
+local json = http.json
+local raise = http.raise
 local ipairs, tostring, table, string, io, os, type, tonumber =
   ipairs, tostring, table, string, io, os, type, tonumber
 
@@ -133,7 +133,7 @@ local function git(app, dir, args, creds, opts)
 end
 
 local function body_of(ctx)
-  return common.json_object(ctx:read_body())
+  return ctx:json_object(true)
 end
 
 -- The repository directory of a request (must exist).
@@ -149,7 +149,8 @@ local function creds_of(body)
   return { username = common.str(body, "username"), password = common.str(body, "password") }
 end
 
-function M.clone(app, ctx)
+function M.clone(ctx)
+  local app = ctx.app
   local body = body_of(ctx)
   local url = common.str(body, "url", true)
   local path = common.resolve(app, common.str(body, "path", true), "path")
@@ -170,7 +171,7 @@ function M.clone(app, ctx)
   if commit and commit ~= "" then
     git(app, path, { "checkout", "--detach", commit })
   end
-  return ctx:reply_empty(200)
+  return 200
 end
 
 -- porcelain v2 XY letter -> the status names of the protocol
@@ -179,7 +180,8 @@ local status_names = {
   R = "Renamed", C = "Copied", U = "Updated but unmerged", ["?"] = "Untracked",
 }
 
-function M.status(app, ctx)
+function M.status(ctx)
+  local app = ctx.app
   local dir = repo_dir(app, common.query_required(ctx.query, "path"))
   local out = git(app, dir, { "status", "--porcelain=v2", "--branch", "-z" })
   local res = { currentBranch = "", fileStatus = json.array(), branchPublished = false }
@@ -221,43 +223,48 @@ function M.status(app, ctx)
     end
     i = i + 1
   end
-  return ctx:reply_json(200, res)
+  return 200, res
 end
 
-function M.branches(app, ctx)
+function M.branches(ctx)
+  local app = ctx.app
   local dir = repo_dir(app, common.query_required(ctx.query, "path"))
   local out = git(app, dir, { "branch", "--list", "--format=%(refname:short)" })
   local list = json.array()
   for line in out:gmatch("[^\n]+") do list[#list + 1] = line end
-  return ctx:reply_json(200, { branches = list })
+  return 200, { branches = list }
 end
 
-function M.create_branch(app, ctx)
+function M.create_branch(ctx)
+  local app = ctx.app
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local name = common.str(body, "name", true)
   -- as the Daytona daemon does: create the branch and switch to it
   git(app, dir, { "checkout", "-b", name })
-  return ctx:reply_empty(201)
+  return 201
 end
 
-function M.delete_branch(app, ctx)
+function M.delete_branch(ctx)
+  local app = ctx.app
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local name = common.str(body, "name", true)
   git(app, dir, { "branch", "-D", "--", name })
-  return ctx:reply_empty(204)
+  return 204
 end
 
-function M.checkout(app, ctx)
+function M.checkout(ctx)
+  local app = ctx.app
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local branch = common.str(body, "branch", true)
   git(app, dir, { "checkout", branch, "--" })
-  return ctx:reply_empty(200)
+  return 200
 end
 
-function M.add(app, ctx)
+function M.add(ctx)
+  local app = ctx.app
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local files = common.str_list(body, "files", true)
@@ -267,10 +274,11 @@ function M.add(app, ctx)
   local args = { "add", "--" }
   for _, f in ipairs(files) do args[#args + 1] = f end
   git(app, dir, args)
-  return ctx:reply_empty(200)
+  return 200
 end
 
-function M.commit(app, ctx)
+function M.commit(ctx)
+  local app = ctx.app
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local message = common.str(body, "message", true)
@@ -282,7 +290,7 @@ function M.commit(app, ctx)
   if allow_empty then args[#args + 1] = "--allow-empty" end
   git(app, dir, args)
   local hash = git(app, dir, { "rev-parse", "HEAD" }):gsub("%s+$", "")
-  return ctx:reply_json(200, { hash = hash })
+  return 200, { hash = hash }
 end
 
 -- The current branch's upstream remote, or nil when it has none.
@@ -300,7 +308,8 @@ local function only_remote(app, dir)
   return first
 end
 
-function M.push(app, ctx)
+function M.push(ctx)
+  local app = ctx.app
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   if upstream(app, dir) then
@@ -312,10 +321,11 @@ function M.push(app, ctx)
     end
     git(app, dir, { "push", "--set-upstream", remote, "HEAD" }, creds_of(body))
   end
-  return ctx:reply_empty(200)
+  return 200
 end
 
-function M.pull(app, ctx)
+function M.pull(ctx)
+  local app = ctx.app
   local body = body_of(ctx)
   local dir = repo_dir(app, common.str(body, "path", true))
   local args = { "-c", "pull.rebase=false", "pull", "--no-edit" }
@@ -329,15 +339,16 @@ function M.pull(app, ctx)
     args[#args + 1] = branch
   end
   git(app, dir, args, creds_of(body))
-  return ctx:reply_empty(200)
+  return 200
 end
 
-function M.history(app, ctx)
+function M.history(ctx)
+  local app = ctx.app
   local dir = repo_dir(app, common.query_required(ctx.query, "path"))
   local list = json.array()
   -- a repository without commits has an empty history, not an error
   local _, has_head = git(app, dir, { "rev-parse", "--verify", "-q", "HEAD" }, nil, { ok_codes = { [1] = true } })
-  if has_head ~= 0 then return ctx:reply_json(200, list) end
+  if has_head ~= 0 then return 200, list end
   local out = git(app, dir, { "log", "--format=%H%x00%an%x00%ae%x00%aI%x00%B%x1e" })
   for rec in out:gmatch("([^\30]+)\30") do
     local hash, an, ae, date, msg = rec:match("^%s*(%x+)%z(.-)%z(.-)%z(.-)%z(.*)$")
@@ -346,7 +357,7 @@ function M.history(app, ctx)
                           message = (msg:gsub("%s+$", "")) }
     end
   end
-  return ctx:reply_json(200, list)
+  return 200, list
 end
 
 return M
