@@ -131,7 +131,7 @@ describe("packaging", function()
     assert.are.equal(tree, where:sub(1, #tree), where)
     -- the tree's dtlua, with the sandbox launcher beside it
     out = ok(sh_quote(tree .. "/bin/dtlua") .. " -e " .. sh_quote([[
-      assert(require("dtlocal.api.runner").find_launcher(package.dtlua_prefix))
+      assert(require("dtlocal.control.runner").find_launcher(package.dtlua_prefix))
       print("dtlua", daytona._VERSION)]]))
     assert.are.equal("dtlua\t" .. VERSION .. "\n", out)
   end)

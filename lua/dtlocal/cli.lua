@@ -86,7 +86,7 @@ function M.info_file() return M.state_home() .. "/dtlocal.json" end
 --- The background server's log: $XDG_STATE_HOME/dtlua/dtlocal.log.
 function M.log_file() return M.state_home() .. "/dtlocal.log" end
 
-local function json() return require("dtlocal.router").json end
+local function json() return require("dtlocal.http").json end
 
 local function abspath(p)
   if p:sub(1, 1) == "/" then return p end
@@ -224,8 +224,8 @@ local function serve(opts)
     io.stderr:write(format("dtlocal: WARNING: listening on %s, not on loopback: anyone who can "
       .. "reach this address and knows the token controls the sandboxes\n", host))
   end
-  local api = require "dtlocal.api"
-  local app = api.new{
+  local control = require "dtlocal.control"
+  local app = control.new{
     host = host, port = opts.port or 0, preview_port = opts["preview-port"] or 0,
     token = opts.token, state_dir = state,
     minute = opts["minute-seconds"], warm = opts.warm, log = stderr_log,
@@ -270,7 +270,7 @@ local function start(opts)
     usage_error("start: --state must be the default state directory (%s) for the background "
       .. "server; use `dtlocal serve --state DIR` for another one", M.default_state_dir())
   end
-  local store = require "dtlocal.api.store"
+  local store = require "dtlocal.control.store"
   local ok, msg = store.mkdirs(M.state_home(), 448)
   if not ok then error("cannot create " .. M.state_home() .. ": " .. msg, 0) end
   os.remove(info_path)
@@ -373,7 +373,7 @@ local function toolbox(args)
     end
     opts.host, opts.port = h:gsub("^%[(.*)%]$", "%1"), port
   end
-  -- the one line dtlocal's runner waits for (dtlocal.api.runner): the
+  -- the one line dtlocal's runner waits for (dtlocal.control.runner): the
   -- daemon listens from now on
   opts.on_ready = function(srv)
     io.stdout:write("ready ", opts.socket and ("unix:" .. opts.socket)
@@ -407,7 +407,7 @@ function M.main(args)
     elseif cmd == "toolbox" then
       return toolbox(args)
     elseif cmd == "--version" or cmd == "version" then
-      io.stdout:write("dtlocal ", require("dtlocal.api.model").DAEMON_VERSION, "\n")
+      io.stdout:write("dtlocal ", require("dtlocal.control.record").DAEMON_VERSION, "\n")
       return 0
     end
     usage_error("unknown command '%s' (try `dtlocal help`)", tostring(cmd))

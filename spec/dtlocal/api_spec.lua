@@ -610,7 +610,7 @@ describe("dtlocal automatic transitions", function()
 end)
 
 describe("dtlocal uid slots", function()
-  local uids = require "dtlocal.api.uids"
+  local uids = require "dtlocal.control.uids"
 
   it("never gives one slot to two owners, keeps and releases claims, sweeps stale ones", function()
     local dir = helper.tmpdir()

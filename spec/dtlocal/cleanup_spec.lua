@@ -8,7 +8,7 @@
 local core = require "daytona.core"
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
-local cgroups = require "dtlocal.api.cgroups"
+local cgroups = require "dtlocal.control.cgroups"
 local process = require "daytona.runtime.process"
 local scheduler = require "daytona.runtime.scheduler"
 local json = require("dtlocal.http").json
@@ -104,7 +104,7 @@ describe("dtlocal leftovers", function()
   teardown(function() helper.cleanup() end)
 
   it("claims a link dir for this process and sweeps the ones whose owner is gone", function()
-    local leftovers = require "dtlocal.api.leftovers"
+    local leftovers = require "dtlocal.control.leftovers"
     local tmp = helper.tmpdir()
     local mine = tmp .. "/dtlocal.mine00"
     local dead = tmp .. "/dtlocal.dead00"

@@ -1,4 +1,4 @@
--- dtlocal's Socket.IO event channel (/api/socket.io/, dtlocal.api.events)
+-- dtlocal's Socket.IO event channel (/api/socket.io/, dtlocal.control.events)
 -- spoken frame by frame with our own WebSocket client: the Engine.IO open
 -- packet, the Socket.IO CONNECT and its token check, heartbeats, the
 -- sandbox events of create/stop/start/delete with the Sandbox as GET
@@ -11,7 +11,7 @@ local http = require "daytona.runtime.http"
 local websocket = require "daytona.runtime.websocket"
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
-local events = require "dtlocal.api.events"
+local events = require "dtlocal.control.events"
 local json = require("dtlocal.http").json
 
 local function run(fn) return helper.run(fn) end
@@ -257,10 +257,10 @@ describe("dtlocal Socket.IO events", function()
   end)
 end)
 
-describe("dtlocal.api.events on short settings (in-process)", function()
+describe("dtlocal.control.events on short settings (in-process)", function()
   local TOKEN = "events-spec-token"
 
-  -- Serve a hub on a loopback server as dtlocal.api does; returns the api
+  -- Serve a hub on a loopback server as dtlocal.control does; returns the api
   -- url, the log lines and a stop function.
   local function serve(opts)
     local logs = {}

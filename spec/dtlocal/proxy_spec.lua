@@ -1,4 +1,4 @@
--- dtlocal's HTTP forwarding (dtlocal.api.proxy): both bodies move in C
+-- dtlocal's HTTP forwarding (dtlocal.control.proxy): both bodies move in C
 -- between the server request and the upstream request (the core's splice,
 -- core.http.request{ body_from =, response_to = }). A front server
 -- forwards with proxy.forward to a back server in the same process; the
@@ -10,7 +10,7 @@ local http = require "daytona.runtime.http"
 local multipart = require "daytona.runtime.multipart"
 local errors = require "daytona.errors"
 local core = require "daytona.core"
-local proxy = require "dtlocal.api.proxy"
+local proxy = require "dtlocal.control.proxy"
 local dhttp = require "dtlocal.http"
 local toolbox = require "dtlocal.toolbox"
 

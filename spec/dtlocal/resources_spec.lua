@@ -1,4 +1,4 @@
--- Sandbox resources against a real dtlocal (lua/dtlocal/api/cgroups.lua,
+-- Sandbox resources against a real dtlocal (lua/dtlocal/control/cgroups.lua,
 -- doc/dtlocal.md "Resources"): where this machine lets dtlocal use
 -- cgroups, a started sandbox's processes are in groups carrying its cpu,
 -- memory and pids limits (read from the host), a process allocating beyond
@@ -9,7 +9,7 @@
 local core = require "daytona.core"
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
-local cgroups = require "dtlocal.api.cgroups"
+local cgroups = require "dtlocal.control.cgroups"
 
 local GIB = 1024 * 1024 * 1024
 
@@ -237,7 +237,7 @@ describe("dtlocal resources", function()
   end)
 end)
 
-describe("dtlocal.api.cgroups", function()
+describe("dtlocal.control.cgroups", function()
   -- the layouts CI machines may have; this machine's own is covered above
   it("finds its own cgroups in v2, v1 and container layouts", function()
     -- cgroup v2 only (systemd's unified layout)

@@ -1,4 +1,4 @@
---- dtlocal.api.sandboxes: the sandbox manager -- records, lifecycle and the
+--- dtlocal.control.sandboxes: the sandbox manager -- records, lifecycle and the
 -- timers that stop, archive and delete idle sandboxes.
 --
 -- States as the API reports them (protocol §3.2): a create goes
@@ -17,7 +17,7 @@
 --
 --   local mgr = sandboxes.new{ store =, uids =, runner =, log =, minute = 60 }
 --   mgr:load()                         -- records from disk; restarts started ones
---   local rec = mgr:create(values)     -- values from model.check_create
+--   local rec = mgr:create(values)     -- values from record.check_create
 --   mgr:find(id_or_name) -> rec        -- raises 404
 --   mgr:start(rec) / mgr:stop(rec, force) / mgr:delete(rec) / ...
 --   mgr:touch(rec)                     -- activity (toolbox traffic)
@@ -27,10 +27,10 @@ local scheduler = require "daytona.runtime.scheduler"
 local http = require "daytona.runtime.http"
 local dtlocal_http = require "dtlocal.http"
 local errors = require "daytona.errors"
-local model = require "dtlocal.api.model"
-local runner_mod = require "dtlocal.api.runner"
-local proxy_mod = require "dtlocal.api.proxy"
-local leftovers = require "dtlocal.api.leftovers"
+local record = require "dtlocal.control.record"
+local runner_mod = require "dtlocal.control.runner"
+local proxy_mod = require "dtlocal.control.proxy"
+local leftovers = require "dtlocal.control.leftovers"
 
 local type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math =
   type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math
@@ -51,17 +51,17 @@ local Manager = {}
 Manager.__index = Manager
 Manager.__name = "dtlocal.SandboxManager"
 
---- A manager. opts: store (dtlocal.api.store), runner (dtlocal.api.runner
--- instance), uids (dtlocal.api.uids pool or nil when ranges are not used),
+--- A manager. opts: store (dtlocal.control.store), runner (dtlocal.control.runner
+-- instance), uids (dtlocal.control.uids pool or nil when ranges are not used),
 -- log (function(fmt, ...)), minute (seconds in an interval minute; 60
 -- except in specs), volumes (function(id_or_name) -> volume record or nil),
 -- warm (how many sandboxes to keep started ahead of time; default 0),
--- cgroups (a dtlocal.api.cgroups manager: cpu/memory/pids limits).
+-- cgroups (a dtlocal.control.cgroups manager: cpu/memory/pids limits).
 function M.new(opts)
   local mgr = setmetatable({
     store = assert(opts.store, "store"),
     runner = assert(opts.runner, "runner"),
-    cgroups = opts.cgroups,   -- dtlocal.api.cgroups manager, or nil
+    cgroups = opts.cgroups,   -- dtlocal.control.cgroups manager, or nil
     uids = opts.uids,
     log = opts.log or function() end,
     minute = opts.minute or 60,
@@ -71,7 +71,7 @@ function M.new(opts)
     closing = false,
     warm = opts.warm or 0,   -- warm pool size
     -- on_event(name, rec, old_state): "sandbox.created" / "sandbox.state.updated"
-    -- (dtlocal.api.events); must not raise
+    -- (dtlocal.control.events); must not raise
     on_event = opts.on_event or function() end,
     spares = {},       -- warm sandboxes ready to be handed out
     warming = 0,       -- warm sandboxes being started
@@ -130,7 +130,7 @@ end
 
 --- Save a record now (activity included).
 function Manager:save(rec)
-  rec.lastActivityAt = model.iso(rec.dtlocal.activity_ms)
+  rec.lastActivityAt = record.iso(rec.dtlocal.activity_ms)
   self.store:save(rec)
   self:rtof(rec).dirty = false
 end
@@ -140,9 +140,9 @@ function Manager:set_state(rec, state, reason)
   local old = rec.state
   local state_ms, updated, reason0, recoverable, desired =
     rec.dtlocal.state_ms, rec.updatedAt, rec.errorReason, rec.recoverable, rec.desiredState
-  local now = model.now_ms()
+  local now = record.now_ms()
   rec.state = state
-  rec.updatedAt = model.iso(now)
+  rec.updatedAt = record.iso(now)
   rec.dtlocal.state_ms = now
   if state == "error" then
     rec.errorReason = reason
@@ -175,13 +175,13 @@ end
 
 --- Save a record changed in place (labels, intervals, settings).
 function Manager:update(rec)
-  rec.updatedAt = model.iso()
+  rec.updatedAt = record.iso()
   self:save(rec)
 end
 
 --- Record activity: toolbox traffic resets the auto-stop timer.
 function Manager:touch(rec)
-  rec.dtlocal.activity_ms = model.now_ms()
+  rec.dtlocal.activity_ms = record.now_ms()
   self:rtof(rec).dirty = true
 end
 
@@ -243,7 +243,7 @@ function Manager:do_start(rec)
     self:save(rec)
   end
   -- the preview token rotates when the sandbox (re)starts (§3.3)
-  rec.dtlocal.preview_token = model.token(32)
+  rec.dtlocal.preview_token = record.token(32)
   local vols = {}
   for _, v in ipairs(rec.volumes or {}) do
     local vol = self.volumes(v.volumeId)
@@ -360,7 +360,7 @@ function Manager:kill(rec, force)
   end
 end
 
---- Create and start a sandbox from validated values (model.check_create).
+--- Create and start a sandbox from validated values (record.check_create).
 -- Returns the record once started (or after M.WAIT seconds, or in error).
 function Manager:create(c)
   if c.name then
@@ -381,8 +381,8 @@ function Manager:create(c)
   end
   local spare = self:take_spare(c)
   if spare then return spare end
-  local id = model.uuid()
-  local rec = model.new_record(c, id, model.now_ms())
+  local id = record.uuid()
+  local rec = record.new_record(c, id, record.now_ms())
   if c.linkedSandboxId then rec.linkedSandboxId = c.linkedSandboxId end
   self.by_id[id] = rec
   local ok, err = pcall(self.save, self, rec)
@@ -415,7 +415,7 @@ M.WARM_RETRY = 30
 -- Its cgroup limits are those of the default resources, set when it started;
 -- its env is handed to its daemon (set_env) when it is taken.
 local function plain(c)
-  local d = model.DEFAULTS
+  local d = record.DEFAULTS
   return (c.user == nil or c.user == "daytona")
     and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
     and (c.cpu == nil or c.cpu == d.cpu) and (c.memory == nil or c.memory == d.memory)
@@ -452,7 +452,7 @@ function Manager:take_spare(c)
     end
     if usable then
       local d = spare.dtlocal
-      local fresh = model.new_record(c, spare.id, model.now_ms())
+      local fresh = record.new_record(c, spare.id, record.now_ms())
       fresh.state, fresh.desiredState = "started", "started"
       fresh.linkedSandboxId = c.linkedSandboxId
       for _, k in ipairs({ "uid_slot", "uid_first", "preview_token", "pid" }) do fresh.dtlocal[k] = d[k] end
@@ -494,14 +494,14 @@ end
 --- Start warm sandboxes until the pool is full (in background tasks).
 function Manager:refill()
   if self.closing or self.warm <= 0 then return end
-  if self.warm_failed_at and model.now_ms() - self.warm_failed_at < M.WARM_RETRY * 1000 then return end
+  if self.warm_failed_at and record.now_ms() - self.warm_failed_at < M.WARM_RETRY * 1000 then return end
   while #self.spares + self.warming < self.warm do
     self.warming = self.warming + 1
     local t = scheduler.spawn(function()
       -- one loop turn first: the response that took a warm sandbox goes
       -- out before this one forks the launcher
       scheduler.sleep(0)
-      local rec = model.new_record({}, model.uuid(), model.now_ms())
+      local rec = record.new_record({}, record.uuid(), record.now_ms())
       rec.dtlocal.spare = true
       local ok, err = pcall(function()
         self:save(rec)
@@ -515,7 +515,7 @@ function Manager:refill()
           self:drop_spare(rec, "cancelled")
           error(err, 0)
         end
-        self.warm_failed_at = model.now_ms()
+        self.warm_failed_at = record.now_ms()
         self:drop_spare(rec, ok and ("state " .. rec.state) or tostring(err))
       end
     end)
@@ -672,7 +672,7 @@ function Manager:kill_stale(rec)
 end
 
 --- Remove the socket link dirs of servers that are gone
--- (dtlocal.api.leftovers) in $TMPDIR and /tmp, where the runner makes them.
+-- (dtlocal.control.leftovers) in $TMPDIR and /tmp, where the runner makes them.
 function Manager:sweep_leftovers()
   local seen = {}
   for _, tmp in ipairs({ os.getenv("TMPDIR") or "/tmp", "/tmp" }) do
@@ -704,9 +704,9 @@ function Manager:load()
     if type(rec.dtlocal) ~= "table" then rec.dtlocal = {} end
     local d = rec.dtlocal
     d.signed = type(d.signed) == "table" and d.signed or {}
-    d.activity_ms = d.activity_ms or model.parse_iso(rec.lastActivityAt) or model.now_ms()
-    d.state_ms = d.state_ms or model.parse_iso(rec.updatedAt) or model.now_ms()
-    d.created_ms = d.created_ms or model.parse_iso(rec.createdAt) or model.now_ms()
+    d.activity_ms = d.activity_ms or record.parse_iso(rec.lastActivityAt) or record.now_ms()
+    d.state_ms = d.state_ms or record.parse_iso(rec.updatedAt) or record.now_ms()
+    d.created_ms = d.created_ms or record.parse_iso(rec.createdAt) or record.now_ms()
     rec.env = rec.env or {}
     rec.labels = rec.labels or {}
     rec.volumes = rec.volumes or {}
@@ -774,7 +774,7 @@ end
 --- One pass of the sweeper: automatic stops, archives and deletes, and
 -- saving activity that changed.
 function Manager:sweep()
-  local now = model.now_ms()
+  local now = record.now_ms()
   local save_due = not self.saved_at or now - self.saved_at >= M.SAVE_ACTIVITY_EVERY * 1000
   for _, rec in ipairs(self:all()) do
     local action = self:due(rec, now)

@@ -1,4 +1,4 @@
---- dtlocal.api.events: sandbox events over Socket.IO at `/api/socket.io/`
+--- dtlocal.control.events: sandbox events over Socket.IO at `/api/socket.io/`
 -- (protocol §3.6, §8.8).
 --
 -- The 0.218 SDKs open Socket.IO (Engine.IO v4, Socket.IO v5) at
@@ -27,7 +27,7 @@
 -- `queue_bytes` bytes beyond the core's send buffer, and a client that
 -- falls that far behind is dropped (logged with the reason).
 --
---   local events = require "dtlocal.api.events"
+--   local events = require "dtlocal.control.events"
 --   local hub = events.new{ check_token = fn, wire = fn, log = fn }
 --   hub:serve(ctx)                        -- an /api/socket.io/ request (a task)
 --   hub:sandbox_event(name, rec, old)     -- the manager's hook
@@ -36,7 +36,7 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
 local http = require "dtlocal.http"
-local model = require "dtlocal.api.model"
+local record = require "dtlocal.control.record"
 
 local type, pairs, next, tostring, tonumber, setmetatable, getmetatable, pcall, error, math =
   type, pairs, next, tostring, tonumber, setmetatable, getmetatable, pcall, error, math
@@ -245,7 +245,7 @@ local function on_connect(hub, conn, nsp, payload)
     conn.close_after = { 1008, "too many event connections" }
     return
   end
-  conn.sio_sid = model.token(20)
+  conn.sio_sid = record.token(20)
   hub:authenticated(conn)
   hub.listening = hub.listening + 1
   enqueue(hub, conn, "40" .. json.encode({ sid = conn.sio_sid }))
@@ -414,7 +414,7 @@ function Hub:serve(ctx)
   self.count = self.count + 1
   if not conn.authed then self:add_pending(conn) end
   enqueue(self, conn, "0" .. json.encode({
-    sid = model.token(20), upgrades = json.array(), pingInterval = math.floor(self.ping_interval * 1000),
+    sid = record.token(20), upgrades = json.array(), pingInterval = math.floor(self.ping_interval * 1000),
     pingTimeout = math.floor(self.ping_timeout * 1000), maxPayload = M.MAX_PAYLOAD,
   }))
   local ok, code, reason = pcall(run, self, conn)

@@ -1,4 +1,4 @@
---- dtlocal.api.ports: which loopback listeners belong to a sandbox.
+--- dtlocal.control.ports: which loopback listeners belong to a sandbox.
 --
 -- Sandboxes share the host's network namespace (unless networkBlockAll),
 -- so "port 3000 of sandbox X" is whatever listens on the host's loopback

@@ -1,4 +1,4 @@
---- dtlocal.api.uids: host uid/gid ranges for sandboxes, unique across every
+--- dtlocal.control.uids: host uid/gid ranges for sandboxes, unique across every
 -- dtlocal on the machine.
 --
 -- Each sandbox owns one *slot*: host ids `base + slot * size` up to
@@ -55,7 +55,7 @@ function M.new(opts)
     size = opts.size or M.SIZE,
     slots = opts.slots or M.SLOTS,
   }, Pool)
-  local store = require "dtlocal.api.store"
+  local store = require "dtlocal.control.store"
   local ok, msg = store.mkdirs(pool.dir, 448)
   if not ok then error("cannot create the uid registry " .. pool.dir .. ": " .. msg, 0) end
   return pool

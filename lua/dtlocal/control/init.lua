@@ -1,9 +1,10 @@
---- dtlocal.api: the local Daytona-compatible server (doc/dtlocal.md).
+--- dtlocal.control: the control plane of the local Daytona-compatible server
+-- (doc/dtlocal.md): the App that owns both listeners and the sandboxes.
 --
 -- Two HTTP servers on the core's loop. The API's:
---   /api/...                  the control plane (dtlocal.api.routes)
+--   /api/...                  the control plane (dtlocal.control.routes)
 --   /api/socket.io/           sandbox events, Socket.IO over WebSocket
---                             (dtlocal.api.events)
+--                             (dtlocal.control.events)
 --   /toolbox/{id}/{rest}      forwarded to the sandbox's toolbox daemon
 -- and, on a port of their own, the previews (a page a sandbox serves must
 -- not share an origin with the API: its script could call the API with
@@ -11,7 +12,7 @@
 -- their own host names):
 --   /preview/{id}/{port}/...  forwarded to 127.0.0.1:{port} (sandboxes share
 --                             the host's network) when that port's listener
---                             is the sandbox's (dtlocal.api.ports);
+--                             is the sandbox's (dtlocal.control.ports);
 --                             X-Daytona-Preview-Token, the API token, or a
 --                             public sandbox
 --   /preview/signed/{token}/...  the same through a signed preview token
@@ -20,15 +21,15 @@
 --                             sandbox port, for browsers (which resolve
 --                             *.localhost to loopback) and libcurl
 --
---   local api = require "dtlocal.api"
---   local app = api.new{ host =, port =, preview_port =, token =, state_dir =,
+--   local control = require "dtlocal.control"
+--   local app = control.new{ host =, port =, preview_port =, token =, state_dir =,
 --                        minute =, log =, info_file = }
 --   app:start()         -- lock the state dir, load, listen, restart sandboxes
 --   app:run()           -- serve until SIGTERM or SIGHUP (or cancellation)
 --   app:close()         -- stop serving; stop sandbox processes, keep their states
 --
 -- app.api_url, app.toolbox_url, app.base_url, app.token are set by start(),
--- and app.cgroups (dtlocal.api.cgroups: which resources are enforced).
+-- and app.cgroups (dtlocal.control.cgroups: which resources are enforced).
 -- Every route needs `Authorization: Bearer <token>` (compared in constant
 -- time); toolbox routes also take the sandbox's preview token (App:authorize,
 -- the one check). Both listeners are daytona.runtime.server's, answering
@@ -39,17 +40,17 @@ local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
 local server = require "daytona.runtime.server"
 local http = require "dtlocal.http"
-local model = require "dtlocal.api.model"
-local store_mod = require "dtlocal.api.store"
-local routes = require "dtlocal.api.routes"
-local sandboxes = require "dtlocal.api.sandboxes"
-local volumes = require "dtlocal.api.volumes"
-local runner_mod = require "dtlocal.api.runner"
-local uids_mod = require "dtlocal.api.uids"
-local cgroups_mod = require "dtlocal.api.cgroups"
-local proxy = require "dtlocal.api.proxy"
-local events = require "dtlocal.api.events"
-local ports = require "dtlocal.api.ports"
+local record = require "dtlocal.control.record"
+local store_mod = require "dtlocal.control.store"
+local routes = require "dtlocal.control.routes"
+local sandboxes = require "dtlocal.control.sandboxes"
+local volumes = require "dtlocal.control.volumes"
+local runner_mod = require "dtlocal.control.runner"
+local uids_mod = require "dtlocal.control.uids"
+local cgroups_mod = require "dtlocal.control.cgroups"
+local proxy = require "dtlocal.control.proxy"
+local events = require "dtlocal.control.events"
+local ports = require "dtlocal.control.ports"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table =
   type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table
@@ -79,7 +80,7 @@ function M.new(opts)
     host = opts.host or "127.0.0.1",
     port = opts.port or 0,
     preview_port = opts.preview_port or 0,
-    token = opts.token or model.token(40),
+    token = opts.token or record.token(40),
     state_dir = opts.state_dir,
     minute = opts.minute or 60,
     warm = opts.warm or M.WARM,
@@ -149,7 +150,7 @@ end
 function App:preview_token(rec)
   local t = rec.dtlocal.preview_token
   if not t then
-    t = model.token(32)
+    t = record.token(32)
     rec.dtlocal.preview_token = t
     self.mgr:save(rec)
   end
@@ -159,8 +160,8 @@ end
 --- Signed preview tokens: 16 lower-case alphanumerics, per sandbox, with
 -- their port and expiry; the index maps each to its sandbox.
 function App:sign_preview(rec, port, seconds)
-  local token = model.token(16, true)
-  local now = model.now_ms()
+  local token = record.token(16, true)
+  local now = record.now_ms()
   local signed = rec.dtlocal.signed
   for t, s in pairs(signed) do            -- drop expired ones while here
     if s.expires_ms <= now then signed[t] = nil; self.signed[t] = nil end
@@ -304,7 +305,7 @@ function App:preview_target(ctx)
     local id = self.signed[token]
     rec = id and self.mgr.by_id[id]
     local s = rec and rec.dtlocal.signed[token]
-    if not s or s.expires_ms <= model.now_ms() or (hport and tonumber(hport) ~= s.port) then
+    if not s or s.expires_ms <= record.now_ms() or (hport and tonumber(hport) ~= s.port) then
       raise(401, "unauthorized: the signed preview URL is invalid or has expired", "UNAUTHORIZED")
     end
     return rec, s.port, srest
@@ -329,7 +330,7 @@ function App:preview_target(ctx)
   return rec, port, rest
 end
 
--- Who may serve a sandbox's ports (dtlocal.api.ports): its host uid range
+-- Who may serve a sandbox's ports (dtlocal.control.ports): its host uid range
 -- as root, else the processes of its PID namespace (its init's, from the
 -- launcher's lock file).
 function App:port_owner(rec)
@@ -446,7 +447,7 @@ function App:start()
   if not ok then error("cannot create the state directory: " .. msg, 0) end
   self:lock()
   local started, err = pcall(function()
-    self.started_at = model.iso()
+    self.started_at = record.iso()
     self.store = store_mod.new(self.state_dir)
     self.runner = runner_mod.new{ log = self.log }
     if util.getuid() == 0 then
@@ -461,7 +462,7 @@ function App:start()
     self.events = events.new{
       log = self.log,
       check_token = function(t) return self:check_token(t) end,
-      wire = function(rec) return model.wire(rec, self.toolbox_url, false) end,
+      wire = function(rec) return record.wire(rec, self.toolbox_url, false) end,
     }
     self.mgr = sandboxes.new{
       store = self.store, runner = self.runner, uids = self.uids, log = self.log,

@@ -1,21 +1,21 @@
---- dtlocal.api.routes: the control-plane routes under /api (protocol §3).
+--- dtlocal.control.routes: the control-plane routes under /api (protocol §3).
 --
 -- Handlers are dtlocal.http's: `function(ctx, params) -> status, body
--- [, headers]`, ctx.app the server (dtlocal.api: ctx.app.mgr, ctx.app.vols,
+-- [, headers]`, ctx.app the server (dtlocal.control: ctx.app.mgr, ctx.app.vols,
 -- urls). They raise `http.raise(status, message)` for every error, which
 -- becomes the structured error body (protocol §6.1, §7.3.4).
 local http = require "dtlocal.http"
 local router = require "dtlocal.router"
-local model = require "dtlocal.api.model"
-local volumes = require "dtlocal.api.volumes"
+local record = require "dtlocal.control.record"
+local volumes = require "dtlocal.control.volumes"
 
 local type, pairs, ipairs, tostring, tonumber, next, math, table =
   type, pairs, ipairs, tostring, tonumber, next, math, table
 local format = string.format
 local raise = http.raise
 local json = http.json
-local check = model.check
-local absent = model.absent
+local check = record.check
+local absent = record.absent
 
 local M = {}
 
@@ -58,7 +58,7 @@ end
 local function qtime(ctx, name)
   local v = q1(ctx, name)
   if v == nil or v == "" then return nil end
-  local ms = model.parse_iso(v)
+  local ms = record.parse_iso(v)
   if not ms then raise(400, name .. " must be an ISO-8601 date-time") end
   return ms
 end
@@ -82,7 +82,7 @@ end
 ---------------------------------------------------------------------------
 
 local function sb(ctx, rec, status)
-  return status or 200, model.wire(rec, ctx.app.toolbox_url, false)
+  return status or 200, record.wire(rec, ctx.app.toolbox_url, false)
 end
 
 local function find(ctx, params)
@@ -97,7 +97,7 @@ local function find_id(ctx, params)
 end
 
 local function create(ctx)
-  local c = model.check_create(ctx:json_object(true))
+  local c = record.check_create(ctx:json_object(true))
   local rec = ctx.app.mgr:create(c)
   return sb(ctx, rec)
 end
@@ -138,7 +138,7 @@ local function filtered(ctx)
   local states = set_of(ctx:query_all("states"))
   if states then
     for s in pairs(states) do
-      if not model.STATES[s] then raise(400, format("states: %q is not a sandbox state", s)) end
+      if not record.STATES[s] then raise(400, format("states: %q is not a sandbox state", s)) end
     end
   end
   local snapshots = set_of(ctx:query_all("snapshots"))
@@ -241,7 +241,7 @@ local function list(ctx)
   local items = json.array()
   local last = math.min(#recs, start + limit - 1)
   for i = start, last do
-    items[#items + 1] = model.wire(recs[i], ctx.app.toolbox_url, true)
+    items[#items + 1] = record.wire(recs[i], ctx.app.toolbox_url, true)
   end
   local next_cursor = json.null
   if last < #recs and last >= start then
@@ -258,7 +258,7 @@ local function list_paginated(ctx)
   local recs = filtered(ctx)
   local items = json.array()
   for i = (page - 1) * limit + 1, math.min(#recs, page * limit) do
-    items[#items + 1] = model.wire(recs[i], ctx.app.toolbox_url, false)
+    items[#items + 1] = record.wire(recs[i], ctx.app.toolbox_url, false)
   end
   return 200, { items = items, total = #recs, page = page,
                 totalPages = math.max(1, (#recs + limit - 1) // limit) }
@@ -356,10 +356,10 @@ local function set_labels(ctx, params)
   local rec = find(ctx, params)
   local body = ctx:json_object(true)
   if absent(body.labels) then raise(400, "labels is required") end
-  local labels = model.check_labels(body.labels)
-  local lang = labels[model.LANGUAGE_LABEL]
-  if lang and not model.LANGUAGES[lang] then
-    raise(400, format("labels.%s must be one of python, typescript, javascript", model.LANGUAGE_LABEL))
+  local labels = record.check_labels(body.labels)
+  local lang = labels[record.LANGUAGE_LABEL]
+  if lang and not record.LANGUAGES[lang] then
+    raise(400, format("labels.%s must be one of python, typescript, javascript", record.LANGUAGE_LABEL))
   end
   rec.labels = labels
   ctx.app.mgr:update(rec)
@@ -369,7 +369,7 @@ end
 local function interval_route(field, lo, adjust)
   return function(ctx, params)
     local rec = find(ctx, params)
-    local n = path_int(params.interval, "interval", lo or model.MIN_INTERVAL, model.MAX_INTERVAL)
+    local n = path_int(params.interval, "interval", lo or record.MIN_INTERVAL, record.MAX_INTERVAL)
     rec[field] = adjust and adjust(n) or n
     ctx.app.mgr:update(rec)
     return sb(ctx, rec, 201)
@@ -389,9 +389,9 @@ local function network_settings(ctx, params)
   local block
   if not absent(body.networkBlockAll) then block = check.boolean(body.networkBlockAll, "networkBlockAll") end
   local allow = not absent(body.networkAllowList) and check.cidr_list(body.networkAllowList, "networkAllowList") or nil
-  model.refuse_allow_list(allow, "networkAllowList")
+  record.refuse_allow_list(allow, "networkAllowList")
   local domains = not absent(body.domainAllowList) and check.domain_list(body.domainAllowList, "domainAllowList") or nil
-  model.refuse_allow_list(domains, "domainAllowList")
+  record.refuse_allow_list(domains, "domainAllowList")
   if block == nil and allow == nil and domains == nil then
     raise(400, "at least one of networkBlockAll, networkAllowList or domainAllowList is required")
   end
@@ -496,12 +496,12 @@ end
 local function config(ctx)
   local app = ctx.app
   return 200, {
-    version = model.DAEMON_VERSION,
+    version = record.DAEMON_VERSION,
     proxyToolboxUrl = app.toolbox_url,
     proxyTemplateUrl = app.preview_base .. "/preview/{{sandboxId}}/{{PORT}}",
-    defaultSnapshot = model.DEFAULT_SNAPSHOT,
+    defaultSnapshot = record.DEFAULT_SNAPSHOT,
     dashboardUrl = app.api_url,
-    maxAutoArchiveInterval = model.MAX_AUTO_ARCHIVE,
+    maxAutoArchiveInterval = record.MAX_AUTO_ARCHIVE,
     maintananceMode = false,
     environment = "local",
     linkedAccountsEnabled = false,
@@ -518,17 +518,17 @@ local BUILTIN_SNAPSHOT_ID = "00000000-0000-4000-8000-00000000d71c"
 local function snapshot_dto(ctx)
   local t = ctx.app.started_at
   return {
-    id = BUILTIN_SNAPSHOT_ID, organizationId = model.ORGANIZATION_ID, general = true,
-    name = model.DEFAULT_SNAPSHOT, imageName = "host root file system", state = "active",
-    size = json.null, entrypoint = json.array(), cpu = model.DEFAULTS.cpu, gpu = 0,
-    mem = model.DEFAULTS.memory, disk = model.DEFAULTS.disk, errorReason = json.null,
+    id = BUILTIN_SNAPSHOT_ID, organizationId = record.ORGANIZATION_ID, general = true,
+    name = record.DEFAULT_SNAPSHOT, imageName = "host root file system", state = "active",
+    size = json.null, entrypoint = json.array(), cpu = record.DEFAULTS.cpu, gpu = 0,
+    mem = record.DEFAULTS.memory, disk = record.DEFAULTS.disk, errorReason = json.null,
     createdAt = t, updatedAt = t, lastUsedAt = json.null,
-    regionIds = json.array({ model.TARGET }), sandboxClass = "container",
+    regionIds = json.array({ record.TARGET }), sandboxClass = "container",
   }
 end
 
 local function find_snapshot(ctx, key)
-  if key == BUILTIN_SNAPSHOT_ID or key == model.DEFAULT_SNAPSHOT then return snapshot_dto(ctx) end
+  if key == BUILTIN_SNAPSHOT_ID or key == record.DEFAULT_SNAPSHOT then return snapshot_dto(ctx) end
   raise(404, format("Snapshot %s not found", key))
 end
 
@@ -539,7 +539,7 @@ local function list_snapshots(ctx)
   local limit = qint(ctx, "limit", 1, 200) or 100
   local name = q1(ctx, "name")
   local matches = {}
-  if not name or name == "" or model.DEFAULT_SNAPSHOT:find(name:lower(), 1, true) then
+  if not name or name == "" or record.DEFAULT_SNAPSHOT:find(name:lower(), 1, true) then
     matches[1] = snapshot_dto(ctx)
   end
   local items = json.array()
@@ -556,13 +556,13 @@ local function create_snapshot(ctx)
   local body = ctx:json_object(true)
   check.string(body.name, "name", { max = 255 })
   raise(400, "dtlocal cannot build snapshots from images: every sandbox runs on the host's "
-    .. "root file system (snapshot " .. model.DEFAULT_SNAPSHOT .. ")")
+    .. "root file system (snapshot " .. record.DEFAULT_SNAPSHOT .. ")")
 end
 
 local function builtin_snapshot_op(what)
   return function(ctx, params)
     find_snapshot(ctx, params.id)
-    raise(400, format("the built-in snapshot %s cannot be %s", model.DEFAULT_SNAPSHOT, what))
+    raise(400, format("the built-in snapshot %s cannot be %s", record.DEFAULT_SNAPSHOT, what))
   end
 end
 
@@ -652,7 +652,7 @@ function M.new()
   r:add("POST", "/sandbox/{id}/public/{isPublic}", set_public)
   r:add("POST", "/sandbox/{id}/last-activity", last_activity)
   r:add("POST", "/sandbox/{id}/autostop/{interval}", interval_route("autoStopInterval", 0))
-  r:add("POST", "/sandbox/{id}/autoarchive/{interval}", interval_route("autoArchiveInterval", 0, model.archive_interval))
+  r:add("POST", "/sandbox/{id}/autoarchive/{interval}", interval_route("autoArchiveInterval", 0, record.archive_interval))
   r:add("POST", "/sandbox/{id}/autodelete/{interval}", interval_route("autoDeleteInterval"))
   r:add("POST", "/sandbox/{id}/network-settings", network_settings)
   r:add("GET", "/sandbox/{id}/ports/{port}/preview-url", preview_url)

@@ -1,4 +1,4 @@
---- dtlocal.api.store: sandbox records on disk.
+--- dtlocal.control.store: sandbox records on disk.
 --
 -- Layout under the state dir (doc/dtlocal.md):
 --   sandboxes/<id>/sandbox.json   the record (wire fields + `dtlocal` private)

@@ -1,4 +1,4 @@
---- dtlocal.api.cgroups: a sandbox's cpu, memory and pids limits, with cgroups.
+--- dtlocal.control.cgroups: a sandbox's cpu, memory and pids limits, with cgroups.
 --
 -- Every sandbox gets one cgroup (per hierarchy) nested under the server's
 -- own cgroup, so nothing escapes the limits dtlocal itself runs under:

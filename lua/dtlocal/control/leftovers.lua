@@ -1,8 +1,8 @@
---- dtlocal.api.leftovers: what a server killed without cleaning up leaves
+--- dtlocal.control.leftovers: what a server killed without cleaning up leaves
 -- in the temp dir, and how the next one finds it.
 --
 -- Each server makes a private socket link dir, `$TMPDIR/dtlocal.XXXXXX`
--- (or `/tmp/dtlocal.XXXXXX`; dtlocal.api.runner), and removes it at a clean
+-- (or `/tmp/dtlocal.XXXXXX`; dtlocal.control.runner), and removes it at a clean
 -- shutdown. A server killed with SIGKILL cannot, so its dir stays. To tell
 -- a dead server's dir from a live one's, the server writes an `owner` file
 -- into it: "<pid> <start time>\n", the start time being field 22 of

@@ -1,4 +1,4 @@
---- dtlocal.api.runner: running sandboxes with the launcher.
+--- dtlocal.control.runner: running sandboxes with the launcher.
 --
 -- A started sandbox is `dtlua-sandbox run` (csrc/sandbox_launcher.c,
 -- doc/sandbox.md) whose one program is this installation's
@@ -31,7 +31,7 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local process = require "daytona.runtime.process"
 local errors = require "daytona.errors"
-local store = require "dtlocal.api.store"
+local store = require "dtlocal.control.store"
 
 local type, pairs, ipairs, tostring, setmetatable, pcall, error, io, os, table, next =
   type, pairs, ipairs, tostring, setmetatable, pcall, error, io, os, table, next
@@ -103,7 +103,7 @@ function M.new(opts)
   end
   if not sockets then error("cannot create the socket dir in /tmp: " .. tostring(lmsg), 0) end
   -- marked as ours, so that a server started after we were killed removes it
-  local claimed, cmsg = require("dtlocal.api.leftovers").claim_link_dir(sockets)
+  local claimed, cmsg = require("dtlocal.control.leftovers").claim_link_dir(sockets)
   if not claimed then error("cannot claim " .. sockets .. ": " .. tostring(cmsg), 0) end
   local self = setmetatable({
     prefix = prefix, launcher = launcher, dtlocal = prefix .. "/bin/dtlocal",
@@ -129,7 +129,7 @@ Instance.__name = "dtlocal.SandboxProcess"
 --- Start a sandbox. spec: id, dir (the sandbox's root dir), uid_first
 -- (host id of sandbox id 0; required as root), user ("daytona"|"root"),
 -- env ({NAME = value}), network_block_all, volumes ({{host=, path=}}),
--- cgroups (directories the launcher joins first: dtlocal.api.cgroups).
+-- cgroups (directories the launcher joins first: dtlocal.control.cgroups).
 -- Returns an Instance at once; raises DaytonaError if the launcher cannot
 -- be executed at all.
 function Runner:launch(spec)

@@ -1,4 +1,4 @@
---- dtlocal.api.proxy: forwarding to a sandbox's toolbox daemon and to the
+--- dtlocal.control.proxy: forwarding to a sandbox's toolbox daemon and to the
 -- servers a sandbox runs (preview links).
 --
 -- `forward(ctx, url, opts)` streams both ways with constant memory, and
@@ -99,7 +99,7 @@ function M.forward(ctx, url, opts)
   local has_body, size = request_body(ctx.headers)
   local ok, up = pcall(http.stream, {
     url = url,
-    -- the daemon's unix socket, when it listens on one (dtlocal.api.runner)
+    -- the daemon's unix socket, when it listens on one (dtlocal.control.runner)
     unix_socket = opts.unix_socket,
     peer_uids = opts.peer_uids,   -- the sandbox's uids: nobody else's socket
     method = ctx.method,

@@ -1,4 +1,4 @@
---- dtlocal.api.volumes: volumes as directories on the host (protocol §3.8).
+--- dtlocal.control.volumes: volumes as directories on the host (protocol §3.8).
 --
 -- A volume is `volumes/<id>/data` under the state dir; a sandbox created
 -- with `volumes: [{volumeId, mountPath, subpath?}]` gets that directory (or
@@ -10,7 +10,7 @@
 --   vols:delete(vol, in_use)         -- in_use: function(vol) -> sandbox id | nil
 --   volumes.wire(vol) -> VolumeDto
 local http = require "dtlocal.http"
-local model = require "dtlocal.api.model"
+local record = require "dtlocal.control.record"
 
 local pairs, ipairs, setmetatable, format = pairs, ipairs, setmetatable, string.format
 local raise = http.raise
@@ -69,10 +69,10 @@ end
 -- name is taken.
 function Volumes:create(name)
   if self:find(name) then raise(409, format("Volume with name %s already exists", name)) end
-  local id = model.uuid()
-  local now = model.iso()
+  local id = record.uuid()
+  local now = record.iso()
   local v = {
-    id = id, name = name, organizationId = model.ORGANIZATION_ID, state = "ready",
+    id = id, name = name, organizationId = record.ORGANIZATION_ID, state = "ready",
     createdAt = now, updatedAt = now,
     dtlocal = { data_dir = self.store:volume_dir(id) .. "/data" },
   }
@@ -95,7 +95,7 @@ function Volumes:delete(v, in_use)
   local user = in_use(v)
   if user then raise(409, format("Volume %s is in use by sandbox %s", v.name, user)) end
   v.state = "deleting"
-  v.updatedAt = model.iso()
+  v.updatedAt = record.iso()
   self.store:save_volume(v)
   self:finish_delete(v)
 end

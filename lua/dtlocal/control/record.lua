@@ -1,4 +1,4 @@
---- dtlocal.api.model: the Sandbox record, its wire shape, and the checks on
+--- dtlocal.control.record: the Sandbox record, its wire shape, and the checks on
 -- every request body of the control plane (protocol §3.2, §3.4).
 --
 -- A record is the API's Sandbox object in its wire shape (camelCase keys,
