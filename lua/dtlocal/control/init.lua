@@ -44,6 +44,7 @@ local record = require "dtlocal.control.record"
 local store_mod = require "dtlocal.control.store"
 local routes = require "dtlocal.control.routes"
 local sandboxes = require "dtlocal.control.sandboxes"
+local sweeper_mod = require "dtlocal.control.sweeper"
 local volumes = require "dtlocal.control.volumes"
 local runner_mod = require "dtlocal.control.runner"
 local uids_mod = require "dtlocal.control.uids"
@@ -62,7 +63,7 @@ local raise = http.raise
 local M = {}
 
 M.MAX_API_BODY = 1024 * 1024   -- control-plane JSON bodies
-M.WARM = 2                     -- sandboxes kept started ahead of time (sandboxes.lua)
+M.WARM = 2                     -- sandboxes kept started ahead of time (warm_pool.lua)
 
 local App = {}
 App.__index = App
@@ -508,7 +509,7 @@ function App:start()
     self:unlock()
     error(err, 0)
   end
-  local sweeper = scheduler.spawn(self.mgr.run_sweeper, self.mgr)
+  local sweeper = scheduler.spawn(sweeper_mod.run, self.mgr)
   sweeper.observed = true
   self.tasks = { sweeper }
   return self

@@ -328,27 +328,7 @@ local function resize(ctx, params)
   if not cpu and not memory and not disk then
     raise(400, "at least one of cpu, memory or disk is required")
   end
-  local s = rec.state
-  if s ~= "started" and s ~= "stopped" then
-    raise(409, format("Sandbox is %s; resize needs a started or stopped sandbox", s))
-  end
-  local rt = ctx.app.mgr:rtof(rec)
-  if rt.op and not rt.op:done() then raise(409, "Sandbox state change in progress") end
-  if s == "started" then
-    if disk then raise(400, "disk: the disk can only be resized while the sandbox is stopped") end
-    if cpu and cpu < rec.cpu then raise(400, "cpu: a started sandbox can only grow its CPU") end
-    if memory and memory < rec.memory then raise(400, "memory: a started sandbox can only grow its memory") end
-  end
-  if disk and disk < rec.disk then raise(400, "disk: the disk can only grow") end
-  local cg = ctx.app.cgroups
-  if s == "started" and cg and (cpu or memory) then
-    local ok, err = pcall(cg.update, cg, rec.id, { cpu = cpu, memory = memory })
-    if not ok then raise(500, "cannot apply the new limits: " .. tostring(err)) end
-  end
-  rec.cpu = cpu or rec.cpu
-  rec.memory = memory or rec.memory
-  rec.disk = disk or rec.disk
-  ctx.app.mgr:update(rec)
+  ctx.app.mgr:resize(rec, { cpu = cpu, memory = memory, disk = disk })
   return sb(ctx, rec)
 end
 
@@ -395,25 +375,7 @@ local function network_settings(ctx, params)
   if block == nil and allow == nil and domains == nil then
     raise(400, "at least one of networkBlockAll, networkAllowList or domainAllowList is required")
   end
-  -- a sandbox's network namespace is made when it starts: blocking or
-  -- unblocking cannot change a running one
-  if block ~= nil and block ~= rec.networkBlockAll then
-    if rec.state ~= "stopped" and rec.state ~= "archived" then
-      raise(409, format("networkBlockAll can only change while the sandbox is stopped locally "
-        .. "(it is %s); stop it, update, start it again", rec.state))
-    end
-  end
-  -- the rules of the docs: blocking all, or unblocking, clears the allow list
-  if block ~= nil then
-    rec.networkBlockAll = block
-    rec.networkAllowList = nil
-  end
-  if allow ~= nil then
-    rec.networkAllowList = allow ~= "" and allow or nil
-    if allow ~= "" and block == nil then rec.networkBlockAll = false end
-  end
-  if domains ~= nil then rec.domainAllowList = domains ~= "" and domains or nil end
-  ctx.app.mgr:update(rec)
+  ctx.app.mgr:set_network(rec, { block_all = block, allow_list = allow, domain_allow_list = domains })
   return sb(ctx, rec)
 end
 

@@ -13,7 +13,9 @@
 -- progress`, except a repeat of the same one, which waits for it.
 --
 -- Every record change is saved at once (atomically) except activity, which
--- is kept in memory and saved by the sweeper every few seconds.
+-- is kept in memory and saved by the sweeper (dtlocal.control.sweeper) every
+-- few seconds. The warm pool (dtlocal.control.warm_pool) hands out
+-- sandboxes started ahead of time.
 --
 --   local mgr = sandboxes.new{ store =, uids =, runner =, log =, minute = 60 }
 --   mgr:load()                         -- records from disk; restarts started ones
@@ -24,18 +26,17 @@
 --   mgr:shutdown()                     -- kill every sandbox process, keep states
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
-local http = require "daytona.runtime.http"
 local dtlocal_http = require "dtlocal.http"
 local errors = require "daytona.errors"
 local record = require "dtlocal.control.record"
 local runner_mod = require "dtlocal.control.runner"
-local proxy_mod = require "dtlocal.control.proxy"
+local warm_pool = require "dtlocal.control.warm_pool"
 local leftovers = require "dtlocal.control.leftovers"
 
 local type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math =
   type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math
 local format = string.format
-local json, raise = dtlocal_http.json, dtlocal_http.raise
+local raise = dtlocal_http.raise
 
 local M = {}
 
@@ -44,8 +45,6 @@ local M = {}
 M.WAIT = 30
 -- Graceful stop: SIGTERM, then SIGKILL after this many seconds.
 M.STOP_GRACE = 10
--- Activity is saved at most this often (seconds).
-M.SAVE_ACTIVITY_EVERY = 5
 
 local Manager = {}
 Manager.__index = Manager
@@ -69,13 +68,11 @@ function M.new(opts)
     by_id = {},
     rt = {},           -- id -> runtime state { inst, op, op_kind, conns, dirty, stopping }
     closing = false,
-    warm = opts.warm or 0,   -- warm pool size
     -- on_event(name, rec, old_state): "sandbox.created" / "sandbox.state.updated"
     -- (dtlocal.control.events); must not raise
     on_event = opts.on_event or function() end,
-    spares = {},       -- warm sandboxes ready to be handed out
-    warming = 0,       -- warm sandboxes being started
   }, Manager)
+  mgr.pool = warm_pool.new(mgr, opts.warm)
   return mgr
 end
 
@@ -295,7 +292,7 @@ function Manager:watch(rec, inst)
     if self.closing then return end
     if rec.dtlocal.spare and not (rt and (rt.stopping or rt.inst ~= nil)) then
       -- a warm sandbox that died: out of the pool, and its files go
-      self:drop_spare(rec, "its init exited (" .. status .. ")")
+      self.pool:drop(rec, "its init exited (" .. status .. ")")
       return
     end
     if not self.by_id[rec.id] then return end
@@ -379,7 +376,7 @@ function Manager:create(c)
     if vol.state ~= "ready" then raise(400, format("Volume %s is not ready (state %s)", v.volumeId, vol.state)) end
     v.volumeId = vol.id
   end
-  local spare = self:take_spare(c)
+  local spare = self.pool:take(c)
   if spare then return spare end
   local id = record.uuid()
   local rec = record.new_record(c, id, record.now_ms())
@@ -396,132 +393,62 @@ function Manager:create(c)
 end
 
 ---------------------------------------------------------------------------
--- The warm pool
+-- Settings with rules of their own
 ---------------------------------------------------------------------------
--- Starting a sandbox takes tens of milliseconds (namespaces, the overlay,
--- the daemon's start-up). With `warm = N` the manager keeps N sandboxes
--- started ahead of time with the settings of a plain create (user daytona,
--- no env, no volumes, the host network) and hands one out when a create
--- asks for nothing else, so such a create answers at once. A warm sandbox
--- is an ordinary started sandbox that no client has seen yet: its record
--- (marked `dtlocal.spare`) is not listed and cannot be looked up; given
--- out, it gets the create's id-independent fields (name, labels,
--- intervals, ...) and its own clocks start then. After a failure to warm a
--- sandbox, the pool waits WARM_RETRY seconds before trying again.
 
-M.WARM_RETRY = 30
-
--- Whether validated create values `c` can be served by a warm sandbox.
--- Its cgroup limits are those of the default resources, set when it started;
--- its env is handed to its daemon (set_env) when it is taken.
-local function plain(c)
-  local d = record.DEFAULTS
-  return (c.user == nil or c.user == "daytona")
-    and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
-    and (c.cpu == nil or c.cpu == d.cpu) and (c.memory == nil or c.memory == d.memory)
-    and (c.disk == nil or c.disk == d.disk)
+--- Resize: `r` holds the validated new cpu, memory and/or disk. A started
+-- sandbox may only grow its CPU and memory (applied to its cgroup at
+-- once) and keeps its disk; a stopped one takes any size but a smaller
+-- disk. Raises 409 in other states or during a transition, 400 against
+-- the rules.
+function Manager:resize(rec, r)
+  local cpu, memory, disk = r.cpu, r.memory, r.disk
+  local s = rec.state
+  if s ~= "started" and s ~= "stopped" then
+    raise(409, format("Sandbox is %s; resize needs a started or stopped sandbox", s))
+  end
+  local rt = self:rtof(rec)
+  if rt.op and not rt.op:done() then raise(409, "Sandbox state change in progress") end
+  if s == "started" then
+    if disk then raise(400, "disk: the disk can only be resized while the sandbox is stopped") end
+    if cpu and cpu < rec.cpu then raise(400, "cpu: a started sandbox can only grow its CPU") end
+    if memory and memory < rec.memory then raise(400, "memory: a started sandbox can only grow its memory") end
+  end
+  if disk and disk < rec.disk then raise(400, "disk: the disk can only grow") end
+  local cg = self.cgroups
+  if s == "started" and cg and (cpu or memory) then
+    local ok, err = pcall(cg.update, cg, rec.id, { cpu = cpu, memory = memory })
+    if not ok then raise(500, "cannot apply the new limits: " .. tostring(err)) end
+  end
+  rec.cpu = cpu or rec.cpu
+  rec.memory = memory or rec.memory
+  rec.disk = disk or rec.disk
+  self:update(rec)
 end
 
--- Give the daemon of a started sandbox process `inst` the sandbox's env:
--- every process it starts from now on has it (as a cold start's launcher
--- would have given it). Raises a plain error when the daemon refuses.
-local function set_env(inst, env)
-  local r = http.request{
-    url = inst.base_url .. "/dtlocal/sandbox-env", method = "PUT",
-    unix_socket = inst.unix_socket, peer_uids = inst.peer_uids,
-    headers = { ["Content-Type"] = "application/json", [proxy_mod.INTERNAL_HEADER] = "sandbox-env" },
-    body = json.encode({ env = env }), timeout = 5,
-  }
-  if r.status ~= 204 then error(format("its daemon answered %d: %s", r.status, r.body or ""), 0) end
-end
-
---- Take a ready warm sandbox for create values c, turned into the new
--- sandbox's record; nil when there is none (or c needs something else).
-function Manager:take_spare(c)
-  if not plain(c) then return nil end
-  while #self.spares > 0 do
-    local spare = table.remove(self.spares, 1)
-    local rt = self.rt[spare.id]
-    local usable = rt and rt.inst and rt.inst:running()
-    if usable and c.env and next(c.env) ~= nil then
-      local ok, err = pcall(set_env, rt.inst, c.env)
-      if not ok then
-        usable = false
-        self:drop_spare(spare, "cannot hand it its env: " .. tostring(err))
-      end
-    end
-    if usable then
-      local d = spare.dtlocal
-      local fresh = record.new_record(c, spare.id, record.now_ms())
-      fresh.state, fresh.desiredState = "started", "started"
-      fresh.linkedSandboxId = c.linkedSandboxId
-      for _, k in ipairs({ "uid_slot", "uid_first", "preview_token", "pid" }) do fresh.dtlocal[k] = d[k] end
-      for k in pairs(spare) do spare[k] = nil end
-      for k, v in pairs(fresh) do spare[k] = v end
-      self.by_id[spare.id] = spare
-      local ok, err = pcall(self.save, self, spare)
-      if not ok then
-        self.by_id[spare.id] = nil
-        error(err, 0)
-      end
-      self.log("sandbox %s: started (from the warm pool)", spare.id)
-      self.on_event("sandbox.created", spare)
-      self:refill()
-      return spare
+--- Network settings: `n` holds the validated block_all (boolean),
+-- allow_list and domain_allow_list ("" clears one). Blocking can only
+-- change while the sandbox is stopped (its network namespace is made when
+-- it starts: 409 otherwise); as the docs say, blocking all or unblocking
+-- clears the allow list, and an allow list unblocks.
+function Manager:set_network(rec, n)
+  local block, allow, domains = n.block_all, n.allow_list, n.domain_allow_list
+  if block ~= nil and block ~= rec.networkBlockAll then
+    if rec.state ~= "stopped" and rec.state ~= "archived" then
+      raise(409, format("networkBlockAll can only change while the sandbox is stopped locally "
+        .. "(it is %s); stop it, update, start it again", rec.state))
     end
   end
-  self:refill()
-  return nil
-end
-
---- Forget a warm sandbox and remove its files (in the background).
-function Manager:drop_spare(rec, why)
-  for i, r in ipairs(self.spares) do
-    if r == rec then table.remove(self.spares, i); break end
+  if block ~= nil then
+    rec.networkBlockAll = block
+    rec.networkAllowList = nil
   end
-  self.log("warm sandbox %s dropped: %s", rec.id, why)
-  local t = scheduler.spawn(function()
-    self:kill(rec, true)
-    pcall(self.runner.remove_tree, self.runner, self.store:sandbox_dir(rec.id))
-    if self.uids and rec.dtlocal.uid_slot then
-      self.uids:release(rec.dtlocal.uid_slot, self:record_path(rec))
-    end
-    self.rt[rec.id] = nil
-  end)
-  t.observed = true
-end
-
---- Start warm sandboxes until the pool is full (in background tasks).
-function Manager:refill()
-  if self.closing or self.warm <= 0 then return end
-  if self.warm_failed_at and record.now_ms() - self.warm_failed_at < M.WARM_RETRY * 1000 then return end
-  while #self.spares + self.warming < self.warm do
-    self.warming = self.warming + 1
-    local t = scheduler.spawn(function()
-      -- one loop turn first: the response that took a warm sandbox goes
-      -- out before this one forks the launcher
-      scheduler.sleep(0)
-      local rec = record.new_record({}, record.uuid(), record.now_ms())
-      rec.dtlocal.spare = true
-      local ok, err = pcall(function()
-        self:save(rec)
-        self:do_start(rec)
-      end)
-      self.warming = self.warming - 1
-      if ok and rec.state == "started" and not self.closing then
-        self.spares[#self.spares + 1] = rec
-      else
-        if not ok and errors.is(err, errors.CancelledError) then
-          self:drop_spare(rec, "cancelled")
-          error(err, 0)
-        end
-        self.warm_failed_at = record.now_ms()
-        self:drop_spare(rec, ok and ("state " .. rec.state) or tostring(err))
-      end
-    end)
-    t.observed = true
-    t.name = "warm sandbox"
+  if allow ~= nil then
+    rec.networkAllowList = allow ~= "" and allow or nil
+    if allow ~= "" and block == nil then rec.networkBlockAll = false end
   end
+  if domains ~= nil then rec.domainAllowList = domains ~= "" and domains or nil end
+  self:update(rec)
 end
 
 --- Start a stopped (or archived, or errored) sandbox; a started one is
@@ -641,7 +568,7 @@ function Manager:shutdown()
 end
 
 ---------------------------------------------------------------------------
--- Start-up and the sweeper
+-- Start-up
 ---------------------------------------------------------------------------
 
 -- The command line of a process, or nil when it is gone (a zombie, whose
@@ -713,7 +640,7 @@ function Manager:load()
     self:kill_stale(rec)
     if d.spare then
       -- a warm sandbox of the previous run: removed, the pool starts afresh
-      self:drop_spare(rec, "left by the previous run")
+      self.pool:drop(rec, "left by the previous run")
       goto continue
     end
     self.by_id[rec.id] = rec
@@ -741,69 +668,8 @@ function Manager:load()
     if rec.state == "started" then rec.state = "starting" end
     self:transition(rec, "start", 0, self.do_start)
   end
-  self:refill()
+  self.pool:refill()
   return #recs, #restart
-end
-
---- Deadlines of the automatic transitions for one record (ms), checked by
--- the sweeper. Returns the action due now, if any.
-function Manager:due(rec, now)
-  local d = rec.dtlocal
-  local minute_ms = self.minute * 1000
-  local rt = self.rt[rec.id]
-  if rt and rt.op and not rt.op:done() then return nil end
-  if d.ttl_minutes and now - d.created_ms >= d.ttl_minutes * minute_ms then return "delete" end
-  local s = rec.state
-  if s == "started" then
-    if rec.autoStopInterval > 0 and (not rt or rt.conns <= 0)
-      and now - d.activity_ms >= rec.autoStopInterval * minute_ms then
-      return "stop"
-    end
-  elseif s == "stopped" or s == "archived" then
-    if rec.autoDeleteInterval >= 0 and now - d.state_ms >= rec.autoDeleteInterval * minute_ms then
-      return "delete"
-    end
-    if s == "stopped" and rec.autoArchiveInterval > 0
-      and now - d.state_ms >= rec.autoArchiveInterval * minute_ms then
-      return "archive"
-    end
-  end
-  return nil
-end
-
---- One pass of the sweeper: automatic stops, archives and deletes, and
--- saving activity that changed.
-function Manager:sweep()
-  local now = record.now_ms()
-  local save_due = not self.saved_at or now - self.saved_at >= M.SAVE_ACTIVITY_EVERY * 1000
-  for _, rec in ipairs(self:all()) do
-    local action = self:due(rec, now)
-    if action then
-      self.log("sandbox %s: auto-%s", rec.id, action)
-      local ok, err = pcall(function()
-        if action == "stop" then self:stop(rec, false, 0)
-        elseif action == "archive" then self:archive(rec)
-        else self:delete(rec) end
-      end)
-      if not ok then self.log("sandbox %s: auto-%s failed: %s", rec.id, action, tostring(err.message or err)) end
-    end
-    local rt = self.rt[rec.id]
-    if save_due and rt and rt.dirty and self.by_id[rec.id] then pcall(self.save, self, rec) end
-  end
-  if save_due then self.saved_at = now end
-end
-
---- Run the sweeper until the manager shuts down (a task body).
-function Manager:run_sweeper()
-  local period = math.max(0.02, math.min(1, self.minute / 4))
-  while not self.closing do
-    scheduler.sleep(period)
-    local ok, err = pcall(self.sweep, self)
-    if not ok then
-      if errors.is(err, errors.CancelledError) then error(err, 0) end
-      self.log("sweeper: %s", tostring(err))
-    end
-  end
 end
 
 return M

@@ -157,8 +157,8 @@ local function build_router()
   add("POST", "/git/pull", git.pull)
   add("GET", "/git/history", git.history)
   -- dtlocal's own: the env of a sandbox handed out from the warm pool,
-  -- which started before its env was known (dtlocal.control.sandboxes,
-  -- take_spare). Only dtlocal sets the header: its proxy drops it from
+  -- which started before its env was known (dtlocal.control.warm_pool,
+  -- Pool:take). Only dtlocal sets the header: its proxy drops it from
   -- what clients send (dtlocal.control.proxy INTERNAL_HEADER).
   add("PUT", "/dtlocal/sandbox-env", function(ctx)
     if ctx.headers["x-dtlocal-internal"] ~= "sandbox-env" then
