@@ -39,22 +39,22 @@ local function client(mode, base, path, out)
   local file_url = base .. "/file?path=" .. path:gsub("[^%w/._-]", function(c) return ("%%%02X"):format(c:byte()) end)
   local ok, err = scheduler.run(function()
     if mode == "download_file" then
-      local r = http.request{ url = file_url, response_file = out }
+      local r = assert(http.request{ url = file_url, response_file = out })
       assert(r.status == 200, "status " .. r.status)
     elseif mode == "download_stream" then
       local f = assert(io.open(out, "wb"))
-      local s <close> = http.stream{ url = file_url }
+      local s <close> = assert(http.stream{ url = file_url })
       assert(s.status == 200, "status " .. s.status)
       for chunk in s:chunks() do f:write(chunk) end
       f:close()
     elseif mode == "upload_file" then
-      local r = http.request{ url = base .. "/upload", method = "PUT", body_file = path }
+      local r = assert(http.request{ url = base .. "/upload", method = "PUT", body_file = path })
       assert(r.status == 200, "status " .. r.status .. " " .. tostring(r.body))
       io.stdout:write(r.body, "\n")
     elseif mode == "upload_producer" then
       local f = assert(io.open(path, "rb"))
-      local r = http.request{ url = base .. "/upload", method = "PUT",
-        body_producer = function() return f:read(256 * 1024) end }
+      local r = assert(http.request{ url = base .. "/upload", method = "PUT",
+        body_producer = function() return f:read(256 * 1024) end })
       f:close()
       assert(r.status == 200, "status " .. r.status)
       io.stdout:write(r.body, "\n")

@@ -17,7 +17,7 @@ package.path = ROOT .. "/?.lua;" .. ROOT .. "/spec/?.lua;" .. package.path
 
 local core = require "daytona.core"
 local daytona = require "daytona"
-local api = require "daytona.api"
+local wire = require "daytona.wire"
 local measure = require "bench.lib.measure"
 local report = require "bench.lib.report"
 local srvmod = require "support.dtlocal"
@@ -294,7 +294,7 @@ local function scenario_bigfile()
         tb_url .. "/files/bulk-upload" })
       curl_ok(u, "upload", resp)
       local d = run_client(curl_argv{ "-o", dst, "-w", "bench down_s %{time_total}\nbench status %{http_code}\n",
-        "-H", "Content-Type: application/json", "-d", api.encode({ paths = { remote } }),
+        "-H", "Content-Type: application/json", "-d", wire.encode({ paths = { remote } }),
         tb_url .. "/files/bulk-download" })
       curl_ok(d, "download", dst)
       up_s, down_s = measure.figure(u, "up_s"), measure.figure(d, "down_s")
@@ -487,7 +487,7 @@ local function scenario_manyfiles()
       for i, p in ipairs(rel) do paths[i] = remote .. "/" .. p end
       local body = tmp .. "/curl-paths.json"
       local bf = assert(io.open(body, "w"))
-      bf:write(api.encode({ paths = paths }))
+      bf:write(wire.encode({ paths = paths }))
       bf:close()
       local out = tmp .. "/curl-tree.multipart"
       local d = run_client(curl_argv{ "-o", out, "-w", "bench down_s %{time_total}\nbench status %{http_code}\n",
@@ -549,7 +549,7 @@ local function curl_create(body)
   local f = assert(io.open(resp))
   local text = f:read("a")
   f:close()
-  local ok, dto = pcall(api.decode, text)
+  local ok, dto = pcall(wire.decode, text)
   if measure.figure(r, "status") ~= 200 or not ok or type(dto) ~= "table" then
     error("create: HTTP " .. measure.figure(r, "status") .. ": " .. text:sub(1, 300), 0)
   end

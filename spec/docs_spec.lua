@@ -253,7 +253,7 @@ describe("the rendered reference (make docs)", function()
     for _, f in ipairs(cfg.file) do want[module_name(f)] = true end
     assert.are.same(want, listed)
     for _, name in ipairs{ "daytona", "daytona.client", "daytona.sandbox", "daytona.filesystem",
-      "daytona.process", "daytona.pty", "daytona.git", "daytona.snapshot", "daytona.volume",
+      "daytona.sandbox_process", "daytona.pty", "daytona.git", "daytona.snapshot", "daytona.volume",
       "daytona.image", "daytona.code_interpreter", "daytona.errors", "daytona.runtime.scheduler" } do
       assert.is_true(listed[name], name .. " missing from the index")
     end
@@ -264,7 +264,7 @@ describe("the rendered reference (make docs)", function()
       assert.is_nil(listed[name], name .. " is internal but in the index")
     end
     -- internal helpers inside public modules stay out too
-    assert.is_nil(read(out_dir .. "/modules/daytona.process.html"):find("Demux", 1, true))
+    assert.is_nil(read(out_dir .. "/modules/daytona.sandbox_process.html"):find("Demux", 1, true))
   end)
 
   it("has a page for every guide and every example", function()

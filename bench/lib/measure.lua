@@ -15,7 +15,7 @@ end
 
 --- Run a shell command line and return its stdout (raises on failure).
 function M.sh(cmd)
-  local r = process.run({ "/bin/sh", "-c", cmd }, { timeout = 600 })
+  local r = assert(process.run({ "/bin/sh", "-c", cmd }, { timeout = 600 }))
   if r.exit_code ~= 0 then
     error(("command failed (exit %s): %s\n%s"):format(tostring(r.exit_code), cmd, r.stderr or ""), 0)
   end
@@ -166,14 +166,14 @@ function M.run(argv, opts)
   local full = { "/usr/bin/time", "-v", "-o", tf }
   for _, a in ipairs(argv) do full[#full + 1] = tostring(a) end
   local t0 = core.now()
-  local ok, r = pcall(process.run, full, { env = environ(opts.env), timeout = opts.timeout or 600,
+  local ok, r, msg = pcall(process.run, full, { env = environ(opts.env), timeout = opts.timeout or 600,
     cwd = opts.cwd, max_output = 4 * 1024 * 1024 })
   local wall = core.now() - t0
   local f = io.open(tf)
   local tv = f and f:read("a") or ""
   if f then f:close() end
   os.remove(tf)
-  if not ok then error(("%s: %s"):format(table.concat(argv, " "), tostring(r)), 0) end
+  if not ok or not r then error(("%s: %s"):format(table.concat(argv, " "), tostring(ok and msg or r)), 0) end
   local t = parse_time_v(tv)
   if r.exit_code ~= 0 or not t.rss_kib then
     error(("%s exited with %s: %s"):format(argv[2] and argv[2]:match("[^/]+$") or argv[1],

@@ -41,7 +41,7 @@ print("host script: serving 64 MiB at " .. srv.url .. "/big")
 
 -- The download: read the body as it comes, checking its length and bytes.
 local download = daytona.spawn(function()
-  local s <close> = http.stream{ url = srv.url .. "/big", timeout = 120 }
+  local s <close> = assert(http.stream{ url = srv.url .. "/big", timeout = 120 })
   assert(s.status == 200, "status " .. s.status)
   local bytes, chunks = 0, 0
   for chunk in s:chunks() do
@@ -61,8 +61,8 @@ end)
 
 -- A child process alongside, its output read line by line as it comes.
 local child = daytona.spawn(function()
-  local p <close> = process.spawn({ "sh", "-c", "for i in 1 2 3 4 5; do echo tick $i; sleep 0.05; done" },
-    { stdin = "null", stderr = "stdout" })
+  local p <close> = assert(process.spawn({ "sh", "-c", "for i in 1 2 3 4 5; do echo tick $i; sleep 0.05; done" },
+    { stdin = "null", stderr = "stdout" }))
   local lines = {}
   for line in p:lines() do lines[#lines + 1] = line end
   local code = p:wait(10)

@@ -10,13 +10,14 @@
 -- (`{ retries = 3, base_delay = 0.25, max_delay = 8, max_retry_after = 60 }`
 -- or false), `on_request` (observer `f(method, url, attempt)`),
 -- `local_server` (false: never use the local server). See `daytona.config`.
-local api = require "daytona.api"
+local check = require "daytona.check"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local config = require "daytona.config"
 local errors = require "daytona.errors"
 local scheduler = require "daytona.runtime.scheduler"
 local sandbox = require "daytona.sandbox"
 
-local check = api.check
 local type, pairs, ipairs, tostring, setmetatable, error, pcall =
   type, pairs, ipairs, tostring, setmetatable, error, pcall
 
@@ -24,7 +25,7 @@ local M = {}
 
 local Client = {}
 Client.__index = Client
-Client.__name = "daytona.Client"
+Client.__name = "daytona.client.Client"
 M.Client = Client
 
 local LANGUAGES = { python = true, typescript = true, javascript = true }
@@ -52,7 +53,7 @@ function M.new(cfg)
     target = resolved.target,
     is_local = resolved.use_local or false,
     _config = resolved,
-    _transport = api.new(resolved),
+    _transport = transport.new(resolved),
   }, Client)
   self.snapshot = require("daytona.snapshot").new(self)
   self.volume = require("daytona.volume").new(self)
@@ -81,7 +82,7 @@ end
 -- create
 ---------------------------------------------------------------------------
 
-local CREATE_KEYS = api.set("name", "snapshot", "image", "language", "os_user", "user", "env_vars",
+local CREATE_KEYS = check.set("name", "snapshot", "image", "language", "os_user", "user", "env_vars",
   "labels", "public", "auto_stop_interval", "auto_archive_interval", "auto_delete_interval",
   "volumes", "network_block_all", "network_allow_list", "domain_allow_list", "ephemeral",
   "linked_sandbox", "resources", "timeout", "on_snapshot_create_logs", "wait")
@@ -92,7 +93,7 @@ local function volumes_arg(v, f)
   local out = {}
   for i, vol in ipairs(v) do
     local a = ("volumes[%d]"):format(i)
-    check.options(check.table(vol, f, a), f, api.set("volume_id", "mount_path", "subpath"), a)
+    check.options(check.table(vol, f, a), f, check.set("volume_id", "mount_path", "subpath"), a)
     out[i] = {
       volumeId = check.string(vol.volume_id, f, a .. ".volume_id"),
       mountPath = check.string(vol.mount_path, f, a .. ".mount_path"),
@@ -105,7 +106,7 @@ end
 
 local function resources_arg(r, f, body)
   if r == nil then return end
-  check.options(check.table(r, f, "resources"), f, api.set("cpu", "memory", "disk", "gpu", "gpu_type"), "resources")
+  check.options(check.table(r, f, "resources"), f, check.set("cpu", "memory", "disk", "gpu", "gpu_type"), "resources")
   body.cpu = check.optinteger(r.cpu, f, "resources.cpu", 1)
   body.memory = check.optinteger(r.memory, f, "resources.memory", 1)
   body.disk = check.optinteger(r.disk, f, "resources.disk", 1)
@@ -134,7 +135,7 @@ local function create_body(self, p)
   }
   local language = check.optstring(p.language, f, "language") or "python"
   if not LANGUAGES[language] then
-    api.argerror(f, "language", "one of python, typescript, javascript expected, got " .. language)
+    check.argerror(f, "language", "one of python, typescript, javascript expected, got " .. language)
   end
   body.labels[M.LANGUAGE_LABEL] = language
   if check.optboolean(p.ephemeral, f, "ephemeral") then
@@ -144,26 +145,26 @@ local function create_body(self, p)
     body.autoDeleteInterval = 0
   end
   if body.linkedSandbox and body.autoDeleteInterval ~= 0 then
-    api.argerror(f, "linked_sandbox", "a linked sandbox must be ephemeral (ephemeral = true)")
+    check.argerror(f, "linked_sandbox", "a linked sandbox must be ephemeral (ephemeral = true)")
   end
   if p.image ~= nil then
-    if p.snapshot ~= nil then api.argerror(f, "image", "give either snapshot or image, not both") end
+    if p.snapshot ~= nil then check.argerror(f, "image", "give either snapshot or image, not both") end
     local image = p.image
     local dockerfile
     if type(image) == "string" then
-      if image == "" then api.argerror(f, "image", "non-empty string expected") end
+      if image == "" then check.argerror(f, "image", "non-empty string expected") end
       dockerfile = "FROM " .. image .. "\n"
     elseif type(image) == "table" and type(image.dockerfile) == "string" then
       dockerfile = image.dockerfile         -- a declarative image object
     else
-      api.argerror(f, "image", "image name or Image object expected, got " .. type(image))
+      check.argerror(f, "image", "image name or Image object expected, got " .. type(image))
     end
     body.buildInfo = { dockerfileContent = dockerfile }
     resources_arg(p.resources, f, body)
   else
     body.snapshot = check.optstring(p.snapshot, f, "snapshot")
     if p.resources ~= nil then
-      api.argerror(f, "resources", "resources can only be given when creating from an image")
+      check.argerror(f, "resources", "resources can only be given when creating from an image")
     end
   end
   return body
@@ -173,10 +174,10 @@ end
 -- chunks; after 2 s without one, look at the state; stop after two idle
 -- checks in a row that find it past the build.
 local function stream_build_logs(sb, on_logs, deadline)
-  local r = sb:_api({ method = "GET", deadline = deadline, what = "get build logs URL" }, "/build-logs-url")
+  local r = sb:_control({ method = "GET", deadline = deadline, what = "get build logs URL" }, "/build-logs-url")
   local url = type(r) == "table" and r.url
   if type(url) ~= "string" then return end
-  local last_chunk = api.now()
+  local last_chunk = transport.now()
   local cb_error
   local reader = scheduler.spawn(function()
     -- the log is best effort: a failing stream does not fail the create,
@@ -186,7 +187,7 @@ local function stream_build_logs(sb, on_logs, deadline)
     if not ok then return end
     pcall(function()   -- an abrupt end of the body is a normal end of the log (§5.6)
       for chunk in s:chunks() do
-        last_chunk = api.now()
+        last_chunk = transport.now()
         local text = chunk:gsub("%s+$", "")
         if text ~= "" then
           local okc, e = pcall(on_logs, text)
@@ -202,7 +203,7 @@ local function stream_build_logs(sb, on_logs, deadline)
     -- up to 2 s for the reader to finish by itself
     pcall(scheduler.timeout, 2, function() while not reader:done() do scheduler.wait(reader) end end)
     if reader:done() then break end
-    if api.now() - last_chunk >= 2 then
+    if transport.now() - last_chunk >= 2 then
       sb:_refresh(deadline, "wait for build")
       if DONE[sb.state] then streak = streak + 1 else streak = 0 end
       if streak >= 2 then reader:cancel(); break end
@@ -235,19 +236,19 @@ end
 function Client:create(params, opts)
   live(self, "create")
   params = check.options(params, "create", CREATE_KEYS, "params")
-  opts = check.options(opts, "create", api.set("timeout", "on_snapshot_create_logs"))
+  opts = check.options(opts, "create", check.set("timeout", "on_snapshot_create_logs"))
   local timeout = check.timeout(opts.timeout or params.timeout, "create", sandbox.DEFAULT_TIMEOUT)
   local on_logs = check.optfunction(opts.on_snapshot_create_logs or params.on_snapshot_create_logs,
     "create", "on_snapshot_create_logs")
   local wait = check.optboolean(params.wait, "create", "wait")
   local body = create_body(self, params)
-  local deadline = api.deadline(timeout)
+  local deadline = transport.deadline(timeout)
   local dto = self._transport:request({ method = "POST", path = "/sandbox", json = body,
     deadline = deadline, what = "create sandbox" })
   local sb = sandbox.new(self, dto)
   if on_logs and (sb.state == "pending_build" or sb.state == "building_snapshot") then
     while sb.state == "pending_build" do
-      api.remaining(deadline, "create sandbox", timeout)
+      transport.remaining(deadline, "create sandbox", timeout)
       scheduler.sleep(1)
       sb:_refresh(deadline, "wait for build")
     end
@@ -274,7 +275,7 @@ end
 function Client:get(id_or_name)
   live(self, "get")
   id_or_name = check.string(id_or_name, "get", "sandbox_id_or_name")
-  local dto = self._transport:request({ method = "GET", path = "/sandbox/" .. api.urlencode(id_or_name),
+  local dto = self._transport:request({ method = "GET", path = "/sandbox/" .. wire.urlencode(id_or_name),
     what = "get sandbox" })
   return sandbox.new(self, dto)
 end
@@ -302,7 +303,7 @@ local function list_query(q)
   local out = {}
   for k, v in pairs(q) do
     if k == "labels" then
-      out.labels = api.encode(check.strmap(v, f, "labels"))
+      out.labels = wire.encode(check.strmap(v, f, "labels"))
     elseif LISTS[k] then
       out[LIST_MAP[k]] = check.strlist(v, f, k)
     elseif BOOLS[k] then
@@ -316,11 +317,11 @@ local function list_query(q)
       local wire = ({ name = "name", cpu = "cpu", memory_gib = "memoryGib", memoryGib = "memoryGib",
         disk_gib = "diskGib", diskGib = "diskGib", last_activity_at = "lastActivityAt",
         lastActivityAt = "lastActivityAt", created_at = "createdAt", createdAt = "createdAt" })[s]
-      if not wire then api.argerror(f, "sort", "one of name, cpu, memory_gib, disk_gib, last_activity_at, created_at expected") end
+      if not wire then check.argerror(f, "sort", "one of name, cpu, memory_gib, disk_gib, last_activity_at, created_at expected") end
       out.sort = wire
     elseif k == "order" then
       local o = check.string(v, f, "order")
-      if o ~= "asc" and o ~= "desc" then api.argerror(f, "order", "\"asc\" or \"desc\" expected") end
+      if o ~= "asc" and o ~= "desc" then check.argerror(f, "order", "\"asc\" or \"desc\" expected") end
       out.order = o
     else
       out[LIST_MAP[k]] = check.string(v, f, k)
@@ -331,7 +332,7 @@ end
 
 local Iter = {}
 Iter.__index = Iter
-Iter.__name = "daytona.SandboxIterator"
+Iter.__name = "daytona.client.SandboxIterator"
 
 --- The next sandbox, or nil at the end (one request per page).
 -- @return Sandbox or nil
@@ -400,7 +401,7 @@ end
 local function as_sandbox(self, v, fname)
   if sandbox.is(v) then return v end
   if type(v) == "string" and v ~= "" then return self:get(v) end
-  api.argerror(fname, "sandbox", "Sandbox or sandbox id expected, got " .. type(v))
+  check.argerror(fname, "sandbox", "Sandbox or sandbox id expected, got " .. type(v))
 end
 
 --- Start a sandbox and wait until it runs.

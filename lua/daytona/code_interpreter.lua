@@ -10,10 +10,11 @@
 --
 -- Runs go over a WebSocket (protocol §5.5): one JSON request, then JSON
 -- messages `stdout` / `stderr` / `error` and a final `control`.
-local api = require "daytona.api"
+local check = require "daytona.check"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local errors = require "daytona.errors"
 
-local check = api.check
 local type, ipairs, setmetatable, error, pcall, tostring = type, ipairs, setmetatable, error, pcall, tostring
 local concat = table.concat
 
@@ -21,7 +22,7 @@ local M = {}
 
 local CodeInterpreter = {}
 CodeInterpreter.__index = CodeInterpreter
-CodeInterpreter.__name = "daytona.CodeInterpreter"
+CodeInterpreter.__name = "daytona.code_interpreter.CodeInterpreter"
 M.CodeInterpreter = CodeInterpreter
 
 --- The code interpreter of a sandbox (made by the Sandbox).
@@ -40,8 +41,8 @@ end
 -- @param opts optional `{ cwd = dir }`
 -- @return `{ id, cwd, language, active, created_at }`
 function CodeInterpreter:create_context(opts)
-  opts = check.options(opts, "create_context", api.set("cwd"))
-  return api.model(self._sb:toolbox({ method = "POST", path = "/process/interpreter/context",
+  opts = check.options(opts, "create_context", check.set("cwd"))
+  return wire.to_lua(self._sb:toolbox({ method = "POST", path = "/process/interpreter/context",
     json = { cwd = check.optstring(opts.cwd, "create_context", "cwd"), language = "python" },
     what = "create interpreter context" }))
 end
@@ -52,7 +53,7 @@ function CodeInterpreter:list_contexts()
   local r = self._sb:toolbox({ method = "GET", path = "/process/interpreter/context",
     what = "list interpreter contexts" }) or {}
   local out = {}
-  for i, c in ipairs(r.contexts or {}) do out[i] = api.model(c) end
+  for i, c in ipairs(r.contexts or {}) do out[i] = wire.to_lua(c) end
   return out
 end
 
@@ -62,11 +63,11 @@ end
 -- @raise DaytonaNotFoundError
 function CodeInterpreter:delete_context(context)
   local id = context_id(context, "delete_context")
-  self._sb:toolbox({ method = "DELETE", path = "/process/interpreter/context/" .. api.urlencode(id),
+  self._sb:toolbox({ method = "DELETE", path = "/process/interpreter/context/" .. wire.urlencode(id),
     what = "delete interpreter context" })
 end
 
-local RUN_OPTS = api.set("context", "on_stdout", "on_stderr", "on_error", "envs", "timeout")
+local RUN_OPTS = check.set("context", "on_stdout", "on_stderr", "on_error", "envs", "timeout")
 
 --- Run Python code in a context (the default one without `context`).
 -- @param code string
@@ -93,9 +94,9 @@ function CodeInterpreter:run_code(code, opts)
   local ws = self._sb:toolbox_ws("/process/interpreter/execute", nil, { what = f })
   local out, err_out, result_error = {}, {}, nil
   local ok, e = pcall(function()
-    api.ws_send(ws, api.encode(req), true)
+    transport.ws_send(ws, wire.encode(req), true)
     while true do
-      local kind, a, b = api.ws_recv(ws, nil)
+      local kind, a, b = transport.ws_recv(ws, nil)
       if kind == "close" then
         if a == 1000 or a == 1001 or a == 1005 then return end
         if a == 4008 then
@@ -105,7 +106,7 @@ function CodeInterpreter:run_code(code, opts)
         error(errors.DaytonaConnectionError(("run_code: %s (close code %s)"):format(
           b ~= nil and b ~= "" and tostring(b) or "connection closed", tostring(a)), { code = "ECLOSED" }), 0)
       end
-      local okj, m = pcall(api.decode, a)
+      local okj, m = pcall(wire.decode, a)
       if okj and type(m) == "table" then
         local t = m.type
         if t == "stdout" then

@@ -11,7 +11,7 @@
 -- rule of the 0.218 SDKs). With no credentials at all and no API URL, the
 -- client uses the local server (`daytona.localserver`).
 local errors = require "daytona.errors"
-local api = require "daytona.api"
+local check = require "daytona.check"
 
 local type, pairs, ipairs, tostring, error, io, os = type, pairs, ipairs, tostring, error, io, os
 
@@ -20,7 +20,7 @@ local M = {}
 --- The default API URL (Daytona's cloud).
 M.DEFAULT_API_URL = "https://app.daytona.io/api"
 
-local FIELDS = api.set("api_key", "jwt_token", "organization_id", "api_url", "server_url",
+local FIELDS = check.set("api_key", "jwt_token", "organization_id", "api_url", "server_url",
   "target", "retry", "on_request", "sdk_version", "local_server")
 
 local ENV_KEYS = {
@@ -77,20 +77,20 @@ end
 
 local function validate(user)
   if user == nil then return {} end
-  api.check.options(user, "new", FIELDS, "config")
+  check.options(user, "new", FIELDS, "config")
   for _, k in ipairs({ "api_key", "jwt_token", "organization_id", "api_url", "server_url", "target", "sdk_version" }) do
-    api.check.optstring(user[k], "new", k)
+    check.optstring(user[k], "new", k)
   end
   if user.retry ~= nil and user.retry ~= false then
-    api.check.options(user.retry, "new", api.set("retries", "base_delay", "max_delay", "max_retry_after"), "retry")
-    api.check.optinteger(user.retry.retries, "new", "retry.retries", 0, 100)
+    check.options(user.retry, "new", check.set("retries", "base_delay", "max_delay", "max_retry_after"), "retry")
+    check.optinteger(user.retry.retries, "new", "retry.retries", 0, 100)
     for _, k in ipairs({ "base_delay", "max_delay", "max_retry_after" }) do
-      api.check.timeout(user.retry[k], "new", nil, "retry." .. k)
+      check.timeout(user.retry[k], "new", nil, "retry." .. k)
     end
   end
-  api.check.optfunction(user.on_request, "new", "on_request")
+  check.optfunction(user.on_request, "new", "on_request")
   if user.local_server ~= nil and type(user.local_server) ~= "table" and type(user.local_server) ~= "boolean" then
-    api.argerror("new", "local_server", "table or boolean expected")
+    check.argerror("new", "local_server", "table or boolean expected")
   end
   return user
 end
@@ -191,7 +191,7 @@ function M.resolve(user, ctx)
   end
   cfg.api_url = (cfg.api_url or M.DEFAULT_API_URL):gsub("/+$", "")
   if not cfg.api_url:match("^https?://") then
-    api.argerror("new", "api_url", "http:// or https:// URL expected, got " .. tostring(cfg.api_url))
+    check.argerror("new", "api_url", "http:// or https:// URL expected, got " .. tostring(cfg.api_url))
   end
   return cfg
 end

@@ -12,12 +12,13 @@
 -- timeouts default to 30 minutes (0 = none). Remote paths that are
 -- relative are resolved against the sandbox's work directory.
 local progressbar = require "daytona.progressbar"
-local api = require "daytona.api"
+local check = require "daytona.check"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local core = require "daytona.core"
 local errors = require "daytona.errors"
 local multipart    -- daytona.runtime.multipart, loaded by the first download
 
-local check = api.check
 local type, pairs, ipairs, tostring, setmetatable, error, pcall, io, os =
   type, pairs, ipairs, tostring, setmetatable, error, pcall, io, os
 local concat = table.concat
@@ -26,7 +27,7 @@ local M = {}
 
 local FileSystem = {}
 FileSystem.__index = FileSystem
-FileSystem.__name = "daytona.FileSystem"
+FileSystem.__name = "daytona.filesystem.FileSystem"
 M.FileSystem = FileSystem
 
 local TRANSFER_TIMEOUT = 1800
@@ -38,12 +39,12 @@ function M.new(sb)
   return setmetatable({ _sb = sb }, FileSystem)
 end
 
-local function tb(self, opts)
+local function call_toolbox(self, opts)
   return self._sb:toolbox(opts)
 end
 
 local function file_info(v)
-  local m = api.model(v or {})
+  local m = wire.to_lua(v or {})
   m.is_dir = m.is_dir or false
   return m
 end
@@ -59,7 +60,7 @@ end
 -- @raise DaytonaNotFoundError
 function FileSystem:list_files(path)
   path = check.string(path, "list_files", "path")
-  local r = tb(self, { method = "GET", path = "/files", query = { path = path }, what = "list files" }) or {}
+  local r = call_toolbox(self, { method = "GET", path = "/files", query = { path = path }, what = "list files" }) or {}
   local out = {}
   for i, v in ipairs(r) do out[i] = file_info(v) end
   return out
@@ -71,14 +72,14 @@ end
 -- @raise DaytonaNotFoundError
 function FileSystem:get_file_info(path)
   path = check.string(path, "get_file_info", "path")
-  return file_info(tb(self, { method = "GET", path = "/files/info", query = { path = path },
+  return file_info(call_toolbox(self, { method = "GET", path = "/files/info", query = { path = path },
     what = "get file info" }))
 end
 
 local function mode_arg(v, f, arg, optional)
   if v == nil and optional then return nil end
   if type(v) ~= "string" or not v:match("^[0-7][0-7][0-7][0-7]?$") then
-    api.argerror(f, arg, "octal permission string such as \"755\" expected, got " .. tostring(v))
+    check.argerror(f, arg, "octal permission string such as \"755\" expected, got " .. tostring(v))
   end
   return v
 end
@@ -90,7 +91,7 @@ end
 function FileSystem:create_folder(path, mode)
   path = check.string(path, "create_folder", "path")
   mode = mode_arg(mode or "755", "create_folder", "mode")
-  tb(self, { method = "POST", path = "/files/folder", query = { path = path, mode = mode },
+  call_toolbox(self, { method = "POST", path = "/files/folder", query = { path = path, mode = mode },
     idempotent = true, what = "create folder" })
 end
 
@@ -102,9 +103,9 @@ end
 --   without recursive
 function FileSystem:delete_file(path, opts)
   path = check.string(path, "delete_file", "path")
-  opts = check.options(opts, "delete_file", api.set("recursive"))
+  opts = check.options(opts, "delete_file", check.set("recursive"))
   local recursive = check.optboolean(opts.recursive, "delete_file", "recursive")
-  tb(self, { method = "DELETE", path = "/files", query = { path = path, recursive = recursive or nil },
+  call_toolbox(self, { method = "DELETE", path = "/files", query = { path = path, recursive = recursive or nil },
     what = "delete file" })
 end
 
@@ -116,7 +117,7 @@ end
 function FileSystem:move_files(source, destination)
   source = check.string(source, "move_files", "source")
   destination = check.string(destination, "move_files", "destination")
-  tb(self, { method = "POST", path = "/files/move", query = { source = source, destination = destination },
+  call_toolbox(self, { method = "POST", path = "/files/move", query = { source = source, destination = destination },
     what = "move files" })
 end
 
@@ -128,15 +129,15 @@ end
 function FileSystem:set_file_permissions(path, opts)
   local f = "set_file_permissions"
   path = check.string(path, f, "path")
-  opts = check.options(opts, f, api.set("mode", "owner", "group"))
+  opts = check.options(opts, f, check.set("mode", "owner", "group"))
   local q = {
     path = path,
     mode = mode_arg(opts.mode, f, "mode", true),
     owner = check.optstring(opts.owner, f, "owner"),
     group = check.optstring(opts.group, f, "group"),
   }
-  if not q.mode and not q.owner and not q.group then api.argerror(f, "options", "mode, owner or group expected") end
-  tb(self, { method = "POST", path = "/files/permissions", query = q, idempotent = true,
+  if not q.mode and not q.owner and not q.group then check.argerror(f, "options", "mode, owner or group expected") end
+  call_toolbox(self, { method = "POST", path = "/files/permissions", query = q, idempotent = true,
     what = "set file permissions" })
 end
 
@@ -148,10 +149,10 @@ end
 function FileSystem:find_files(path, pattern)
   path = check.string(path, "find_files", "path")
   pattern = check.string(pattern, "find_files", "pattern")
-  local r = tb(self, { method = "GET", path = "/files/find", query = { path = path, pattern = pattern },
+  local r = call_toolbox(self, { method = "GET", path = "/files/find", query = { path = path, pattern = pattern },
     what = "find files" }) or {}
   local out = {}
-  for i, v in ipairs(r) do out[i] = api.model(v) end
+  for i, v in ipairs(r) do out[i] = wire.to_lua(v) end
   return out
 end
 
@@ -162,7 +163,7 @@ end
 function FileSystem:search_files(path, pattern)
   path = check.string(path, "search_files", "path")
   pattern = check.string(pattern, "search_files", "pattern")
-  local r = api.model(tb(self, { method = "GET", path = "/files/search",
+  local r = wire.to_lua(call_toolbox(self, { method = "GET", path = "/files/search",
     query = { path = path, pattern = pattern }, what = "search files" }) or {})
   r.files = r.files or {}
   return r
@@ -179,10 +180,10 @@ function FileSystem:replace_in_files(files, pattern, new_value)
   files = check.strlist(files, f, "files")
   pattern = check.string(pattern, f, "pattern")
   new_value = check.string(new_value, f, "new_value", true)
-  local r = tb(self, { method = "POST", path = "/files/replace", idempotent = true,
+  local r = call_toolbox(self, { method = "POST", path = "/files/replace", idempotent = true,
     json = { files = files, pattern = pattern, newValue = new_value }, what = "replace in files" }) or {}
   local out = {}
-  for i, v in ipairs(r) do out[i] = api.model(v) end
+  for i, v in ipairs(r) do out[i] = wire.to_lua(v) end
   return out
 end
 
@@ -196,7 +197,7 @@ local function cancel_arg(v, f)
   if v == nil then return nil end
   if type(v) == "function" then return v end
   if type(v) == "table" then return function() return v.cancelled == true end end
-  api.argerror(f, "cancel", "function or table expected, got " .. type(v))
+  check.argerror(f, "cancel", "function or table expected, got " .. type(v))
 end
 
 local function cancelled_error(what)
@@ -216,7 +217,7 @@ end
 -- { producer = fn }
 local function source_arg(src, f, arg, allow_producer)
   if type(src) == "string" then
-    if src == "" then api.argerror(f, arg, "local path expected, got an empty string") end
+    if src == "" then check.argerror(f, arg, "local path expected, got an empty string") end
     local fh = io.open(src, "rb")
     if not fh then
       error(errors.DaytonaError(("%s: cannot open local file %s"):format(f, src), { code = "ENOENT", argument = arg }), 0)
@@ -230,7 +231,7 @@ local function source_arg(src, f, arg, allow_producer)
     if type(src.path) == "string" then return source_arg(src.path, f, arg, allow_producer) end
   end
   if allow_producer and type(src) == "function" then return { producer = src } end
-  api.argerror(f, arg, (allow_producer and "local path, { data = bytes } or a producer function" or
+  check.argerror(f, arg, (allow_producer and "local path, { data = bytes } or a producer function" or
     "local path or { data = bytes }") .. " expected, got " .. type(src))
 end
 
@@ -316,9 +317,9 @@ local function bulk_upload(self, items, f, timeout, on_progress, cancel)
   else
     opts.multipart = parts
   end
-  local r, resp = tb(self, opts)
+  local r, resp = call_toolbox(self, opts)
   if resp.status == 400 and (type(r) ~= "table" or (r.files == nil and r.errors == nil)) then
-    error(api.http_error(400, resp.headers, resp.body, f), 0)
+    error(transport.http_error(400, resp.headers, resp.body, f), 0)
   end
   local dests = {}
   for i, it in ipairs(items) do dests[i] = it.dest end
@@ -382,7 +383,7 @@ function M.multipart_producer(parts, producer, cancel, what)
   return next_chunk, { ["Content-Type"] = "multipart/form-data; boundary=" .. boundary }
 end
 
-local UPLOAD_OPTS = api.set("timeout")
+local UPLOAD_OPTS = check.set("timeout")
 
 --- Upload one file.
 -- @param source a local path (string) or `{ data = bytes }`
@@ -411,11 +412,11 @@ end
 function FileSystem:upload_files(files, opts)
   local f = "upload_files"
   check.table(files, f, "files")
-  if #files == 0 then api.argerror(f, "files", "non-empty list expected") end
+  if #files == 0 then check.argerror(f, "files", "non-empty list expected") end
   local items = {}
   for i, it in ipairs(files) do
     local a = ("files[%d]"):format(i)
-    check.options(check.table(it, f, a), f, api.set("source", "destination"), a)
+    check.options(check.table(it, f, a), f, check.set("source", "destination"), a)
     items[i] = { src = source_arg(it.source, f, a .. ".source"), dest = check.string(it.destination, f, a .. ".destination") }
   end
   opts = check.options(opts, f, UPLOAD_OPTS)
@@ -423,7 +424,7 @@ function FileSystem:upload_files(files, opts)
   return bulk_upload(self, items, f, timeout)
 end
 
-local STREAM_OPTS = api.set("timeout", "on_progress", "cancel")
+local STREAM_OPTS = check.set("timeout", "on_progress", "cancel")
 
 --- Upload in constant memory with progress and cancellation.
 -- @param source a local path, `{ data = bytes }`, or a producer
@@ -453,15 +454,15 @@ end
 
 -- the error of a part named "error" (JSON body, §4.2)
 local function part_error(body, path)
-  local ok, v = pcall(api.decode, body or "")
+  local ok, v = pcall(wire.decode, body or "")
   local status, msg, code
   if ok and type(v) == "table" then
     status = math.tointeger(v.statusCode or v.status_code)
     msg = type(v.message) == "string" and v.message or nil
     code = v.code or v.error_code
-    if code == api.null then code = nil end
+    if code == wire.null then code = nil end
   end
-  local cls = status and api.status_class(status) or errors.DaytonaError
+  local cls = status and transport.status_class(status) or errors.DaytonaError
   if code == "FILE_NOT_FOUND" then cls = errors.DaytonaNotFoundError end
   return cls(msg or ("download of " .. path .. " failed"), { status_code = status, code = code, path = path,
     body = ok and v or body })
@@ -475,7 +476,7 @@ local Reader = {}
 Reader.__index = Reader
 
 local function open_reader(self, paths, f, timeout, cancel)
-  local s = tb(self, { method = "POST", path = "/files/bulk-download", json = { paths = paths },
+  local s = call_toolbox(self, { method = "POST", path = "/files/bulk-download", json = { paths = paths },
     timeout = timeout, idempotent = true, what = f, stream = true })
   multipart = multipart or require "daytona.runtime.multipart"
   local ctype = s.headers["content-type"] or ""
@@ -515,13 +516,14 @@ function Reader:event()
     if chunk == nil then
       self.done = true
       self:close()
-      local complete = pcall(self.parser.finish, self.parser)
+      local complete = self.parser:finish()
       if not complete then
         error(errors.DaytonaConnectionError(self.f .. ": truncated multipart response (closing boundary not received)",
           { code = "EPARTIAL" }), 0)
       end
     else
-      self.parser:feed(chunk)
+      local fed, msg, code = self.parser:feed(chunk)
+      if not fed then self:close(); error(errors.from_failure(msg, code, nil, self.f), 0) end
     end
   end
 end
@@ -620,7 +622,7 @@ local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel
   return results
 end
 
-local DOWNLOAD_OPTS = api.set("timeout")
+local DOWNLOAD_OPTS = check.set("timeout")
 
 --- Download one file, into memory or (streamed) into a local file.
 -- @param remote_path the file in the sandbox
@@ -658,16 +660,16 @@ end
 function FileSystem:download_files(files, opts)
   local f = "download_files"
   check.table(files, f, "files")
-  if #files == 0 then api.argerror(f, "files", "non-empty list expected") end
+  if #files == 0 then check.argerror(f, "files", "non-empty list expected") end
   local paths, seen, dests = {}, {}, {}
   local list = {}
   for i, it in ipairs(files) do
     local a = ("files[%d]"):format(i)
-    check.options(check.table(it, f, a), f, api.set("source", "destination"), a)
+    check.options(check.table(it, f, a), f, check.set("source", "destination"), a)
     local src = check.string(it.source, f, a .. ".source")
     local dest = check.optstring(it.destination, f, a .. ".destination")
     if dest and dests[src] and dests[src] ~= dest then
-      api.argerror(f, a .. ".source", "the same source twice with different destinations")
+      check.argerror(f, a .. ".source", "the same source twice with different destinations")
     end
     if not seen[src] then seen[src] = true; paths[#paths + 1] = src end
     dests[src] = dest or dests[src]

@@ -12,16 +12,16 @@
 -- raise DaytonaAuthenticationError, a missing repository or branch
 -- DaytonaNotFoundError, conflicts (non-fast-forward, existing branch)
 -- DaytonaConflictError.
-local api = require "daytona.api"
+local check = require "daytona.check"
+local wire = require "daytona.wire"
 
-local check = api.check
 local setmetatable, ipairs = setmetatable, ipairs
 
 local M = {}
 
 local Git = {}
 Git.__index = Git
-Git.__name = "daytona.Git"
+Git.__name = "daytona.git.Git"
 M.Git = Git
 
 --- The git object of a sandbox (made by the Sandbox).
@@ -31,11 +31,11 @@ function M.new(sb)
   return setmetatable({ _sb = sb }, Git)
 end
 
-local function tb(self, opts)
+local function call_toolbox(self, opts)
   return self._sb:toolbox(opts)
 end
 
-local CRED = api.set("username", "password")
+local CRED = check.set("username", "password")
 
 local function creds(opts, f)
   opts = check.options(opts, f, CRED)
@@ -55,8 +55,8 @@ function Git:clone(url, path, opts)
   local f = "clone"
   url = check.string(url, f, "url")
   path = check.string(path, f, "path")
-  opts = check.options(opts, f, api.set("branch", "commit_id", "username", "password", "insecure_skip_tls"))
-  tb(self, { method = "POST", path = "/git/clone", what = "git clone", json = {
+  opts = check.options(opts, f, check.set("branch", "commit_id", "username", "password", "insecure_skip_tls"))
+  call_toolbox(self, { method = "POST", path = "/git/clone", what = "git clone", json = {
     url = url, path = path,
     branch = check.optstring(opts.branch, f, "branch"),
     commit_id = check.optstring(opts.commit_id, f, "commit_id"),
@@ -73,7 +73,7 @@ end
 -- @raise DaytonaNotFoundError if there is no repository
 function Git:status(path)
   path = check.string(path, "status", "path")
-  local r = api.model(tb(self, { method = "GET", path = "/git/status", query = { path = path },
+  local r = wire.to_lua(call_toolbox(self, { method = "GET", path = "/git/status", query = { path = path },
     what = "git status" }) or {})
   r.file_status = r.file_status or {}
   return r
@@ -84,7 +84,7 @@ end
 -- @return `{ branches = { "main", ... } }`
 function Git:branches(path)
   path = check.string(path, "branches", "path")
-  local r = api.model(tb(self, { method = "GET", path = "/git/branches", query = { path = path },
+  local r = wire.to_lua(call_toolbox(self, { method = "GET", path = "/git/branches", query = { path = path },
     what = "git branches" }) or {})
   r.branches = r.branches or {}
   return r
@@ -98,7 +98,7 @@ end
 function Git:create_branch(path, name)
   path = check.string(path, "create_branch", "path")
   name = check.string(name, "create_branch", "name")
-  tb(self, { method = "POST", path = "/git/branches", json = { path = path, name = name },
+  call_toolbox(self, { method = "POST", path = "/git/branches", json = { path = path, name = name },
     what = "git create branch" })
 end
 
@@ -111,7 +111,7 @@ function Git:delete_branch(path, name)
   path = check.string(path, "delete_branch", "path")
   name = check.string(name, "delete_branch", "name")
   -- DELETE with a JSON body (§4.7)
-  tb(self, { method = "DELETE", path = "/git/branches", json = { path = path, name = name },
+  call_toolbox(self, { method = "DELETE", path = "/git/branches", json = { path = path, name = name },
     what = "git delete branch" })
 end
 
@@ -123,7 +123,7 @@ end
 function Git:checkout_branch(path, branch)
   path = check.string(path, "checkout_branch", "path")
   branch = check.string(branch, "checkout_branch", "branch")
-  tb(self, { method = "POST", path = "/git/checkout", json = { path = path, branch = branch },
+  call_toolbox(self, { method = "POST", path = "/git/checkout", json = { path = path, branch = branch },
     idempotent = true, what = "git checkout" })
 end
 
@@ -134,7 +134,7 @@ end
 function Git:add(path, files)
   path = check.string(path, "add", "path")
   files = check.strlist(files, "add", "files")
-  tb(self, { method = "POST", path = "/git/add", json = { path = path, files = files },
+  call_toolbox(self, { method = "POST", path = "/git/add", json = { path = path, files = files },
     idempotent = true, what = "git add" })
 end
 
@@ -151,8 +151,8 @@ function Git:commit(path, message, author, email, opts)
   message = check.string(message, f, "message")
   author = check.string(author, f, "author")
   email = check.string(email, f, "email")
-  opts = check.options(opts, f, api.set("allow_empty"))
-  local r = tb(self, { method = "POST", path = "/git/commit", what = "git commit", json = {
+  opts = check.options(opts, f, check.set("allow_empty"))
+  local r = call_toolbox(self, { method = "POST", path = "/git/commit", what = "git commit", json = {
     path = path, message = message, author = author, email = email,
     allow_empty = check.optboolean(opts.allow_empty, f, "allow_empty"),
   } }) or {}
@@ -167,7 +167,7 @@ end
 function Git:push(path, opts)
   path = check.string(path, "push", "path")
   local u, p = creds(opts, "push")
-  tb(self, { method = "POST", path = "/git/push", json = { path = path, username = u, password = p },
+  call_toolbox(self, { method = "POST", path = "/git/push", json = { path = path, username = u, password = p },
     what = "git push" })
 end
 
@@ -179,7 +179,7 @@ end
 function Git:pull(path, opts)
   path = check.string(path, "pull", "path")
   local u, p = creds(opts, "pull")
-  tb(self, { method = "POST", path = "/git/pull", json = { path = path, username = u, password = p },
+  call_toolbox(self, { method = "POST", path = "/git/pull", json = { path = path, username = u, password = p },
     what = "git pull" })
 end
 
@@ -189,7 +189,7 @@ end
 -- @return list of `{ hash, author, email, message, timestamp }`
 function Git:history(path)
   path = check.string(path, "history", "path")
-  local r = api.model(tb(self, { method = "GET", path = "/git/history", query = { path = path },
+  local r = wire.to_lua(call_toolbox(self, { method = "GET", path = "/git/history", query = { path = path },
     what = "git history" }) or {})
   local out = {}
   for i, c in ipairs(r) do out[i] = c end

@@ -16,10 +16,9 @@
 -- `dockerfile_commands` / `from_dockerfile`) need the object-storage
 -- upload of the build context, which this SDK does not do: they are
 -- refused with a DaytonaValidationError instead of building something else.
-local api = require "daytona.api"
+local check = require "daytona.check"
 local errors = require "daytona.errors"
 
-local check = api.check
 local type, ipairs, pairs, setmetatable, error, io, table = type, ipairs, pairs, setmetatable, error, io, table
 local concat, sort = table.concat, table.sort
 
@@ -27,7 +26,7 @@ local M = {}
 
 local Image = {}
 Image.__index = Image
-Image.__name = "daytona.Image"
+Image.__name = "daytona.image.Image"
 M.Image = Image
 
 local SUPPORTED = { ["3.9"] = "22", ["3.10"] = "17", ["3.11"] = "12", ["3.12"] = "10", ["3.13"] = "3" }
@@ -65,7 +64,7 @@ function M.debian_slim(python_version)
   local series = check.optstring(python_version, "Image.debian_slim", "python_version") or LATEST
   local micro = SUPPORTED[series]
   if not micro then
-    api.argerror("Image.debian_slim", "python_version", "one of 3.9, 3.10, 3.11, 3.12, 3.13 expected, got " .. series)
+    check.argerror("Image.debian_slim", "python_version", "one of 3.9, 3.10, 3.11, 3.12, 3.13 expected, got " .. series)
   end
   return new(concat({
     "FROM python:" .. series .. "." .. micro .. "-slim-bookworm",
@@ -81,7 +80,7 @@ local function no_context(text, fname, arg)
     local l = line:gsub("^%s+", "")
     if (l:match("^[Cc][Oo][Pp][Yy]%s") and not l:find("--from=", 1, true) and not l:find("<<", 1, true))
       or l:match("^[Aa][Dd][Dd]%s") then
-      api.argerror(fname, arg, "COPY/ADD from a local build context is not supported by this SDK: " .. l)
+      check.argerror(fname, arg, "COPY/ADD from a local build context is not supported by this SDK: " .. l)
     end
   end
 end
@@ -98,7 +97,7 @@ function M.from_dockerfile(path)
   if not f then error(errors.DaytonaNotFoundError("Dockerfile " .. path .. " does not exist", { code = "ENOENT" }), 0) end
   local text = f:read("a")
   f:close()
-  if not text then api.argerror("Image.from_dockerfile", "path", "a readable file expected") end
+  if not text then check.argerror("Image.from_dockerfile", "path", "a readable file expected") end
   no_context(text, "Image.from_dockerfile", "path")
   if text:sub(-1) ~= "\n" then text = text .. "\n" end
   return new(text)
@@ -106,12 +105,12 @@ end
 
 local function flatten(v, out, fname, arg)
   if type(v) == "string" then out[#out + 1] = v; return out end
-  if type(v) ~= "table" then api.argerror(fname, arg, "strings or lists of strings expected") end
+  if type(v) ~= "table" then check.argerror(fname, arg, "strings or lists of strings expected") end
   for _, x in ipairs(v) do flatten(x, out, fname, arg) end
   return out
 end
 
-local PIP_OPTS = api.set("find_links", "index_url", "extra_index_urls", "pre", "extra_options")
+local PIP_OPTS = check.set("find_links", "index_url", "extra_index_urls", "pre", "extra_options")
 
 --- pip install packages (sorted, as the official SDKs do).
 -- @param packages a package string or a list of them
@@ -148,7 +147,7 @@ end
 -- @return self
 function Image:run_commands(...)
   local n = select("#", ...)
-  if n == 0 then api.argerror("run_commands", "commands", "at least one command expected") end
+  if n == 0 then check.argerror("run_commands", "commands", "at least one command expected") end
   for i = 1, n do
     local c = select(i, ...)
     if type(c) == "table" then

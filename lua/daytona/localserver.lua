@@ -7,7 +7,7 @@
 -- there is no such file, or its process is gone, `dtlocal start` starts one.
 -- Either way one line on stderr says which server is used.
 local errors = require "daytona.errors"
-local api = require "daytona.api"
+local wire = require "daytona.wire"
 
 local io, os, type, tostring, pcall = io, os, type, tostring, pcall
 
@@ -61,9 +61,9 @@ function M.read(path)
   if not f then return nil, "no " .. path end
   local text = f:read("a")
   f:close()
-  local ok, info = pcall(api.decode, text)
+  local ok, info = pcall(wire.decode, text)
   if not ok or type(info) ~= "table" then return nil, path .. " is not valid JSON" end
-  info = api.model(info)
+  info = wire.to_lua(info)
   if type(info.api_url) ~= "string" or type(info.token) ~= "string" then
     return nil, path .. " lacks api_url or token"
   end
@@ -86,19 +86,22 @@ function M.start(bin, timeout)
   local errfile = os.tmpname()
   -- stdout to /dev/null and stderr to a file, not pipes: the server it
   -- leaves behind may keep inherited descriptors open
-  local ok, code = pcall(function()
-    local p <close> = rprocess.spawn({ "sh", "-c", 'exec "$0" start </dev/null >/dev/null 2>"$1"', bin, errfile },
+  local ok, code, failed = pcall(function()
+    local p <close>, smsg = rprocess.spawn({ "sh", "-c", 'exec "$0" start </dev/null >/dev/null 2>"$1"', bin, errfile },
       { stdin = "null", stdout = "null", stderr = "null" })
-    return (p:wait(timeout or 60))
+    if not p then return nil, smsg end
+    local status, wmsg = p:wait(timeout or 60)
+    if status == nil then return nil, wmsg end
+    return status
   end)
   local f = io.open(errfile, "rb")
   local msg = f and f:read("a") or ""
   if f then f:close() end
   os.remove(errfile)
   msg = msg:gsub("%s+$", "")
-  if not ok then
+  if not ok or code == nil then
     if errors.is(code, errors.CancelledError) then error(code, 0) end
-    msg = tostring(code) .. (msg ~= "" and (": " .. msg) or "")
+    msg = tostring(ok and failed or code) .. (msg ~= "" and (": " .. msg) or "")
   elseif code == 127 then
     msg = bin .. " not found (install dtlua, or set DAYTONA_API_KEY to use Daytona's cloud)"
   elseif code ~= 0 then

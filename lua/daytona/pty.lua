@@ -14,18 +14,19 @@
 -- Output arrives as raw bytes (a UTF-8 character may be split between
 -- chunks). Closing the handle (`disconnect`, `<close>`, collection) only
 -- detaches: the terminal keeps running until `kill` or its shell exits.
-local api = require "daytona.api"
+local check = require "daytona.check"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local errors = require "daytona.errors"
 local scheduler = require "daytona.runtime.scheduler"
 
-local check = api.check
 local type, tostring, setmetatable, error, pcall, table = type, tostring, setmetatable, error, pcall, table
 
 local M = {}
 
 local PtyHandle = {}
 PtyHandle.__index = PtyHandle
-PtyHandle.__name = "daytona.PtyHandle"
+PtyHandle.__name = "daytona.pty.PtyHandle"
 M.PtyHandle = PtyHandle
 
 local CONNECT_TIMEOUT = 10
@@ -39,7 +40,7 @@ local MAX_INPUT = 60 * 1024          -- the daemon closes on messages over 64 Ki
 -- @local
 function M.size_arg(v, f, required)
   if v == nil and not required then return nil end
-  check.options(check.table(v, f, "pty_size"), f, api.set("rows", "cols"), "pty_size")
+  check.options(check.table(v, f, "pty_size"), f, check.set("rows", "cols"), "pty_size")
   return {
     rows = check.integer(v.rows, f, "pty_size.rows", 1, 1000),
     cols = check.integer(v.cols, f, "pty_size.cols", 1, 1000),
@@ -50,7 +51,7 @@ end
 local function parse_close(code, reason)
   local exit_code, err
   if type(reason) == "string" and reason:match("^%s*{") then
-    local ok, v = pcall(api.decode, reason)
+    local ok, v = pcall(wire.decode, reason)
     if ok and type(v) == "table" then
       if type(v.exitCode) == "number" then exit_code = math.tointeger(v.exitCode) or v.exitCode end
       if type(v.exitReason) == "string" then err = v.exitReason end
@@ -80,7 +81,7 @@ end
 -- Read one message; returns output bytes, or nil once the connection ended.
 function PtyHandle:_recv(timeout)
   if self._closed then return nil end
-  local ok, kind, a, b = pcall(api.ws_recv, self._ws, timeout)
+  local ok, kind, a, b = pcall(transport.ws_recv, self._ws, timeout)
   if not ok then
     if errors.is(kind, errors.DaytonaTimeoutError) or errors.is(kind, errors.CancelledError) then error(kind, 0) end
     self._closed = true
@@ -98,7 +99,7 @@ function PtyHandle:_recv(timeout)
   end
   if b then
     -- a text frame: a control message, or terminal output
-    local okj, v = pcall(api.decode, a)
+    local okj, v = pcall(wire.decode, a)
     if okj and type(v) == "table" and v.type == "control" then
       if v.status == "connected" then
         self._connected = true
@@ -119,15 +120,15 @@ end
 -- @return self
 -- @raise DaytonaTimeoutError; DaytonaError if the terminal refused
 function PtyHandle:wait_for_connection(opts)
-  opts = check.options(opts, "wait_for_connection", api.set("timeout"))
+  opts = check.options(opts, "wait_for_connection", check.set("timeout"))
   local timeout = check.timeout(opts.timeout, "wait_for_connection", CONNECT_TIMEOUT)
-  local deadline = api.deadline(timeout)
+  local deadline = transport.deadline(timeout)
   while not self._connected do
     if self._closed or self.error then
       error(errors.DaytonaError("PTY connection failed: " .. tostring(self.error or "closed"),
         { code = "PTY_CONNECT" }), 0)
     end
-    local left = deadline and deadline - api.now()
+    local left = deadline and deadline - transport.now()
     if left and left <= 0 then
       error(errors.DaytonaTimeoutError("PTY connection timeout", { code = "ETIMEDOUT" }), 0)
     end
@@ -181,7 +182,7 @@ function PtyHandle:send_input(data)
     error(errors.DaytonaError("PTY " .. self.session_id .. " is not connected", { code = "ECLOSED" }), 0)
   end
   for i = 1, #data, MAX_INPUT do
-    api.ws_send(self._ws, data:sub(i, i + MAX_INPUT - 1), false)
+    transport.ws_send(self._ws, data:sub(i, i + MAX_INPUT - 1), false)
   end
 end
 
@@ -217,14 +218,14 @@ PtyHandle.__gc = PtyHandle.disconnect
 -- @return `{ exit_code = n or nil, error = message or nil }`
 -- @raise DaytonaTimeoutError (the terminal keeps running)
 function PtyHandle:wait(opts)
-  opts = check.options(opts, "wait", api.set("timeout", "on_data"))
+  opts = check.options(opts, "wait", check.set("timeout", "on_data"))
   local timeout = check.timeout(opts.timeout, "wait", 0)
   local on_data = check.optfunction(opts.on_data, "wait", "on_data")
-  local deadline = api.deadline(timeout)
+  local deadline = transport.deadline(timeout)
   if self._reader then
     local reader = self._reader
     if deadline then
-      local left = deadline - api.now()
+      local left = deadline - transport.now()
       if left <= 0 then error(errors.DaytonaTimeoutError("PTY wait timed out", { code = "ETIMEDOUT" }), 0) end
       scheduler.timeout(left, function() while not reader:done() do scheduler.wait(reader) end end)
     end
@@ -232,7 +233,7 @@ function PtyHandle:wait(opts)
   else
     local sink = on_data or self._on_data
     while true do
-      local left = deadline and deadline - api.now()
+      local left = deadline and deadline - transport.now()
       if left and left <= 0 then
         error(errors.DaytonaTimeoutError("PTY wait timed out", { code = "ETIMEDOUT" }), 0)
       end
@@ -258,7 +259,7 @@ local function start_reader(h)
 end
 
 local function connect(sb, session_id, on_data, timeout, f)
-  local ws = sb:toolbox_ws("/process/pty/" .. api.urlencode(session_id) .. "/connect", nil,
+  local ws = sb:toolbox_ws("/process/pty/" .. wire.urlencode(session_id) .. "/connect", nil,
     { timeout = timeout, what = f })
   local h = new_handle(sb, session_id, ws, on_data)
   local ok, err = pcall(h.wait_for_connection, h, { timeout = timeout })
@@ -281,7 +282,7 @@ end
 function M.create(sb, session_id, opts)
   local f = "create_pty_session"
   session_id = check.string(session_id, f, "session_id")
-  opts = check.options(opts, f, api.set("on_data", "cwd", "envs", "pty_size", "timeout"))
+  opts = check.options(opts, f, check.set("on_data", "cwd", "envs", "pty_size", "timeout"))
   local on_data = check.optfunction(opts.on_data, f, "on_data")
   local size = M.size_arg(opts.pty_size, f, false) or {}
   local timeout = check.timeout(opts.timeout, f, CONNECT_TIMEOUT)
@@ -305,7 +306,7 @@ end
 function M.connect(sb, session_id, opts)
   local f = "connect_pty_session"
   session_id = check.string(session_id, f, "session_id")
-  opts = check.options(opts, f, api.set("on_data", "timeout"))
+  opts = check.options(opts, f, check.set("on_data", "timeout"))
   local on_data = check.optfunction(opts.on_data, f, "on_data")
   local timeout = check.timeout(opts.timeout, f, CONNECT_TIMEOUT)
   return connect(sb, session_id, on_data, timeout, f)

@@ -14,11 +14,12 @@
 --     local sb <close> = client:create{}   -- deleted when the scope ends
 --     sb:stop()
 --     sb:start{ timeout = 120 }
-local api = require "daytona.api"
+local check = require "daytona.check"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local errors = require "daytona.errors"
 local scheduler = require "daytona.runtime.scheduler"
 
-local check = api.check
 local type, pairs, tostring, setmetatable, getmetatable, rawget, error, pcall, next =
   type, pairs, tostring, setmetatable, getmetatable, rawget, error, pcall, next
 local concat = table.concat
@@ -28,7 +29,7 @@ local M = {}
 local Sandbox = {}
 M.Sandbox = Sandbox
 
-local mt = { __index = Sandbox, __name = "daytona.Sandbox" }
+local mt = { __index = Sandbox, __name = "daytona.sandbox.Sandbox" }
 M.mt = mt
 
 local DEFAULT_TIMEOUT = 60
@@ -44,7 +45,7 @@ function M.new(client, dto)
   local sb = setmetatable({ _client = client, _t = client._transport, _fields = {} }, mt)
   sb:_apply(dto)
   sb.fs = require("daytona.filesystem").new(sb)
-  sb.process = require("daytona.process").new(sb)
+  sb.process = require("daytona.sandbox_process").new(sb)
   sb.git = require("daytona.git").new(sb)
   sb.code_interpreter = require("daytona.code_interpreter").new(sb)
   return sb
@@ -62,7 +63,7 @@ function Sandbox:_apply(dto)
   if type(dto) ~= "table" or dto.id == nil then
     error(errors.DaytonaError("unexpected sandbox object from the server"), 0)
   end
-  local m = api.model(dto)
+  local m = wire.to_lua(dto)
   for k in pairs(self._fields) do self[k] = nil end
   local fields = {}
   for k, v in pairs(m) do
@@ -101,12 +102,12 @@ end
 ---------------------------------------------------------------------------
 
 local function seg(s)
-  return api.urlencode(s)
+  return wire.urlencode(s)
 end
 M.seg = seg
 
 -- control plane: /sandbox/{id}{suffix}
-function Sandbox:_api(opts, suffix)
+function Sandbox:_control(opts, suffix)
   opts.path = "/sandbox/" .. seg(self.id) .. (suffix or "")
   return self._t:request(opts)
 end
@@ -119,7 +120,7 @@ end
 function Sandbox:toolbox_url()
   local base = self.toolbox_proxy_url
   if type(base) ~= "string" or base == "" then
-    local r = self:_api({ method = "GET", what = "get toolbox URL" }, "/toolbox-proxy-url")
+    local r = self:_control({ method = "GET", what = "get toolbox URL" }, "/toolbox-proxy-url")
     base = type(r) == "table" and r.url
     if type(base) ~= "string" or base == "" then
       error(errors.DaytonaError("the server gave no toolbox URL for sandbox " .. tostring(self.id)), 0)
@@ -158,8 +159,8 @@ end
 -- @local
 function Sandbox:toolbox_ws(path, query, opts)
   opts = opts or {}
-  local url = api.url(self:toolbox_url(), path, query):gsub("^http", "ws")
-  return api.ws_connect(self._t, url, opts)
+  local url = wire.url(self:toolbox_url(), path, query):gsub("^http", "ws")
+  return transport.ws_connect(self._t, url, opts)
 end
 
 ---------------------------------------------------------------------------
@@ -174,14 +175,14 @@ end
 -- Poll until accept(state); raise on a failure state or at the deadline.
 -- cadence: 100 ms, then x1.1 after 5 s (x1.5 for pause), capped at 1 s.
 local function wait_until(sb, what, verb, timeout, deadline, accept, failing, factor, safe)
-  local start = api.now()
+  local start = transport.now()
   local interval = 0.1
   while true do
     local st = sb.state
     if accept(st) then return sb end
     if failing[st] then error(fail_reason(sb, verb), 0) end
     if deadline then
-      local left = deadline - api.now()
+      local left = deadline - transport.now()
       if left <= 0 then
         error(errors.DaytonaTimeoutError(("sandbox %s did not %s within %g seconds (state: %s)")
           :format(tostring(sb.id), verb, timeout, tostring(st)), { code = "ETIMEDOUT" }), 0)
@@ -190,7 +191,7 @@ local function wait_until(sb, what, verb, timeout, deadline, accept, failing, fa
     else
       scheduler.sleep(interval)
     end
-    if factor or api.now() - start > 5 then
+    if factor or transport.now() - start > 5 then
       interval = interval * (factor or 1.1)
       if interval > 1 then interval = 1 end
     end
@@ -199,13 +200,13 @@ local function wait_until(sb, what, verb, timeout, deadline, accept, failing, fa
 end
 
 function Sandbox:_refresh(deadline, what)
-  local dto = self:_api({ method = "GET", deadline = deadline, what = what })
+  local dto = self:_control({ method = "GET", deadline = deadline, what = what })
   return self:_apply(dto)
 end
 
 -- a refresh where 404 means the sandbox is gone (stop of an ephemeral one, delete)
 function Sandbox:_safe_refresh(deadline)
-  local dto = self:_api({ method = "GET", deadline = deadline, not_found = false })
+  local dto = self:_control({ method = "GET", deadline = deadline, not_found = false })
   if dto == false then
     self.state = "destroyed"
     return self
@@ -228,10 +229,10 @@ end
 --- Reset the sandbox's idle timer (auto-stop) without doing anything else.
 -- @return nothing
 function Sandbox:refresh_activity()
-  self:_api({ method = "POST", idempotent = true, what = "refresh activity" }, "/last-activity")
+  self:_control({ method = "POST", idempotent = true, what = "refresh activity" }, "/last-activity")
 end
 
-local TIMEOUT_OPT = api.set("timeout")
+local TIMEOUT_OPT = check.set("timeout")
 
 --- Wait until the sandbox is started.
 -- @param opts optional `{ timeout = 60 }` (seconds, 0 = forever)
@@ -240,7 +241,7 @@ local TIMEOUT_OPT = api.set("timeout")
 function Sandbox:wait_for_sandbox_start(opts)
   opts = check.options(opts, "wait_for_sandbox_start", TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, "wait_for_sandbox_start", DEFAULT_TIMEOUT)
-  return wait_until(self, "wait for start", "start", timeout, api.deadline(timeout), is_started, START_FAIL)
+  return wait_until(self, "wait for start", "start", timeout, transport.deadline(timeout), is_started, START_FAIL)
 end
 
 --- Wait until the sandbox is stopped (or destroyed, for an ephemeral one).
@@ -250,7 +251,7 @@ end
 function Sandbox:wait_for_sandbox_stop(opts)
   opts = check.options(opts, "wait_for_sandbox_stop", TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, "wait_for_sandbox_stop", DEFAULT_TIMEOUT)
-  return wait_until(self, "wait for stop", "stop", timeout, api.deadline(timeout), is_stopped, START_FAIL, nil, true)
+  return wait_until(self, "wait for stop", "stop", timeout, transport.deadline(timeout), is_stopped, START_FAIL, nil, true)
 end
 
 --- Wait until a resize has finished.
@@ -260,7 +261,7 @@ end
 function Sandbox:wait_for_resize_complete(opts)
   opts = check.options(opts, "wait_for_resize_complete", TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, "wait_for_resize_complete", DEFAULT_TIMEOUT)
-  return wait_until(self, "wait for resize", "resize", timeout, api.deadline(timeout),
+  return wait_until(self, "wait for resize", "resize", timeout, transport.deadline(timeout),
     function(s) return s ~= "resizing" end, START_FAIL)
 end
 
@@ -275,8 +276,8 @@ end
 function Sandbox:start(opts)
   opts = check.options(opts, "start", TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, "start", DEFAULT_TIMEOUT)
-  local deadline = api.deadline(timeout)
-  local dto = self:_api({ method = "POST", deadline = deadline, what = "start sandbox" }, "/start")
+  local deadline = transport.deadline(timeout)
+  local dto = self:_control({ method = "POST", deadline = deadline, what = "start sandbox" }, "/start")
   if dto then self:_apply(dto) end
   return wait_until(self, "start sandbox", "start", timeout, deadline, is_started, START_FAIL)
 end
@@ -287,11 +288,11 @@ end
 -- @return self
 -- @raise DaytonaTimeoutError; DaytonaError on a failure state
 function Sandbox:stop(opts)
-  opts = check.options(opts, "stop", api.set("timeout", "force"))
+  opts = check.options(opts, "stop", check.set("timeout", "force"))
   local timeout = check.timeout(opts.timeout, "stop", DEFAULT_TIMEOUT)
   local force = check.optboolean(opts.force, "stop", "force") or false
-  local deadline = api.deadline(timeout)
-  self:_api({ method = "POST", deadline = deadline, query = { force = force }, what = "stop sandbox" }, "/stop")
+  local deadline = transport.deadline(timeout)
+  self:_control({ method = "POST", deadline = deadline, query = { force = force }, what = "stop sandbox" }, "/stop")
   self:_safe_refresh(deadline)
   return wait_until(self, "stop sandbox", "stop", timeout, deadline, is_stopped, START_FAIL, nil, true)
 end
@@ -303,8 +304,8 @@ end
 function Sandbox:pause(opts)
   opts = check.options(opts, "pause", TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, "pause", DEFAULT_TIMEOUT)
-  local deadline = api.deadline(timeout)
-  local dto = self:_api({ method = "POST", deadline = deadline, what = "pause sandbox" }, "/pause")
+  local deadline = transport.deadline(timeout)
+  local dto = self:_control({ method = "POST", deadline = deadline, what = "pause sandbox" }, "/pause")
   if dto then self:_apply(dto) else self:_refresh(deadline) end
   return wait_until(self, "pause sandbox", "pause", timeout, deadline,
     function(s) return s ~= "pausing" end, { error = true }, 1.5)
@@ -315,11 +316,11 @@ end
 -- @return nothing
 -- @raise DaytonaNotFoundError if it does not exist; DaytonaTimeoutError
 function Sandbox:delete(opts)
-  opts = check.options(opts, "delete", api.set("timeout", "wait"))
+  opts = check.options(opts, "delete", check.set("timeout", "wait"))
   local timeout = check.timeout(opts.timeout, "delete", DEFAULT_TIMEOUT)
   local wait = check.optboolean(opts.wait, "delete", "wait")
-  local deadline = api.deadline(timeout)
-  local dto = self:_api({ method = "DELETE", deadline = deadline, what = "delete sandbox" })
+  local deadline = transport.deadline(timeout)
+  local dto = self:_control({ method = "DELETE", deadline = deadline, what = "delete sandbox" })
   self._deleted = true
   if type(dto) == "table" and dto.id then self:_apply(dto) end
   if wait == false then return end
@@ -336,8 +337,8 @@ end
 function Sandbox:archive(opts)
   opts = check.options(opts, "archive", TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, "archive", DEFAULT_TIMEOUT)
-  local deadline = api.deadline(timeout)
-  local dto = self:_api({ method = "POST", deadline = deadline, what = "archive sandbox" }, "/archive")
+  local deadline = transport.deadline(timeout)
+  local dto = self:_control({ method = "POST", deadline = deadline, what = "archive sandbox" }, "/archive")
   if dto then self:_apply(dto) else self:_refresh(deadline) end
   return wait_until(self, "archive sandbox", "archive", timeout, deadline,
     function(s) return s ~= "archiving" and s ~= "stopping" end, { error = true })
@@ -350,8 +351,8 @@ end
 function Sandbox:recover(opts)
   opts = check.options(opts, "recover", TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, "recover", DEFAULT_TIMEOUT)
-  local deadline = api.deadline(timeout)
-  local dto = self:_api({ method = "POST", deadline = deadline, what = "recover sandbox" }, "/recover")
+  local deadline = transport.deadline(timeout)
+  local dto = self:_control({ method = "POST", deadline = deadline, what = "recover sandbox" }, "/recover")
   if dto then self:_apply(dto) end
   return wait_until(self, "recover sandbox", "recover", timeout, deadline, is_started, START_FAIL)
 end
@@ -364,20 +365,20 @@ end
 -- @raise DaytonaValidationError for bad resources (also from the server)
 function Sandbox:resize(resources, opts)
   check.table(resources, "resize", "resources")
-  check.options(resources, "resize", api.set("cpu", "memory", "disk", "gpu", "gpu_type"), "resources")
+  check.options(resources, "resize", check.set("cpu", "memory", "disk", "gpu", "gpu_type"), "resources")
   if resources.gpu ~= nil or resources.gpu_type ~= nil then
-    api.argerror("resize", "resources.gpu", "GPU resources cannot be resized")
+    check.argerror("resize", "resources.gpu", "GPU resources cannot be resized")
   end
   local body = {
     cpu = check.optinteger(resources.cpu, "resize", "resources.cpu", 1),
     memory = check.optinteger(resources.memory, "resize", "resources.memory", 1),
     disk = check.optinteger(resources.disk, "resize", "resources.disk", 1),
   }
-  if next(body) == nil then api.argerror("resize", "resources", "at least one of cpu, memory, disk expected") end
+  if next(body) == nil then check.argerror("resize", "resources", "at least one of cpu, memory, disk expected") end
   opts = check.options(opts, "resize", TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, "resize", DEFAULT_TIMEOUT)
-  local deadline = api.deadline(timeout)
-  local dto = self:_api({ method = "POST", json = body, deadline = deadline, what = "resize sandbox" }, "/resize")
+  local deadline = transport.deadline(timeout)
+  local dto = self:_control({ method = "POST", json = body, deadline = deadline, what = "resize sandbox" }, "/resize")
   if dto then self:_apply(dto) end
   return wait_until(self, "resize sandbox", "resize", timeout, deadline,
     function(s) return s ~= "resizing" end, START_FAIL)
@@ -390,10 +391,10 @@ end
 -- @raise DaytonaError where forking is not available
 function Sandbox:_experimental_fork(opts)
   local f = "_experimental_fork"
-  opts = check.options(opts, f, api.set("name", "timeout"))
+  opts = check.options(opts, f, check.set("name", "timeout"))
   local timeout = check.timeout(opts.timeout, f, DEFAULT_TIMEOUT)
-  local deadline = api.deadline(timeout)
-  local dto = self:_api({ method = "POST", json = { name = check.optstring(opts.name, f, "name") },
+  local deadline = transport.deadline(timeout)
+  local dto = self:_control({ method = "POST", json = { name = check.optstring(opts.name, f, "name") },
     deadline = deadline, what = "fork sandbox" }, "/fork")
   local fork = M.new(self._client, dto)
   return wait_until(fork, "fork sandbox", "start", timeout, deadline, is_started, START_FAIL)
@@ -410,8 +411,8 @@ function Sandbox:_experimental_create_snapshot(name, opts)
   name = check.string(name, f, "name")
   opts = check.options(opts, f, TIMEOUT_OPT)
   local timeout = check.timeout(opts.timeout, f, DEFAULT_TIMEOUT)
-  local deadline = api.deadline(timeout)
-  local dto = self:_api({ method = "POST", json = { name = name }, deadline = deadline, what = "create snapshot" },
+  local deadline = transport.deadline(timeout)
+  local dto = self:_control({ method = "POST", json = { name = name }, deadline = deadline, what = "create snapshot" },
     "/snapshot")
   if type(dto) == "table" and dto.id then self:_apply(dto) else self:_refresh(deadline) end
   return wait_until(self, "create snapshot", "snapshot", timeout, deadline,
@@ -427,16 +428,16 @@ end
 -- @return the labels now set
 function Sandbox:set_labels(labels)
   labels = check.strmap(check.table(labels, "set_labels", "labels"), "set_labels", "labels")
-  local r = self:_api({ method = "PUT", json = { labels = labels }, what = "set labels" }, "/labels")
+  local r = self:_control({ method = "PUT", json = { labels = labels }, what = "set labels" }, "/labels")
   local got = type(r) == "table" and type(r.labels) == "table" and r.labels or labels
-  self.labels = api.model({ labels = got }).labels
+  self.labels = wire.to_lua({ labels = got }).labels
   return self.labels
 end
 
 local function interval_setter(name, route, field, lo)
   return function(self, minutes)
     minutes = check.integer(minutes, name, "interval", lo)
-    local dto = self:_api({ method = "POST", idempotent = true, what = name:gsub("_", " ") },
+    local dto = self:_control({ method = "POST", idempotent = true, what = name:gsub("_", " ") },
       "/" .. route .. "/" .. minutes)
     if type(dto) == "table" and dto.id then self:_apply(dto) else self[field] = minutes end
   end
@@ -473,14 +474,14 @@ M.cidr_list = cidr_list
 function Sandbox:update_network_settings(opts)
   local f = "update_network_settings"
   opts = check.options(check.table(opts, f, "options"), f,
-    api.set("network_block_all", "network_allow_list", "domain_allow_list"))
+    check.set("network_block_all", "network_allow_list", "domain_allow_list"))
   local body = {
     networkBlockAll = check.optboolean(opts.network_block_all, f, "network_block_all"),
     networkAllowList = cidr_list(opts.network_allow_list, f, "network_allow_list"),
     domainAllowList = cidr_list(opts.domain_allow_list, f, "domain_allow_list"),
   }
-  if next(body) == nil then api.argerror(f, "options", "at least one setting expected") end
-  local dto = self:_api({ method = "POST", json = body, idempotent = true, what = "update network settings" },
+  if next(body) == nil then check.argerror(f, "options", "at least one setting expected") end
+  local dto = self:_control({ method = "POST", json = body, idempotent = true, what = "update network settings" },
     "/network-settings")
   if type(dto) == "table" and dto.id then self:_apply(dto) end
   return self
@@ -520,7 +521,7 @@ end
 -- @return `{ url, token, sandbox_id }`
 function Sandbox:get_preview_link(port)
   port = port_arg(port, "get_preview_link")
-  return api.model(self:_api({ method = "GET", what = "get preview link" }, "/ports/" .. port .. "/preview-url"))
+  return wire.to_lua(self:_control({ method = "GET", what = "get preview link" }, "/ports/" .. port .. "/preview-url"))
 end
 
 --- A signed preview URL: the token is in the URL, it survives restarts and
@@ -531,9 +532,9 @@ end
 function Sandbox:create_signed_preview_url(port, opts)
   local f = "create_signed_preview_url"
   port = port_arg(port, f)
-  opts = check.options(opts, f, api.set("expires_in_seconds"))
+  opts = check.options(opts, f, check.set("expires_in_seconds"))
   local secs = check.optinteger(opts.expires_in_seconds, f, "expires_in_seconds", 1, 86400)
-  return api.model(self:_api({ method = "GET", query = { expiresInSeconds = secs }, what = "create signed preview URL" },
+  return wire.to_lua(self:_control({ method = "GET", query = { expiresInSeconds = secs }, what = "create signed preview URL" },
     "/ports/" .. port .. "/signed-preview-url"))
 end
 
@@ -545,7 +546,7 @@ function Sandbox:expire_signed_preview_url(port, token)
   local f = "expire_signed_preview_url"
   port = port_arg(port, f)
   token = check.string(token, f, "token")
-  self:_api({ method = "POST", idempotent = true, what = "expire signed preview URL" },
+  self:_control({ method = "POST", idempotent = true, what = "expire signed preview URL" },
     "/ports/" .. port .. "/signed-preview-url/" .. seg(token) .. "/expire")
 end
 
@@ -555,9 +556,9 @@ end
 -- @return `{ token, ssh_command, expires_at, sandbox_id, ... }`
 function Sandbox:create_ssh_access(opts)
   local f = "create_ssh_access"
-  opts = check.options(opts, f, api.set("expires_in_minutes"))
+  opts = check.options(opts, f, check.set("expires_in_minutes"))
   local mins = check.optinteger(opts.expires_in_minutes, f, "expires_in_minutes", 1)
-  return api.model(self:_api({ method = "POST", query = { expiresInMinutes = mins }, what = "create SSH access" },
+  return wire.to_lua(self:_control({ method = "POST", query = { expiresInMinutes = mins }, what = "create SSH access" },
     "/ssh-access"))
 end
 
@@ -566,7 +567,7 @@ end
 -- @return nothing
 function Sandbox:revoke_ssh_access(token)
   token = check.optstring(token, "revoke_ssh_access", "token")
-  self:_api({ method = "DELETE", query = { token = token }, what = "revoke SSH access" }, "/ssh-access")
+  self:_control({ method = "DELETE", query = { token = token }, what = "revoke SSH access" }, "/ssh-access")
 end
 
 --- Check an SSH access token (needs SSH-gateway credentials on Daytona's
@@ -575,7 +576,7 @@ end
 -- @return `{ valid = bool, sandbox_id = id or nil }`
 function Sandbox:validate_ssh_access(token)
   token = check.string(token, "validate_ssh_access", "token")
-  return api.model(self._t:request({ method = "GET", path = "/sandbox/ssh-access/validate",
+  return wire.to_lua(self._t:request({ method = "GET", path = "/sandbox/ssh-access/validate",
     query = { token = token }, what = "validate SSH access" }))
 end
 

@@ -8,18 +8,19 @@
 -- Snapshots are plain tables with the API's fields in snake_case (`id`,
 -- `name`, `image_name`, `state`, `size`, `entrypoint`, `cpu`, `gpu`, `mem`,
 -- `disk`, `error_reason`, `created_at`, `updated_at`, `last_used_at`, ...).
-local api = require "daytona.api"
+local check = require "daytona.check"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local errors = require "daytona.errors"
 local scheduler = require "daytona.runtime.scheduler"
 
-local check = api.check
 local type, setmetatable, error, pcall = type, setmetatable, error, pcall
 
 local M = {}
 
 local SnapshotService = {}
 SnapshotService.__index = SnapshotService
-SnapshotService.__name = "daytona.SnapshotService"
+SnapshotService.__name = "daytona.snapshot.SnapshotService"
 M.SnapshotService = SnapshotService
 
 --- The snapshot service of a client (made by the Client).
@@ -37,7 +38,7 @@ local function snapshot_id(v, f) return check.id(v, f, "snapshot") end
 -- @return `{ items = { snapshot, ... }, total, page, total_pages }`
 function SnapshotService:list(opts)
   local f = "snapshot.list"
-  opts = check.options(opts, f, api.set("page", "limit", "name", "sort", "order"))
+  opts = check.options(opts, f, check.set("page", "limit", "name", "sort", "order"))
   local r = self._t:request({ method = "GET", path = "/snapshots", what = "list snapshots", query = {
     page = check.optinteger(opts.page, f, "page", 1),
     limit = check.optinteger(opts.limit, f, "limit", 1, 200),
@@ -45,7 +46,7 @@ function SnapshotService:list(opts)
     sort = check.optstring(opts.sort, f, "sort"),
     order = check.optstring(opts.order, f, "order"),
   } })
-  r = api.model(r or {})
+  r = wire.to_lua(r or {})
   r.items = r.items or {}
   return r
 end
@@ -56,7 +57,7 @@ end
 -- @raise DaytonaNotFoundError
 function SnapshotService:get(name)
   name = check.string(name, "snapshot.get", "name")
-  return api.model(self._t:request({ method = "GET", path = "/snapshots/" .. api.urlencode(name),
+  return wire.to_lua(self._t:request({ method = "GET", path = "/snapshots/" .. wire.urlencode(name),
     what = "get snapshot" }))
 end
 
@@ -66,7 +67,7 @@ end
 -- @raise DaytonaNotFoundError
 function SnapshotService:delete(snapshot)
   local id = snapshot_id(snapshot, "snapshot.delete")
-  self._t:request({ method = "DELETE", path = "/snapshots/" .. api.urlencode(id), what = "delete snapshot" })
+  self._t:request({ method = "DELETE", path = "/snapshots/" .. wire.urlencode(id), what = "delete snapshot" })
 end
 
 --- Activate an inactive snapshot.
@@ -74,14 +75,14 @@ end
 -- @return the snapshot
 function SnapshotService:activate(snapshot)
   local id = snapshot_id(snapshot, "snapshot.activate")
-  return api.model(self._t:request({ method = "POST", path = "/snapshots/" .. api.urlencode(id) .. "/activate",
+  return wire.to_lua(self._t:request({ method = "POST", path = "/snapshots/" .. wire.urlencode(id) .. "/activate",
     idempotent = true, what = "activate snapshot" }))
 end
 
 -- Stream the build log to on_logs; the log is best effort (a failing
 -- stream is ignored) but an error of on_logs is kept in state.cb_error.
 local function stream_logs(self, snap, on_logs, deadline, state)
-  local r = self._t:request({ method = "GET", path = "/snapshots/" .. api.urlencode(snap.id) .. "/build-logs-url",
+  local r = self._t:request({ method = "GET", path = "/snapshots/" .. wire.urlencode(snap.id) .. "/build-logs-url",
     deadline = deadline, what = "get snapshot build logs URL", not_found = false })
   local url = type(r) == "table" and r.url
   if type(url) ~= "string" then return end
@@ -110,8 +111,8 @@ end
 function SnapshotService:create(params, opts)
   local f = "snapshot.create"
   check.options(check.table(params, f, "params"), f,
-    api.set("name", "image", "resources", "entrypoint", "region_id", "sandbox_class"), "params")
-  opts = check.options(opts, f, api.set("on_logs", "timeout"))
+    check.set("name", "image", "resources", "entrypoint", "region_id", "sandbox_class"), "params")
+  opts = check.options(opts, f, check.set("on_logs", "timeout"))
   local on_logs = check.optfunction(opts.on_logs, f, "on_logs")
   local timeout = check.timeout(opts.timeout, f, 0)
   local body = {
@@ -126,18 +127,18 @@ function SnapshotService:create(params, opts)
   elseif type(image) == "table" and type(image.dockerfile) == "string" then
     body.buildInfo = { dockerfileContent = image.dockerfile }
   else
-    api.argerror(f, "image", "image name or Image object expected")
+    check.argerror(f, "image", "image name or Image object expected")
   end
   if params.resources ~= nil then
     local r = params.resources
-    check.options(check.table(r, f, "resources"), f, api.set("cpu", "memory", "disk", "gpu"), "resources")
+    check.options(check.table(r, f, "resources"), f, check.set("cpu", "memory", "disk", "gpu"), "resources")
     body.cpu = check.optinteger(r.cpu, f, "resources.cpu", 1)
     body.memory = check.optinteger(r.memory, f, "resources.memory", 1)
     body.disk = check.optinteger(r.disk, f, "resources.disk", 1)
     body.gpu = check.optinteger(r.gpu, f, "resources.gpu", 0)
   end
-  local deadline = api.deadline(timeout)
-  local snap = api.model(self._t:request({ method = "POST", path = "/snapshots", json = body,
+  local deadline = transport.deadline(timeout)
+  local snap = wire.to_lua(self._t:request({ method = "POST", path = "/snapshots", json = body,
     deadline = deadline, what = "create snapshot" }))
   local last_state, streamer = nil, nil
   local log_state = {}
@@ -156,9 +157,9 @@ function SnapshotService:create(params, opts)
       streamer = scheduler.spawn(function() pcall(stream_logs, self, snap, on_logs, deadline, log_state) end)
       streamer.observed = true
     end
-    api.remaining(deadline, "create snapshot", timeout)
+    transport.remaining(deadline, "create snapshot", timeout)
     scheduler.sleep(interval)
-    snap = api.model(self._t:request({ method = "GET", path = "/snapshots/" .. api.urlencode(snap.id),
+    snap = wire.to_lua(self._t:request({ method = "GET", path = "/snapshots/" .. wire.urlencode(snap.id),
       deadline = deadline, what = "get snapshot" }))
   end
   end)

@@ -7,18 +7,19 @@
 -- Volumes are plain tables: `{ id, name, organization_id, state, created_at,
 -- updated_at, last_used_at, error_reason }`; states `creating`,
 -- `pending_create`, `ready`, `pending_delete`, `deleting`, `deleted`, `error`.
-local api = require "daytona.api"
+local check = require "daytona.check"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local errors = require "daytona.errors"
 local scheduler = require "daytona.runtime.scheduler"
 
-local check = api.check
 local type, ipairs, setmetatable, error = type, ipairs, setmetatable, error
 
 local M = {}
 
 local VolumeService = {}
 VolumeService.__index = VolumeService
-VolumeService.__name = "daytona.VolumeService"
+VolumeService.__name = "daytona.volume.VolumeService"
 M.VolumeService = VolumeService
 
 --- The volume service of a client (made by the Client).
@@ -34,11 +35,11 @@ local function volume_id(v, f) return check.id(v, f, "volume") end
 -- @param opts optional `{ include_deleted = false }`
 -- @return list of volumes
 function VolumeService:list(opts)
-  opts = check.options(opts, "volume.list", api.set("include_deleted"))
+  opts = check.options(opts, "volume.list", check.set("include_deleted"))
   local r = self._t:request({ method = "GET", path = "/volumes", what = "list volumes",
     query = { includeDeleted = check.optboolean(opts.include_deleted, "volume.list", "include_deleted") } }) or {}
   local out = {}
-  for i, v in ipairs(r) do out[i] = api.model(v) end
+  for i, v in ipairs(r) do out[i] = wire.to_lua(v) end
   return out
 end
 
@@ -49,14 +50,14 @@ end
 -- @raise DaytonaNotFoundError when missing and not created
 function VolumeService:get(name, opts)
   name = check.string(name, "volume.get", "name")
-  opts = check.options(opts, "volume.get", api.set("create"))
+  opts = check.options(opts, "volume.get", check.set("create"))
   local create = check.optboolean(opts.create, "volume.get", "create")
   local not_found = nil
   if create then not_found = false end
-  local v = self._t:request({ method = "GET", path = "/volumes/by-name/" .. api.urlencode(name),
+  local v = self._t:request({ method = "GET", path = "/volumes/by-name/" .. wire.urlencode(name),
     what = "get volume", not_found = not_found })
   if v == false then return self:create(name) end
-  return api.model(v)
+  return wire.to_lua(v)
 end
 
 --- Create a volume (it becomes `ready` asynchronously; see wait_for_ready).
@@ -65,7 +66,7 @@ end
 -- @raise DaytonaConflictError if the name is taken
 function VolumeService:create(name)
   name = check.string(name, "volume.create", "name")
-  return api.model(self._t:request({ method = "POST", path = "/volumes", json = { name = name },
+  return wire.to_lua(self._t:request({ method = "POST", path = "/volumes", json = { name = name },
     what = "create volume" }))
 end
 
@@ -75,7 +76,7 @@ end
 -- @raise DaytonaConflictError while a sandbox uses it
 function VolumeService:delete(volume)
   local id = volume_id(volume, "volume.delete")
-  self._t:request({ method = "DELETE", path = "/volumes/" .. api.urlencode(id), what = "delete volume" })
+  self._t:request({ method = "DELETE", path = "/volumes/" .. wire.urlencode(id), what = "delete volume" })
 end
 
 --- Wait until a volume is ready (sandbox creation refuses volumes that
@@ -87,19 +88,19 @@ end
 function VolumeService:wait_for_ready(volume, opts)
   local f = "volume.wait_for_ready"
   local id = volume_id(volume, f)
-  opts = check.options(opts, f, api.set("timeout"))
+  opts = check.options(opts, f, check.set("timeout"))
   local timeout = check.timeout(opts.timeout, f, 60)
-  local deadline = api.deadline(timeout)
+  local deadline = transport.deadline(timeout)
   local interval = 0.1
   while true do
-    local v = api.model(self._t:request({ method = "GET", path = "/volumes/" .. api.urlencode(id),
+    local v = wire.to_lua(self._t:request({ method = "GET", path = "/volumes/" .. wire.urlencode(id),
       deadline = deadline, what = "get volume" }))
     if v.state == "ready" then return v end
     if v.state == "error" then
       error(errors.DaytonaError(("volume %s failed: %s"):format(v.name or id, v.error_reason or "error"),
         { code = "error" }), 0)
     end
-    api.remaining(deadline, "wait for volume", timeout)
+    transport.remaining(deadline, "wait for volume", timeout)
     scheduler.sleep(interval)
     interval = interval * 1.5
     if interval > 1 then interval = 1 end

@@ -36,12 +36,12 @@ describe("unix-domain sockets", function()
   it("reports a missing socket as a connection error", function()
     local errors = require "daytona.errors"
     local path = helper.tmpdir() .. "/none.sock"
-    local ok, err = pcall(http.request, { url = "http://x/", unix_socket = path })
-    assert.is_false(ok)
-    assert.is_true(errors.is(err, errors.DaytonaConnectionError))
-    ok, err = pcall(websocket.connect, "ws://x/", { unix_socket = path, timeout = 2 })
-    assert.is_false(ok)
-    assert.is_true(errors.is(err, errors.DaytonaConnectionError))
+    local r, msg, code = http.request{ url = "http://x/", unix_socket = path }
+    assert.is_nil(r)
+    assert.is_true(errors.is(errors.from_failure(msg, code), errors.DaytonaConnectionError))
+    r, msg, code = websocket.connect("ws://x/", { unix_socket = path, timeout = 2 })
+    assert.is_nil(r)
+    assert.is_true(errors.is(errors.from_failure(msg, code), errors.DaytonaConnectionError))
   end)
 
   it("serves a bound socket handed over as a descriptor, and checks who listens on it", function()
@@ -65,14 +65,14 @@ describe("unix-domain sockets", function()
     local line = child:lines()()
     assert.are.equal("ready", line)
     -- anyone else listening there is refused before a byte is sent
-    local ok, err = pcall(http.request, { url = "http://x/", unix_socket = path, peer_uids = { 0, 1000 } })
-    assert.is_false(ok)
-    assert.is_true(errors.is(err, errors.DaytonaConnectionError))
-    assert.are.equal("EPEER", err.code)
-    assert.matches("uid 65534", tostring(err))
-    ok, err = pcall(websocket.connect, "ws://x/", { unix_socket = path, peer_uids = { 0, 0 }, timeout = 5 })
-    assert.is_false(ok)
-    assert.are.equal("EPEER", err.code)
+    local refused, msg, code = http.request{ url = "http://x/", unix_socket = path, peer_uids = { 0, 1000 } }
+    assert.is_nil(refused)
+    assert.is_true(errors.is(errors.from_failure(msg, code), errors.DaytonaConnectionError))
+    assert.are.equal("EPEER", code)
+    assert.matches("uid 65534", msg)
+    refused, msg, code = websocket.connect("ws://x/", { unix_socket = path, peer_uids = { 0, 0 }, timeout = 5 })
+    assert.is_nil(refused)
+    assert.are.equal("EPEER", code, msg)
     -- the refused connection is not pooled: the right range gets a new one
     local r = http.request{ url = "http://x/", unix_socket = path, peer_uids = { 65534, 65534 } }
     assert.are.equal(65534, r:json().uid)

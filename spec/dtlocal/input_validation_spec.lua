@@ -57,7 +57,7 @@ end
 local function create(body) return ok(200, "POST", "/sandbox", body or {}) end
 
 local function upload(id, path, data, timeout)
-  local okc, r = pcall(http.request, {
+  local r, msg = http.request({
     url = srv.toolbox_url .. "/" .. id .. "/files/upload?path=" .. esc(path), method = "POST",
     headers = { Authorization = "Bearer " .. srv.token,
                 ["Content-Type"] = "multipart/form-data; boundary=XyZ" },
@@ -67,7 +67,7 @@ local function upload(id, path, data, timeout)
     },
     timeout = timeout or 5,
   })
-  if not okc then return nil, tostring(r) end
+  if not r then return nil, msg end
   local b = r.body
   if (r.headers["content-type"] or ""):find("json", 1, true) and b ~= "" then b = json.decode(b) end
   return r.status, b

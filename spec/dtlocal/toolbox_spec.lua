@@ -357,8 +357,8 @@ describe("dtlocal toolbox", function()
           parts[#parts + 1] = rec
           return function(d) if d then rec.data[#rec.data + 1] = d end end
         end)
-        p:feed(body)
-        p:finish()
+        assert(p:feed(body))
+        assert(p:finish())
         assert.are.equal(4, #parts)
         assert.are.equal("file", parts[1].name)
         assert.are.equal("dl.txt", parts[1].filename)
@@ -581,9 +581,9 @@ describe("dtlocal toolbox", function()
         for data in ws:messages(10) do got[#got + 1] = data end
         assert.are.equal(log, table.concat(got))
         -- unknown command: a plain 404 before any upgrade
-        local ok, e = pcall(websocket.connect, wsbase .. "/process/session/s3/command/nope/logs?follow=true")
-        assert.is_false(ok)
-        assert.are.equal(404, e.status_code)
+        local refused, _, _, fields = websocket.connect(wsbase .. "/process/session/s3/command/nope/logs?follow=true")
+        assert.is_nil(refused)
+        assert.are.equal(404, fields.status)
       end)
     end)
 

@@ -200,7 +200,7 @@ describe("SDK transport", function()
   it("speaks the PTY protocol: output before 'connected' is kept, input is binary, the exit code comes in the close reason", function()
     local inputs = {}
     route["POST /toolbox/a/process/pty"] = function(req, res)
-      local body = require("daytona.api").decode(req:body())
+      local body = require("daytona.wire").decode(req:body())
       assert.are.equal("t1", body.id)
       assert.is_true(body.lazyStart)
       assert.are.equal(100, body.cols)
@@ -263,8 +263,8 @@ describe("SDK transport", function()
         parts[#parts + 1] = rec
         return function(d) if d then rec.data[#rec.data + 1] = d end end
       end)
-      for chunk in req:chunks() do p:feed(chunk) end
-      p:finish()
+      for chunk in req:chunks() do assert(p:feed(chunk)) end
+      assert(p:finish())
       local files, errs = {}, {}
       for _, x in ipairs(parts) do
         if x.name:match("%.path$") then x.path = table.concat(x.data) end
@@ -307,7 +307,7 @@ describe("SDK transport", function()
     })
     local requested
     route["POST /toolbox/a/files/bulk-download"] = function(req, res)
-      requested = require("daytona.api").decode(req:body()).paths
+      requested = require("daytona.wire").decode(req:body()).paths
       local body = { "preamble" }
       for _, p in ipairs(requested) do body[#body + 1] = "\r\n--XB\r\n" .. (p == "/nope" and ERR or FILE) end
       body[#body + 1] = "\r\n--XB--\r\n"
@@ -357,7 +357,7 @@ describe("SDK transport", function()
   it("creates from an image, sending the Dockerfile and resources and streaming the build log", function()
     local body
     route["POST /api/sandbox"] = function(req, res)
-      body = require("daytona.api").decode(req:body())
+      body = require("daytona.wire").decode(req:body())
       res:json(200, dto("img", "building_snapshot"))
     end
     route["GET /api/sandbox/img/build-logs-url"] = function(_, res)
@@ -388,7 +388,7 @@ describe("SDK transport", function()
   it("maps every create parameter to the wire names", function()
     local body
     route["POST /api/sandbox"] = function(req, res)
-      body = require("daytona.api").decode(req:body())
+      body = require("daytona.wire").decode(req:body())
       res:json(200, dto("p1", "started"))
     end
     client():create{
@@ -426,7 +426,7 @@ describe("SDK transport", function()
       if not req.args.cursor then
         return res:json(200, { items = { dto("x1"), dto("x2") }, nextCursor = "c2" })
       end
-      res:json(200, { items = { dto("x3") }, nextCursor = require("daytona.api").null })
+      res:json(200, { items = { dto("x3") }, nextCursor = require("daytona.wire").null })
     end
     local ids = {}
     for sb in client():list{ labels = { k = "v" }, states = { "started", "stopped" }, targets = { "us" },
@@ -452,7 +452,7 @@ describe("SDK transport", function()
   it("forks and snapshots a sandbox (experimental), waiting for the result", function()
     local polls = 0
     route["POST /api/sandbox/a/fork"] = function(req, res)
-      assert.are.equal("child", require("daytona.api").decode(req:body()).name)
+      assert.are.equal("child", require("daytona.wire").decode(req:body()).name)
       res:json(200, dto("child", "forking"))
     end
     route["GET /api/sandbox/child"] = function(_, res) res:json(200, dto("child", "started")) end
@@ -471,9 +471,9 @@ describe("SDK transport", function()
   end)
 
   it("runs code in the interpreter over its WebSocket, streaming output and errors", function()
-    local api = require "daytona.api"
+    local wire = require "daytona.wire"
     route["POST /toolbox/a/process/interpreter/context"] = function(req, res)
-      assert.are.equal("/w", api.decode(req:body()).cwd)
+      assert.are.equal("/w", wire.decode(req:body()).cwd)
       res:json(200, { id = "ctx1", cwd = "/w", language = "python", active = true, createdAt = "t" })
     end
     route["GET /toolbox/a/process/interpreter/context"] = function(_, res)
@@ -485,10 +485,10 @@ describe("SDK transport", function()
     local requests = {}
     route["GET /toolbox/a/process/interpreter/execute"] = function(_, res)
       local ws = res:websocket{}
-      local r = api.decode((ws:receive(5)))
+      local r = wire.decode((ws:receive(5)))
       requests[#requests + 1] = r
       local function msg(t) t.text = t.text or ""; t.name = t.name or ""; t.value = t.value or ""
-        t.traceback = t.traceback or ""; ws:send(api.encode(t), "text") end
+        t.traceback = t.traceback or ""; ws:send(wire.encode(t), "text") end
       if r.code == "slow" then
         msg{ type = "control", text = "interrupted" }
         flush()

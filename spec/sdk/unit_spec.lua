@@ -3,9 +3,10 @@
 -- must fail before any request is made.
 local helper = require "support.helper"
 local errors = require "daytona.errors"
-local api = require "daytona.api"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local config = require "daytona.config"
-local process = require "daytona.process"
+local process = require "daytona.sandbox_process"
 
 local function env(t)
   return function(name) return t[name] end
@@ -87,9 +88,9 @@ describe("daytona.config", function()
   end)
 end)
 
-describe("daytona.api helpers", function()
+describe("daytona.wire and daytona.transport helpers", function()
   it("converts wire objects to snake_case, keeping user maps verbatim", function()
-    local m = api.model(api.decode([[{"toolboxProxyUrl":"u","exitCode":0,"env":{"myVar":"1"},
+    local m = wire.to_lua(wire.decode([[{"toolboxProxyUrl":"u","exitCode":0,"env":{"myVar":"1"},
       "labels":{"code-toolbox-language":"python"},"errorReason":null,"cpu":2.0,"items":[{"isDir":true}]}]]))
     assert.are.equal("u", m.toolbox_proxy_url)
     assert.are.equal(0, m.exit_code)
@@ -102,12 +103,12 @@ describe("daytona.api helpers", function()
 
   it("builds queries with repeated keys and lower-case booleans", function()
     assert.are.equal("a=1&b=x%20y&f=false&s=started&s=stopped",
-      api.query { b = "x y", a = 1, f = false, s = { "started", "stopped" } })
-    assert.are.equal("http://h/api/x?k=v", api.url("http://h/api/", "/x", { k = "v" }))
+      wire.query { b = "x y", a = 1, f = false, s = { "started", "stopped" } })
+    assert.are.equal("http://h/api/x?k=v", wire.url("http://h/api/", "/x", { k = "v" }))
   end)
 
   it("maps HTTP statuses to the error classes and keeps status, code, headers", function()
-    local e = api.http_error(404, { ["x-a"] = "1" }, [[{"statusCode":404,"message":"no such sandbox","code":"NOT_FOUND"}]])
+    local e = transport.http_error(404, { ["x-a"] = "1" }, [[{"statusCode":404,"message":"no such sandbox","code":"NOT_FOUND"}]])
     assert.is_true(errors.is(e, errors.DaytonaNotFoundError))
     assert.is_true(errors.is(e, errors.DaytonaError))
     assert.are.equal(404, e.status_code)
@@ -118,20 +119,20 @@ describe("daytona.api helpers", function()
       [403] = "DaytonaAuthorizationError", [409] = "DaytonaConflictError",
       [429] = "DaytonaRateLimitError", [408] = "DaytonaTimeoutError", [500] = "DaytonaError" }
     for status, name in pairs(cases) do
-      assert.are.equal(name, getmetatable(api.http_error(status, {}, "")).name)
+      assert.are.equal(name, getmetatable(transport.http_error(status, {}, "")).name)
     end
     -- empty bodies still give a useful message; API errors use `error` as the code
-    assert.matches("404 Not Found", api.http_error(404, {}, "").message)
-    assert.are.equal("Not Found", api.http_error(404, {}, [[{"message":"m","error":"Not Found"}]]).code)
-    assert.are.equal("a, b", api.http_error(400, {}, [[{"errors":["a","b"]}]]).message)
+    assert.matches("404 Not Found", transport.http_error(404, {}, "").message)
+    assert.are.equal("Not Found", transport.http_error(404, {}, [[{"message":"m","error":"Not Found"}]]).code)
+    assert.are.equal("a, b", transport.http_error(400, {}, [[{"errors":["a","b"]}]]).message)
   end)
 
   it("retries only what cannot run twice", function()
-    local r = api._retryable
-    assert.is_true(r(api.http_error(429, {}, ""), false))
-    assert.is_true(r(api.http_error(503, {}, ""), true))
-    assert.is_false(r(api.http_error(503, {}, ""), false))
-    assert.is_false(r(api.http_error(500, {}, ""), true))
+    local r = transport._retryable
+    assert.is_true(r(transport.http_error(429, {}, ""), false))
+    assert.is_true(r(transport.http_error(503, {}, ""), true))
+    assert.is_false(r(transport.http_error(503, {}, ""), false))
+    assert.is_false(r(transport.http_error(500, {}, ""), true))
     assert.is_true(r(errors.DaytonaConnectionError("x", { code = "ECONNREFUSED" }), false))
     assert.is_false(r(errors.DaytonaConnectionError("x", { code = "ECONNRESET" }), false))
     assert.is_true(r(errors.DaytonaConnectionError("x", { code = "ECONNRESET" }), true))

@@ -98,8 +98,7 @@ local function terminate(srv)
   srv.proc = nil
   if p:status() == nil then
     p:kill("TERM", false)
-    local ok = pcall(p.wait, p, 20)
-    if not ok then p:kill("KILL", true); p:wait(5) end
+    if not p:wait(20) then p:kill("KILL", true); p:wait(5) end
   end
   pcall(scheduler.timeout, 2, function() srv.drain:wait() end)
   p:close()

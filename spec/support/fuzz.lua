@@ -967,8 +967,10 @@ function M.describe(input)
   return concat(lines, "\n")
 end
 
-local function transport(e)
-  return errors.is(e, errors.DaytonaConnectionError) or errors.is(e, errors.DaytonaTimeoutError)
+-- a runtime failure (nil, message, code) that says nothing answered
+local function transport(code)
+  return code ~= nil and errors.is(errors.from_failure("", code), errors.DaytonaConnectionError)
+    or code == "ETIMEDOUT"
 end
 
 local function header_value(v) return (v:gsub("[%z\r\n]", " ")) end
@@ -977,13 +979,14 @@ local function header_value(v) return (v:gsub("[%z\r\n]", " ")) end
 function Fuzzer:run_http(input)
   local headers = { Authorization = "Bearer " .. self.token, Expect = false }
   for k, v in pairs(input.headers or {}) do headers[k] = header_value(substitute(self, v)) end
-  local ok, r = pcall(http.request, { url = self.srv.base_url .. input.path, method = input.method,
+  local ok, r, msg, code = pcall(http.request, { url = self.srv.base_url .. input.path, method = input.method,
                                      headers = headers, body = input.body, timeout = self.request_timeout,
                                      follow_redirects = false })
-  if not ok then
-    if transport(r) then return "no response: " .. tostring(r) end
-    if errors.is(r, errors.DaytonaError) and r.code == "EINVAL" then return nil, "skipped" end
-    error(r, 0)
+  if not ok then error(r, 0) end
+  if not r then
+    if transport(code) then return "no response: " .. tostring(msg) end
+    if code == "EINVAL" then return nil, "skipped" end
+    error(msg, 0)
   end
   if r.status >= 500 and not documented(r.status, input.path:match("^[^?]*"), r.body) then
     return format("HTTP %d: %s", r.status, (r.body or ""):sub(1, 600))
@@ -1037,25 +1040,27 @@ function Fuzzer:run_ws(input)
   local url = self.srv.base_url:gsub("^http", "ws") .. input.path
   local headers = { Authorization = "Bearer " .. self.token }
   for k, v in pairs(input.headers or {}) do headers[k] = header_value(substitute(self, v)) end
-  local ok, ws = pcall(websocket.connect, url, { headers = headers, protocols = input.protocols,
+  local ok, ws, wmsg, wcode, refused = pcall(websocket.connect, url, { headers = headers, protocols = input.protocols,
                                                   timeout = self.request_timeout, ping_interval = 0 })
-  if not ok then
-    if type(ws) == "table" and ws.status_code then
-      if ws.status_code >= 500 and not documented(ws.status_code, input.path:match("^[^?]*")) then
-        return format("upgrade answered HTTP %d: %s", ws.status_code, tostring(ws.message))
+  if ok and not ws then
+    if refused and refused.status then
+      if refused.status >= 500 and not documented(refused.status, input.path:match("^[^?]*")) then
+        return format("upgrade answered HTTP %d: %s", refused.status, tostring(wmsg))
       end
       return nil
     end
-    if transport(ws) then return "upgrade: no response: " .. tostring(ws) end
+    if transport(wcode) then return "upgrade: no response: " .. tostring(wmsg) end
+  end
+  if not ok or not ws then
     return nil, "skipped"   -- a request our client refuses to make (a bad header or token)
   end
   local failure
   local closed_by_server, code, reason
   local function recv(timeout)
     local rok, data, what, c, rs = pcall(ws.receive, ws, timeout)
-    if not rok then
-      if errors.is(data, errors.DaytonaTimeoutError) then return false end
-      failure = "connection dropped: " .. tostring(data)
+    if not rok or (data == nil and type(c) ~= "number") then
+      if rok and c == "ETIMEDOUT" then return false end
+      failure = "connection dropped: " .. tostring(rok and what or data)
       return nil
     end
     if data == nil then closed_by_server, code, reason = true, c, rs; return nil end
@@ -1070,8 +1075,8 @@ function Fuzzer:run_ws(input)
     -- our client sends text only as valid UTF-8 (the core checks): other
     -- bytes go as a binary message, which every target also must survive
     if kind == "text" and not utf8.len(data) then kind = "binary"; self.binary_text = (self.binary_text or 0) + 1 end
-    local sok = pcall(ws.send, ws, data, kind)
-    if not sok then break end   -- the server closed meanwhile: its close tells why
+    local sok, sent = pcall(ws.send, ws, data, kind)
+    if not sok or not sent then break end   -- the server closed meanwhile: its close tells why
   end
   if input.probe and not closed_by_server and not failure then
     -- an Engine.IO ping answered means the connection still reads input

@@ -1,32 +1,38 @@
 --- daytona.runtime.http: HTTP requests over the core's libcurl client.
 --
--- The policy layer over `core.http` (mechanism): defaults, JSON, query
--- strings, turning transport failures into `daytona.errors`, progress
--- callbacks and Lua-produced request bodies. Every call reads as blocking
--- and waits with `scheduler.wait`, so it works inside a task (it yields)
--- and on a plain main thread (it runs the loop). Connections are reused
--- across calls (keep-alive, HTTP/2 multiplexing over TLS); the system CAs
--- verify TLS; `http_proxy`/`https_proxy`/`no_proxy` are honoured.
+-- The Lua face of `core.http`: waiting, JSON bodies, query strings,
+-- progress callbacks and Lua-produced request bodies. Every call reads as
+-- blocking and waits with `scheduler.wait`, so it works inside a task (it
+-- yields) and on a plain main thread (it runs the loop). Connections are
+-- reused across calls (keep-alive, HTTP/2 multiplexing over TLS); the
+-- system CAs verify TLS; `http_proxy`/`https_proxy`/`no_proxy` are honoured.
 --
 --     local http = require "daytona.runtime.http"
---     local resp = http.request{ url = base .. "/items", method = "POST", json = { a = 1 } }
+--     local resp = assert(http.request{ url = base .. "/items", method = "POST", json = { a = 1 } })
 --     print(resp.status, resp.headers["content-type"], resp:json().id)
 --
---     local s <close> = http.stream{ url = base .. "/big" }
+--     local s <close> = assert(http.stream{ url = base .. "/big" })
 --     for chunk in s:chunks() do out:write(chunk) end
 --
--- An HTTP error status is *not* raised: check `resp.status`. Transport
--- failures raise `daytona.errors` objects (see `request`); misuse (an
--- unknown option, a wrong type) raises a plain error.
+-- Conventions (as the core's, and lua-http's): a transport failure returns
+-- `nil, message, code` (a stable upper-case code: ECONNREFUSED, ETIMEDOUT,
+-- ENOENT, ...); an HTTP error status is a response like any other (check
+-- `resp.status`); misuse (an unknown option, a wrong type) raises a plain
+-- error; cancellation of the calling task raises `CancelledError` (it
+-- stops the transfer and unwinds the task); errors raised by
+-- `body_producer` and `on_progress` propagate. Iterators (`s:chunks()`)
+-- raise the failure's message, since a `for` loop cannot return it.
+-- Every call may be made inside a task or on the main thread.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
-local cjson = require "cjson"
+local wire = require "daytona.wire"
 
-local type, pairs, ipairs, tostring, tonumber, error, setmetatable, pcall =
-  type, pairs, ipairs, tostring, tonumber, error, setmetatable, pcall
-local sort, concat = table.sort, table.concat
+local type, pairs, tostring, error, setmetatable, pcall =
+  type, pairs, tostring, error, setmetatable, pcall
+local concat = table.concat
 local wait = scheduler.wait
+local json = wire.json
 
 local M = {}
 
@@ -37,72 +43,28 @@ M.user_agent = "dtlua (libcurl " .. core.http.info().version .. ")"
 local DEFAULT_CONNECT_TIMEOUT = 30
 local DEFAULT_PROGRESS_INTERVAL = 0.25
 
--- transport codes worth retrying: nothing reached the application
-local RETRYABLE = {
-  ECONNREFUSED = true, ECONNRESET = true, ENOTFOUND = true,
-  EHOSTUNREACH = true, ENETUNREACH = true, EPIPE = true,
-}
-
--- local failures (files, arguments) rather than the network
-local LOCAL = {
-  EINVAL = true, ENOENT = true, EACCES = true, EISDIR = true, ENOSPC = true,
-  EROFS = true, EEXIST = true, ENOTDIR = true, ENOMEM = true,
-}
-
-local function url_for_message(url)
-  return (url:gsub("[?#].*$", ""))   -- query strings may carry tokens
-end
-
--- An error object for a failed transfer (msg, code from the core).
-local function transport_error(opts, msg, code)
-  if code == "ECANCELED" then return errors.CancelledError(msg) end
-  local text = ("%s %s: %s"):format(opts.method or "GET", url_for_message(opts.url), msg)
-  local fields = { code = code, retryable = RETRYABLE[code] or false, url = opts.url }
-  if code == "ETIMEDOUT" then return errors.DaytonaTimeoutError(text, fields) end
-  if LOCAL[code] then return errors.DaytonaError(text, fields) end
-  return errors.DaytonaConnectionError(text, fields)
+-- The failure of a transfer as `nil, message, code`; the message names the
+-- request (without its query, which may carry tokens). A transfer stopped
+-- because the task was cancelled raises instead.
+local function failure(opts, msg, code)
+  if code == "ECANCELED" then error(errors.CancelledError(msg), 0) end
+  return nil, ("%s %s: %s"):format(opts.method or "GET", wire.redact(opts.url), msg), code
 end
 
 ---------------------------------------------------------------------------
 -- options
 ---------------------------------------------------------------------------
 
-local KNOWN = {
-  url = true, method = true, query = true, headers = true, body = true, json = true,
-  body_file = true, body_producer = true, body_size = true, multipart = true,
-  response_file = true, timeout = true, connect_timeout = true, idle_timeout = true,
-  follow_redirects = true, max_redirects = true, on_progress = true,
-  progress_interval = true, accept_encoding = true, ca_file = true, insecure = true,
-  verbose = true, unix_socket = true, peer_uids = true, body_from = true, response_to = true,
+-- Options the core does not see; every other one goes to it as it is, and
+-- the core checks names and types (one schema, in one place).
+local LUA_ONLY = {
+  query = true, json = true, body_producer = true, on_progress = true,
+  progress_interval = true, body_from = true, response_to = true,
 }
 
 -- level 5: argerror < core_options < start < request/stream < the caller
 local function argerror(fname, msg, level)
   error(("bad argument #1 to '%s' (%s)"):format(fname, msg), level or 5)
-end
-
-local function encode_component(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
-
-local function with_query(url, query)
-  local keys = {}
-  for k in pairs(query) do keys[#keys + 1] = tostring(k) end
-  sort(keys)
-  local parts = {}
-  for _, k in ipairs(keys) do
-    local v = query[k]
-    if v == nil then v = query[tonumber(k)] end
-    if type(v) == "table" then
-      for _, x in ipairs(v) do parts[#parts + 1] = encode_component(k) .. "=" .. encode_component(x) end
-    elseif v ~= false then
-      parts[#parts + 1] = encode_component(k) .. "=" .. encode_component(v)
-    end
-  end
-  if #parts == 0 then return url end
-  local frag = url:match("#.*$") or ""
-  url = url:gsub("#.*$", "")
-  return url .. (url:find("?", 1, true) and "&" or "?") .. concat(parts, "&") .. frag
 end
 
 local function has_header(headers, lname)
@@ -122,52 +84,31 @@ local function server_request(v)
   return v
 end
 
--- The core's options from ours; validates what the core does not see.
+-- The core's options from ours: ours minus the Lua-only ones, plus what
+-- those become (the URL with its query, the JSON body, default headers).
 local function core_options(opts, fname)
   if type(opts) ~= "table" then argerror(fname, "options table expected, got " .. type(opts)) end
-  for k in pairs(opts) do
-    if not KNOWN[k] then argerror(fname, "unknown option '" .. tostring(k) .. "'") end
+  local c = {}
+  for k, v in pairs(opts) do
+    if not LUA_ONLY[k] then c[k] = v end
   end
   if type(opts.url) ~= "string" then argerror(fname, "option 'url' must be a string") end
-  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
-    argerror(fname, "option 'on_progress' must be a function")
+  for _, k in pairs({ "on_progress", "body_producer" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then argerror(fname, "option '" .. k .. "' must be a function") end
   end
-  if opts.body_producer ~= nil and type(opts.body_producer) ~= "function" then
-    argerror(fname, "option 'body_producer' must be a function")
+  for _, k in pairs({ "query", "headers" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "table" then argerror(fname, "option '" .. k .. "' must be a table") end
   end
-  if opts.query ~= nil and type(opts.query) ~= "table" then
-    argerror(fname, "option 'query' must be a table")
-  end
-  if opts.headers ~= nil and type(opts.headers) ~= "table" then
-    argerror(fname, "option 'headers' must be a table")
-  end
-  local c = {
-    url = opts.query and with_query(opts.url, opts.query) or opts.url,
-    method = opts.method,
-    body = opts.body,
-    body_file = opts.body_file,
-    body_size = opts.body_size,
-    multipart = opts.multipart,
-    response_file = opts.response_file,
-    timeout = opts.timeout,
-    connect_timeout = opts.connect_timeout == nil and DEFAULT_CONNECT_TIMEOUT or opts.connect_timeout,
-    idle_timeout = opts.idle_timeout,
-    follow_redirects = opts.follow_redirects ~= false,
-    max_redirects = opts.max_redirects,
-    accept_encoding = opts.accept_encoding,
-    ca_file = opts.ca_file,
-    insecure = opts.insecure,
-    verbose = opts.verbose,
-    unix_socket = opts.unix_socket,
-    peer_uids = opts.peer_uids,
-    body_from = opts.body_from ~= nil and server_request(opts.body_from) or nil,
-    response_to = opts.response_to ~= nil and server_request(opts.response_to) or nil,
-  }
+  if opts.query then c.url = wire.with_query(opts.url, opts.query, true) end
+  if c.connect_timeout == nil then c.connect_timeout = DEFAULT_CONNECT_TIMEOUT end
+  c.follow_redirects = opts.follow_redirects ~= false
+  if opts.body_from ~= nil then c.body_from = server_request(opts.body_from) end
+  if opts.response_to ~= nil then c.response_to = server_request(opts.response_to) end
   local headers = {}
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
   if opts.json ~= nil then
     if opts.body ~= nil then argerror(fname, "options 'body' and 'json' are exclusive") end
-    local ok, encoded = pcall(cjson.encode, opts.json)
+    local ok, encoded = pcall(json.encode, opts.json)
     if not ok then argerror(fname, "option 'json' cannot be encoded: " .. tostring(encoded)) end
     c.body = encoded
     if not has_header(headers, "content-type") then headers["Content-Type"] = "application/json" end
@@ -189,13 +130,14 @@ end
 
 local Transfer = {}
 Transfer.__index = Transfer
+Transfer.__name = "daytona.runtime.http.Transfer"
 
 local function start(opts, fname, stream)
   local c = core_options(opts, fname)
   -- a stream reads the body from Lua, unless it goes to a server request
   c.response_stream = (stream and c.response_to == nil) or nil
   local req, msg, code = core.http.request(c)
-  if not req then error(transport_error(opts, msg, code), 3) end
+  if not req then return failure(opts, msg, code) end
   local upload = opts.body_file ~= nil or opts.body_producer ~= nil or opts.multipart ~= nil
     or opts.body_from ~= nil
   return setmetatable({
@@ -272,12 +214,12 @@ function Transfer:step()
 end
 
 --- The core's result of the finished transfer.
--- @return the core's result table (status, headers, body, ...)
--- @raise the transport error as a `daytona.errors` object
+-- @return the core's result table (status, headers, body, ...), or nil,
+-- message, code
 -- @local
 function Transfer:result()
   local res, msg, code = self.req:result()
-  if not res then error(transport_error(self.opts, msg, code), 0) end
+  if not res then return failure(self.opts, msg, code) end
   return res
 end
 
@@ -287,19 +229,15 @@ end
 
 local Response = {}
 Response.__index = Response
-Response.__name = "daytona.http.Response"
+Response.__name = "daytona.runtime.http.Response"
 
 --- The body decoded as JSON.
--- @return the decoded value
--- @raise `DaytonaError` when the body is not JSON (fields `status_code`,
--- `body`) or is not in memory (the request had a `response_file`)
+-- @return the decoded value, or nil, message, "EINVAL" when the body is
+-- not JSON or is not in memory (the request had a `response_file`)
 function Response:json()
-  if self.body == nil then error(errors.DaytonaError("response has no body in memory"), 2) end
-  local ok, v = pcall(cjson.decode, self.body)
-  if not ok then
-    error(errors.DaytonaError("response body is not JSON: " .. tostring(v),
-      { status_code = self.status, body = self.body }), 2)
-  end
+  if self.body == nil then return nil, "response has no body in memory", "EINVAL" end
+  local ok, v = pcall(json.decode, self.body)
+  if not ok then return nil, "response body is not JSON: " .. tostring(v), "EINVAL" end
   return v
 end
 
@@ -358,19 +296,20 @@ end
 -- value}; repeated fields joined with ", "), `body` (string, nil with
 -- `response_file`), `bytes` (body size), `url` (after redirects),
 -- `http_version` ("1.1", "2", ...), and the method `resp:json()`
--- @raise `DaytonaConnectionError` (code ECONNREFUSED, ECONNRESET,
--- ENOTFOUND, EHOSTUNREACH, ETLS, EPROTO, ...; `retryable` is true for
--- refused/reset/DNS/unreachable) or `DaytonaTimeoutError` (code ETIMEDOUT)
--- on a transport failure; `DaytonaError` for a local problem (a missing
--- `body_file`: code ENOENT; a malformed URL: code EINVAL); `CancelledError`
--- when the calling task is cancelled (the transfer is stopped); a plain
--- error on misuse. Errors raised by `body_producer` and `on_progress`
--- propagate.
+-- @return on a transport failure, nil, message, code: ECONNREFUSED,
+-- ECONNRESET, ENOTFOUND, EHOSTUNREACH, ETLS, EPROTO, ETIMEDOUT, ..., or
+-- for a local problem ENOENT (a missing `body_file`), EINVAL (a malformed
+-- URL)
+-- @raise `CancelledError` when the calling task is cancelled (the
+-- transfer is stopped); a plain error on misuse. Errors raised by
+-- `body_producer` and `on_progress` propagate.
 function M.request(opts)
-  local t = start(opts, "request", false)
+  local t, msg, code = start(opts, "request", false)
+  if not t then return nil, msg, code end
   local req <close> = t.req
   while not req:done() do t:step() end
-  local res = t:result()
+  local res, rmsg, rcode = t:result()
+  if not res then return nil, rmsg, rcode end
   t:progress(true)
   return setmetatable({
     status = res.status, headers = res.headers, body = res.body, bytes = res.bytes,
@@ -380,13 +319,14 @@ end
 
 local Stream = {}
 Stream.__index = Stream
-Stream.__name = "daytona.http.Stream"
+Stream.__name = "daytona.runtime.http.Stream"
 
 --- The next chunk of the body, waiting for it.
 -- At most a few hundred KiB are buffered: the transfer pauses until Lua
 -- reads. The stream closes itself at the end or on failure.
--- @return a non-empty string, or nil at the end (and after `close`)
--- @raise like `request`
+-- @return a non-empty string, or nil at the end (and after `close`), or
+-- nil, message, code when the transfer failed
+-- @raise `CancelledError`; errors of `body_producer` and `on_progress`
 function Stream:read()
   local t = self._t
   if not t then return nil end
@@ -397,7 +337,7 @@ function Stream:read()
     if chunk == nil then
       if msg then
         self:close()
-        error(transport_error(t.opts, msg, code), 2)
+        return failure(t.opts, msg, code)
       end
       t:progress(true)
       self:close()
@@ -414,36 +354,47 @@ end
 --- With `response_to`: wait until the whole body has gone into the server
 -- request's response (in C), then close the stream. The caller then ends
 -- that response (`finish`), or cuts it (`close`) when this raised.
--- @return true
--- @raise like `request`; `DaytonaConnectionError` (code ECONNRESET,
--- ECONNABORTED, EPROTO) when the server request's client went away or the
--- body overran the response's Content-Length
+-- @return true, or nil, message, code like `request` (ECONNRESET,
+-- ECONNABORTED, EPROTO when the server request's client went away or the
+-- body overran the response's Content-Length)
+-- @raise `CancelledError`; a plain error when the stream is closed
 function Stream:wait_spliced()
   local t = self._t
   if not t then error("stream already closed", 2) end
-  local ok, err = pcall(function()
+  local ok, res, msg, code = pcall(function()
     while not t.req:done() do t:step() end
-    t:result()   -- raises the transport failure
+    return t:result()
   end)
   self:close()
-  if not ok then error(err, 2) end
+  if not ok then error(res, 0) end
+  if not res then return nil, msg, code end
   return true
 end
 
 --- An iterator over the rest of the body: `for chunk in s:chunks() do ... end`.
 -- @return an iterator function giving the chunks of `read`
--- @raise (when iterated) like `request`
+-- @raise (when iterated) the failure's message, a string; like `read`
 function Stream:chunks()
-  return function() return self:read() end
+  return function()
+    local chunk, msg = self:read()
+    if chunk == nil and msg ~= nil then error(msg, 2) end
+    return chunk
+  end
 end
 
 --- The rest of the body as one string.
--- @return string (empty if nothing is left)
--- @raise like `request`
+-- @return string (empty if nothing is left), or nil, message, code
+-- @raise like `read`
 function Stream:body()
   local parts = {}
-  for chunk in self:chunks() do parts[#parts + 1] = chunk end
-  return concat(parts)
+  while true do
+    local chunk, msg, code = self:read()
+    if chunk == nil then
+      if msg ~= nil then return nil, msg, code end
+      return concat(parts)
+    end
+    parts[#parts + 1] = chunk
+  end
 end
 
 --- Stop the transfer if it is still running; idempotent.
@@ -465,22 +416,24 @@ Stream.__gc = Stream.close   -- an abandoned stream must not hold a paused trans
 -- Close the stream (`local s <close> = ...`) to stop the transfer early.
 -- @param opts as for `request`, but without `response_file`
 -- @return a `Stream`: fields `status` and `headers` (as in a `Response`),
--- methods `read`, `chunks`, `body` and `close`
+-- methods `read`, `chunks`, `body` and `close`; or nil, message, code like
+-- `request` when it failed before the response headers
 -- @raise like `request`
 function M.stream(opts)
   if type(opts) == "table" and opts.response_file ~= nil then
     argerror("stream", "option 'response_file' does not go with a stream", 3)
   end
-  local t = start(opts, "stream", true)
+  local t, smsg, scode = start(opts, "stream", true)
+  if not t then return nil, smsg, scode end
   local req = t.req
-  local ok, err = pcall(function()
+  local ok, res, msg, code = pcall(function()
     while not req:status() and not req:done() do t:step() end
-    if not req:status() then t:result() end   -- failed before any response: raises
+    if not req:status() then return t:result() end   -- failed before any response
+    return true
   end)
-  if not ok then
-    req:close()
-    error(err, 2)
-  end
+  if not ok or not res then req:close() end
+  if not ok then error(res, 0) end
+  if not res then return nil, msg, code end
   return setmetatable({ status = req:status(), headers = req:headers(), _t = t }, Stream)
 end
 

@@ -17,17 +17,35 @@
 --         if data then f:write(data) else f:close() end
 --       end
 --     end)
---     for chunk in req:chunks() do p:feed(chunk) end
---     p:finish()
-local errors = require "daytona.errors"
-
-local setmetatable, type, error = setmetatable, type, error
+--     for chunk in req:chunks() do assert(p:feed(chunk)) end
+--     assert(p:finish())
+--
+-- Conventions (as the rest of the runtime's): malformed input is a failure,
+-- `nil, message, "EINVAL"` (a server answers it with 400), and the parser
+-- stays failed; misuse raises a plain error; errors raised by `on_part` or a
+-- sink propagate as they are.
+local setmetatable, type, error, getmetatable, pcall = setmetatable, type, error, getmetatable, pcall
 local find, sub, lower, match, gsub = string.find, string.sub, string.lower, string.match, string.gsub
 
 local M = {}
 
+-- Malformed input, raised from deep in the scan and caught at its top
+-- (feed, finish), where it becomes `nil, message, "EINVAL"`; a table of its
+-- own, so the callbacks' errors are never mistaken for it.
+local Malformed = {}
+
 local function bad(msg)
-  error(errors.DaytonaValidationError("multipart: " .. msg, { status_code = 400, code = "EINVAL" }), 3)
+  error(setmetatable({ message = "multipart: " .. msg }, Malformed), 0)
+end
+
+-- Run fn(self, ...) and turn a Malformed raised in it into the failure.
+local function guarded(self, fn, ...)
+  if self.failed then return nil, self.failed, "EINVAL" end
+  local ok, v = pcall(fn, self, ...)
+  if ok then return true end
+  if getmetatable(v) ~= Malformed then error(v, 0) end
+  self.failed = v.message
+  return nil, v.message, "EINVAL"
 end
 
 --- The boundary parameter of a multipart/* Content-Type, validated
@@ -96,7 +114,7 @@ local function ext_value(s)
   return (gsub(enc, "%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
-local Parser = { __name = "daytona.multipart.Parser" }
+local Parser = { __name = "daytona.runtime.multipart.Parser" }
 Parser.__index = Parser
 
 local PREAMBLE, AFTER_DELIM, HEADERS, BODY, DONE = 1, 2, 3, 4, 5
@@ -244,11 +262,17 @@ end
 -- progress) is kept to the next call, and part data goes to the sinks as
 -- pieces of the chunk (the chunk itself when it holds nothing else).
 -- @param chunk string, of any size
--- @raise `DaytonaValidationError` (status_code 400, code EINVAL) on
--- malformed input: a bad boundary line, headers too big or malformed, too
--- many parts; a plain error when `on_part` returns neither a function nor
--- nil; errors raised by `on_part` or a sink propagate
+-- @return true, or nil, message, "EINVAL" on malformed input: a bad
+-- boundary line, headers too big or malformed, too many parts
+-- @raise a plain error when `on_part` returns neither a function nor nil;
+-- errors raised by `on_part` or a sink propagate
 function Parser:feed(chunk)
+  return guarded(self, self._feed, chunk)
+end
+
+--- The scan of `feed`; raises Malformed on malformed input.
+-- @local
+function Parser:_feed(chunk)
   if self.state == DONE or chunk == "" then return end
   local delim, dl = self.delim, #self.delim
   local s, i = chunk, 1
@@ -336,13 +360,16 @@ function Parser:feed(chunk)
 end
 
 --- Tell the parser the body has ended.
--- @return the number of parts
--- @raise `DaytonaValidationError` (status_code 400, code EINVAL) when the
--- body ended before the closing boundary (or had no boundary at all)
+-- @return the number of parts, or nil, message, "EINVAL" when the body
+-- ended before the closing boundary (or had no boundary at all) or was
+-- malformed
 function Parser:finish()
+  if self.failed then return nil, self.failed, "EINVAL" end
   if self.state ~= DONE then
-    if self.nparts == 0 and self.state == PREAMBLE then bad("no boundary found in the body") end
-    bad("body ended before the closing boundary")
+    if self.nparts == 0 and self.state == PREAMBLE then
+      return nil, "multipart: no boundary found in the body", "EINVAL"
+    end
+    return nil, "multipart: body ended before the closing boundary", "EINVAL"
   end
   return self.nparts
 end

@@ -1,31 +1,35 @@
 --- daytona.runtime.process: child processes and PTYs over the core's loop.
 --
--- The policy layer over `core.process` (mechanism): argument checking,
--- waiting with `scheduler.wait` (so every call reads as blocking, yields in
--- a task and runs the loop on a plain main thread), timeouts, cancellation
--- and turning failures into `daytona.errors`.
+-- The Lua face of `core.process`: argument checking, waiting with
+-- `scheduler.wait` (so every call reads as blocking, yields in a task and
+-- runs the loop on a plain main thread), timeouts and cancellation.
 --
 --     local process = require "daytona.runtime.process"
---     local r = process.run({ "sh", "-c", "echo hi; exit 3" }, { timeout = 10 })
+--     local r = assert(process.run({ "sh", "-c", "echo hi; exit 3" }, { timeout = 10 }))
 --     print(r.exit_code, r.stdout)                   --> 3   hi\n
 --
---     local p <close> = process.spawn({ "cat" })
+--     local p <close> = assert(process.spawn({ "cat" }))
 --     p:write("hello\n"); p:close_stdin()
 --     for line in p:lines() do print(line) end
 --     print(p:wait(5))                                --> 0   nil
 --
---     local t <close> = process.spawn({ "sh" }, { pty = { cols = 100, rows = 30 } })
+--     local t <close> = assert(process.spawn({ "sh" }, { pty = { cols = 100, rows = 30 } }))
 --     t:write("stty size\n"); print(t:read())         -- terminal output, with echo
 --
--- Every method that waits takes an optional `timeout` in seconds (nil
--- waits for ever) and raises `CancelledError` if the task is cancelled
--- meanwhile.
+-- Conventions (as the core's): a failure returns `nil, message, code`
+-- with a stable upper-case code (ENOENT, EACCES, EPIPE, ETIMEDOUT, ...),
+-- and `run` adds a fourth value, a table of what is known (`pid`,
+-- `stdout`, `stderr` read before a timeout). Every method that waits takes
+-- an optional `timeout` in seconds (nil waits for ever; its passing is the
+-- failure ETIMEDOUT) and raises `CancelledError` if the task is cancelled
+-- meanwhile; misuse raises a plain error; iterators (`lines`) raise the
+-- failure's message. Every call may be made inside a task or on the main
+-- thread.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
-local errors = require "daytona.errors"
 
-local type, tostring, error, setmetatable, pairs, ipairs, math =
-  type, tostring, error, setmetatable, pairs, ipairs, math
+local type, tostring, tonumber, error, setmetatable, pairs, ipairs, math, io =
+  type, tostring, tonumber, error, setmetatable, pairs, ipairs, math, io
 local concat = table.concat
 local wait = scheduler.wait
 local cp = core.process
@@ -48,12 +52,6 @@ local function check_timeout(fname, n, timeout)
   end
 end
 
-local function fail(msg, code, fields)
-  fields = fields or {}
-  fields.code = code
-  if code == "ETIMEDOUT" then return errors.DaytonaTimeoutError(msg, fields) end
-  return errors.DaytonaError(msg, fields)
-end
 
 local function timer_for(timeout)
   if timeout == nil then return nil end
@@ -66,7 +64,7 @@ end
 
 local Process = {}
 Process.__index = Process
-Process.__name = "daytona.runtime.Process"
+Process.__name = "daytona.runtime.process.Process"
 
 function Process:__tostring()
   return ("process %d (%s)"):format(self.proc:pid(), self.argv0)
@@ -77,24 +75,24 @@ function Process:__close() self:close() end
 -- collecting an abandoned handle kills its process, as closing it would
 function Process:__gc() self.proc:close() end
 
--- Wait on the process (and the timer) until ready() is true; raises
--- DaytonaTimeoutError when the timer fires first. The C object is signalled
--- whenever anything changes and stays pinned until everything a predicate
--- here can wait for has happened, so this cannot wait on nothing.
+-- Wait on the process (and the timer) until ready() is true: true, or
+-- nil, message, "ETIMEDOUT" when the timer fires first. The C object is
+-- signalled whenever anything changes and stays pinned until everything a
+-- predicate here can wait for has happened, so this cannot wait on nothing.
 local function wait_until(self, ready, timeout, what)
-  if ready() then return end
+  if ready() then return true end
   local timer <close> = timer_for(timeout)
   while not ready() do
     if timer then
       if timer:done() then
-        error(fail(("%s: timed out after %g s waiting for %s"):format(self.argv0, timeout, what),
-          "ETIMEDOUT", { pid = self.proc:pid() }), 3)
+        return nil, ("%s: timed out after %g s waiting for %s"):format(self.argv0, timeout, what), "ETIMEDOUT"
       end
       wait(self.proc, timer)
     else
       wait(self.proc)
     end
   end
+  return true
 end
 
 --- The child's process id.
@@ -111,19 +109,20 @@ function Process:status() return self.proc:status() end
 -- waits for the child to read.
 -- @param data string
 -- @param[opt] timeout seconds to wait for the drain (nil: for ever)
--- @return the process, for chaining
--- @raise `DaytonaError` (code EPIPE when the child's input is closed, else
--- the failed write's code);
--- `DaytonaTimeoutError` (code ETIMEDOUT) when the drain takes longer than
--- `timeout` (the data stays queued); `CancelledError`
+-- @return the process, for chaining; or nil, message, code: EPIPE when
+-- the child's input is closed (else the failed write's code), ETIMEDOUT
+-- when the drain takes longer than `timeout` (the data stays queued)
+-- @raise `CancelledError`
 function Process:write(data, timeout)
   if type(data) ~= "string" then argerror("write", 1, "string expected, got " .. type(data)) end
   check_timeout("write", 2, timeout)
   local ok, msg, code = self.proc:write(data)
-  if ok == nil then error(fail(("%s: write: %s"):format(self.argv0, msg), code), 2) end
+  if ok == nil then return nil, ("%s: write: %s"):format(self.argv0, msg), code end
   if not ok then
     local proc = self.proc
-    wait_until(self, function() return proc:pending() <= M.IN_BOUND end, timeout, "stdin to drain")
+    local drained, wmsg, wcode = wait_until(self, function() return proc:pending() <= M.IN_BOUND end,
+      timeout, "stdin to drain")
+    if not drained then return nil, wmsg, wcode end
   end
   return self
 end
@@ -143,16 +142,17 @@ local function check_stream(fname, stream)
   return stream
 end
 
--- one chunk of the stream, waiting; nil at EOF
+-- one chunk of the stream, waiting; nil at EOF; nil, message, code
 local function read_chunk(self, stream, timeout)
   local proc = self.proc
   local data, msg, code
-  wait_until(self, function()
+  local ok, wmsg, wcode = wait_until(self, function()
     data, msg, code = proc:read(stream)
     return data ~= ""
   end, timeout, stream)
+  if not ok then return nil, wmsg, wcode end
   if data == nil and msg then
-    error(fail(("%s: read %s: %s"):format(self.argv0, stream, msg), code), 3)
+    return nil, ("%s: read %s: %s"):format(self.argv0, stream, msg), code
   end
   return data
 end
@@ -164,9 +164,9 @@ end
 -- the terminal's output is "stdout".
 -- @param[opt="stdout"] stream "stdout" or "stderr"
 -- @param[opt] timeout seconds (nil: for ever)
--- @return a non-empty string, or nil at EOF
--- @raise `DaytonaTimeoutError` (code ETIMEDOUT) on timeout (nothing is
--- lost); `DaytonaError` on a read error; `CancelledError`
+-- @return a non-empty string, or nil at EOF; or nil, message, code on a
+-- read error or (ETIMEDOUT) on timeout (nothing is lost)
+-- @raise `CancelledError`
 function Process:read(stream, timeout)
   stream = check_stream("read", stream)
   check_timeout("read", 2, timeout)
@@ -183,7 +183,8 @@ end
 -- @param[opt="stdout"] stream "stdout" or "stderr"
 -- @param[opt] timeout seconds to wait for each line (nil: for ever)
 -- @return an iterator function: `for line in p:lines() do ... end`
--- @raise (when iterated) like `read`
+-- @raise (when iterated) the message of `read`'s failure, a string;
+-- `CancelledError`
 function Process:lines(stream, timeout)
   stream = check_stream("lines", stream)
   check_timeout("lines", 2, timeout)
@@ -195,8 +196,9 @@ function Process:lines(stream, timeout)
         self.rest[stream] = nl < #buf and buf:sub(nl + 1) or nil
         return buf:sub(1, nl - 1)
       end
-      local chunk = read_chunk(self, stream, timeout)
+      local chunk, msg = read_chunk(self, stream, timeout)
       if chunk == nil then
+        if msg ~= nil then self.rest[stream] = buf ~= "" and buf or nil; error(msg, 2) end
         self.rest[stream] = nil
         if buf ~= "" then return buf end
         return nil
@@ -211,12 +213,13 @@ end
 -- @return exit_code: the exit status, or 128 + the signal's number when
 -- killed by a signal
 -- @return signal: the signal's name ("SIGKILL") when killed by one, else nil
--- @raise `DaytonaTimeoutError` (code ETIMEDOUT) on timeout (the process
--- keeps running); `CancelledError`
+-- (on timeout: nil, message, "ETIMEDOUT"; the process keeps running)
+-- @raise `CancelledError`
 function Process:wait(timeout)
   check_timeout("wait", 1, timeout)
   local proc = self.proc
-  wait_until(self, function() return proc:status() ~= nil end, timeout, "exit")
+  local ok, msg, code = wait_until(self, function() return proc:status() ~= nil end, timeout, "exit")
+  if not ok then return nil, msg, code end
   return proc:status()
 end
 
@@ -224,25 +227,27 @@ end
 -- @param[opt="TERM"] sig a name such as "KILL" or "SIGKILL", or a number
 -- @param[opt=true] tree true: the whole process group (when the child
 -- leads one, as it does unless spawned with `new_group = false`)
--- @return true, or false if the process no longer exists
--- @raise `DaytonaError` when the signal cannot be sent (e.g. EPERM); a
--- plain error for an unknown signal
+-- @return true, or false if the process no longer exists, or nil,
+-- message, code when the signal cannot be sent (e.g. EPERM)
+-- @raise a plain error for an unknown signal
 function Process:kill(sig, tree)
   if tree == nil then tree = true end
   local ok, msg, code = self.proc:kill(sig or "TERM", tree)
   if ok then return true end
   if code == "ESRCH" then return false end
-  error(fail(("%s: kill: %s"):format(self.argv0, msg), code), 2)
+  return nil, ("%s: kill: %s"):format(self.argv0, msg), code
 end
 
 --- Resize the terminal (PTY mode); the child sees SIGWINCH.
 -- @param cols integer, 1 to 65535
 -- @param rows integer, 1 to 65535
--- @raise `DaytonaError` (code EBADF) when the terminal is closed; a plain
--- error when the process has no PTY or a size is out of range
+-- @return true, or nil, message, "EBADF" when the terminal is closed
+-- @raise a plain error when the process has no PTY or a size is out of
+-- range
 function Process:resize(cols, rows)
   local ok, msg, code = self.proc:resize(cols, rows)
-  if not ok then error(fail(("%s: resize: %s"):format(self.argv0, msg), code), 2) end
+  if not ok then return nil, ("%s: resize: %s"):format(self.argv0, msg), code end
+  return true
 end
 
 --- Close the handle: kill the process group (SIGKILL) if it still runs
@@ -268,7 +273,7 @@ local function spawn(fname, argv, opts)
     o[k] = v
   end
   local proc, msg, code = cp.spawn(o)
-  if not proc then error(fail(msg, code), 3) end
+  if not proc then return nil, msg, code end
   return setmetatable({ proc = proc, argv0 = tostring(argv[1]), rest = {} }, Process)
 end
 
@@ -298,10 +303,10 @@ end
 -- @param[opt] opts.fds a list of up to 8 open descriptors of ours that
 -- become the child's descriptors 3, 4, ... (not with `pty`); every other
 -- descriptor of ours is closed in the child as always
--- @return a `Process`
--- @raise `DaytonaError` with code ENOENT (no such program or cwd), EACCES
--- (not executable) or another errno-style code when the process cannot be
--- started; a plain error on misuse
+-- @return a `Process`, or nil, message, code when the process cannot be
+-- started: ENOENT (no such program or cwd), EACCES (not executable) or
+-- another errno-style code
+-- @raise a plain error on misuse
 function M.spawn(argv, opts)
   return spawn("spawn", argv, opts)
 end
@@ -326,11 +331,12 @@ local RUN_STDERR = { pipe = true, stdout = true, null = true }
 -- @param[opt] opts.max_output bytes kept per stream; the rest is read and
 -- dropped, so the child never blocks
 -- @return `{ exit_code =, signal = (nil or "SIGKILL"...), stdout =, stderr =
--- (nil when merged or "null"), truncated = boolean }`
--- @raise like `spawn`; `DaytonaTimeoutError` (code ETIMEDOUT, fields
--- `stdout`/`stderr` with what was read) after killing the process tree
--- when the timeout passes; `CancelledError` (after killing it) on
--- cancellation
+-- (nil when merged or "null"), truncated = boolean }`; or nil, message,
+-- code like `spawn`, or nil, message, "ETIMEDOUT", `{ pid =, stdout =,
+-- stderr = }` (what was read) after killing the process tree when the
+-- timeout passes
+-- @raise `CancelledError` (after killing the tree) on cancellation; a
+-- plain error on misuse
 function M.run(argv, opts)
   opts = opts or {}
   if type(opts) ~= "table" then argerror("run", 2, "options table expected, got " .. type(opts)) end
@@ -348,11 +354,12 @@ function M.run(argv, opts)
   local timeout = opts.timeout
   check_timeout("run", 2, timeout)
 
-  local p <close> = spawn("run", argv, {
+  local p <close>, smsg, scode = spawn("run", argv, {
     cwd = opts.cwd, env = opts.env,
     stdin = opts.input and "pipe" or "null",
     stderr = opts.stderr or "pipe",
   })
+  if not p then return nil, smsg, scode end
   local proc = p.proc
   if opts.input then
     -- everything is queued in C at once: we already hold the input, and
@@ -366,13 +373,14 @@ function M.run(argv, opts)
   local out = { stdout = {}, stderr = {} }
   local size = { stdout = 0, stderr = 0 }
   local truncated = false
+  local rmsg, rcode   -- a read error
   local function drain()
     local more = false
     for _, s in ipairs({ "stdout", "stderr" }) do
       while true do
         local chunk, msg, code = proc:read(s)
         if chunk == nil then
-          if msg then error(fail(("%s: read %s: %s"):format(p.argv0, s, msg), code), 3) end
+          if msg then rmsg, rcode = ("%s: read %s: %s"):format(p.argv0, s, msg), code end
           break
         end
         if chunk == "" then more = true; break end
@@ -392,14 +400,16 @@ function M.run(argv, opts)
 
   local timer <close> = timer_for(timeout)
   while drain() do
+    if rmsg then return nil, rmsg, rcode end   -- closing p kills the tree
     if timer and timer:done() then
       proc:kill("KILL", true)
-      error(fail(("%s: timed out after %g s"):format(p.argv0, timeout), "ETIMEDOUT", {
+      return nil, ("%s: timed out after %g s"):format(p.argv0, timeout), "ETIMEDOUT", {
         pid = proc:pid(), stdout = concat(out.stdout), stderr = concat(out.stderr),
-      }), 2)
+      }
     end
     if timer then wait(proc, timer) else wait(proc) end
   end
+  if rmsg then return nil, rmsg, rcode end
   local code, sig = proc:status()
   local merged = opts.stderr == "stdout" or opts.stderr == "null"
   return {
@@ -409,6 +419,44 @@ function M.run(argv, opts)
     stderr = not merged and concat(out.stderr) or nil,
     truncated = truncated,
   }
+end
+
+---------------------------------------------------------------------------
+-- /proc
+---------------------------------------------------------------------------
+
+--- What /proc/<pid>/stat says of a process (Linux).
+-- The command name (field 2) may hold spaces and parentheses: the fields
+-- after it start after its last ")".
+-- @param pid integer
+-- @return `{ state = "R", ppid =, pgrp =, session =, start_time = clock
+-- ticks since boot }`, or nil when there is no such process
+function M.stat(pid)
+  local f = io.open("/proc/" .. tostring(pid) .. "/stat", "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  local rest = s and s:match("^.*%)%s+(.*)$")
+  if not rest then return nil end
+  local v, n = {}, 0
+  for w in rest:gmatch("%S+") do
+    n = n + 1
+    v[n] = w
+    if n == 20 then break end
+  end
+  if n < 20 then return nil end
+  return { state = v[1], ppid = tonumber(v[2]), pgrp = tonumber(v[3]), session = tonumber(v[4]),
+           start_time = tonumber(v[20]) }
+end
+
+--- The start time of a process (field 22 of /proc/<pid>/stat, clock ticks
+-- since boot): with the pid, it names the process even after the pid is
+-- reused.
+-- @param pid integer
+-- @return integer, or nil when there is no such process
+function M.start_time(pid)
+  local st = M.stat(pid)
+  return st and st.start_time
 end
 
 M.Process = Process

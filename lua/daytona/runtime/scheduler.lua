@@ -53,7 +53,7 @@ local CANCEL = setmetatable({}, { __name = "daytona.cancel" })
 
 local Task = {}
 Task.__index = Task
-Task.__name = "daytona.Task"
+Task.__name = "daytona.runtime.scheduler.Task"
 
 local function report(task)
   io.stderr:write("dtlua: error in task nobody waited for: ",

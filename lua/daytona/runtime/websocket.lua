@@ -1,13 +1,12 @@
 --- daytona.runtime.websocket: WebSocket client over the core's libwebsockets client.
 --
--- The policy layer over `core.ws` (mechanism): waiting, timeouts, and
--- turning failures into `daytona.errors`. Every call reads as blocking and
--- waits with `scheduler.wait`, so it works inside a task (it yields) and on
--- a plain main thread (it runs the loop).
+-- The Lua face of `core.ws`: waiting and timeouts. Every call reads as
+-- blocking and waits with `scheduler.wait`, so it works inside a task (it
+-- yields) and on a plain main thread (it runs the loop).
 --
 --     local websocket = require "daytona.runtime.websocket"
---     local ws <close> = websocket.connect("wss://host/path", {
---       headers = { Authorization = "Bearer " .. token }, protocols = { "v1" } })
+--     local ws <close> = assert(websocket.connect("wss://host/path", {
+--       headers = { Authorization = "Bearer " .. token }, protocols = { "v1" } }))
 --     ws:send("hello")                      -- text; ws:send(bytes, "binary")
 --     local data, kind = ws:receive(5)      -- waits at most 5 s
 --     for data, kind in ws:messages() do ... end   -- until the peer closes
@@ -15,9 +14,18 @@
 --
 -- A `WebSocket` has the fields `url`, `protocol` (the selected subprotocol
 -- or nil) and, once closed, `close_code` and `close_reason`.
+--
+-- Conventions (as the core's): a failure returns `nil, message, code` with
+-- a string code (ECONNREFUSED, ETIMEDOUT, EHANDSHAKE, ...); a refused
+-- upgrade adds a fourth value `{ status = the HTTP status }`. The close of
+-- the connection is not a failure: `receive` returns `nil, "closed",
+-- close_code, reason` (an integer code). Misuse raises a plain error;
+-- cancellation of the calling task raises `CancelledError`; iterators
+-- (`messages`) raise the failure's message. Every call may be made inside
+-- a task or on the main thread.
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
-local errors = require "daytona.errors"
+local wire = require "daytona.wire"
 
 local type, pairs, tostring, error, setmetatable, pcall, math =
   type, pairs, tostring, error, setmetatable, pcall, math
@@ -29,40 +37,19 @@ local DEFAULT_CONNECT_TIMEOUT = 30
 local DEFAULT_CLOSE_TIMEOUT = 5
 local DEFAULT_PING_TIMEOUT = 10
 
--- transport codes worth retrying: nothing reached the application
-local RETRYABLE = {
-  ECONNREFUSED = true, ECONNRESET = true, ENOTFOUND = true,
-  EHOSTUNREACH = true, ENETUNREACH = true, EPIPE = true,
-}
-
--- local failures rather than the network
-local LOCAL = { EINVAL = true, ENOENT = true, EACCES = true, ENOMEM = true, ENOTSUP = true }
-
 local KNOWN = {
   headers = true, protocols = true, timeout = true, ca_file = true, insecure = true,
   ping_interval = true, ping_timeout = true, max_message = true, recv_buffer = true,
   send_buffer = true, unix_socket = true, peer_uids = true,
 }
 
-local function url_for_message(url)
-  return (url:gsub("[?#].*$", ""))   -- query strings may carry tokens
+-- A failure reported by the core, as `nil, message, code[, fields]`.
+local function failure(url, msg, code, fields)
+  return nil, ("WebSocket %s: %s"):format(wire.redact(url), msg), code, fields
 end
 
--- An error object for a failure reported by the core (msg, code).
-local function ws_error(url, msg, code, fields)
-  local text = ("WebSocket %s: %s"):format(url_for_message(url), msg)
-  fields = fields or {}
-  fields.code = code
-  fields.url = url
-  if fields.retryable == nil then fields.retryable = RETRYABLE[code] or false end
-  if code == "ETIMEDOUT" then return errors.DaytonaTimeoutError(text, fields) end
-  if LOCAL[code] then return errors.DaytonaError(text, fields) end
-  return errors.DaytonaConnectionError(text, fields)
-end
-
-local function timeout_error(url, what, seconds)
-  return errors.DaytonaTimeoutError(("WebSocket %s: %s timed out after %g s")
-    :format(url_for_message(url), what, seconds), { code = "ETIMEDOUT", url = url })
+local function timed_out(url, what, seconds)
+  return failure(url, ("%s timed out after %g s"):format(what, seconds), "ETIMEDOUT")
 end
 
 local function check_timeout(v, fname, default)
@@ -98,10 +85,10 @@ end
 
 local WebSocket = {}
 WebSocket.__index = WebSocket
-WebSocket.__name = "daytona.runtime.WebSocket"
+WebSocket.__name = "daytona.runtime.websocket.WebSocket"
 
 function WebSocket:__tostring()
-  return ("WebSocket %s (%s)"):format(url_for_message(self.url), self._c:state())
+  return ("WebSocket %s (%s)"):format(wire.redact(self.url), self._c:state())
 end
 
 --- The connection's state.
@@ -129,26 +116,26 @@ local function closed(self, code, reason)
   return nil, "closed", code, reason
 end
 
--- One step of receive: data, kind | nil, "closed", code, reason | false.
+-- One step of receive: data, kind | nil, "closed", code, reason |
+-- nil, message, code (a failure) | false.
 local function take(self)
   local a, b, c, d = self._c:receive()
   if a then return a, b end
   if a == false then return false end
   if b == "closed" then return closed(self, c, d) end
   if c == "ECANCELED" then return closed(self, 1006, b) end   -- we aborted
-  error(ws_error(self.url, b, c), 0)
+  return failure(self.url, b, c)
 end
 
 --- Wait for the next whole message (fragments reassembled).
 -- @param[opt] timeout seconds (nil: for ever)
 -- @return data, kind ("text" or "binary"); after the closing handshake
 -- nil, "closed", the close code (1005 when the peer gave none, 1006 after
--- `abort`) and the reason
--- @raise `DaytonaTimeoutError` (code ETIMEDOUT) after `timeout` seconds
--- (the connection stays usable; nothing is lost); `DaytonaConnectionError`
--- when the connection broke (code ECONNRESET when the peer vanished,
--- ETIMEDOUT when keepalive pings went unanswered, EMSGSIZE, ...);
--- `CancelledError`
+-- `abort`) and the reason; nil, message, "ETIMEDOUT" after `timeout`
+-- seconds (the connection stays usable; nothing is lost); nil, message,
+-- code when the connection broke (ECONNRESET when the peer vanished,
+-- ETIMEDOUT when keepalive pings went unanswered, EMSGSIZE, ...)
+-- @raise `CancelledError`
 function WebSocket:receive(timeout)
   timeout = check_timeout(timeout, "receive")
   local a, b, c, d = take(self)
@@ -159,7 +146,7 @@ function WebSocket:receive(timeout)
     got = table.pack(take(self))
     return got[1] ~= false
   end)
-  if not ok then error(timeout_error(self.url, "receive", timeout), 2) end
+  if not ok then return timed_out(self.url, "receive", timeout) end
   return table.unpack(got, 1, got.n)
 end
 
@@ -167,11 +154,14 @@ end
 -- ends when the connection closes normally (see `ws.close_code`).
 -- @param[opt] timeout seconds to wait for each message (nil: for ever)
 -- @return an iterator function giving data, kind
--- @raise (when iterated) like `receive`
+-- @raise (when iterated) the failure's message, a string; `CancelledError`
 function WebSocket:messages(timeout)
   return function()
-    local data, kind = self:receive(timeout)
-    if data == nil then return nil end
+    local data, kind, code = self:receive(timeout)
+    if data == nil then
+      if kind ~= "closed" or type(code) ~= "number" then error(kind, 2) end
+      return nil
+    end
     return data, kind
   end
 end
@@ -199,10 +189,10 @@ end
 -- @param data string (UTF-8 for a text message)
 -- @param[opt="text"] kind "text" or "binary"
 -- @param[opt] timeout seconds to wait for room (nil: for ever)
--- @raise `DaytonaTimeoutError` (code ETIMEDOUT) after `timeout` seconds
--- (the message is not sent); `DaytonaConnectionError` (code ECLOSED, or
--- the failure's code) once the connection is closing or broken;
--- `CancelledError`
+-- @return true; nil, message, "ETIMEDOUT" after `timeout` seconds (the
+-- message is not sent); nil, message, code (ECLOSED, or the failure's
+-- code) once the connection is closing or broken
+-- @raise `CancelledError`
 function WebSocket:send(data, kind, timeout)
   if type(data) ~= "string" then
     error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
@@ -210,40 +200,45 @@ function WebSocket:send(data, kind, timeout)
   timeout = check_timeout(timeout, "send")
   local c = self._c
   local ok, msg, code = c:send(data, kind)
-  if ok then return end
-  if ok == nil then error(ws_error(self.url, msg, code), 2) end
+  if ok then return true end
+  if ok == nil then return failure(self.url, msg, code) end
   -- the queue is full: wait for it to drain
   local timer <close> = timer_for(timeout)
   local done = wait_until(c, timer, function()
     ok, msg, code = c:send(data, kind)
     return ok ~= false
   end)
-  if not done then error(timeout_error(self.url, "send", timeout), 2) end
-  if ok == nil then error(ws_error(self.url, msg, code), 2) end
+  if not done then return timed_out(self.url, "send", timeout) end
+  if ok == nil then return failure(self.url, msg, code) end
+  return true
 end
 
 --- Send a ping and wait for the pong.
 -- @param[opt=10] timeout seconds
--- @return the round-trip time in seconds
--- @raise like `receive`
+-- @return the round-trip time in seconds, or nil, message, code like
+-- `receive` (ECLOSED when the connection closed before the pong)
+-- @raise `CancelledError`
 function WebSocket:ping(timeout)
   timeout = check_timeout(timeout, "ping", DEFAULT_PING_TIMEOUT)
   local c = self._c
   local before = c:pongs()
   local ok, msg, code = c:ping()
-  if not ok then error(ws_error(self.url, msg, code), 2) end
+  if not ok then return failure(self.url, msg, code) end
   local t0 = core.now()
   local timer <close> = timer_for(timeout)
+  local lost
   local got = wait_until(c, timer, function()
     if c:pongs() > before then return true end
     local st = c:state()
     if st == "closed" or st == "closing" then
       local m, cd = c:error()
-      error(ws_error(self.url, m or "connection closed before the pong", cd or "ECLOSED"), 0)
+      lost = { m or "connection closed before the pong", cd or "ECLOSED" }
+      return true
     end
     return false
   end)
-  if not got then error(timeout_error(self.url, "ping", timeout), 2) end
+  if lost then return failure(self.url, lost[1], lost[2]) end
+  if not got then return timed_out(self.url, "ping", timeout) end
   return core.now() - t0
 end
 
@@ -313,15 +308,13 @@ WebSocket.__gc = WebSocket.__close
 -- (default 4 MiB)
 -- @param[opt] opts.send_buffer queued bytes before `send` waits (default
 -- 4 MiB)
--- @return a `WebSocket`
--- @raise `DaytonaConnectionError` (code ECONNREFUSED, ECONNRESET,
--- ENOTFOUND, EHOSTUNREACH, ETLS, EHANDSHAKE, ...; `retryable` set for
--- refused/reset/DNS/unreachable, and for upgrade refusals with HTTP
--- 429/5xx); when the server answered the upgrade with an HTTP status
--- other than 101 the error has `status_code` (code EHANDSHAKE).
--- `DaytonaTimeoutError` (code ETIMEDOUT) after `timeout`; `DaytonaError`
--- for local problems (unreadable ca_file: ENOENT); `CancelledError`; a
--- plain error on misuse (unknown option, bad URL, bad header)
+-- @return a `WebSocket`; or nil, message, code on failure (ECONNREFUSED,
+-- ECONNRESET, ENOTFOUND, EHOSTUNREACH, ETLS, EHANDSHAKE, ETIMEDOUT after
+-- `timeout`, ENOENT for an unreadable ca_file, ...) and, when the server
+-- answered the upgrade with an HTTP status other than 101, a fourth value
+-- `{ status = status }` (code EHANDSHAKE)
+-- @raise `CancelledError`; a plain error on misuse (unknown option, bad
+-- URL, bad header)
 function M.connect(url, opts)
   if type(url) ~= "string" then
     error("bad argument #1 to 'connect' (string expected, got " .. type(url) .. ")", 2)
@@ -338,24 +331,21 @@ function M.connect(url, opts)
   for k, v in pairs(opts) do if k ~= "timeout" then copts[k] = v end end
   local okc, c, msg, code = pcall(core.ws.connect, copts)
   if not okc then error(c, 2) end   -- misuse: bad URL, header, option
-  if not c then error(ws_error(url, msg, code), 2) end
+  if not c then return failure(url, msg, code) end
   local timer <close> = timer_for(timeout)
   local ok, err = pcall(wait_until, c, timer, function() return c:state() ~= "connecting" end)
   if not ok then c:abort(); error(err, 0) end   -- cancelled
   local state = c:state()
   if state == "connecting" then
     c:abort()
-    error(timeout_error(url, "connect", timeout), 2)
+    return timed_out(url, "connect", timeout)
   end
   local status = c:http_status()
   if state == "closed" and status ~= 101 then
     -- never upgraded (one that opened and closed at once reports on receive)
     local m, cd = c:error()
     m, cd = m or "connection failed", cd or "ECONNRESET"
-    if status then
-      error(ws_error(url, m, cd, { status_code = status, retryable = status == 429 or status >= 500 }), 2)
-    end
-    error(ws_error(url, m, cd), 2)
+    return failure(url, m, cd, status and { status = status } or nil)
   end
   return setmetatable({ _c = c, url = url, protocol = c:protocol() }, WebSocket)
 end

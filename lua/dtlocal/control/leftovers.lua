@@ -29,22 +29,7 @@ M.OWNER = "owner"
 
 --- The start time of process pid (field 22 of /proc/<pid>/stat, clock
 -- ticks since boot), or nil when there is no such process.
-function M.start_time(pid)
-  local f = io.open("/proc/" .. tostring(pid) .. "/stat", "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  -- the command name (field 2) may hold spaces and parentheses: the fields
-  -- after its last ")" start at field 3
-  local rest = s and s:match("^.*%)%s+(.*)$")
-  if not rest then return nil end
-  local i = 2
-  for w in rest:gmatch("%S+") do
-    i = i + 1
-    if i == 22 then return tonumber(w) end
-  end
-  return nil
-end
+M.start_time = require("daytona.runtime.process").start_time
 
 --- Write dir's `owner` file: this process's pid and start time. Returns
 -- true or nil, message.

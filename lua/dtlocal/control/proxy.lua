@@ -97,7 +97,7 @@ function M.forward(ctx, url, opts)
   local http = require "daytona.runtime.http"
   local req = ctx.req:core()   -- spliced to and from in C
   local has_body, size = request_body(ctx.headers)
-  local ok, up = pcall(http.stream, {
+  local up, umsg = http.stream {
     url = url,
     -- the daemon's unix socket, when it listens on one (dtlocal.control.runner)
     unix_socket = opts.unix_socket,
@@ -109,11 +109,8 @@ function M.forward(ctx, url, opts)
     response_to = req,
     connect_timeout = M.CONNECT_TIMEOUT,
     follow_redirects = false,
-  })
-  if not ok then
-    if errors.is(up, errors.CancelledError) then error(up, 0) end
-    raise(502, format("%s: %s", opts.what or "upstream", tostring(up.message or up)), "BAD_GATEWAY")
-  end
+  }
+  if not up then raise(502, format("%s: %s", opts.what or "upstream", umsg), "BAD_GATEWAY") end
   local stream <close> = up
   local headers = {}
   for k, v in pairs(stream.headers or {}) do
@@ -128,9 +125,7 @@ function M.forward(ctx, url, opts)
   local rok = pcall(ctx.stream, ctx, status, headers)
   if not rok then return status end
   -- the body now flows into the response by itself
-  local sok, err = pcall(stream.wait_spliced, stream)
-  if not sok then
-    if errors.is(err, errors.CancelledError) then error(err, 0) end
+  if not stream:wait_spliced() then
     -- the upstream broke off mid-body, or the client left: the client must
     -- see a cut, not an end
     ctx.res:abort()
@@ -179,22 +174,18 @@ function M.websocket(ctx, url, opts)
   end
   local websocket = require "daytona.runtime.websocket"
   local offered = parse_protocols(ctx.headers["sec-websocket-protocol"])
-  local ok, up = pcall(websocket.connect, url, {
+  local up, umsg, _, refused = websocket.connect(url, {
     unix_socket = opts.unix_socket, peer_uids = opts.peer_uids,
     protocols = #offered > 0 and offered or nil,
     headers = M.upstream_headers(ctx.headers, opts.headers, true),
     timeout = M.CONNECT_TIMEOUT,
     ping_interval = 0,   -- the client's own pings pass through as its traffic
   })
-  if not ok then
-    if errors.is(up, errors.CancelledError) then error(up, 0) end
+  if not up then
     -- the daemon refused the upgrade: pass its answer on when there is one
-    local st = type(up) == "table" and up.status_code
-    if st and st >= 400 then
-      raise(st, tostring(up.message or up), type(up.code) == "string" and up.code or nil)
-    end
-    raise(502, format("%s: %s", opts.what or "upstream", tostring(type(up) == "table" and up.message or up)),
-      "BAD_GATEWAY")
+    local st = refused and refused.status
+    if st and st >= 400 then raise(st, umsg, "EHANDSHAKE") end
+    raise(502, format("%s: %s", opts.what or "upstream", umsg), "BAD_GATEWAY")
   end
   local uok, client = pcall(ctx.upgrade, ctx, up.protocol)
   if not uok then
@@ -223,11 +214,15 @@ function M.websocket(ctx, url, opts)
   end
   local function up_recv()
     local data, kind, code, reason = up:receive()
-    if data == nil then return nil, nil, code, reason end
+    if data == nil then
+      if type(code) ~= "number" then error(kind, 0) end   -- a failure, not a close
+      return nil, nil, code, reason
+    end
     return data, kind
   end
   local function up_send(data, kind)
-    return (pcall(up.send, up, data, kind))
+    local ok, sent = pcall(up.send, up, data, kind)
+    return ok and sent == true
   end
   -- A close code that may be sent on (1005/1006 only describe what
   -- happened; they are not sent in a frame): the other side gets the same

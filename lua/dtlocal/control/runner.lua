@@ -28,6 +28,7 @@
 --   inst:stop(grace)             -- SIGTERM, SIGKILL after grace s (0: at once)
 --   runner:remove_tree(dir)      -- `dtlua-sandbox rm`: files of any host uid
 local core = require "daytona.core"
+local fs = require "dtlocal.fs"
 local scheduler = require "daytona.runtime.scheduler"
 local process = require "daytona.runtime.process"
 local errors = require "daytona.errors"
@@ -50,15 +51,6 @@ M.EXIT_BUSY = 70                          -- the launcher's "sandbox is running"
 -- (csrc/sandbox_launcher.c `top_entries`): no bind needed below them.
 local OVERLAID = { bin = true, sbin = true, lib = true, lib32 = true, lib64 = true,
                    libx32 = true, usr = true, etc = true, var = true, opt = true, srv = true }
-
---- The canonical path of p (symlinks resolved), or p itself.
-function M.realpath(p)
-  local h = io.popen("readlink -f '" .. p:gsub("'", "'\\''") .. "' 2>/dev/null")
-  local r = h and h:read("l")
-  if h then h:close() end
-  if r and r ~= "" then return r end
-  return p
-end
 
 local Runner = {}
 Runner.__index = Runner
@@ -88,7 +80,7 @@ function M.new(opts)
   if type(prefix) ~= "string" or prefix == "" then
     error("cannot find the dtlua installation (run the server as `dtlocal`)", 0)
   end
-  prefix = M.realpath(prefix)
+  prefix = fs.realpath(prefix)
   local launcher = opts.launcher or M.find_launcher(prefix)
   local st = core.util.stat(launcher, true)
   if not st or st.type ~= "file" then
@@ -110,7 +102,7 @@ function M.new(opts)
     log = opts.log or function() end, binds = {}, sockets = sockets,
   }, Runner)
   -- what the daemon needs to run from the same build, at the same paths
-  local lua_tree = M.realpath(prefix .. "/share/lua/5.4")
+  local lua_tree = fs.realpath(prefix .. "/share/lua/5.4")
   for _, p in ipairs({ prefix, lua_tree }) do
     local top = p:match("^/([^/]+)")
     local covered = false
@@ -169,13 +161,13 @@ function Runner:launch(spec)
     if envfile then os.remove(envfile) end
     error(format("cannot make the toolbox socket %s: %s", socket, tostring(bmsg)), 0)
   end
-  local ok, proc = pcall(process.spawn, argv, { stdin = "null", stdout = "pipe", stderr = "pipe",
-                                                fds = { fd } })
+  local proc, perr = process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "pipe",
+                                           fds = { fd } })
   core.util.close(fd)   -- the launcher has its copy (or there is none)
-  if not ok then
+  if not proc then
     if envfile then os.remove(envfile) end
     os.remove(socket)
-    error(proc, 0)
+    error(perr, 0)
   end
   -- who may listen on it: the sandbox's host uids (as root), else our own
   -- uid, which an unprivileged sandbox's users map to
@@ -269,6 +261,7 @@ function Instance:wait_ready(timeout)
     why = format("the toolbox daemon did not start within %g s", timeout or M.READY_TIMEOUT)
   else
     local code, sig = self.proc:wait(5)
+    if not code then error(sig, 0) end   -- sig: why it did not exit
     self.exit_code = code
     if self.err_task then pcall(scheduler.timeout, 1, function() self.err_task:wait() end) end
     why = describe(code, sig)
@@ -299,8 +292,7 @@ function Instance:stop(grace)
   if self.proc:status() ~= nil then return end
   if grace and grace > 0 then
     self.proc:kill("TERM", false)
-    local ok = pcall(self.proc.wait, self.proc, grace)
-    if ok then return end
+    if self.proc:wait(grace) then return end
   end
   self.proc:kill("KILL", false)
   self.proc:wait()
@@ -323,7 +315,8 @@ end
 --- Remove a sandbox's (or a volume's) directory tree, whatever host ids
 -- own its files. Raises a plain error if it cannot.
 function Runner:remove_tree(dir)
-  local r = process.run({ self.launcher, "rm", "--root-dir", dir }, { timeout = 600, stderr = "stdout" })
+  local r, msg = process.run({ self.launcher, "rm", "--root-dir", dir }, { timeout = 600, stderr = "stdout" })
+  if not r then error(format("cannot remove %s: %s", dir, msg), 0) end
   if r.exit_code ~= 0 then
     error(format("cannot remove %s: %s", dir, (r.stdout or ""):gsub("%s+$", "")), 0)
   end

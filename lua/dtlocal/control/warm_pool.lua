@@ -55,12 +55,13 @@ end
 -- every process it starts from now on has it (as a cold start's launcher
 -- would have given it). Raises a plain error when the daemon refuses.
 local function set_env(inst, env)
-  local r = http.request{
+  local r, msg = http.request{
     url = inst.base_url .. "/dtlocal/sandbox-env", method = "PUT",
     unix_socket = inst.unix_socket, peer_uids = inst.peer_uids,
     headers = { ["Content-Type"] = "application/json", [proxy.INTERNAL_HEADER] = "sandbox-env" },
     body = json.encode({ env = env }), timeout = 5,
   }
+  if not r then error(msg, 0) end
   if r.status ~= 204 then error(format("its daemon answered %d: %s", r.status, r.body or ""), 0) end
 end
 

@@ -434,18 +434,14 @@ local function each_part(ctx, on_part, on_end)
       end
     end
   end, { max_parts = MAX_UPLOAD_PARTS })
-  local ok, err = pcall(function()
-    while true do
-      local chunk = ctx:read_chunk()
-      if not chunk then break end
-      parser:feed(chunk)
-    end
-    parser:finish()
-  end)
-  if not ok then
-    if errors.is(err, errors.DaytonaValidationError) then return nil, err.message end
-    error(err, 0)
+  while true do
+    local chunk = ctx:read_chunk()
+    if not chunk then break end
+    local ok, msg = parser:feed(chunk)
+    if not ok then return nil, msg end
   end
+  local n, msg = parser:finish()
+  if not n then return nil, msg end
   return true
 end
 

@@ -44,7 +44,6 @@
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local process = require "daytona.runtime.process"
-local errors = require "daytona.errors"
 local http = require "dtlocal.http"
 
 local wait = scheduler.wait
@@ -112,17 +111,9 @@ end
 -- it is gone. The command name (field 2) may hold spaces and parentheses:
 -- the fields after it start after its last ")".
 local function proc_stat(pid)
-  local s = read_file("/proc/" .. pid .. "/stat")
-  local rest = s and s:match("^.*%)%s+(.*)$")
-  if not rest then return nil end
-  local f, n = {}, 0
-  for w in rest:gmatch("%S+") do
-    n = n + 1
-    f[n] = w
-    if n == 20 then break end
-  end
-  if n < 20 then return nil end
-  return f[1], tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), pid .. ":" .. f[20]
+  local st = process.stat(pid)
+  if not st then return nil end
+  return st.state, st.ppid, st.pgrp, st.session, pid .. ":" .. st.start_time
 end
 
 local Tag = {}
@@ -264,11 +255,11 @@ function M.run(argv, opts)
   local timeout = opts.timeout
   if timeout == 0 then timeout = nil end
   local tag = M.tag()
-  local ok, r = pcall(process.run, argv, {
+  local ok, r, msg, code = pcall(process.run, argv, {
     cwd = opts.cwd, env = tag:env(opts.env), input = opts.input, timeout = timeout,
     stderr = opts.merge == false and "pipe" or "stdout", max_output = MAX_OUTPUT,
   })
-  if ok then
+  if ok and r then
     return { exit_code = r.exit_code, signal = r.signal, output = r.stdout,
              stderr = r.stderr, truncated = r.truncated }
   end
@@ -276,13 +267,11 @@ function M.run(argv, opts)
   -- what left the group goes with it. The shell is reaped or about to be,
   -- so the sweep goes by the tag alone.
   tag:kill()
-  if errors.is(r, errors.DaytonaTimeoutError) then
+  if not ok then error(r, 0) end   -- cancelled
+  if code == "ETIMEDOUT" then
     http.raise(408, "command execution timeout", "PROCESS_EXECUTION_TIMEOUT")
   end
-  if errors.is(r, errors.DaytonaError) and r.code then
-    return nil, r.message, r.code
-  end
-  error(r, 0)
+  return nil, msg, code
 end
 
 return M

@@ -12,10 +12,11 @@
 -- Session logs carry stdout and stderr in one byte stream where each line
 -- starts with a 3-byte marker (protocol §5.1); the SDK separates them and
 -- never splits a UTF-8 character between two callbacks.
-local api = require "daytona.api"
+local check = require "daytona.check"
+local transport = require "daytona.transport"
+local wire = require "daytona.wire"
 local errors = require "daytona.errors"
 
-local check = api.check
 local type, pairs, ipairs, tostring, setmetatable, error, pcall, select =
   type, pairs, ipairs, tostring, setmetatable, error, pcall, select
 local find, sub, byte, concat = string.find, string.sub, string.byte, table.concat
@@ -24,7 +25,7 @@ local M = {}
 
 local Process = {}
 Process.__index = Process
-Process.__name = "daytona.Process"
+Process.__name = "daytona.sandbox_process.Process"
 M.Process = Process
 
 --- The process object of a sandbox (made by the Sandbox).
@@ -34,9 +35,9 @@ function M.new(sb)
   return setmetatable({ _sb = sb }, Process)
 end
 
-local seg = api.urlencode
+local seg = wire.urlencode
 
-local function tb(self, opts)
+local function call_toolbox(self, opts)
   return self._sb:toolbox(opts)
 end
 
@@ -148,7 +149,7 @@ local function env_arg(v, fname, arg)
   if env then
     for k in pairs(env) do
       if not k:match("^[A-Za-z_][A-Za-z0-9_]*$") then
-        api.argerror(fname, arg, ("invalid environment variable name %q"):format(k))
+        check.argerror(fname, arg, ("invalid environment variable name %q"):format(k))
       end
     end
   end
@@ -162,7 +163,7 @@ local function http_timeout(t)
 end
 
 local function execute_response(r)
-  r = api.model(r or {})
+  r = wire.to_lua(r or {})
   local result = r.result or ""
   local charts = r.artifacts and r.artifacts.charts or {}
   return {
@@ -183,8 +184,8 @@ end
 function Process:exec(command, opts)
   local f = "exec"
   command = check.string(command, f, "command")
-  if not command:find("%S") then api.argerror(f, "command", "non-blank string expected") end
-  opts = check.options(opts, f, api.set("cwd", "env", "timeout"))
+  if not command:find("%S") then check.argerror(f, "command", "non-blank string expected") end
+  opts = check.options(opts, f, check.set("cwd", "env", "timeout"))
   local timeout = check.timeout(opts.timeout, f, nil)
   local body = {
     command = command,
@@ -193,7 +194,7 @@ function Process:exec(command, opts)
     timeout = timeout and timeout > 0 and math.ceil(timeout) or nil,
   }
   -- never retried after it was sent: the command could run twice
-  local r = tb(self, { method = "POST", path = "/process/execute", json = body,
+  local r = call_toolbox(self, { method = "POST", path = "/process/execute", json = body,
     timeout = http_timeout(timeout), what = "exec" })
   return execute_response(r)
 end
@@ -209,8 +210,8 @@ end
 function Process:code_run(code, opts)
   local f = "code_run"
   code = check.string(code, f, "code")
-  opts = check.options(opts, f, api.set("argv", "env", "timeout", "language", "params"))
-  local params = opts.params and check.options(opts.params, f, api.set("argv", "env"), "params") or {}
+  opts = check.options(opts, f, check.set("argv", "env", "timeout", "language", "params"))
+  local params = opts.params and check.options(opts.params, f, check.set("argv", "env"), "params") or {}
   local timeout = check.timeout(opts.timeout, f, nil)
   local labels = self._sb.labels or {}
   local language = check.optstring(opts.language, f, "language") or labels["code-toolbox-language"] or "python"
@@ -222,7 +223,7 @@ function Process:code_run(code, opts)
     envs = env_arg(opts.env or params.env, f, "env"),
     timeout = timeout and timeout > 0 and math.ceil(timeout) or nil,
   }
-  local r = tb(self, { method = "POST", path = "/process/code-run", json = body,
+  local r = call_toolbox(self, { method = "POST", path = "/process/code-run", json = body,
     timeout = http_timeout(timeout), what = "code_run" })
   return execute_response(r)
 end
@@ -236,7 +237,7 @@ local function session_path(sid, rest)
 end
 
 local function command_model(c)
-  c = api.model(c or {})
+  c = wire.to_lua(c or {})
   return { id = c.id, command = c.command, exit_code = c.exit_code }
 end
 
@@ -254,7 +255,7 @@ end
 -- @raise DaytonaConflictError if it exists
 function Process:create_session(session_id)
   session_id = check.string(session_id, "create_session", "session_id")
-  tb(self, { method = "POST", path = "/process/session", json = { sessionId = session_id },
+  call_toolbox(self, { method = "POST", path = "/process/session", json = { sessionId = session_id },
     what = "create session" })
 end
 
@@ -264,13 +265,13 @@ end
 -- @raise DaytonaNotFoundError
 function Process:get_session(session_id)
   session_id = check.string(session_id, "get_session", "session_id")
-  return session_model(tb(self, { method = "GET", path = session_path(session_id), what = "get session" }))
+  return session_model(call_toolbox(self, { method = "GET", path = session_path(session_id), what = "get session" }))
 end
 
 --- All sessions (the entrypoint session excluded).
 -- @return list of sessions as from get_session
 function Process:list_sessions()
-  local r = tb(self, { method = "GET", path = "/process/session", what = "list sessions" }) or {}
+  local r = call_toolbox(self, { method = "GET", path = "/process/session", what = "list sessions" }) or {}
   local out = {}
   for i, s in ipairs(r) do out[i] = session_model(s) end
   return out
@@ -282,7 +283,7 @@ end
 -- @raise DaytonaNotFoundError
 function Process:delete_session(session_id)
   session_id = check.string(session_id, "delete_session", "session_id")
-  tb(self, { method = "DELETE", path = session_path(session_id), what = "delete session" })
+  call_toolbox(self, { method = "DELETE", path = session_path(session_id), what = "delete session" })
 end
 
 --- Run a command in a session. Synchronously (the default) it waits for the
@@ -303,9 +304,9 @@ function Process:execute_session_command(session_id, req, opts)
   session_id = check.string(session_id, f, "session_id")
   if type(req) == "string" then req = { command = req } end
   check.options(check.table(req, f, "req"), f,
-    api.set("command", "run_async", "var_async", "suppress_input_echo"), "req")
+    check.set("command", "run_async", "var_async", "suppress_input_echo"), "req")
   local command = check.string(req.command, f, "req.command")
-  opts = check.options(opts, f, api.set("timeout"))
+  opts = check.options(opts, f, check.set("timeout"))
   local timeout = check.timeout(opts.timeout, f, nil)
   local run_async = check.optboolean(req.run_async, f, "req.run_async")
   if run_async == nil then run_async = check.optboolean(req.var_async, f, "req.var_async") end
@@ -314,16 +315,16 @@ function Process:execute_session_command(session_id, req, opts)
     runAsync = run_async or nil,
     suppressInputEcho = check.optboolean(req.suppress_input_echo, f, "req.suppress_input_echo"),
   }
-  local r = tb(self, { method = "POST", path = session_path(session_id, "/exec"), json = body,
+  local r = call_toolbox(self, { method = "POST", path = session_path(session_id, "/exec"), json = body,
     timeout = timeout and timeout > 0 and timeout or nil, what = "execute session command" }) or {}
   local output = r.output
-  if output == api.null then output = nil end
+  if output == wire.null then output = nil end
   local stdout, stderr = r.stdout, r.stderr
-  if stdout == api.null then stdout = nil end
-  if stderr == api.null then stderr = nil end
+  if stdout == wire.null then stdout = nil end
+  if stderr == wire.null then stderr = nil end
   if output and stdout == nil and stderr == nil then stdout, stderr = M.demux(output) end
   local exit_code = r.exitCode
-  if exit_code == api.null then exit_code = nil end
+  if exit_code == wire.null then exit_code = nil end
   return {
     cmd_id = r.cmdId,
     output = output,
@@ -342,7 +343,7 @@ function Process:get_session_command(session_id, command_id)
   local f = "get_session_command"
   session_id = check.string(session_id, f, "session_id")
   command_id = check.string(command_id, f, "command_id")
-  return command_model(tb(self, { method = "GET",
+  return command_model(call_toolbox(self, { method = "GET",
     path = session_path(session_id, "/command/" .. seg(command_id)), what = "get session command" }))
 end
 
@@ -358,7 +359,7 @@ function Process:send_session_command_input(session_id, command_id, data)
   session_id = check.string(session_id, f, "session_id")
   command_id = check.string(command_id, f, "command_id")
   data = check.string(data, f, "data", true)
-  tb(self, { method = "POST", path = session_path(session_id, "/command/" .. seg(command_id) .. "/input"),
+  call_toolbox(self, { method = "POST", path = session_path(session_id, "/command/" .. seg(command_id) .. "/input"),
     json = { data = data }, what = "send session command input" })
 end
 
@@ -367,15 +368,15 @@ end
 ---------------------------------------------------------------------------
 
 local function logs_snapshot(self, path, what)
-  local body, resp = tb(self, { method = "GET", path = path, raw = true, what = what })
+  local body, resp = call_toolbox(self, { method = "GET", path = path, raw = true, what = what })
   body = body or ""
   local ctype = resp and resp.headers and resp.headers["content-type"] or ""
   if ctype:find("json", 1, true) or body:match("^%s*{") then
-    local ok, v = pcall(api.decode, body)
+    local ok, v = pcall(wire.decode, body)
     if ok and type(v) == "table" then
-      local output = v.output ~= api.null and v.output or ""
-      local stdout = v.stdout ~= api.null and v.stdout or nil
-      local stderr = v.stderr ~= api.null and v.stderr or nil
+      local output = v.output ~= wire.null and v.output or ""
+      local stdout = v.stdout ~= wire.null and v.stdout or nil
+      local stderr = v.stderr ~= wire.null and v.stderr or nil
       if stdout == nil and stderr == nil then stdout, stderr = M.demux(output) end
       return { output = output, stdout = stdout or "", stderr = stderr or "" }
     end
@@ -385,11 +386,11 @@ local function logs_snapshot(self, path, what)
   return { output = body, stdout = stdout, stderr = stderr }
 end
 
-local LOG_OPTS = api.set("on_stdout", "on_stderr", "follow", "timeout")
+local LOG_OPTS = check.set("on_stdout", "on_stderr", "follow", "timeout")
 
 local LogStream = {}
 LogStream.__index = LogStream
-LogStream.__name = "daytona.LogStream"
+LogStream.__name = "daytona.sandbox_process.LogStream"
 M.LogStream = LogStream
 
 local RECONNECTS = 3
@@ -414,13 +415,13 @@ function LogStream:next()
     if self._head > 1 then self._queue, self._head = {}, 1; q = self._queue end
     local left
     if self._deadline then
-      left = self._deadline - api.now()
+      left = self._deadline - transport.now()
       if left <= 0 then
         self:close()
         error(errors.DaytonaTimeoutError(self._what .. ": timed out", { code = "ETIMEDOUT" }), 0)
       end
     end
-    local ok, kind, a, b = pcall(api.ws_recv, self._ws, left)
+    local ok, kind, a, b = pcall(transport.ws_recv, self._ws, left)
     if not ok then
       if errors.is(kind, errors.CancelledError) or errors.is(kind, errors.DaytonaTimeoutError) then
         self:close()
@@ -477,7 +478,7 @@ local function follow(self, path, what, timeout)
   local ls = setmetatable({
     _sb = self._sb, _path = path, _what = what, _queue = {}, _head = 1,
     _seen = 0, _skip = 0, _reconnects = 0, _done = false,
-    _deadline = api.deadline(timeout),
+    _deadline = transport.deadline(timeout),
   }, LogStream)
   ls._demux = Demux.new(function(s, data)
     local q = ls._queue
@@ -546,14 +547,14 @@ function Process:get_session_command_logs_async(session_id, command_id, on_stdou
   local f = "get_session_command_logs_async"
   check.optfunction(on_stdout, f, "on_stdout")
   check.optfunction(on_stderr, f, "on_stderr")
-  if not on_stdout and not on_stderr then api.argerror(f, "on_stdout", "at least one callback expected") end
+  if not on_stdout and not on_stderr then check.argerror(f, "on_stdout", "at least one callback expected") end
   return self:get_session_command_logs(session_id, command_id, { on_stdout = on_stdout, on_stderr = on_stderr })
 end
 
 --- The entrypoint session (the sandbox image's entrypoint command).
 -- @return `{ session_id = "entrypoint", commands = { ... } }`
 function Process:get_entrypoint_session()
-  return session_model(tb(self, { method = "GET", path = "/process/session/entrypoint",
+  return session_model(call_toolbox(self, { method = "GET", path = "/process/session/entrypoint",
     what = "get entrypoint session" }))
 end
 
@@ -572,7 +573,7 @@ function Process:get_entrypoint_logs_async(on_stdout, on_stderr)
   local f = "get_entrypoint_logs_async"
   check.optfunction(on_stdout, f, "on_stdout")
   check.optfunction(on_stderr, f, "on_stderr")
-  if not on_stdout and not on_stderr then api.argerror(f, "on_stdout", "at least one callback expected") end
+  if not on_stdout and not on_stderr then check.argerror(f, "on_stdout", "at least one callback expected") end
   return self:get_entrypoint_logs({ on_stdout = on_stdout, on_stderr = on_stderr })
 end
 
@@ -600,9 +601,9 @@ end
 --- The sandbox's terminals.
 -- @return list of `{ id, cwd, envs, cols, rows, created_at, active, lazy_start }`
 function Process:list_pty_sessions()
-  local r = tb(self, { method = "GET", path = "/process/pty", what = "list PTY sessions" }) or {}
+  local r = call_toolbox(self, { method = "GET", path = "/process/pty", what = "list PTY sessions" }) or {}
   local out = {}
-  for i, s in ipairs(r.sessions or {}) do out[i] = api.model(s) end
+  for i, s in ipairs(r.sessions or {}) do out[i] = wire.to_lua(s) end
   return out
 end
 
@@ -612,7 +613,7 @@ end
 -- @raise DaytonaNotFoundError
 function Process:get_pty_session_info(session_id)
   session_id = check.string(session_id, "get_pty_session_info", "session_id")
-  return api.model(tb(self, { method = "GET", path = "/process/pty/" .. seg(session_id),
+  return wire.to_lua(call_toolbox(self, { method = "GET", path = "/process/pty/" .. seg(session_id),
     what = "get PTY session" }))
 end
 
@@ -625,7 +626,7 @@ function Process:resize_pty_session(session_id, pty_size)
   local f = "resize_pty_session"
   session_id = check.string(session_id, f, "session_id")
   local size = require("daytona.pty").size_arg(pty_size, f, true)
-  return api.model(tb(self, { method = "POST", path = "/process/pty/" .. seg(session_id) .. "/resize",
+  return wire.to_lua(call_toolbox(self, { method = "POST", path = "/process/pty/" .. seg(session_id) .. "/resize",
     json = size, idempotent = true, what = "resize PTY session" }))
 end
 
@@ -635,7 +636,7 @@ end
 -- @raise DaytonaNotFoundError
 function Process:kill_pty_session(session_id)
   session_id = check.string(session_id, "kill_pty_session", "session_id")
-  tb(self, { method = "DELETE", path = "/process/pty/" .. seg(session_id), what = "kill PTY session" })
+  call_toolbox(self, { method = "DELETE", path = "/process/pty/" .. seg(session_id), what = "kill PTY session" })
 end
 
 return M
