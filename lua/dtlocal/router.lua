@@ -41,9 +41,8 @@ local function segments(path)
   return segs
 end
 
-local function unescape(s)
-  return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
-end
+-- path segments: the SDK's URL codec (a "+" stays a "+")
+local unescape = require("daytona.wire").urldecode
 M.unescape = unescape
 
 --- Register handler for method and pattern. Pattern segments are literals,
