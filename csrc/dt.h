@@ -47,7 +47,7 @@
 /* The registry key under which the base caches its module table, and the
 ** metatable name of the loop userdata it holds as _loop. */
 #define DT_CORE_KEY "daytona.core"
-#define DT_LOOP_TNAME "daytona.Loop"
+#define DT_LOOP_TNAME "daytona.core.Loop"
 
 /* The layout of dt_loop and dt_obj and the meaning of the obj.c helpers, as
 ** the base and its parts must agree on them: bump on any change, so that a

@@ -68,7 +68,7 @@
 #include "dt.h"
 #include "splice.h"
 
-#define REQUEST_TNAME "daytona.Request"
+#define REQUEST_TNAME "daytona.core.Request"
 
 /* Body bytes held for Lua (response_stream) and queued from Lua
 ** (body_stream) before the transfer pauses or write() refuses: enough to

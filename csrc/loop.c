@@ -13,8 +13,8 @@
 #include "dt.h"
 
 #define LOOP_TNAME DT_LOOP_TNAME
-#define TIMER_TNAME "daytona.Timer"
-#define SIGNAL_TNAME "daytona.Signal"
+#define TIMER_TNAME "daytona.core.Timer"
+#define SIGNAL_TNAME "daytona.core.Signal"
 
 
 /* ---------------------------------------------------------------------- */

@@ -48,7 +48,7 @@
 
 #include "dt.h"
 
-#define PROCESS_TNAME "daytona.Process"
+#define PROCESS_TNAME "daytona.core.Process"
 
 #define OUT_BOUND (256 * 1024)    /* buffered bytes per output stream before reading pauses */
 #define READ_CHUNK (64 * 1024)    /* room offered to each read */

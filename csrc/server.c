@@ -24,7 +24,7 @@
 
 #include "server.h"
 
-#define SERVER_TNAME "daytona.Server"
+#define SERVER_TNAME "daytona.core.Server"
 
 #define DEF_BODY_BUFFER (256 * 1024)        /* request body buffered per request */
 #define DEF_MEMORY_LIMIT (64 * 1024)        /* MHD's per-connection pool: bounds headers */

@@ -7,7 +7,7 @@
 **                     (limits, eviction, timeouts), the accept queue,
 **                     stats, dt_open_server and the part's luaopen
 **   server_request.c  a request: MHD's request callbacks, the framing
-**                     checks, the daytona.ServerRequest object (body,
+**                     checks, the daytona.core.ServerRequest object (body,
 **                     responses, streaming, files) and its splice end
 **   server_ws.c       the WebSocket upgrade and daytona.ServerWebSocket
 ** Only what one of them uses of another is declared here; everything else
@@ -27,7 +27,7 @@
 
 #pragma GCC visibility push(hidden)
 
-#define REQUEST_TNAME "daytona.ServerRequest"
+#define REQUEST_TNAME "daytona.core.ServerRequest"
 #define DEF_OUT_BUFFER (256 * 1024)         /* streamed response body buffered */
 
 typedef struct Server Server;
@@ -195,7 +195,7 @@ const char *add_headers (lua_State *L, int idx, struct MHD_Response *resp,
 int resp_precheck (lua_State *L, Req *r);
 void refused_header (lua_State *L, struct MHD_Response *resp, const char *k);
 void resp_ready (Req *r, struct MHD_Response *resp, unsigned int status, int mode);
-/* Register daytona.ServerRequest (stack: table, loop; left as found). */
+/* Register daytona.core.ServerRequest (stack: table, loop; left as found). */
 void server_request_open (lua_State *L);
 
 /* --- server_ws.c -------------------------------------------------------- */

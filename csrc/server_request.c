@@ -1,7 +1,7 @@
 /*
 ** server_request.c -- a request of daytona.core.server (server.h lists the
 ** part's files): MHD's request callbacks, the framing checks, and the
-** daytona.ServerRequest object with its splice end.
+** daytona.core.ServerRequest object with its splice end.
 **
 ** A request (struct Req, malloc'd) is born in MHD's URI-log callback and
 ** handed to Lua through the server's accept queue.  Every time MHD gives us
@@ -13,7 +13,7 @@
 ** handler only (MHD's rule), when the connection is next resumed.
 **
 ** Two owners share a Req: MHD (until its request-completed callback) and
-** the Lua wrapper (a daytona.ServerRequest, until collected).  The wrapper
+** the Lua wrapper (a daytona.core.ServerRequest, until collected).  The wrapper
 ** is pinned while MHD holds the Req, so MHD callbacks can always signal it.
 **
 ** Two ways keep big bodies out of Lua.  A client request (http_client.c)

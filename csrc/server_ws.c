@@ -24,7 +24,7 @@
 #include "server.h"
 #include "digest.h"
 
-#define WS_TNAME "daytona.ServerWebSocket"
+#define WS_TNAME "daytona.core.ServerWebSocket"
 
 #define WS_RX_BOUND (1024 * 1024)           /* received messages queued for Lua */
 #define WS_TX_BOUND (1024 * 1024)           /* sends queued before send() says "full" */

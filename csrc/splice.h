@@ -2,9 +2,9 @@
 ** splice.h -- moving a request's body and its answer between two core
 ** objects in C, without a Lua round trip per chunk.
 **
-** dtlocal forwards a request it serves (a daytona.ServerRequest,
+** dtlocal forwards a request it serves (a daytona.core.ServerRequest,
 ** server_request.c) to a sandbox's daemon with a client request
-** (daytona.Request, http_client.c), and the answer back.  Through Lua,
+** (daytona.core.Request, http_client.c), and the answer back.  Through Lua,
 ** every chunk becomes a Lua string (a copy, and work for the collector)
 ** and costs a scheduler round trip.  A splice lets the client request pull
 ** the server request's body straight out of its bounded buffer
@@ -34,7 +34,7 @@
 #include "dt.h"
 
 /* The metatable name of the objects that can be an end (a server request). */
-#define DT_SPLICE_END_TNAME "daytona.ServerRequest"
+#define DT_SPLICE_END_TNAME "daytona.core.ServerRequest"
 
 /* The layout of dt_splice_end and dt_splice_ops and what they mean: bump on
 ** any change, so that parts from different builds refuse to splice rather

@@ -58,7 +58,7 @@
 
 #include "dt.h"
 
-#define WS_TNAME "daytona.WebSocket"
+#define WS_TNAME "daytona.core.WebSocket"
 
 #define FRAG_SIZE        (64 * 1024)          /* bytes per frame we write */
 #define DEF_MAX_MESSAGE  (64 * 1024 * 1024)   /* largest message we assemble */
