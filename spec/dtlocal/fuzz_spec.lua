@@ -89,11 +89,11 @@ describe("dtlocal fuzzing", function()
 
     it("create-connect refuses cols past an integer's range instead of taking the default", function()
       helper.run(function()
-        local ok, err, _, refused = websocket.connect(srv.base_url:gsub("^http", "ws") .. tb
+        local ok, err = pcall(websocket.connect, srv.base_url:gsub("^http", "ws") .. tb
           .. "/process/pty/create-connect?id=fz-cc&cols=99999999999999999999&rows=24",
           { headers = { Authorization = "Bearer " .. srv.token } })
-        assert.is_nil(ok)
-        assert.are.equal(400, refused.status, tostring(err))
+        assert.is_false(ok)
+        assert.are.equal(400, err.status_code, tostring(err))
       end)
     end)
 
@@ -118,12 +118,12 @@ describe("dtlocal fuzzing", function()
     it("a NUL in an env value is 400, not a 500 from the spawn", function()
       helper.run(function()
         -- seed 3, input 1473: X-Daytona-Pty-Envs~ of {"TERM":1500,"TERM":"\u0000"}
-        local ok, err, _, refused = websocket.connect(srv.base_url:gsub("^http", "ws") .. tb
+        local ok, err = pcall(websocket.connect, srv.base_url:gsub("^http", "ws") .. tb
           .. "/process/pty/create-connect?id=ccfz-cc&cols=80&rows=24&cwd=fuzz",
           { headers = { Authorization = "Bearer " .. srv.token },
             protocols = { "X-Daytona-Pty-Exit-Control", "X-Daytona-Pty-Envs~eyJURVJNIjoxNTAwLCJURVJNIjoiXHUwMDAwIn0" } })
-        assert.is_nil(ok)
-        assert.are.equal(400, refused.status, tostring(err))
+        assert.is_false(ok)
+        assert.are.equal(400, err.status_code, tostring(err))
         local st, body = post(tb .. "/process/pty", '{"id":"fz-nul","envs":{"A":"x\\u0000y"}}')
         assert.are.equal(400, st, body)
         st, body = post(tb .. "/process/execute", '{"command":"true","envs":{"A":"\\u0000"}}')
@@ -151,9 +151,28 @@ describe("dtlocal fuzzing", function()
         st, body = post(tb .. "/git/clone", '{"password":"' .. ("p"):rep(640000)
           .. '","url":"file:///nonexistent","path":"fuzz/clone2","username":"u"}')
         assert.are.equal(400, st, body)
+        -- seed 41, input 8568: a NUL in a branch name (lua-cjson keeps the last of two keys)
+        st, body = post(tb .. "/git/branches", '{"name":"fz-branch","name":"\\u0000","path":"fuzzrepo"}')
+        assert.are.equal(400, st, body)
+        -- seed 42, input 21816: a branch name past the file system's limit
+        -- (in a repository with a commit, as the fuzzer's had by then)
+        fx:exec("cd fuzzrepo && git -c user.name=f -c user.email=f@f commit -q --allow-empty -m fz")
+        st, body = post(tb .. "/git/branches", '{"name":"example.c' .. ("A"):rep(405) .. 'om","path":"fuzzrepo"}')
+        assert.are.equal(400, st, body)
         -- seed 21, input 5072: an empty pathspec
         st, body = post(tb .. "/git/add", '{"path":"fuzzrepo","files":[""]}')
         assert.are.equal(400, st, body)
+      end)
+    end)
+
+    it("files/find skips files whose read fails instead of answering 500", function()
+      helper.run(function()
+        -- seed 42, input 17872: a search of / reads /proc and /sys files
+        -- (EINVAL from some); the rest of the query is as the fuzzer sent it
+        local r = http.request{ url = srv.base_url .. tb
+          .. "/files/find?path=/&pattern=file:///nonexistent&%04%0A'Co'Content-Disposition:%20forntent-Disposition:%20form-data;%20=",
+          headers = { Authorization = "Bearer " .. srv.token }, timeout = 120 }
+        assert.are.equal(200, r.status, r.body)
       end)
     end)
 
@@ -165,11 +184,11 @@ describe("dtlocal fuzzing", function()
         local st, body = post(tb .. "/git/clone",
           '{"branch":"main","password":"p","path":"fuzz/shut/clone","url":"file:///nonexistent","username":null}')
         assert.are.equal(403, st, body)
-        local ok, err, _, refused = websocket.connect(srv.base_url:gsub("^http", "ws") .. tb
+        local ok, err = pcall(websocket.connect, srv.base_url:gsub("^http", "ws") .. tb
           .. "/process/pty/create-connect?id=fz-cc&cols=80&rows&cwd=fuzz/shut",
           { headers = { Authorization = "Bearer " .. srv.token }, protocols = { "X-Daytona-Pty-Exit-Control" } })
-        assert.is_nil(ok)
-        assert.are.equal(403, refused.status, tostring(err))
+        assert.is_false(ok)
+        assert.are.equal(403, err.status_code, tostring(err))
         st, body = post(tb .. "/process/pty", '{"id":"fz-shut","cwd":"fuzz/shut"}')
         assert.are.equal(403, st, body)
         fx:exec("chmod 755 fuzz/shut")

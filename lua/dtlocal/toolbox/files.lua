@@ -238,12 +238,16 @@ function M.find(ctx)
     if is_binary(head) then f:close(); return end
     f:seek("set", 0)
     local n = 0
-    for line in f:lines("L") do
-      n = n + 1
-      if line:find(pattern, 1, true) then
-        matches[#matches + 1] = { file = path, line = n, content = (line:gsub("\r?\n$", "")) }
+    -- a file whose read fails (EINVAL from some /proc and /sys files, EIO)
+    -- is skipped like one that cannot be opened: lines() raises on it
+    pcall(function()
+      for line in f:lines("L") do
+        n = n + 1
+        if line:find(pattern, 1, true) then
+          matches[#matches + 1] = { file = path, line = n, content = (line:gsub("\r?\n$", "")) }
+        end
       end
-    end
+    end)
     f:close()
   end, make_ticker(50))
   return 200, matches

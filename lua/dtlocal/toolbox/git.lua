@@ -80,8 +80,9 @@ local GIT_RULES = {
   { 400, "BAD_REQUEST", { "nothing to commit", "please tell me who you are", "empty ident",
     -- a URL whose scheme git has no transport for: what the request asked
     "protocol .- is not supported", "remote%-.- is not a git command", "unable to find remote helper",
-    -- a path of the request that leaves the repository, or is no pathspec
-    "is outside repository", "is not a valid pathspec" } },
+    -- a path of the request that leaves the repository, or is no pathspec;
+    -- a name past the file system's limit
+    "is outside repository", "is not a valid pathspec", "file name too long" } },
 }
 
 local function classify(text)
@@ -108,7 +109,15 @@ local function git(app, dir, args, creds, opts)
     env.DTLUA_GIT_PASSWORD = creds.password or ""
   end
   local argv = { "git" }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  for _, a in ipairs(args) do
+    -- arguments are C strings: a NUL in a name, URL or path of the request
+    -- cannot reach git (the spawn refuses it)
+    if a:find("\0", 1, true) then raise(400, "a field of the request contains a NUL byte", "BAD_REQUEST") end
+    argv[#argv + 1] = a
+  end
+  if (env.DTLUA_GIT_USERNAME or ""):find("\0", 1, true) or (env.DTLUA_GIT_PASSWORD or ""):find("\0", 1, true) then
+    raise(400, "username and password must not contain a NUL byte", "BAD_REQUEST")
+  end
   local r, msg = proc.run(argv, { cwd = dir, env = env, merge = false })
   if not r then
     -- a directory the user cannot enter (a chmod the client made) is the
