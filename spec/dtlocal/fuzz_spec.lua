@@ -89,11 +89,11 @@ describe("dtlocal fuzzing", function()
 
     it("create-connect refuses cols past an integer's range instead of taking the default", function()
       helper.run(function()
-        local ok, err = pcall(websocket.connect, srv.base_url:gsub("^http", "ws") .. tb
+        local ok, err, _, refused = websocket.connect(srv.base_url:gsub("^http", "ws") .. tb
           .. "/process/pty/create-connect?id=fz-cc&cols=99999999999999999999&rows=24",
           { headers = { Authorization = "Bearer " .. srv.token } })
-        assert.is_false(ok)
-        assert.are.equal(400, err.status_code, tostring(err))
+        assert.is_nil(ok)
+        assert.are.equal(400, refused.status, tostring(err))
       end)
     end)
 
@@ -118,12 +118,12 @@ describe("dtlocal fuzzing", function()
     it("a NUL in an env value is 400, not a 500 from the spawn", function()
       helper.run(function()
         -- seed 3, input 1473: X-Daytona-Pty-Envs~ of {"TERM":1500,"TERM":"\u0000"}
-        local ok, err = pcall(websocket.connect, srv.base_url:gsub("^http", "ws") .. tb
+        local ok, err, _, refused = websocket.connect(srv.base_url:gsub("^http", "ws") .. tb
           .. "/process/pty/create-connect?id=ccfz-cc&cols=80&rows=24&cwd=fuzz",
           { headers = { Authorization = "Bearer " .. srv.token },
             protocols = { "X-Daytona-Pty-Exit-Control", "X-Daytona-Pty-Envs~eyJURVJNIjoxNTAwLCJURVJNIjoiXHUwMDAwIn0" } })
-        assert.is_false(ok)
-        assert.are.equal(400, err.status_code, tostring(err))
+        assert.is_nil(ok)
+        assert.are.equal(400, refused.status, tostring(err))
         local st, body = post(tb .. "/process/pty", '{"id":"fz-nul","envs":{"A":"x\\u0000y"}}')
         assert.are.equal(400, st, body)
         st, body = post(tb .. "/process/execute", '{"command":"true","envs":{"A":"\\u0000"}}')
@@ -184,11 +184,11 @@ describe("dtlocal fuzzing", function()
         local st, body = post(tb .. "/git/clone",
           '{"branch":"main","password":"p","path":"fuzz/shut/clone","url":"file:///nonexistent","username":null}')
         assert.are.equal(403, st, body)
-        local ok, err = pcall(websocket.connect, srv.base_url:gsub("^http", "ws") .. tb
+        local ok, err, _, refused = websocket.connect(srv.base_url:gsub("^http", "ws") .. tb
           .. "/process/pty/create-connect?id=fz-cc&cols=80&rows&cwd=fuzz/shut",
           { headers = { Authorization = "Bearer " .. srv.token }, protocols = { "X-Daytona-Pty-Exit-Control" } })
-        assert.is_false(ok)
-        assert.are.equal(403, err.status_code, tostring(err))
+        assert.is_nil(ok)
+        assert.are.equal(403, refused.status, tostring(err))
         st, body = post(tb .. "/process/pty", '{"id":"fz-shut","cwd":"fuzz/shut"}')
         assert.are.equal(403, st, body)
         fx:exec("chmod 755 fuzz/shut")
