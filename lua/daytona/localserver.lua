@@ -6,6 +6,11 @@
 -- doc/dtlocal.md): `{ api_url, toolbox_url, token, pid, state_dir }`. When
 -- there is no such file, or its process is gone, `dtlocal start` starts one.
 -- Either way one line on stderr says which server is used.
+--
+-- The one place that knows where the user's server is described and
+-- whether a pid is still it: dtlocal's command line (start, stop, status),
+-- its App (the state directory's lock, the description it writes) and its
+-- sandbox manager (launchers left by a killed server) ask here.
 local errors = require "daytona.errors"
 local wire = require "daytona.wire"
 
@@ -13,10 +18,13 @@ local io, os, type, tostring, pcall = io, os, type, tostring, pcall
 
 local M = {}
 
---- The path of the running server's description file.
+--- The user's dtlua state directory: `$XDG_STATE_HOME/dtlua` (default
+-- `~/.local/state/dtlua`), holding the server's description (dtlocal.json),
+-- its log and its state directory (server/).
 -- @param getenv optional function (default os.getenv)
 -- @return string
-function M.state_file(getenv)
+-- @raise DaytonaError (code ENOENT) when neither XDG_STATE_HOME nor HOME is set
+function M.state_home(getenv)
   getenv = getenv or os.getenv
   local base = getenv("XDG_STATE_HOME")
   if not base or base == "" then
@@ -27,7 +35,14 @@ function M.state_file(getenv)
     end
     base = home .. "/.local/state"
   end
-  return base .. "/dtlua/dtlocal.json"
+  return base .. "/dtlua"
+end
+
+--- The path of the running server's description file.
+-- @param getenv optional function (default os.getenv)
+-- @return string
+function M.state_file(getenv)
+  return M.state_home(getenv) .. "/dtlocal.json"
 end
 
 --- The `dtlocal` program: beside dtlua when running under it
@@ -41,34 +56,48 @@ function M.binary()
   return "dtlocal"
 end
 
-local function alive(pid)
-  if math.type(pid) ~= "integer" or pid <= 0 then return false end
+--- The command line of a live process (its arguments NUL-separated), or
+-- nil when it is gone (a zombie's is empty: gone too).
+-- @param pid integer
+-- @return string or nil
+function M.cmdline(pid)
+  if math.type(pid) ~= "integer" or pid <= 0 then return nil end
   local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
-  if not f then return false end
-  local cmd = f:read("a") or ""
+  if not f then return nil end
+  local cmd = f:read("a")
   f:close()
-  -- guard against a recycled pid: it must still be our server
-  return cmd:find("dtlocal", 1, true) ~= nil or cmd:find("dtlua", 1, true) ~= nil
+  if cmd == nil or cmd == "" then return nil end
+  return cmd
 end
+
+--- Whether pid is a running dtlocal (or dtlua): a recycled pid is not.
+-- @param pid integer
+-- @return boolean
+function M.alive(pid)
+  local cmd = M.cmdline(pid)
+  return cmd ~= nil and (cmd:find("dtlocal", 1, true) ~= nil or cmd:find("dtlua", 1, true) ~= nil)
+end
+local alive = M.alive
 
 --- Read the running server's description.
 -- @param path optional state file path
--- @return table `{ api_url, toolbox_url, token, pid, state_dir }` or nil
---   and the reason
+-- @return table `{ api_url, toolbox_url, token, pid, state_dir }`; or nil,
+--   the reason and its code: "ENOENT" (no file), "EINVAL" (not a
+--   description), "ESRCH" (its server is gone; then also its pid)
 function M.read(path)
   path = path or M.state_file()
   local f = io.open(path, "rb")
-  if not f then return nil, "no " .. path end
+  if not f then return nil, "no " .. path, "ENOENT" end
   local text = f:read("a")
   f:close()
   local ok, info = pcall(wire.decode, text)
-  if not ok or type(info) ~= "table" then return nil, path .. " is not valid JSON" end
+  if not ok or type(info) ~= "table" then return nil, path .. " is not valid JSON", "EINVAL" end
   info = wire.to_lua(info)
   if type(info.api_url) ~= "string" or type(info.token) ~= "string" then
-    return nil, path .. " lacks api_url or token"
+    return nil, path .. " lacks api_url or token", "EINVAL"
   end
   if info.pid ~= nil and not alive(info.pid) then
-    return nil, "the server of " .. path .. " (pid " .. tostring(info.pid) .. ") is not running"
+    return nil, "the server of " .. path .. " (pid " .. tostring(info.pid) .. ") is not running", "ESRCH", info.pid
   end
   return info
 end

@@ -22,6 +22,8 @@
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
+local localserver = require "daytona.localserver"
+local fs = require "dtlocal.fs"
 
 local io, os, type, tostring, tonumber, pcall, error, string, setmetatable, getmetatable, math =
   io, os, type, tostring, tonumber, pcall, error, string, setmetatable, getmetatable, math
@@ -66,63 +68,37 @@ end
 -- Paths and the description file
 ---------------------------------------------------------------------------
 
---- $XDG_STATE_HOME/dtlua (default ~/.local/state/dtlua).
+--- $XDG_STATE_HOME/dtlua (default ~/.local/state/dtlua): daytona.localserver
+-- knows where the user's server lives, for the SDK and for us.
 function M.state_home()
-  local base = os.getenv("XDG_STATE_HOME")
-  if not base or base == "" then
-    local home = os.getenv("HOME")
-    if not home or home == "" then
-      error("neither XDG_STATE_HOME nor HOME is set: cannot place the state directory", 0)
-    end
-    base = home .. "/.local/state"
-  end
-  return base .. "/dtlua"
+  local ok, home = pcall(localserver.state_home)
+  if not ok then error(tostring(home.message or home), 0) end
+  return home
 end
 
 --- The default state dir: $XDG_STATE_HOME/dtlua/server.
 function M.default_state_dir() return M.state_home() .. "/server" end
 --- The user's server description: $XDG_STATE_HOME/dtlua/dtlocal.json.
-function M.info_file() return M.state_home() .. "/dtlocal.json" end
+function M.info_file() return localserver.state_file() end
 --- The background server's log: $XDG_STATE_HOME/dtlua/dtlocal.log.
 function M.log_file() return M.state_home() .. "/dtlocal.log" end
 
-local function json() return require("dtlocal.http").json end
-
 local function abspath(p)
   if p:sub(1, 1) == "/" then return p end
-  local cwd = os.getenv("PWD")
-  if not cwd or cwd == "" then
-    local h = io.popen("pwd")
-    cwd = h and h:read("l") or "."
-    if h then h:close() end
-  end
-  return (cwd .. "/" .. p):gsub("/%./", "/"):gsub("/+", "/")
+  return (fs.cwd() .. "/" .. p):gsub("/%./", "/"):gsub("/+", "/")
 end
 
 --- Whether pid is a running dtlocal (guards against a recycled pid).
-function M.alive(pid)
-  if math.type(pid) ~= "integer" or pid <= 0 then return false end
-  local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
-  if not f then return false end
-  local cmd = f:read("a") or ""
-  f:close()
-  return cmd:find("dtlocal", 1, true) ~= nil or cmd:find("dtlua", 1, true) ~= nil
-end
+M.alive = localserver.alive
 
---- The description of a running server in file `path`, or nil, reason.
+--- The description of a running server in file `path`, or nil, reason
+-- (worded for the command line).
 function M.read_info(path)
-  local f = io.open(path, "rb")
-  if not f then return nil, "not running (no " .. path .. ")" end
-  local text = f:read("a")
-  f:close()
-  local info = json().decode(text)
-  if type(info) ~= "table" or type(info.api_url) ~= "string" then
-    return nil, path .. " is not a server description"
-  end
-  if not M.alive(math.tointeger(info.pid)) then
-    return nil, format("not running (pid %s of %s is gone)", tostring(info.pid), path)
-  end
-  return info
+  local info, why, code, pid = localserver.read(path)
+  if info then return info end
+  if code == "ENOENT" then return nil, "not running (no " .. path .. ")" end
+  if code == "ESRCH" then return nil, format("not running (pid %s of %s is gone)", tostring(pid), path) end
+  return nil, path .. " is not a server description (" .. tostring(why) .. ")"
 end
 
 ---------------------------------------------------------------------------
@@ -270,8 +246,7 @@ local function start(opts)
     usage_error("start: --state must be the default state directory (%s) for the background "
       .. "server; use `dtlocal serve --state DIR` for another one", M.default_state_dir())
   end
-  local store = require "dtlocal.control.store"
-  local ok, msg = store.mkdirs(M.state_home(), 448)
+  local ok, msg = fs.mkdirs(M.state_home(), 448)
   if not ok then error("cannot create " .. M.state_home() .. ": " .. msg, 0) end
   os.remove(info_path)
   -- the log shows the token: only for this user
@@ -323,7 +298,7 @@ local function stop()
     os.remove(info_path)
     return 0
   end
-  os.execute("kill -TERM " .. math.tointeger(info.pid) .. " 2>/dev/null")
+  fs.kill(math.tointeger(info.pid), "TERM")
   local deadline = core.now() + 30
   while core.now() < deadline do
     if not M.alive(math.tointeger(info.pid)) then

@@ -42,6 +42,8 @@ local server = require "daytona.runtime.server"
 local http = require "dtlocal.http"
 local record = require "dtlocal.control.record"
 local store_mod = require "dtlocal.control.store"
+local fs = require "dtlocal.fs"
+local localserver = require "daytona.localserver"
 local routes = require "dtlocal.control.routes"
 local sandboxes = require "dtlocal.control.sandboxes"
 local sweeper_mod = require "dtlocal.control.sweeper"
@@ -95,14 +97,6 @@ end
 -- The state dir lock: one server per state dir
 ---------------------------------------------------------------------------
 
-local function pid_alive(pid)
-  local f = pid and io.open("/proc/" .. pid .. "/cmdline", "rb")
-  if not f then return false end
-  local cmd = f:read("a") or ""
-  f:close()
-  return cmd:find("dtlocal", 1, true) ~= nil or cmd:find("dtlua", 1, true) ~= nil
-end
-
 --- Take the state dir (server.lock/ with our pid); raises when another
 -- live server has it. A lock left by a dead server is broken.
 function App:lock()
@@ -119,7 +113,7 @@ function App:lock()
     local f = io.open(dir .. "/pid", "rb")
     local pid = f and math.tointeger(tonumber(f:read("a") or ""))
     if f then f:close() end
-    if pid and pid_alive(pid) then
+    if pid and localserver.alive(pid) then
       error(format("another dtlocal (pid %d) serves the state directory %s", pid, self.state_dir), 0)
     end
     -- a server that died without cleaning up
@@ -432,7 +426,7 @@ function App:write_info()
   self.info_paths = { self.state_dir .. "/server.json" }
   if self.info_file then
     local dir = self.info_file:match("^(.*)/[^/]+$")
-    if dir then store_mod.mkdirs(dir, 448) end
+    if dir then fs.mkdirs(dir, 448) end
     self.info_paths[#self.info_paths + 1] = self.info_file
   end
   for _, p in ipairs(self.info_paths) do
@@ -444,7 +438,7 @@ end
 --- Lock the state dir, load the records, listen, and start serving (in
 -- tasks; call from a task). Raises a plain error when it cannot.
 function App:start()
-  local ok, msg = store_mod.mkdirs(self.state_dir, 448)
+  local ok, msg = fs.mkdirs(self.state_dir, 448)
   if not ok then error("cannot create the state directory: " .. msg, 0) end
   self:lock()
   local started, err = pcall(function()

@@ -11,6 +11,7 @@
 -- integer`. Callers run handlers through `http.call`, which turns that
 -- into the structured error body.
 local core = require "daytona.core"
+local fs = require "dtlocal.fs"
 local http = require "dtlocal.http"
 
 local type, pairs, ipairs, tonumber, next, io, os =
@@ -53,22 +54,8 @@ end
 -- Clocks and identifiers
 ---------------------------------------------------------------------------
 
--- Wall-clock milliseconds = a wall-clock reading taken once, advanced by the
--- monotonic clock (os.time has whole seconds only; `date` gives the rest).
-local wall0, mono0
-local function calibrate()
-  mono0 = core.now()
-  local p = io.popen("date +%s%3N 2>/dev/null")
-  local out = p and p:read("l")
-  if p then p:close() end
-  wall0 = tointeger(tonumber(out or "")) or os.time() * 1000
-end
-
 --- Wall-clock time in integer milliseconds since the epoch.
-function M.now_ms()
-  if not wall0 then calibrate() end
-  return wall0 + floor((core.now() - mono0) * 1000)
-end
+M.now_ms = fs.now_ms
 
 --- ISO-8601 UTC with milliseconds: `2026-06-23T13:33:38.123Z`.
 function M.iso(ms)

@@ -32,6 +32,8 @@ local record = require "dtlocal.control.record"
 local runner_mod = require "dtlocal.control.runner"
 local warm_pool = require "dtlocal.control.warm_pool"
 local leftovers = require "dtlocal.control.leftovers"
+local fs = require "dtlocal.fs"
+local localserver = require "daytona.localserver"
 
 local type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math =
   type, pairs, ipairs, tostring, setmetatable, pcall, error, next, io, os, math
@@ -571,16 +573,7 @@ end
 -- Start-up
 ---------------------------------------------------------------------------
 
--- The command line of a process, or nil when it is gone (a zombie, whose
--- command line is empty, is gone).
-local function cmdline(pid)
-  local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  if s == nil or s == "" then return nil end
-  return s
-end
+local cmdline = localserver.cmdline
 
 --- End the launcher a previous server left running for rec (it was killed
 -- before it could stop its sandboxes): SIGKILL, which takes the whole
@@ -593,7 +586,7 @@ function Manager:kill_stale(rec)
   local dir = self.store:sandbox_dir(rec.id)
   if not cmd or not cmd:find("dtlua-sandbox", 1, true) or not cmd:find(dir .. "\0", 1, true) then return end
   self.log("sandbox %s: ending launcher %d left by a previous server", rec.id, pid)
-  os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+  fs.kill(pid, "KILL")
   local deadline = core.now() + 5
   while cmdline(pid) and core.now() < deadline do scheduler.sleep(0.01) end
 end

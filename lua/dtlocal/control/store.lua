@@ -13,6 +13,7 @@
 --   st:save(rec); st:load_all() -> { rec... }, { "warning"... }
 --   st:remove(id)                    -- the record only; the caller removes the tree
 local core = require "daytona.core"
+local fs = require "dtlocal.fs"
 local http = require "dtlocal.http"
 
 local type, pairs, ipairs, error, tostring, setmetatable, math =
@@ -24,24 +25,6 @@ local json = http.json
 
 local M = {}
 
---- mkdir -p: create path and its missing parents with `mode`; returns true
--- or nil, message, code.
-function M.mkdirs(path, mode)
-  mode = mode or 448   -- 0700
-  local st = util.stat(path, true)
-  if st then
-    if st.type == "directory" then return true end
-    return nil, path .. " exists and is not a directory", "ENOTDIR"
-  end
-  local parent = path:match("^(.*)/[^/]+/*$")
-  if parent and parent ~= "" then
-    local ok, msg, code = M.mkdirs(parent, mode)
-    if not ok then return nil, msg, code end
-  end
-  local ok, msg, code = util.mkdir(path, mode)
-  if not ok and code ~= "EEXIST" then return nil, path .. ": " .. msg, code end
-  return true
-end
 
 --- Write text to path atomically (temp file + rename), with file mode
 -- 0600 (the records hold tokens). Returns true or nil, message naming the
@@ -101,7 +84,7 @@ Store.__name = "dtlocal.Store"
 function M.new(dir)
   local st = setmetatable({ dir = dir, sandboxes = dir .. "/sandboxes", volumes = dir .. "/volumes" }, Store)
   for _, d in ipairs({ dir, st.sandboxes, st.volumes }) do
-    local ok, msg = M.mkdirs(d, 448)
+    local ok, msg = fs.mkdirs(d, 448)
     if not ok then error("cannot create the state directory: " .. msg, 0) end
   end
   return st
@@ -156,7 +139,7 @@ end
 --- Save / remove / load volume records.
 function Store:save_volume(vol)
   local dir = self:volume_dir(vol.id)
-  local ok, msg = M.mkdirs(dir .. "/data", 448)
+  local ok, msg = fs.mkdirs(dir .. "/data", 448)
   if not ok then error("cannot save volume " .. vol.id .. ": " .. msg, 0) end
   -- Every sandbox has its own host uid range, and the launcher's binds are
   -- not idmapped: so that the sandbox user of any of them can write, the

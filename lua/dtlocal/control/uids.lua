@@ -55,8 +55,8 @@ function M.new(opts)
     size = opts.size or M.SIZE,
     slots = opts.slots or M.SLOTS,
   }, Pool)
-  local store = require "dtlocal.control.store"
-  local ok, msg = store.mkdirs(pool.dir, 448)
+  local fs = require "dtlocal.fs"
+  local ok, msg = fs.mkdirs(pool.dir, 448)
   if not ok then error("cannot create the uid registry " .. pool.dir .. ": " .. msg, 0) end
   return pool
 end

@@ -34,15 +34,9 @@ end
 -- Request bodies and fields
 ---------------------------------------------------------------------------
 
---- Decode a request body that must be a JSON object; 400 otherwise.
-function M.json_object(body)
-  if body == nil or body == "" then
-    raise(400, "invalid request body: a JSON object is required", "INVALID_REQUEST_BODY")
-  end
-  local v, err = json.decode_object(body)
-  if v == nil then raise(400, "invalid request body: " .. err, "INVALID_REQUEST_BODY") end
-  return v
-end
+-- A body is read with ctx:json_object(true) (dtlocal.http), whose 400s
+-- say "invalid request body: ..." with the code INVALID_REQUEST_BODY, as
+-- the field errors below do.
 
 local function field_error(name, what)
   raise(400, ("invalid request body: field '%s' %s"):format(name, what), "INVALID_REQUEST_BODY")
@@ -315,23 +309,6 @@ function M.stat_or_fail(path, follow)
   return st
 end
 
---- Create a directory and its missing parents (like mkdir -p); returns
--- true, or nil, message, code.
-function M.mkdir_p(path, mode)
-  local st = util.stat(path, true)
-  if st then
-    if st.type == "directory" then return true end
-    return nil, path .. ": exists and is not a directory", "ENOTDIR"
-  end
-  local parent = M.dirname(path)
-  if parent ~= path then
-    local ok, msg, code = M.mkdir_p(parent, 493)   -- 0755 for parents
-    if not ok then return nil, msg, code end
-  end
-  local ok, msg, code = util.mkdir(path, mode or 493)
-  if not ok and code ~= "EEXIST" then return nil, path .. ": " .. msg, code end
-  return true
-end
 
 --- os.rename's errno number as a code name (Linux numbering).
 local errno_names = { [1] = "EPERM", [2] = "ENOENT", [6] = "ENXIO", [13] = "EACCES", [17] = "EEXIST",

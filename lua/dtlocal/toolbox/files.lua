@@ -13,6 +13,7 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
+local fs = require "dtlocal.fs"
 local multipart = require "daytona.runtime.multipart"
 local errors = require "daytona.errors"
 
@@ -104,30 +105,13 @@ function M.folder(ctx)
   local path = resolve(app, common.query_required(ctx.query, "path"), "path")
   local mode = parse_mode(ctx.query.mode, "mode") or 493
   local existed = util.stat(path, true)
-  local ok, msg, code = common.mkdir_p(path, mode)
+  local ok, msg, code = fs.mkdirs(path, mode, 493)
   if not ok then fs_fail(path, msg, code) end
   -- the mode asked for, not the umask's cut of it
   if not existed then util.chmod(path, mode) end
   return 201
 end
 
--- Remove a tree without following symlinks.
-local function remove_tree(path, tick)
-  local st, msg, code = util.stat(path, false)
-  if not st then return nil, msg, code end
-  if st.type == "directory" then
-    local names, m2, c2 = util.readdir(path)
-    if not names then return nil, path .. ": " .. m2, c2 end
-    for _, name in ipairs(names) do
-      tick()
-      local ok, m3, c3 = remove_tree(join(path, name), tick)
-      if not ok then return nil, m3, c3 end
-    end
-  end
-  local ok, m4, errno = os.remove(path)
-  if not ok then return nil, m4, common.errno_name(errno) end
-  return true
-end
 
 function M.delete(ctx)
   local app = ctx.app
@@ -136,7 +120,7 @@ function M.delete(ctx)
   if st.type == "directory" and ctx.query.recursive ~= "true" then
     raise(400, path .. ": is a directory; pass recursive=true to delete it", "BAD_REQUEST")
   end
-  local ok, msg, code = remove_tree(path, make_ticker(200))
+  local ok, msg, code = fs.remove_tree(path, make_ticker(200))
   if not ok then fs_fail(path, msg, code) end
   return 204
 end
@@ -162,7 +146,7 @@ function M.move(ctx)
   if res.exit_code ~= 0 then
     raise(500, "copy across devices failed: " .. res.output, "INTERNAL_SERVER_ERROR")
   end
-  local rok, rmsg = remove_tree(src, make_ticker(200))
+  local rok, rmsg = fs.remove_tree(src, make_ticker(200))
   if not rok then
     return 200, { message = "moved by copying, but the source could not be removed",
                                  error = tostring(rmsg) }
@@ -372,7 +356,7 @@ local Upload = {}
 Upload.__index = Upload
 
 local function open_upload(path)
-  local ok, msg, code = common.mkdir_p(common.dirname(path), 493)
+  local ok, msg, code = fs.mkdirs(common.dirname(path), 493, 493)
   if not ok then return nil, msg, code end
   local dst = util.stat(path, true)
   if dst and dst.type == "directory" then return nil, path .. ": is a directory", "EISDIR" end

@@ -10,6 +10,7 @@
 local core = require "daytona.core"
 local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
+local fs = require "dtlocal.fs"
 local proc = require "dtlocal.toolbox.proc"
 
 local util = core.util
@@ -174,7 +175,7 @@ function M.clone(ctx)
   args[#args + 1] = url
   args[#args + 1] = path
   local parent = common.dirname(path)
-  local ok, msg, code = common.mkdir_p(parent, 493)
+  local ok, msg, code = fs.mkdirs(parent, 493, 493)
   if not ok then common.fs_fail(parent, msg, code) end
   git(app, parent, args, creds_of(body))
   if commit and commit ~= "" then

@@ -56,6 +56,7 @@ local server = require "daytona.runtime.server"
 local http = require "dtlocal.http"
 local router = require "dtlocal.router"
 local common = require "dtlocal.toolbox.common"
+local fs = require "dtlocal.fs"
 local extras = require "dtlocal.toolbox.extras"
 
 local util = core.util
@@ -218,7 +219,7 @@ local function new_app(opts)
                                                        util.hex(util.random_bytes(4)))
     app.own_state_dir = true
   end
-  local ok, msg = common.mkdir_p(app.state_dir, 448)
+  local ok, msg = fs.mkdirs(app.state_dir, 448, 493)
   if not ok then error("toolbox: cannot create the state directory: " .. tostring(msg), 0) end
   app.router = build_router()
   return app
@@ -258,7 +259,7 @@ function M.start(opts)
     handler = request_handler(app),
   })
   if not ok then
-    if app.own_state_dir then os.execute("rm -rf '" .. app.state_dir:gsub("'", "'\\''") .. "'") end
+    if app.own_state_dir then fs.remove_tree(app.state_dir) end
     error(("toolbox: cannot listen on %s: %s"):format(where, tostring(srv)), 0)
   end
   local self = setmetatable({ app = app, srv = srv, port = srv.port, url = srv.url, host = host,
@@ -275,9 +276,7 @@ function Server:close()
   shutdown("sessions", self.app)
   shutdown("pty", self.app)
   shutdown("interpreter", self.app)
-  if self.app.own_state_dir then
-    os.execute("rm -rf '" .. self.app.state_dir:gsub("'", "'\\''") .. "'")
-  end
+  if self.app.own_state_dir then fs.remove_tree(self.app.state_dir) end
 end
 
 Server.__close = Server.close

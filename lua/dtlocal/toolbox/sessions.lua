@@ -29,6 +29,7 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local http = require "dtlocal.http"
 local common = require "dtlocal.toolbox.common"
+local fs = require "dtlocal.fs"
 local proc = require "dtlocal.toolbox.proc"
 
 local util = core.util
@@ -351,7 +352,7 @@ function Session:delete(quick)
   end
   for _, cmd in pairs(self.commands) do cmd:finish(cmd.exit_code or 1) end
   self.event:notify()
-  os.execute("rm -rf " .. shquote(self.dir))
+  fs.remove_tree(self.dir)
   if not ok then error(err, 0) end
 end
 
@@ -377,7 +378,7 @@ end
 local function create_session(app, id, cwd)
   local reg = registry(app)
   local dir = ("%s/sessions/%s"):format(app.state_dir, util.hex(util.random_bytes(8)))
-  local ok, msg = common.mkdir_p(dir, 448)   -- 0700
+  local ok, msg = fs.mkdirs(dir, 448, 493)   -- 0700
   if not ok then raise(500, "cannot create the session directory: " .. tostring(msg)) end
   local nonce = util.hex(util.random_bytes(8))
   local s = setmetatable({

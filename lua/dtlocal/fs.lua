@@ -1,0 +1,144 @@
+--- dtlocal.fs: the file-system and process helpers both dtlocal servers
+-- need beyond `core.util`, written in Lua over it (no shell: a shell-out
+-- costs a fork per call, depends on the host's tools and quotes paths by
+-- hand).
+--
+--   fs.mkdirs(path, mode, parent_mode) -> true | nil, message, code   (mkdir -p)
+--   fs.remove_tree(path[, tick])       -> true | nil, message, code   (rm -rf)
+--   fs.realpath(path)                  -> the canonical path, or path (readlink -f)
+--   fs.cwd()                           -> the working directory       (pwd)
+--   fs.now_ms()                        -> wall-clock milliseconds     (date +%s%3N)
+--   fs.kill(pid, signal)               -> true | nil, message, code   (kill)
+local core = require "daytona.core"
+
+local util = core.util
+local io, os, ipairs, type, math = io, os, ipairs, type, math
+
+local M = {}
+
+local function dirname(path)
+  local d = path:match("^(.*)/[^/]*$")
+  if d == nil then return "." end
+  if d == "" then return "/" end
+  return d
+end
+
+--- Make a directory and its missing parents. A directory already there is
+-- fine; anything else there is ENOTDIR.
+-- @param path the directory
+-- @param[opt=0700] mode of the directory
+-- @param[opt=mode] parent_mode of the parents it makes
+function M.mkdirs(path, mode, parent_mode)
+  mode = mode or 448
+  local st = util.stat(path, true)
+  if st then
+    if st.type == "directory" then return true end
+    return nil, path .. ": exists and is not a directory", "ENOTDIR"
+  end
+  local parent = dirname((path:gsub("/+$", "")))
+  if parent ~= path and parent ~= "." then
+    local ok, msg, code = M.mkdirs(parent, parent_mode or mode, parent_mode)
+    if not ok then return nil, msg, code end
+  end
+  local ok, msg, code = util.mkdir(path, mode)
+  if not ok and code ~= "EEXIST" then return nil, path .. ": " .. msg, code end
+  return true
+end
+
+-- errno numbers os.remove reports, by the names core.util uses
+local ERRNO = { [1] = "EPERM", [2] = "ENOENT", [13] = "EACCES", [16] = "EBUSY", [20] = "ENOTDIR",
+                [21] = "EISDIR", [30] = "EROFS", [39] = "ENOTEMPTY" }
+
+--- Remove a file or a tree, never following symlinks.
+-- @param path what to remove
+-- @param[opt] tick a function called before each entry (a long removal
+-- may yield there)
+function M.remove_tree(path, tick)
+  local st, msg, code = util.stat(path, false)
+  if not st then return nil, msg, code end
+  if st.type == "directory" then
+    local names, m2, c2 = util.readdir(path)
+    if not names then return nil, path .. ": " .. m2, c2 end
+    for _, name in ipairs(names) do
+      if tick then tick() end
+      local ok, m3, c3 = M.remove_tree(path .. "/" .. name, tick)
+      if not ok then return nil, m3, c3 end
+    end
+  end
+  local ok, m4, errno = os.remove(path)
+  if not ok then return nil, m4, ERRNO[errno] or "EIO" end
+  return true
+end
+
+--- The canonical absolute path (every symlink resolved, no "." or ".."),
+-- as `readlink -f` gives it; path itself when a part of it cannot be
+-- resolved.
+function M.realpath(path)
+  if path:sub(1, 1) ~= "/" then path = M.cwd() .. "/" .. path end
+  local todo, done, links = {}, {}, 0
+  for seg in path:gmatch("[^/]+") do todo[#todo + 1] = seg end
+  local i = 1
+  while i <= #todo do
+    local seg = todo[i]
+    i = i + 1
+    if seg == ".." then
+      done[#done] = nil
+    elseif seg ~= "." then
+      local here = "/" .. table.concat(done, "/") .. (#done > 0 and "/" or "") .. seg
+      local st = util.stat(here, false)
+      if st and st.type == "link" then
+        links = links + 1
+        local target = links <= 40 and util.readlink(here)
+        if not target then return path end
+        local rest = { table.unpack(todo, i) }
+        todo = {}
+        for s in target:gmatch("[^/]+") do todo[#todo + 1] = s end
+        for _, s in ipairs(rest) do todo[#todo + 1] = s end
+        i = 1
+        if target:sub(1, 1) == "/" then done = {} end
+      else
+        done[#done + 1] = seg
+      end
+    end
+  end
+  return "/" .. table.concat(done, "/")
+end
+
+--- The working directory of this process.
+function M.cwd()
+  return util.readlink("/proc/self/cwd") or os.getenv("PWD") or "."
+end
+
+-- Wall-clock milliseconds = one wall-clock reading, advanced by the
+-- monotonic clock. os.time has whole seconds only; the reading is the
+-- modification time of a file made for it, which the kernel stamps with
+-- the current time in nanoseconds.
+local wall0, mono0
+
+local function calibrate()
+  local name = os.tmpname()
+  local f = io.open(name, "wb")
+  if f then f:write("."); f:close() end
+  local st = util.stat(name, true)
+  os.remove(name)
+  mono0 = core.now()
+  if st and st.mtime_nsec then
+    wall0 = st.mtime * 1000 + st.mtime_nsec // 1000000
+  else
+    wall0 = os.time() * 1000
+  end
+end
+
+--- Wall-clock time in integer milliseconds since the epoch.
+function M.now_ms()
+  if not wall0 then calibrate() end
+  return wall0 + math.floor((core.now() - mono0) * 1000)
+end
+
+--- Send a signal ("TERM", "KILL", or a number) to one process.
+function M.kill(pid, signal)
+  if math.type(pid) ~= "integer" or pid <= 0 then return nil, "not a process id", "EINVAL" end
+  return core.process.kill(pid, signal)
+end
+
+return M
