@@ -505,6 +505,7 @@ static int l_listen (lua_State *L) {
   luaL_setmetatable(L, SERVER_TNAME);
   srv->loop = loop;
   srv->body_buffer = (size_t)bodybuf;
+  srv->memory_limit = (size_t)memlimit;
   srv->timeout = (unsigned int)ctimeout;
   srv->header_ms = (uint64_t)htimeout * 1000;
   srv->idle_ms = (uint64_t)itimeout * 1000;

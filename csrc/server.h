@@ -57,6 +57,7 @@ struct Server {
   unsigned int timeout;    /* connection_timeout, seconds (0: none) */
   uint64_t header_ms, idle_ms;   /* header_timeout, idle_timeout (0: none) */
   unsigned int peer_limit; /* peer_connection_limit (0: none) */
+  size_t memory_limit;     /* MHD's per-connection pool (memory_limit) */
   lua_Integer climit;      /* the connection limit in force */
   lua_Integer high_water;  /* above it, waiting connections are evicted */
   uv_timer_t sweep;        /* header and idle deadlines, evictions */

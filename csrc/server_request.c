@@ -169,12 +169,35 @@ static void req_free (Req *r) {
   free(r);
 }
 
+static void send_status (int fd, const char *status, const char *msg);
+
+/* A request-target MHD could not parse without running out of its
+** connection's memory pool: each query argument takes a record in the pool
+** beside the target itself, and once the pool is full MHD 0.9.75 neither
+** answers nor closes (the request waited for the header timeout).  So a
+** target longer than a quarter of the pool, or with more arguments than
+** 1/256 of its size (64 KiB: 16 KiB, 256 arguments), is answered 414 here,
+** straight on the socket MHD has written nothing to yet, and the connection
+** ends a second later whatever MHD makes of the rest. */
+static int target_too_big (const Server *srv, const char *uri) {
+  size_t n = 0, args = 0;
+  for (; uri[n] != '\0'; n++) if (uri[n] == '&') args++;
+  return n > srv->memory_limit / 4 || args > srv->memory_limit / 256;
+}
+
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line is in.  The URI given here
 ** is the raw request-target (MHD unescapes the path it passes later), and
 ** what we return becomes the request's context. */
 void *on_uri (void *cls, const char *uri, struct MHD_Connection *c) {
   Server *srv = (Server *)cls;
-  Req *r = (Req *)calloc(1, sizeof *r);
+  Req *r;
+  if (uri && target_too_big(srv, uri)) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) send_status(ci->connect_fd, "414 URI Too Long", "the request target is too long\n");
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 1u);
+    srv->rejected++;
+  }
+  r = (Req *)calloc(1, sizeof *r);
   if (r == NULL) return NULL;
   r->srv = srv;
   r->cn = conn_of(c);
@@ -418,15 +441,19 @@ static int bad_framing (struct MHD_Connection *c) {
 /* The 400 written straight to a socket MHD has written nothing to yet (a
 ** fresh socket's buffer takes these few bytes at once); the write side is
 ** shut after it. */
-static void send_400 (int fd) {
+static void send_status (int fd, const char *status, const char *msg) {
   char raw[256];
-  int len = snprintf(raw, sizeof raw, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"
+  int len = snprintf(raw, sizeof raw, "HTTP/1.1 %s\r\nConnection: close\r\n"
                      "Content-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s",
-                     sizeof REJECT_MSG - 1, REJECT_MSG);
+                     status, strlen(msg), msg);
   ssize_t n;
   do n = send(fd, raw, (size_t)len, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   shutdown(fd, SHUT_WR);
+}
+
+static void send_400 (int fd) {
+  send_status(fd, "400 Bad Request", REJECT_MSG);
 }
 
 static enum MHD_Result reject_request (Req *r, struct MHD_Connection *c) {
