@@ -10,8 +10,8 @@
 --     opts = check.options(opts, "exec", check.set("cwd", "env", "timeout"))
 local errors = require "daytona.errors"
 
-local type, pairs, tostring, select, getmetatable, error =
-  type, pairs, tostring, select, getmetatable, error
+local type, pairs, ipairs, tostring, select, getmetatable, rawget, error =
+  type, pairs, ipairs, tostring, select, getmetatable, rawget, error
 local math_type = math.type
 local concat, sort = table.concat, table.sort
 
@@ -174,6 +174,49 @@ function M.set(...)
   local s = {}
   for i = 1, select("#", ...) do s[select(i, ...)] = true end
   return s
+end
+
+--- Make every public method of a class check its `self`, so that a call
+-- with '.' instead of ':' (`client.create{...}`) says so instead of failing
+-- later with "attempt to index a nil value". Called once per class, after
+-- its methods are defined; names starting with "_" (private methods and
+-- metamethods) are left as they are. The cost per call is one metatable
+-- comparison and a tail call.
+-- @param class the methods table
+-- @param instance how users name an instance in messages, e.g. "client"
+-- @param[opt] mt the instances' metatable (default: `class` itself)
+-- @return class
+function M.methods(class, instance, mt)
+  mt = mt or class
+  local function is_instance(self)
+    -- an object of a derived class: its metatable's __index chain reaches class
+    local m = getmetatable(self)
+    for _ = 1, 8 do
+      if type(m) ~= "table" then return false end
+      local idx = rawget(m, "__index")
+      if idx == class or m == mt then return true end
+      m = type(idx) == "table" and getmetatable(idx) or nil
+    end
+    return false
+  end
+  local names = {}
+  for name, fn in pairs(class) do
+    if type(name) == "string" and type(fn) == "function" and name:sub(1, 1) ~= "_" then names[#names + 1] = name end
+  end
+  for _, name in ipairs(names) do
+    local fn = class[name]
+    local function misuse(self)
+      local args = type(self) == "table" and getmetatable(self) == nil and "{...}" or "(...)"
+      error(errors.DaytonaValidationError(
+        ("%s.%s: call it with ':' (%s:%s%s), not '.'"):format(instance, name, instance, name, args),
+        { code = "EINVAL", argument = "self" }), 0)
+    end
+    class[name] = function(self, ...)
+      if getmetatable(self) ~= mt and not is_instance(self) then misuse(self) end
+      return fn(self, ...)
+    end
+  end
+  return class
 end
 
 return M

@@ -9,7 +9,20 @@
 -- `jwt_token`, `organization_id`, `api_url`, `target`, `retry`
 -- (`{ retries = 3, base_delay = 0.25, max_delay = 8, max_retry_after = 60 }`
 -- or false), `on_request` (observer `f(method, url, attempt)`),
--- `local_server` (false: never use the local server). See `daytona.config`.
+-- `local_server` (false: never use the local server).
+--
+-- Settings missing from the table come from the environment, then
+-- `.env.local`, then `.env` in the current directory (`DAYTONA_API_KEY`,
+-- `DAYTONA_API_URL`, `DAYTONA_TARGET`, `DAYTONA_JWT_TOKEN`,
+-- `DAYTONA_ORGANIZATION_ID`). The API URL travels with the credential: a
+-- key from the environment, `.env.local` or `.env` is sent only to the
+-- `DAYTONA_API_URL` of the same place, or to Daytona's cloud when no place
+-- names a URL; when the key's place names no URL but another does, or a
+-- place of higher precedence names another URL, `new` raises `DaytonaError`
+-- with code `AMBIGUOUS_ENDPOINT` instead of guessing. An `api_url` in the
+-- table is used with whichever key applies; an `api_key` in the table goes
+-- to the environment's URL or the cloud (a dotenv file's URL steers only
+-- the key beside it). See `daytona.config.resolve`.
 local check = require "daytona.check"
 local transport = require "daytona.transport"
 local wire = require "daytona.wire"
@@ -430,5 +443,9 @@ function Client:delete(sb, opts)
   live(self, "delete")
   return as_sandbox(self, sb, "delete"):delete(opts)
 end
+
+
+-- a call with '.' instead of ':' says so
+check.methods(Client, "client")
 
 return M

@@ -132,4 +132,8 @@ function CodeInterpreter:run_code(code, opts)
   return { stdout = concat(out), stderr = concat(err_out), error = result_error }
 end
 
+
+-- a call with '.' instead of ':' says so
+check.methods(CodeInterpreter, "code_interpreter")
+
 return M

@@ -4,12 +4,11 @@
 -- Precedence for each value: the table given to `daytona.new`, then the
 -- process environment, then `.env.local`, then `.env` (both read from the
 -- current directory; only `DAYTONA_*` keys are taken and the process
--- environment is never modified). An API key wins over a JWT. The API URL is
--- taken from the process environment only, never from a dotenv file, and a
--- dotenv file that names an endpoint while the environment names another is
--- an error (the endpoint decides where the credential is sent; this is the
--- rule of the 0.218 SDKs). With no credentials at all and no API URL, the
--- client uses the local server (`daytona.localserver`).
+-- environment is never modified), as the official SDKs do. The API URL
+-- travels with the credential: a key is only sent to the URL configured in
+-- the same place (see `resolve` for the exact rule). With no credentials
+-- at all and no API URL, the client uses the local server
+-- (`daytona.localserver`).
 local errors = require "daytona.errors"
 local check = require "daytona.check"
 
@@ -22,13 +21,6 @@ M.DEFAULT_API_URL = "https://app.daytona.io/api"
 
 local FIELDS = check.set("api_key", "jwt_token", "organization_id", "api_url", "server_url",
   "target", "retry", "on_request", "sdk_version", "local_server")
-
-local ENV_KEYS = {
-  api_key = "DAYTONA_API_KEY",
-  jwt_token = "DAYTONA_JWT_TOKEN",
-  organization_id = "DAYTONA_ORGANIZATION_ID",
-  target = "DAYTONA_TARGET",
-}
 
 local function unquote(v)
   v = v:match("^%s*(.-)%s*$")
@@ -100,7 +92,66 @@ local function nonempty(v)
   return v
 end
 
+-- The places a setting can come from, in order of precedence: the options,
+-- the process environment, `.env.local`, `.env`. Each dotenv file is its
+-- own place: `.env` is often committed and `.env.local` holds the secrets,
+-- so a URL in one must not steer a key from the other.
+local function places(user, getenv, dir)
+  local opt_names = {
+    DAYTONA_API_KEY = "api_key", DAYTONA_JWT_TOKEN = "jwt_token", DAYTONA_ORGANIZATION_ID = "organization_id",
+    DAYTONA_TARGET = "target", DAYTONA_API_URL = "api_url", DAYTONA_SERVER_URL = "server_url",
+  }
+  local function file(name)
+    local vars
+    return { what = name .. " in " .. dir, get = function(k)
+      vars = vars or M.read_dotenv(dir .. "/" .. name)
+      return nonempty(vars[k])
+    end }
+  end
+  return {
+    { what = "the options", get = function(name) return nonempty(user[opt_names[name]]) end },
+    { what = "the environment", get = function(name) return nonempty(getenv(name)) end },
+    file(".env.local"),
+    file(".env"),
+  }
+end
+
+local function url_of(place)
+  return place.get("DAYTONA_API_URL") or place.get("DAYTONA_SERVER_URL")
+end
+
+local function ambiguous(msg)
+  error(errors.DaytonaError(msg, { code = "AMBIGUOUS_ENDPOINT" }), 0)
+end
+
 --- Resolve the configuration.
+--
+-- Each setting is taken from the first place that has it: the options
+-- table, then the process environment, then `.env.local`, then `.env` in
+-- the current directory (only `DAYTONA_*` keys; the environment is never
+-- modified). The credential is the first place's `DAYTONA_API_KEY`, else
+-- its `DAYTONA_JWT_TOKEN` (an API key wins over a JWT of the same place).
+--
+-- The API URL goes with the credential, so that a key is never sent to an
+-- endpoint the user did not configure together with it (a `.env` in the
+-- working directory may come with a cloned repository, so its URL must not
+-- steer a key it did not supply):
+--
+-- * `api_url` in the options is used whatever place the key comes from;
+-- * a key given in the options uses `DAYTONA_API_URL` from the environment,
+--   else Daytona's cloud; a dotenv file naming a URL then is refused;
+-- * a key from the environment, `.env.local` or `.env` uses the
+--   `DAYTONA_API_URL` of that same place, or Daytona's cloud when no place
+--   names a URL;
+-- * the choice is refused with `AMBIGUOUS_ENDPOINT` rather than guessed
+--   when the key's place names no URL while another place does (a key
+--   exported in the environment beside a `.env` naming a server, a key in
+--   `.env` beside a `DAYTONA_API_URL` in the environment), or when a place
+--   of higher precedence names another URL (the environment's URL beside
+--   the key and URL of a `.env`);
+-- * with no credential anywhere and no URL anywhere the client uses the
+--   local server (`daytona.localserver`); a URL without a credential is an
+--   error.
 -- @param user the table given to `daytona.new` (may be nil): `api_key`,
 --   `jwt_token`, `organization_id`, `api_url` (`server_url` is the deprecated
 --   alias), `target`, `retry` (table or false), `on_request` (a function
@@ -112,7 +163,8 @@ end
 --   `organization_id`, or `use_local = true` when the local server applies
 -- @raise DaytonaValidationError for a bad table; DaytonaAuthenticationError
 --   for a JWT without organization or an API URL without credentials;
---   DaytonaError for an ambiguous endpoint
+--   DaytonaError (code `AMBIGUOUS_ENDPOINT`) when the URL of the key's place
+--   and another place's URL disagree
 function M.resolve(user, ctx)
   user = validate(user)
   ctx = ctx or {}
@@ -122,55 +174,59 @@ function M.resolve(user, ctx)
     retry = user.retry, on_request = user.on_request, sdk_version = user.sdk_version,
     local_server = user.local_server,
   }
-  local explicit_url = nonempty(user.api_url) or nonempty(user.server_url)
-  cfg.api_key = nonempty(user.api_key)
-  cfg.jwt_token = nonempty(user.jwt_token)
-  cfg.organization_id = nonempty(user.organization_id)
-  cfg.target = nonempty(user.target)
-  cfg.api_url = explicit_url
-
-  local complete = cfg.api_url and cfg.target and
-    (cfg.api_key or (cfg.jwt_token and cfg.organization_id))
-  if not complete then
-    -- lazily read the dotenv files: process env > .env.local > .env
-    local files
-    local function dotenv()
-      if not files then
-        files = { M.read_dotenv(dir .. "/.env.local"), M.read_dotenv(dir .. "/.env") }
-      end
-      return files
-    end
-    local function lookup(name)
-      local v = nonempty(getenv(name))
+  local list = places(user, getenv, dir)
+  local function lookup(name)
+    for _, p in ipairs(list) do
+      local v = p.get(name)
       if v then return v end
-      for _, f in ipairs(dotenv()) do
-        v = nonempty(f[name])
-        if v then return v end
-      end
-      return nil
     end
-    -- an environment API key is ignored when a JWT was configured explicitly
-    if not cfg.api_key and not cfg.jwt_token then cfg.api_key = lookup(ENV_KEYS.api_key) end
-    if not cfg.api_key then
-      cfg.jwt_token = cfg.jwt_token or lookup(ENV_KEYS.jwt_token)
-    end
-    cfg.organization_id = cfg.organization_id or lookup(ENV_KEYS.organization_id)
-    cfg.target = cfg.target or lookup(ENV_KEYS.target)
+  end
+
+  -- the credential: the first place that has one
+  local cred_place
+  for i, p in ipairs(list) do
+    local key = p.get("DAYTONA_API_KEY")
+    if key then cfg.api_key, cred_place = key, i; break end
+    local jwt = p.get("DAYTONA_JWT_TOKEN")
+    if jwt then cfg.jwt_token, cred_place = jwt, i; break end
+  end
+  cfg.organization_id = lookup("DAYTONA_ORGANIZATION_ID")
+  cfg.target = lookup("DAYTONA_TARGET")
+
+  -- the URL that goes with it
+  local explicit_url = url_of(list[1])
+  local cred = cfg.api_key and "DAYTONA_API_KEY" or "DAYTONA_JWT_TOKEN"
+  if explicit_url then
+    cfg.api_url = explicit_url
+  elseif cred_place == 1 then
+    -- a key in the code goes to the environment's URL; a dotenv file's URL
+    -- steers only the key beside it
+    cfg.api_url = url_of(list[2])
     if not cfg.api_url then
-      local env_url = nonempty(getenv("DAYTONA_API_URL")) or nonempty(getenv("DAYTONA_SERVER_URL"))
-      local file_url
-      for _, f in ipairs(dotenv()) do
-        file_url = file_url or nonempty(f.DAYTONA_API_URL) or nonempty(f.DAYTONA_SERVER_URL)
+      for i = 3, 4 do
+        local other = url_of(list[i])
+        if other then
+          ambiguous(("the API endpoint is ambiguous: the key was given in the options, without api_url, but %s says "
+            .. "DAYTONA_API_URL=%s; pass api_url explicitly or set DAYTONA_API_URL in the environment")
+            :format(list[i].what, other))
+        end
       end
-      if env_url and file_url and env_url ~= file_url then
-        error(errors.DaytonaError(("the API endpoint is ambiguous: the environment says %s and a .env file in %s says %s; pass api_url explicitly")
-          :format(env_url, dir, file_url), { code = "AMBIGUOUS_ENDPOINT" }), 0)
-      end
-      if file_url and not env_url then
-        io.stderr:write("daytona: ignoring DAYTONA_API_URL from a .env file (the endpoint is taken from the environment only)\n")
-      end
-      cfg.api_url = env_url
     end
+  elseif cred_place then
+    local own = url_of(list[cred_place])
+    for i = 2, 4 do
+      local other = url_of(list[i])
+      if i ~= cred_place and other and other ~= own and (own == nil or i < cred_place) then
+        ambiguous(("the API endpoint is ambiguous: %s comes from %s, %s, but %s says DAYTONA_API_URL=%s; "
+          .. "set DAYTONA_API_URL in the same place as the key, or pass api_url explicitly")
+          :format(cred, list[cred_place].what,
+            own and ("with DAYTONA_API_URL=" .. own) or "without DAYTONA_API_URL (Daytona's cloud)",
+            list[i].what, other))
+      end
+    end
+    cfg.api_url = own
+  else
+    cfg.api_url = url_of(list[2]) or url_of(list[3]) or url_of(list[4])
   end
 
   if cfg.api_key then

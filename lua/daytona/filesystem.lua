@@ -44,7 +44,7 @@ local function call_toolbox(self, opts)
 end
 
 local function file_info(v)
-  local m = wire.to_lua(v or {})
+  local m = wire.to_lua(v or {}, "FileInfo")
   m.is_dir = m.is_dir or false
   return m
 end
@@ -152,7 +152,7 @@ function FileSystem:find_files(path, pattern)
   local r = call_toolbox(self, { method = "GET", path = "/files/find", query = { path = path, pattern = pattern },
     what = "find files" }) or {}
   local out = {}
-  for i, v in ipairs(r) do out[i] = wire.to_lua(v) end
+  for i, v in ipairs(r) do out[i] = wire.to_lua(v, "Match") end
   return out
 end
 
@@ -183,7 +183,7 @@ function FileSystem:replace_in_files(files, pattern, new_value)
   local r = call_toolbox(self, { method = "POST", path = "/files/replace", idempotent = true,
     json = { files = files, pattern = pattern, newValue = new_value }, what = "replace in files" }) or {}
   local out = {}
-  for i, v in ipairs(r) do out[i] = wire.to_lua(v) end
+  for i, v in ipairs(r) do out[i] = wire.to_lua(v, "ReplaceResult") end
   return out
 end
 
@@ -218,9 +218,21 @@ end
 local function source_arg(src, f, arg, allow_producer)
   if type(src) == "string" then
     if src == "" then check.argerror(f, arg, "local path expected, got an empty string") end
-    local fh = io.open(src, "rb")
+    local fh, emsg = io.open(src, "rb")
     if not fh then
-      error(errors.DaytonaError(("%s: cannot open local file %s"):format(f, src), { code = "ENOENT", argument = arg }), 0)
+      -- a string is always a local path (Python's bytes are Lua strings
+      -- too, so content passed here would otherwise be taken for a name)
+      local looks_like_content = #src > 4096 or src:find("[%z\n\r]")
+      local msg
+      if looks_like_content then
+        local preview = src:sub(1, 32):gsub("[%c\"]", function(c) return ("\\%03d"):format(c:byte()) end)
+        msg = ("%s: '%s' is a local path, and this string (%d bytes, \"%s%s\") looks like file content, "
+          .. "not a path: to upload a string, pass { data = ... }"):format(f, arg, #src, preview, #src > 32 and "..." or "")
+      else
+        msg = ("%s: cannot open local file %s (%s); a string is a local path: to upload the string itself, "
+          .. "pass { data = ... }"):format(f, src, tostring(emsg):gsub("^[^:]*: ", ""))
+      end
+      error(errors.DaytonaValidationError(msg, { code = looks_like_content and "EINVAL" or "ENOENT", argument = arg }), 0)
     end
     local size = fh:seek("end")
     fh:close()
@@ -278,9 +290,48 @@ local function parse_upload_result(r, dests)
   return results
 end
 
+-- The progress of one transfer: the terminal's bar (daytona.progressbar)
+-- and the user's `on_progress`, which gets one object with the Python
+-- SDK's names (UploadProgress.bytes_sent, DownloadProgress.bytes_received
+-- and total_bytes; `total` too) followed by the same numbers positionally.
+-- Returns nil when neither applies. `finish` is idempotent and also runs
+-- as the tracker's `__close`.
+local Tracker = {}
+Tracker.__index = Tracker
+Tracker.__close = function(t, err) t:finish(err == nil) end
+
+local function tracker(kind, nfiles, on_progress)
+  local bar = progressbar.start(kind, nfiles)
+  if not bar and not on_progress then return nil end
+  return setmetatable({ bar = bar, cb = on_progress, kind = kind }, Tracker)
+end
+
+--- Report `done` bytes of `total` (nil: unknown); `file` is the name of
+-- the file being moved, `index` its place among the transfer's files.
+-- @local
+function Tracker:update(done, total, file, index)
+  if self.bar then self.bar:update(done, total, file, index) end
+  local cb = self.cb
+  if cb then
+    local p
+    if self.kind == "upload" then
+      p = { bytes_sent = done, total = total, total_bytes = total, file = file }
+    else
+      p = { bytes_received = done, total = total, total_bytes = total, file = file }
+    end
+    cb(p, done, total)
+  end
+end
+
+--- End the transfer (`ok` false: it failed).
+-- @local
+function Tracker:finish(ok)
+  if self.bar then self.bar:finish(ok) end
+end
+
 -- One bulk-upload request for a list of { src = validated source, dest = }.
 local function bulk_upload(self, items, f, timeout, on_progress, cancel)
-  on_progress = progressbar.wrap("upload", on_progress)
+  local track <close> = tracker("upload", #items, on_progress)
   local parts = {}
   local replayable = true
   local producer
@@ -296,14 +347,18 @@ local function bulk_upload(self, items, f, timeout, on_progress, cancel)
   local total = 0
   for _, it in ipairs(items) do total = total + (it.src.size or 0) end
   local progress
-  if on_progress or cancel then
+  if track or cancel then
+    local cur, upto = 1, items[1].src.size or 0
     progress = function(done)
       if cancel and cancel() then error(cancelled_error(f), 0) end
-      if on_progress then
+      if track then
         -- multipart framing counts too: report file bytes, bounded by the total
         local d = done
         if total > 0 and d > total then d = total end
-        on_progress(d, total > 0 and total or nil)
+        -- the file being sent: where the byte count falls among the sizes
+        while d > upto and cur < #items do cur = cur + 1; upto = upto + (items[cur].src.size or 0) end
+        local name = items[cur].dest:match("[^/]*$")
+        track:update(d, total > 0 and total or nil, name, cur)
       end
     end
   end
@@ -384,6 +439,7 @@ function M.multipart_producer(parts, producer, cancel, what)
 end
 
 local UPLOAD_OPTS = check.set("timeout")
+local UPLOAD_FILES_OPTS = check.set("timeout", "raise")
 
 --- Upload one file.
 -- @param source a local path (string) or `{ data = bytes }`
@@ -403,12 +459,17 @@ function FileSystem:upload_file(source, remote_path, opts)
 end
 
 --- Upload several files in one multipart request.
+--
+-- Like the Python SDK, a file that fails raises; the error carries the
+-- whole per-file list as `err.results`. With `raise = false` the list is
+-- returned instead, failures included.
 -- @param files list of `{ source = local path or { data = bytes },
 --   destination = remote path }`
--- @param opts optional `{ timeout = 1800 }`
--- @return list, in order, of `{ destination, bytes }` or
---   `{ destination, error }` (per-file failures are reported, not raised)
--- @raise DaytonaError when the request as a whole fails
+-- @param opts optional `{ timeout = 1800, raise = true }`
+-- @return list, in order, of `{ destination, bytes }` (with `raise =
+--   false`, a failed file is `{ destination, error }`)
+-- @raise DaytonaError (code `UPLOAD_FAILED`, `results` = the per-file
+--   list) when a file fails; DaytonaError when the request as a whole fails
 function FileSystem:upload_files(files, opts)
   local f = "upload_files"
   check.table(files, f, "files")
@@ -419,9 +480,24 @@ function FileSystem:upload_files(files, opts)
     check.options(check.table(it, f, a), f, check.set("source", "destination"), a)
     items[i] = { src = source_arg(it.source, f, a .. ".source"), dest = check.string(it.destination, f, a .. ".destination") }
   end
-  opts = check.options(opts, f, UPLOAD_OPTS)
+  opts = check.options(opts, f, UPLOAD_FILES_OPTS)
   local timeout = check.timeout(opts.timeout, f, TRANSFER_TIMEOUT)
-  return bulk_upload(self, items, f, timeout)
+  local raise = check.optboolean(opts.raise, f, "raise") ~= false
+  local results = bulk_upload(self, items, f, timeout)
+  if raise then
+    local failed = {}
+    for _, r in ipairs(results) do
+      if r.error then
+        local m = tostring(r.error.message)
+        failed[#failed + 1] = m:find(r.destination, 1, true) and m or (r.destination .. ": " .. m)
+      end
+    end
+    if #failed > 0 then
+      error(errors.DaytonaError(("%s: %d of %d files failed (%s); err.results has every file's outcome")
+        :format(f, #failed, #results, concat(failed, "; ")), { code = "UPLOAD_FAILED", results = results }), 0)
+    end
+  end
+  return results
 end
 
 local STREAM_OPTS = check.set("timeout", "on_progress", "cancel")
@@ -430,8 +506,10 @@ local STREAM_OPTS = check.set("timeout", "on_progress", "cancel")
 -- @param source a local path, `{ data = bytes }`, or a producer
 --   `function() -> chunk | nil` (it may wait)
 -- @param remote_path destination in the sandbox
--- @param opts optional `{ timeout = 1800, on_progress = function(bytes_sent,
---   total_or_nil), cancel = token or function }`
+-- @param opts optional `{ timeout = 1800, on_progress = function(p, bytes_sent,
+--   total_or_nil), cancel = token or function }`: `on_progress` gets an
+--   object `p` with Python's names, `{ bytes_sent =, total_bytes =, total =,
+--   file = }` (total nil when unknown), then the two numbers again
 -- @return `{ destination, bytes }`
 -- @raise CancelledError when cancelled; DaytonaError on failure
 function FileSystem:upload_file_stream(source, remote_path, opts)
@@ -548,8 +626,9 @@ end
 -- memory (dest nil) or to the local file dest; collect per-path errors.
 -- Returns a table path -> { result = bytes | dest, error = err }.
 local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel)
-  on_progress = progressbar.wrap("download", on_progress)
+  local track <close> = tracker("download", #paths, on_progress)
   local r = open_reader(self, paths, f, timeout, cancel)
+  local index = 0
   local results = {}
   local cur, buf, fh, errbuf
   local received = 0
@@ -560,6 +639,7 @@ local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel
       if ev == "part" then
         local name, path = a.name, a.filename
         cur = { name = name, path = path, total = tonumber(a.headers["content-length"]) }
+        index = index + 1
         if name == "file" and path then
           local dest = dests[path]
           if dest then
@@ -589,7 +669,8 @@ local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel
             buf[#buf + 1] = a
           end
           received = received + #a
-          if on_progress then on_progress(received, cur.total) end
+          -- a part's length is its file's: a total only for a single file
+          if track then track:update(received, #paths == 1 and cur.total or nil, cur.path:match("[^/]*$"), index) end
         elseif cur.name == "error" and errbuf then
           errbuf[#errbuf + 1] = a
         end
@@ -696,8 +777,10 @@ end
 --
 --     for chunk in sb.fs:download_file_stream("/data/big.bin", { on_progress = print }) do out:write(chunk) end
 -- @param remote_path the file in the sandbox
--- @param opts optional `{ timeout = 1800, on_progress = function(bytes_received,
---   total_bytes), cancel = token or function }`
+-- @param opts optional `{ timeout = 1800, on_progress = function(p,
+--   bytes_received, total_bytes), cancel = token or function }`:
+--   `on_progress` gets an object `p` with Python's names, `{ bytes_received
+--   =, total_bytes =, total =, file = }`, then the two numbers again
 -- @return iterator of byte chunks (also `:close()` to stop early)
 -- @raise DaytonaNotFoundError (when the iteration reaches the error part);
 --   CancelledError; DaytonaConnectionError for a truncated response
@@ -707,17 +790,27 @@ function FileSystem:download_file_stream(remote_path, opts)
   opts = check.options(opts, f, STREAM_OPTS)
   local timeout = check.timeout(opts.timeout, f, TRANSFER_TIMEOUT)
   local on_progress = check.optfunction(opts.on_progress, f, "on_progress")
-  on_progress = progressbar.wrap("download", on_progress)
   local cancel = cancel_arg(opts.cancel, f)
   if cancel and cancel() then error(cancelled_error(f), 0) end
-  local r = open_reader(self, { remote_path }, f, timeout, cancel)
+  local track = tracker("download", 1, on_progress)
+  local name = remote_path:match("[^/]*$")
+  local ok, r = pcall(open_reader, self, { remote_path }, f, timeout, cancel)
+  if not ok then
+    if track then track:finish(false) end
+    error(r, 0)
+  end
   local cur, errbuf, total, received, got_file = nil, nil, nil, 0, false
   local it = {}
-  function it.close() r:close() end
-  local function next_chunk()
+  local function stop(ok)
+    if track then track:finish(ok) end
+    r:close()
+  end
+  function it.close() stop(received > 0 and total ~= nil and received >= total) end
+  local function step()
     while true do
       local ev, a = r:event()
       if ev == nil then
+        if track then track:finish(got_file) end
         if not got_file then
           error(errors.DaytonaError(f .. ": no data received for " .. remote_path, { code = "ENODATA" }), 0)
         end
@@ -728,30 +821,40 @@ function FileSystem:download_file_stream(remote_path, opts)
         total = tonumber(a.headers["content-length"])
         if cur == "file" then
           got_file = true
-          if on_progress then on_progress(0, total) end
+          if track then track:update(0, total, name, 1) end
         elseif cur == "error" then errbuf = {} end
       elseif ev == "data" then
         if cur == "file" then
           received = received + #a
-          if on_progress then on_progress(received, total) end
+          if track then track:update(received, total, name, 1) end
           if a ~= "" then return a end
         elseif cur == "error" then
           errbuf[#errbuf + 1] = a
         end
       elseif ev == "end" then
         if cur == "error" then
-          r:close()
+          stop(false)
           error(part_error(concat(errbuf), remote_path), 0)
         end
         cur = nil
       end
     end
   end
+  -- a failed step (truncation, cancellation) ends the bar as failed
+  local function next_chunk()
+    local okc, chunk = pcall(step)
+    if not okc then stop(false); error(chunk, 0) end
+    return chunk
+  end
   return setmetatable(it, {
     __call = function() return next_chunk() end,
-    __close = function() r:close() end,
+    __close = function() it.close() end,
     __index = { next = next_chunk },
   })
 end
+
+
+-- a call with '.' instead of ':' says so
+check.methods(FileSystem, "fs")
 
 return M

@@ -196,4 +196,8 @@ function Git:history(path)
   return out
 end
 
+
+-- a call with '.' instead of ':' says so
+check.methods(Git, "git")
+
 return M

@@ -229,4 +229,8 @@ function M.is(v)
   return getmetatable(v) == Image
 end
 
+
+-- a call with '.' instead of ':' says so
+check.methods(Image, "image")
+
 return M

@@ -312,4 +312,8 @@ function M.connect(sb, session_id, opts)
   return connect(sb, session_id, on_data, timeout, f)
 end
 
+
+-- a call with '.' instead of ':' says so
+check.methods(PtyHandle, "pty")
+
 return M

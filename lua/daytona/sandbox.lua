@@ -78,7 +78,10 @@ function Sandbox:_apply(dto)
 end
 
 function mt.__tostring(sb)
-  return ("Sandbox %s (%s)"):format(tostring(rawget(sb, "id")), tostring(rawget(sb, "state")))
+  -- the fields the server sent, printed as the models are
+  local fields = {}
+  for k in pairs(rawget(sb, "_fields") or {}) do fields[k] = rawget(sb, k) end
+  return tostring(wire.model(fields, "Sandbox"))
 end
 
 --- Deleting on scope end: `local sb <close> = client:create{}`. When the
@@ -582,4 +585,8 @@ end
 
 M.wait_until = wait_until
 M.DEFAULT_TIMEOUT = DEFAULT_TIMEOUT
+
+-- a call with '.' instead of ':' says so
+check.methods(Sandbox, "sandbox", mt)
+
 return M

@@ -166,11 +166,11 @@ local function execute_response(r)
   r = wire.to_lua(r or {})
   local result = r.result or ""
   local charts = r.artifacts and r.artifacts.charts or {}
-  return {
+  return wire.model({
     exit_code = r.exit_code or r.code or -1,
     result = result,
-    artifacts = { stdout = result, charts = charts },
-  }
+    artifacts = wire.model({ stdout = result, charts = charts }, "ExecutionArtifacts"),
+  }, "ExecuteResponse")
 end
 
 --- Run a shell command and wait for it. stdout and stderr come back
@@ -238,14 +238,14 @@ end
 
 local function command_model(c)
   c = wire.to_lua(c or {})
-  return { id = c.id, command = c.command, exit_code = c.exit_code }
+  return wire.model({ id = c.id, command = c.command, exit_code = c.exit_code }, "Command")
 end
 
 local function session_model(s)
   s = s or {}
   local cmds = {}
   for i, c in ipairs(s.commands or {}) do cmds[i] = command_model(c) end
-  return { session_id = s.sessionId, commands = cmds }
+  return wire.model({ session_id = s.sessionId, commands = cmds }, "Session")
 end
 
 --- Create a session: a long-lived shell whose state (cwd, variables)
@@ -638,5 +638,9 @@ function Process:kill_pty_session(session_id)
   session_id = check.string(session_id, "kill_pty_session", "session_id")
   call_toolbox(self, { method = "DELETE", path = "/process/pty/" .. seg(session_id), what = "kill PTY session" })
 end
+
+
+-- a call with '.' instead of ':' says so
+check.methods(Process, "process")
 
 return M

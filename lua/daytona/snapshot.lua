@@ -169,4 +169,8 @@ function SnapshotService:create(params, opts)
   return res
 end
 
+
+-- a call with '.' instead of ':' says so
+check.methods(SnapshotService, "snapshot")
+
 return M

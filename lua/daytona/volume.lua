@@ -39,7 +39,7 @@ function VolumeService:list(opts)
   local r = self._t:request({ method = "GET", path = "/volumes", what = "list volumes",
     query = { includeDeleted = check.optboolean(opts.include_deleted, "volume.list", "include_deleted") } }) or {}
   local out = {}
-  for i, v in ipairs(r) do out[i] = wire.to_lua(v) end
+  for i, v in ipairs(r) do out[i] = wire.to_lua(v, "Volume") end
   return out
 end
 
@@ -57,7 +57,7 @@ function VolumeService:get(name, opts)
   local v = self._t:request({ method = "GET", path = "/volumes/by-name/" .. wire.urlencode(name),
     what = "get volume", not_found = not_found })
   if v == false then return self:create(name) end
-  return wire.to_lua(v)
+  return wire.to_lua(v, "Volume")
 end
 
 --- Create a volume (it becomes `ready` asynchronously; see wait_for_ready).
@@ -106,5 +106,9 @@ function VolumeService:wait_for_ready(volume, opts)
     if interval > 1 then interval = 1 end
   end
 end
+
+
+-- a call with '.' instead of ':' says so
+check.methods(VolumeService, "volume")
 
 return M

@@ -8,8 +8,8 @@
 local cjson = require "cjson"
 local errors = require "daytona.errors"
 
-local type, pairs, ipairs, tostring, tonumber, pcall, error =
-  type, pairs, ipairs, tostring, tonumber, pcall, error
+local type, pairs, ipairs, tostring, tonumber, pcall, error, next, getmetatable, setmetatable =
+  type, pairs, ipairs, tostring, tonumber, pcall, error, next, getmetatable, setmetatable
 local math_type, floor, char = math.type, math.floor, string.char
 local concat, sort = table.concat, table.sort
 
@@ -93,13 +93,83 @@ local function plain(v, verbatim)
   return out
 end
 
+-- Models print as one short line, `FileInfo{name="a.txt", is_dir=false, size=3}`;
+-- the metatable holds only __tostring and __name, so indexing and pairs see
+-- exactly the fields.
+local FIRST = { "id", "name", "path", "destination", "state", "exit_code", "result" }
+local FIRST_SET = {}
+for i, k in ipairs(FIRST) do FIRST_SET[k] = i end
+local MAX_LINE = 160
+
+local function short(x)
+  local t = type(x)
+  if t == "string" then
+    if #x > 40 then x = x:sub(1, 37) .. "..." end
+    return (("%q"):format(x):gsub("\\\n", "\\n"))
+  elseif t == "table" then
+    local n = #x
+    if n > 0 then return ("[%d]"):format(n) end
+    return next(x) == nil and "{}" or "{...}"
+  end
+  return tostring(x)
+end
+
+local models = setmetatable({}, { __mode = "k" })   -- metatable -> true
+local model_mts = {}                                 -- name -> metatable
+
+local function model_tostring(m)
+  local mt = getmetatable(m)
+  local keys = {}
+  for k in pairs(m) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    local ia, ib = FIRST_SET[a], FIRST_SET[b]
+    if ia or ib then return (ia or 99) < (ib or 99) end
+    return tostring(a) < tostring(b)
+  end)
+  local parts, len = {}, 0
+  for _, k in ipairs(keys) do
+    local item = (type(k) == "string" and k:match("^[%a_][%w_]*$") and k or ("[" .. short(k) .. "]"))
+      .. "=" .. short(m[k])
+    if len + #item > MAX_LINE then parts[#parts + 1] = "..."; break end
+    parts[#parts + 1] = item
+    len = len + #item + 2
+  end
+  return (mt.model or "") .. "{" .. table.concat(parts, ", ") .. "}"
+end
+
+--- Give a table the model metatable: it prints as one line
+-- (`Name{field=value, ...}`) and indexes and iterates as before.
+-- @param t table
+-- @param[opt] name the model's name (Python's class name), e.g. "FileInfo"
+-- @return t
+function M.model(t, name)
+  if type(t) ~= "table" or getmetatable(t) ~= nil then return t end
+  local key = name or ""
+  local mt = model_mts[key]
+  if not mt then
+    mt = { __tostring = model_tostring, __name = "daytona.wire.Model", model = name }
+    model_mts[key] = mt
+    models[mt] = true
+  end
+  return setmetatable(t, mt)
+end
+
+--- True if t is a model (made by `to_lua` or `model`).
+-- @return boolean
+function M.is_model(t)
+  local mt = getmetatable(t)
+  return mt ~= nil and models[mt] == true
+end
+
 --- Convert a decoded wire object into a plain Lua table: keys in
 -- snake_case (except inside `env`, `envs` and `labels`, which are the
--- user's), JSON null dropped, integral numbers as integers.
+-- user's), JSON null dropped, integral numbers as integers. The result is a
+-- model (see `model`): it prints readably.
 -- @param v decoded JSON
+-- @param[opt] name the model's name, shown by tostring
 -- @return table or scalar
-function M.to_lua(v)
-  return plain(v, false)
+function M.to_lua(v, name)
+  return M.model(plain(v, false), name)
 end
 
 ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ describe("daytona client", function()
     assert.are.equal("python", sb.labels["code-toolbox-language"])
     assert.are.equal(0, sb.auto_stop_interval)
     assert.are.equal("hello", sb.env.GREETING)
-    assert.matches("^Sandbox ", tostring(sb))
+    assert.matches("^Sandbox{id=\"", tostring(sb))
     assert.are.equal("hello\n", sb.process:exec("echo $GREETING").result)
   end)
 

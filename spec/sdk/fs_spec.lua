@@ -144,17 +144,44 @@ describe("sandbox.fs", function()
     for i = 1, 1500 do assert.are.equal("file " .. i, down[i].result) end
   end)
 
-  it("reports an upload that cannot be written per file", function()
+  it("raises when a file of upload_files fails, with every file's outcome in the error", function()
     sb.fs:upload_file({ data = "f" }, "blocker")
-    local res = sb.fs:upload_files{
+    local files = {
       { source = { data = "ok" }, destination = "fine.txt" },
       { source = { data = "no" }, destination = "blocker/under-a-file.txt" },
     }
+    local err = fixture.fails(sb.fs.upload_files, sb.fs, files)
+    assert.is_true(errors.is(err, errors.DaytonaError))
+    assert.are.equal("UPLOAD_FAILED", err.code)
+    assert.matches("1 of 2 files failed", err.message, 1, true)
+    assert.matches("blocker/under-a-file.txt", err.message, 1, true)
+    assert.is_nil(err.results[1].error)
+    assert.are.equal(2, err.results[1].bytes)
+    assert.is_true(errors.is(err.results[2].error, errors.DaytonaError))
+    assert.are.equal("ok", sb.fs:download_file("fine.txt"))   -- the others were written
+    -- raise = false: the list, failures included
+    local res = sb.fs:upload_files(files, { raise = false })
     assert.is_nil(res[1].error)
     assert.is_not_nil(res[2].error)
-    assert.is_true(errors.is(res[2].error, errors.DaytonaError))
     assert.is_true(errors.is(fixture.fails(sb.fs.upload_file, sb.fs, { data = "no" }, "blocker/x"),
       errors.DaytonaError))
+  end)
+
+  it("says to pass { data = ... } when content is passed as a path", function()
+    local err = fixture.fails(sb.fs.upload_file, sb.fs, "#!/bin/sh\necho hi\n", "run.sh")
+    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    assert.matches("looks like file content", err.message, 1, true)
+    assert.matches("pass { data = ... }", err.message, 1, true)
+    assert.are.equal("source", err.argument)
+    err = fixture.fails(sb.fs.upload_file, sb.fs, "no-such-local-file.txt", "x.txt")
+    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    assert.are.equal("ENOENT", err.code)
+    assert.matches("cannot open local file no-such-local-file.txt", err.message, 1, true)
+    assert.matches("pass { data = ... }", err.message, 1, true)
+    err = fixture.fails(sb.fs.upload_files, sb.fs, { { source = ("x"):rep(5000), destination = "y" } })
+    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    assert.are.equal("files[1].source", err.argument)
+    assert.is_true(#err.message < 300)        -- a preview, not the content
   end)
 
   it("streams uploads and downloads with progress, in constant memory", function()
@@ -167,7 +194,12 @@ describe("sandbox.fs", function()
       if n * #block >= size then return nil end
       n = n + 1
       return block
-    end, "stream/big.bin", { on_progress = function(done) sent = done end })
+    end, "stream/big.bin", { on_progress = function(p, done)
+      -- one object with Python's names, then the numbers positionally
+      assert.are.equal(p.bytes_sent, done)
+      assert.are.equal("big.bin", p.file)
+      sent = p.bytes_sent
+    end })
     assert.is_true(sent >= size)
     assert.are.equal(size, sb.fs:get_file_info("stream/big.bin").size)
     local got, last, total = 0, 0, nil
@@ -175,7 +207,11 @@ describe("sandbox.fs", function()
     local mem0 = collectgarbage("count")
     local peak = mem0
     for chunk in sb.fs:download_file_stream("stream/big.bin", {
-      on_progress = function(done, t) last, total = done, t end }) do
+      on_progress = function(p, done, t)
+        assert.are.equal(p.bytes_received, done)
+        assert.are.equal(p.total_bytes, t)
+        last, total = p.bytes_received, p.total_bytes
+      end }) do
       got = got + #chunk
       -- live memory, not garbage waiting for the collector
       collectgarbage()

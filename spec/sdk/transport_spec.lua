@@ -278,10 +278,10 @@ describe("SDK transport", function()
       res:json(200, { files = files })
     end
     local sb = sandbox.new(client(), dto("a"))
-    local res = sb.fs:upload_files{
+    local res = fixture.fails(sb.fs.upload_files, sb.fs, {
       { source = { data = "12345" }, destination = "/w/a" },
       { source = { data = "xyz" }, destination = "/ro/b" },
-    }
+    }).results
     assert.are.equal("files[0].path", parts[1].name)
     assert.are.equal("files[0].file", parts[2].name)
     assert.are.equal("/w/a", parts[2].filename)
@@ -326,8 +326,8 @@ describe("SDK transport", function()
     assert.are.equal("FILE_NOT_FOUND", r[2].error.code)
     local seen_progress = {}
     local chunks = {}
-    for c in sb.fs:download_file_stream("/w/caf\u{e9}", { on_progress = function(d, t)
-      seen_progress[#seen_progress + 1] = { d, t } end }) do chunks[#chunks + 1] = c end
+    for c in sb.fs:download_file_stream("/w/caf\u{e9}", { on_progress = function(p)
+      seen_progress[#seen_progress + 1] = { p.bytes_received, p.total_bytes } end }) do chunks[#chunks + 1] = c end
     assert.are.equal("\0\1\2\3", table.concat(chunks))
     assert.are.same({ 4, 4 }, seen_progress[#seen_progress])
   end)

@@ -66,15 +66,80 @@ describe("daytona.config", function()
     assert.are.equal("MISSING_CREDENTIALS", err.code)
   end)
 
-  it("never takes the endpoint from a dotenv file, and refuses an ambiguous one", function()
-    write(dir .. "/.env", "DAYTONA_API_KEY=k\nDAYTONA_API_URL=http://evil/api\n")
+  it("takes the endpoint from a .env file together with its key", function()
+    -- a .env written for a local server: its key goes to its URL, not to the cloud
+    write(dir .. "/.env", "DAYTONA_API_KEY=k\nDAYTONA_API_URL=http://localhost:3986/api\nDAYTONA_TARGET=local\n")
     local c = config.resolve(nil, { getenv = env {}, dir = dir })
-    assert.are.equal(config.DEFAULT_API_URL, c.api_url)
-    local ok, err = pcall(config.resolve, nil, { getenv = env { DAYTONA_API_URL = "http://good/api" }, dir = dir })
+    assert.are.equal("k", c.api_key)
+    assert.are.equal("http://localhost:3986/api", c.api_url)
+    assert.are.equal("local", c.target)
+    -- each file is its own place: a committed .env's URL never steers the
+    -- key of .env.local
+    write(dir .. "/.env", "DAYTONA_API_URL=http://elsewhere/api\n")
+    write(dir .. "/.env.local", "DAYTONA_API_KEY=k2\n")
+    local ok, err = pcall(config.resolve, nil, { getenv = env {}, dir = dir })
     assert.is_false(ok)
     assert.are.equal("AMBIGUOUS_ENDPOINT", err.code)
+    assert.matches("comes from .env.local", err.message, 1, true)
+    write(dir .. "/.env.local", "DAYTONA_API_KEY=k2\nDAYTONA_API_URL=http://localhost:3986/api\n")
+    c = config.resolve(nil, { getenv = env {}, dir = dir })
+    assert.are.equal("k2", c.api_key)
+    assert.are.equal("http://localhost:3986/api", c.api_url)
+  end)
+
+  it("lets the environment win over .env, the key and the URL as one pair", function()
+    write(dir .. "/.env", "DAYTONA_API_KEY=file-key\nDAYTONA_API_URL=http://file/api\nDAYTONA_TARGET=eu\n")
+    local c = config.resolve(nil, { getenv = env { DAYTONA_API_KEY = "env-key", DAYTONA_API_URL = "http://envurl/api" },
+      dir = dir })
+    assert.are.equal("env-key", c.api_key)
+    assert.are.equal("http://envurl/api", c.api_url)
+    assert.are.equal("eu", c.target)          -- not a secret: taken from the file
+    c = config.resolve(nil, { getenv = env { DAYTONA_TARGET = "us", DAYTONA_API_URL = "http://file/api" }, dir = dir })
+    assert.are.equal("file-key", c.api_key)   -- the same URL in both places is no conflict
+    assert.are.equal("us", c.target)
+  end)
+
+  it("never sends a key to a URL configured apart from it", function()
+    -- the environment's URL beside a key from .env that names another
+    write(dir .. "/.env", "DAYTONA_API_KEY=k\nDAYTONA_API_URL=http://local/api\n")
+    local ok, err = pcall(config.resolve, nil, { getenv = env { DAYTONA_API_URL = "http://other/api" }, dir = dir })
+    assert.is_false(ok)
+    assert.are.equal("AMBIGUOUS_ENDPOINT", err.code)
+    assert.matches("DAYTONA_API_KEY comes from .env", err.message, 1, true)
+    -- a key from .env without a URL, the environment naming one
+    write(dir .. "/.env", "DAYTONA_API_KEY=k\n")
+    ok, err = pcall(config.resolve, nil, { getenv = env { DAYTONA_API_URL = "http://other/api" }, dir = dir })
+    assert.is_false(ok)
+    assert.are.equal("AMBIGUOUS_ENDPOINT", err.code)
+    -- the environment's key (say, for the cloud) beside a .env naming a local server
+    write(dir .. "/.env", "DAYTONA_API_KEY=local-key\nDAYTONA_API_URL=http://local/api\n")
+    ok, err = pcall(config.resolve, nil, { getenv = env { DAYTONA_API_KEY = "cloud-key" }, dir = dir })
+    assert.is_false(ok)
+    assert.are.equal("AMBIGUOUS_ENDPOINT", err.code)
+    assert.matches("the environment, without DAYTONA_API_URL", err.message, 1, true)
+    -- a key without a URL anywhere goes to the cloud
+    write(dir .. "/.env", "DAYTONA_API_KEY=k\n")
+    local c = config.resolve(nil, { getenv = env {}, dir = dir })
+    assert.are.equal(config.DEFAULT_API_URL, c.api_url)
+    -- api_url (or the key) in the options settles it
     c = config.resolve({ api_url = "http://explicit/api" }, { getenv = env { DAYTONA_API_URL = "http://good/api" }, dir = dir })
     assert.are.equal("http://explicit/api", c.api_url)
+    assert.are.equal("k", c.api_key)
+    c = config.resolve({ api_key = "mine" }, { getenv = env { DAYTONA_API_URL = "http://good/api" }, dir = dir })
+    assert.are.equal("http://good/api", c.api_url)
+    assert.are.equal("mine", c.api_key)
+    -- a key in the code is not steered by a dotenv file's URL
+    write(dir .. "/.env", "DAYTONA_API_URL=http://evil/api\n")
+    ok, err = pcall(config.resolve, { api_key = "mine" }, { getenv = env {}, dir = dir })
+    assert.is_false(ok)
+    assert.are.equal("AMBIGUOUS_ENDPOINT", err.code)
+  end)
+
+  it("needs credentials for a URL from a .env file", function()
+    write(dir .. "/.env", "DAYTONA_API_URL=http://somewhere/api\n")
+    local ok, err = pcall(config.resolve, nil, { getenv = env {}, dir = dir })
+    assert.is_false(ok)
+    assert.are.equal("MISSING_CREDENTIALS", err.code)
   end)
 
   it("rejects unknown and mistyped settings, naming them", function()
@@ -300,5 +365,66 @@ describe("daytona.Image", function()
     assert.matches("'python_version'", err.message)
     ok, err = pcall(Image.from_dockerfile, "/no/such/Dockerfile")
     assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+  end)
+end)
+
+describe("Python porters' traps", function()
+  local check = require "daytona.check"
+  local sandbox = require "daytona.sandbox"
+
+  it("says so when a method is called with '.' instead of ':'", function()
+    local client = require("daytona.client")
+    local fake = setmetatable({}, client.Client)
+    local ok, err = pcall(fake.create, { language = "python" })
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    assert.are.equal("client.create: call it with ':' (client:create{...}), not '.'", err.message)
+    local sb = sandbox.new({ _transport = {} }, { id = "s1", state = "started" })
+    ok, err = pcall(sb.fs.upload_file, "local.txt", "remote.txt")
+    assert.are.equal("fs.upload_file: call it with ':' (fs:upload_file(...)), not '.'", err.message)
+    ok, err = pcall(sb.process.exec, "ls")
+    assert.matches("process.exec: call it with ':'", err.message, 1, true)
+    ok, err = pcall(sb.delete)
+    assert.matches("sandbox.delete: call it with ':'", err.message, 1, true)
+    -- an object of a derived class is still accepted
+    local Base = {}
+    Base.__index = Base
+    function Base:hello() return self.x end
+    check.methods(Base, "thing")
+    local Derived = setmetatable({}, { __index = Base })
+    Derived.__index = Derived
+    assert.are.equal(5, setmetatable({ x = 5 }, Derived):hello())
+  end)
+
+  it("costs one metatable comparison per call", function()
+    local C = {}
+    C.__index = C
+    function C:m(x) return x end
+    local plain_m = C.m
+    check.methods(C, "c")
+    local o = setmetatable({}, C)
+    local n = 2000000
+    local t0 = os.clock()
+    for i = 1, n do plain_m(o, i) end
+    local t1 = os.clock()
+    for i = 1, n do o:m(i) end
+    local t2 = os.clock()
+    local extra_ns = ((t2 - t1) - (t1 - t0)) / n * 1e9
+    -- an SDK call is an HTTP request (tens of microseconds at least)
+    assert.is_true(extra_ns < 1000, ("%.0f ns per call"):format(extra_ns))
+  end)
+
+  it("prints models on one line, without changing how they index or iterate", function()
+    local m = wire.to_lua(wire.decode([[{"name":"a.txt","isDir":false,"size":3,"modTime":"x"}]]), "FileInfo")
+    assert.are.equal('FileInfo{name="a.txt", is_dir=false, mod_time="x", size=3}', tostring(m))
+    local keys = {}
+    for k in pairs(m) do keys[#keys + 1] = k end
+    table.sort(keys)
+    assert.are.same({ "is_dir", "mod_time", "name", "size" }, keys)
+    assert.are.same({ name = "a.txt", is_dir = false, size = 3, mod_time = "x" }, m)
+    local long = wire.to_lua({ result = ("x"):rep(100) .. "\n", exitCode = 0, items = { 1, 2 } })
+    assert.are.equal('{exit_code=0, result="' .. ("x"):rep(37) .. '...", items=[2]}', tostring(long))
+    local sb = sandbox.new({ _transport = {} }, { id = "s1", state = "started", cpu = 2 })
+    assert.are.equal('Sandbox{id="s1", state="started", cpu=2}', tostring(sb))
   end)
 end)
