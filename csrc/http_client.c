@@ -1575,9 +1575,18 @@ static int l_info (lua_State *L) {
   return 1;
 }
 
+/* core.http.init() -> true: initialise libcurl (and with it OpenSSL) and
+** the loop's multi handle now rather than at the first request, for a host
+** that cannot afford the pause in a frame (daytona.loop.preload). */
+static int l_init (lua_State *L) {
+  get_http(L, dt_loopup(L));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 void dt_open_http (lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"request", l_request}, {"info", l_info}, {NULL, NULL}
+    {"request", l_request}, {"info", l_info}, {"init", l_init}, {NULL, NULL}
   };
   static const luaL_Reg methods[] = {
     {"done", req_done}, {"status", req_status}, {"headers", req_headers},

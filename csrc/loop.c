@@ -184,8 +184,15 @@ typedef struct Signal {
   dt_obj base;
   uv_signal_t h;
   int active;
+  int signum;
+  int borrowed;             /* close puts `saved` back */
+  struct sigaction saved;   /* the disposition found by a borrowing watcher */
   lua_Integer count;   /* deliveries not yet taken */
 } Signal;
+
+/* Watchers that are not borrowing, per signal: one of those means the
+** program handles the signal through the loop, so nobody may borrow it. */
+static int watching[NSIG];
 
 static void signal_closed (uv_handle_t *h) {
   dt_release(&((Signal *)h->data)->base);
@@ -206,13 +213,31 @@ static int signum_of (lua_State *L, int idx) {
   return nums[luaL_checkoption(L, idx, NULL, names)];
 }
 
-/* core.signal(name) -> Signal watcher for "INT", "TERM", ... */
+/* core.signal(name [, "borrow"]) -> Signal watcher for "INT", "TERM", ...
+** A borrowing watcher is for the length of one wait: closing it restores
+** the disposition it found (lua.c's SIGINT handler, a host's, the default)
+** where libuv would leave the default.  It is not made (nil) when the
+** signal is ignored (a background job must stay deaf to Ctrl-C) or when a
+** watcher that is not borrowing has it (dtlua, a server). */
 static int l_signal (lua_State *L) {
+  static const char *const modes[] = {"watch", "borrow", NULL};
   dt_loop *loop = dt_loopup(L);
   int signum = signum_of(L, 1);
-  Signal *s = (Signal *)lua_newuserdatauv(L, sizeof *s, 0);
+  int borrow = luaL_checkoption(L, 2, "watch", modes);
+  struct sigaction found;
+  Signal *s;
   int rc;
+  if (borrow) {
+    sigaction(signum, NULL, &found);
+    if (found.sa_handler == SIG_IGN || watching[signum] > 0) {
+      luaL_pushfail(L);
+      return 1;
+    }
+  }
+  s = (Signal *)lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
+  s->signum = signum;
+  if ((s->borrowed = borrow)) s->saved = found;
   dt_obj_init(loop, &s->base);
   luaL_setmetatable(L, SIGNAL_TNAME);
   uv_signal_init(&loop->uv, &s->h);
@@ -227,6 +252,7 @@ static int l_signal (lua_State *L) {
   dt_pin(L, &s->base, -1);
   loop->npinned--;   /* a watcher is not "work under way" for alive() */
   s->active = 1;
+  if (!borrow) watching[signum]++;
   return 1;
 }
 
@@ -241,10 +267,36 @@ static int signal_take (lua_State *L) {
 static int signal_close (lua_State *L) {
   Signal *s = (Signal *)luaL_checkudata(L, 1, SIGNAL_TNAME);
   if (s->active) {
+    sigset_t block, old;
     s->active = 0;
     s->base.loop->npinned++;   /* balanced by the unpin at drain */
+    /* libuv resets the last watcher's signal to SIG_DFL: keep a delivery
+    ** pending until the borrowed disposition is back, so that it reaches
+    ** that one and not the default */
+    sigemptyset(&block);
+    sigaddset(&block, s->signum);
+    sigprocmask(SIG_BLOCK, &block, &old);
     uv_close((uv_handle_t *)&s->h, signal_closed);
+    if (s->borrowed) sigaction(s->signum, &s->saved, NULL);
+    else watching[s->signum]--;
+    sigprocmask(SIG_SETMASK, &old, NULL);
   }
+  return 0;
+}
+
+/* core.raise_default(name): deliver the signal to this process with its
+** default action, as if nobody caught it; for SIGINT (and TERM, HUP,
+** QUIT) that ends the process, which is how a second Ctrl-C during the
+** cleanup of the first ends a plain lua5.4.  Returns if the default is to
+** ignore it (WINCH, CHLD). */
+static int l_raise_default (lua_State *L) {
+  int signum = signum_of(L, 1);
+  sigset_t set;
+  signal(signum, SIG_DFL);
+  sigemptyset(&set);
+  sigaddset(&set, signum);
+  sigprocmask(SIG_UNBLOCK, &set, NULL);
+  raise(signum);
   return 0;
 }
 
@@ -255,7 +307,8 @@ void dt_open_loop (lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"step", l_step}, {"alive", l_alive}, {"fd", l_fd},
     {"backend_timeout", l_backend_timeout}, {"now", l_now},
-    {"timer", l_timer}, {"signal", l_signal}, {NULL, NULL}
+    {"timer", l_timer}, {"signal", l_signal}, {"raise_default", l_raise_default},
+    {NULL, NULL}
   };
   static const luaL_Reg timer_methods[] = {
     {"done", timer_done}, {"close", timer_close}, {NULL, NULL}

@@ -1450,9 +1450,24 @@ static int ws_gc (lua_State *L) {
 
 /* ---------------------------------------------------------------------- */
 
+/* core.ws.init() -> true, or nil, msg, code: create the libwebsockets
+** context (and its TLS) now rather than at the first connect, which takes
+** tens of milliseconds: for daytona.loop.preload. */
+static int l_init (lua_State *L) {
+  dt_loop *loop = dt_loopup(L);
+  const char *why = NULL;
+  WsState *st;
+  if (loop->closing) return dt_fail(L, "the event loop is shutting down", "EINVAL");
+  st = get_state(loop);
+  if (st == NULL) return dt_fail(L, "out of memory", "ENOMEM");
+  if (get_context(st, &why) == NULL) return dt_fail(L, why, "ENOTSUP");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 void dt_open_ws (lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"connect", l_connect}, {NULL, NULL}
+    {"connect", l_connect}, {"init", l_init}, {NULL, NULL}
   };
   static const luaL_Reg methods[] = {
     {"state", ws_state}, {"protocol", ws_protocol}, {"http_status", ws_http_status},

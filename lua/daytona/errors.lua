@@ -1,22 +1,71 @@
 --- Error classes. Every error the SDK raises is a table of one of these
 -- classes, with `message` and, where they apply, `status_code` (HTTP), `code`
 -- (the server's error code, or a transport code such as "ECONNREFUSED"),
--- `headers`, `body` and `retryable`. `tostring(err)` gives one clear line.
+-- `headers`, `body` and `retryable`.
+--
+-- Every error also records where user code made the SDK call that raised
+-- it: `where` ("script.lua:12", the first stack level outside the SDK's own
+-- modules at the time the error was made; nil if there is none, as for an
+-- error of a task the SDK started itself) and `traceback` (the stack at that
+-- time, a string). `tostring(err)` gives one line that starts with that
+-- position, like Lua's own error messages:
+--
+--     script.lua:12: DaytonaNotFoundError: sandbox abc not found (HTTP 404)
+--
+-- When an SDK error ends a plain `lua5.4` (nobody caught it), lua.c prints
+-- that line followed by the traceback: lua.c adds its own traceback to
+-- string errors only, so `__tostring` appends `traceback` when it is asked
+-- by a message handler written in C while the error is being raised.
 --
 --     local ok, err = pcall(sandbox.fs.download_file, sandbox.fs, "/nope")
 --     if errors.is(err, errors.DaytonaNotFoundError) then ... end
 local setmetatable, getmetatable, type, tostring, rawget, pairs, error =
   setmetatable, getmetatable, type, tostring, rawget, pairs, error
+local getinfo, traceback = debug.getinfo, debug.traceback
 
 local M = {}
 
 local Class = {}   -- metatable of the classes themselves: calling one makes an instance
 
+-- The directory the SDK's modules are loaded from ("@lua/daytona/",
+-- "@/usr/share/lua/5.4/daytona/"): a stack level whose source is under it
+-- is the SDK's, not the user's.
+local SDK_DIR = getinfo(1, "S").source:match("^(@.*[/\\])errors%.lua$")
+
+-- C functions that ask for an error's text to show it as a value, not as
+-- the message of an error under way.
+local PRINTERS = { [tostring] = true, [print] = true, [string.format] = true }
+
 local function instance_tostring(e)
   local parts = { e.class.name, ": ", tostring(e.message) }
+  if e.where then table.insert(parts, 1, e.where .. ": ") end
   if e.status_code then parts[#parts + 1] = " (HTTP " .. tostring(e.status_code) .. ")"
   elseif e.code then parts[#parts + 1] = " (" .. tostring(e.code) .. ")" end
+  -- lua.c's message handler (a C function, called on top of the C function
+  -- that raised) shows __tostring's result and adds no traceback to a
+  -- non-string error: give it ours, or an uncaught error has none
+  if e.traceback then
+    local caller = getinfo(2, "Sf")
+    if caller and caller.what == "C" and not PRINTERS[caller.func] then
+      local raiser = getinfo(3, "S")
+      if raiser and raiser.what == "C" then parts[#parts + 1] = "\n" .. e.traceback end
+    end
+  end
   return table.concat(parts)
+end
+
+-- The position of the first stack level, from `level` up, that is not the
+-- SDK's (nor C): where user code called in. Only when an error is made.
+local function user_position(level)
+  while true do
+    local info = getinfo(level + 1, "Sl")
+    if not info then return nil end
+    if info.what ~= "C" and info.currentline > 0
+       and not (SDK_DIR and info.source:sub(1, #SDK_DIR) == SDK_DIR) then
+      return info.short_src .. ":" .. info.currentline
+    end
+    level = level + 1
+  end
 end
 
 --- Define a class; `parent` may be nil for a root.
@@ -30,10 +79,13 @@ function M.class(name, parent)
   return cls
 end
 
--- Class(message, fields) -> instance; fields are copied (status_code, code, ...)
+-- Class(message, fields) -> instance; fields are copied (status_code, code,
+-- ...; `where` and `traceback` too, else they are this call's caller's)
 function Class.__call(cls, message, fields)
   local e = { message = message ~= nil and tostring(message) or cls.name }
   if fields then for k, v in pairs(fields) do if k ~= "message" then e[k] = v end end end
+  if e.where == nil then e.where = user_position(2) end
+  if e.traceback == nil then e.traceback = traceback(nil, 2) end
   return setmetatable(e, cls)
 end
 
@@ -74,6 +126,10 @@ M.class("DaytonaConnectionError", Base)
 -- Cancellation is not a failure of Daytona: a separate root so that a
 -- `catch DaytonaError` does not swallow it.
 M.class("CancelledError")
+-- Ctrl-C (SIGINT) at a wait on the main thread of a plain `lua5.4`: a
+-- cancellation, so that the SDK unwinds through its cleanup as for any
+-- other, and a class of its own, so that a program can tell it apart.
+M.class("InterruptedError", M.CancelledError)
 
 -- The runtime's failure codes (luv-style, `nil, message, code`) that are
 -- not the network's: files, arguments, memory.

@@ -26,11 +26,22 @@ local M = {
   running = scheduler.running,
 }
 
+-- What a first SDK call would load: every module of the SDK and the
+-- runtime (the C parts core.http, core.ws and core.server come with them).
+local PRELOAD = {
+  "daytona.check", "daytona.wire", "daytona.config", "daytona.transport",
+  "daytona.client", "daytona.localserver", "daytona.sandbox", "daytona.filesystem",
+  "daytona.sandbox_process", "daytona.pty", "daytona.git", "daytona.code_interpreter",
+  "daytona.snapshot", "daytona.volume", "daytona.image", "daytona.progressbar",
+  "daytona.runtime.http", "daytona.runtime.websocket", "daytona.runtime.process",
+  "daytona.runtime.multipart", "daytona.runtime.server",
+}
+
 --- Host integration, for programs that run their own frame loop.
 -- `step(timeout_ms)` runs ready work and returns (0 never blocks), true while
 -- work remains; `fd()` is a descriptor to poll for readability; `timeout()`
 -- is how many ms the host may sleep before calling step again (-1: until fd
--- is readable).
+-- is readable); `preload()` does the first use's loading up front.
 M.loop = {
   step = function(timeout_ms)
     if timeout_ms ~= nil and math.type(timeout_ms) ~= "integer" then
@@ -42,6 +53,25 @@ M.loop = {
   timeout = core.backend_timeout,
   tasks = scheduler.count,
 }
+
+--- daytona.loop.preload() -> seconds: do now, at a host's start-up, the
+-- loading that the first SDK call would otherwise do in the middle of a
+-- frame (tens of milliseconds): the SDK's and the runtime's modules, the
+-- core's parts with libcurl, libwebsockets and OpenSSL, libcurl's global
+-- and multi-handle set-up and the WebSocket context. Returns how long that
+-- took. Calling it again costs next to nothing. A WebSocket context that
+-- cannot be made is not raised here: the first WebSocket call reports it.
+-- What remains for the first calls is per connection: DNS, the TCP and TLS
+-- handshakes (the first TLS one reads the system's CA store).
+-- @return the seconds it took (a float)
+-- @raise an error when a module cannot be loaded (a broken installation)
+function M.loop.preload()
+  local t0 = core.now()
+  for i = 1, #PRELOAD do require(PRELOAD[i]) end
+  core.http.init()
+  core.ws.init()
+  return core.now() - t0
+end
 
 local lazy = {
   http = "daytona.runtime.http",

@@ -13,6 +13,19 @@
 -- may then wait again (its `<close>` handlers delete sandboxes over HTTP),
 -- and `all` and `timeout` raise only once the tasks they cancelled have
 -- finished, or `cleanup_timeout` seconds have passed.
+--
+-- Ctrl-C on the main thread of a plain `lua5.4` (or another host that is
+-- not dtlua): lua.c's SIGINT handler only sets a hook that fires when Lua
+-- code runs, which it does not while the loop sleeps in a wait. So a wait
+-- on the main thread borrows SIGINT while it sleeps (and gives it back
+-- after: lua.c's handler, a host's, the default). A Ctrl-C there cancels
+-- the tasks that wait was for, waits for their cleanup (`cleanup_timeout`)
+-- and raises `errors.InterruptedError` (a CancelledError) from the wait, so
+-- the program unwinds through its `<close>` handlers. A second Ctrl-C
+-- during that cleanup, up to `cleanup_timeout` seconds after the first,
+-- ends the process as an uncaught SIGINT does. Under dtlua, `run` watches
+-- SIGINT itself (it cancels every task and exits 130) and nothing is
+-- borrowed; a SIGINT that is ignored (a background job) stays ignored.
 local core = require "daytona.core"
 local errors = require "daytona.errors"
 
@@ -40,6 +53,9 @@ local S = package.loaded["daytona.runtime.scheduler.state"] or {
   lua_ready = {},      -- waitables signalled from Lua (finished tasks)
   buf = {},            -- reused output array of core.step
   interrupted = false, -- Ctrl-C seen by `run`
+  sigint = nil,        -- SIGINT borrowed by the main thread's waits (see borrow_sigint)
+  sigint_users = 0,    -- waits sharing it (a wait for cleanup inside a wait)
+  interrupted_at = nil, -- core.now() of the Ctrl-C a wait raised InterruptedError for
   failed = setmetatable({}, { __mode = "k" }), -- failed tasks (weak), checked for unobserved errors at the end of `run`
 }
 package.loaded["daytona.runtime.scheduler.state"] = S
@@ -139,17 +155,21 @@ local function finish(task, ok, ...)
   signal_lua(task)
 end
 
+-- Runs in the failing task's coroutine, before the stack unwinds. It
+-- returns the error itself, since what it returns is also what the
+-- task's `<close>` handlers receive; the traceback goes beside it.
 local function traceback_handler(err)
-  -- keep error objects as they are; remember the traceback beside them
-  local tb = debug.traceback(type(err) == "string" and err or tostring(err), 2)
-  return { err = err, traceback = tb }
+  local task = S.tasks[coroutine.running()]
+  if task then
+    task.traceback = debug.traceback(type(err) == "string" and err or tostring(err), 2)
+  end
+  return err
 end
 
 local function task_body(task, fn, ...)
   local res = table.pack(xpcall(fn, traceback_handler, ...))
   if res[1] then return unpack(res, 2, res.n) end
-  task.traceback = res[2].traceback
-  error(res[2].err, 0)
+  error(res[2], 0)
 end
 
 local function resume(task, value)
@@ -186,9 +206,58 @@ function M.running()
   return S.tasks[coroutine.running()]
 end
 
+-- SIGINT for the length of a wait on the main thread (see the top): the
+-- watcher, or nil when it cannot be borrowed (ignored, or watched by
+-- someone else such as `run`). Nested waits share the outer one's.
+local function borrow_sigint()
+  if S.sigint_users == 0 then S.sigint = core.signal("INT", "borrow") or nil end
+  if S.sigint then S.sigint_users = S.sigint_users + 1 end
+  return S.sigint
+end
+
+local function return_sigint(guard)
+  if not guard then return end
+  S.sigint_users = S.sigint_users - 1
+  if S.sigint_users == 0 then
+    S.sigint = nil
+    guard:close()
+  end
+end
+
+local settle
+
+-- A Ctrl-C reached a wait on the main thread. The first: cancel the tasks
+-- it waited for and let their cleanup run, then raise InterruptedError.
+-- One during that cleanup: end the process, as lua.c's default would.
+local function interrupted(objs)
+  local now = core.now()
+  if S.interrupted_at and now - S.interrupted_at < M.cleanup_timeout then
+    -- an outer wait may still hold it: give it back before dying by it
+    if S.sigint then S.sigint:close() end
+    S.sigint, S.sigint_users = nil, 0
+    io.stderr:write("interrupted again: ending without the rest of the cleanup\n")
+    core.raise_default("INT")
+  end
+  S.interrupted_at = now
+  local tasks = {}
+  for i = 1, #objs do
+    local t = objs[i]
+    if getmetatable(t) == Task and t.status == "running" then
+      t:cancel()
+      t.observed = true
+      tasks[#tasks + 1] = t
+    end
+  end
+  if #tasks > 0 then settle(tasks) end
+  error(errors.InterruptedError("interrupted"), 0)
+end
+
 --- Wait until one of the objects is signalled; returns the one that was.
 -- Raises CancelledError if the task is cancelled meanwhile. A task gets
 -- that error once, so the waits of its cleanup that follow work as usual.
+-- On the main thread of a plain `lua5.4`, Ctrl-C raises
+-- `errors.InterruptedError` (a CancelledError) here once the tasks waited
+-- for have been cancelled and cleaned up (see the module's description).
 function M.wait(...)
   local task = S.tasks[coroutine.running()]
   if task then
@@ -207,7 +276,8 @@ function M.wait(...)
   -- not in a task: drive the loop ourselves until an object fires
   local blocker = {}
   local first = ...
-  register(blocker, ...)
+  local guard = borrow_sigint()
+  if guard then register(blocker, guard, ...) else register(blocker, ...) end
   local ok, err = pcall(function()
     while not blocker.fired do
       if not M.step(-1) and not blocker.fired then
@@ -216,6 +286,10 @@ function M.wait(...)
     end
   end)
   unregister(blocker)
+  -- a Ctrl-C that came with another wake-up counts all the same
+  local sigint = guard and guard:take() > 0
+  return_sigint(guard)
+  if sigint then interrupted({ ... }) end
   if not ok then error(err, 0) end
   return blocker.fired
 end
@@ -400,7 +474,7 @@ end
 -- waiting task itself does not end this wait (it is cleanup too); that
 -- task counts as cancelled from then on, and its caller raises the error
 -- it was already raising.
-local function settle(tasks)
+function settle(tasks)
   local function still_running()
     local open = {}
     for i = 1, #tasks do
