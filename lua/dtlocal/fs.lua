@@ -9,6 +9,7 @@
 --   fs.cwd()                           -> the working directory       (pwd)
 --   fs.now_ms()                        -> wall-clock milliseconds     (date +%s%3N)
 --   fs.kill(pid, signal)               -> true | nil, message, code   (kill)
+--   fs.read_file(path)                 -> the content | nil, message  (cat)
 local core = require "daytona.core"
 
 local util = core.util
@@ -133,6 +134,16 @@ end
 function M.now_ms()
   if not wall0 then calibrate() end
   return wall0 + math.floor((core.now() - mono0) * 1000)
+end
+
+--- The whole content of a file, or nil and a message.
+function M.read_file(path)
+  local f, msg = io.open(path, "rb")
+  if not f then return nil, msg end
+  local s, rmsg = f:read("a")
+  f:close()
+  if not s then return nil, rmsg end
+  return s
 end
 
 --- Send a signal ("TERM", "KILL", or a number) to one process.

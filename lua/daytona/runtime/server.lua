@@ -46,10 +46,11 @@
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
+local wire = require "daytona.wire"
 
 local setmetatable, getmetatable, type, tostring, error, pcall, xpcall, pairs, ipairs =
   setmetatable, getmetatable, type, tostring, error, pcall, xpcall, pairs, ipairs
-local concat, tonumber, char = table.concat, tonumber, string.char
+local concat = table.concat
 
 local M = {}
 
@@ -74,34 +75,15 @@ end
 -- query strings
 ---------------------------------------------------------------------------
 
-local function unescape(s)
-  s = s:gsub("+", " ")
-  return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
-end
-
 --- Decode a query string ("+" and %XX escapes; pairs split on "&" only,
--- as URLSearchParams does: a ";" is part of a value, e.g. a file name).
--- The one query parser of the runtime and of dtlocal.
+-- as URLSearchParams does: a ";" is part of a value, e.g. a file name):
+-- daytona.wire's, the one URL codec, which dtlocal's servers read through
+-- `req.args` and `ctx:query_all`.
 -- @param[opt] q the raw query string, without the "?"
 -- @param[opt] all true: every value of a repeated name, in order
 -- @return a table of name -> first value ("" for a name without "="), or
 -- with `all` name -> list of values
-function M.parse_query(q, all)
-  local args = {}
-  for pair in (q or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=(.*)$")
-    if not k then k, v = pair, "" end
-    k = unescape(k)
-    if all then
-      local list = args[k]
-      if not list then list = {}; args[k] = list end
-      list[#list + 1] = unescape(v)
-    elseif args[k] == nil then
-      args[k] = unescape(v)
-    end
-  end
-  return args
-end
+M.parse_query = wire.parse_query
 
 local function token_list(s)
   local list = {}

@@ -48,6 +48,7 @@
 local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local process = require "daytona.runtime.process"
+local fs = require "dtlocal.fs"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, error, select, io, os, string, table, math =
   type, pairs, ipairs, tostring, tonumber, setmetatable, error, select, io, os, string, table, math
@@ -87,14 +88,7 @@ M.SATURATED = 0.9
 -- Files
 ---------------------------------------------------------------------------
 
-local function read_file(path)
-  local f, msg = io.open(path, "rb")
-  if not f then return nil, msg end
-  local s, rmsg = f:read("a")
-  f:close()
-  if not s then return nil, rmsg end
-  return s
-end
+local read_file = fs.read_file
 
 -- Write one value to a cgroup file: one write(2), whose error (EINVAL,
 -- EBUSY, ...) shows at close. Returns true or nil, message, errno.

@@ -19,6 +19,7 @@
 --   local slot, first = pool:claim(record_path)   -- or nil, message
 --   pool:release(slot, record_path)
 local core = require "daytona.core"
+local fs = require "dtlocal.fs"
 
 local type, tostring, tonumber, io, os, math, setmetatable, ipairs =
   type, tostring, tonumber, io, os, math, setmetatable, ipairs
@@ -55,7 +56,6 @@ function M.new(opts)
     size = opts.size or M.SIZE,
     slots = opts.slots or M.SLOTS,
   }, Pool)
-  local fs = require "dtlocal.fs"
   local ok, msg = fs.mkdirs(pool.dir, 448)
   if not ok then error("cannot create the uid registry " .. pool.dir .. ": " .. msg, 0) end
   return pool
@@ -66,13 +66,7 @@ function Pool:first(slot)
   return self.base + slot * self.size
 end
 
-local function read_owner(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_owner = fs.read_file
 
 local function write_owner(path, owner)
   local f = io.open(path, "wb")

@@ -45,6 +45,7 @@ local core = require "daytona.core"
 local scheduler = require "daytona.runtime.scheduler"
 local process = require "daytona.runtime.process"
 local http = require "dtlocal.http"
+local fs = require "dtlocal.fs"
 
 local wait = scheduler.wait
 local util = core.util
@@ -99,13 +100,7 @@ local TAG_VAR = "DTLOCAL_PROCESS_TAG"
 -- the previous one's SIGKILL (a process with SIGKILL pending forks no more)
 local KILL_PASSES = 64
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = fs.read_file
 
 -- state, ppid, pgrp, session and "pid:starttime" of a process, or nil when
 -- it is gone. The command name (field 2) may hold spaces and parentheses:
