@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dt.h"
@@ -370,6 +371,15 @@ static int l_mkdtemp (lua_State *L) {
   return 1;
 }
 
+/* util.time() -> seconds since the epoch, a float with microseconds (the
+** wall clock, CLOCK_REALTIME; core.now() is the monotonic one) */
+static int l_time (lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)(ts.tv_nsec / 1000) / 1e6);
+  return 1;
+}
+
 /* util.readlink(path) -> target | nil, msg, code (also /proc's magic links,
 ** e.g. "socket:[123]" and "pid:[4026531836]") */
 static int l_readlink (lua_State *L) {
@@ -427,7 +437,7 @@ void dt_open_util (lua_State *L) {
     {"getuid", l_getuid}, {"environ", l_environ}, {"stat", l_stat},
     {"symlink", l_symlink}, {"mkdtemp", l_mkdtemp},
     {"unix_bind", l_unix_bind}, {"close", l_close}, {"readlink", l_readlink},
-    {"open_file", l_open_file},
+    {"open_file", l_open_file}, {"time", l_time},
     {"readdir", l_readdir}, {"mkdir", l_mkdir}, {"chmod", l_chmod},
     {"chown", l_chown}, {"user", l_user}, {"group", l_group},
     {NULL, NULL}

@@ -7,7 +7,7 @@
 --   fs.remove_tree(path[, tick])       -> true | nil, message, code   (rm -rf)
 --   fs.realpath(path)                  -> the canonical path, or path (readlink -f)
 --   fs.cwd()                           -> the working directory       (pwd)
---   fs.now_ms()                        -> wall-clock milliseconds     (date +%s%3N)
+--   fs.now_ms()                        -> wall-clock milliseconds     (core.util.time)
 --   fs.kill(pid, signal)               -> true | nil, message, code   (kill)
 --   fs.read_file(path)                 -> the content | nil, message  (cat)
 local core = require "daytona.core"
@@ -110,30 +110,9 @@ function M.cwd()
   return util.readlink("/proc/self/cwd") or os.getenv("PWD") or "."
 end
 
--- Wall-clock milliseconds = one wall-clock reading, advanced by the
--- monotonic clock. os.time has whole seconds only; the reading is the
--- modification time of a file made for it, which the kernel stamps with
--- the current time in nanoseconds.
-local wall0, mono0
-
-local function calibrate()
-  local name = os.tmpname()
-  local f = io.open(name, "wb")
-  if f then f:write("."); f:close() end
-  local st = util.stat(name, true)
-  os.remove(name)
-  mono0 = core.now()
-  if st and st.mtime_nsec then
-    wall0 = st.mtime * 1000 + st.mtime_nsec // 1000000
-  else
-    wall0 = os.time() * 1000
-  end
-end
-
 --- Wall-clock time in integer milliseconds since the epoch.
 function M.now_ms()
-  if not wall0 then calibrate() end
-  return wall0 + math.floor((core.now() - mono0) * 1000)
+  return math.floor(util.time() * 1000)
 end
 
 --- The whole content of a file, or nil and a message.
