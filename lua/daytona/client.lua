@@ -183,7 +183,7 @@ local function create_body(self, p)
   return body
 end
 
--- Stream the build log of a sandbox created from an image (§5.6): read
+-- Stream the build log of a sandbox created from an image (doc/protocol.md §5.6): read
 -- chunks; after 2 s without one, look at the state; stop after two idle
 -- checks in a row that find it past the build.
 local function stream_build_logs(sb, on_logs, deadline)
@@ -198,7 +198,7 @@ local function stream_build_logs(sb, on_logs, deadline)
     local ok, s = pcall(sb._t.stream, sb._t, { method = "GET", url = url, query = { follow = true },
       deadline = deadline, what = "stream build logs" })
     if not ok then return end
-    pcall(function()   -- an abrupt end of the body is a normal end of the log (§5.6)
+    pcall(function()   -- an abrupt end of the body is a normal end of the log (doc/protocol.md §5.6)
       for chunk in s:chunks() do
         last_chunk = transport.now()
         local text = chunk:gsub("%s+$", "")

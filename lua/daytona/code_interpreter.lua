@@ -8,7 +8,7 @@
 --     print(r.stdout, r.error)               --> "42\n"  nil
 --     ci:delete_context(ctx)
 --
--- Runs go over a WebSocket (protocol §5.5): one JSON request, then JSON
+-- Runs go over a WebSocket (doc/protocol.md §5.5): one JSON request, then JSON
 -- messages `stdout` / `stderr` / `error` and a final `control`.
 local check = require "daytona.check"
 local transport = require "daytona.transport"

@@ -1,5 +1,5 @@
 --- Client configuration: explicit settings, the environment and `.env`
--- files, resolved the way the official SDKs do (protocol §1.2).
+-- files, resolved the way the official SDKs do (doc/protocol.md §1.2).
 --
 -- Precedence for each value: the table given to `daytona.new`, then the
 -- process environment, then `.env.local`, then `.env` (both read from the

@@ -110,7 +110,7 @@ end
 function Git:delete_branch(path, name)
   path = check.string(path, "delete_branch", "path")
   name = check.string(name, "delete_branch", "name")
-  -- DELETE with a JSON body (§4.7)
+  -- DELETE with a JSON body (doc/protocol.md §4.7)
   call_toolbox(self, { method = "DELETE", path = "/git/branches", json = { path = path, name = name },
     what = "git delete branch" })
 end

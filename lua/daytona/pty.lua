@@ -47,7 +47,7 @@ function M.size_arg(v, f, required)
   }
 end
 
--- exit code and error from a close frame (§5.4)
+-- exit code and error from a close frame (doc/protocol.md §5.4)
 local function parse_close(code, reason)
   local exit_code, err
   if type(reason) == "string" and reason:match("^%s*{") then

@@ -167,7 +167,7 @@ function Sandbox:toolbox_ws(path, query, opts)
 end
 
 ---------------------------------------------------------------------------
--- Waiting for states (§3.6)
+-- Waiting for states (doc/protocol.md §3.6)
 ---------------------------------------------------------------------------
 
 local function fail_reason(sb, verb)

@@ -10,7 +10,7 @@
 --     for stream, data in sb.process:get_session_command_logs("s1", c.cmd_id, { follow = true }) do ... end
 --
 -- Session logs carry stdout and stderr in one byte stream where each line
--- starts with a 3-byte marker (protocol §5.1); the SDK separates them and
+-- starts with a 3-byte marker (doc/protocol.md §5.1); the SDK separates them and
 -- never splits a UTF-8 character between two callbacks.
 local check = require "daytona.check"
 local transport = require "daytona.transport"
@@ -42,7 +42,7 @@ local function call_toolbox(self, opts)
 end
 
 ---------------------------------------------------------------------------
--- stdout/stderr demultiplexing (§5.1)
+-- stdout/stderr demultiplexing (doc/protocol.md §5.1)
 ---------------------------------------------------------------------------
 
 local OUT, ERR = "\1\1\1", "\2\2\2"
@@ -516,7 +516,7 @@ end
 --- The logs of a session command.
 --
 -- With no options: what it has written so far, `{ output, stdout, stderr }`
--- (`output` is the raw log with the §5.1 markers). With `on_stdout` /
+-- (`output` is the raw log with the doc/protocol.md §5.1 markers). With `on_stdout` /
 -- `on_stderr`: follows the live stream (from the beginning) over a
 -- WebSocket, calling them with text chunks until the command ends, then
 -- returns nothing. With `follow = true` and no callbacks: returns an

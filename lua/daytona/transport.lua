@@ -1,12 +1,12 @@
 --- daytona.transport: the SDK's one way to the server.
 --
 -- One `Transport` per client: it owns the headers every request carries
--- (§1.3 of the protocol: `Authorization`, `X-Daytona-Source`,
+-- (doc/protocol.md §1.3: `Authorization`, `X-Daytona-Source`,
 -- `X-Daytona-SDK-Version`, `X-Daytona-Organization-ID` with a JWT, a
--- `User-Agent`), maps HTTP error statuses (§6.3) and the runtime's
+-- `User-Agent`), maps HTTP error statuses (doc/protocol.md §6.3) and the runtime's
 -- `nil, message, code` failures (`errors.from_failure`) to the classes of
 -- `daytona.errors`, and retries transient failures with exponential backoff
--- where a retry cannot run anything twice (§6.4). `request`, `stream` and
+-- where a retry cannot run anything twice (doc/protocol.md §6.4). `request`, `stream` and
 -- `ws_connect` share one attempt loop; the options of a request are
 -- `daytona.runtime.http`'s, passed through as they are (the core checks
 -- them), plus the few listed at `Transport:request`.
@@ -27,7 +27,7 @@ local M = {}
 
 --- The SDK version we speak on the wire in `X-Daytona-SDK-Version`. The
 -- daemon downgrades log and exec responses for versions below 0.167.0
--- (§5.3), so this is the Daytona release we target, not our own version.
+-- (doc/protocol.md §5.3), so this is the Daytona release we target, not our own version.
 M.WIRE_VERSION = "0.190.0"
 --- The value of `X-Daytona-Source`.
 M.SOURCE = "sdk-lua"
@@ -66,7 +66,7 @@ end
 
 
 ---------------------------------------------------------------------------
--- HTTP errors (§6.3)
+-- HTTP errors (doc/protocol.md §6.3)
 ---------------------------------------------------------------------------
 
 local STATUS_CLASS = {
@@ -224,7 +224,7 @@ function Transport:base_headers(extra)
 end
 
 -- seconds to wait before a retry: Retry-After (or a throttler-suffixed
--- variant, §6.5) when given, else exponential backoff with jitter
+-- variant, doc/protocol.md §6.5) when given, else exponential backoff with jitter
 local function parse_retry_after(lh)
   local best
   for k, v in pairs(lh) do
@@ -234,7 +234,7 @@ local function parse_retry_after(lh)
     end
   end
   if best then return best end
-  -- no Retry-After: the reset time of the exhausted throttler (§6.5)
+  -- no Retry-After: the reset time of the exhausted throttler (doc/protocol.md §6.5)
   for k, v in pairs(lh) do
     local name = k:match("^x%-ratelimit%-remaining%-(.+)$")
     if name and tonumber(v) == 0 then

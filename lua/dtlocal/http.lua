@@ -32,7 +32,7 @@
 --   ctx:file(status, headers, path)
 --   ctx:upgrade(protocol) -> a daytona.runtime.server WebSocket
 --
--- Error body (protocol §6.2/§7.3, one shape everywhere, read by every SDK):
+-- Error body (doc/protocol.md §6.2/doc/protocol.md §7.3, one shape everywhere, read by every SDK):
 --     { "statusCode": 404, "message": "session not found", "code": "NOT_FOUND",
 --       "error": "Not Found", "timestamp": "2026-06-23T13:33:38Z",
 --       "path": "/process/session/x", "method": "GET" }
@@ -209,7 +209,7 @@ M.status_text = {
   [502] = "Bad Gateway", [503] = "Service Unavailable", [504] = "Gateway Timeout",
 }
 
--- The default `code` for a status (protocol §6.2).
+-- The default `code` for a status (doc/protocol.md §6.2).
 local default_code = {
   [400] = "BAD_REQUEST", [401] = "UNAUTHORIZED", [403] = "FORBIDDEN",
   [404] = "NOT_FOUND", [405] = "METHOD_NOT_ALLOWED", [408] = "REQUEST_TIMEOUT",

@@ -466,7 +466,7 @@ describe("dtlocal control plane", function()
       local st, cmd = tb(s.id, "/process/session/logs/exec",
         { command = "echo one; sleep 0.3; echo two >&2", runAsync = true })
       assert.is_true(st == 200 or st == 202, json.encode(cmd))
-      -- (the SDK version header selects the marker framing, protocol §5.3:
+      -- (the SDK version header selects the marker framing, doc/protocol.md §5.3:
       -- it must reach the daemon through the relay)
       local lw <close> = websocket.connect(wsbase .. "/process/session/logs/command/" .. cmd.cmdId .. "/logs?follow=true",
         { headers = { Authorization = auth.Authorization, ["X-Daytona-SDK-Version"] = "0.190.0" } })

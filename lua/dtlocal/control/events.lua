@@ -1,5 +1,5 @@
 --- dtlocal.control.events: sandbox events over Socket.IO at `/api/socket.io/`
--- (protocol §3.6, §8.8).
+-- (doc/protocol.md §3.6, §8.8).
 --
 -- The 0.218 SDKs open Socket.IO (Engine.IO v4, Socket.IO v5) at
 -- `{api}/socket.io/` with `transports: ['websocket']` and authenticate in

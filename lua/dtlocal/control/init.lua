@@ -453,7 +453,7 @@ function App:start()
     self.vols:load()
     -- cpu/memory/pids limits where the machine allows (else reported)
     self.cgroups = cgroups_mod.new{ log = self.log }
-    -- Socket.IO sandbox events at /api/socket.io/ (protocol §3.6)
+    -- Socket.IO sandbox events at /api/socket.io/ (doc/protocol.md §3.6)
     self.events = events.new{
       log = self.log,
       check_token = function(t) return self:check_token(t) end,

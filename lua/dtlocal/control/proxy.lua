@@ -9,7 +9,7 @@
 -- is slow (the core's splice). Lua only sets it up, passes the status and
 -- headers, and ends or cuts the response. Status and end-to-end headers
 -- pass through; hop-by-hop headers and our credentials do not (protocol
--- §2.2: the proxy never forwards the API key into the sandbox).
+-- doc/protocol.md §2.2: the proxy never forwards the API key into the sandbox).
 --
 -- WebSocket routes are relayed message by message: the upstream WebSocket
 -- is opened first with the subprotocols the client offered, and the client

@@ -1,5 +1,5 @@
 --- dtlocal.control.record: the Sandbox record, its wire shape, and the checks on
--- every request body of the control plane (protocol §3.2, §3.4).
+-- every request body of the control plane (doc/protocol.md §3.2, §3.4).
 --
 -- A record is the API's Sandbox object in its wire shape (camelCase keys,
 -- ISO-8601 times) plus a private `dtlocal` table (uid slot, preview token,
@@ -31,7 +31,7 @@ M.DAEMON_VERSION = "dtlocal-0.1.0"
 M.LANGUAGE_LABEL = "code-toolbox-language"
 M.LANGUAGES = { python = true, typescript = true, javascript = true }
 M.DEFAULT_SNAPSHOT = "dtlocal"          -- the host's root file system, read-only
-M.MAX_AUTO_ARCHIVE = 43200              -- minutes (30 days), protocol §3.2
+M.MAX_AUTO_ARCHIVE = 43200              -- minutes (30 days), doc/protocol.md §3.2
 -- Bounds of every interval in minutes (auto-stop, -archive, -delete, ttl):
 -- a 32-bit integer, over 4000 years. The sweeper compares minutes × 60,000
 -- ms with 64-bit clocks; 2^62 minutes would wrap and stop a sandbox at once.
@@ -42,7 +42,7 @@ M.DEFAULTS = {
   autoStopInterval = 15, autoArchiveInterval = 10080, autoDeleteInterval = -1,
 }
 
--- Every state the API may report (protocol §3.2).
+-- Every state the API may report (doc/protocol.md §3.2).
 M.STATES = {}
 for s in ([[creating restoring destroyed destroying started stopped starting stopping
   error build_failed pending_build building_snapshot unknown pulling_snapshot archived
@@ -309,7 +309,7 @@ end
 -- Create
 ---------------------------------------------------------------------------
 
--- Fields the 0.218 SDK sends that a local server may take or leave (§3.4):
+-- Fields the 0.218 SDK sends that a local server may take or leave (doc/protocol.md §3.4):
 -- their types are checked; only the ones we can honour have an effect.
 local function check_extras(body)
   if not absent(body.spot) then check.boolean(body.spot, "spot") end
@@ -441,7 +441,7 @@ function M.check_create(body)
 
   -- auto-stop 0 = off, auto-archive 0 = the maximum, both never negative;
   -- auto-delete: "negative value means disabled" (the API's words, any
-  -- negative), 0 = when it stops (§3.2)
+  -- negative), 0 = when it stops (doc/protocol.md §3.2)
   local MAXI, MINI = M.MAX_INTERVAL, M.MIN_INTERVAL
   if not absent(body.autoStopInterval) then
     c.autoStopInterval = check.integer(body.autoStopInterval, "autoStopInterval", 0, MAXI)
@@ -501,7 +501,7 @@ function M.check_create(body)
   end
   check_extras(body)
 
-  -- the API's own rules (§3.4)
+  -- the API's own rules (doc/protocol.md §3.4)
   if c.buildInfo and c.snapshot then
     raise(400, "buildInfo and snapshot cannot be used together: give one of them")
   end
@@ -524,7 +524,7 @@ function M.check_create(body)
 end
 
 --- The stored auto-archive interval for a requested one: 0 means the
--- maximum, larger values are clamped to it (§3.2).
+-- maximum, larger values are clamped to it (doc/protocol.md §3.2).
 function M.archive_interval(n)
   if n == 0 or n > M.MAX_AUTO_ARCHIVE then return M.MAX_AUTO_ARCHIVE end
   return n
@@ -600,7 +600,7 @@ end
 -- Wire shape
 ---------------------------------------------------------------------------
 
--- Fields a list item (SandboxListItem) leaves out (§3.2).
+-- Fields a list item (SandboxListItem) leaves out (doc/protocol.md §3.2).
 local NOT_IN_LIST = {
   env = true, networkBlockAll = true, networkAllowList = true, domainAllowList = true,
   volumes = true, buildInfo = true, backupCreatedAt = true, linkedSandboxId = true,

@@ -1,9 +1,9 @@
---- dtlocal.control.routes: the control-plane routes under /api (protocol §3).
+--- dtlocal.control.routes: the control-plane routes under /api (doc/protocol.md §3).
 --
 -- Handlers are dtlocal.http's: `function(ctx, params) -> status, body
 -- [, headers]`, ctx.app the server (dtlocal.control: ctx.app.mgr, ctx.app.vols,
 -- urls). They raise `http.raise(status, message)` for every error, which
--- becomes the structured error body (protocol §6.1, §7.3.4).
+-- becomes the structured error body (doc/protocol.md §6.1, §7.3.4).
 local http = require "dtlocal.http"
 local router = require "dtlocal.router"
 local record = require "dtlocal.control.record"
@@ -102,7 +102,7 @@ local function create(ctx)
   return sb(ctx, rec)
 end
 
--- Sort keys of the list (§3.5), as functions of a record.
+-- Sort keys of the list (doc/protocol.md §3.5), as functions of a record.
 local SORT = {
   createdAt = function(r) return r.dtlocal.created_ms end,
   lastActivityAt = function(r) return r.dtlocal.activity_ms end,

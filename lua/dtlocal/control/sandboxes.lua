@@ -1,7 +1,7 @@
 --- dtlocal.control.sandboxes: the sandbox manager -- records, lifecycle and the
 -- timers that stop, archive and delete idle sandboxes.
 --
--- States as the API reports them (protocol §3.2): a create goes
+-- States as the API reports them (doc/protocol.md §3.2): a create goes
 -- `creating -> started`; start `starting -> started`; stop
 -- `stopping -> stopped` (an ephemeral sandbox then goes on to be deleted);
 -- delete `destroying -> destroyed`, after which the sandbox is gone (404);
@@ -43,7 +43,7 @@ local raise = dtlocal_http.raise
 local M = {}
 
 -- How long a request waits for a transition before answering with the
--- state reached so far (the API waits up to 30 s, protocol §3.3).
+-- state reached so far (the API waits up to 30 s, doc/protocol.md §3.3).
 M.WAIT = 30
 -- Graceful stop: SIGTERM, then SIGKILL after this many seconds.
 M.STOP_GRACE = 10
@@ -241,7 +241,7 @@ function Manager:do_start(rec)
     rec.dtlocal.uid_first = first
     self:save(rec)
   end
-  -- the preview token rotates when the sandbox (re)starts (§3.3)
+  -- the preview token rotates when the sandbox (re)starts (doc/protocol.md §3.3)
   rec.dtlocal.preview_token = record.token(32)
   local vols = {}
   for _, v in ipairs(rec.volumes or {}) do

@@ -1,4 +1,4 @@
---- dtlocal.control.volumes: volumes as directories on the host (protocol §3.8).
+--- dtlocal.control.volumes: volumes as directories on the host (doc/protocol.md §3.8).
 --
 -- A volume is `volumes/<id>/data` under the state dir; a sandbox created
 -- with `volumes: [{volumeId, mountPath, subpath?}]` gets that directory (or

@@ -1,7 +1,7 @@
 --- dtlocal.toolbox.common: what every toolbox handler group shares.
 --
 -- Request validation (JSON bodies, required fields, paths), FileInfo, the
--- shell the daemon runs commands with, SDK version gating (protocol §5.3)
+-- shell the daemon runs commands with, SDK version gating (doc/protocol.md §5.3)
 -- and small file-system helpers over `daytona.core`'s util functions.
 --
 -- Validation helpers raise `http.raise(400, ...)` with a message naming the
@@ -155,7 +155,7 @@ end
 local NAME_MAX, PATH_MAX = 255, 4096
 
 --- Resolve a request path against the daemon's working directory: relative
--- paths are relative to it (protocol §4.0). `what` names the field in the
+-- paths are relative to it (doc/protocol.md §4.0). `what` names the field in the
 -- 400 for an empty path, one holding a NUL byte, or one the kernel would
 -- refuse as too long (checked here, before anything is made, so that an
 -- upload does not create parents of a path it cannot finish, and a long
@@ -202,7 +202,7 @@ function M.join(dir, name)
 end
 
 ---------------------------------------------------------------------------
--- FileInfo (protocol §4.2)
+-- FileInfo (doc/protocol.md §4.2)
 ---------------------------------------------------------------------------
 
 local function frac(nsec)
@@ -332,7 +332,7 @@ end
 -- Shell and environment
 ---------------------------------------------------------------------------
 
---- The shell for commands and sessions (protocol §4.0): the first of zsh /
+--- The shell for commands and sessions (doc/protocol.md §4.0): the first of zsh /
 -- bash listed in /etc/shells and present, else $SHELL, else /bin/sh.
 function M.find_shell()
   local listed = {}
@@ -361,7 +361,7 @@ function M.child_env(app, extra)
 end
 
 ---------------------------------------------------------------------------
--- SDK version gating (protocol §5.3)
+-- SDK version gating (doc/protocol.md §5.3)
 ---------------------------------------------------------------------------
 
 -- Parse "1.2.3", "1.2.3-rc.1" or "1.2.3foo" (normalised to 1.2.3-foo) into
@@ -421,7 +421,7 @@ function M.sdk_version(headers, subprotocols)
 end
 
 ---------------------------------------------------------------------------
--- Marker framing (protocol §5.1)
+-- Marker framing (doc/protocol.md §5.1)
 ---------------------------------------------------------------------------
 
 M.STDOUT = "\1\1\1"

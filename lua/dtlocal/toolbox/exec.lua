@@ -1,4 +1,4 @@
---- dtlocal.toolbox.exec: one-shot execution (protocol §4.3).
+--- dtlocal.toolbox.exec: one-shot execution (doc/protocol.md §4.3).
 --
 -- POST /process/execute: the command text is fed on stdin to a fresh
 -- non-interactive shell in its own process group, stdout and stderr merged

@@ -1,4 +1,4 @@
---- dtlocal.toolbox.extras: ports (protocol §4.10) and the routes this
+--- dtlocal.toolbox.extras: ports (doc/protocol.md §4.10) and the routes this
 -- daemon does not serve, answered with an error that says so.
 --
 -- GET /port lists the TCP ports listening in the sandbox (from

@@ -1,10 +1,10 @@
---- dtlocal.toolbox.files: the /files routes (protocol §4.2).
+--- dtlocal.toolbox.files: the /files routes (doc/protocol.md §4.2).
 --
 -- Listing, info, folders, delete, move, permissions, find (literal text),
 -- search (glob on names), replace, single and bulk upload (streamed to a
 -- temp file beside the target, renamed into place once complete, so an
 -- aborted upload leaves no partial file) and single and bulk download
--- (streamed from disk; bulk-download is the multipart layout of §4.2 with
+-- (streamed from disk; bulk-download is the multipart layout of doc/protocol.md §4.2 with
 -- parts `file`/`error`, and a read error mid-file aborts the connection
 -- before the closing boundary so a short file never reads as success).
 --

@@ -1,4 +1,4 @@
---- dtlocal.toolbox.git: /git/* over the git command line (protocol §4.7).
+--- dtlocal.toolbox.git: /git/* over the git command line (doc/protocol.md §4.7).
 --
 -- Every call runs `git` non-interactively (no terminal prompt; credentials,
 -- when given, reach git through GIT_ASKPASS reading them from the child's
@@ -42,7 +42,7 @@ local function askpass(app)
 end
 
 -- What Daytona's daemon adds to its typed errors, so that the SDKs pick the
--- error class from the code (protocol §6.3).
+-- error class from the code (doc/protocol.md §6.3).
 local DAEMON = { source = "DAYTONA_DAEMON" }
 
 -- git's message (LC_ALL=C) -> status, code. The codes are the Daytona

@@ -1,4 +1,4 @@
---- dtlocal.toolbox: the in-sandbox toolbox daemon (protocol §4, §5, §6.2).
+--- dtlocal.toolbox: the in-sandbox toolbox daemon (doc/protocol.md §4, §5, §6.2).
 --
 -- Serves Daytona's toolbox API — files, one-shot execution, sessions, PTYs,
 -- the Python code interpreter, git, ports, info — over our core's

@@ -1,5 +1,5 @@
 --- dtlocal.toolbox.interpreter: the stateful Python code interpreter
--- (protocol §4.6, §5.5).
+-- (doc/protocol.md §4.6, §5.5).
 --
 -- A context is one long-lived `python3` worker (globals persist between
 -- runs), started on first use in the context's cwd. The built-in `default`

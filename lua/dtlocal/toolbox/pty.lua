@@ -1,4 +1,4 @@
---- dtlocal.toolbox.pty: interactive terminals (protocol §4.5, §5.4).
+--- dtlocal.toolbox.pty: interactive terminals (doc/protocol.md §4.5, §5.4).
 --
 -- A PTY session runs `<shell> -i -l` on a real pseudo-terminal (core.process
 -- in PTY mode). One pump task reads the terminal and fans its output out to
@@ -35,7 +35,7 @@ local CLIENT_QUEUE = 256         -- output chunks queued per client before 1008
 local MAX_IN_MESSAGE = 64 * 1024
 
 -- Raise a PTY-route error: structured body plus the ad-hoc {"error"} the
--- v0.190 daemon used (§6.2 case 3), so both kinds of client read it.
+-- v0.190 daemon used (doc/protocol.md §6.2 case 3), so both kinds of client read it.
 local function pty_raise(status, message, code)
   raise(status, message, code, { error = message })
 end
@@ -367,7 +367,7 @@ function M.connect(ctx)
     if not ok then reason = tostring(err) end
   end
   if reason then
-    -- protocol §5.4: an error control frame, then the connection is dropped
+    -- doc/protocol.md §5.4: an error control frame, then the connection is dropped
     pcall(ws.send, ws, json.encode { type = "control", status = "error",
                                      error = "Failed to connect to PTY session: " .. reason }, "text")
     ws:close(1011, reason)

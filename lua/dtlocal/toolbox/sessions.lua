@@ -1,4 +1,4 @@
---- dtlocal.toolbox.sessions: /process/session (protocol §4.4, §5.1–§5.3).
+--- dtlocal.toolbox.sessions: /process/session (doc/protocol.md §4.4, §5.1–§5.3).
 --
 -- A session is one long-lived non-interactive shell in its own process
 -- group. Commands run in it one after another: each is written to a file
@@ -12,10 +12,10 @@
 -- complete: the exit code is published only then. The sentinel begins with
 -- a per-session random nonce, so output cannot fake it by accident.
 --
--- The pump frames output as §5.1 requires: every line (and every switch of
+-- The pump frames output as doc/protocol.md §5.1 requires: every line (and every switch of
 -- stream) starts with 01 01 01 (stdout) or 02 02 02 (stderr); a final line
 -- without a newline gets one. The log lives in a file per command in the
--- daemon's state directory, read by the logs route (JSON or text per §5.3)
+-- daemon's state directory, read by the logs route (JSON or text per doc/protocol.md §5.3)
 -- and replayed-then-tailed by the follow WebSocket (binary frames of at
 -- most 1024 bytes, close 1000 once the command has finished and its log
 -- has been sent).
@@ -84,7 +84,7 @@ function Command:append(bytes)
   self.event:notify()
 end
 
--- Frame output of stream s ("out"/"err") per §5.1 and append it.
+-- Frame output of stream s ("out"/"err") per doc/protocol.md §5.1 and append it.
 function Command:emit(s, data)
   if data == "" or not self.log then return end
   local marker = s == "out" and STDOUT or STDERR
@@ -476,7 +476,7 @@ function M.delete(ctx)
   return 204
 end
 
--- The exec reply for a finished command, shaped by the SDK version (§5.3).
+-- The exec reply for a finished command, shaped by the SDK version (doc/protocol.md §5.3).
 local function exec_result(cmd, mode)
   local log = cmd:read_log()
   local body = { cmdId = cmd.id, exitCode = cmd.exit_code }
