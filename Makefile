@@ -67,7 +67,9 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-de
             libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
             lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time lua-ldoc \
             libreadline-dev zip \
-            lua-discount
+            lua-discount python3-pylsp python3-matplotlib
+# npm packages installed globally for sandboxes (pinned; see deps)
+NPM_GLOBALS := typescript@5.9.3 typescript-language-server@5.3.0 tsx@4.23.15
 
 # The core is a base and three parts (csrc/dt.h): the base (loop, timers,
 # signals, util, process) is linked into dtlua and is daytona/core.so for
@@ -111,6 +113,15 @@ deps:
 	fi
 	@# the official TypeScript SDK, pinned, for the wire-compatibility spec and bench/
 	@[ -d spec/ts/node_modules/@daytonaio/sdk ] || npm ci --prefix spec/ts --no-audit --no-fund --loglevel=error
+	@# TypeScript for sandboxes on the host's system (dtlocal's default snapshot): tsx runs
+	@# code_run's TypeScript, typescript-language-server the /lsp routes; global, so under
+	@# /usr/local, which every sandbox sees through its overlay
+	@missing=$$(for p in $(NPM_GLOBALS); do npm ls -g --depth=0 "$$p" >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing (npm -g):" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO npm install -g --no-audit --no-fund --loglevel=error $$missing; \
+	fi
 
 $(BUILD)/obj/%.o: csrc/%.c $(HDRS)
 	@mkdir -p $(dir $@)
