@@ -597,6 +597,22 @@ void prepare (Ctx *c) {
 /* the new root's mounts                                                    */
 /* ---------------------------------------------------------------------- */
 
+/* FSCONFIG_CMD_CREATE of a filesystem context, or die with the kernel's own
+** log line for it (what it says about a refused overlay is the only useful
+** part of the error). */
+static void fs_create (int fs, const char *type, const char *what) {
+  int err;
+  char log[512] = "";
+  ssize_t n;
+  if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0) return;
+  err = errno;
+  n = read(fs, log, sizeof log - 1);
+  log[n > 0 ? n : 0] = '\0';
+  if (n > 0 && log[n - 1] == '\n') log[n - 1] = '\0';
+  errno = err;
+  die_errno(EXIT_MOUNT, "mount %s on %s%s%s", type, what, log[0] ? ": kernel says " : "", log);
+}
+
 /* Create a filesystem with the new mount API and return a detached mount.
 ** opts: NULL-terminated key, value pairs (value NULL: a flag).  The
 ** kernel's own messages about a refused option end up in the error. */
@@ -609,15 +625,7 @@ static int new_fs (const char *type, const char *const *opts, unsigned attrs, co
     if (r != 0) die_errno(EXIT_MOUNT, "mount %s on %s: option %s%s%s", type, what,
                           opts[0], opts[1] ? "=" : "", opts[1] ? opts[1] : "");
   }
-  if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) {
-    int err = errno;
-    char log[512] = "";
-    ssize_t n = read(fs, log, sizeof log - 1);
-    log[n > 0 ? n : 0] = '\0';
-    if (n > 0 && log[n - 1] == '\n') log[n - 1] = '\0';
-    errno = err;
-    die_errno(EXIT_MOUNT, "mount %s on %s%s%s", type, what, log[0] ? ": kernel says " : "", log);
-  }
+  fs_create(fs, type, what);
   m = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
   if (m < 0) die_errno(EXIT_MOUNT, "mount %s on %s: fsmount", type, what);
   close(fs);
@@ -921,15 +929,7 @@ void build_tree (Ctx *c) {
     if (fsconfig(fs, FSCONFIG_SET_STRING, "metacopy", "off", 0) != 0 ||
         fsconfig(fs, FSCONFIG_SET_STRING, "index", "off", 0) != 0)
       die_errno(EXIT_MOUNT, "mount overlay on %s: metacopy/index", what);
-    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) {
-      int err = errno;
-      char log[512] = "";
-      ssize_t n = read(fs, log, sizeof log - 1);
-      log[n > 0 ? n : 0] = '\0';
-      if (n > 0 && log[n - 1] == '\n') log[n - 1] = '\0';
-      errno = err;
-      die_errno(EXIT_MOUNT, "mount overlay on %s%s%s", what, log[0] ? ": kernel says " : "", log);
-    }
+    fs_create(fs, "overlay", what);
     mfd = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
     if (mfd < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: fsmount", what);
     close(fs);
