@@ -18,12 +18,14 @@ print(("created sandbox %s"):format(sb.id))
 
 local ci = sb.code_interpreter
 
--- The callbacks get text as it arrives, in pieces that need not be whole
--- lines: this one prints complete lines with a prefix.
+-- on_stdout and on_stderr get an OutputMessage as output arrives, as in the
+-- Python and TypeScript SDKs: `msg.output` is the text (tostring(msg) and
+-- print(msg) give it too; io.write needs msg.output). The pieces need not be
+-- whole lines: this callback prints complete lines with a prefix.
 local function by_line(prefix)
   local held = ""
-  return function(text)
-    held = held .. text
+  return function(msg)
+    held = held .. msg.output
     for line in held:gmatch("([^\n]*)\n") do print(prefix .. line) end
     held = held:match("[^\n]*$")
   end
@@ -38,9 +40,9 @@ for step in range(1, 4):
     print(f"step {step} of 3", flush=True)
     time.sleep(0.1)
 ]], {
-  on_stdout = function(text)
+  on_stdout = function(msg)
     pieces = pieces + 1
-    live(text)
+    live(msg)
   end,
 })
 print(("the run printed %d bytes in %d piece(s)"):format(#r.stdout, pieces))
@@ -57,7 +59,8 @@ r = ci:run_code("print(radius)")
 print(("in the default context: %s: %s"):format(r.error.name, r.error.value))
 
 -- Errors in the code are results, not Lua errors: `error` holds Python's
--- exception (also passed to on_error as it happens), stderr its own stream.
+-- exception as an ExecutionError `{ name, value, traceback }` (also passed
+-- to on_error as it happens), stderr its own stream.
 local seen
 r = ci:run_code([[
 import sys

@@ -4,21 +4,57 @@
 --     local ci = sb.code_interpreter
 --     local ctx = ci:create_context{ cwd = "/home/daytona" }
 --     ci:run_code("x = 41", { context = ctx })
---     local r = ci:run_code("print(x + 1)", { context = ctx, on_stdout = io.write })
+--     local r = ci:run_code("print(x + 1)", { context = ctx,
+--       on_stdout = function(msg) io.write(msg.output) end })
 --     print(r.stdout, r.error)               --> "42\n"  nil
 --     ci:delete_context(ctx)
 --
 -- Runs go over a WebSocket (doc/protocol.md §5.5): one JSON request, then JSON
 -- messages `stdout` / `stderr` / `error` and a final `control`.
+--
+-- The callbacks get what Python's and TypeScript's get, so ported code reads
+-- the same: `on_stdout` / `on_stderr` an OutputMessage `{ output = text }`,
+-- `on_error` an ExecutionError `{ name, value, traceback }` (strings, "" when
+-- absent). An OutputMessage also stands in for its text (`tostring(msg)`,
+-- `print(msg)`, `"x" .. msg`, `#msg`, `msg:match(p)`), so code written when
+-- the callbacks got a string keeps working -- except `io.write(msg)`, which
+-- takes only strings and numbers and never calls __tostring, and `msg == s`,
+-- which is false for any string: use `msg.output` there.
 local check = require "daytona.check"
 local transport = require "daytona.transport"
 local wire = require "daytona.wire"
 local errors = require "daytona.errors"
 
-local type, ipairs, setmetatable, error, pcall, tostring = type, ipairs, setmetatable, error, pcall, tostring
+local type, pairs, ipairs, setmetatable, getmetatable, error, pcall, tostring, string =
+  type, pairs, ipairs, setmetatable, getmetatable, error, pcall, tostring, string
 local concat = table.concat
 
 local M = {}
+
+-- what on_stdout / on_stderr receive (Python's and TypeScript's OutputMessage)
+local OutputMessage = { __name = "daytona.code_interpreter.OutputMessage" }
+OutputMessage.__tostring = function(m) return m.output end
+-- code that appended the old string argument to a buffer keeps working
+OutputMessage.__concat = function(a, b)
+  if getmetatable(a) == OutputMessage then a = a.output end
+  if getmetatable(b) == OutputMessage then b = b.output end
+  return a .. b
+end
+OutputMessage.__len = function(m) return #m.output end
+-- and so do its string methods (`msg:match(...)` works on msg.output)
+OutputMessage.__index = {}
+for name, fn in pairs(string) do
+  OutputMessage.__index[name] = function(m, ...) return fn(m.output, ...) end
+end
+M.OutputMessage = OutputMessage
+
+local function output_message(text)
+  return setmetatable({ output = text }, OutputMessage)
+end
+
+local function str_or_empty(v)
+  return type(v) == "string" and v or ""
+end
 
 local CodeInterpreter = {}
 CodeInterpreter.__index = CodeInterpreter
@@ -71,10 +107,14 @@ local RUN_OPTS = check.set("context", "on_stdout", "on_stderr", "on_error", "env
 
 --- Run Python code in a context (the default one without `context`).
 -- @param code string
--- @param opts optional `{ context = ctx or id, on_stdout = f(text), on_stderr = f(text),
+-- @param opts optional `{ context = ctx or id, on_stdout = f(msg), on_stderr = f(msg),
 --   on_error = f(err), envs = { }, timeout = s }` (timeout: the server's,
---   default 600, 0 = none; the context's state is lost when it fires)
+--   default 600, 0 = none; the context's state is lost when it fires). `msg`
+--   is an OutputMessage: `msg.output` is the text, and `tostring(msg)` and
+--   `print(msg)` give it too (`io.write` needs `msg.output`). `err` is the
+--   ExecutionError also returned in the result.
 -- @return `{ stdout, stderr, error = nil or { name, value, traceback } }`
+--   (the error's fields are strings, "" when the server sent none)
 -- @raise DaytonaTimeoutError when the run exceeds its timeout;
 --   DaytonaConnectionError when the connection fails
 function CodeInterpreter:run_code(code, opts)
@@ -110,15 +150,16 @@ function CodeInterpreter:run_code(code, opts)
       if okj and type(m) == "table" then
         local t = m.type
         if t == "stdout" then
-          local text = type(m.text) == "string" and m.text or ""
+          local text = str_or_empty(m.text)
           out[#out + 1] = text
-          if on_stdout then on_stdout(text) end
+          if on_stdout then on_stdout(output_message(text)) end
         elseif t == "stderr" then
-          local text = type(m.text) == "string" and m.text or ""
+          local text = str_or_empty(m.text)
           err_out[#err_out + 1] = text
-          if on_stderr then on_stderr(text) end
+          if on_stderr then on_stderr(output_message(text)) end
         elseif t == "error" then
-          result_error = { name = m.name, value = m.value, traceback = m.traceback }
+          result_error = wire.model({ name = str_or_empty(m.name), value = str_or_empty(m.value),
+                                      traceback = str_or_empty(m.traceback) }, "ExecutionError")
           if on_error then on_error(result_error) end
         elseif t == "control" and m.text == "completed" then
           return

@@ -295,8 +295,8 @@ end
 --   suppress_input_echo = false }`
 -- @param opts optional `{ timeout = s }`: how long to wait for a
 --   synchronous command (0/nil = forever; the command is not killed)
--- @return `{ cmd_id, output, stdout, stderr, exit_code }` (async: `cmd_id`
---   only, the rest nil)
+-- @return `{ cmd_id, output, stdout, stderr, exit_code }` (async: `cmd_id`,
+--   `stdout` and `stderr` "" as in Python's SDK, `output` and `exit_code` nil)
 -- @raise DaytonaTimeoutError; DaytonaError for an unknown session (the
 --   daemon answers 500 there)
 function Process:execute_session_command(session_id, req, opts)
@@ -328,8 +328,9 @@ function Process:execute_session_command(session_id, req, opts)
   return {
     cmd_id = r.cmdId,
     output = output,
-    stdout = (output or not run_async) and (stdout or "") or nil,
-    stderr = (output or not run_async) and (stderr or "") or nil,
+    -- "" not nil even for an async command: Python reads `stdout or ""`
+    stdout = stdout or "",
+    stderr = stderr or "",
     exit_code = exit_code and math.tointeger(exit_code) or exit_code,
   }
 end

@@ -453,6 +453,45 @@ describe("dtlocal toolbox", function()
           408, "PROCESS_EXECUTION_TIMEOUT")
       end)
     end)
+
+    -- TypeScript runs through tsx, with argv and env as under JavaScript
+    -- (process.argv = [node, ...argv]) and Node's exit codes and messages
+    it("runs TypeScript through tsx, or names tsx when it is missing", function()
+      helper.run(function()
+        local function ts(code, extra)
+          local body = { code = code, language = "typescript" }
+          for k, v in pairs(extra or {}) do body[k] = v end
+          return req("POST", "/process/code-run", body)
+        end
+        -- without tsx on PATH: a 400 that names it, never a fake result
+        assert_error(ts("console.log(1)", { envs = { PATH = home .. "/no-bin" } }), 400, "RUNTIME_NOT_FOUND",
+          "tsx is not installed")
+        if not os.execute("command -v tsx >/dev/null 2>&1") then return end
+        local r = ts(table.concat({
+          "interface Greeting { who: string; n: number }",
+          "type Pair = [string, string];",
+          "const g: Greeting = { who: process.env.WHO as string, n: 2 };",
+          "const args: Pair = process.argv.slice(1) as Pair;",
+          "console.log(`ts ${g.who} ${g.n} ${JSON.stringify(args)} ${process.argv.length}`);",
+        }, "\n"), { argv = { "a", "b c" }, envs = { WHO = "env-ok" } })
+        assert.are.equal(200, r.status, r.body)
+        assert.are.same({ 0, 'ts env-ok 2 ["a","b c"] 3\n' }, { r.json.exitCode, r.json.result })
+        -- a type error is not checked (upstream runs ts-node -T): it runs
+        r = ts("const n: string = 5;\nconsole.log(typeof n)")
+        assert.are.same({ 0, "number\n" }, { r.json.exitCode, r.json.result })
+        -- an uncaught throw: exit code 1, the message and its line on stderr
+        r = ts("const x: number = 1;\nthrow new Error('boom ' + x)")
+        assert.are.equal(1, r.json.exitCode)
+        assert.matches("Error: boom 1", r.json.result, 1, true)
+        assert.matches("%.ts:2", r.json.result)
+        -- a syntax error: exit code 1 and the position, like node's
+        r = ts("const x: number = ;")
+        assert.are.equal(1, r.json.exitCode)
+        assert.matches("%.ts:1:%d+: ERROR", r.json.result)
+        r = ts("process.exit(6)")
+        assert.are.equal(6, r.json.exitCode)
+      end)
+    end)
   end)
 
   describe("sessions", function()

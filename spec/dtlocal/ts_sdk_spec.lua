@@ -70,4 +70,12 @@ describe("the official TypeScript SDK against dtlocal", function()
     assert.truthy(out:find("ok waits end on events", 1, true))
     assert.is_true(exit_delay < 2, ("node took %.2f s to exit after events.mjs"):format(exit_delay))
   end)
+
+  it("runs codeRun in a TypeScript sandbox and the interpreter's callbacks (spec/ts/code_run.mjs)", function()
+    sdk_installed()
+    local code, out = run_node({ "node", "spec/ts/code_run.mjs" }, env, "code_run: all steps passed", 120)
+    if code ~= 0 then
+      error("code_run.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
+    end
+  end)
 end)

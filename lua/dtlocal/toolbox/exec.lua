@@ -3,7 +3,7 @@
 -- POST /process/execute: the command text is fed on stdin to a fresh
 -- non-interactive shell in its own process group, stdout and stderr merged
 -- into `result`. POST /process/code-run: the code runs under the runtime
--- of its language (python3, node, ts-node through npx, or the shell).
+-- of its language (python3, node, tsx, or the shell).
 --
 -- Timeouts (`timeout` seconds, 0/absent = none) kill the whole process
 -- group and answer 408 with code PROCESS_EXECUTION_TIMEOUT. A runtime that
@@ -60,8 +60,16 @@ end
 local runtimes = {
   python = { program = "python3", args = { "-u", "-" } },
   javascript = { program = "node", args = { "-" }, prefix = "process.argv.splice(1, 1);\n" },
-  typescript = { program = "npx", args = { "--no-install", "ts-node", "-T", "--ignore-diagnostics", "5107",
-                                           "-O", '{"module":"CommonJS"}' }, ext = ".ts" },
+  -- tsx (`make deps` installs it globally) transpiles without type checking, as
+  -- upstream's `ts-node -T` does, and runs a .ts file as CommonJS like its
+  -- `-O {"module":"CommonJS"}`. It cannot take TypeScript on stdin (`tsx -`
+  -- is plain node), hence the temp file. The preload drops the file's path
+  -- from process.argv before the program starts, so argv is [node, ...argv]
+  -- as under JavaScript's entry, without shifting the program's line numbers
+  -- the way a prepended line would. --no-cache: every file is new, so a
+  -- cache would only pile up in the sandbox's /tmp.
+  typescript = { program = "tsx", ext = ".ts",
+                 args = { "--no-cache", "--import", "data:text/javascript,process.argv.splice(1,1)" } },
   shell = { program = "SHELL", args = { "-s", "--" } },
 }
 runtimes.bash = runtimes.shell
