@@ -222,6 +222,8 @@ install: install-run install-dev
 
 # what the rock installs (LuaRocks' lib/ is the C modules' directory, so the
 # files for C hosts are left to `make install`)
+# Beside the Lua files goes dtlocal's matplotlib hook (a .py), which
+# sandboxes load from there.
 install-run: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/daytona/core $(DESTDIR)$(LUADIR) $(DESTDIR)$(LIBEXECDIR)
 	install -m 0755 $(DTLUA) $(DESTDIR)$(BINDIR)/dtlua
@@ -229,7 +231,7 @@ install-run: all
 	install -m 0755 $(LAUNCHER) $(DESTDIR)$(LIBEXECDIR)/dtlua-sandbox
 	install -m 0755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/daytona/core.so
 	install -m 0755 $(PART_SO) $(DESTDIR)$(LIBDIR)/daytona/core/
-	cd lua && find . -name '*.lua' | while read f; do \
+	cd lua && find . -name '*.lua' -o -name '*.py' | while read f; do \
 	  install -D -m 0644 "$$f" "$(DESTDIR)$(LUADIR)/$$f"; done
 
 # dtlua.pc names the directories as installed (without DESTDIR), so that

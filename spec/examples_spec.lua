@@ -50,7 +50,8 @@ describe("examples", function()
 
   -- Run examples/<name>.lua against the private server, from a temp
   -- directory (so no .env of the checkout applies); asserts exit 0 and
-  -- that no sandbox labelled example=<label> is left.
+  -- that no sandbox labelled example=<label> is left. Returns the output,
+  -- the seconds it took, process.run's result and the directory it ran in.
   local function example(name, label)
     local dir = helper.tmpdir()
     local r, secs = run({ DTLUA, ROOT .. "/examples/" .. name .. ".lua" },
@@ -59,7 +60,7 @@ describe("examples", function()
     assert.are.equal(0, r.exit_code, describe_run(r))
     local left = client:list{ labels = { example = label } }:all()
     assert.are.equal(0, #left, "sandboxes left by " .. name .. ": " .. #left)
-    return r.stdout, secs, r
+    return r.stdout, secs, r, dir
   end
 
   it("hello.lua: exec, upload and download both ways, code_run", function()
@@ -142,6 +143,23 @@ describe("examples", function()
     assert.matches("envs: hi there", out, 1, true)
     assert.matches("a 30 s run with a 1 s timeout: DaytonaTimeoutError", out, 1, true)
     assert.matches("contexts: 2\nafter deleting both: 0\n", out, 1, true)
+  end)
+
+  it("charts.lua: matplotlib figures come back as charts, their PNGs saved", function()
+    local out, _, _, dir = example("charts", "charts")
+    assert.matches("code_run: exit 0, result: total units: 505\n2 charts\n", out, 1, true)
+    assert.matches('chart 1: bar "Sales per month", 4 element(s)\n  units by month:\n'
+      .. "    Jan: 120\n    Feb: 135\n    Mar: 90\n    Apr: 160\n", out, 1, true)
+    assert.matches('chart 2: composite_chart "Two views", 2 element(s)\n  line "Growth", 1 element(s)\n'
+      .. '  pie "Share", 3 element(s)\n', out, 1, true)
+    -- the files it saved are PNGs of the size it printed
+    for i = 1, 2 do
+      local size = tonumber(out:match(("saved chart%%-%d%%.png: (%%d+) bytes of PNG"):format(i)))
+      assert.is_truthy(size, out)
+      local data = helper.read_file(("%s/chart-%d.png"):format(dir, i))
+      assert.are.equal(size, data and #data)
+      assert.are.equal("\137PNG\r\n\26\n", data:sub(1, 8))
+    end
   end)
 
   it("snapshots_volumes.lua: the snapshot list, a volume shared by two sandboxes", function()

@@ -16,6 +16,7 @@ local check = require "daytona.check"
 local transport = require "daytona.transport"
 local wire = require "daytona.wire"
 local errors = require "daytona.errors"
+local chart = require "daytona.chart"
 
 local type, pairs, ipairs, tostring, setmetatable, error, pcall, select =
   type, pairs, ipairs, tostring, setmetatable, error, pcall, select
@@ -166,6 +167,7 @@ local function execute_response(r)
   r = wire.to_lua(r or {})
   local result = r.result or ""
   local charts = r.artifacts and r.artifacts.charts or {}
+  for i, c in ipairs(charts) do charts[i] = chart.new(c) end
   return wire.model({
     exit_code = r.exit_code or r.code or -1,
     result = result,
@@ -201,8 +203,10 @@ end
 
 --- Run a code snippet in the sandbox's language (its
 -- `code-toolbox-language` label, "python" by default; `language`
--- overrides). Charts drawn with matplotlib come back in
--- `artifacts.charts` (PNG as base64).
+-- overrides). Each figure a Python program shows with matplotlib's
+-- `plt.show()` comes back in `artifacts.charts` as a chart (see
+-- `daytona.chart`: type, title, elements, the PNG as base64, and
+-- `chart:save_png(path)`), and not in `result`.
 -- @param code string
 -- @param opts optional `{ argv = { ... }, env = { ... }, timeout = s, language = }`
 -- @return `{ exit_code, result, artifacts = { stdout, charts } }`

@@ -117,7 +117,7 @@ end
 local models = setmetatable({}, { __mode = "k" })   -- metatable -> true
 local model_mts = {}                                 -- name -> metatable
 
-local function model_tostring(m)
+local function model_tostring(m, name)
   local mt = getmetatable(m)
   local keys = {}
   for k in pairs(m) do keys[#keys + 1] = k end
@@ -134,7 +134,7 @@ local function model_tostring(m)
     parts[#parts + 1] = item
     len = len + #item + 2
   end
-  return (mt.model or "") .. "{" .. table.concat(parts, ", ") .. "}"
+  return (name or mt and mt.model or "") .. "{" .. table.concat(parts, ", ") .. "}"
 end
 
 --- Give a table the model metatable: it prints as one line
@@ -154,6 +154,15 @@ function M.model(t, name)
   return setmetatable(t, mt)
 end
 
+--- The one-line text of a model (its `__tostring`), for classes that
+-- print like models but have methods of their own.
+-- @param t table
+-- @param[opt] name the name shown before the fields
+-- @return string
+function M.model_text(t, name)
+  return model_tostring(t, name)
+end
+
 --- True if t is a model (made by `to_lua` or `model`).
 -- @return boolean
 function M.is_model(t)
@@ -170,6 +179,47 @@ end
 -- @return table or scalar
 function M.to_lua(v, name)
   return M.model(plain(v, false), name)
+end
+
+---------------------------------------------------------------------------
+-- base64 (chart PNGs, screenshots)
+---------------------------------------------------------------------------
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+-- four letters -> the three bytes they stand for; built on first use
+local quad_bytes
+
+--- Decode standard base64 (RFC 4648 section 4, padding optional; line
+-- breaks and spaces are skipped, as MIME writes them).
+-- @param s string
+-- @return the bytes, or nil and a message when s is not base64
+function M.base64_decode(s)
+  if not quad_bytes then
+    -- pairs of letters, so that a group of four is two table lookups
+    local v = {}
+    for i = 1, 64 do v[i] = B64:sub(i, i) end
+    quad_bytes = {}
+    for i = 0, 63 do
+      for j = 0, 63 do quad_bytes[v[i + 1] .. v[j + 1]] = i * 64 + j end
+    end
+  end
+  s = s:gsub("[%s]", "")
+  local pad = #s:match("=*$")
+  if pad > 2 then return nil, "not base64: too much padding" end
+  s = s:sub(1, #s - pad)
+  if s:find("[^%w+/]") then return nil, "not base64: a character outside the alphabet" end
+  local rest = #s % 4
+  if rest == 1 then return nil, "not base64: its length is not a whole number of bytes" end
+  if rest > 0 then s = s .. ("A"):rep(4 - rest) end
+  local out = {}
+  for i = 1, #s, 4 do
+    local n = quad_bytes[s:sub(i, i + 1)] * 4096 + quad_bytes[s:sub(i + 2, i + 3)]
+    out[#out + 1] = char(n >> 16, (n >> 8) & 255, n & 255)
+  end
+  local bytes = concat(out)
+  -- the "A"s stood for nothing: drop what they added
+  if rest > 0 then bytes = bytes:sub(1, #bytes - (4 - rest)) end
+  return bytes
 end
 
 ---------------------------------------------------------------------------

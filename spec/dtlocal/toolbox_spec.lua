@@ -454,6 +454,34 @@ describe("dtlocal toolbox", function()
       end)
     end)
 
+    -- Python's charts (doc/protocol.md §4.3): the hook's artifact lines leave
+    -- `result` and become artifacts.charts; Python, and only Python, runs
+    -- with matplotlib pointed at the hook, unless the caller chose a backend
+    it("takes Python's chart lines out of result into artifacts.charts", function()
+      helper.run(function()
+        local code = table.concat({
+          "import os",
+          "print('before')",
+          [[print('dtn_artifact_k39fd2:{"type":"chart","value":{"type":"unknown","title":"t","elements":[],"png":"iVBORw0KGgo="}}')]],
+          "print('dtn_artifact_k39fd2:{not json')",
+          "hook = os.path.join(os.environ['PYTHONPATH'].split(':')[0], 'dtlua_charts.py')",
+          "print('after', os.environ['MPLBACKEND'], os.path.isfile(hook))",
+        }, "\n")
+        local r = req("POST", "/process/code-run", { code = code, language = "python" })
+        if r.status == 400 then return end   -- no python3 here (the runtimes test says so)
+        assert.are.equal(200, r.status, r.body)
+        assert.are.equal("before\nafter module://dtlua_charts True\n", r.json.result)
+        assert.are.equal(1, #r.json.artifacts.charts)
+        assert.are.equal("t", r.json.artifacts.charts[1].title)
+        assert.is_truthy(r.body:find('"elements":[]', 1, true), r.body)
+        r = req("POST", "/process/code-run", { code = "import os\nprint(os.environ['MPLBACKEND'])",
+                                               language = "python", envs = { MPLBACKEND = "agg" } })
+        assert.are.equal("agg\n", r.json.result)
+        r = req("POST", "/process/code-run", { code = 'echo "[$MPLBACKEND]"', language = "shell" })
+        assert.are.equal("[]\n", r.json.result)
+      end)
+    end)
+
     -- TypeScript runs through tsx, with argv and env as under JavaScript
     -- (process.argv = [node, ...argv]) and Node's exit codes and messages
     it("runs TypeScript through tsx, or names tsx when it is missing", function()

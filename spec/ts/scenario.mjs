@@ -3,7 +3,7 @@
 // protocol. Reads DAYTONA_API_URL and DAYTONA_API_KEY like any user script.
 // Prints one line per step ("ok <step>") and exits non-zero on the first
 // failure, naming the step.
-import { Daytona } from '@daytonaio/sdk'
+import { Daytona, ChartType } from '@daytonaio/sdk'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -67,6 +67,35 @@ try {
     const r = await sb.process.codeRun('print(6 * 7)')
     assert.equal(r.exitCode, 0)
     assert.equal(r.result.trim(), '42')
+  })
+
+  // matplotlib figures shown by the code come back typed, as the SDK reads
+  // them (ChartType, snake_case fields), with the PNG as base64
+  await step('codeRun charts', async () => {
+    const code = [
+      'import matplotlib.pyplot as plt',
+      'plt.plot([0, 1, 2], [0, 1, 4], label="squares"); plt.title("Line"); plt.xlabel("x"); plt.show()',
+      'plt.bar(["a", "b", "c"], [3, 1.5, 2]); plt.title("Bar"); plt.show()',
+      'plt.pie([1, 1, 2], labels=["x", "y", "z"]); plt.title("Pie"); plt.show()',
+      'plt.boxplot([[1, 2, 3, 4, 5, 40]], labels=["A"]); plt.title("Box"); plt.show()',
+      'print("done")',
+    ].join('\n')
+    const r = await sb.process.codeRun(code)
+    assert.equal(r.exitCode, 0, r.result)
+    assert.equal(r.result, 'done\n')
+    const charts = r.artifacts.charts
+    assert.deepEqual(charts.map((c) => [c.type, c.title, c.elements.length]),
+      [[ChartType.LINE, 'Line', 1], [ChartType.BAR, 'Bar', 3], [ChartType.PIE, 'Pie', 3],
+        [ChartType.BOX_AND_WHISKER, 'Box', 1]])
+    assert.equal(charts[0].x_label, 'x')
+    assert.deepEqual(charts[0].elements[0].points, [[0, 0], [1, 1], [2, 4]])
+    assert.deepEqual(charts[1].elements.map((e) => [e.label, e.value]), [['a', '3'], ['b', '1.5'], ['c', '2']])
+    assert.equal(Math.round(charts[2].elements[2].angle), 180)
+    assert.deepEqual(charts[3].elements[0].outliers, [40])
+    for (const c of charts) {
+      const png = Buffer.from(c.png, 'base64')
+      assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
+    }
   })
 
   await step('files', async () => {

@@ -14,8 +14,10 @@ local common = require "dtlocal.toolbox.common"
 local proc = require "dtlocal.toolbox.proc"
 
 local raise = http.raise
+local json = http.json
 local util = core.util
 local ipairs, pairs, tostring, os, io, pcall, error = ipairs, pairs, tostring, os, io, pcall, error
+local type, next = type, next
 
 local M = {}
 
@@ -76,6 +78,74 @@ runtimes.bash = runtimes.shell
 runtimes.sh = runtimes.shell
 M.runtimes = runtimes
 
+---------------------------------------------------------------------------
+-- Charts (doc/protocol.md §4.3): Python runs with matplotlib's backend set to
+-- python/dtlua_charts.py beside this file, which turns each figure that
+-- plt.show() shows into an artifact line; those lines leave `result` and
+-- come back as `artifacts.charts`.
+---------------------------------------------------------------------------
+
+local ARTIFACT = "dtn_artifact_k39fd2:"
+
+-- The hook's directory, absolute: the code runs in the sandbox's work
+-- directory, not ours. In a sandbox it is the dtlua installation, bind-mounted
+-- at the same path (doc/dtlocal.md). nil when the file is not there (an
+-- installation without it): Python then runs as it would anyway.
+local CHARTS_DIR = (function()
+  local dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+  if dir:sub(1, 1) ~= "/" then
+    local cwd = util.readlink("/proc/self/cwd")
+    if not cwd then return nil end
+    dir = cwd .. "/" .. dir:gsub("^%./", "")
+  end
+  dir = dir .. "/python"
+  return util.stat(dir .. "/dtlua_charts.py") and dir or nil
+end)()
+M.charts_dir = CHARTS_DIR
+
+-- Point matplotlib at the hook, unless the caller or the sandbox chose a
+-- backend of their own (theirs wins: no charts then, as they asked).
+local function chart_hook(env)
+  if not CHARTS_DIR then return end
+  if (env.MPLBACKEND or "") == "" then env.MPLBACKEND = "module://dtlua_charts" end
+  local path = env.PYTHONPATH
+  env.PYTHONPATH = (path and path ~= "") and (CHARTS_DIR .. ":" .. path) or CHARTS_DIR
+end
+
+-- A chart's JSON has no object that may be empty, so every empty table
+-- decoded from it was an array (`elements`, `outliers`, ticks): mark them so,
+-- or they would go out as {}.
+local function arrays_kept(v)
+  if type(v) ~= "table" then return v end
+  if next(v) == nil then return json.array(v) end
+  for k, x in pairs(v) do v[k] = arrays_kept(x) end
+  return v
+end
+
+-- output -> output without the artifact lines (each with its newline), and
+-- the charts they carried. A line that is not a chart (bad JSON, cut short by
+-- the output limit, another artifact type) is dropped all the same.
+local function take_charts(output)
+  local charts = json.array()
+  if not output:find(ARTIFACT, 1, true) then return output, charts end
+  local kept, pos, n = {}, 1, #output
+  while pos <= n do
+    local nl = output:find("\n", pos, true)
+    local stop = nl or n
+    if output:sub(pos, pos + #ARTIFACT - 1) == ARTIFACT then
+      local v = json.decode(output:sub(pos + #ARTIFACT, nl and nl - 1 or n))
+      if type(v) == "table" and v.type == "chart" and type(v.value) == "table" then
+        charts[#charts + 1] = arrays_kept(v.value)
+      end
+    else
+      kept[#kept + 1] = output:sub(pos, stop)
+    end
+    pos = stop + 1
+  end
+  return table.concat(kept), charts
+end
+M.take_charts = take_charts
+
 function M.code_run(ctx)
   local app = ctx.app
   local body = ctx:json_object(true)
@@ -90,6 +160,7 @@ function M.code_run(ctx)
   local envs = common.env_map(body, "envs")
   local timeout = common.int(body, "timeout", 0, 2 ^ 31)
   local env = common.child_env(app, envs)
+  if language == "python" then chart_hook(env) end
   local program = rt.program == "SHELL" and app.shell or rt.program
   if not proc.which(program, env.PATH) then
     raise(400, ("%s is not installed in this sandbox (needed to run %s code)"):format(program, language),
@@ -114,7 +185,9 @@ function M.code_run(ctx)
   if tmp then os.remove(tmp) end
   if not ok then error(r, 0) end
   if not r then return 200, { exitCode = -1, result = tostring(msg) } end
-  return reply(ctx, r, { artifacts = { charts = http.json.array() } })
+  local charts
+  r.output, charts = take_charts(r.output)
+  return reply(ctx, r, { artifacts = { charts = charts } })
 end
 
 return M
