@@ -944,13 +944,15 @@ describe("dtlocal toolbox", function()
   end)
 
   describe("unsupported features", function()
-    it("answers computer use, LSP and the proxy with errors, not fake successes", function()
+    it("answers computer use and the proxy with errors, not fake successes", function()
       helper.run(function()
         local r = req("GET", "/computeruse/status")
         assert_error(r, 503)
         assert.are.equal("Computer-use functionality is not available", r.json.message)
         assert.is_string(r.json.details)
-        assert_error(req("POST", "/lsp/start", { languageId = "python", pathToProject = "." }), 501, "NOT_IMPLEMENTED", "LSP")
+        -- language servers are served (spec/dtlocal/lsp_spec.lua): no 501 left
+        assert_error(req("POST", "/lsp/start", { languageId = "cobol", pathToProject = "." }), 400,
+          "LSP_INVALID_REQUEST", "unsupported languageId")
         assert_error(req("GET", "/proxy/8080/some/path"), 501, "NOT_IMPLEMENTED")
         r = req("GET", "/port")
         assert.are.equal(200, r.status)

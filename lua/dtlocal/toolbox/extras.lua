@@ -4,8 +4,8 @@
 -- GET /port lists the TCP ports listening in the sandbox (from
 -- /proc/net/tcp and tcp6); GET /port/{port}/in-use tells one.
 -- Computer use answers the protocol's own 503 ("Computer-use functionality
--- is not available", with details and a solution); LSP and the port proxy
--- answer 501 NOT_IMPLEMENTED naming the feature. No route here pretends to
+-- is not available", with details and a solution); the port proxy
+-- answers 501 NOT_IMPLEMENTED naming the feature. No route here pretends to
 -- succeed.
 local http = require "dtlocal.http"
 
@@ -87,12 +87,6 @@ function M.add_routes(r)
   }
   for _, path in ipairs(cu) do
     for _, m in ipairs { "GET", "POST", "DELETE" } do r:add(m, path, computer_use) end
-  end
-  local lsp = not_implemented("LSP (language servers)")
-  for _, path in ipairs { "/lsp/start", "/lsp/stop", "/lsp/did-open", "/lsp/did-close",
-                          "/lsp/completions", "/lsp/document-symbols", "/lsp/workspacesymbols" } do
-    r:add("GET", path, lsp)
-    r:add("POST", path, lsp)
   end
   local proxy = not_implemented("The in-sandbox port proxy (/proxy/{port}/...)")
   for _, m in ipairs { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS" } do

@@ -1,11 +1,11 @@
 --- dtlocal.toolbox: the in-sandbox toolbox daemon (doc/protocol.md §4, §5, §6.2).
 --
 -- Serves Daytona's toolbox API — files, one-shot execution, sessions, PTYs,
--- the Python code interpreter, git, ports, info — over our core's
--- HTTP/WebSocket server (daytona.runtime.server). Inside a sandbox it runs
--- as the `daytona` user (home /home/daytona, also the working directory)
--- and does every file, process and git operation itself with plain paths;
--- on the host it serves its own specs from a temp dir.
+-- the Python code interpreter, git, language servers, ports, info — over
+-- our core's HTTP/WebSocket server (daytona.runtime.server). Inside a
+-- sandbox it runs as the `daytona` user (home /home/daytona, also the
+-- working directory) and does every file, process and git operation itself
+-- with plain paths; on the host it serves its own specs from a temp dir.
 --
 --     require("dtlocal.toolbox").main{ listen = "127.0.0.1:0" }   -- blocks
 --     local srv = require("dtlocal.toolbox").start{ listen = "127.0.0.1:0",
@@ -13,10 +13,10 @@
 --     print(srv.url); ...; srv:close()
 --
 -- toolbox.main(opts)
---   Runs the daemon until SIGTERM or SIGINT (then stops every session, PTY
---   and child it started and returns true). Inside a scheduler task it
---   serves from that task; elsewhere it runs the scheduler itself. Raises a
---   plain error when it cannot listen. opts:
+--   Runs the daemon until SIGTERM or SIGINT (then stops every session, PTY,
+--   language server and child it started and returns true). Inside a
+--   scheduler task it serves from that task; elsewhere it runs the
+--   scheduler itself. Raises a plain error when it cannot listen. opts:
 --     listen      "HOST:PORT" (default "127.0.0.1:2280"; port 0 picks one)
 --     socket      path of a unix socket to listen on instead (a stale
 --                 socket there is replaced; the file is removed on close)
@@ -42,7 +42,7 @@
 --
 -- Conventions: every handler validates its input and answers errors with
 -- the structured body of dtlocal.http (statusCode, message, code, error,
--- timestamp, path, method). Unsupported features (computer use, LSP, the
+-- timestamp, path, method). Unsupported features (computer use, the
 -- port proxy) answer with an error that says so — never a fake success.
 --
 -- Handlers are dtlocal.http's: `function(ctx, params) -> status, body
@@ -99,6 +99,7 @@ end
 local function build_router()
   local files, exec, sessions = handlers.files, handlers.exec, handlers.sessions
   local pty, interpreter, git = handlers.pty, handlers.interpreter, handlers.git
+  local lsp = handlers.lsp
   local r = router.new()
   local function add(method, pattern, fn) r:add(method, pattern, fn) end
   -- info
@@ -157,6 +158,14 @@ local function build_router()
   add("POST", "/git/push", git.push)
   add("POST", "/git/pull", git.pull)
   add("GET", "/git/history", git.history)
+  -- language servers
+  add("POST", "/lsp/start", lsp.start)
+  add("POST", "/lsp/stop", lsp.stop)
+  add("POST", "/lsp/did-open", lsp.did_open)
+  add("POST", "/lsp/did-close", lsp.did_close)
+  add("POST", "/lsp/completions", lsp.completions)
+  add("GET", "/lsp/document-symbols", lsp.document_symbols)
+  add("GET", "/lsp/workspacesymbols", lsp.workspace_symbols)
   -- dtlocal's own: the env of a sandbox handed out from the warm pool,
   -- which started before its env was known (dtlocal.control.warm_pool,
   -- Pool:take). Only dtlocal sets the header: its proxy drops it from
@@ -276,6 +285,7 @@ function Server:close()
   shutdown("sessions", self.app)
   shutdown("pty", self.app)
   shutdown("interpreter", self.app)
+  shutdown("lsp", self.app)
   if self.app.own_state_dir then fs.remove_tree(self.app.state_dir) end
 end
 
