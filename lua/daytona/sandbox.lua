@@ -1,5 +1,6 @@
 --- A sandbox: its fields, its lifecycle, and the sub-objects that reach
--- into it (`sandbox.fs`, `sandbox.process`, `sandbox.git`).
+-- into it (`sandbox.fs`, `sandbox.process`, `sandbox.git`, and the language
+-- servers of `create_lsp_server`).
 --
 -- A Sandbox is a table whose fields are the API's Sandbox object in
 -- snake_case (`id`, `name`, `state`, `cpu`, `memory`, `disk`, `gpu`, `env`,
@@ -488,6 +489,21 @@ function Sandbox:update_network_settings(opts)
     "/network-settings")
   if type(dto) == "table" and dto.id then self:_apply(dto) end
   return self
+end
+
+---------------------------------------------------------------------------
+-- Language servers
+---------------------------------------------------------------------------
+
+--- A language server for a project in the sandbox (`daytona.lsp_server`);
+-- nothing runs until its `start`, and `local lsp <close> = ...` stops it at
+-- the scope's end.
+-- @param language_id "python", "typescript" or "javascript"
+-- @param path_to_project the project's directory (relative paths are
+--   resolved against the sandbox's working directory)
+-- @return LspServer
+function Sandbox:create_lsp_server(language_id, path_to_project)
+  return require("daytona.lsp_server").new(self, language_id, path_to_project)
 end
 
 ---------------------------------------------------------------------------

@@ -55,6 +55,8 @@ describe("the official TypeScript SDK against dtlocal", function()
     if code ~= 0 or not exit_delay then
       error("scenario failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
     end
+    -- its LspServer against the daemon's real typescript-language-server
+    assert.truthy(out:find("\nok lsp\n", 1, true), out)
     -- the Socket.IO channel is unref'd once connected: nothing keeps node
     -- alive (without the channel the SDK retries it for minutes)
     assert.is_true(exit_delay < 2, ("node took %.2f s to exit after the scenario"):format(exit_delay))

@@ -168,6 +168,26 @@ try {
     assert.ok(st.currentBranch)
   })
 
+  await step('lsp', async () => {
+    const ts = 'export class Circle {\n  radiusValue = 1\n}\nconst c = new Circle()\nc.\n'
+    await sb.fs.uploadFile(Buffer.from(ts), '/home/daytona/web/shapes.ts')
+    const lsp = await sb.createLspServer('typescript', '/home/daytona/web')
+    await lsp.start()
+    await lsp.didOpen('/home/daytona/web/shapes.ts')
+    const syms = await lsp.documentSymbols('/home/daytona/web/shapes.ts')
+    assert.ok(syms.some((s) => s.name === 'Circle' && s.kind === 5), JSON.stringify(syms))
+    const list = await lsp.completions('/home/daytona/web/shapes.ts', { line: 4, character: 2 })
+    assert.ok(list.items.some((i) => i.label === 'radiusValue'), JSON.stringify(list))
+    const found = await lsp.sandboxSymbols('Circ')
+    assert.ok(found.some((s) => s.name === 'Circle'), JSON.stringify(found))
+    await assert.rejects(lsp.completions('/home/daytona/web/shapes.ts', { line: 40, character: 0 }),
+      (e) => /past the end/.test(String(e.message)))
+    await lsp.didClose('/home/daytona/web/shapes.ts')
+    await lsp.stop()
+    await assert.rejects(lsp.documentSymbols('/home/daytona/web/shapes.ts'),
+      (e) => /start it first/.test(String(e.message)))
+  })
+
   await step('stop and start keep files', async () => {
     await sb.process.executeCommand('echo kept > /home/daytona/keep.txt')
     await sb.stop()
