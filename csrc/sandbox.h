@@ -50,8 +50,9 @@
 
 typedef struct Bind {
   const char *src, *dst;
-  const char *sub;         /* --bind-beneath: resolved beneath src, or NULL */
+  const char *sub;         /* --*-beneath: resolved beneath src, or NULL */
   int ro;
+  int volume;              /* --volume*: idmapped when privileged */
 } Bind;
 
 typedef struct Opts {
@@ -66,6 +67,8 @@ typedef struct Opts {
   int nenv;
   Bind binds[MAX_BINDS];
   int nbinds;
+  const char *migrate[MAX_BINDS];  /* --volume-migrate SRC */
+  int nmigrate;
   const char *hides[MAX_HIDES];
   int nhides;
   const char *cgroups[MAX_CGROUPS];

@@ -135,7 +135,8 @@ static const char usage_text[] =
   "usage: " PROG " run --root-dir DIR --hostname NAME [--uid-base N]\n"
   "           [--net host|none] [--user daytona|root] [--cwd DIR]\n"
   "           [--env K=V]... [--env-file PATH] [--bind SRC DST]... [--ro-bind SRC DST]...\n"
-  "           [--bind-beneath SRC SUBPATH DST]...\n"
+  "           [--bind-beneath SRC SUBPATH DST]... [--volume SRC DST]...\n"
+  "           [--volume-beneath SRC SUBPATH DST]... [--volume-migrate SRC]...\n"
   "           [--hide PATH]... [--cgroup DIR]... [--ready-fd FD] [--listen-fd FD]\n"
   "           -- PROGRAM [ARG...]\n"
   "       " PROG " rm --root-dir DIR\n"
@@ -150,6 +151,10 @@ static const char usage_text[] =
   "--cgroup DIR: join the cgroup DIR before anything else, so that every\n"
   "process of the sandbox is in it.\n"
   "--listen-fd FD: the socket FD becomes PROGRAM's descriptor 3.\n"
+  "--volume, --volume-beneath: binds of a volume shared by sandboxes, as\n"
+  "root idmapped (its files stored under the sandbox ids 0..65535);\n"
+  "--volume-migrate SRC: first give files under SRC owned by host ids >= 65536\n"
+  "(a sandbox's range) the sandbox ids they stood for.\n"
   "rm: delete the sandbox's directory (it must not be running).\n";
 
 static void usage (const char *fmt, ...) {
@@ -278,22 +283,25 @@ static void parse_run (Opts *o, int argc, char **argv) {
       o->env[o->nenv++] = v;
     }
     else if (strcmp(a, "--env-file") == 0) read_env_file(o, NEXT());
-    else if (strcmp(a, "--bind") == 0 || strcmp(a, "--ro-bind") == 0) {
+    else if (strcmp(a, "--bind") == 0 || strcmp(a, "--ro-bind") == 0 ||
+             strcmp(a, "--volume") == 0) {
       Bind *b;
       if (o->nbinds == MAX_BINDS) usage("%s: more than %d binds", a, MAX_BINDS);
       b = &o->binds[o->nbinds++];
       b->ro = (a[2] == 'r');
+      b->volume = (a[2] == 'v');
       b->src = NEXT();
       b->dst = NEXT();
       if (b->src[0] != '/') usage("%s: source must be absolute: '%s'", a, b->src);
       if (!clean_abs_path(b->dst) || strcmp(b->dst, "/") == 0)
         usage("%s: destination must be a clean absolute path below /: '%s'", a, b->dst);
     }
-    else if (strcmp(a, "--bind-beneath") == 0) {
+    else if (strcmp(a, "--bind-beneath") == 0 || strcmp(a, "--volume-beneath") == 0) {
       Bind *b;
       if (o->nbinds == MAX_BINDS) usage("%s: more than %d binds", a, MAX_BINDS);
       b = &o->binds[o->nbinds++];
       b->ro = 0;
+      b->volume = (a[2] == 'v');
       b->src = NEXT();
       b->sub = NEXT();
       b->dst = NEXT();
@@ -308,6 +316,12 @@ static void parse_run (Opts *o, int argc, char **argv) {
       }
       if (!clean_abs_path(b->dst) || strcmp(b->dst, "/") == 0)
         usage("%s: destination must be a clean absolute path below /: '%s'", a, b->dst);
+    }
+    else if (strcmp(a, "--volume-migrate") == 0) {
+      const char *v = NEXT();
+      if (v[0] != '/') usage("--volume-migrate: expected an absolute path, got '%s'", v);
+      if (o->nmigrate == MAX_BINDS) usage("--volume-migrate: more than %d", MAX_BINDS);
+      o->migrate[o->nmigrate++] = v;
     }
     else if (strcmp(a, "--hide") == 0) {
       const char *v = NEXT();

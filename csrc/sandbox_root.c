@@ -654,32 +654,92 @@ static int clone_tree (const char *path, unsigned attrs, const char *what) {
   return m;
 }
 
-/* The directory sub beneath src (--bind-beneath): src is the caller's, but
-** what lies beneath may have been written by sandboxes (a volume's data is
-** writable by every sandbox that mounts it), so each part is resolved
-** without following a symlink, leaving src or crossing a mount, and a
-** missing part is made, writable by all as the volume is.  Returns an open
-** directory fd: what gets bound is what was checked, whatever is renamed
-** meanwhile. */
-static int open_beneath (const char *src, const char *sub, const char *what) {
+/* The directory sub beneath src (--bind-beneath, --volume-beneath): src is
+** the caller's, but what lies beneath may have been written by sandboxes (a
+** volume's data is writable by every sandbox that mounts it), so each part
+** is resolved without following a symlink, leaving src or crossing a mount,
+** and a missing part is made.  As the volume's own directories are: for an
+** idmapped volume, daytona's (sandbox id 1000 on disk) and 0755; else
+** writable by all, since each sandbox writes as host ids of its own.
+** Returns an open directory fd: what gets bound is what was checked,
+** whatever is renamed meanwhile. */
+static int open_beneath (Ctx *c, const Bind *b, const char *what) {
   char buf[PATH_MAX], *part, *save = NULL;
-  int fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int idmapped = b->volume && c->privileged;
+  int fd = open(b->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
-  snprintf(buf, sizeof buf, "%s", sub);
+  snprintf(buf, sizeof buf, "%s", b->sub);
   for (part = strtok_r(buf, "/", &save); part != NULL; part = strtok_r(NULL, "/", &save)) {
     int next = openat2_(fd, part, O_RDONLY | O_DIRECTORY, BENEATH | RESOLVE_NO_XDEV);
     if (next < 0 && errno == ENOENT) {
-      if (mkdirat(fd, part, 0777) != 0 && errno != EEXIST)
+      int made = mkdirat(fd, part, idmapped ? 0755 : 0777) == 0;
+      if (!made && errno != EEXIST)
         die_errno(EXIT_MOUNT, "bind %s: mkdir %s", what, part);
       next = openat2_(fd, part, O_RDONLY | O_DIRECTORY, BENEATH | RESOLVE_NO_XDEV);
+      /* by the fd, not the name: a sandbox may have swapped the name */
+      if (next >= 0 && made && idmapped && fchown(next, DAYTONA_ID, DAYTONA_ID) != 0)
+        die_errno(EXIT_MOUNT, "bind %s: chown %s", what, part);
     }
     if (next < 0)
       die_errno(EXIT_MOUNT, "bind %s: %s is not a directory beneath %s (a symlink or mount point?)",
-                what, part, src);
+                what, part, b->src);
     close(fd);
     fd = next;
   }
   return fd;
+}
+
+#define MIGRATE_DEPTH 128   /* deeper entries keep their owners */
+
+/* The sandbox id a host id of an old per-sandbox range stood for: ids below
+** ID_COUNT are already sandbox ids (or host root's); the others belong to
+** some sandbox's range, and ranges spaced by ID_COUNT from ours (dtlocal's
+** all are) give (id - base) mod ID_COUNT. */
+static unsigned long canonical_id (Ctx *c, unsigned long id) {
+  if (id < ID_COUNT) return id;
+  return (id - c->base) % ID_COUNT;
+}
+
+/* --volume-migrate: give every entry beneath the directory dfd owned by an
+** old sandbox range the sandbox ids it stood for.  Sandboxes may be
+** writing there (even renaming or swapping entries under the walk), so
+** each entry is opened by openat2(RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV),
+** O_PATH|O_NOFOLLOW (a symlink is opened as itself), and stat and chown go
+** through that fd: they are the same inode, never a link's target, never
+** another mount.  An entry that vanished meanwhile is skipped. */
+static void migrate_tree (Ctx *c, int dfd, int depth, const char *what) {
+  int lfd = dup(dfd);
+  DIR *d;
+  struct dirent *e;
+  if (lfd < 0 || (d = fdopendir(lfd)) == NULL)
+    die_errno(EXIT_STATE, "migrate volume %s: read a directory", what);
+  while ((errno = 0, e = readdir(d)) != NULL) {
+    struct stat st;
+    unsigned long uid, gid;
+    int fd;
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    fd = openat2_(dfd, e->d_name, O_PATH | O_NOFOLLOW, BENEATH | RESOLVE_NO_XDEV);
+    if (fd < 0) {
+      if (errno == ENOENT || errno == EXDEV) continue;   /* gone, or a mount point */
+      die_errno(EXIT_STATE, "migrate volume %s: open %s", what, e->d_name);
+    }
+    if (fstat(fd, &st) != 0) die_errno(EXIT_STATE, "migrate volume %s: stat %s", what, e->d_name);
+    uid = canonical_id(c, st.st_uid);
+    gid = canonical_id(c, st.st_gid);
+    if ((uid != st.st_uid || gid != st.st_gid) &&
+        fchownat(fd, "", (uid_t)uid, (gid_t)gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
+      die_errno(EXIT_STATE, "migrate volume %s: chown %s", what, e->d_name);
+    if (S_ISDIR(st.st_mode) && depth < MIGRATE_DEPTH) {
+      /* "." of the O_PATH fd: the directory just checked, not a new lookup */
+      int sub = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (sub < 0) die_errno(EXIT_STATE, "migrate volume %s: open %s", what, e->d_name);
+      migrate_tree(c, sub, depth + 1, what);
+      close(sub);
+    }
+    close(fd);
+  }
+  if (errno != 0) die_errno(EXIT_STATE, "migrate volume %s: readdir", what);
+  closedir(d);
 }
 
 /* The O_PATH fd of `rel` (relative) inside the new root rootfd, resolved as
@@ -977,29 +1037,46 @@ void build_tree (Ctx *c) {
     close(rfd);
   }
 
-  /* the caller's binds, in order */
+  /* volumes from before they were idmapped: their files' owners first */
+  for (i = 0; c->privileged && i < o->nmigrate; i++) {
+    fd = open(o->migrate[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) die_errno(EXIT_STATE, "migrate volume %s", o->migrate[i]);
+    migrate_tree(c, fd, 0, o->migrate[i]);
+    close(fd);
+  }
+
+  /* the caller's binds, in order.  A volume's, as root, is idmapped like
+  ** the lower layers (host ids 0..65535 shown as sandbox ids 0..65535):
+  ** every sandbox sharing it stores and sees the same ids, whatever its
+  ** host range.  Only its top mount: a mount beneath a volume is no part of
+  ** it (subpaths do not cross one either). */
   for (i = 0; i < o->nbinds; i++) {
     Bind *b = &o->binds[i];
     struct stat st;
-    unsigned attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->ro ? MOUNT_ATTR_RDONLY : 0);
+    struct mount_attr a;
+    int idmapped = b->volume && c->privileged, dfd;
+    unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
+                     (idmapped ? 0 : AT_RECURSIVE);
     snprintf(what, sizeof what, "%s (from %s%s%s%s)", b->dst, b->src, b->sub ? "/" : "",
              b->sub ? b->sub : "", b->ro ? ", read-only" : "");
-    if (b->sub) {
-      int dfd = open_beneath(b->src, b->sub, what);
-      struct mount_attr a;
-      if (fstat(dfd, &st) != 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
-      m = open_tree(dfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
-      if (m < 0) die_errno(EXIT_MOUNT, "bind %s: open_tree", what);
-      close(dfd);
-      memset(&a, 0, sizeof a);
-      a.attr_set = attrs;
-      if (mount_setattr(m, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) != 0)
-        die_errno(EXIT_MOUNT, "bind %s: set mount attributes", what);
-    }
+    if (b->sub) dfd = open_beneath(c, b, what);
     else {
-      if (stat(b->src, &st) != 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
-      m = clone_tree(b->src, attrs, what);
+      dfd = open(b->src, O_PATH | O_CLOEXEC);
+      if (dfd < 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
     }
+    if (fstat(dfd, &st) != 0) die_errno(EXIT_MOUNT, "bind %s: source", what);
+    m = open_tree(dfd, "", flags);
+    if (m < 0) die_errno(EXIT_MOUNT, "bind %s: open_tree", what);
+    close(dfd);
+    memset(&a, 0, sizeof a);
+    a.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->ro ? MOUNT_ATTR_RDONLY : 0);
+    if (idmapped) {
+      a.attr_set |= MOUNT_ATTR_IDMAP;
+      a.userns_fd = (uint64_t)c->userns_fd;
+    }
+    if (mount_setattr(m, "", AT_EMPTY_PATH | (idmapped ? 0 : AT_RECURSIVE), &a, sizeof a) != 0)
+      die_errno(EXIT_MOUNT, "bind %s: set mount attributes%s", what,
+                idmapped ? " (idmapped: needs a filesystem with idmapped mounts)" : "");
     snprintf(path, sizeof path, "%s", b->dst + 1);
     fd = mountpoint(c, rootfd, path, !S_ISDIR(st.st_mode), what);
     attach(m, fd, what);

@@ -584,6 +584,89 @@ c.sendall(b"x"); print("loopback-ok" if a.recv(1) == b"x" else "loopback-broken"
     end)
   end)
 
+  describe("volumes", function()
+    -- a volume's data dir as dtlocal makes one as root: owned by the
+    -- sandbox ids of daytona on disk
+    local function volume(name)
+      local v = dir .. "/" .. name
+      assert.is_true(os.execute("mkdir -m 0755 " .. q(v) .. " && chown 1000:1000 " .. q(v)))
+      return v
+    end
+    local function owner(path) return trim(select(2, sh("stat -c %u:%g " .. q(path)))) end
+
+    it("idmaps --volume and --volume-beneath: what one sandbox makes the other may change, stored under sandbox ids", function()
+      if not need("volumes", IS_ROOT, "idmapped volumes need root") then return end
+      local v = volume("vol")
+      local a, b = new("vola"), new("volb")
+      local va = { args = { "--volume", v, "/home/daytona/vol" } }
+      local r = run(a, "cd /home/daytona/vol && mkdir -p shared/dir && echo a > shared/dir/a.txt && " ..
+                       "sudo sh -c 'echo r > shared/root.txt' && stat -c %U:%G shared/dir/a.txt", va)
+      assert.equal(0, r.code, r.err)
+      assert.equal("daytona:daytona\n", r.out)
+      -- on disk: the sandbox ids, not a's host range
+      assert.equal("1000:1000", owner(v .. "/shared/dir"))
+      assert.equal("1000:1000", owner(v .. "/shared/dir/a.txt"))
+      assert.equal("0:0", owner(v .. "/shared/root.txt"))
+      r = run(b, "cd /data/shared && echo b > dir/b.txt && echo a2 >> dir/a.txt && " ..
+                 "stat -c %U:%G dir/a.txt root.txt && { echo x >> root.txt 2>/dev/null || echo root-only; } && " ..
+                 "sudo sh -c 'echo r2 >> root.txt' && cat root.txt",
+              { args = { "--volume", v, "/data" } })
+      assert.equal(0, r.code, r.err)
+      assert.equal("daytona:daytona\nroot:root\nroot-only\nr\nr2\n", r.out)
+      assert.equal("1000:1000", owner(v .. "/shared/dir/b.txt"))
+      -- a subpath: the same ids; a missing one is made, daytona's, 0755
+      r = run(b, "echo c > /sub/c.txt && echo a3 >> /sub/a.txt && echo n > /new/n.txt && ls /sub",
+              { args = { "--volume-beneath", v, "shared/dir", "/sub", "--volume-beneath", v, "made/here", "/new" } })
+      assert.equal(0, r.code, r.err)
+      assert.equal("a.txt\nb.txt\nc.txt\n", r.out)
+      assert.equal("1000:1000", owner(v .. "/made/here"))
+      assert.equal("1000:1000", owner(v .. "/made/here/n.txt"))
+      assert.equal("755", trim(select(2, sh("stat -c %a " .. q(v .. "/made/here")))))
+      -- a again (started anew): everything is still daytona's to change
+      r = run(a, "cd /home/daytona/vol/shared/dir && cat a.txt b.txt c.txt && echo b2 >> b.txt && rm c.txt && ls", va)
+      assert.equal(0, r.code, r.err)
+      assert.equal("a\na2\na3\nb\nc\na.txt\nb.txt\n", r.out)
+      -- a link left in the volume is never followed to a subpath
+      assert.equal(0, run(a, "ln -s /etc /home/daytona/vol/evil", va).code)
+      r = run(b, "true", { args = { "--volume-beneath", v, "evil", "/x" } })
+      assert.equal(67, r.code)
+      assert.matches("symlink", r.err)
+    end)
+
+    it("gives files a volume's old per-sandbox host ids left the sandbox ids they stood for (--volume-migrate)", function()
+      if not need("volume migration", IS_ROOT, "needs root") then return end
+      -- as dtlocal left volumes before: 0777, files of a sandbox's range
+      local v = dir .. "/old"
+      local old = BASE0 + 1000 * 65536        -- another sandbox's range
+      local outside = dir .. "/outside"
+      assert.is_true(os.execute(("mkdir -m 0777 %s && mkdir -p %s/d/e && echo a > %s/d/e/a.txt && echo r > %s/r.txt && " ..
+        "echo o > %s && ln -s %s %s/link && chown -R %d:%d %s/d && chown %d:%d %s/r.txt %s && chown -h %d:%d %s/link")
+        :format(q(v), q(v), q(v), q(v), q(outside), q(outside), q(v), old + 1000, old + 1000, q(v),
+                old, old, q(v), q(outside), old + 1000, old + 1000, q(v))))
+      local sb = new("migrate")
+      local r = run(sb, "echo more >> /vol/d/e/a.txt && stat -c %U:%G /vol/d/e/a.txt /vol/r.txt",
+                    { args = { "--volume-migrate", v, "--volume", v, "/vol" } })
+      assert.equal(0, r.code, r.err)
+      assert.equal("daytona:daytona\nroot:root\n", r.out)
+      assert.equal("1000:1000", owner(v .. "/d/e"))
+      assert.equal("1000:1000", owner(v .. "/d/e/a.txt"))
+      assert.equal("0:0", owner(v .. "/r.txt"))
+      assert.equal("1000:1000", owner(v .. "/link"))   -- stat: the link itself
+      -- the link's target, outside the volume, is untouched
+      assert.equal(("%d:%d"):format(old, old), owner(outside))
+    end)
+
+    it("binds --volume as a plain bind when not root", function()
+      if not need("unprivileged volume", IS_ROOT == false or sh("command -v setpriv") == 0, "needs setpriv to drop root") then return end
+      local sb = new("unprivvol", { unpriv = true })
+      local v = dir .. "/uvol"
+      assert.is_true(os.execute("mkdir -m 0777 " .. q(v)))
+      local r = run(sb, "echo u > /vol/u.txt && cat /vol/u.txt", { args = { "--user", "root", "--volume", v, "/vol" } })
+      assert.equal(0, r.code, r.err)
+      assert.equal("u\n", r.out)
+    end)
+  end)
+
   describe("the run directory", function()
     it("makes a unix socket made inside at /run/dtlua reachable from the host", function()
       if not need("socket", HAVE_PY, "python3 missing") then return end

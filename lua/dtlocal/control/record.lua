@@ -335,7 +335,7 @@ end
 -- other lib dirs (the system's programs, which every sandbox shares with
 -- the host through its overlay, and where the dtlua installation is often
 -- bound), and /run/dtlua, the toolbox daemon's socket directory: in a
--- volume's shared, world-writable data dir another sandbox could take the
+-- volume's data dir, shared by sandboxes, another sandbox could take the
 -- daemon's place.
 local RESERVED_TREES = {
   ["/proc"] = "a system directory", ["/sys"] = "a system directory", ["/dev"] = "a system directory",

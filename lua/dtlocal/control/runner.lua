@@ -21,7 +21,7 @@
 --
 --   local runner = runner.new{ prefix =, log = }
 --   local inst = runner:launch{ id =, dir =, uid_first =, user =, env =,
---                               network_block_all =, volumes = {{host=, sub=, path=}},
+--                               network_block_all =, volumes = {{host=, sub=, path=, migrate=}},
 --                               cgroups = { dir, ... } }
 --   inst:wait_ready([timeout])   -- raises a plain error with the reason
 --   inst:wait_exit() -> "exit status 0" | "killed by SIGKILL" ...
@@ -120,7 +120,8 @@ Instance.__name = "dtlocal.SandboxProcess"
 
 --- Start a sandbox. spec: id, dir (the sandbox's root dir), uid_first
 -- (host id of sandbox id 0; required as root), user ("daytona"|"root"),
--- env ({NAME = value}), network_block_all, volumes ({{host=, path=}}),
+-- env ({NAME = value}), network_block_all, volumes ({{host=, sub=, path=,
+-- migrate=}}: migrate asks for --volume-migrate of host),
 -- cgroups (directories the launcher joins first: dtlocal.control.cgroups).
 -- Returns an Instance at once; raises DaytonaError if the launcher cannot
 -- be executed at all.
@@ -146,8 +147,11 @@ function Runner:launch(spec)
     add("--env-file", envfile)
   end
   for _, b in ipairs(self.binds) do add("--ro-bind", b, b) end
+  -- volumes: idmapped binds as root (shared by sandboxes of different host
+  -- ranges), the installation's binds above are not; see dtlocal.control.volumes
   for _, v in ipairs(spec.volumes or {}) do
-    if v.sub then add("--bind-beneath", v.host, v.sub, v.path) else add("--bind", v.host, v.path) end
+    if v.migrate then add("--volume-migrate", v.host) end
+    if v.sub then add("--volume-beneath", v.host, v.sub, v.path) else add("--volume", v.host, v.path) end
   end
   -- the daemon listens only on the unix socket we bind (see the top):
   -- never a TCP port other users could reach, never a path in the sandbox

@@ -31,6 +31,7 @@ local errors = require "daytona.errors"
 local record = require "dtlocal.control.record"
 local runner_mod = require "dtlocal.control.runner"
 local warm_pool = require "dtlocal.control.warm_pool"
+local volumes_mod = require "dtlocal.control.volumes"
 local leftovers = require "dtlocal.control.leftovers"
 local fs = require "dtlocal.fs"
 local localserver = require "daytona.localserver"
@@ -243,14 +244,16 @@ function Manager:do_start(rec)
   end
   -- the preview token rotates when the sandbox (re)starts (doc/protocol.md §3.3)
   rec.dtlocal.preview_token = record.token(32)
-  local vols = {}
+  local vols, migrating = {}, {}
   for _, v in ipairs(rec.volumes or {}) do
     local vol = self.volumes(v.volumeId)
     if not vol then error("volume " .. v.volumeId .. " no longer exists", 0) end
-    -- a subpath is the launcher's to resolve and make (writable like the
+    -- a subpath is the launcher's to resolve and make (owned like the
     -- volume itself): sandboxes write into the volume, so only a resolution
-    -- that follows no symlink may walk it (dtlua-sandbox --bind-beneath)
-    vols[#vols + 1] = { host = vol.dtlocal.data_dir, sub = v.subpath, path = v.mountPath }
+    -- that follows no symlink may walk it (dtlua-sandbox --volume-beneath)
+    local migrate = not migrating[vol] and volumes_mod.needs_migration(vol)
+    if migrate then migrating[vol] = true end
+    vols[#vols + 1] = { host = vol.dtlocal.data_dir, sub = v.subpath, path = v.mountPath, migrate = migrate }
   end
   local spec = {
     id = rec.id,
@@ -275,7 +278,15 @@ function Manager:do_start(rec)
     -- launcher at its next start (see kill_stale)
     rec.dtlocal.pid = inst.pid
     local ok, err = pcall(inst.wait_ready, inst)
-    if ok then break end
+    if ok then
+      for vol in pairs(migrating) do
+        -- the files are migrated; a data dir left as it was only means
+        -- another walk at the next start
+        local mok, merr = pcall(volumes_mod.migrated, vol)
+        if not mok then self.log("volume %s: %s", vol.id, tostring(merr)) end
+      end
+      break
+    end
     if inst.exit_code ~= runner_mod.EXIT_BUSY or attempt == 50 then error(err, 0) end
     scheduler.sleep(0.05)
   end

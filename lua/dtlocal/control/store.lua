@@ -139,13 +139,9 @@ end
 --- Save / remove / load volume records.
 function Store:save_volume(vol)
   local dir = self:volume_dir(vol.id)
+  -- the data dir's owner and mode are the volume's (dtlocal.control.volumes)
   local ok, msg = fs.mkdirs(dir .. "/data", 448)
   if not ok then error("cannot save volume " .. vol.id .. ": " .. msg, 0) end
-  -- Every sandbox has its own host uid range, and the launcher's binds are
-  -- not idmapped: so that the sandbox user of any of them can write, the
-  -- data dir is 0777 (the state dir around it is 0700: no other host user
-  -- reaches it). Files keep the uid of the sandbox that made them.
-  util.chmod(dir .. "/data", 511)
   ok, msg = M.write_atomic(dir .. "/volume.json", json.encode(vol))
   if not ok then error("cannot save volume " .. vol.id .. ": " .. tostring(msg), 0) end
 end

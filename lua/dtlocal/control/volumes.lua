@@ -9,14 +9,70 @@
 --   vols:load(); vols:create(name) -> vol; vols:find(id_or_name) -> vol | nil
 --   vols:delete(vol, in_use)         -- in_use: function(vol) -> sandbox id | nil
 --   volumes.wire(vol) -> VolumeDto
+--   volumes.needs_migration(vol) -> bool; volumes.migrated(vol)
+--
+-- Who owns a volume's files. As root, every sandbox's bind of the volume is
+-- idmapped with its user namespace (dtlua-sandbox --volume): the files are
+-- stored under the sandbox ids themselves (daytona = 1000, root = 0), so a
+-- file one sandbox's daytona made is daytona's in every other sandbox. The
+-- data dir is daytona's, 0755, as a home directory would be. Unprivileged,
+-- the launcher cannot idmap: every sandbox maps the same ids (ours and our
+-- subordinate range), and the data dir is 0777 so that daytona may write
+-- at its top.
+--
+-- Volumes made before (as root: data dir root's and 0777, files owned by
+-- the host range of the sandbox that made them, which others could read
+-- but not change) are migrated at the first start that mounts them: the
+-- launcher gives those files the sandbox ids they stood for
+-- (--volume-migrate, following no link), then the data dir becomes
+-- daytona's and 0755.
+local core = require "daytona.core"
 local http = require "dtlocal.http"
 local record = require "dtlocal.control.record"
 
 local pairs, ipairs, setmetatable, format = pairs, ipairs, setmetatable, string.format
 local raise = http.raise
 local json = http.json
+local util = core.util
 
 local M = {}
+
+M.OWNER = 1000        -- daytona's sandbox uid and gid, stored as is on disk
+M.MODE = 493          -- 0755
+M.SHARED_MODE = 511   -- 0777: unprivileged, and volumes from before
+
+-- Whether this server's sandboxes get idmapped volumes (the launcher is root).
+local function idmapped() return util.getuid() == 0 end
+
+-- Give a new data dir its owner and mode (above).
+local function init_data_dir(dir)
+  local ok, msg
+  if idmapped() then
+    ok, msg = util.chown(dir, M.OWNER, M.OWNER)
+    if ok then ok, msg = util.chmod(dir, M.MODE) end
+  else
+    ok, msg = util.chmod(dir, M.SHARED_MODE)
+  end
+  if not ok then error("cannot prepare " .. dir .. ": " .. tostring(msg), 0) end
+end
+
+--- Whether the volume is one from before idmapped volumes whose files the
+-- launcher must migrate when it mounts it: as root, a data dir still host
+-- root's and 0777, as dtlocal made them then. (Sandbox root could make a
+-- new one look so; the migration only rewrites ids of old host ranges, so
+-- that costs a walk of the volume, nothing else.)
+function M.needs_migration(vol)
+  if not idmapped() then return false end
+  local st = util.stat(vol.dtlocal.data_dir)
+  return st ~= nil and st.type == "directory" and st.uid == 0 and st.mode & 511 == 511
+end
+
+--- After a start whose launcher migrated the volume: its data dir becomes
+-- as a new one's. The name `data` is in our 0700 volume dir, which no
+-- sandbox sees: nothing a sandbox wrote is followed.
+function M.migrated(vol)
+  if M.needs_migration(vol) then init_data_dir(vol.dtlocal.data_dir) end
+end
 
 local Volumes = {}
 Volumes.__index = Volumes
@@ -77,6 +133,7 @@ function Volumes:create(name)
     dtlocal = { data_dir = self.store:volume_dir(id) .. "/data" },
   }
   self.store:save_volume(v)
+  init_data_dir(v.dtlocal.data_dir)
   self.by_id[id] = v
   self.log("volume %s (%s): created", id, name)
   return v
