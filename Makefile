@@ -67,7 +67,8 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-de
             libwebsockets-evlib-uv libuv1-dev libmicrohttpd-dev libwslay-dev libssl-dev \
             lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time lua-ldoc \
             libreadline-dev zip \
-            lua-discount python3-pylsp python3-matplotlib
+            lua-discount python3-pylsp python3-matplotlib \
+            s3fs rclone sshfs fuse3 openssh-server fuse-overlayfs
 # npm packages installed globally for sandboxes (pinned; see deps)
 NPM_GLOBALS := typescript@5.9.3 typescript-language-server@5.3.0 tsx@4.23.15
 
@@ -113,6 +114,8 @@ deps:
 	fi
 	@# the official TypeScript SDK, pinned, for the wire-compatibility spec and bench/
 	@[ -d spec/ts/node_modules/@daytonaio/sdk ] || npm ci --prefix spec/ts --no-audit --no-fund --loglevel=error
+	@# s3rver, pinned: the S3-compatible server of spec/sdk/mount_spec.lua and examples/mount_s3.lua
+	@[ -d spec/s3/node_modules/s3rver ] || npm ci --prefix spec/s3 --no-audit --no-fund --loglevel=error
 	@# TypeScript for sandboxes on the host's system (dtlocal's default snapshot): tsx runs
 	@# code_run's TypeScript, typescript-language-server the /lsp routes; global, so under
 	@# /usr/local, which every sandbox sees through its overlay

@@ -177,6 +177,18 @@ describe("examples", function()
     end
   end)
 
+  it("mount_s3.lua: a bucket of s3rver mounted with s3fs, read back over S3, a copy-on-write fork", function()
+    local out = example("mount_s3", "mount-s3")
+    assert.matches("started s3rver for bucket example", out, 1, true)
+    assert.matches("mounted example at /%S+/bucket with s3fs", out)
+    assert.matches("the sandbox sees: report.txt", out, 1, true)
+    assert.matches("unmounted: bucket is not a mountpoint", out, 1, true)
+    assert.matches("GET example/report.txt: HTTP 200: written by a sandbox", out, 1, true)
+    assert.matches("the fork reads: changed in the fork", out, 1, true)
+    assert.matches("the bucket still reads: written by a sandbox", out, 1, true)
+    assert.matches("deleting sandbox", out, 1, true)
+  end)
+
   it("snapshots_volumes.lua: the snapshot list, a volume shared by two sandboxes", function()
     local out = example("snapshots_volumes", "snapshots-volumes")
     assert.matches("snapshots: 1 in all\n  dtlocal: active\n", out, 1, true)
