@@ -4,38 +4,8 @@ local errors = require "daytona.errors"
 local helper = require "support.helper"
 local fixture = require "sdk.fixture"
 
-local PY = [[
-class Greeter:
-    def __init__(self, name):
-        self.name = name
-        self.greeting_count = 0
-
-    def greet(self):
-        return "hi " + self.name
-
-
-def helper_function(x):
-    return x * 2
-
-
-g = Greeter("a")
-g.
-]]
-
-local TS = [[
-export class Circle {
-  radiusValue: number;
-  constructor(r: number) { this.radiusValue = r; }
-  area(): number { return Math.PI * this.radiusValue ** 2; }
-}
-
-export function makeCircle(r: number): Circle {
-  return new Circle(r);
-}
-
-const c = makeCircle(1);
-c.
-]]
+local projects = require "support.lsp_projects"
+local PY, TS = projects.PY, projects.TS
 
 local function by_name(list)
   local t = {}

@@ -53,7 +53,9 @@ describe("daytona.recipes.mount", function()
     srv = fixture.server()
     client = fixture.client(srv)
     sb = client:create{}
-    server_sb = client:create{}
+    -- the servers (sshd, rclone's WebDAV) run in a sandbox linked to the
+    -- one that mounts, as a script would set them up
+    server_sb = client:create{ linked_sandbox = sb.id, ephemeral = true }
     -- s3rver on port 0: it prints the port it got
     local data = helper.tmpdir()
     s3 = process.spawn({ "node", S3RVER, "-d", data, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", "data" },
