@@ -307,15 +307,13 @@ local function option_set(extra)
   return check.set(table.unpack(names))
 end
 
-local function check_sandbox(sb, f)
+-- Check a recipe's arguments: the sandbox, then `opts` against the
+-- recipe's option set; returns the common options normalised.
+local function common(f, sb, opts, allowed)
   if type(sb) ~= "table" or type(sb.process) ~= "table" or type(sb.fs) ~= "table" then
     check.argerror(f, "sandbox", "a sandbox expected, got " .. type(sb))
   end
-  return sb
-end
-
--- Check the common options; returns them normalised.
-local function common(f, opts)
+  check.options(check.table(opts, f, "opts"), f, allowed, "opts")
   local c = {
     mount_path = check.string(opts.mount_path, f, "mount_path"),
     read_only = check.optboolean(opts.read_only, f, "read_only") or false,
@@ -332,8 +330,8 @@ local function common(f, opts)
   return c
 end
 
--- recipe = { tool, commands = {...}, secrets = function(dir) -> { [name] = text },
---            command = function(target, dir, ro) -> shell words (a string) }
+-- recipe = { tool, needs = { other commands }, secrets = function(dir) -> { [name] = text },
+--            command = function(target, dir, ro, extra) -> shell words (a string) }
 local function mount(f, sb, c, recipe)
   local deadline = core.now() + c.timeout
   local cmds = { recipe.tool }
@@ -416,9 +414,7 @@ local S3_OPTS = option_set{ "bucket", "endpoint", "access_key", "secret_key", "r
 --   DaytonaTimeoutError
 function M.mount_s3(sandbox, opts)
   local f = "mount_s3"
-  check_sandbox(sandbox, f)
-  opts = check.options(check.table(opts, f, "opts"), f, S3_OPTS, "opts")
-  local c = common(f, opts)
+  local c = common(f, sandbox, opts, S3_OPTS)
   local bucket = check.string(opts.bucket, f, "bucket")
   local endpoint = check.optstring(opts.endpoint, f, "endpoint")
   local access = check.optstring(opts.access_key, f, "access_key")
@@ -465,9 +461,7 @@ local GCS_OPTS = option_set{ "bucket", "key_json", "prefix", "endpoint" }
 --   DaytonaTimeoutError
 function M.mount_gcs(sandbox, opts)
   local f = "mount_gcs"
-  check_sandbox(sandbox, f)
-  opts = check.options(check.table(opts, f, "opts"), f, GCS_OPTS, "opts")
-  local c = common(f, opts)
+  local c = common(f, sandbox, opts, GCS_OPTS)
   local bucket = check.string(opts.bucket, f, "bucket")
   local key = check.optstring(opts.key_json, f, "key_json")
   local prefix = check.optstring(opts.prefix, f, "prefix")
@@ -510,9 +504,7 @@ end
 --   message); DaytonaTimeoutError
 function M.mount_azure(sandbox, opts)
   local f = "mount_azure"
-  check_sandbox(sandbox, f)
-  opts = check.options(check.table(opts, f, "opts"), f, AZURE_OPTS, "opts")
-  local c = common(f, opts)
+  local c = common(f, sandbox, opts, AZURE_OPTS)
   local account = check.string(opts.account, f, "account")
   local container = check.string(opts.container, f, "container")
   local key = check.optstring(opts.account_key, f, "account_key")
@@ -561,9 +553,7 @@ local SFTP_OPTS = option_set{ "host", "port", "user", "key", "password", "path",
 --   a refused key, an unreachable host); `ENOTOOL`; DaytonaTimeoutError
 function M.mount_sftp(sandbox, opts)
   local f = "mount_sftp"
-  check_sandbox(sandbox, f)
-  opts = check.options(check.table(opts, f, "opts"), f, SFTP_OPTS, "opts")
-  local c = common(f, opts)
+  local c = common(f, sandbox, opts, SFTP_OPTS)
   local host = check.string(opts.host, f, "host")
   local port = check.optinteger(opts.port, f, "port", 1, 65535) or 22
   local user = check.string(opts.user, f, "user")
@@ -622,9 +612,7 @@ local RCLONE_OPTS = option_set{ "remote_config", "remote" }
 --   message); `ENOTOOL`; DaytonaTimeoutError (a remote that never answers)
 function M.mount_rclone(sandbox, opts)
   local f = "mount_rclone"
-  check_sandbox(sandbox, f)
-  opts = check.options(check.table(opts, f, "opts"), f, RCLONE_OPTS, "opts")
-  local c = common(f, opts)
+  local c = common(f, sandbox, opts, RCLONE_OPTS)
   local config = check.string(opts.remote_config, f, "remote_config")
   local remote = check.string(opts.remote, f, "remote")
   if not remote:find(":", 1, true) then check.argerror(f, "remote", '"name:path" expected') end
