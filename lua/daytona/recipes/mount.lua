@@ -59,11 +59,12 @@ local function q(s)
 end
 
 -- The last lines of a tool's output: enough to say what went wrong, short
--- enough for one error message.
-local function tail(s, n)
+-- enough for one error message; `none` (default "") when there are none.
+local function tail(s, n, none)
   s = (s or ""):gsub("%s+$", "")
   local lines = {}
   for l in s:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  if #lines == 0 then return none or "" end
   local first = #lines > n and #lines - n + 1 or 1
   return concat(lines, "\n", first, #lines)
 end
@@ -153,7 +154,7 @@ local function ensure_tools(f, sb, cmds, install, deadline)
       if probe.exit_code ~= 0 then
         fail(f, ("%s is not installed in the sandbox and cannot be installed: its vendor's repository "
           .. "is not reachable from the sandbox (%s); the sandbox needs the network, or a snapshot with %s")
-          :format(c, tail(probe.result, 2) ~= "" and tail(probe.result, 2) or "curl failed", c),
+          :format(c, tail(probe.result, 2, "curl failed"), c),
           { code = "ENOTOOL", tool = c })
       end
       local r = run(sb, vendor.script .. " 2>&1", deadline)
@@ -232,13 +233,13 @@ local function wait_mounted(f, sb, p, deadline)
     if st.exit_code ~= nil then
       local out = process_output(sb, p)
       fail(f, ("%s exited (code %s) before %s was mounted: %s"):format(p.tool, tostring(st.exit_code), p.path,
-        tail(out, 6) ~= "" and tail(out, 6) or "(no output)"), { code = "EMOUNT", tool = p.tool, output = out })
+        tail(out, 6, "(no output)")), { code = "EMOUNT", tool = p.tool, output = out })
     end
     if run(sb, probe, deadline).exit_code == 0 then return end
     if core.now() >= deadline then
       local out = process_output(sb, p)
       error(errors.DaytonaTimeoutError(("%s: %s did not mount %s in time; its output so far: %s")
-        :format(f, p.tool, p.path, tail(out, 6) ~= "" and tail(out, 6) or "(none)"),
+        :format(f, p.tool, p.path, tail(out, 6, "(none)")),
         { code = "ETIMEDOUT", tool = p.tool, output = out }), 0)
     end
     scheduler.sleep(POLL)
