@@ -641,12 +641,6 @@ end
 -- has it. Without a freezer the kill repeats until the group is empty
 -- (pids.max 0 still keeps anything new from appearing).
 
-local function pids_in(dir)
-  local out = {}
-  for p in (read_file(dir .. "/cgroup.procs") or ""):gmatch("%d+") do out[#out + 1] = p end
-  return out
-end
-
 -- SIGKILL to pids (kill(1) with all of them: the core kills only its own
 -- children). Waits for kill(1), not for the processes; kill(1) fails for
 -- a pid that is gone already, which is what we want, so its status is not
@@ -662,26 +656,25 @@ end
 -- returns whether it is frozen. v1 FREEZING becomes FROZEN once every task
 -- has stopped; we wait for that at most 1 s (a killed task in
 -- uninterruptible sleep may hold it back).
+local FREEZERS = {
+  -- the file written, its values, the file that says "frozen" and how
+  { file = "cgroup.freeze", on = "1", off = "0", state = "cgroup.events", frozen = "frozen 1" },  -- v2
+  { file = "freezer.state", on = "FROZEN", off = "THAWED", state = "freezer.state", frozen = "^FROZEN" },  -- v1
+}
+
 local function freeze(dirs, on)
   for _, dir in ipairs(dirs) do
-    if exists(dir .. "/cgroup.freeze") then
-      if not write_file(dir .. "/cgroup.freeze", on and "1" or "0") then return false end
-      if not on then return false end
-      local deadline = core.now() + 1
-      repeat
-        if (read_file(dir .. "/cgroup.events") or ""):match("frozen 1") then return true end
-        scheduler.sleep(0.005)
-      until core.now() > deadline
-      return false
-    elseif exists(dir .. "/freezer.state") then
-      if not write_file(dir .. "/freezer.state", on and "FROZEN" or "THAWED") then return false end
-      if not on then return false end
-      local deadline = core.now() + 1
-      repeat
-        if (read_file(dir .. "/freezer.state") or ""):match("^FROZEN") then return true end
-        scheduler.sleep(0.005)
-      until core.now() > deadline
-      return false
+    for _, fz in ipairs(FREEZERS) do
+      if exists(dir .. "/" .. fz.file) then
+        if not write_file(dir .. "/" .. fz.file, on and fz.on or fz.off) then return false end
+        if not on then return false end
+        local deadline = core.now() + 1
+        repeat
+          if (read_file(dir .. "/" .. fz.state) or ""):match(fz.frozen) then return true end
+          scheduler.sleep(0.005)
+        until core.now() > deadline
+        return false
+      end
     end
   end
   return false
@@ -710,14 +703,14 @@ function M.kill_group(dirs, wait)
     if exists(dir .. "/cgroup.kill") and write_file(dir .. "/cgroup.kill", "1") then break end
   end
   while true do
-    local pids = pids_in(list)
+    local pids = procs(list)
     if #pids == 0 then return true end
     local frozen = freeze(dirs, true)
     -- frozen: the list is complete now
-    if frozen then pids = pids_in(list) end
+    if frozen then pids = procs(list) end
     sigkill(pids)
     if frozen then freeze(dirs, false) end
-    if core.now() > deadline then return #pids_in(list) == 0 end
+    if core.now() > deadline then return #procs(list) == 0 end
     scheduler.sleep(0.005)
   end
 end
