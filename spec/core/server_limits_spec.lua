@@ -10,14 +10,10 @@ local helper = require "support.helper"
 local scheduler = require "daytona.runtime.scheduler"
 local server = require "daytona.runtime.server"
 local process = require "daytona.runtime.process"
-local core = require "daytona.core"
 local cjson = require "cjson"
 
 -- Children run without the sanitizer runtime `make asan` preloads into us.
-local ENV = core.util.environ()
-ENV.LD_PRELOAD = nil
-ENV.ASAN_OPTIONS = nil
-ENV.UBSAN_OPTIONS = nil
+local ENV = helper.child_env()
 
 local RAW = "spec/support/raw_http.py"
 

@@ -12,10 +12,7 @@ local core = require "daytona.core"
 local cjson = require "cjson"
 
 -- Children run without the sanitizer runtime `make asan` preloads into us.
-local ENV = core.util.environ()
-ENV.LD_PRELOAD = nil
-ENV.ASAN_OPTIONS = nil
-ENV.UBSAN_OPTIONS = nil
+local ENV = helper.child_env()
 
 local function run(argv, opts)
   opts = opts or {}

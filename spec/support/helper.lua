@@ -46,6 +46,16 @@ function M.eventually(pred, timeout, interval)
   end
 end
 
+--- The environment for child processes: ours without the sanitizer runtime
+-- `make asan` preloads into us (LD_PRELOAD, ASAN_OPTIONS, UBSAN_OPTIONS).
+function M.child_env()
+  local env = require("daytona.core").util.environ()
+  env.LD_PRELOAD = nil
+  env.ASAN_OPTIONS = nil
+  env.UBSAN_OPTIONS = nil
+  return env
+end
+
 --- The absolute path of `rel` in the build under test ($DTLUA_BUILD, by
 -- default build/ of the checkout the specs run from).
 function M.build_path(rel)
