@@ -62,6 +62,9 @@ local LUA_ONLY = {
   progress_interval = true, body_from = true, response_to = true,
 }
 
+-- The options this layer reads, with the type it checks: name, type, in order.
+local TYPED = { "on_progress", "function", "body_producer", "function", "query", "table", "headers", "table" }
+
 -- level 5: argerror < core_options < start < request/stream < the caller
 local function argerror(fname, msg, level)
   error(("bad argument #1 to '%s' (%s)"):format(fname, msg), level or 5)
@@ -93,11 +96,9 @@ local function core_options(opts, fname)
     if not LUA_ONLY[k] then c[k] = v end
   end
   if type(opts.url) ~= "string" then argerror(fname, "option 'url' must be a string") end
-  for _, k in pairs({ "on_progress", "body_producer" }) do
-    if opts[k] ~= nil and type(opts[k]) ~= "function" then argerror(fname, "option '" .. k .. "' must be a function") end
-  end
-  for _, k in pairs({ "query", "headers" }) do
-    if opts[k] ~= nil and type(opts[k]) ~= "table" then argerror(fname, "option '" .. k .. "' must be a table") end
+  for i = 1, #TYPED, 2 do
+    local k, t = TYPED[i], TYPED[i + 1]
+    if opts[k] ~= nil and type(opts[k]) ~= t then argerror(fname, "option '" .. k .. "' must be a " .. t) end
   end
   if opts.query then c.url = wire.with_query(opts.url, opts.query, true) end
   if c.connect_timeout == nil then c.connect_timeout = DEFAULT_CONNECT_TIMEOUT end
