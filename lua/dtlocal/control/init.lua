@@ -326,27 +326,23 @@ function App:preview_target(ctx)
 end
 
 -- Who may serve a sandbox's ports (dtlocal.control.ports): its host uid range
--- as root, else the processes of its PID namespace (its init's, from the
--- launcher's lock file).
-function App:port_owner(rec)
+-- as root, else the processes of its PID namespace (its init's: inst:init_pid()).
+function App:port_owner(rec, inst)
   if rec.dtlocal.uid_first then return { uid_first = rec.dtlocal.uid_first } end
-  local f = io.open(self.store:sandbox_dir(rec.id) .. "/.lock", "rb")
-  local lock = f and f:read("a") or ""
-  if f then f:close() end
-  return { init_pid = lock:match("^%d+ %d+ (%d+) %d+") or "0" }
+  return { init_pid = inst:init_pid() or "0" }
 end
 
 --- A preview request: to the sandbox's port on the host's loopback.
 function App:preview(ctx)
   local rec, port, rest = self:preview_target(ctx)
-  running_instance(self, rec)
+  local inst = running_instance(self, rec)
   if rec.networkBlockAll then
     raise(502, format("sandbox %s has networkBlockAll: its ports are not reachable from the host", rec.id),
       "BAD_GATEWAY")
   end
   -- loopback ports are the host's: forward only to the sandbox's own
   -- listener, never to another sandbox's, another service's or ours
-  local mine, why = ports.owned(port, self:port_owner(rec))
+  local mine, why = ports.owned(port, self:port_owner(rec, inst))
   if not mine then
     raise(502, format("port %d of sandbox %s: %s", port, rec.id, why), "BAD_GATEWAY")
   end

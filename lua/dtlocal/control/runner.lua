@@ -26,6 +26,7 @@
 --   inst:wait_ready([timeout])   -- raises a plain error with the reason
 --   inst:wait_exit() -> "exit status 0" | "killed by SIGKILL" ...
 --   inst:stop(grace)             -- SIGTERM, SIGKILL after grace s (0: at once)
+--   inst:init_pid() -> "1234"    -- its init's host pid (read once)
 --   runner:remove_tree(dir)      -- `dtlua-sandbox rm`: files of any host uid
 local core = require "daytona.core"
 local fs = require "dtlocal.fs"
@@ -177,7 +178,7 @@ function Runner:launch(spec)
   -- uid, which an unprivileged sandbox's users map to
   local first = spec.uid_first or core.util.getuid()
   local inst = setmetatable({
-    id = spec.id, proc = proc, pid = proc:pid(), log = self.log,
+    id = spec.id, dir = spec.dir, proc = proc, pid = proc:pid(), log = self.log,
     socket = socket, peer_uids = { first, spec.uid_first and first + M.ID_COUNT - 1 or first },
     stderr = {}, stderr_len = 0,
     envfile = envfile,   -- removed once the launcher has read it
@@ -282,6 +283,17 @@ function Instance:wait_exit()
   local d = describe(code, sig)
   if code ~= 0 and not sig and words then d = d .. ": " .. words end
   return d
+end
+
+--- The host pid of the sandbox's init (a string), from the launcher's lock
+-- file (`<dir>/.lock`: "<launcher pid> <start> <init pid> <start>",
+-- doc/sandbox.md), read once: it is the same for the whole run. nil while
+-- the launcher has not written it.
+function Instance:init_pid()
+  if not self.init_pid_ then
+    self.init_pid_ = (fs.read_file(self.dir .. "/.lock") or ""):match("^%d+ %d+ (%d+) %d+")
+  end
+  return self.init_pid_
 end
 
 --- Whether the sandbox's launcher still runs.
