@@ -274,13 +274,18 @@ local function delete(ctx, params)
   return sb(ctx, rec)
 end
 
-local function start(ctx, params)
-  local rec = find(ctx, params)
-  ctx.app.mgr:start(rec)
+-- A start (or recover) that ended in `error` is the request's 400.
+local function started(ctx, rec)
   if rec.state == "error" then
     raise(400, "Sandbox failed to start: " .. tostring(rec.errorReason))
   end
   return sb(ctx, rec)
+end
+
+local function start(ctx, params)
+  local rec = find(ctx, params)
+  ctx.app.mgr:start(rec)
+  return started(ctx, rec)
 end
 
 local function stop(ctx, params)
@@ -291,19 +296,8 @@ end
 
 local function recover(ctx, params)
   local rec = find(ctx, params)
-  local skip = qbool(ctx, "skipStart")
-  if skip then
-    if rec.state ~= "error" then
-      raise(409, format("Sandbox is %s; only a sandbox in error can be recovered", rec.state))
-    end
-    ctx.app.mgr:set_state(rec, "stopped")
-  else
-    ctx.app.mgr:recover(rec)
-    if rec.state == "error" then
-      raise(400, "Sandbox failed to start: " .. tostring(rec.errorReason))
-    end
-  end
-  return sb(ctx, rec)
+  ctx.app.mgr:recover(rec, qbool(ctx, "skipStart"))
+  return started(ctx, rec)
 end
 
 local function archive(ctx, params)

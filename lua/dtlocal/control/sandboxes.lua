@@ -483,10 +483,14 @@ function Manager:start(rec)
   return rec
 end
 
---- Recover a sandbox in error: start it again.
-function Manager:recover(rec)
+--- Recover a sandbox in error: start it again, or (skip_start) only mark it stopped.
+function Manager:recover(rec, skip_start)
   if rec.state ~= "error" then
     raise(409, format("Sandbox is %s; only a sandbox in error can be recovered", rec.state))
+  end
+  if skip_start then
+    self:set_state(rec, "stopped")
+    return rec
   end
   return self:start(rec)
 end
