@@ -136,6 +136,18 @@ int dt_fail (lua_State *L, const char *msg, const char *code);
 /* dt_fail from a libuv error number. */
 int dt_uvfail (lua_State *L, int uverr);
 
+/* The peer_uids option of a client on a unix socket (http, ws), the value
+** at stack index idx: nil gives uids -1, -1 (no check); else {first, last}.
+** Returns NULL, or what is wrong with it for the caller's argument error.
+** Leaves the stack as found. */
+const char *dt_peer_uids (lua_State *L, int idx, int with_unix, lua_Integer uids[2]);
+
+/* Whether the listener of the connected unix socket fd at path has a uid in
+** uids[0]..uids[1] (SO_PEERCRED, recorded by the kernel at its listen()): a
+** path can name a socket someone else put there.  1: it has; 0: not, msg
+** says whose it is; -1: the credentials cannot be read (errno). */
+int dt_peer_check (int fd, const lua_Integer uids[2], const char *path, char *msg, size_t size);
+
 /* A growable byte buffer. */
 typedef struct dt_buf {
   char *data;

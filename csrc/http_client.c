@@ -50,7 +50,6 @@
 ** with a splice, also ECONNABORTED (the server request was closed) and the
 ** server request's own failure (ECONNRESET: its client left, ...).
 */
-#define _GNU_SOURCE   /* struct ucred (SO_PEERCRED) */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -60,7 +59,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -158,7 +156,7 @@ struct Request {
   /* unix_socket + peer_uids: where to connect, and the uids the listening
   ** peer must have (SO_PEERCRED), checked on every new connection */
   char unix_path[108];       /* for messages */
-  lua_Integer peer_first, peer_last;
+  lua_Integer peer_uids[2];
   curl_socket_t new_sock;    /* made for this request, not checked yet, or -1 */
   curl_off_t dl_now, dl_total, ul_now, ul_total;
 };
@@ -250,24 +248,15 @@ static int on_sockopt (void *p, curl_socket_t fd, curlsocktype purpose) {
 
 static int on_prereq (void *p, char *ip, char *local_ip, int port, int local_port) {
   Request *r = (Request *)p;
-  struct ucred cred;
-  socklen_t len = sizeof cred;
   char msg[CURL_ERROR_SIZE];
-  int fd = r->new_sock;
+  int fd = r->new_sock, ok;
   (void)ip; (void)local_ip; (void)port; (void)local_port;
   if (fd < 0) return CURL_PREREQFUNC_OK;   /* reused: checked when it was made */
   r->new_sock = -1;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    set_errno_error(r, errno, "SO_PEERCRED");
-  }
-  else if ((lua_Integer)cred.uid >= r->peer_first && (lua_Integer)cred.uid <= r->peer_last)
-    return CURL_PREREQFUNC_OK;
-  else {
-    snprintf(msg, sizeof msg, "the socket %s is served by uid %lu (pid %ld), not by one of "
-             "uids %lld..%lld", r->unix_path, (unsigned long)cred.uid, (long)cred.pid,
-             (long long)r->peer_first, (long long)r->peer_last);
-    set_error(r, "EPEER", msg);
-  }
+  ok = dt_peer_check(fd, r->peer_uids, r->unix_path, msg, sizeof msg);
+  if (ok > 0) return CURL_PREREQFUNC_OK;
+  if (ok < 0) set_errno_error(r, errno, "SO_PEERCRED");
+  else set_error(r, "EPEER", msg);
   /* dead for good, so that the connection cache never hands it out */
   shutdown(fd, SHUT_RDWR);
   return CURL_PREREQFUNC_ABORT;
@@ -1102,7 +1091,7 @@ static int l_request (lua_State *L) {
   int body_stream, response_stream, nbodies, has_expect, is_head;
   dt_splice_end *body_from, *response_to, *end;
   long connect_ms, total_ms, idle_ms, progress_ms;
-  lua_Integer max_redirs, body_size, peer_first, peer_last;
+  lua_Integer max_redirs, body_size, peer_uids[2];
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   check_known(L, 1);
@@ -1127,19 +1116,9 @@ static int l_request (lua_State *L) {
   unix_socket = opt_string(L, "unix_socket", NULL);
   if (unix_socket && (unix_socket[0] != '/' || strlen(unix_socket) > 100))
     luaL_error(L, "bad argument #1 to 'request' (option 'unix_socket' must be an absolute path of at most 100 bytes)");
-  peer_first = -1, peer_last = -1;
-  if (field(L, "peer_uids") != LUA_TNIL) {
-    int isnum1, isnum2;
-    if (!lua_istable(L, -1) || !unix_socket)
-      luaL_error(L, "bad argument #1 to 'request' (option 'peer_uids' must be a table {first, last} and goes with 'unix_socket')");
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
-    peer_first = lua_tointegerx(L, -2, &isnum1);
-    peer_last = lua_tointegerx(L, -1, &isnum2);
-    if (!isnum1 || !isnum2 || peer_first < 0 || peer_last < peer_first || peer_last > 0xffffffffLL)
-      luaL_error(L, "bad argument #1 to 'request' (option 'peer_uids' must be two uids, first <= last)");
-    lua_pop(L, 2);
-  }
+  field(L, "peer_uids");
+  if ((bad = dt_peer_uids(L, -1, unix_socket != NULL, peer_uids)) != NULL)
+    luaL_error(L, "bad argument #1 to 'request' (%s)", bad);
   lua_pop(L, 1);
   connect_ms = opt_ms(L, "connect_timeout");
   total_ms = opt_ms(L, "timeout");
@@ -1182,10 +1161,10 @@ static int l_request (lua_State *L) {
   SETOPT(CURLOPT_URL, url);
   /* the URL's host then only names the Host header */
   if (unix_socket) SETOPT(CURLOPT_UNIX_SOCKET_PATH, unix_socket);
-  if (peer_first >= 0) {
+  if (peer_uids[0] >= 0) {
     snprintf(r->unix_path, sizeof r->unix_path, "%s", unix_socket);   /* <= 100 bytes */
-    r->peer_first = peer_first;
-    r->peer_last = peer_last;
+    r->peer_uids[0] = peer_uids[0];
+    r->peer_uids[1] = peer_uids[1];
     r->new_sock = -1;
     SETOPT(CURLOPT_SOCKOPTFUNCTION, on_sockopt);
     SETOPT(CURLOPT_SOCKOPTDATA, r);

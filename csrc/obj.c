@@ -10,8 +10,12 @@
 ** or the object they are given -- so the copies are interchangeable, and
 ** the one loop of the base is shared by pointer.
 */
+#define _GNU_SOURCE   /* struct ucred (SO_PEERCRED) */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "dt.h"
 
@@ -121,6 +125,38 @@ int dt_fail (lua_State *L, const char *msg, const char *code) {
 
 int dt_uvfail (lua_State *L, int uverr) {
   return dt_fail(L, uv_strerror(uverr), uv_err_name(uverr));
+}
+
+const char *dt_peer_uids (lua_State *L, int idx, int with_unix, lua_Integer uids[2]) {
+  int ok1, ok2;
+  uids[0] = uids[1] = -1;
+  if (lua_isnil(L, idx)) return NULL;
+  if (!lua_istable(L, idx) || !with_unix)
+    return "option 'peer_uids' must be a table {first, last} and goes with 'unix_socket'";
+  idx = lua_absindex(L, idx);
+  lua_rawgeti(L, idx, 1);
+  lua_rawgeti(L, idx, 2);
+  uids[0] = lua_tointegerx(L, -2, &ok1);
+  uids[1] = lua_tointegerx(L, -1, &ok2);
+  lua_pop(L, 2);
+  if (!ok1 || !ok2 || uids[0] < 0 || uids[1] < uids[0] || uids[1] > 0xffffffffLL)
+    return "option 'peer_uids' must be two uids, first <= last";
+  return NULL;
+}
+
+int dt_peer_check (int fd, const lua_Integer uids[2], const char *path, char *msg, size_t size) {
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (fd < 0) {
+    errno = EBADF;
+    return -1;
+  }
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+  if ((lua_Integer)cred.uid >= uids[0] && (lua_Integer)cred.uid <= uids[1]) return 1;
+  snprintf(msg, size, "the socket %s is served by uid %lu (pid %ld), not by one of uids "
+           "%lld..%lld", path, (unsigned long)cred.uid, (long)cred.pid,
+           (long long)uids[0], (long long)uids[1]);
+  return 0;
 }
 
 int dt_buf_add (dt_buf *b, const void *p, size_t n) {

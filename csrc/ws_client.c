@@ -40,7 +40,6 @@
 ** lws logs nothing unless DTLUA_LWS_DEBUG is set to an lws log-level mask
 ** (e.g. 7 for errors, warnings and notices; 2047 for everything).
 */
-#define _GNU_SOURCE   /* struct ucred (SO_PEERCRED) */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,7 +148,7 @@ struct Conn {
   int port, tls, tls_flags;
   char *hostname;           /* for the resolver */
   char *unix_path;          /* "+/path": connect to a unix socket instead */
-  lua_Integer peer_first, peer_last;   /* peer_uids, or -1: who may listen there */
+  lua_Integer peer_uids[2];   /* or -1: who may listen there */
   char *host;               /* the Host header: host[:port] */
   char *path;               /* "/..." with the query */
   char *protocols;          /* "a,b" or NULL */
@@ -367,25 +366,15 @@ static int contains (const char *s, const char *what) {
   return 0;
 }
 
-/* With peer_uids: the unix socket's listener (SO_PEERCRED, recorded by the
-** kernel at its listen()) must have one of those uids.  A path can name a
-** socket someone else put there; dtlocal reaches each sandbox's daemon
-** this way and must not talk to another sandbox's, or the host's. */
+/* With peer_uids: the unix socket's listener must have one of those uids
+** (dt_peer_check); dtlocal reaches each sandbox's daemon this way and must
+** not talk to another sandbox's, or the host's. */
 static int peer_ok (Conn *c, struct lws *wsi) {
-  struct ucred cred;
-  socklen_t len = sizeof cred;
   char msg[200];
-  int fd = (int)lws_get_socket_fd(wsi);
-  if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    if (c->ws) set_error(c->ws, "EPEER", "cannot read the unix socket's peer credentials");
-    return 0;
-  }
-  if ((lua_Integer)cred.uid >= c->peer_first && (lua_Integer)cred.uid <= c->peer_last) return 1;
-  snprintf(msg, sizeof msg, "the socket %s is served by uid %lu (pid %ld), not by one of uids "
-           "%lld..%lld", c->unix_path + 1, (unsigned long)cred.uid, (long)cred.pid,
-           (long long)c->peer_first, (long long)c->peer_last);
-  if (c->ws) set_error(c->ws, "EPEER", msg);
-  return 0;
+  int ok = dt_peer_check((int)lws_get_socket_fd(wsi), c->peer_uids, c->unix_path + 1, msg, sizeof msg);
+  if (ok < 0) snprintf(msg, sizeof msg, "cannot read the unix socket's peer credentials");
+  if (ok <= 0 && c->ws) set_error(c->ws, "EPEER", msg);
+  return ok > 0;
 }
 
 /* LWS_CALLBACK_CLIENT_CONNECTION_ERROR: classify, maybe try the next address. */
@@ -606,7 +595,7 @@ static int ws_callback (struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
       char **p = (char **)in;
       /* connected, nothing sent yet: the last moment to check who listens */
-      if (c->peer_first >= 0 && !peer_ok(c, wsi)) return -1;
+      if (c->peer_uids[0] >= 0 && !peer_ok(c, wsi)) return -1;
       if (c->headers_len == 0) return 0;
       if (c->headers_len >= len) {   /* does not fit the handshake buffer */
         if (ws) set_error(ws, "EINVAL", "request headers too large");
@@ -1016,7 +1005,7 @@ static int l_connect (lua_State *L) {
   struct lws_vhost *vh = NULL;
   const char *url, *bad, *ca_file, *why = NULL, *headers, *protos, *unix_socket;
   size_t headers_len;
-  lua_Integer ping, ping_timeout, peer_first, peer_last;
+  lua_Integer ping, ping_timeout, peer_uids[2];
   size_t max_message, recv_buffer, send_buffer;
   int insecure, base;
   Url u;
@@ -1036,19 +1025,9 @@ static int l_connect (lua_State *L) {
     return luaL_argerror(L, 1, "option 'unix_socket' must be an absolute path of at most 100 bytes");
   if (unix_socket && u.tls)
     return luaL_argerror(L, 1, "option 'unix_socket' goes with ws://, not wss://");
-  peer_first = peer_last = -1;
-  if (lua_getfield(L, 1, "peer_uids") != LUA_TNIL) {
-    int isnum1, isnum2;
-    if (!lua_istable(L, -1) || !unix_socket)
-      return luaL_argerror(L, 1, "option 'peer_uids' must be a table {first, last} and goes with 'unix_socket'");
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
-    peer_first = lua_tointegerx(L, -2, &isnum1);
-    peer_last = lua_tointegerx(L, -1, &isnum2);
-    if (!isnum1 || !isnum2 || peer_first < 0 || peer_last < peer_first || peer_last > 0xffffffffLL)
-      return luaL_argerror(L, 1, "option 'peer_uids' must be two uids, first <= last");
-    lua_pop(L, 2);
-  }
+  lua_getfield(L, 1, "peer_uids");
+  if ((bad = dt_peer_uids(L, -1, unix_socket != NULL, peer_uids)) != NULL)
+    return luaL_argerror(L, 1, bad);
   lua_pop(L, 1);
   lua_getfield(L, 1, "insecure");
   insecure = lua_toboolean(L, -1);
@@ -1089,8 +1068,8 @@ static int l_connect (lua_State *L) {
   if (c == NULL) return dt_fail(L, "out of memory", "ENOMEM");
   c->st = st;
   c->dns.data = c;
-  c->peer_first = peer_first;
-  c->peer_last = peer_last;
+  c->peer_uids[0] = peer_uids[0];
+  c->peer_uids[1] = peer_uids[1];
   c->vhost = vh;
   c->port = u.port;
   c->tls = u.tls;
