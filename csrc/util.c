@@ -411,7 +411,7 @@ static int l_unix_bind (lua_State *L) {
   if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
     int e = errno;
     if (fd >= 0) close(fd);
-    return dt_fail(L, strerror(e), uv_err_name(-e));
+    return sysfail(L, e);
   }
   lua_pushinteger(L, fd);
   return 1;
@@ -421,10 +421,7 @@ static int l_unix_bind (lua_State *L) {
 static int l_close (lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd > 2 && fd <= INT_MAX, 1, "not a descriptor above 2");
-  if (close((int)fd) != 0) {
-    int e = errno;
-    return dt_fail(L, strerror(e), uv_err_name(-e));
-  }
+  if (close((int)fd) != 0) return sysfail(L, errno);
   lua_pushboolean(L, 1);
   return 1;
 }
