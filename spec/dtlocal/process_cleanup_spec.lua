@@ -13,14 +13,10 @@ describe("dtlocal process cleanup", function()
 
   setup(function()
     srv = fixture.server()
-    client = fixture.client(srv)
-    sb = client:create{}
+    client, sb = fixture.sandbox(srv)
   end)
 
-  teardown(function()
-    if sb then pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
-  end)
+  teardown(function() fixture.release(srv, sb) end)
 
   -- the command lines of the sandbox's processes matching an extended regex
   local function running(pattern)

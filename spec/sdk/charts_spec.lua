@@ -59,13 +59,11 @@ describe("code_run charts", function()
 
   setup(function()
     srv = fixture.server()
-    client = fixture.client(srv)
-    sb = client:create{ language = "python" }
+    client, sb = fixture.sandbox(srv, { language = "python" })
   end)
 
   teardown(function()
-    if sb then pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
+    fixture.release(srv, sb)
     helper.cleanup()
   end)
 

@@ -19,10 +19,7 @@ describe("daytona client", function()
     client = fixture.client(srv)
   end)
 
-  teardown(function()
-    for _, sb in ipairs(made) do pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
-  end)
+  teardown(function() fixture.release(srv, table.unpack(made)) end)
 
   it("creates a started sandbox with its fields, env vars and language label", function()
     local sb = create{ env_vars = { GREETING = "hello" }, labels = { suite = "client" },

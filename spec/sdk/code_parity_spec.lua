@@ -15,12 +15,7 @@ describe("code parity with the Python and TypeScript SDKs", function()
     ts = client:create{ language = "typescript" }
   end)
 
-  teardown(function()
-    for _, sb in ipairs({ py, ts }) do
-      if sb then pcall(sb.delete, sb, { wait = false }) end
-    end
-    if srv then srv.stop() end
-  end)
+  teardown(function() fixture.release(srv, py, ts) end)
 
   describe("code_run in TypeScript", function()
     it("runs a typed program with argv and env as JavaScript gets them", function()

@@ -55,6 +55,22 @@ function M.client(srv, extra)
   return daytona.new(cfg)
 end
 
+--- A client for `srv` and a sandbox it creates with `params` (default `{}`).
+function M.sandbox(srv, params)
+  local client = M.client(srv)
+  return client, client:create(params or {})
+end
+
+--- Teardown: delete the sandboxes given (nil ones skipped; without waiting,
+-- errors ignored), then stop the server `srv` if there is one.
+function M.release(srv, ...)
+  for i = 1, select("#", ...) do
+    local sb = select(i, ...)
+    if sb then pcall(sb.delete, sb, { wait = false }) end
+  end
+  if srv then srv.stop() end
+end
+
 --- pcall(fn, ...) that must fail; returns the error.
 function M.fails(fn, ...)
   local ok, err = pcall(fn, ...)

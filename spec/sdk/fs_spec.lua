@@ -17,15 +17,11 @@ describe("sandbox.fs", function()
 
   setup(function()
     srv = fixture.server()
-    client = fixture.client(srv)
-    sb = client:create{}
+    client, sb = fixture.sandbox(srv)
     home = sb:get_user_home_dir()
   end)
 
-  teardown(function()
-    if sb then pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
-  end)
+  teardown(function() fixture.release(srv, sb) end)
 
   before_each(function() dir = helper.tmpdir() end)
   after_each(function() helper.cleanup() end)

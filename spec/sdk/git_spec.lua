@@ -8,8 +8,7 @@ describe("sandbox.git", function()
 
   setup(function()
     srv = fixture.server()
-    client = fixture.client(srv)
-    sb = client:create{}
+    client, sb = fixture.sandbox(srv)
     home = sb:get_user_home_dir()
     -- an origin with one commit on main
     local r = sb.process:exec(table.concat({
@@ -23,10 +22,7 @@ describe("sandbox.git", function()
     assert(r.exit_code == 0, r.result)
   end)
 
-  teardown(function()
-    if sb then pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
-  end)
+  teardown(function() fixture.release(srv, sb) end)
 
   it("clones, branches, commits, pushes and pulls", function()
     local origin = home .. "/origin.git"

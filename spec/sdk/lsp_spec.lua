@@ -24,8 +24,7 @@ describe("sb:create_lsp_server", function()
 
   setup(function()
     srv = fixture.server()
-    client = fixture.client(srv)
-    sb = client:create{}
+    client, sb = fixture.sandbox(srv)
     home = sb:get_user_home_dir()
     sb.fs:upload_file({ data = PY }, "proj/app.py")
     sb.fs:upload_file({ data = "def greeting_helper():\n    return 1\n" }, "proj/pkg/util.py")
@@ -33,8 +32,7 @@ describe("sb:create_lsp_server", function()
   end)
 
   teardown(function()
-    if sb then pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
+    fixture.release(srv, sb)
     helper.cleanup()
   end)
 

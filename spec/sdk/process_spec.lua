@@ -9,14 +9,10 @@ describe("sandbox.process", function()
 
   setup(function()
     srv = fixture.server()
-    client = fixture.client(srv)
-    sb = client:create{ language = "python" }
+    client, sb = fixture.sandbox(srv, { language = "python" })
   end)
 
-  teardown(function()
-    if sb then pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
-  end)
+  teardown(function() fixture.release(srv, sb) end)
 
   describe("exec", function()
     it("returns the exit code and the merged output", function()

@@ -7,14 +7,10 @@ describe("PTY sessions", function()
 
   setup(function()
     srv = fixture.server()
-    client = fixture.client(srv)
-    sb = client:create{}
+    client, sb = fixture.sandbox(srv)
   end)
 
-  teardown(function()
-    if sb then pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
-  end)
+  teardown(function() fixture.release(srv, sb) end)
 
   it("reads output as an iterator and reports the exit code", function()
     local pty <close> = sb.process:create_pty_session("p-iter", { pty_size = { rows = 30, cols = 100 } })

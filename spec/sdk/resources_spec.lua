@@ -13,10 +13,7 @@ describe("snapshots and volumes", function()
     client = fixture.client(srv)
   end)
 
-  teardown(function()
-    for _, sb in ipairs(made) do pcall(sb.delete, sb, { wait = false }) end
-    if srv then srv.stop() end
-  end)
+  teardown(function() fixture.release(srv, table.unpack(made)) end)
 
   it("lists, gets and activates snapshots; a failed build raises", function()
     local page = client.snapshot:list()
