@@ -46,6 +46,7 @@ describe("dtlocal fuzzing", function()
         for _, x in ipairs(report.failures) do lines[#lines + 1] = x.line end
         error(table.concat(lines, "\n") .. "\n--- server log (tail) ---\n" .. srv.log():sub(-4000), 0)
       end
+      assert.is_true(report.inputs > 0, "the fuzzer sent no input")
     end)
   end
 
