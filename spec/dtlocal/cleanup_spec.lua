@@ -191,6 +191,18 @@ describe("dtlocal fork bombs", function()
     helper.cleanup()
   end)
 
+  -- A new sandbox running the shell code `bomb` in the background, once
+  -- its pids group holds half its limit; returns it and that group's dir.
+  local function bombed(bomb)
+    local s = dtlocal.expect(srv, 200, "POST", "/sandbox", {})
+    local group = info.hier.pids.dir .. "/dtlocal-" .. srv.pid .. "/" .. s.id
+    dtlocal.exec(srv, s.id, "nohup bash -c '" .. bomb .. "' >/dev/null 2>&1 </dev/null & true", 30)
+    helper.eventually(function()
+      return (tonumber(trim(read(group .. "/pids.current"))) or 0) >= cgroups.PIDS_MAX / 2
+    end, 30)
+    return s, group
+  end
+
   it("gives the server's group a total task limit", function()
     if not info.enforced.pids then pending("pids not enforced here: " .. cgroups.report(info)) return end
     local max = trim(read(info.hier.pids.dir .. "/dtlocal-" .. srv.pid .. "/pids.max"))
@@ -204,13 +216,8 @@ describe("dtlocal fork bombs", function()
   it("stops a sandbox that forks as fast as it can within a few seconds, leaving nothing", function()
     if not info.enforced.pids then pending("pids not enforced here: " .. cgroups.report(info)) return end
     helper.run(function()
-      local s = dtlocal.expect(srv, 200, "POST", "/sandbox", {})
-      local group = info.hier.pids.dir .. "/dtlocal-" .. srv.pid .. "/" .. s.id
       -- the classic bomb, bounded by the sandbox's own pids limit
-      dtlocal.exec(srv, s.id, "nohup bash -c ':(){ :|:& };:' >/dev/null 2>&1 </dev/null & true", 30)
-      helper.eventually(function()
-        return (tonumber(trim(read(group .. "/pids.current"))) or 0) >= cgroups.PIDS_MAX / 2
-      end, 30)
+      local s, group = bombed(":(){ :|:& };:")
       local t0 = core.now()
       local st, b = dtlocal.request(srv, "POST", "/sandbox/" .. s.id .. "/stop")
       assert.are.equal(200, st)
@@ -239,12 +246,7 @@ describe("dtlocal fork bombs", function()
   it("deletes a fork-bombed sandbox within a few seconds", function()
     if not info.enforced.pids then pending("pids not enforced here: " .. cgroups.report(info)) return end
     helper.run(function()
-      local s = dtlocal.expect(srv, 200, "POST", "/sandbox", {})
-      local group = info.hier.pids.dir .. "/dtlocal-" .. srv.pid .. "/" .. s.id
-      dtlocal.exec(srv, s.id, "nohup bash -c 'while true; do sleep 100 & done' >/dev/null 2>&1 </dev/null & true", 30)
-      helper.eventually(function()
-        return (tonumber(trim(read(group .. "/pids.current"))) or 0) >= cgroups.PIDS_MAX / 2
-      end, 30)
+      local s, group = bombed("while true; do sleep 100 & done")
       local t0 = core.now()
       dtlocal.expect(srv, 200, "DELETE", "/sandbox/" .. s.id)
       helper.eventually(function() return (dtlocal.request(srv, "GET", "/sandbox/" .. s.id)) == 404 end, 60)
