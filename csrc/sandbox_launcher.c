@@ -284,32 +284,21 @@ static void parse_run (Opts *o, int argc, char **argv) {
     }
     else if (strcmp(a, "--env-file") == 0) read_env_file(o, NEXT());
     else if (strcmp(a, "--bind") == 0 || strcmp(a, "--ro-bind") == 0 ||
-             strcmp(a, "--volume") == 0) {
+             strcmp(a, "--volume") == 0 || strcmp(a, "--bind-beneath") == 0 ||
+             strcmp(a, "--volume-beneath") == 0) {
       Bind *b;
       if (o->nbinds == MAX_BINDS) usage("%s: more than %d binds", a, MAX_BINDS);
       b = &o->binds[o->nbinds++];
       b->ro = (a[2] == 'r');
       b->volume = (a[2] == 'v');
       b->src = NEXT();
+      if (strstr(a, "-beneath") != NULL) b->sub = NEXT();
       b->dst = NEXT();
       if (b->src[0] != '/') usage("%s: source must be absolute: '%s'", a, b->src);
-      if (!clean_abs_path(b->dst) || strcmp(b->dst, "/") == 0)
-        usage("%s: destination must be a clean absolute path below /: '%s'", a, b->dst);
-    }
-    else if (strcmp(a, "--bind-beneath") == 0 || strcmp(a, "--volume-beneath") == 0) {
-      Bind *b;
-      if (o->nbinds == MAX_BINDS) usage("%s: more than %d binds", a, MAX_BINDS);
-      b = &o->binds[o->nbinds++];
-      b->ro = 0;
-      b->volume = (a[2] == 'v');
-      b->src = NEXT();
-      b->sub = NEXT();
-      b->dst = NEXT();
-      if (b->src[0] != '/') usage("%s: source must be absolute: '%s'", a, b->src);
-      /* relative, clean: checked as the absolute path it would be */
-      if (b->sub[0] == '/' || strlen(b->sub) >= PATH_MAX - 1) usage("%s: bad subpath '%s'", a, b->sub);
-      {
+      if (b->sub) {
+        /* relative, clean: checked as the absolute path it would be */
         char abs[PATH_MAX];
+        if (b->sub[0] == '/' || strlen(b->sub) >= PATH_MAX - 1) usage("%s: bad subpath '%s'", a, b->sub);
         snprintf(abs, sizeof abs, "/%s", b->sub);
         if (!clean_abs_path(abs) || strcmp(abs, "/") == 0)
           usage("%s: subpath must be a clean relative path, got '%s'", a, b->sub);
