@@ -68,7 +68,15 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-de
             lua-busted git pkg-config gcc make curl uidmap luarocks sudo python3 time lua-ldoc \
             libreadline-dev zip \
             lua-discount python3-pylsp python3-matplotlib \
-            s3fs rclone sshfs fuse3 openssh-server fuse-overlayfs
+            s3fs rclone sshfs fuse3 openssh-server fuse-overlayfs \
+            nftables iptables passt openvpn wireguard-go iperf3 \
+            skopeo umoci docker-registry mmdebstrap \
+            xvfb xfce4 x11vnc novnc websockify ffmpeg at-spi2-core python3-pyatspi \
+            gir1.2-atspi-2.0 dbus-x11 xterm x11-utils xdotool chromium \
+            libxtst-dev libx11-dev libxfixes-dev libpng-dev libjpeg62-turbo-dev
+# installed without their recommends: wireguard-tools recommends a kernel
+# module, which Debian provides only through a whole linux-image package
+DEB_PKGS_NORECS := wireguard-tools
 # npm packages installed globally for sandboxes (pinned; see deps)
 NPM_GLOBALS := typescript@5.9.3 typescript-language-server@5.3.0 tsx@4.23.15
 
@@ -111,6 +119,12 @@ deps:
 	  echo "installing:" $$missing; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@missing=$$(for p in $(DEB_PKGS_NORECS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing (no recommends):" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@# the official TypeScript SDK, pinned, for the wire-compatibility spec and bench/
 	@[ -d spec/ts/node_modules/@daytonaio/sdk ] || npm ci --prefix spec/ts --no-audit --no-fund --loglevel=error
