@@ -1,6 +1,6 @@
 --- A sandbox: its fields, its lifecycle, and the sub-objects that reach
--- into it (`sandbox.fs`, `sandbox.process`, `sandbox.git`, and the language
--- servers of `create_lsp_server`).
+-- into it (`sandbox.fs`, `sandbox.process`, `sandbox.git`,
+-- `sandbox.computer_use`, and the language servers of `create_lsp_server`).
 --
 -- A Sandbox is a table whose fields are the API's Sandbox object in
 -- snake_case (`id`, `name`, `state`, `cpu`, `memory`, `disk`, `gpu`, `env`,
@@ -49,6 +49,7 @@ function M.new(client, dto)
   sb.process = require("daytona.sandbox_process").new(sb)
   sb.git = require("daytona.git").new(sb)
   sb.code_interpreter = require("daytona.code_interpreter").new(sb)
+  sb.computer_use = require("daytona.computer_use").new(sb)
   return sb
 end
 

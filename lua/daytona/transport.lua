@@ -145,8 +145,24 @@ function M.http_error(status, headers, body, what)
   local cls = STATUS_CLASS[status] or errors.DaytonaError
   return cls(message, {
     status_code = status, code = code, headers = headers, body = decoded or body,
-    retryable = status == 429 or status == 502 or status == 503 or status == 504,
+    retryable = status == 429 or status == 502 or status == 504
+      or (status == 503 and M.transient_503(headers, decoded)),
   })
+end
+
+--- Whether a 503 is worth asking again. A 503 says "not now" only when it
+-- says when (`Retry-After`, or a throttler's reset) or when it is not the
+-- service's own answer: an empty body or a page that is no JSON error object
+-- is a proxy's or load balancer's whose upstream is not ready. A service
+-- that answers 503 with a JSON error object has said what is wrong (the
+-- toolbox's "Computer-use functionality is not available", dtlocal's
+-- refusals): asking three more times would only delay that answer.
+-- @param headers the response's headers
+-- @param decoded the decoded body (a table for JSON), or nil
+-- @return boolean
+function M.transient_503(headers, decoded)
+  if M._parse_retry_after(lower_headers(headers)) then return true end
+  return type(decoded) ~= "table"
 end
 
 local CONNECT_CODES = {            -- nothing reached the server: safe to retry any call
@@ -257,7 +273,8 @@ local function retryable(err, idempotent)
   if err.status_code then
     local s = err.status_code
     if s == 429 then return true end                 -- the throttler refused it: nothing ran
-    return idempotent and (s == 502 or s == 503 or s == 504)
+    if s == 503 then return idempotent and err.retryable == true end   -- see transient_503
+    return idempotent and (s == 502 or s == 504)
   end
   if errors.is(err, errors.DaytonaConnectionError) then
     if CONNECT_CODES[err.code] then return true end  -- never reached the server

@@ -71,11 +71,42 @@ describe("SDK transport", function()
     local n = 0
     route["GET /api/sandbox/a"] = function(_, res)
       n = n + 1
-      if n < 3 then return res:json(n == 1 and 502 or 503, { message = "busy" }) end
+      if n == 1 then return res:json(502, { message = "busy" }) end
+      -- a 503 that says when, and a proxy's page: both transient
+      if n == 2 then return res:json(503, { message = "busy" }, { ["Retry-After"] = "0" }) end
+      if n == 3 then return res:send(503, { ["content-type"] = "text/html" }, "<h1>503 Service Unavailable</h1>") end
+      if n == 4 then return res:send(504) end
       res:json(200, dto("a"))
     end
-    assert.are.equal("a", client():get("a").id)
-    assert.are.equal(3, n)
+    local c = client{ retry = { retries = 4, base_delay = 0.01, max_delay = 0.05, max_retry_after = 5 } }
+    assert.are.equal("a", c:get("a").id)
+    assert.are.equal(5, n)
+  end)
+
+  it("raises a 503 with a JSON error body at once: the service's own answer", function()
+    local n = 0
+    route["GET /toolbox/a/computeruse/status"] = function(_, res)
+      n = n + 1
+      res:json(503, { message = "Computer-use functionality is not available", details = "no desktop",
+        code = "SERVICE_UNAVAILABLE" })
+    end
+    local sb = sandbox.new(client(), dto("a"))
+    local err = fixture.fails(sb.computer_use.get_status, sb.computer_use)
+    assert.are.equal(1, n)
+    assert.are.equal(503, err.status_code)
+    assert.is_false(err.retryable)
+    assert.matches("Computer%-use functionality is not available", err.message)
+    -- the same 503 with a Retry-After is asked again, after it
+    n = 0
+    route["GET /toolbox/a/computeruse/status"] = function(_, res)
+      n = n + 1
+      if n == 1 then return res:json(503, { message = "starting" }, { ["Retry-After"] = "1" }) end
+      res:json(200, { status = "active" })
+    end
+    local t0 = core.now()
+    assert.are.equal("active", sb.computer_use:get_status().status)
+    assert.are.equal(2, n)
+    assert.is_true(core.now() - t0 >= 0.9)
   end)
 
   it("never retries a non-idempotent call that reached the server", function()

@@ -197,6 +197,12 @@ describe("daytona.wire and daytona.transport helpers", function()
     assert.is_true(r(transport.http_error(429, {}, ""), false))
     assert.is_true(r(transport.http_error(503, {}, ""), true))
     assert.is_false(r(transport.http_error(503, {}, ""), false))
+    -- a 503 with a JSON error body is retried only when it says when
+    local unavailable = [[{"message":"Computer-use functionality is not available"}]]
+    assert.is_false(r(transport.http_error(503, {}, unavailable), true))
+    assert.is_true(r(transport.http_error(503, { ["Retry-After"] = "2" }, unavailable), true))
+    assert.is_true(r(transport.http_error(503, {}, "<html>upstream not ready</html>"), true))
+    assert.is_true(r(transport.http_error(502, {}, [[{"message":"upstream"}]]), true))
     assert.is_false(r(transport.http_error(500, {}, ""), true))
     assert.is_true(r(errors.DaytonaConnectionError("x", { code = "ECONNREFUSED" }), false))
     assert.is_false(r(errors.DaytonaConnectionError("x", { code = "ECONNRESET" }), false))
