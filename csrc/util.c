@@ -2,7 +2,8 @@
 ** util.c -- small system helpers the Lua layers need and Lua lacks:
 ** digests of files streamed in fixed chunks, random tokens, constant-time
 ** comparison, terminal and process facts, and the few file-system calls
-** (readdir, mkdir, chmod, chown, user/group lookup) the toolbox daemon needs.
+** (readdir, mkdir, chmod, chown, user/group lookup) the toolbox daemon needs,
+** and the two the image store needs (whiteouts, opaque directories' xattrs).
 **
 ** SHA-256 is implemented here (FIPS 180-4) rather than taken from libcrypto:
 ** mapping libcrypto costs every dtlua start about 1 ms and 1.3 MB of RSS,
@@ -21,6 +22,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -311,13 +314,40 @@ static int l_chmod (lua_State *L) {
   return 1;
 }
 
-/* util.chown(path, uid, gid) -> true | nil, msg, code; -1 leaves one as is */
+/* util.chown(path, uid, gid[, nofollow]) -> true | nil, msg, code; -1
+** leaves one as is; nofollow: a symlink itself (lchown), never its target */
 static int l_chown (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_Integer uid = luaL_checkinteger(L, 2), gid = luaL_checkinteger(L, 3);
+  int nofollow = lua_toboolean(L, 4);
   luaL_argcheck(L, uid >= -1 && uid <= 0xfffffffe, 2, "uid out of range");
   luaL_argcheck(L, gid >= -1 && gid <= 0xfffffffe, 3, "gid out of range");
-  if (chown(path, (uid_t)uid, (gid_t)gid) < 0) return sysfail(L, errno);
+  if ((nofollow ? lchown(path, (uid_t)uid, (gid_t)gid) : chown(path, (uid_t)uid, (gid_t)gid)) < 0)
+    return sysfail(L, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* util.whiteout(path) -> true | nil, msg, code
+** An overlayfs whiteout at path (a character device 0/0, which the kernel
+** lets anyone make since Linux 5.8): the image store turns OCI whiteouts
+** (".wh.NAME" files) into these.  Fails with EEXIST when path exists. */
+static int l_whiteout (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  if (mknod(path, S_IFCHR | 0000, makedev(0, 0)) < 0) return sysfail(L, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* util.setxattr(path, name, value) -> true | nil, msg, code
+** On path itself, never a symlink's target (lsetxattr): the image store
+** marks opaque directories of its layers (trusted.overlay.opaque, or
+** user.overlay.opaque unprivileged). */
+static int l_setxattr (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
+  size_t n;
+  const char *value = luaL_checklstring(L, 3, &n);
+  if (lsetxattr(path, name, value, n, 0) < 0) return sysfail(L, errno);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -437,6 +467,7 @@ void dt_open_util (lua_State *L) {
     {"open_file", l_open_file}, {"time", l_time},
     {"readdir", l_readdir}, {"mkdir", l_mkdir}, {"chmod", l_chmod},
     {"chown", l_chown}, {"user", l_user}, {"group", l_group},
+    {"whiteout", l_whiteout}, {"setxattr", l_setxattr},
     {NULL, NULL}
   };
   dt_setfuncs(L, funcs);
