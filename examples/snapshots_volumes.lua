@@ -8,10 +8,12 @@
 -- one sandbox writes into the volume and a second one, created afterwards,
 -- reads what the first left and adds to it.
 --
--- With the local server (dtlocal) there is one snapshot, `dtlocal` (the
--- host's own system, seen copy-on-write), and no snapshot can be built
--- from an image; a volume is a directory of the server's state. On
--- Daytona's cloud the same script lists your organisation's snapshots.
+-- With the local server (dtlocal) the built-in snapshots are the host's
+-- own system, seen copy-on-write: `dtlocal` and Daytona's default names
+-- (`daytona-small`, `-medium`, `-large`, with their resources); snapshots
+-- made from images come first. A volume is a directory of the server's
+-- state. On Daytona's cloud the same script lists your organisation's
+-- snapshots.
 local daytona = require "daytona"
 
 local client = daytona.new()

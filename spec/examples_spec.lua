@@ -191,7 +191,8 @@ describe("examples", function()
 
   it("snapshots_volumes.lua: the snapshot list, a volume shared by two sandboxes", function()
     local out = example("snapshots_volumes", "snapshots-volumes")
-    assert.matches("snapshots: 1 in all\n  dtlocal: active\n", out, 1, true)
+    assert.matches("snapshots: 4 in all\n  dtlocal: active\n  daytona-small: active\n"
+      .. "  daytona-medium: active\n  daytona-large: active\n", out, 1, true)
     assert.matches('get%("dtlocal"%): id [%x-]+', out)
     local name = out:match("volume (example%-shared%-%x+) is ready")
     assert.is_truthy(name, out)

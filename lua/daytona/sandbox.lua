@@ -420,8 +420,28 @@ function Sandbox:_experimental_create_snapshot(name, opts)
   local dto = self:_control({ method = "POST", json = { name = name }, deadline = deadline, what = "create snapshot" },
     "/snapshot")
   if type(dto) == "table" and dto.id then self:_apply(dto) else self:_refresh(deadline) end
-  return wait_until(self, "create snapshot", "snapshot", timeout, deadline,
+  wait_until(self, "create snapshot", "snapshot", timeout, deadline,
     function(s) return s ~= "snapshotting" end, START_FAIL)
+  -- the sandbox being done is not the snapshot being there (Daytona has
+  -- reported success for snapshots that never appeared): check it
+  while true do
+    local ok, snap = pcall(self._client.snapshot.get, self._client.snapshot, name)
+    if not ok then
+      if errors.is(snap, errors.DaytonaNotFoundError) then
+        error(errors.DaytonaError(("snapshot %s of sandbox %s was not made"):format(name, self.id),
+          { code = "SNAPSHOT_MISSING" }), 0)
+      end
+      error(snap, 0)
+    end
+    if snap.state == "active" then break end
+    if snap.state == "error" or snap.state == "build_failed" then
+      error(errors.DaytonaError(("snapshot %s of sandbox %s failed: %s"):format(name, self.id,
+        snap.error_reason or snap.state), { code = snap.state }), 0)
+    end
+    transport.remaining(deadline, "create snapshot", timeout)
+    scheduler.sleep(0.1)
+  end
+  return self
 end
 
 ---------------------------------------------------------------------------

@@ -18,6 +18,10 @@ local type, setmetatable, error, pcall = type, setmetatable, error, pcall
 
 local M = {}
 
+-- Seconds a create waits, once the snapshot is done, for the rest of its
+-- build log (a server that keeps the stream open is cut then).
+local LOG_TAIL = 5
+
 local SnapshotService = {}
 SnapshotService.__index = SnapshotService
 SnapshotService.__name = "daytona.snapshot.SnapshotService"
@@ -77,6 +81,18 @@ function SnapshotService:activate(snapshot)
   local id = snapshot_id(snapshot, "snapshot.activate")
   return wire.to_lua(self._t:request({ method = "POST", path = "/snapshots/" .. wire.urlencode(id) .. "/activate",
     idempotent = true, what = "activate snapshot" }))
+end
+
+--- Deactivate an active snapshot: no sandbox can be created from it until
+-- `activate` (the API's `POST /snapshots/{id}/deactivate`; not wrapped by
+-- the official SDKs).
+-- @param snapshot a snapshot table or its id
+-- @return nothing
+-- @raise DaytonaNotFoundError; DaytonaError for a snapshot in another state
+function SnapshotService:deactivate(snapshot)
+  local id = snapshot_id(snapshot, "snapshot.deactivate")
+  self._t:request({ method = "POST", path = "/snapshots/" .. wire.urlencode(id) .. "/deactivate",
+    idempotent = true, what = "deactivate snapshot" })
 end
 
 -- Stream the build log to on_logs; the log is best effort (a failing
@@ -143,27 +159,40 @@ function SnapshotService:create(params, opts)
   local last_state, streamer = nil, nil
   local log_state = {}
   local interval = 1
+  local function start_logs()
+    if on_logs and not streamer then
+      streamer = scheduler.spawn(function() pcall(stream_logs, self, snap, on_logs, deadline, log_state) end)
+      streamer.observed = true
+    end
+  end
   local ok, res = pcall(function()
   while true do
     local st = snap.state
     if on_logs and st ~= last_state then on_logs(("Creating snapshot %s (%s)"):format(snap.name, st)) end
     last_state = st
-    if st == "active" then return snap end
-    if st == "error" or st == "build_failed" then
+    if st == "active" or st == "error" or st == "build_failed" then
+      -- the rest of the log (all of it when the job was done before a
+      -- poll saw it run): the server ends the stream once the job is over
+      start_logs()
+      if streamer then
+        pcall(scheduler.timeout, LOG_TAIL, function()
+          while not streamer:done() do scheduler.wait(streamer) end
+        end)
+      end
+      if st == "active" then return snap end
       error(errors.DaytonaError(("snapshot %s failed: %s"):format(snap.name, snap.error_reason or st),
         { code = st }), 0)
     end
-    if on_logs and body.buildInfo and not streamer and st ~= "pending" then
-      streamer = scheduler.spawn(function() pcall(stream_logs, self, snap, on_logs, deadline, log_state) end)
-      streamer.observed = true
-    end
+    -- the log of a pull too, not only of a build: dtlocal writes the pull's
+    -- progress there (Daytona's cloud answers none, which is no error)
+    if st ~= "pending" then start_logs() end
     transport.remaining(deadline, "create snapshot", timeout)
     scheduler.sleep(interval)
     snap = wire.to_lua(self._t:request({ method = "GET", path = "/snapshots/" .. wire.urlencode(snap.id),
       deadline = deadline, what = "get snapshot" }))
   end
   end)
-  if streamer then streamer:cancel() end
+  if streamer and not streamer:done() then streamer:cancel() end
   if not ok then error(res, 0) end
   if log_state.cb_error ~= nil then error(log_state.cb_error, 0) end
   return res

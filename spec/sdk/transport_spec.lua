@@ -488,6 +488,10 @@ describe("SDK transport", function()
     end
     route["GET /api/sandbox/child"] = function(_, res) res:json(200, dto("child", "started")) end
     route["POST /api/sandbox/a/snapshot"] = function(_, res) res:json(200, dto("a", "snapshotting")) end
+    -- the snapshot is checked once the sandbox is done
+    route["GET /api/snapshots/snap-1"] = function(_, res)
+      res:json(200, { id = "s1", name = "snap-1", state = "active" })
+    end
     route["GET /api/sandbox/a"] = function(_, res)
       polls = polls + 1
       res:json(200, dto("a", polls < 2 and "snapshotting" or "started"))

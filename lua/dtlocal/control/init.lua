@@ -46,6 +46,7 @@ local fs = require "dtlocal.fs"
 local localserver = require "daytona.localserver"
 local routes = require "dtlocal.control.routes"
 local sandboxes = require "dtlocal.control.sandboxes"
+local snapshots = require "dtlocal.control.snapshots"
 local sweeper_mod = require "dtlocal.control.sweeper"
 local volumes = require "dtlocal.control.volumes"
 local runner_mod = require "dtlocal.control.runner"
@@ -455,9 +456,24 @@ function App:start()
       check_token = function(t) return self:check_token(t) end,
       wire = function(rec) return record.wire(rec, self.toolbox_url, false) end,
     }
+    -- snapshots: the host's system (built in) and images pulled or built
+    self.snaps = snapshots.new{
+      store = self.store, log = self.log, images = self.images, started_at = self.started_at,
+      in_use = function(snap)
+        for _, r in ipairs(self.mgr:all()) do
+          if r.dtlocal.snapshot_id == snap.id then return r.id end
+        end
+      end,
+      image_used = function(image)
+        for _, r in ipairs(self.mgr:all()) do
+          if r.dtlocal.image == image then return true end
+        end
+        return false
+      end,
+    }
     self.mgr = sandboxes.new{
       store = self.store, runner = self.runner, uids = self.uids, log = self.log,
-      cgroups = self.cgroups,
+      cgroups = self.cgroups, snapshots = self.snaps,
       on_event = function(name, rec, old) self.events:sandbox_event(name, rec, old) end,
       minute = self.minute, warm = self.warm, volumes = function(k) return self.vols:find(k) end,
     }
@@ -482,6 +498,7 @@ function App:start()
     self.preview_base = format("http://%s:%d", url_host(self.host), self.preview_port)
     self.api_url = self.base_url .. "/api"
     self.toolbox_url = self.base_url .. "/toolbox"
+    self.snaps:load()
     local n, restarted = self.mgr:load()
     -- after load: launchers a killed server left were ended there
     self.cgroups:sweep()
@@ -523,6 +540,7 @@ function App:close()
   if self.srv then self.srv:close() end
   if self.preview_srv then self.preview_srv:close() end
   for _, t in ipairs(self.tasks) do t:cancel() end
+  if self.snaps then self.snaps:shutdown() end
   if self.mgr then self.mgr:shutdown() end
   -- after the shutdown: the sandboxes' processes are gone
   if self.cgroups then self.cgroups:close() end

@@ -514,12 +514,6 @@ function M.check_create(body)
   if c.linkedSandbox and c.autoDeleteInterval ~= 0 then
     raise(400, "linkedSandbox requires an ephemeral sandbox (autoDeleteInterval 0)")
   end
-  -- dtlocal's own: every local sandbox runs on this machine's system and no
-  -- image is built, so accepting one would hand back a sandbox that is not it
-  if c.buildInfo then
-    raise(400, "buildInfo: dtlocal cannot build images (a local sandbox runs on this machine's own "
-      .. "system); create it without an image (resize sets cpu and memory), or run against Daytona's cloud")
-  end
   return c
 end
 
@@ -530,8 +524,7 @@ function M.archive_interval(n)
   return n
 end
 
---- Snapshot reference recorded for a build: dtlocal does not build images;
--- every sandbox runs on the host's root file system (doc/dtlocal.md).
+--- A deep copy of a value.
 local function copy(t)
   if type(t) ~= "table" then return t end
   local o = {}
@@ -588,10 +581,12 @@ function M.new_record(c, id, now)
       dockerfileContent = c.buildInfo.dockerfileContent,
       contextHashes = c.buildInfo.contextHashes or {},
       createdAt = iso, updatedAt = iso,
-      -- no image is built: the sandbox runs on the host file system
-      snapshotRef = M.DEFAULT_SNAPSHOT,
+      snapshotRef = c.buildInfo.snapshotRef,
     }
   end
+  -- the image it runs on (dtlocal.images.store); nil: the host's system
+  rec.dtlocal.image = c.image
+  rec.dtlocal.snapshot_id = c.snapshot_id
   if c.ttlMinutes and c.ttlMinutes > 0 then rec.dtlocal.ttl_minutes = c.ttlMinutes end
   return rec
 end

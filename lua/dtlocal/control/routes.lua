@@ -8,6 +8,8 @@ local http = require "dtlocal.http"
 local router = require "dtlocal.router"
 local record = require "dtlocal.control.record"
 local volumes = require "dtlocal.control.volumes"
+local snapshots = require "dtlocal.control.snapshots"
+local buildlog = require "dtlocal.control.buildlog"
 
 local type, pairs, ipairs, tostring, tonumber, next, math, table =
   type, pairs, ipairs, tostring, tonumber, next, math, table
@@ -429,10 +431,22 @@ local function not_local(what)
   end
 end
 
+-- The build log of a sandbox created from an image (doc/protocol.md §3.9).
 local function build_logs_url(ctx, params)
   local rec = find(ctx, params)
-  raise(404, format("Sandbox %s has no build logs: dtlocal does not build images "
-    .. "(sandboxes run on the host's root file system)", rec.id))
+  if not rec.dtlocal.build_log then
+    raise(404, format("Sandbox %s has no build logs: it was not created from an image", rec.id))
+  end
+  return 200, { url = format("%s/sandbox/%s/build-logs", ctx.app.api_url, rec.id) }
+end
+
+local function build_logs(ctx, params)
+  local rec = find(ctx, params)
+  if not rec.dtlocal.build_log then
+    raise(404, format("Sandbox %s has no build logs: it was not created from an image", rec.id))
+  end
+  local mgr = ctx.app.mgr
+  buildlog.serve(ctx, mgr:build_log_path(rec), mgr:rtof(rec).build_log, qbool(ctx, "follow"))
 end
 
 local function forks(ctx, params)
@@ -467,68 +481,60 @@ local function config(ctx)
   }
 end
 
--- The one snapshot: the host's root file system, seen read-only through
--- each sandbox's overlay.
-local BUILTIN_SNAPSHOT_ID = "00000000-0000-4000-8000-00000000d71c"
+-- Snapshots (doc/protocol.md §3.7): dtlocal.control.snapshots.
 
-local function snapshot_dto(ctx)
-  local t = ctx.app.started_at
-  return {
-    id = BUILTIN_SNAPSHOT_ID, organizationId = record.ORGANIZATION_ID, general = true,
-    name = record.DEFAULT_SNAPSHOT, imageName = "host root file system", state = "active",
-    size = json.null, entrypoint = json.array(), cpu = record.DEFAULTS.cpu, gpu = 0,
-    mem = record.DEFAULTS.memory, disk = record.DEFAULTS.disk, errorReason = json.null,
-    createdAt = t, updatedAt = t, lastUsedAt = json.null,
-    regionIds = json.array({ record.TARGET }), sandboxClass = "container",
-  }
-end
-
-local function find_snapshot(ctx, key)
-  if key == BUILTIN_SNAPSHOT_ID or key == record.DEFAULT_SNAPSHOT then return snapshot_dto(ctx) end
-  raise(404, format("Snapshot %s not found", key))
-end
+local function snapshot_dto(ctx, s) return 200, ctx.app.snaps:wire(s) end
 
 -- Paged like the API's list: `total` counts every match, `items` is the
 -- page of them.
 local function list_snapshots(ctx)
-  local page = qint(ctx, "page", 1) or 1
-  local limit = qint(ctx, "limit", 1, 200) or 100
-  local name = q1(ctx, "name")
-  local matches = {}
-  if not name or name == "" or record.DEFAULT_SNAPSHOT:find(name:lower(), 1, true) then
-    matches[1] = snapshot_dto(ctx)
-  end
-  local items = json.array()
-  for i = (page - 1) * limit + 1, math.min(#matches, page * limit) do items[#items + 1] = matches[i] end
-  return 200, { items = items, total = #matches, page = page,
-                totalPages = math.max(1, (#matches + limit - 1) // limit) }
+  local sort = q1(ctx, "sort")
+  local order = q1(ctx, "order")
+  return 200, ctx.app.snaps:list{
+    page = qint(ctx, "page", 1) or 1,
+    limit = qint(ctx, "limit", 1, 200) or 100,
+    name = q1(ctx, "name"),
+    sort = (sort == nil or sort == "") and "lastUsedAt" or sort,
+    order = (order == nil or order == "") and "desc" or order,
+  }
 end
 
 local function get_snapshot(ctx, params)
-  return 200, find_snapshot(ctx, params.id)
+  return snapshot_dto(ctx, ctx.app.snaps:find(params.id))
 end
 
 local function create_snapshot(ctx)
-  local body = ctx:json_object(true)
-  check.string(body.name, "name", { max = 255 })
-  raise(400, "dtlocal cannot build snapshots from images: every sandbox runs on the host's "
-    .. "root file system (snapshot " .. record.DEFAULT_SNAPSHOT .. ")")
+  local c = snapshots.check_create(ctx:json_object(true))
+  return snapshot_dto(ctx, ctx.app.snaps:create(c))
 end
 
-local function builtin_snapshot_op(what)
-  return function(ctx, params)
-    find_snapshot(ctx, params.id)
-    raise(400, format("the built-in snapshot %s cannot be %s", record.DEFAULT_SNAPSHOT, what))
-  end
+local function delete_snapshot(ctx, params)
+  ctx.app.snaps:delete(ctx.app.snaps:find_own(params.id, "delete"))
+  return 200, nil
 end
 
 local function activate_snapshot(ctx, params)
-  return 200, find_snapshot(ctx, params.id)
+  local s = ctx.app.snaps:find(params.id)
+  if s.builtin then raise(400, format("Snapshot %s is already active", s.id)) end
+  return snapshot_dto(ctx, ctx.app.snaps:activate(s))
+end
+
+local function deactivate_snapshot(ctx, params)
+  ctx.app.snaps:deactivate(ctx.app.snaps:find_own(params.id, "deactivate"))
+  return 204, nil
+end
+
+local function snapshot_build_logs_url(ctx, params)
+  local s = ctx.app.snaps:find(params.id)
+  if s.builtin then raise(404, format("Snapshot %s has no build logs: it is the host's system", s.name)) end
+  return 200, { url = format("%s/snapshots/%s/build-logs", ctx.app.api_url, s.id) }
 end
 
 local function snapshot_build_logs(ctx, params)
-  find_snapshot(ctx, params.id)
-  raise(404, "the built-in snapshot has no build logs")
+  local snaps = ctx.app.snaps
+  local s = snaps:find(params.id)
+  if s.builtin then raise(404, format("Snapshot %s has no build logs: it is the host's system", s.name)) end
+  buildlog.serve(ctx, snaps:log_path(s.id), snaps.logs[s.id], qbool(ctx, "follow"))
 end
 
 local function list_volumes(ctx)
@@ -616,7 +622,7 @@ function M.new()
   r:add("POST", "/sandbox/{id}/ports/{port}/signed-preview-url/{token}/expire", expire_signed)
   r:add("GET", "/sandbox/{id}/toolbox-proxy-url", toolbox_proxy_url)
   r:add("GET", "/sandbox/{id}/build-logs-url", build_logs_url)
-  r:add("GET", "/sandbox/{id}/build-logs", build_logs_url)
+  r:add("GET", "/sandbox/{id}/build-logs", build_logs)
   r:add("POST", "/sandbox/{id}/ssh-access", not_local("SSH access"))
   r:add("DELETE", "/sandbox/{id}/ssh-access", not_local("SSH access"))
   r:add("POST", "/sandbox/{id}/pause", not_local("Pausing a sandbox"))
@@ -630,10 +636,10 @@ function M.new()
   r:add("GET", "/snapshots", list_snapshots)
   r:add("POST", "/snapshots", create_snapshot)
   r:add("GET", "/snapshots/{id}", get_snapshot)
-  r:add("DELETE", "/snapshots/{id}", builtin_snapshot_op("deleted"))
+  r:add("DELETE", "/snapshots/{id}", delete_snapshot)
   r:add("POST", "/snapshots/{id}/activate", activate_snapshot)
-  r:add("POST", "/snapshots/{id}/deactivate", builtin_snapshot_op("deactivated"))
-  r:add("GET", "/snapshots/{id}/build-logs-url", snapshot_build_logs)
+  r:add("POST", "/snapshots/{id}/deactivate", deactivate_snapshot)
+  r:add("GET", "/snapshots/{id}/build-logs-url", snapshot_build_logs_url)
   r:add("GET", "/snapshots/{id}/build-logs", snapshot_build_logs)
 
   r:add("GET", "/volumes", list_volumes)

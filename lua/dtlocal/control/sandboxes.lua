@@ -33,6 +33,8 @@ local runner_mod = require "dtlocal.control.runner"
 local warm_pool = require "dtlocal.control.warm_pool"
 local volumes_mod = require "dtlocal.control.volumes"
 local leftovers = require "dtlocal.control.leftovers"
+local snapshots_mod = require "dtlocal.control.snapshots"
+local buildlog = require "dtlocal.control.buildlog"
 local fs = require "dtlocal.fs"
 local localserver = require "daytona.localserver"
 
@@ -68,6 +70,8 @@ function M.new(opts)
     log = opts.log or function() end,
     minute = opts.minute or 60,
     volumes = opts.volumes or function() return nil end,
+    -- dtlocal.control.snapshots: what `snapshot` and `buildInfo` resolve to
+    snapshots = opts.snapshots,
     by_id = {},
     rt = {},           -- id -> runtime state { inst, op, op_kind, conns, dirty, stopping }
     closing = false,
@@ -147,6 +151,10 @@ function Manager:set_state(rec, state, reason)
   if state == "error" then
     rec.errorReason = reason
     rec.recoverable = true
+  elseif state == "build_failed" then
+    -- the image could not be made: starting again cannot help
+    rec.errorReason = reason
+    rec.recoverable = false
   elseif state ~= "destroying" and state ~= "destroyed" then
     rec.errorReason = nil
     rec.recoverable = false
@@ -389,11 +397,16 @@ function Manager:create(c)
     if vol.state ~= "ready" then raise(400, format("Volume %s is not ready (state %s)", v.volumeId, vol.state)) end
     v.volumeId = vol.id
   end
+  self:resolve_snapshot(c)
   local spare = self.pool:take(c)
   if spare then return spare end
   local id = record.uuid()
   local rec = record.new_record(c, id, record.now_ms())
   if c.linkedSandboxId then rec.linkedSandboxId = c.linkedSandboxId end
+  if c.buildInfo then
+    rec.state = "pending_build"
+    rec.dtlocal.build_log = true
+  end
   self.by_id[id] = rec
   local ok, err = pcall(self.save, self, rec)
   if not ok then
@@ -401,8 +414,70 @@ function Manager:create(c)
     error(err, 0)
   end
   self.on_event("sandbox.created", rec)
-  self:transition(rec, "start", nil, self.do_start)
+  if c.buildInfo then
+    -- answered at once in pending_build, as the API does, so that the SDKs
+    -- stream the build log while the image is pulled or built
+    self:transition(rec, "start", 0, self.do_build_start)
+  else
+    self:transition(rec, "start", nil, self.do_start)
+  end
   return rec
+end
+
+--- What a create's `snapshot` or `buildInfo` runs on, resolved into `c`
+-- (before anything is made): a built-in snapshot is the host's system
+-- with its resources; a made one its image (c.image) and resources; a
+-- buildInfo is checked (400 when it cannot be built here). Raises 400 as
+-- the API does for a snapshot that does not exist or is not active.
+function Manager:resolve_snapshot(c)
+  local snaps = self.snapshots
+  if not snaps then return end
+  if c.buildInfo then
+    snaps:check_build(c.buildInfo, "buildInfo")
+    c.buildInfo.snapshotRef = snapshots_mod.build_ref(c.buildInfo)
+    return
+  end
+  if not c.snapshot then return end
+  local s = snaps:for_sandbox(c.snapshot)
+  -- the sandbox takes the snapshot's resources (the API's createFromSnapshot)
+  c.cpu, c.memory, c.disk = s.cpu, s.mem, s.disk
+  if not s.builtin then
+    c.image = s.dtlocal.image
+    c.snapshot_id = s.id
+    c.snapshot = s.name
+  end
+end
+
+--- Where a sandbox's build log is (beside its record; the sandbox cannot reach it).
+function Manager:build_log_path(rec)
+  return self.store:sandbox_dir(rec.id) .. "/build.log"
+end
+
+--- The body of a create from buildInfo: pull or build the image
+-- (`building_snapshot`, the log in the sandbox's build log), then start it
+-- as any other; a failure to make the image is `build_failed`.
+function Manager:do_build_start(rec)
+  local rt = self:rtof(rec)
+  local log = buildlog.open(self:build_log_path(rec))
+  rt.build_log = log
+  local ok, err = pcall(function()
+    if not rec.dtlocal.image then
+      self:set_state(rec, "building_snapshot")
+      rec.dtlocal.image = self.snapshots:resolve_build(rec.buildInfo, log)
+      self:save(rec)
+    end
+  end)
+  if not ok then
+    log:line("ERROR: " .. (dtlocal_http.is_http_error(err) and err.message or tostring(err)))
+    log:finish()
+    if errors.is(err, errors.CancelledError) then error(err, 0) end
+    self:set_state(rec, "build_failed", dtlocal_http.is_http_error(err) and err.message or tostring(err))
+    return
+  end
+  log:line("Starting the sandbox")
+  log:finish()
+  if rec.state ~= "creating" then self:set_state(rec, "creating") end
+  self:do_start(rec)
 end
 
 ---------------------------------------------------------------------------
@@ -659,7 +734,8 @@ function Manager:load()
       d.uid_slot, d.uid_first = nil, nil
     end
     local s = rec.state
-    if s == "started" or s == "starting" or s == "creating" or s == "restoring" then
+    if s == "started" or s == "starting" or s == "creating" or s == "restoring"
+      or s == "pending_build" or s == "building_snapshot" then
       restart[#restart + 1] = rec
     elseif s == "stopping" then
       self:set_state(rec, "stopped")
@@ -674,7 +750,11 @@ function Manager:load()
   if self.cgroups then self.cgroups:sweep() end
   for _, rec in ipairs(restart) do
     if rec.state == "started" then rec.state = "starting" end
-    self:transition(rec, "start", 0, self.do_start)
+    if rec.state == "pending_build" or rec.state == "building_snapshot" then
+      self:transition(rec, "start", 0, self.do_build_start)
+    else
+      self:transition(rec, "start", 0, self.do_start)
+    end
   end
   self.pool:refill()
   return #recs, #restart

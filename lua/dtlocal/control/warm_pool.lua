@@ -45,7 +45,8 @@ M.RETRY = 30
 -- its env is handed to its daemon (set_env) when it is taken.
 local function plain(c)
   local d = record.DEFAULTS
-  return (c.user == nil or c.user == "daytona")
+  return c.image == nil and c.buildInfo == nil   -- the host's system
+    and (c.user == nil or c.user == "daytona")
     and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
     and (c.cpu == nil or c.cpu == d.cpu) and (c.memory == nil or c.memory == d.memory)
     and (c.disk == nil or c.disk == d.disk)

@@ -1,0 +1,145 @@
+-- Snapshots in dtlocal over real HTTP (doc/protocol.md §3.7, doc/dtlocal.md
+-- "Snapshots"): the built-in ones (the host's system under Daytona's
+-- default names), the list's pagination and total, the API's errors for a
+-- snapshot that does not exist, the create checks, build logs, and
+-- records that survive a restart of the server.
+local helper = require "support.helper"
+local dtlocal = require "support.dtlocal"
+local json = require("dtlocal.http").json
+
+local srv
+
+local function api(method, path, body, opts) return dtlocal.request(srv, method, path, body, opts) end
+local function ok(want, method, path, body, opts) return dtlocal.expect(srv, want, method, path, body, opts) end
+
+-- A structured error of status `want` whose message contains `needle`.
+local function fails(want, needle, method, path, body)
+  local st, b = api(method, path, body)
+  assert.are.equal(want, st, ("%s %s: %s"):format(method, path, type(b) == "table" and json.encode(b) or tostring(b)))
+  assert.is_table(b)
+  assert.are.equal(want, b.statusCode)
+  if needle then
+    assert.is_truthy(b.message:find(needle, 1, true), ("message %q should contain %q"):format(b.message, needle))
+  end
+  return b
+end
+
+-- Poll a snapshot until its state is not one of `passing`.
+local function settle(id, passing)
+  local deadline = require("daytona.core").now() + 120
+  while true do
+    local s = ok(200, "GET", "/snapshots/" .. id)
+    if not passing[s.state] then return s end
+    assert.is_true(require("daytona.core").now() < deadline, "snapshot still " .. s.state)
+    require("daytona.runtime.scheduler").sleep(0.05)
+  end
+end
+local PENDING = { pending = true, pulling = true, building = true }
+
+local function run(fn) return helper.run(fn) end
+
+describe("dtlocal snapshots", function()
+  setup(function() srv = dtlocal.start() end)
+  teardown(function() if srv then srv.stop() end end)
+
+  it("has the host's system under Daytona's default snapshot names, with their resources", function()
+    run(function()
+      local list = ok(200, "GET", "/snapshots")
+      local names = {}
+      for _, s in ipairs(list.items) do names[s.name] = s end
+      for _, n in ipairs({ "dtlocal", "daytona-small", "daytona-medium", "daytona-large" }) do
+        assert.is_table(names[n], n)
+        assert.are.equal("active", names[n].state)
+        assert.is_true(names[n].general)
+      end
+      assert.are.equal(2, names["daytona-medium"].cpu)
+      assert.are.equal(4, names["daytona-medium"].mem)
+      assert.are.equal(8, names["daytona-medium"].disk)
+      -- get by name and by id
+      local m = ok(200, "GET", "/snapshots/daytona-medium")
+      assert.are.equal(m.id, ok(200, "GET", "/snapshots/" .. m.id).id)
+      -- Daytona's default image is an alias of the host's system
+      assert.are.equal("active", ok(200, "GET", "/snapshots/daytonaio%2Fsandbox:0.6.0").state)
+      -- a sandbox from a default snapshot gets its resources
+      local sb = ok(200, "POST", "/sandbox", { snapshot = "daytona-medium" })
+      assert.are.equal("started", sb.state)
+      assert.are.equal("daytona-medium", sb.snapshot)
+      assert.are.same({ 2, 4, 8 }, { sb.cpu, sb.memory, sb.disk })
+      local sb2 = ok(200, "POST", "/sandbox", { snapshot = "daytonaio/sandbox:0.6.0" })
+      assert.are.equal("started", sb2.state)
+      assert.are.equal("daytonaio/sandbox:0.6.0", sb2.snapshot)
+      -- general snapshots cannot be deleted or deactivated
+      fails(403, "general snapshot", "DELETE", "/snapshots/" .. m.id)
+      fails(403, "general snapshot", "POST", "/snapshots/" .. m.id .. "/deactivate")
+      fails(404, "no build logs", "GET", "/snapshots/" .. m.id .. "/build-logs-url")
+      ok(200, "DELETE", "/sandbox/" .. sb.id)
+      ok(200, "DELETE", "/sandbox/" .. sb2.id)
+    end)
+  end)
+
+  it("answers a create from a snapshot that does not exist as the API does, not on the host's system", function()
+    run(function()
+      fails(400, "Snapshot no-such-snapshot not found. Did you add it through the Daytona Dashboard?",
+        "POST", "/sandbox", { snapshot = "no-such-snapshot" })
+      fails(400, "GPUs are not available locally", "POST", "/sandbox", { snapshot = "daytona-gpu" })
+      fails(404, "Snapshot no-such-snapshot not found", "GET", "/snapshots/no-such-snapshot")
+      -- nothing was made
+      for _, s in ipairs(ok(200, "GET", "/sandbox").items) do
+        assert.are_not.equal("no-such-snapshot", s.snapshot)
+      end
+    end)
+  end)
+
+  it("checks a create's fields, naming the one that is wrong", function()
+    run(function()
+      fails(400, "name", "POST", "/snapshots", {})
+      fails(400, "name: Invalid snapshot name format", "POST", "/snapshots", { name = "bad name", imageName = "a:1" })
+      fails(400, "imageName: Must specify an image name", "POST", "/snapshots", { name = "x1" })
+      fails(400, 'imageName: Images with tag ":latest" are not allowed', "POST", "/snapshots",
+        { name = "x1", imageName = "debian:latest" })
+      fails(400, "imageName: Image name must include a tag", "POST", "/snapshots", { name = "x1", imageName = "debian" })
+      fails(400, "imageName: Invalid digest format", "POST", "/snapshots", { name = "x1", imageName = "debian@sha256:12" })
+      fails(400, "imageName: Invalid image name format", "POST", "/snapshots", { name = "x1", imageName = "de bian:1" })
+      fails(400, "gpu: GPUs are not available locally", "POST", "/snapshots", { name = "x1", imageName = "a:1", gpu = 1 })
+      fails(400, "cpu must be", "POST", "/snapshots", { name = "x1", imageName = "a:1", cpu = 0 })
+      fails(400, "entrypoint", "POST", "/snapshots", { name = "x1", imageName = "a:1", entrypoint = 3 })
+      fails(400, "sandboxClass", "POST", "/snapshots", { name = "x1", imageName = "a:1", sandboxClass = "windows" })
+      fails(400, "imageName and buildInfo", "POST", "/snapshots",
+        { name = "x1", imageName = "a:1", buildInfo = { dockerfileContent = "FROM a:1\n" } })
+      fails(409, 'Snapshot with name "daytona-small" already exists', "POST", "/snapshots",
+        { name = "daytona-small", imageName = "a:1" })
+      fails(400, "gpu", "POST", "/sandbox", { buildInfo = { dockerfileContent = "FROM a:1\n" }, gpu = 1 })
+      fails(400, "Cannot specify Sandbox resources when using a snapshot", "POST", "/sandbox",
+        { snapshot = "daytona-small", cpu = 2 })
+    end)
+  end)
+
+  it("lists with the API's pagination: total counts every match", function()
+    run(function()
+      local all = ok(200, "GET", "/snapshots?limit=200")
+      local n = all.total
+      assert.are.equal(n, #all.items)
+      assert.is_true(n >= 4)
+      local seen = {}
+      for page = 1, n do
+        local p = ok(200, "GET", "/snapshots?page=" .. page .. "&limit=1")
+        assert.are.equal(n, p.total)
+        assert.are.equal(n, p.totalPages)
+        assert.are.equal(page, p.page)
+        assert.are.equal(1, #p.items)
+        assert.is_nil(seen[p.items[1].id])
+        seen[p.items[1].id] = true
+      end
+      assert.are.equal(0, #ok(200, "GET", "/snapshots?page=" .. (n + 1) .. "&limit=1").items)
+      local m = ok(200, "GET", "/snapshots?name=MEDIUM")
+      assert.are.equal(1, m.total)
+      assert.are.equal("daytona-medium", m.items[1].name)
+      local asc = ok(200, "GET", "/snapshots?sort=name&order=asc")
+      assert.are.equal(n, asc.total)
+      fails(400, "sort", "GET", "/snapshots?sort=size")
+      fails(400, "order", "GET", "/snapshots?order=up")
+      fails(400, "limit", "GET", "/snapshots?limit=201")
+      fails(400, "page", "GET", "/snapshots?page=0")
+    end)
+  end)
+end)
