@@ -5,9 +5,11 @@
 -- records that survive a restart of the server.
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
+local registry = require "support.registry"
+local core = require "daytona.core"
 local json = require("dtlocal.http").json
 
-local srv
+local srv, reg, ref
 
 local function api(method, path, body, opts) return dtlocal.request(srv, method, path, body, opts) end
 local function ok(want, method, path, body, opts) return dtlocal.expect(srv, want, method, path, body, opts) end
@@ -39,8 +41,17 @@ local PENDING = { pending = true, pulling = true, building = true }
 local function run(fn) return helper.run(fn) end
 
 describe("dtlocal snapshots", function()
-  setup(function() srv = dtlocal.start() end)
-  teardown(function() if srv then srv.stop() end end)
+  setup(function()
+    srv = dtlocal.start()
+    helper.run(function()
+      reg = registry.start()
+      ref = reg:push_test_image("dtlua/test:1")
+    end)
+  end)
+  teardown(function()
+    if reg then helper.run(function() reg:stop() end) end
+    if srv then srv.stop() end
+  end)
 
   it("has the host's system under Daytona's default snapshot names, with their resources", function()
     run(function()
@@ -140,6 +151,82 @@ describe("dtlocal snapshots", function()
       fails(400, "order", "GET", "/snapshots?order=up")
       fails(400, "limit", "GET", "/snapshots?limit=201")
       fails(400, "page", "GET", "/snapshots?page=0")
+    end)
+  end)
+
+  it("makes a snapshot from a registry's image: pending -> pulling -> active, the pull in its log", function()
+    run(function()
+      local image = reg.host .. "/dtlua/test:1"
+      local s = ok(200, "POST", "/snapshots", { name = "spec-test-image", imageName = image, cpu = 2, memory = 2 })
+      assert.are.equal("pending", s.state)
+      assert.are.equal(image, s.imageName)
+      assert.are.equal(2, s.cpu)
+      assert.are.equal(2, s.mem)
+      -- the log, followed: the response ends once the pull is over
+      local url = ok(200, "GET", "/snapshots/" .. s.id .. "/build-logs-url").url
+      assert.are.equal(srv.api_url .. "/snapshots/" .. s.id .. "/build-logs", url)
+      local st, text = api("GET", "/snapshots/" .. s.id .. "/build-logs?follow=true")
+      assert.are.equal(200, st)
+      assert.is_string(text)
+      assert.matches("Pulling " .. image, text, 1, true)
+      assert.matches("Snapshot spec-test-image is active", text, 1, true)
+      local done = settle(s.id, PENDING)
+      assert.are.equal("active", done.state)
+      assert.is_true(done.errorReason == json.null or done.errorReason == nil)
+      assert.is_number(done.size)
+      -- by name, and in the list (first: made ones come before the built-in)
+      assert.are.equal(s.id, ok(200, "GET", "/snapshots/spec-test-image").id)
+      local list = ok(200, "GET", "/snapshots?name=spec-test")
+      assert.are.equal(1, list.total)
+      assert.are.equal(s.id, list.items[1].id)
+      -- the log again, without follow: the same, replayed from disk
+      local st2, text2 = api("GET", "/snapshots/" .. s.id .. "/build-logs")
+      assert.are.equal(200, st2)
+      assert.are.equal(text, text2)
+      -- the name is taken
+      fails(409, 'Snapshot with name "spec-test-image" already exists', "POST", "/snapshots",
+        { name = "spec-test-image", imageName = image })
+      -- deactivated: no sandbox from it; activated again
+      assert.are.equal(204, (api("POST", "/snapshots/" .. s.id .. "/deactivate")))
+      assert.are.equal("inactive", ok(200, "GET", "/snapshots/" .. s.id).state)
+      fails(400, "Snapshot spec-test-image is inactive", "POST", "/sandbox", { snapshot = "spec-test-image" })
+      assert.are.equal("active", ok(200, "POST", "/snapshots/" .. s.id .. "/activate").state)
+      fails(400, "already active", "POST", "/snapshots/" .. s.id .. "/activate")
+      -- survives a restart of the server, log included
+      srv.restart()
+      local again = ok(200, "GET", "/snapshots/spec-test-image")
+      assert.are.equal("active", again.state)
+      assert.are.equal(text, select(2, api("GET", "/snapshots/" .. s.id .. "/build-logs?follow=true")))
+      -- deleted: gone, its image too
+      ok(200, "DELETE", "/snapshots/" .. s.id)
+      fails(404, "not found", "GET", "/snapshots/" .. s.id)
+      fails(404, "not found", "GET", "/snapshots/" .. s.id .. "/build-logs")
+    end)
+  end)
+
+  it("ends a snapshot of an image that is not there in error with the reason, nothing half-made", function()
+    run(function()
+      local before = #(core.util.readdir(srv.state_dir .. "/images/layers") or {})
+      local s = ok(200, "POST", "/snapshots", { name = "spec-missing", imageName = reg.host .. "/dtlua/nope:1" })
+      local done = settle(s.id, PENDING)
+      assert.are.equal("error", done.state)
+      assert.is_string(done.errorReason)
+      assert.matches("dtlua/nope", done.errorReason, 1, true)
+      local _, text = api("GET", "/snapshots/" .. s.id .. "/build-logs")
+      assert.matches("ERROR: ", text, 1, true)
+      -- a registry nobody serves
+      local s2 = ok(200, "POST", "/snapshots", { name = "spec-noreg", imageName = "127.0.0.1:9/x/y:1" })
+      local done2 = settle(s2.id, PENDING)
+      assert.are.equal("error", done2.state)
+      assert.matches("127.0.0.1:9", done2.errorReason, 1, true)
+      -- nothing half-made in the store
+      assert.are.equal(before, #(core.util.readdir(srv.state_dir .. "/images/layers") or {}))
+      assert.are.same({}, core.util.readdir(srv.state_dir .. "/images/tmp") or {})
+      -- a sandbox cannot be made from it
+      fails(400, "Snapshot spec-missing is error", "POST", "/sandbox", { snapshot = "spec-missing" })
+      fails(400, "cannot be activated - it is in error state", "POST", "/snapshots/" .. s.id .. "/activate")
+      ok(200, "DELETE", "/snapshots/" .. s.id)
+      ok(200, "DELETE", "/snapshots/" .. s2.id)
     end)
   end)
 end)

@@ -47,6 +47,7 @@ local localserver = require "daytona.localserver"
 local routes = require "dtlocal.control.routes"
 local sandboxes = require "dtlocal.control.sandboxes"
 local snapshots = require "dtlocal.control.snapshots"
+local images_store = require "dtlocal.images.store"
 local sweeper_mod = require "dtlocal.control.sweeper"
 local volumes = require "dtlocal.control.volumes"
 local runner_mod = require "dtlocal.control.runner"
@@ -456,6 +457,8 @@ function App:start()
       check_token = function(t) return self:check_token(t) end,
       wire = function(rec) return record.wire(rec, self.toolbox_url, false) end,
     }
+    -- container images, their layers unpacked once (dtlocal.images.store)
+    self.images = images_store.open(self.state_dir .. "/images")
     -- snapshots: the host's system (built in) and images pulled or built
     self.snaps = snapshots.new{
       store = self.store, log = self.log, images = self.images, started_at = self.started_at,
