@@ -80,7 +80,7 @@ DEB_PKGS_NORECS := wireguard-tools
 # npm packages installed globally for sandboxes (pinned; see deps)
 NPM_GLOBALS := typescript@5.9.3 typescript-language-server@5.3.0 tsx@4.23.15
 
-# The core is a base and three parts (csrc/dt.h): the base (loop, timers,
+# The core is a base and four parts (csrc/dt.h): the base (loop, timers,
 # signals, util, process) is linked into dtlua and is daytona/core.so for
 # plain lua5.4; each part is daytona/core/<part>.so, loaded on first use of
 # core.<part>, with its own libraries.  obj.c is compiled into every one;
@@ -93,13 +93,17 @@ WS_OBJ   := $(BUILD)/obj/ws_client.o $(BUILD)/obj/obj.o
 WS_LIBS  := $(shell pkg-config --libs libwebsockets openssl libuv 2>/dev/null)
 SRV_OBJ  := $(patsubst %,$(BUILD)/obj/%.o,server server_request server_ws obj digest)
 SRV_LIBS := $(shell pkg-config --libs libmicrohttpd libuv 2>/dev/null) -lwslay
+# core.x11, Computer Use's display: XTest input, XFixes cursor, PNG/JPEG
+X11_PKGS := x11 xtst xfixes libpng libjpeg
+X11_OBJ  := $(patsubst %,$(BUILD)/obj/%.o,x11 x11_keys x11_image obj)
+X11_LIBS := $(or $(shell pkg-config --libs $(X11_PKGS) 2>/dev/null),-lX11 -lXtst -lXfixes -lpng -ljpeg) $(BASE_LIBS) -lm
 # dtlua-sandbox, the local server's launcher: libc only (csrc/sandbox.h)
 LAUNCH_OBJ := $(patsubst %,$(BUILD)/obj/%.o,sandbox_launcher sandbox_root sandbox_init)
 HDRS     := $(wildcard csrc/*.h)
 
 CORE_SO  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core.so
 PARTDIR  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core
-PART_SO  := $(PARTDIR)/http.so $(PARTDIR)/ws.so $(PARTDIR)/server.so
+PART_SO  := $(PARTDIR)/http.so $(PARTDIR)/ws.so $(PARTDIR)/server.so $(PARTDIR)/x11.so
 DTLUA    := $(BUILD)/bin/dtlua
 DTLOCAL  := $(BUILD)/bin/dtlocal
 LAUNCHER := $(BUILD)/libexec/dtlua/dtlua-sandbox
@@ -161,6 +165,12 @@ $(PARTDIR)/ws.so: $(WS_OBJ)
 $(PARTDIR)/server.so: $(SRV_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(DTCFLAGS) $(LIBFLAG) -o $@ $^ $(ASNEEDED) $(SRV_LIBS) $(LDFLAGS)
+
+$(BUILD)/obj/x11.o $(BUILD)/obj/x11_keys.o $(BUILD)/obj/x11_image.o: \
+  CPPFLAGS += $(shell pkg-config --cflags $(X11_PKGS) 2>/dev/null)
+$(PARTDIR)/x11.so: $(X11_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(DTCFLAGS) $(LIBFLAG) -o $@ $^ $(ASNEEDED) $(X11_LIBS) $(LDFLAGS)
 
 # dtlua links the base in and preloads it, so start-up needs no dlopen; the
 # parts it loads from <prefix>/lib/lua/5.4 like any C module.

@@ -15,7 +15,7 @@
 #include "dt.h"
 
 /* the parts __index may load; anything else reads as nil */
-static const char *const parts[] = {"http", "ws", "server", NULL};
+static const char *const parts[] = {"http", "ws", "server", "x11", NULL};
 
 static void submodule (lua_State *L, const char *name, void (*open)(lua_State *)) {
   /* stack: module, loop */

@@ -37,6 +37,14 @@ external_dependencies = {
   LIBMICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
   WSLAY = { header = "wslay/wslay.h", library = "wslay" },
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+  -- daytona.core.x11 (Computer Use): XTest input, the XFixes cursor,
+  -- PNG and JPEG screenshots
+  X11 = { header = "X11/Xlib.h", library = "X11" },
+  XTST = { header = "X11/extensions/XTest.h", library = "Xtst" },
+  XFIXES = { header = "X11/extensions/Xfixes.h", library = "Xfixes" },
+  -- a library only: Debian keeps png.h under libpng16/ (pkg-config finds it)
+  LIBPNG = { library = "png16" },
+  LIBJPEG = { header = "jpeglib.h", library = "jpeg" },
 }
 -- The Makefile with LuaRocks' variables: its Lua (LUA_INCDIR; dtlua finds
 -- the library by pkg-config), its CFLAGS (the Makefile adds its own -std and warnings to
@@ -52,8 +60,8 @@ build = {
     LIBFLAG = "$(LIBFLAG)",
     LUA_INCDIR = "$(LUA_INCDIR)",
     WERROR = "",
-    DEP_INCDIRS = "$(LIBUV_INCDIR) $(LIBCURL_INCDIR) $(LIBWEBSOCKETS_INCDIR) $(LIBMICROHTTPD_INCDIR) $(WSLAY_INCDIR) $(OPENSSL_INCDIR)",
-    DEP_LIBDIRS = "$(LIBUV_LIBDIR) $(LIBCURL_LIBDIR) $(LIBWEBSOCKETS_LIBDIR) $(LIBMICROHTTPD_LIBDIR) $(WSLAY_LIBDIR) $(OPENSSL_LIBDIR)",
+    DEP_INCDIRS = "$(LIBUV_INCDIR) $(LIBCURL_INCDIR) $(LIBWEBSOCKETS_INCDIR) $(LIBMICROHTTPD_INCDIR) $(WSLAY_INCDIR) $(OPENSSL_INCDIR) $(X11_INCDIR) $(XTST_INCDIR) $(XFIXES_INCDIR) $(LIBJPEG_INCDIR)",
+    DEP_LIBDIRS = "$(LIBUV_LIBDIR) $(LIBCURL_LIBDIR) $(LIBWEBSOCKETS_LIBDIR) $(LIBMICROHTTPD_LIBDIR) $(WSLAY_LIBDIR) $(OPENSSL_LIBDIR) $(X11_LIBDIR) $(XTST_LIBDIR) $(XFIXES_LIBDIR) $(LIBPNG_LIBDIR) $(LIBJPEG_LIBDIR)",
   },
   install_target = "install-run",
   install_variables = {

@@ -71,7 +71,8 @@ describe("packaging", function()
     end
     assert.are.equal("MIT", rel.description.license)
     assert.are.same({ "lua >= 5.4, < 5.5", "lua-cjson >= 2.1.0" }, rel.dependencies)
-    for _, lib in ipairs({ "LIBUV", "LIBCURL", "LIBWEBSOCKETS", "LIBMICROHTTPD", "WSLAY", "OPENSSL" }) do
+    for _, lib in ipairs({ "LIBUV", "LIBCURL", "LIBWEBSOCKETS", "LIBMICROHTTPD", "WSLAY", "OPENSSL",
+                        "X11", "XTST", "XFIXES", "LIBPNG", "LIBJPEG" }) do
       assert.is_table(rel.external_dependencies[lib], lib)
     end
     local vars = rel.build.variables
@@ -125,8 +126,9 @@ describe("packaging", function()
         local d = require "daytona"
         d.sleep(0.01)
         local where = package.searchpath("daytona.core.http", package.cpath)
-        print("ok", d._VERSION, where, require("daytona.core").http.info().version ~= nil)]])))
-    local v, where = out:match("ok\t(%S+)\t(%S+)\ttrue")
+        local core = require("daytona.core")
+        print("ok", d._VERSION, where, core.http.info().version ~= nil, type(core.x11.open))]])))
+    local v, where = out:match("ok\t(%S+)\t(%S+)\ttrue\tfunction")
     assert.are.equal(VERSION, v, out)
     assert.are.equal(tree, where:sub(1, #tree), where)
     -- the tree's dtlua, with the sandbox launcher beside it
@@ -140,6 +142,9 @@ describe("packaging", function()
     local dir = helper.tmpdir()
     local prefix = dir .. "/prefix"
     ok("make -s install PREFIX=" .. sh_quote(prefix))
+    for _, part in ipairs({ "http", "ws", "server", "x11" }) do
+      assert.is_truthy(io.open(prefix .. "/lib/lua/5.4/daytona/core/" .. part .. ".so"), part)
+    end
     local pc = "PKG_CONFIG_PATH=" .. sh_quote(prefix .. "/lib/pkgconfig")
     assert.are.equal(VERSION .. "\n", ok(pc .. " pkg-config --modversion dtlua"))
     local f = assert(io.open(dir .. "/host.c", "w"))

@@ -58,7 +58,8 @@ local function libs(out)
   return set
 end
 
-local HEAVY = { "libcurl", "libwebsockets", "libmicrohttpd", "libwslay", "libssl", "libcrypto", "libgnutls" }
+local HEAVY = { "libcurl", "libwebsockets", "libmicrohttpd", "libwslay", "libssl", "libcrypto", "libgnutls",
+  "libX11", "libXtst", "libXfixes", "libpng16", "libjpeg" }
 
 local function assert_none_of(set, names, what)
   for _, name in ipairs(names) do
@@ -145,6 +146,20 @@ describe("daytona.core modules", function()
         print("ok")
       ]])
       assert.are.equal("ok\n", out)
+    end)
+  end)
+
+  it("core.x11 maps the X, PNG and JPEG libraries, none of the network parts", function()
+    helper.run(function()
+      local out = lua([[
+        local x11 = require("daytona.core").x11
+        assert(type(x11.open) == "function" and package.loaded["daytona.core.x11"] == x11)
+        ]] .. PRINT_LIBS)
+      local set = libs(out)
+      for _, name in ipairs({ "libX11", "libXtst", "libXfixes", "libpng16", "libjpeg" }) do
+        assert.is_truthy(set[name], name .. " is not mapped:\n" .. out)
+      end
+      assert_none_of(set, { "libcurl", "libwebsockets", "libmicrohttpd", "libssl" }, "core.x11")
     end)
   end)
 
