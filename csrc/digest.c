@@ -1,8 +1,8 @@
 /*
-** digest.c -- SHA-256, SHA-1 and base64 (see digest.h for why they are
-** ours).  Plain FIPS 180-4 and RFC 4648; checked against the standard test
-** vectors by spec/core/util_spec.lua and, through the WebSocket handshake,
-** by every WebSocket spec.
+** digest.c -- SHA-256, HMAC-SHA256, SHA-1, MD5 and base64 (see digest.h
+** for why they are ours).  Plain FIPS 180-4, RFC 2104, RFC 1321 and RFC
+** 4648; checked against the standard test vectors by spec/core/util_spec.lua
+** and, through the WebSocket handshake, by every WebSocket spec.
 */
 #include <string.h>
 
@@ -98,9 +98,124 @@ void dt_sha256_final (dt_sha256 *c, unsigned char md[32]) {
   }
 }
 
-/* --- SHA-1 -------------------------------------------------------------- */
+/* --- HMAC-SHA256 ------------------------------------------------------- */
+
+void dt_hmac_sha256 (const void *key, size_t keylen, const void *msg, size_t n,
+                     unsigned char md[32]) {
+  unsigned char k[64], pad[64], inner[32];
+  dt_sha256 c;
+  int i;
+  memset(k, 0, sizeof k);
+  if (keylen > 64) {           /* a long key is hashed first (RFC 2104 2.) */
+    dt_sha256_init(&c);
+    dt_sha256_update(&c, key, keylen);
+    dt_sha256_final(&c, k);
+  } else if (keylen > 0) {
+    memcpy(k, key, keylen);
+  }
+  for (i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+  dt_sha256_init(&c);
+  dt_sha256_update(&c, pad, 64);
+  dt_sha256_update(&c, msg, n);
+  dt_sha256_final(&c, inner);
+  for (i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+  dt_sha256_init(&c);
+  dt_sha256_update(&c, pad, 64);
+  dt_sha256_update(&c, inner, 32);
+  dt_sha256_final(&c, md);
+}
+
+/* --- MD5 ---------------------------------------------------------------- */
+
+static const uint32_t md5_k[64] = {
+  0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+  0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+  0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+  0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+  0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+  0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+  0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+  0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+  0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+  0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+  0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391
+};
+
+static const unsigned char md5_r[64] = {
+  7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+  5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
+  4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+  6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21
+};
 
 #define ROL32(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void md5_block (dt_md5 *c, const unsigned char *p) {
+  uint32_t w[16], a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], f, t;
+  int i, g;
+  for (i = 0; i < 16; i++)   /* little-endian words, unlike SHA */
+    w[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
+           (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
+  for (i = 0; i < 64; i++) {
+    if (i < 16) { f = (b & cc) | (~b & d); g = i; }
+    else if (i < 32) { f = (d & b) | (~d & cc); g = (5 * i + 1) & 15; }
+    else if (i < 48) { f = b ^ cc ^ d; g = (3 * i + 5) & 15; }
+    else { f = cc ^ (b | ~d); g = (7 * i) & 15; }
+    t = d;
+    d = cc;
+    cc = b;
+    b = b + ROL32(a + f + md5_k[i] + w[g], md5_r[i]);
+    a = t;
+  }
+  c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
+}
+
+void dt_md5_init (dt_md5 *c) {
+  c->h[0] = 0x67452301; c->h[1] = 0xefcdab89;
+  c->h[2] = 0x98badcfe; c->h[3] = 0x10325476;
+  c->len = 0;
+  c->nblock = 0;
+}
+
+void dt_md5_update (dt_md5 *c, const void *data, size_t n) {
+  const unsigned char *p = (const unsigned char *)data;
+  c->len += n;
+  if (c->nblock > 0) {
+    size_t take = 64 - c->nblock < n ? 64 - c->nblock : n;
+    memcpy(c->block + c->nblock, p, take);
+    c->nblock += take;
+    p += take;
+    n -= take;
+    if (c->nblock < 64) return;
+    md5_block(c, c->block);
+    c->nblock = 0;
+  }
+  for (; n >= 64; p += 64, n -= 64) md5_block(c, p);
+  memcpy(c->block, p, n);
+  c->nblock = n;
+}
+
+void dt_md5_final (dt_md5 *c, unsigned char md[16]) {
+  uint64_t bits = c->len * 8;
+  int i;
+  c->block[c->nblock++] = 0x80;
+  if (c->nblock > 56) {
+    memset(c->block + c->nblock, 0, 64 - c->nblock);
+    md5_block(c, c->block);
+    c->nblock = 0;
+  }
+  memset(c->block + c->nblock, 0, 56 - c->nblock);
+  for (i = 0; i < 8; i++) c->block[56 + i] = (unsigned char)(bits >> (8 * i));
+  md5_block(c, c->block);
+  for (i = 0; i < 4; i++) {
+    md[4 * i] = (unsigned char)c->h[i];
+    md[4 * i + 1] = (unsigned char)(c->h[i] >> 8);
+    md[4 * i + 2] = (unsigned char)(c->h[i] >> 16);
+    md[4 * i + 3] = (unsigned char)(c->h[i] >> 24);
+  }
+}
+
+/* --- SHA-1 -------------------------------------------------------------- */
 
 static void sha1_block (uint32_t h[5], const unsigned char *p) {
   uint32_t w[80], a, b, c, d, e, f, k, t;

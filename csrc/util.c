@@ -89,6 +89,112 @@ static int l_sha256_file (lua_State *L) {
   return 2;
 }
 
+/* util.hmac_sha256(key, message [, raw]) -> hex digest (raw: the 32 bytes) */
+static int l_hmac_sha256 (lua_State *L) {
+  size_t klen, mlen;
+  const char *key = luaL_checklstring(L, 1, &klen);
+  const char *msg = luaL_checklstring(L, 2, &mlen);
+  unsigned char md[32];
+  char hex[64];
+  dt_hmac_sha256(key, klen, msg, mlen, md);
+  if (lua_toboolean(L, 3)) {
+    lua_pushlstring(L, (const char *)md, sizeof md);
+  } else {
+    tohex(md, sizeof md, hex);
+    lua_pushlstring(L, hex, sizeof hex);
+  }
+  return 1;
+}
+
+/* --- util.digest(kind): a streaming digest, for what is hashed piece by
+** piece (a request body as it arrives, a directory's files one after the
+** other) without holding it whole.  kind: "sha256" or "md5".
+**   d:update(s) -> d
+**   d:update_file(path) -> bytes read | nil, msg, code (read in fixed chunks)
+**   d:hex() -> the digest; the object is finished and refuses more input --- */
+#define DIGEST_TNAME "daytona.Digest"
+
+typedef struct Digest {
+  int md5;                    /* else SHA-256 */
+  int done;
+  union { dt_sha256 sha; dt_md5 md; } u;
+} Digest;
+
+static Digest *check_digest (lua_State *L) {
+  Digest *d = (Digest *)luaL_checkudata(L, 1, DIGEST_TNAME);
+  if (d->done) luaL_error(L, "digest already finished");
+  return d;
+}
+
+static void digest_feed (Digest *d, const void *p, size_t n) {
+  if (d->md5) dt_md5_update(&d->u.md, p, n);
+  else dt_sha256_update(&d->u.sha, p, n);
+}
+
+static int l_digest (lua_State *L) {
+  static const char *const kinds[] = {"sha256", "md5", NULL};
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  Digest *d = (Digest *)lua_newuserdatauv(L, sizeof *d, 0);
+  d->md5 = kind == 1;
+  d->done = 0;
+  if (d->md5) dt_md5_init(&d->u.md);
+  else dt_sha256_init(&d->u.sha);
+  luaL_setmetatable(L, DIGEST_TNAME);
+  return 1;
+}
+
+static int digest_update (lua_State *L) {
+  Digest *d = check_digest(L);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  digest_feed(d, s, n);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int digest_update_file (lua_State *L) {
+  Digest *d = check_digest(L);
+  const char *path = luaL_checkstring(L, 2);
+  static unsigned char chunk[DT_CHUNK_SIZE];
+  lua_Integer total = 0;
+  ssize_t n;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return luaL_fileresult(L, 0, path);
+  while ((n = read(fd, chunk, sizeof chunk)) != 0) {
+    if (n < 0) {
+      int e = errno;
+      if (e == EINTR) continue;
+      close(fd);
+      errno = e;
+      return luaL_fileresult(L, 0, path);
+    }
+    digest_feed(d, chunk, (size_t)n);
+    total += n;
+  }
+  close(fd);
+  lua_pushinteger(L, total);
+  return 1;
+}
+
+static int digest_hex (lua_State *L) {
+  Digest *d = check_digest(L);
+  unsigned char md[32];
+  char hex[64];
+  size_t n = d->md5 ? 16 : 32;
+  if (d->md5) dt_md5_final(&d->u.md, md);
+  else dt_sha256_final(&d->u.sha, md);
+  d->done = 1;
+  tohex(md, n, hex);
+  lua_pushlstring(L, hex, 2 * n);
+  return 1;
+}
+
+static int digest_tostring (lua_State *L) {
+  Digest *d = (Digest *)luaL_checkudata(L, 1, DIGEST_TNAME);
+  lua_pushfstring(L, "%s (%s): %p", DIGEST_TNAME, d->md5 ? "md5" : "sha256", (void *)d);
+  return 1;
+}
+
 /* util.random_bytes(n) -> string of n bytes from the kernel's CSPRNG */
 static int l_random_bytes (lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
@@ -459,6 +565,7 @@ static int l_close (lua_State *L) {
 void dt_open_util (lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"sha256", l_sha256}, {"sha256_file", l_sha256_file},
+    {"hmac_sha256", l_hmac_sha256}, {"digest", l_digest},
     {"random_bytes", l_random_bytes}, {"hex", l_hex},
     {"equal_ct", l_equal_ct}, {"isatty", l_isatty}, {"getpid", l_getpid},
     {"getuid", l_getuid}, {"environ", l_environ}, {"stat", l_stat},
@@ -470,5 +577,15 @@ void dt_open_util (lua_State *L) {
     {"whiteout", l_whiteout}, {"setxattr", l_setxattr},
     {NULL, NULL}
   };
+  static const luaL_Reg digest_methods[] = {
+    {"update", digest_update}, {"update_file", digest_update_file},
+    {"hex", digest_hex}, {NULL, NULL}
+  };
+  static const luaL_Reg digest_meta[] = {
+    {"__tostring", digest_tostring}, {NULL, NULL}
+  };
+  /* stack: table, loop */
+  dt_newclass(L, DIGEST_TNAME, digest_methods, digest_meta);
+  lua_pop(L, 1);
   dt_setfuncs(L, funcs);
 }

@@ -64,3 +64,67 @@ describe("core.util.sha256", function()
     end)
   end)
 end)
+
+-- HMAC-SHA256 (AWS SigV4 signs with it) and the streaming digests (MD5 names
+-- a build context the way the official SDKs do): RFC 4231 and RFC 1321
+-- vectors, md5sum/sha256sum on files, and pieces fed in any split.
+describe("core.util.hmac_sha256 and core.util.digest", function()
+  teardown(function()
+    helper.cleanup()
+  end)
+
+  it("gives the RFC 4231 HMAC-SHA256 values, hex and raw", function()
+    assert.are.equal("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+      util.hmac_sha256(("\x0b"):rep(20), "Hi There"))
+    assert.are.equal("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+      util.hmac_sha256("Jefe", "what do ya want for nothing?"))
+    -- a key longer than the block is hashed first (RFC 4231 case 6)
+    assert.are.equal("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+      util.hmac_sha256(("\xaa"):rep(131), "Test Using Larger Than Block-Size Key - Hash Key First"))
+    local raw = util.hmac_sha256("Jefe", "what do ya want for nothing?", true)
+    assert.are.equal(32, #raw)
+    assert.are.equal(util.hmac_sha256("Jefe", "what do ya want for nothing?"), util.hex(raw))
+  end)
+
+  it("gives the RFC 1321 MD5 values and SHA-256 as util.sha256 does, in any split", function()
+    local vectors = {
+      [""] = "d41d8cd98f00b204e9800998ecf8427e",
+      ["abc"] = "900150983cd24fb0d6963f7d28e17f72",
+      ["message digest"] = "f96b697d7cb7938d525a2f31aaf161d0",
+      [("1234567890"):rep(8)] = "57edf4a22be3c955ac49da2e2107b67a",
+    }
+    for s, want in pairs(vectors) do
+      assert.are.equal(want, util.digest("md5"):update(s):hex())
+      local d = util.digest("md5")
+      for i = 1, #s, 7 do d:update(s:sub(i, i + 6)) end
+      assert.are.equal(want, d:hex())
+      assert.are.equal(util.sha256(s), util.digest("sha256"):update(s):hex())
+    end
+    local d = util.digest("md5")
+    d:hex()
+    assert.has_error(function() d:update("x") end, "digest already finished")
+    assert.has_error(function() util.digest("crc32") end)
+  end)
+
+  it("hashes files in chunks as md5sum and sha256sum do, and refuses a link", function()
+    helper.run(function()
+      local dir = helper.tmpdir()
+      local path = helper.bigfile(dir, "big.bin", 3 * 65536 + 77)
+      local r = process.run({ "md5sum", path }, { timeout = 60 })
+      local d = util.digest("md5")
+      assert.are.equal(3 * 65536 + 77, d:update_file(path))
+      assert.are.equal(r.stdout:match("^(%x+)"), d:hex())
+      local s = util.digest("sha256")
+      s:update("prefix")
+      s:update_file(path)
+      local f = assert(io.open(path, "rb"))
+      local data = f:read("a")
+      f:close()
+      assert.are.equal(util.sha256("prefix" .. data), s:hex())
+      assert(util.symlink(path, dir .. "/link"))
+      local n, msg = util.digest("md5"):update_file(dir .. "/link")
+      assert.is_nil(n)
+      assert.matches("link", msg)
+    end)
+  end)
+end)
