@@ -256,6 +256,10 @@ function Client:create(params, opts)
   local wait = check.optboolean(params.wait, "create", "wait")
   local body = create_body(self, params)
   local deadline = transport.deadline(timeout)
+  -- local files of a declarative image: uploaded first, named by their hashes
+  if body.buildInfo and type(params.image) == "table" and params.image._contexts then
+    body.buildInfo.contextHashes = require("daytona.object_storage").upload_contexts(self._transport, params.image._contexts, deadline)
+  end
   local dto = self._transport:request({ method = "POST", path = "/sandbox", json = body,
     deadline = deadline, what = "create sandbox" })
   local sb = sandbox.new(self, dto)

@@ -10,16 +10,29 @@
 --     local sb <close> = client:create({ image = img }, { timeout = 0, on_snapshot_create_logs = print })
 --     print(img.dockerfile)
 --
--- The Dockerfile text is the official SDKs' for the same calls. Steps that
--- need files from this machine in the build context (`add_local_file`,
--- `add_local_dir`, `pip_install_from_requirements`, COPY in
--- `dockerfile_commands` / `from_dockerfile`) need the object-storage
--- upload of the build context, which this SDK does not do: they are
--- refused with a DaytonaValidationError instead of building something else.
+-- The Dockerfile text is the official SDKs' for the same calls.
+--
+-- Local files: `add_local_file`, `add_local_dir`,
+-- `pip_install_from_requirements` add a COPY of a build context (the
+-- local path, named in the archive and the COPY line by its normalised
+-- path without a leading "/", as the Python SDK does) and remember the
+-- path in `img._contexts`; the create uploads each context through the
+-- API's object storage (daytona.object_storage) and sends their hashes as
+-- `buildInfo.contextHashes`. A missing path is a DaytonaNotFoundError, a
+-- path of the wrong kind or a relative path that leaves the current
+-- directory ("../x", outside the project: the builder could not find it in
+-- the context) a DaytonaValidationError, raised by the method itself.
+-- `from_dockerfile` and `dockerfile_commands` take COPY/ADD only from
+-- other stages (`--from=`) or heredocs: their local sources are refused
+-- with a DaytonaValidationError rather than built from something else.
 local check = require "daytona.check"
 local errors = require "daytona.errors"
 
-local type, ipairs, pairs, setmetatable, error, io, table = type, ipairs, pairs, setmetatable, error, io, table
+local object_storage = require "daytona.object_storage"
+local toml = require "daytona.toml"
+local core = require "daytona.core"
+
+local type, ipairs, pairs, setmetatable, error, io, table, tostring = type, ipairs, pairs, setmetatable, error, io, table, tostring
 local concat, sort = table.concat, table.sort
 
 local M = {}
@@ -33,7 +46,7 @@ local SUPPORTED = { ["3.9"] = "22", ["3.10"] = "17", ["3.11"] = "12", ["3.12"] =
 local LATEST = "3.13"
 
 local function new(dockerfile)
-  return setmetatable({ dockerfile = dockerfile }, Image)
+  return setmetatable({ dockerfile = dockerfile, _contexts = {} }, Image)
 end
 
 --- Quote a word for a shell the way the official SDKs do (shell-quote).
@@ -80,13 +93,14 @@ local function no_context(text, fname, arg)
     local l = line:gsub("^%s+", "")
     if (l:match("^[Cc][Oo][Pp][Yy]%s") and not l:find("--from=", 1, true) and not l:find("<<", 1, true))
       or l:match("^[Aa][Dd][Dd]%s") then
-      check.argerror(fname, arg, "COPY/ADD from a local build context is not supported by this SDK: " .. l)
+      check.argerror(fname, arg, "COPY/ADD of local files is taken only from add_local_file, "
+        .. "add_local_dir or pip_install_from_requirements: " .. l)
     end
   end
 end
 
---- An image from a Dockerfile on this machine (without COPY/ADD of local
--- files; see the module doc).
+--- An image from a Dockerfile on this machine (COPY/ADD only from other
+-- stages or heredocs; see the module doc).
 -- @param path the Dockerfile
 -- @return Image
 -- @raise DaytonaNotFoundError if it does not exist; DaytonaValidationError
@@ -112,19 +126,9 @@ end
 
 local PIP_OPTS = check.set("find_links", "index_url", "extra_index_urls", "pre", "extra_options")
 
---- pip install packages (sorted, as the official SDKs do).
--- @param packages a package string or a list of them
--- @param opts optional `{ find_links = { }, index_url = , extra_index_urls = { },
---   pre = bool, extra_options = "..." }`
--- @return self
-function Image:pip_install(packages, opts)
-  local f = "pip_install"
-  local pkgs = flatten(packages, {}, f, "packages")
+-- The pip options after the packages, as the official SDKs format them.
+local function pip_args(opts, f)
   opts = check.options(opts, f, PIP_OPTS)
-  if #pkgs == 0 then return self end
-  sort(pkgs)
-  local q = {}
-  for i, p in ipairs(pkgs) do q[i] = quote(p) end
   local extra = {}
   for _, l in ipairs(opts.find_links and check.strlist(opts.find_links, f, "find_links") or {}) do
     extra[#extra + 1] = " --find-links " .. quote(l)
@@ -137,8 +141,146 @@ function Image:pip_install(packages, opts)
   if opts.extra_options then
     extra[#extra + 1] = " " .. check.string(opts.extra_options, f, "extra_options"):match("^%s*(.-)%s*$")
   end
-  self.dockerfile = self.dockerfile .. "RUN python -m pip install " .. concat(q, " ") .. concat(extra) .. "\n"
+  return concat(extra)
+end
+
+--- pip install packages (sorted, as the official SDKs do).
+-- @param packages a package string or a list of them
+-- @param opts optional `{ find_links = { }, index_url = , extra_index_urls = { },
+--   pre = bool, extra_options = "..." }`
+-- @return self
+function Image:pip_install(packages, opts)
+  local f = "pip_install"
+  local pkgs = flatten(packages, {}, f, "packages")
+  local extra = pip_args(opts, f)
+  if #pkgs == 0 then return self end
+  sort(pkgs)
+  local q = {}
+  for i, p in ipairs(pkgs) do q[i] = quote(p) end
+  self.dockerfile = self.dockerfile .. "RUN python -m pip install " .. concat(q, " ") .. extra .. "\n"
   return self
+end
+
+-- A local path for the build context: expanded (~), checked to exist and
+-- be of `kind` ("file" or "directory"), and its archive path checked to
+-- stay inside the context. Returns the path and its archive path.
+local function context_path(path, kind, fname, what)
+  local p = object_storage.expanduser(path)
+  local st = core.util.stat(p)
+  if not st then
+    error(errors.DaytonaNotFoundError(("%s %s does not exist"):format(what, path), { code = "ENOENT" }), 0)
+  end
+  if st.type ~= kind then
+    check.argerror(fname, "local_path", ("%s exists but is not a %s"):format(path, kind))
+  end
+  local archive = object_storage.archive_base_path(p)
+  if archive == ".." or archive:sub(1, 3) == "../" or archive == "." or archive == "" then
+    check.argerror(fname, "local_path", ("%s is outside the project (the current directory): "
+      .. "give a path below it or an absolute path"):format(path))
+  end
+  return p, archive
+end
+
+local function add_context(self, source, archive)
+  self._contexts[#self._contexts + 1] = { source_path = source, archive_path = archive }
+end
+
+--- COPY a local file into the image (uploaded with the build context).
+-- @param local_path the file here
+-- @param remote_path where in the image; ending in "/", the file's name is added
+-- @return self
+-- @raise DaytonaNotFoundError (missing), DaytonaValidationError (not a
+--   file, outside the project)
+function Image:add_local_file(local_path, remote_path)
+  local f = "add_local_file"
+  local_path = check.string(local_path, f, "local_path")
+  remote_path = check.string(remote_path, f, "remote_path")
+  if remote_path:sub(-1) == "/" then remote_path = remote_path .. local_path:gsub("/+$", ""):match("([^/]*)$") end
+  local src, archive = context_path(local_path, "file", f, "Local file")
+  add_context(self, src, archive)
+  self.dockerfile = self.dockerfile .. "COPY " .. archive .. " " .. remote_path .. "\n"
+  return self
+end
+
+--- COPY a local directory into the image (its contents at remote_path).
+-- @param local_path the directory here
+-- @param remote_path where in the image
+-- @return self
+-- @raise DaytonaNotFoundError (missing), DaytonaValidationError (not a
+--   directory, outside the project)
+function Image:add_local_dir(local_path, remote_path)
+  local f = "add_local_dir"
+  local_path = check.string(local_path, f, "local_path")
+  remote_path = check.string(remote_path, f, "remote_path")
+  local src, archive = context_path(local_path, "directory", f, "Local directory")
+  add_context(self, src, archive)
+  self.dockerfile = self.dockerfile .. "COPY " .. archive .. " " .. remote_path .. "\n"
+  return self
+end
+
+--- pip install -r a local requirements.txt (copied to /.requirements.txt).
+-- @param requirements_txt the file here
+-- @param opts optional, as pip_install's
+-- @return self
+function Image:pip_install_from_requirements(requirements_txt, opts)
+  local f = "pip_install_from_requirements"
+  requirements_txt = check.string(requirements_txt, f, "requirements_txt")
+  local src, archive = context_path(requirements_txt, "file", f, "Requirements file")
+  local extra = pip_args(opts, f)
+  add_context(self, src, archive)
+  self.dockerfile = self.dockerfile .. "COPY " .. archive .. " /.requirements.txt\n"
+    .. "RUN python -m pip install -r /.requirements.txt" .. extra .. "\n"
+  return self
+end
+
+--- pip install the dependencies a local pyproject.toml declares
+-- ([project] dependencies, plus the optional-dependencies groups named).
+-- @param pyproject_toml the file here
+-- @param opts optional `{ optional_dependencies = { "dev", ... } }` and
+--   pip_install's options
+-- @return self
+-- @raise DaytonaNotFoundError (missing), DaytonaValidationError (no
+--   [project.dependencies], invalid TOML)
+function Image:pip_install_from_pyproject(pyproject_toml, opts)
+  local f = "pip_install_from_pyproject"
+  pyproject_toml = check.string(pyproject_toml, f, "pyproject_toml")
+  local p = object_storage.expanduser(pyproject_toml)
+  local fh = io.open(p, "rb")
+  if not fh then
+    error(errors.DaytonaNotFoundError(("pyproject.toml file %s does not exist"):format(pyproject_toml),
+      { code = "ENOENT" }), 0)
+  end
+  local text = fh:read("a")
+  fh:close()
+  if not text then check.argerror(f, "pyproject_toml", pyproject_toml .. " exists but is not a file") end
+  opts = opts or {}
+  check.table(opts, f, "opts")
+  local groups = opts.optional_dependencies and check.strlist(opts.optional_dependencies, f,
+    "optional_dependencies", true) or {}
+  local pip_opts = {}
+  for k, v in pairs(opts) do if k ~= "optional_dependencies" then pip_opts[k] = v end end
+  local doc, err = toml.decode(text)
+  if not doc then check.argerror(f, "pyproject_toml", ("invalid pyproject.toml file %s: %s"):format(pyproject_toml, err)) end
+  local project = doc.project
+  if type(project) ~= "table" or type(project.dependencies) ~= "table" then
+    check.argerror(f, "pyproject_toml", "No [project.dependencies] section in pyproject.toml file. "
+      .. "See https://packaging.python.org/en/latest/guides/writing-pyproject-toml for further file format guidelines.")
+  end
+  local deps = {}
+  for _, d in ipairs(project.dependencies) do deps[#deps + 1] = tostring(d) end
+  if #groups > 0 then
+    local optional = project["optional-dependencies"]
+    if optional ~= nil and type(optional) ~= "table" then
+      check.argerror(f, "pyproject_toml", "optional-dependencies must be a mapping in pyproject.toml")
+    end
+    for _, g in ipairs(groups) do
+      local list = optional and optional[g]
+      if type(list) == "table" then
+        for _, d in ipairs(list) do deps[#deps + 1] = tostring(d) end
+      end
+    end
+  end
+  return self:pip_install(deps, pip_opts)
 end
 
 --- RUN commands: each argument is a shell command string, or a list of
@@ -207,7 +349,8 @@ function Image:cmd(commands)
   return self
 end
 
---- Raw Dockerfile lines (without COPY/ADD from the local build context).
+--- Raw Dockerfile lines (COPY/ADD only from other stages or heredocs; local
+-- files go through add_local_file / add_local_dir).
 -- @param lines list of strings
 -- @return self
 function Image:dockerfile_commands(lines)

@@ -34,6 +34,7 @@ local PRELOAD = {
   "daytona.sandbox_process", "daytona.pty", "daytona.git", "daytona.code_interpreter",
   "daytona.snapshot", "daytona.volume", "daytona.image", "daytona.progressbar",
   "daytona.lsp_server", "daytona.chart", "daytona.recipes.mount", "daytona.computer_use",
+  "daytona.object_storage", "daytona.toml",
   "daytona.runtime.http", "daytona.runtime.websocket", "daytona.runtime.process",
   "daytona.runtime.multipart", "daytona.runtime.server",
 }

@@ -154,6 +154,10 @@ function SnapshotService:create(params, opts)
     body.gpu = check.optinteger(r.gpu, f, "resources.gpu", 0)
   end
   local deadline = transport.deadline(timeout)
+  -- local files of a declarative image: uploaded first, named by their hashes
+  if body.buildInfo and image._contexts then
+    body.buildInfo.contextHashes = require("daytona.object_storage").upload_contexts(self._t, image._contexts, deadline)
+  end
   local snap = wire.to_lua(self._t:request({ method = "POST", path = "/snapshots", json = body,
     deadline = deadline, what = "create snapshot" }))
   local last_state, streamer = nil, nil

@@ -361,7 +361,53 @@ describe("daytona.Image", function()
     assert.is_true(Image.is(img))
   end)
 
-  it("refuses what needs a local build context, and bad versions", function()
+  it("adds local files, directories and requirements as the Python SDK does", function()
+    local util = require("daytona.core").util
+    local dir = assert(util.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/dtlua-image.XXXXXX"))
+    local function write(name, text)
+      local f = assert(io.open(dir .. "/" .. name, "wb"))
+      f:write(text)
+      f:close()
+    end
+    assert(util.mkdir(dir .. "/src", 493))
+    write("src/m.py", "print(1)\n")
+    write("requirements.txt", "requests\n")
+    write("pyproject.toml", table.concat({
+      "[project]", 'name = "demo"', "dependencies = [", '  "requests>=2",  # http', "  'numpy',", "]",
+      "[project.optional-dependencies]", 'dev = ["pytest"]', 'docs = ["sphinx"]', "",
+    }, "\n"))
+    write("bad.toml", "[project\n")
+    write("nodeps.toml", '[project]\nname = "x"\n')
+    local a = dir:sub(2)   -- the archive path: no leading "/"
+    local img = Image.base("x")
+      :add_local_file(dir .. "/src/m.py", "/app/")
+      :add_local_file(dir .. "//src/./m.py", "/app/main.py")
+      :add_local_dir(dir .. "/src", "/app/src")
+      :pip_install_from_requirements(dir .. "/requirements.txt", { index_url = "https://x/simple" })
+      :pip_install_from_pyproject(dir .. "/pyproject.toml", { optional_dependencies = { "dev" }, pre = true })
+    assert.are.equal(table.concat({
+      "FROM x",
+      "COPY " .. a .. "/src/m.py /app/m.py",
+      "COPY " .. a .. "/src/m.py /app/main.py",
+      "COPY " .. a .. "/src /app/src",
+      "COPY " .. a .. "/requirements.txt /.requirements.txt",
+      "RUN python -m pip install -r /.requirements.txt --index-url https\\://x/simple",
+      "RUN python -m pip install numpy pytest requests\\>\\=2 --pre",
+    }, "\n") .. "\n", img.dockerfile)
+    assert.are.equal(4, #img._contexts)
+    assert.are.same({ source_path = dir .. "/src", archive_path = a .. "/src" }, img._contexts[3])
+    local ok, err = pcall(img.pip_install_from_pyproject, img, dir .. "/bad.toml")
+    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    assert.matches("invalid pyproject.toml", err.message)
+    ok, err = pcall(img.pip_install_from_pyproject, img, dir .. "/nodeps.toml")
+    assert.matches("No %[project.dependencies%]", err.message)
+    ok, err = pcall(img.pip_install_from_requirements, img, dir .. "/none.txt")
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("refuses COPY of local files outside add_local_*, and bad versions", function()
     local ok, err = pcall(Image.base("x").dockerfile_commands, Image.base("x"), { "COPY ./app /app" })
     assert.is_false(ok)
     assert.is_true(errors.is(err, errors.DaytonaValidationError))

@@ -6,6 +6,8 @@
 --   /api/socket.io/           sandbox events, Socket.IO over WebSocket
 --                             (dtlocal.control.events)
 --   /toolbox/{id}/{rest}      forwarded to the sandbox's toolbox daemon
+--   /s3/{bucket}/{key}        image build contexts, S3 with SigV4
+--                             (dtlocal.control.objects)
 -- and, on a port of their own, the previews (a page a sandbox serves must
 -- not share an origin with the API: its script could call the API with
 -- whatever a browser holds for that origin, as Daytona keeps previews on
@@ -31,7 +33,7 @@
 -- app.api_url, app.toolbox_url, app.base_url, app.token are set by start(),
 -- and app.cgroups (dtlocal.control.cgroups: which resources are enforced).
 -- Every route needs `Authorization: Bearer <token>` (compared in constant
--- time); toolbox routes also take the sandbox's preview token (App:authorize,
+-- time) but /s3, signed with the credentials push-access issued; toolbox routes also take the sandbox's preview token (App:authorize,
 -- the one check). Both listeners are daytona.runtime.server's, answering
 -- through dtlocal.http: handlers (ctx, params), errors the structured body
 -- everywhere.
@@ -56,6 +58,7 @@ local cgroups_mod = require "dtlocal.control.cgroups"
 local proxy = require "dtlocal.control.proxy"
 local events = require "dtlocal.control.events"
 local ports = require "dtlocal.control.ports"
+local objects = require "dtlocal.control.objects"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table =
   type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table
@@ -371,6 +374,8 @@ function App:dispatch(ctx)
   -- the event channel authenticates in its Socket.IO CONNECT, not the upgrade
   if p == "/api/socket.io" or p == "/api/socket.io/" then return self.events:serve(ctx) end
   if p == "/api" or p:sub(1, 5) == "/api/" then return self:control_plane(ctx) end
+  -- S3 for build contexts: signed with push-access credentials, not the token
+  if p == "/s3" or p:sub(1, 4) == "/s3/" then return self.objects:serve(ctx) end
   local id, rest = p:match("^/toolbox/([^/]+)(.*)$")
   if id then return self:toolbox(ctx, id, rest, false) end
   if p:sub(1, 9) == "/preview/" then
@@ -449,6 +454,8 @@ function App:start()
     end
     self.vols = volumes.new{ store = self.store, runner = self.runner, log = self.log }
     self.vols:load()
+    -- build contexts (GET /api/object-storage/push-access, S3 at /s3)
+    self.objects = objects.new{ dir = self.state_dir .. "/objects", ttl = 15 * self.minute, log = self.log }
     -- cpu/memory/pids limits where the machine allows (else reported)
     self.cgroups = cgroups_mod.new{ log = self.log }
     -- Socket.IO sandbox events at /api/socket.io/ (doc/protocol.md §3.6)

@@ -431,6 +431,11 @@ local function not_local(what)
   end
 end
 
+-- short-lived S3 credentials for the build contexts (dtlocal.control.objects)
+local function push_access(ctx)
+  return 200, ctx.app.objects:push_access(ctx.app.base_url)
+end
+
 -- The build log of a sandbox created from an image (doc/protocol.md §3.9).
 local function build_logs_url(ctx, params)
   local rec = find(ctx, params)
@@ -648,7 +653,7 @@ function M.new()
   r:add("GET", "/volumes/{id}", get_volume)
   r:add("DELETE", "/volumes/{id}", delete_volume)
 
-  r:add("GET", "/object-storage/push-access", not_local("Uploading image build contexts"))
+  r:add("GET", "/object-storage/push-access", push_access)
   return r
 end
 
