@@ -497,6 +497,23 @@ static int opt_int (lua_State *L, int idx, const char *key, lua_Integer def, lua
   return 0;
 }
 
+/* an unknown key in the capture table is misuse (a typo would otherwise
+** be silently ignored) */
+static void check_keys (lua_State *L, int idx) {
+  static const char *const known[] = {"x", "y", "width", "height", "format", "quality",
+                                      "scale", "cursor", NULL};
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    int i;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    for (i = 0; k != NULL && known[i] != NULL && strcmp(known[i], k) != 0; i++) {}
+    if (k == NULL || known[i] == NULL)
+      luaL_error(L, "bad argument #1 to 'capture' (unknown option '%s')",
+                 k ? k : luaL_typename(L, -2));
+    lua_pop(L, 1);
+  }
+}
+
 static int x11_capture (lua_State *L) {
   X11 *x = x11_check(L);
   lua_Integer rx, ry, rw, rh, quality;
@@ -509,6 +526,7 @@ static int x11_capture (lua_State *L) {
   if (lua_isnoneornil(L, 2)) lua_newtable(L);
   else luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
+  check_keys(L, 2);
   x11_begin(x);
   refresh_size(x);
   if (!x11_end(L, x, "capture")) return 3;

@@ -70,7 +70,7 @@ local function window(d, title)
     for _, w in ipairs(assert(d:windows())) do
       if w.title == title then return w end
     end
-  end, 10)
+  end, 30)
 end
 
 local function be32(s, i)
@@ -174,7 +174,7 @@ describe("daytona.core.x11", function()
       local xev = spawn({ "xev", "-geometry", "300x300+0+0", "-event", "keyboard", "-event", "button" })
       local w = window(d, "Event Tester")
       assert.is_true(d:focus(w.id))
-      helper.eventually(function() return d:active_window() == w.id end)
+      helper.eventually(function() return d:active_window() == w.id end, 10)
       xev.reset()
       assert.is_true(d:click(150, 150, 3))
       xev.wait_for("ButtonRelease event.-button 3,")
@@ -187,11 +187,11 @@ describe("daytona.core.x11", function()
         return n
       end
       assert.is_true(d:click(150, 150, 1, true))
-      helper.eventually(function() return presses()[1] == 2 end)
+      helper.eventually(function() return presses()[1] == 2 end, 15)
       assert.is_true(d:scroll(150, 150, "down", 3))
-      helper.eventually(function() return presses()[5] == 3 end)
+      helper.eventually(function() return presses()[5] == 3 end, 15)
       assert.is_true(d:scroll(150, 150, "left"))
-      helper.eventually(function() return presses()[6] == 1 end)
+      helper.eventually(function() return presses()[6] == 1 end, 15)
       assert.are.same({ [1] = 2, [3] = 1, [5] = 3, [6] = 1 }, presses())
       assert.is_true(d:button(2, true))
       assert.is_true(d:button(2, false))
@@ -205,7 +205,7 @@ describe("daytona.core.x11", function()
             seen[#seen + 1] = kind .. " " .. sym
           end
           return #seen >= n and seen
-        end)
+        end, 15)
       end
       -- a hotkey: pressed in order, released in reverse; shift makes the T
       xev.reset()
@@ -259,7 +259,7 @@ describe("daytona.core.x11", function()
         "stty -echo; cat > " .. file }, { LC_ALL = "C.UTF-8", LANG = "C.UTF-8" })
       local w = window(d, "typing-target")
       assert.is_true(d:focus(w.id))
-      helper.eventually(function() return d:active_window() == w.id end)
+      helper.eventually(function() return d:active_window() == w.id end, 10)
       -- xterm reads keys once it has mapped and set up its pty: retype the
       -- first probe line until cat has written it
       helper.eventually(function()
@@ -360,6 +360,7 @@ describe("daytona.core.x11", function()
     assert.has_error(function() d:capture{ x = "left" } end)
     assert.has_error(function() d:capture{ scale = "big" } end)
     assert.has_error(function() d:capture("png") end)
+    assert.has_error(function() d:capture{ fromat = "jpeg" } end)
   end)
 
   it("reports a killed X server as an error on every call, without dying", function()
