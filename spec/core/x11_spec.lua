@@ -306,6 +306,40 @@ describe("daytona.core.x11", function()
     end)
   end)
 
+  it("lists and focuses windows through a window manager's EWMH hints (xfwm4)", function()
+    helper.run(function()
+      assert.is_false(d:window_manager())
+      local p, disp2, d2 = start_xvfb()
+      local e = helper.child_env()
+      e.DISPLAY = disp2
+      local wm = assert(process.spawn({ "xfwm4", "--compositor=off" }, { env = e, stdout = "null", stderr = "null" }))
+      local ok, err = pcall(function()
+        helper.eventually(function() return d2:window_manager() end, 30)
+        assert.are.equal("Xfwm4", d2:window_manager())
+        local a = client(disp2, { "xterm", "-T", "wm-one", "-geometry", "40x5+50+50", "-e", "sleep", "600" })
+        local b = client(disp2, { "xterm", "-T", "wm-two", "-geometry", "40x5+400+300", "-e", "sleep", "600" })
+        procs[#procs + 1], procs[#procs + 2] = a, b
+        local one, two = window(d2, "wm-one"), window(d2, "wm-two")
+        assert.are.equal(a.proc:pid(), one.pid)
+        assert.are.equal(b.proc:pid(), two.pid)
+        -- the manager's frames: only the client windows are listed
+        local titles = {}
+        for _, w in ipairs(d2:windows()) do titles[#titles + 1] = w.title end
+        table.sort(titles)
+        assert.are.same({ "wm-one", "wm-two" }, titles)
+        for _, w in ipairs({ one, two }) do
+          assert.is_true(d2:focus(w.id))
+          helper.eventually(function() return d2:active_window() == w.id end, 10)
+          assert.is_true(window(d2, w.title).active)
+        end
+      end)
+      wm:close()
+      d2:close()
+      p:close()
+      assert(ok, err)
+    end)
+  end)
+
   it("captures the screen and regions as PNG and JPEG, scaled", function()
     local png, w, h = d:capture()
     assert.are.same({ W, H }, { w, h })
