@@ -13,7 +13,8 @@
 local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
 local build = os.getenv("DTLUA_BUILD") or "build"
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;" .. package.path
-package.cpath = root .. "/" .. build .. "/lib/lua/5.4/?.so;" .. package.cpath
+if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
+package.cpath = build .. "/lib/lua/5.4/?.so;" .. package.cpath
 
 local core = require "daytona.core"
 local process = require "daytona.runtime.process"
