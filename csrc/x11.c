@@ -43,7 +43,8 @@
 ** is encoded: milliseconds to tens of them, bench/x11_capture.lua), d:type
 ** (delay_ms per character) and keys bound to a spare keycode (X11_SETTLE_MS
 ** at the end, x11_keys.c).  The daemon calls them from its task; nothing
-** here touches the event loop.
+** here touches the event loop.  Xlib has no timeouts: an X server that is
+** stopped (SIGSTOP), not dead, blocks the call until it runs again.
 **
 ** Errors.  Xlib reports protocol errors to one process-wide handler and
 ** ends the process on a lost connection unless told otherwise.  The part
