@@ -64,6 +64,10 @@ scheduler.run(function()
           { stdout = "null", stderr = "null" }))
         local ok = pcall(wait_for, function()
           assert(p:status() == nil, "exited")
+          local f = io.open("/tmp/.X" .. n .. "-lock")
+          local lock = f and f:read("a")
+          if f then f:close() end
+          if not (lock and tonumber(lock:match("%d+")) == p:pid()) then return false end
           local d = core.x11.open(":" .. n)
           if d then d:close() return true end
         end, "Xvfb")

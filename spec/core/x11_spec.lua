@@ -13,7 +13,8 @@ local W, H = 1024, 768
 
 -- An Xvfb on a display number nobody holds: the lock file decides (another
 -- spec may start one at the same moment, so a server that exits at once
--- means "taken": try the next number).  Ready when a client can connect.
+-- means "taken": try the next number).  Ready when the lock holds its pid
+-- and a client can connect.
 local function start_xvfb()
   local base = 100 + math.random(0, 400)
   local last
@@ -28,6 +29,9 @@ local function start_xvfb()
       local d
       local ok, why = pcall(helper.eventually, function()
         if p:status() ~= nil then return "exited" end
+        -- ours once the lock names our pid (else another server may answer)
+        local lock = helper.read_file("/tmp/.X" .. n .. "-lock")
+        if not (lock and tonumber(lock:match("%d+")) == p:pid()) then return nil end
         d = core.x11.open(":" .. n)
         return d
       end, 10)
