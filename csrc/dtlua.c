@@ -481,21 +481,57 @@ static void doREPL (lua_State *L) {
 
 /* Put <prefix>/share/lua/5.4 and <prefix>/lib/lua/5.4 first on the search
 ** paths, where <prefix> is the directory above the one holding this binary:
-** the same layout in the build tree and after `make install`. */
+** the same layout in the build tree and after `make install`.
+** A toolbox daemon in a sandbox whose root is a container image runs from
+** the host's runtime bound at another path, started through the host's
+** dynamic loader (so /proc/self/exe is the loader): dtlocal then gives the
+** prefix and the Lua directory in DTLUA_PREFIX and DTLUA_LUA_DIR, and where
+** the host's /usr is (DTLUA_SYSTEM_ROOT: the default /usr/... entries of the
+** search paths move beneath it), which are taken out of the environment at
+** once, so nothing the daemon starts in the sandbox inherits them. */
 static void set_paths (lua_State *L) {
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  char exe[PATH_MAX], luadir[PATH_MAX];
+  const char *given = getenv("DTLUA_PREFIX"), *given_lua = getenv("DTLUA_LUA_DIR");
+  const char *sysroot = getenv("DTLUA_SYSTEM_ROOT");
   char *slash;
-  if (n <= 0) return;
-  exe[n] = '\0';
-  if ((slash = strrchr(exe, '/')) == NULL) return;
-  *slash = '\0';                                   /* .../bin */
-  if ((slash = strrchr(exe, '/')) == NULL) return;
-  *slash = '\0';                                   /* prefix */
+  luadir[0] = '\0';
+  if (sysroot != NULL && sysroot[0] == '/') {
+    const char *const which[] = { "path", "cpath" };
+    int k;
+    lua_getglobal(L, "package");
+    for (k = 0; k < 2; k++) {
+      lua_getfield(L, -1, which[k]);
+      lua_pushfstring(L, ";%s", lua_tostring(L, -1));
+      lua_pushfstring(L, ";%s/usr/", sysroot);
+      luaL_gsub(L, lua_tostring(L, -2), ";/usr/", lua_tostring(L, -1));
+      lua_pushstring(L, lua_tostring(L, -1) + 1);      /* without the leading ';' */
+      lua_setfield(L, -6, which[k]);
+      lua_pop(L, 4);
+    }
+    lua_pop(L, 1);
+  }
+  unsetenv("DTLUA_SYSTEM_ROOT");
+  if (given_lua != NULL && given_lua[0] == '/' && strlen(given_lua) < sizeof luadir)
+    strcpy(luadir, given_lua);
+  unsetenv("DTLUA_LUA_DIR");
+  if (given != NULL && given[0] == '/' && strlen(given) < sizeof exe) {
+    strcpy(exe, given);
+    unsetenv("DTLUA_PREFIX");
+  }
+  else {
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    unsetenv("DTLUA_PREFIX");
+    if (n <= 0) return;
+    exe[n] = '\0';
+    if ((slash = strrchr(exe, '/')) == NULL) return;
+    *slash = '\0';                                   /* .../bin */
+    if ((slash = strrchr(exe, '/')) == NULL) return;
+    *slash = '\0';                                   /* prefix */
+  }
+  if (luadir[0] == '\0') snprintf(luadir, sizeof luadir, "%s/share/lua/" LUA_VER, exe);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
-  lua_pushfstring(L, "%s/share/lua/" LUA_VER "/?.lua;%s/share/lua/" LUA_VER
-                  "/?/init.lua;%s", exe, exe, lua_tostring(L, -1));
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", luadir, luadir, lua_tostring(L, -1));
   lua_setfield(L, -3, "path");
   lua_pop(L, 1);
   lua_getfield(L, -1, "cpath");

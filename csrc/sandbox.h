@@ -42,6 +42,7 @@
 #define MAX_ENV    256
 #define MAX_BINDS  64
 #define MAX_HIDES  64
+#define MAX_LAYERS 128        /* --image-layer: an image's layers */
 #define MAX_CGROUPS 16        /* one per cgroup v1 hierarchy, or one v2 group */
 #define MAX_ENV_BYTES (1024 * 1024)   /* of one --env-file */
 #define ID_COUNT   65536      /* sandbox uids/gids 0..65535 */
@@ -73,6 +74,8 @@ typedef struct Opts {
   int nhides;
   const char *cgroups[MAX_CGROUPS];
   int ncgroups;
+  const char *layers[MAX_LAYERS];  /* --image-layer DIR, bottom first: the root is */
+  int nlayers;                     /* their overlay instead of the host's system */
   int ready_fd;
   int listen_fd;           /* --listen-fd: becomes PROGRAM's descriptor 3 */
   char **argv;               /* the program and its arguments */
@@ -95,6 +98,9 @@ typedef struct Ctx {
   int userns_fd;             /* C's user namespace (privileged) */
   int ntops;                 /* overlaid top-level directories */
   const char *tops[16];
+  int layerfd[MAX_LAYERS];   /* the image's layers, while prepare reads them */
+  const char *shell;         /* daytona's login shell and SHELL: /bin/sh when the
+                                image has no bash (NULL: /bin/bash) */
 } Ctx;
 
 /* --- sandbox_launcher.c: errors ---------------------------------------- */

@@ -96,7 +96,7 @@ static void run_program (Ctx *c, int errfd) {
   ENV("HOME=%s", home);
   ENV("USER=%s", user);
   ENV("LOGNAME=%s", user);
-  ENV("SHELL=/bin/bash");
+  ENV("SHELL=%s", c->shell ? c->shell : "/bin/bash");
   ENV("HOSTNAME=%s", o->hostname);
 #undef ENV
   for (i = 0; i < o->nenv; i++) {  /* --env replaces a default of the same name */

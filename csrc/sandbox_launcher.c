@@ -138,6 +138,7 @@ static const char usage_text[] =
   "           [--bind-beneath SRC SUBPATH DST]... [--volume SRC DST]...\n"
   "           [--volume-beneath SRC SUBPATH DST]... [--volume-migrate SRC]...\n"
   "           [--hide PATH]... [--cgroup DIR]... [--ready-fd FD] [--listen-fd FD]\n"
+  "           [--image-layer DIR]...\n"
   "           -- PROGRAM [ARG...]\n"
   "       " PROG " rm --root-dir DIR\n"
   "\n"
@@ -155,6 +156,9 @@ static const char usage_text[] =
   "root idmapped (its files stored under the sandbox ids 0..65535);\n"
   "--volume-migrate SRC: first give files under SRC owned by host ids >= 65536\n"
   "(a sandbox's range) the sandbox ids they stood for.\n"
+  "--image-layer DIR (repeated, bottom first): the root is an overlay of\n"
+  "these layers of a container image (and the sandbox's upper dir) instead\n"
+  "of the host's system.\n"
   "rm: delete the sandbox's directory (it must not be running).\n";
 
 static void usage (const char *fmt, ...) {
@@ -318,6 +322,13 @@ static void parse_run (Opts *o, int argc, char **argv) {
         usage("--hide: expected a clean absolute path below /, got '%s'", v);
       if (o->nhides == MAX_HIDES) usage("--hide: more than %d", MAX_HIDES);
       o->hides[o->nhides++] = v;
+    }
+    else if (strcmp(a, "--image-layer") == 0) {
+      const char *v = NEXT();
+      if (!clean_abs_path(v) || strcmp(v, "/") == 0)
+        usage("--image-layer: expected a clean absolute path of a layer directory, got '%s'", v);
+      if (o->nlayers == MAX_LAYERS) usage("--image-layer: more than %d layers", MAX_LAYERS);
+      o->layers[o->nlayers++] = v;
     }
     else if (strcmp(a, "--cgroup") == 0) {
       const char *v = NEXT();

@@ -165,11 +165,18 @@ static void buf_addf (Buf *b, const char *fmt, ...) {
 
 static void buf_adds (Buf *b, const char *s) { buf_add(b, s, strlen(s)); }
 
+static int read_fd (int fd, Buf *b);
+
 /* Read a whole small host file (at most 4 MiB); b->p is a string after. */
 int read_host_file (const char *path, Buf *b) {
-  char tmp[8192];
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
+  return read_fd(fd, b);
+}
+
+/* Read what is left of fd (at most 4 MiB) into b and close fd. */
+static int read_fd (int fd, Buf *b) {
+  char tmp[8192];
   buf_add(b, "", 0);
   for (;;) {
     ssize_t n = read(fd, tmp, sizeof tmp);
@@ -207,15 +214,13 @@ void field (const char *line, int i, char *out, size_t outsz) {
 ** the host's accounts minus whatever holds the name daytona or id 1000,
 ** plus daytona; shadow files carry no password of the host ("*": no
 ** password login; sudo for daytona needs none). */
-static void write_accounts (Ctx *c, int etcfd) {
-  Buf hp = {0}, hg = {0}, pw = {0}, gr = {0}, sh = {0}, gsh = {0};
+static void write_accounts (Ctx *c, int etcfd, Buf hp, Buf hg) {
+  Buf pw = {0}, gr = {0}, sh = {0}, gsh = {0};
   unsigned long shadow_gid = 0;
   char name[256], id[32];
   char *line, *save;
-  if (read_host_file("/etc/passwd", &hp) != 0)
-    die_errno(EXIT_STATE, "read the host's /etc/passwd");
-  if (read_host_file("/etc/group", &hg) != 0)
-    die_errno(EXIT_STATE, "read the host's /etc/group");
+  buf_add(&hp, "", 0);   /* an image without the file: an empty one */
+  buf_add(&hg, "", 0);
   for (line = strtok_r(hp.p, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
     field(line, 0, name, sizeof name);
     field(line, 2, id, sizeof id);
@@ -227,7 +232,8 @@ static void write_accounts (Ctx *c, int etcfd) {
     buf_adds(&sh, name);
     buf_adds(&sh, ":*:::::::\n");
   }
-  buf_addf(&pw, "daytona:x:%d:%d:Daytona:/home/daytona:/bin/bash\n", DAYTONA_ID, DAYTONA_ID);
+  buf_addf(&pw, "daytona:x:%d:%d:Daytona:/home/daytona:%s\n", DAYTONA_ID, DAYTONA_ID,
+           c->shell ? c->shell : "/bin/bash");
   buf_addf(&sh, "daytona:*:::::::\n");
   for (line = strtok_r(hg.p, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
     const char *members = line;
@@ -457,6 +463,181 @@ static void copy_skel (Ctx *c, int homefd) {
   closedir(d);
 }
 
+/* ---------------------------------------------------------------------- */
+/* a root made of a container image's layers (--image-layer)                */
+/* ---------------------------------------------------------------------- */
+
+/* The layers are the image store's directories (dtlocal's state dir), in
+** overlayfs upper format.  Their content is the image's: its names, its
+** symlinks, its /etc.  Nothing here follows a link of theirs: every name
+** is opened with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) beneath a
+** layer, one part at a time, and the merged view is worked out by hand. */
+
+static const char *opaque_xattr (Ctx *c) {
+  return c->privileged ? "trusted.overlay.opaque" : "user.overlay.opaque";
+}
+
+/* Where rel (clean, relative) is in the image's merged tree: the index of
+** the topmost layer that has it (*out: its stat, not followed), or -1 when
+** the image has no such name: never there, deleted by a whiteout, hidden by
+** an opaque directory above it, or below a non-directory (a symlink
+** included) of a higher layer. */
+static int image_lookup (Ctx *c, const char *rel, struct stat *out) {
+  char prefix[PATH_MAX];
+  size_t len = strlen(rel), k;
+  int i;
+  if (len == 0 || len >= sizeof prefix) return -1;
+  for (i = c->o->nlayers - 1; i >= 0; i--) {
+    int cut = 0;
+    for (k = 1; k <= len; k++) {
+      struct stat st;
+      int fd;
+      if (rel[k] != '/' && rel[k] != '\0') continue;
+      memcpy(prefix, rel, k);
+      prefix[k] = '\0';
+      fd = openat2_(c->layerfd[i], prefix, O_PATH | O_NOFOLLOW, BENEATH);
+      if (fd < 0) break;                       /* not in this layer */
+      if (fstat(fd, &st) != 0) { close(fd); break; }
+      if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) { close(fd); return -1; }
+      if (k == len) { close(fd); *out = st; return i; }
+      if (!S_ISDIR(st.st_mode)) { close(fd); return -1; }
+      {
+        char v = 0;
+        int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+          if (fgetxattr(dfd, opaque_xattr(c), &v, 1) == 1 && v == 'y') cut = 1;
+          close(dfd);
+        }
+      }
+      close(fd);
+    }
+    if (cut) return -1;                        /* lower layers are hidden */
+  }
+  return -1;
+}
+
+/* The image's regular file rel (at most 4 MiB) into b: 1, or 0 when the
+** image has no such regular file. */
+static int image_read (Ctx *c, const char *rel, Buf *b) {
+  struct stat st;
+  int i = image_lookup(c, rel, &st), fd;
+  if (i < 0 || !S_ISREG(st.st_mode)) return 0;
+  fd = openat2_(c->layerfd[i], rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, BENEATH);
+  if (fd < 0) return 0;
+  if (read_fd(fd, b) != 0) die_errno(EXIT_STATE, "read the image's /%s", rel);
+  return 1;
+}
+
+/* The directory rel of the image in its upper layer (name: rel's last part,
+** in dirfd): made with the image's mode and owner (sandbox ids) when
+** missing, 0755 root's when the image has none.  Returns an O_PATH fd, or
+** -1 when the sandbox put something else there (its own choice). */
+static int image_upper_dir (Ctx *c, int dirfd, const char *name, const char *rel) {
+  struct stat st;
+  mode_t mode = 0755;
+  unsigned long uid = 0, gid = 0;
+  int fd = openat2_(dirfd, name, O_PATH | O_DIRECTORY, BENEATH);
+  if (fd >= 0) return fd;
+  if (errno != ENOENT) return -1;
+  if (image_lookup(c, rel, &st) >= 0) {
+    if (!S_ISDIR(st.st_mode)) return -1;       /* the image's own non-directory */
+    mode = st.st_mode & 07777;
+    uid = st.st_uid < ID_COUNT ? st.st_uid : OVERFLOW_ID;
+    gid = st.st_gid < ID_COUNT ? st.st_gid : OVERFLOW_ID;
+  }
+  if (mkdirat(dirfd, name, 0700) != 0) die_errno(EXIT_STATE, "mkdir the upper directory /%s", rel);
+  if (fchownat(dirfd, name, own_id(c, uid), own_id(c, gid), AT_SYMLINK_NOFOLLOW) != 0 ||
+      fchmodat(dirfd, name, mode, 0) != 0)
+    die_errno(EXIT_STATE, "set owner and mode of the upper directory /%s", rel);
+  fd = openat2_(dirfd, name, O_PATH | O_DIRECTORY, BENEATH);
+  if (fd < 0) die_errno(EXIT_STATE, "open the upper directory /%s", rel);
+  return fd;
+}
+
+/* prepare() for an image root: the overlay's upper and work dirs, the
+** mountpoints the image lacks, and the accounts, sudo rule, name and
+** resolver in the upper layer's /etc, from the image's own /etc (never the
+** host's).  As for the host's system, only at first start: what is in the
+** upper layer already (the sandbox's own, or its deletion) stays. */
+static void prepare_image (Ctx *c) {
+  static const struct { const char *name; mode_t mode; int mount; } tops[] = {
+    { "proc", 0555, 1 }, { "sys", 0555, 1 }, { "dev", 0755, 1 }, { "run", 0755, 1 },
+    { "tmp", 01777, 0 }, { "root", 0700, 0 }, { "home", 0755, 0 }, { NULL, 0, 0 }
+  };
+  Opts *o = c->o;
+  char what[PATH_MAX + 64];
+  struct stat st;
+  int fd, ufd, efd, sfd, i;
+  for (i = 0; i < o->nlayers; i++) {
+    c->layerfd[i] = openat2_(AT_FDCWD, o->layers[i], O_PATH | O_DIRECTORY, RESOLVE_NO_MAGICLINKS);
+    if (c->layerfd[i] < 0) die_errno(EXIT_STATE, "open image layer %s", o->layers[i]);
+  }
+  fd = openat2_(c->dirfd, "upper", O_PATH | O_DIRECTORY, BENEATH);
+  if (fd < 0) die_errno(EXIT_STATE, "open %s", c->upper);
+  snprintf(what, sizeof what, "%s/image", c->upper);
+  ufd = ensure_dir(c, fd, "image", 0755, 0, NULL, what);
+  close(fd);
+  fd = openat2_(c->dirfd, "work", O_PATH | O_DIRECTORY, BENEATH);
+  if (fd < 0) die_errno(EXIT_STATE, "open %s", c->work);
+  snprintf(what, sizeof what, "%s/image", c->work);
+  close(ensure_dir(c, fd, "image", 0700, HOST_OWNED, NULL, what));
+  close(fd);
+
+  /* the shell: the image's bash, else its sh */
+  c->shell = (image_lookup(c, "bin/bash", &st) >= 0 || image_lookup(c, "usr/bin/bash", &st) >= 0)
+             ? "/bin/bash" : "/bin/sh";
+
+  /* mountpoints must be directories; the sandbox's own dirs exist */
+  for (i = 0; tops[i].name != NULL; i++) {
+    int in_image = image_lookup(c, tops[i].name, &st) >= 0 && S_ISDIR(st.st_mode);
+    struct stat ust;
+    int in_upper = fstatat(ufd, tops[i].name, &ust, AT_SYMLINK_NOFOLLOW) == 0;
+    if (in_image && !(tops[i].mount && in_upper && !S_ISDIR(ust.st_mode))) continue;
+    if (!tops[i].mount && in_upper) continue;   /* the sandbox's own doing */
+    snprintf(what, sizeof what, "%s/image/%s", c->upper, tops[i].name);
+    close(ensure_dir(c, ufd, tops[i].name, tops[i].mode, 0, NULL, what));
+  }
+  if (c->sub_mapped && image_lookup(c, "home/daytona", &st) < 0) {
+    int hfd = image_upper_dir(c, ufd, "home", "home");
+    if (hfd >= 0) {
+      close(ensure_dir(c, hfd, "daytona", 0750, DAYTONA_ID, NULL, "/home/daytona"));
+      close(hfd);
+    }
+  }
+
+  efd = image_upper_dir(c, ufd, "etc", "etc");
+  if (efd >= 0) {
+    Buf pw = {0}, gr = {0}, rc = {0};
+    char hosts[512];
+    image_read(c, "etc/passwd", &pw);
+    image_read(c, "etc/group", &gr);
+    write_accounts(c, efd, pw, gr);
+    sfd = image_upper_dir(c, efd, "sudoers.d", "etc/sudoers.d");
+    if (sfd >= 0) {
+      static const char rule[] = "daytona ALL=(ALL:ALL) NOPASSWD: ALL\n";
+      write_new_file(c, sfd, "daytona", rule, sizeof rule - 1, 0440, 0, 0, "/etc/sudoers.d/daytona");
+      close(sfd);
+    }
+    snprintf(hosts, sizeof hosts, "%s\n", o->hostname);
+    write_new_file(c, efd, "hostname", hosts, strlen(hosts), 0644, 0, 0, "/etc/hostname");
+    snprintf(hosts, sizeof hosts,
+             "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+             "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n", o->hostname);
+    write_new_file(c, efd, "hosts", hosts, strlen(hosts), 0644, 0, 0, "/etc/hosts");
+    /* the resolver the host uses (as a container engine gives one): the
+    ** image's own names no server of this network */
+    if (read_host_file("/etc/resolv.conf", &rc) == 0 && rc.p != NULL)
+      write_new_file(c, efd, "resolv.conf", rc.p, rc.n, 0644, 0, 0, "/etc/resolv.conf");
+    free(rc.p);
+    close(efd);
+  }
+  close(ufd);
+  for (i = 0; i < o->nlayers; i++) {
+    close(c->layerfd[i]);
+    c->layerfd[i] = -1;
+  }
+}
+
 /* Everything the sandbox's directory needs before its mounts: the layout,
 ** the new root's mountpoints and symlinks, the upper layers with the
 ** sandbox's accounts, sudo rule, hostname and hidden host paths.  Runs as
@@ -483,6 +664,11 @@ void prepare (Ctx *c) {
 
   rootfd = ensure_dir(c, c->dirfd, "rootfs", 0755, 0, NULL, c->rootfs);
   c->ntops = 0;
+  if (o->nlayers > 0) {
+    close(rootfd);
+    prepare_image(c);
+    return;
+  }
   for (i = 0; top_entries[i] != NULL; i++) {
     char hpath[64], target[PATH_MAX], what[PATH_MAX + 64];
     struct stat st;
@@ -540,8 +726,13 @@ void prepare (Ctx *c) {
     int ufd = openat2_(c->dirfd, "upper/etc", O_PATH | O_DIRECTORY, BENEATH);
     int sfd;
     char hosts[512];
+    Buf hp = {0}, hg = {0};
     if (ufd < 0) die_errno(EXIT_STATE, "open %s/etc", c->upper);
-    write_accounts(c, ufd);
+    if (read_host_file("/etc/passwd", &hp) != 0)
+      die_errno(EXIT_STATE, "read the host's /etc/passwd");
+    if (read_host_file("/etc/group", &hg) != 0)
+      die_errno(EXIT_STATE, "read the host's /etc/group");
+    write_accounts(c, ufd, hp, hg);
     {
       /* the sandbox's own sudoers (the host's is its own business): the
       ** host's defaults that matter, and the rules of sudoers.d */
@@ -923,6 +1114,59 @@ static void mount_cgroup_view (Ctx *c, int rootfd) {
   close(tfd);
 }
 
+/* The root of an image sandbox: one overlay, the image's layers as lower
+** layers (topmost first; idmapped and read-only when privileged, like the
+** host's directories: the layers hold sandbox ids 0..65535, which the
+** sandbox's user namespace shows as themselves) under DIR/upper/image, on
+** DIR/rootfs.  The layers are shared by every sandbox of the image: nothing
+** reaches them but reads through overlays. */
+static void mount_image_root (Ctx *c) {
+  Opts *o = c->o;
+  char what[2 * PATH_MAX], upper[PATH_MAX + 64], work[PATH_MAX + 64];
+  int lfds[MAX_LAYERS];
+  int fs, mfd, fd, i;
+  snprintf(upper, sizeof upper, "%s/image", c->upper);
+  snprintf(work, sizeof work, "%s/image", c->work);
+  snprintf(what, sizeof what, "/ (%d image layers, upper %s)", o->nlayers, upper);
+  fs = fsopen("overlay", FSOPEN_CLOEXEC);
+  if (fs < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: fsopen", what);
+  for (i = o->nlayers - 1; i >= 0; i--) {
+    const char *layer = o->layers[i];
+    lfds[i] = -1;
+    if (c->privileged) {
+      struct mount_attr a;
+      lfds[i] = open_tree(AT_FDCWD, layer, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+      if (lfds[i] < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: open_tree %s", what, layer);
+      memset(&a, 0, sizeof a);
+      a.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
+      a.userns_fd = (uint64_t)c->userns_fd;
+      if (mount_setattr(lfds[i], "", AT_EMPTY_PATH, &a, sizeof a) != 0)
+        die_errno(EXIT_MOUNT, "mount overlay on %s: idmap the layer %s "
+                  "(needs a filesystem with idmapped mounts)", what, layer);
+      if (fsconfig(fs, FSCONFIG_SET_FD, "lowerdir+", NULL, lfds[i]) != 0)
+        die_errno(EXIT_MOUNT, "mount overlay on %s: lowerdir+ %s by fd", what, layer);
+    }
+    else if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", layer, 0) != 0)
+      die_errno(EXIT_MOUNT, "mount overlay on %s: lowerdir+ %s", what, layer);
+  }
+  if (!c->privileged && fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) != 0)
+    die_errno(EXIT_MOUNT, "mount overlay on %s: userxattr", what);
+  if (fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) != 0 ||
+      fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work, 0) != 0)
+    die_errno(EXIT_MOUNT, "mount overlay on %s: upperdir/workdir", what);
+  if (fsconfig(fs, FSCONFIG_SET_STRING, "metacopy", "off", 0) != 0 ||
+      fsconfig(fs, FSCONFIG_SET_STRING, "index", "off", 0) != 0)
+    die_errno(EXIT_MOUNT, "mount overlay on %s: metacopy/index", what);
+  fs_create(fs, "overlay", what);
+  mfd = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
+  if (mfd < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: fsmount", what);
+  close(fs);
+  for (i = 0; i < o->nlayers; i++) if (lfds[i] >= 0) close(lfds[i]);
+  fd = rootfd_open(c);
+  attach(mfd, fd, what);
+  close(fd);
+}
+
 /* Everything of the new root that host root may build (privileged: in the
 ** launcher's mount namespace, before the sandbox's copy is made, so the
 ** kernel locks it all in the sandbox), or that init builds unprivileged. */
@@ -931,8 +1175,11 @@ void build_tree (Ctx *c) {
   char what[3 * PATH_MAX], path[PATH_MAX + 64];
   int rootfd, fd, m, i;
 
-  /* the new root: the persistent rootfs directory, as a mount of its own
-  ** (pivot_root needs one) */
+  /* the new root: the image's layers under the sandbox's upper dir, or
+  ** the persistent rootfs directory as a mount of its own (pivot_root
+  ** needs one) */
+  if (o->nlayers > 0) mount_image_root(c);
+  else {
   fd = rootfd_open(c);
   m = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
   if (m < 0) die_errno(EXIT_MOUNT, "bind %s on itself: open_tree", c->rootfs);
@@ -945,6 +1192,7 @@ void build_tree (Ctx *c) {
   }
   attach(m, fd, c->rootfs);
   close(fd);
+  }
   rootfd = rootfd_open(c);
 
   /* the host's system directories: copy-on-write overlays, the sandbox's

@@ -10,8 +10,9 @@
 --       Does nothing if the user's server already runs.
 --   dtlocal stop      stop the user's background server
 --   dtlocal status    say whether it runs (exit 0) or not (exit 3)
---   dtlocal toolbox --socket PATH | --listen HOST:PORT | --listen-fd N
---       The in-sandbox toolbox daemon (dtlocal.toolbox).
+--   dtlocal toolbox --socket PATH | --listen HOST:PORT | --listen-fd N [--workdir DIR]
+--       The in-sandbox toolbox daemon (dtlocal.toolbox); --workdir: where
+--       commands start (default: the home directory).
 --
 -- The user's server is described by `$XDG_STATE_HOME/dtlua/dtlocal.json`
 -- (mode 0600; doc/dtlocal.md), which the SDK reads when no credentials are
@@ -47,7 +48,7 @@ commands:
                    run it in the background for this user (no-op if running)
   stop             stop the background server
   status           show whether the background server runs (exit 3 if not)
-  toolbox --socket PATH | --listen HOST:PORT | --listen-fd N
+  toolbox --socket PATH | --listen HOST:PORT | --listen-fd N [--workdir DIR]
                    run the toolbox daemon (inside a sandbox)
   help             show this text
 
@@ -327,8 +328,11 @@ end
 ---------------------------------------------------------------------------
 
 local function toolbox(args)
-  local opts = parse_opts(args, 2, { socket = "string", listen = "string", ["listen-fd"] = "string" },
-                         "toolbox")
+  local opts = parse_opts(args, 2, { socket = "string", listen = "string", ["listen-fd"] = "string",
+                                    workdir = "string" }, "toolbox")
+  if opts.workdir and opts.workdir:sub(1, 1) ~= "/" then
+    usage_error("toolbox: --workdir must be an absolute path, not '%s'", opts.workdir)
+  end
   local given = (opts.socket and 1 or 0) + (opts.listen and 1 or 0) + (opts["listen-fd"] and 1 or 0)
   if given ~= 1 then
     usage_error("toolbox: give exactly one of --socket PATH, --listen HOST:PORT or --listen-fd N")

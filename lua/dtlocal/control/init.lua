@@ -483,7 +483,7 @@ function App:start()
     }
     self.mgr = sandboxes.new{
       store = self.store, runner = self.runner, uids = self.uids, log = self.log,
-      cgroups = self.cgroups, snapshots = self.snaps,
+      cgroups = self.cgroups, snapshots = self.snaps, images = self.images,
       on_event = function(name, rec, old) self.events:sandbox_event(name, rec, old) end,
       minute = self.minute, warm = self.warm, volumes = function(k) return self.vols:find(k) end,
     }

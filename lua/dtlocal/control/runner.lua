@@ -22,7 +22,7 @@
 --   local runner = runner.new{ prefix =, log = }
 --   local inst = runner:launch{ id =, dir =, uid_first =, user =, env =,
 --                               network_block_all =, volumes = {{host=, sub=, path=, migrate=}},
---                               cgroups = { dir, ... } }
+--                               cgroups = { dir, ... }, image = <dtlocal.images.store image> }
 --   inst:wait_ready([timeout])   -- raises a plain error with the reason
 --   inst:wait_exit() -> "exit status 0" | "killed by SIGKILL" ...
 --   inst:stop(grace)             -- SIGTERM, SIGKILL after grace s (0: at once)
@@ -115,6 +115,66 @@ function M.new(opts)
   return self
 end
 
+-- Where a sandbox whose root is an image finds the host's runtime of the
+-- daemon (the image has no Lua, nor our libraries): read-only binds under
+-- /run (a fresh tmpfs at each start, not the image's root).
+M.HOST_RUNTIME = "/run/dtlua-host"
+
+--- How the toolbox daemon runs in an image root, worked out once: the
+-- host's /usr, the prefix and the Lua tree bound under HOST_RUNTIME, and the
+-- daemon started through the host's dynamic loader with an explicit
+-- library path (`ld.so --library-path ... dtlua`), so that the daemon uses
+-- the host's libraries while every process it starts uses the image's own
+-- programs and libraries: no LD_LIBRARY_PATH, nothing in the environment.
+-- Returns { binds = { {src, dst}... }, argv = { loader, options..., dtlua }, env = {...} };
+-- raises a plain error naming what is missing.
+function Runner:image_runtime()
+  if self.runtime then return self.runtime end
+  local R = M.HOST_RUNTIME
+  local dtlua = self.prefix .. "/bin/dtlua"
+  local objects = { dtlua }
+  local parts = self.prefix .. "/lib/lua/5.4/daytona/core"
+  for _, name in ipairs(core.util.readdir(parts) or {}) do
+    if name:match("%.so$") then objects[#objects + 1] = parts .. "/" .. name end
+  end
+  local argv = { "ldd" }
+  for _, o in ipairs(objects) do argv[#argv + 1] = o end
+  local r, msg = process.run(argv, { timeout = 30 })
+  if not r or r.exit_code ~= 0 then
+    error("cannot list the libraries of " .. dtlua .. " (ldd): " .. tostring(msg or (r and r.stderr)), 0)
+  end
+  local loader
+  local dirs, seen = {}, {}
+  for line in r.stdout:gmatch("[^\n]+") do
+    local lib = line:match("=>%s*(/%S+)")
+    local interp = not lib and line:match("^%s*(/%S+)%s+%(")
+    if interp then loader = loader or fs.realpath(interp) end
+    if lib then
+      local dir = fs.realpath(lib):match("^(.*)/[^/]*$")
+      if dir and not seen[dir] then seen[dir] = true; dirs[#dirs + 1] = dir end
+    end
+  end
+  if not loader then error("cannot find the dynamic loader of " .. dtlua .. " (ldd names none)", 0) end
+  local binds = { { "/usr", R .. "/usr" }, { self.prefix, R .. "/prefix" },
+                  { fs.realpath(self.prefix .. "/share/lua/5.4"), R .. "/lua" } }
+  local function inside(path)
+    if path:sub(1, 5) == "/usr/" then return R .. path end
+    binds[#binds + 1] = { path, R .. "/lib" .. #binds }
+    return R .. "/lib" .. (#binds - 1)
+  end
+  local libpath = {}
+  for _, d in ipairs(dirs) do libpath[#libpath + 1] = inside(d) end
+  local ldir, lname = loader:match("^(.*)/([^/]*)$")
+  local rt = {
+    binds = binds,
+    argv = { inside(ldir) .. "/" .. lname, "--inhibit-cache", "--library-path", concat(libpath, ":"),
+             "--argv0", "dtlocal", R .. "/prefix/bin/dtlua" },
+    env = { DTLUA_PREFIX = R .. "/prefix", DTLUA_LUA_DIR = R .. "/lua", DTLUA_SYSTEM_ROOT = R },
+  }
+  self.runtime = rt
+  return rt
+end
+
 local Instance = {}
 Instance.__index = Instance
 Instance.__name = "dtlocal.SandboxProcess"
@@ -137,17 +197,37 @@ function Runner:launch(spec)
   -- every host user can read in /proc): a file only we can read, beside
   -- the sandbox dir (the sandbox cannot reach it), which the launcher reads
   -- at once and which is removed once the sandbox is ready
+  local image = spec.image
+  local runtime = image and self:image_runtime()
+  local env = spec.env or {}
+  if image then
+    -- the image's own environment (its PATH among it), then the sandbox's,
+    -- then what the daemon needs to find the host's runtime (which it
+    -- takes out of its environment at once)
+    env = {}
+    for _, kv in ipairs(image.config.env or {}) do
+      local k, v = kv:match("^([%w_]+)=(.*)$")
+      if k then env[k] = v end
+    end
+    for k, v in pairs(spec.env or {}) do env[k] = v end
+    for k, v in pairs(runtime.env) do env[k] = v end
+    for _, layer in ipairs(image.layers) do add("--image-layer", layer) end
+  end
   local envfile
-  if next(spec.env or {}) ~= nil then
+  if next(env) ~= nil then
     local entries = {}
-    for k, v in pairs(spec.env) do entries[#entries + 1] = k .. "=" .. v .. "\0" end
+    for k, v in pairs(env) do entries[#entries + 1] = k .. "=" .. v .. "\0" end
     table.sort(entries)
     envfile = spec.dir .. ".env"
     local ok, msg = store.write_atomic(envfile, concat(entries))
     if not ok then error("cannot write the sandbox's environment: " .. tostring(msg), 0) end
     add("--env-file", envfile)
   end
-  for _, b in ipairs(self.binds) do add("--ro-bind", b, b) end
+  if image then
+    for _, b in ipairs(runtime.binds) do add("--ro-bind", b[1], b[2]) end
+  else
+    for _, b in ipairs(self.binds) do add("--ro-bind", b, b) end
+  end
   -- volumes: idmapped binds as root (shared by sandboxes of different host
   -- ranges), the installation's binds above are not; see dtlocal.control.volumes
   for _, v in ipairs(spec.volumes or {}) do
@@ -157,7 +237,16 @@ function Runner:launch(spec)
   -- the daemon listens only on the unix socket we bind (see the top):
   -- never a TCP port other users could reach, never a path in the sandbox
   add("--listen-fd", tostring(M.LISTEN_FD))
-  add("--", self.dtlocal, "toolbox", "--listen-fd", tostring(M.LISTEN_FD))
+  if image then
+    add("--")
+    add(table.unpack(runtime.argv))
+    add("toolbox", "--listen-fd", tostring(M.LISTEN_FD))
+    -- the image's WORKDIR is where commands start (its user's home without one)
+    local cwd = image.config.cwd
+    if type(cwd) == "string" and cwd:sub(1, 1) == "/" then add("--workdir", cwd) end
+  else
+    add("--", self.dtlocal, "toolbox", "--listen-fd", tostring(M.LISTEN_FD))
+  end
   local socket = self:socket_path(spec.id)
   -- a socket left by a stopped (killed) daemon: nothing listens on it now
   os.remove(socket)

@@ -60,10 +60,12 @@ Manager.__name = "dtlocal.SandboxManager"
 -- log (function(fmt, ...)), minute (seconds in an interval minute; 60
 -- except in specs), volumes (function(id_or_name) -> volume record or nil),
 -- warm (how many sandboxes to keep started ahead of time; default 0),
--- cgroups (a dtlocal.control.cgroups manager: cpu/memory/pids limits).
+-- cgroups (a dtlocal.control.cgroups manager: cpu/memory/pids limits),
+-- images (a dtlocal.images.store: sandboxes whose root is an image).
 function M.new(opts)
   local mgr = setmetatable({
     store = assert(opts.store, "store"),
+    images = opts.images,
     runner = assert(opts.runner, "runner"),
     cgroups = opts.cgroups,   -- dtlocal.control.cgroups manager, or nil
     uids = opts.uids,
@@ -239,10 +241,23 @@ function Manager:transition(rec, kind, wait, fn, ...)
   if wait ~= 0 then wait_op(rt, wait or M.WAIT) end
 end
 
+--- The sandbox user for an image: its USER when that is daytona (or uid
+-- 1000), else root (an image without USER runs as root, as in Docker).
+function M.image_user(image)
+  local u = (image.config and image.config.user or ""):match("^([^:]*)")
+  if u == "daytona" or u == "1000" then return "daytona" end
+  return "root"
+end
+
 --- The body of start/create: launch the sandbox and wait until its toolbox
 -- daemon answers.
 function Manager:do_start(rec)
   local rt = self:rtof(rec)
+  local image
+  if rec.dtlocal.image then
+    image = self.images and self.images:image(rec.dtlocal.image)
+    if not image then error(format("the sandbox's image %s is no longer in the image store", rec.dtlocal.image), 0) end
+  end
   if self.uids and not rec.dtlocal.uid_slot then
     local slot, first = self.uids:claim(self:record_path(rec))
     if not slot then error(first, 0) end
@@ -271,6 +286,7 @@ function Manager:do_start(rec)
     env = rec.env,
     network_block_all = rec.networkBlockAll,
     volumes = vols,
+    image = image,
     -- the limits hold from the launcher's first instruction on (it joins
     -- these groups before anything else)
     cgroups = self.cgroups and self.cgroups:create(rec.id, { cpu = rec.cpu, memory = rec.memory }),
@@ -398,6 +414,11 @@ function Manager:create(c)
     v.volumeId = vol.id
   end
   self:resolve_snapshot(c)
+  -- an image's USER when the caller named none (doc/dtlocal.md, "Images")
+  if c.image and c.user == nil and self.images then
+    local img = self.images:image(c.image)
+    if img then c.user = M.image_user(img) end
+  end
   local spare = self.pool:take(c)
   if spare then return spare end
   local id = record.uuid()
