@@ -13,7 +13,8 @@
 local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
 local build = os.getenv("DTLUA_BUILD") or "build"
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;" .. package.path
-package.cpath = root .. "/" .. build .. "/lib/lua/5.4/?.so;" .. package.cpath
+if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
+package.cpath = build .. "/lib/lua/5.4/?.so;" .. package.cpath
 
 local core = require "daytona.core"
 local process = require "daytona.runtime.process"
@@ -63,6 +64,10 @@ scheduler.run(function()
           { stdout = "null", stderr = "null" }))
         local ok = pcall(wait_for, function()
           assert(p:status() == nil, "exited")
+          local f = io.open("/tmp/.X" .. n .. "-lock")
+          local lock = f and f:read("a")
+          if f then f:close() end
+          if not (lock and tonumber(lock:match("%d+")) == p:pid()) then return false end
           local d = core.x11.open(":" .. n)
           if d then d:close() return true end
         end, "Xvfb")

@@ -19,9 +19,12 @@
 **   daytona.core.ws      ws_client.c + libwebsockets
 **   daytona.core.server  server.c, server_request.c, server_ws.c
 **                        + libmicrohttpd + wslay
+**   daytona.core.x11     x11.c, x11_keys.c, x11_image.c + libX11, libXtst,
+**                        libXfixes, libpng, libjpeg
 ** Each part is its own shared object, loaded by `require` on first use of
-** core.http / core.ws / core.server (an __index on the base's table).  Lua
-** loads C modules with RTLD_LOCAL, so a part cannot call into the base:
+** core.http / core.ws / core.server / core.x11 (an __index on the base's
+** table).  Lua loads C modules with RTLD_LOCAL, so a part cannot call
+** into the base:
 ** obj.c (the helpers below, which keep no state of their own: everything
 ** lives in the dt_loop they are given) is compiled into the base and into
 ** every part, hidden so that no copy interposes on another.  The one shared

@@ -26,7 +26,8 @@
 **   d:windows()           -> { { id =, title =, x =, y =, width =, height =,
 **                                pid =?, active = bool }, ... }
 **   d:focus(id)           -> true
-**   d:active_window()     -> id or nil (false: none)
+**   d:active_window()     -> id, or false when no window has the focus
+**   d:window_manager()    -> the running EWMH window manager's name ("Xfwm4"), or false
 **   d:close()             -- also __close and __gc; idempotent
 **
 ** Every input method returns true, every method nil, msg, code on an
@@ -42,7 +43,8 @@
 ** is encoded: milliseconds to tens of them, bench/x11_capture.lua), d:type
 ** (delay_ms per character) and keys bound to a spare keycode (X11_SETTLE_MS
 ** at the end, x11_keys.c).  The daemon calls them from its task; nothing
-** here touches the event loop.
+** here touches the event loop.  Xlib has no timeouts: an X server that is
+** stopped (SIGSTOP), not dead, blocks the call until it runs again.
 **
 ** Errors.  Xlib reports protocol errors to one process-wide handler and
 ** ends the process on a lost connection unless told otherwise.  The part
@@ -497,6 +499,23 @@ static int opt_int (lua_State *L, int idx, const char *key, lua_Integer def, lua
   return 0;
 }
 
+/* an unknown key in the capture table is misuse (a typo would otherwise
+** be silently ignored) */
+static void check_keys (lua_State *L, int idx) {
+  static const char *const known[] = {"x", "y", "width", "height", "format", "quality",
+                                      "scale", "cursor", NULL};
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    int i;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    for (i = 0; k != NULL && known[i] != NULL && strcmp(known[i], k) != 0; i++) {}
+    if (k == NULL || known[i] == NULL)
+      luaL_error(L, "bad argument #1 to 'capture' (unknown option '%s')",
+                 k ? k : luaL_typename(L, -2));
+    lua_pop(L, 1);
+  }
+}
+
 static int x11_capture (lua_State *L) {
   X11 *x = x11_check(L);
   lua_Integer rx, ry, rw, rh, quality;
@@ -509,6 +528,7 @@ static int x11_capture (lua_State *L) {
   if (lua_isnoneornil(L, 2)) lua_newtable(L);
   else luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
+  check_keys(L, 2);
   x11_begin(x);
   refresh_size(x);
   if (!x11_end(L, x, "capture")) return 3;
@@ -624,11 +644,11 @@ static int x11_capture (lua_State *L) {
 /* windows                                                                 */
 /* ---------------------------------------------------------------------- */
 
-enum { A_CLIENT_LIST, A_ACTIVE, A_NAME, A_UTF8, A_PID, A_NATOMS };
+enum { A_CLIENT_LIST, A_ACTIVE, A_NAME, A_UTF8, A_PID, A_CHECK, A_NATOMS };
 
 static void atoms (X11 *x, Atom *a) {
   static char *names[] = {"_NET_CLIENT_LIST", "_NET_ACTIVE_WINDOW", "_NET_WM_NAME",
-                          "UTF8_STRING", "_NET_WM_PID"};
+                          "UTF8_STRING", "_NET_WM_PID", "_NET_SUPPORTING_WM_CHECK"};
   XInternAtoms(x->dpy, names, A_NATOMS, False, a);
 }
 
@@ -869,6 +889,40 @@ static int x11_focus (lua_State *L) {
   return done(L, x, "focus");
 }
 
+/* d:window_manager(): the name an EWMH window manager gives itself
+** (_NET_SUPPORTING_WM_CHECK's window, which must point at itself: a
+** dead manager's stale property points elsewhere or nowhere), or false. */
+static int x11_window_manager (lua_State *L) {
+  X11 *x = x11_check(L);
+  Atom a[A_NATOMS];
+  unsigned long n;
+  unsigned char *d;
+  Window w = 0, self = 0;
+  if (x == NULL) return 3;
+  x11_begin(x);
+  atoms(x, a);
+  d = prop(x, x->root, a[A_CHECK], XA_WINDOW, &n, NULL);
+  if (d != NULL && n > 0) w = (Window)((unsigned long *)d)[0];
+  if (d != NULL) XFree(d);
+  if (w != 0) {
+    d = prop(x, w, a[A_CHECK], XA_WINDOW, &n, NULL);
+    if (d != NULL && n > 0) self = (Window)((unsigned long *)d)[0];
+    if (d != NULL) XFree(d);
+  }
+  if (w == 0 || self != w) {
+    x11_begin(x);                    /* a stale window's errors */
+    if (!x11_end(L, x, "window_manager")) return 3;
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_settop(L, 1);
+  push_title(L, x, w, a);
+  x11_begin(x);
+  if (!x11_end(L, x, "window_manager")) return 3;
+  lua_settop(L, 2);
+  return 1;
+}
+
 static int x11_active_window (lua_State *L) {
   X11 *x = x11_check(L);
   Atom a[A_NATOMS];
@@ -903,7 +957,7 @@ static void dt_open_x11 (lua_State *L) {
     {"drag", x11_drag}, {"scroll", x11_scroll},
     {"key", x11_key}, {"press", x11_press}, {"hotkey", x11_hotkey}, {"type", x11_type},
     {"capture", x11_capture}, {"windows", x11_windows}, {"focus", x11_focus},
-    {"active_window", x11_active_window},
+    {"active_window", x11_active_window}, {"window_manager", x11_window_manager},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {

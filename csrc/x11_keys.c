@@ -20,7 +20,8 @@
 ** call to a spare keycode, one the map leaves empty, as xdotool does; the
 ** binding is undone when the call ends, X11_SETTLE_MS after the last
 ** event, because a client resolves a key event against the map lazily and
-** must not find the binding gone already.
+** must not find the binding gone already.  A call binds each such keysym
+** once, however often the text has it, and waits once.
 */
 #include <string.h>
 #include <stdio.h>
@@ -35,8 +36,10 @@
 
 #include "x11.h"
 
-/* how long a temporary keycode binding outlives the last key event */
-#define X11_SETTLE_MS 30
+/* how long a temporary keycode binding outlives the last key event: a
+** client reads the map when it handles the event, which a busy machine
+** may delay; only calls that bound a keycode wait it */
+#define X11_SETTLE_MS 150
 /* d:type's longest delay between characters, and its longest text */
 #define X11_MAX_DELAY_MS 1000
 #define X11_MAX_TEXT (64 * 1024)

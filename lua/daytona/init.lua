@@ -33,8 +33,8 @@ local PRELOAD = {
   "daytona.client", "daytona.localserver", "daytona.sandbox", "daytona.filesystem",
   "daytona.sandbox_process", "daytona.pty", "daytona.git", "daytona.code_interpreter",
   "daytona.snapshot", "daytona.volume", "daytona.image", "daytona.progressbar",
-  "daytona.lsp_server", "daytona.chart", "daytona.recipes.mount", "daytona.computer_use",
-  "daytona.object_storage", "daytona.toml",
+  "daytona.lsp_server", "daytona.chart", "daytona.recipes.mount", "daytona.recipes.vpn",
+  "daytona.computer_use", "daytona.object_storage", "daytona.toml",
   "daytona.runtime.http", "daytona.runtime.websocket", "daytona.runtime.process",
   "daytona.runtime.multipart", "daytona.runtime.server",
 }

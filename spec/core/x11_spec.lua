@@ -13,7 +13,8 @@ local W, H = 1024, 768
 
 -- An Xvfb on a display number nobody holds: the lock file decides (another
 -- spec may start one at the same moment, so a server that exits at once
--- means "taken": try the next number).  Ready when a client can connect.
+-- means "taken": try the next number).  Ready when the lock holds its pid
+-- and a client can connect.
 local function start_xvfb()
   local base = 100 + math.random(0, 400)
   local last
@@ -28,6 +29,9 @@ local function start_xvfb()
       local d
       local ok, why = pcall(helper.eventually, function()
         if p:status() ~= nil then return "exited" end
+        -- ours once the lock names our pid (else another server may answer)
+        local lock = helper.read_file("/tmp/.X" .. n .. "-lock")
+        if not (lock and tonumber(lock:match("%d+")) == p:pid()) then return nil end
         d = core.x11.open(":" .. n)
         return d
       end, 10)
@@ -70,7 +74,7 @@ local function window(d, title)
     for _, w in ipairs(assert(d:windows())) do
       if w.title == title then return w end
     end
-  end, 10)
+  end, 30)
 end
 
 local function be32(s, i)
@@ -174,7 +178,7 @@ describe("daytona.core.x11", function()
       local xev = spawn({ "xev", "-geometry", "300x300+0+0", "-event", "keyboard", "-event", "button" })
       local w = window(d, "Event Tester")
       assert.is_true(d:focus(w.id))
-      helper.eventually(function() return d:active_window() == w.id end)
+      helper.eventually(function() return d:active_window() == w.id end, 10)
       xev.reset()
       assert.is_true(d:click(150, 150, 3))
       xev.wait_for("ButtonRelease event.-button 3,")
@@ -187,11 +191,11 @@ describe("daytona.core.x11", function()
         return n
       end
       assert.is_true(d:click(150, 150, 1, true))
-      helper.eventually(function() return presses()[1] == 2 end)
+      helper.eventually(function() return presses()[1] == 2 end, 15)
       assert.is_true(d:scroll(150, 150, "down", 3))
-      helper.eventually(function() return presses()[5] == 3 end)
+      helper.eventually(function() return presses()[5] == 3 end, 15)
       assert.is_true(d:scroll(150, 150, "left"))
-      helper.eventually(function() return presses()[6] == 1 end)
+      helper.eventually(function() return presses()[6] == 1 end, 15)
       assert.are.same({ [1] = 2, [3] = 1, [5] = 3, [6] = 1 }, presses())
       assert.is_true(d:button(2, true))
       assert.is_true(d:button(2, false))
@@ -205,7 +209,7 @@ describe("daytona.core.x11", function()
             seen[#seen + 1] = kind .. " " .. sym
           end
           return #seen >= n and seen
-        end)
+        end, 15)
       end
       -- a hotkey: pressed in order, released in reverse; shift makes the T
       xev.reset()
@@ -259,7 +263,7 @@ describe("daytona.core.x11", function()
         "stty -echo; cat > " .. file }, { LC_ALL = "C.UTF-8", LANG = "C.UTF-8" })
       local w = window(d, "typing-target")
       assert.is_true(d:focus(w.id))
-      helper.eventually(function() return d:active_window() == w.id end)
+      helper.eventually(function() return d:active_window() == w.id end, 10)
       -- xterm reads keys once it has mapped and set up its pty: retype the
       -- first probe line until cat has written it
       helper.eventually(function()
@@ -303,6 +307,40 @@ describe("daytona.core.x11", function()
       assert.are.equal(w.id, d:active_window())
       local ok, _, code = d:focus(0x1fffff00)
       assert.are.same({ nil, "ENOENT" }, { ok, code })
+    end)
+  end)
+
+  it("lists and focuses windows through a window manager's EWMH hints (xfwm4)", function()
+    helper.run(function()
+      assert.is_false(d:window_manager())
+      local p, disp2, d2 = start_xvfb()
+      local e = helper.child_env()
+      e.DISPLAY = disp2
+      local wm = assert(process.spawn({ "xfwm4", "--compositor=off" }, { env = e, stdout = "null", stderr = "null" }))
+      local ok, err = pcall(function()
+        helper.eventually(function() return d2:window_manager() end, 30)
+        assert.are.equal("Xfwm4", d2:window_manager())
+        local a = client(disp2, { "xterm", "-T", "wm-one", "-geometry", "40x5+50+50", "-e", "sleep", "600" })
+        local b = client(disp2, { "xterm", "-T", "wm-two", "-geometry", "40x5+400+300", "-e", "sleep", "600" })
+        procs[#procs + 1], procs[#procs + 2] = a, b
+        local one, two = window(d2, "wm-one"), window(d2, "wm-two")
+        assert.are.equal(a.proc:pid(), one.pid)
+        assert.are.equal(b.proc:pid(), two.pid)
+        -- the manager's frames: only the client windows are listed
+        local titles = {}
+        for _, w in ipairs(d2:windows()) do titles[#titles + 1] = w.title end
+        table.sort(titles)
+        assert.are.same({ "wm-one", "wm-two" }, titles)
+        for _, w in ipairs({ one, two }) do
+          assert.is_true(d2:focus(w.id))
+          helper.eventually(function() return d2:active_window() == w.id end, 10)
+          assert.is_true(window(d2, w.title).active)
+        end
+      end)
+      wm:close()
+      d2:close()
+      p:close()
+      assert(ok, err)
     end)
   end)
 
@@ -360,6 +398,7 @@ describe("daytona.core.x11", function()
     assert.has_error(function() d:capture{ x = "left" } end)
     assert.has_error(function() d:capture{ scale = "big" } end)
     assert.has_error(function() d:capture("png") end)
+    assert.has_error(function() d:capture{ fromat = "jpeg" } end)
   end)
 
   it("reports a killed X server as an error on every call, without dying", function()

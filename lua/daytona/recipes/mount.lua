@@ -43,59 +43,28 @@ local check = require "daytona.check"
 local errors = require "daytona.errors"
 local scheduler = require "daytona.runtime.scheduler"
 local core = require "daytona.core"
+local common_ = require "daytona.recipes.common"
 
 local setmetatable, type, ipairs, pairs, pcall, error, tostring, io =
   setmetatable, type, ipairs, pairs, pcall, error, tostring, io
 local concat = table.concat
+local q, tail, remaining, run, fail = common_.q, common_.tail, common_.remaining, common_.run, common_.fail
 
 local M = {}
 
 local DEFAULT_TIMEOUT = 120
 local POLL = 0.2
 
--- A word for the sandbox's shell: single-quoted, safe whatever it holds.
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
--- The last lines of a tool's output: enough to say what went wrong, short
--- enough for one error message; `none` (default "") when there are none.
-local function tail(s, n, none)
-  s = (s or ""):gsub("%s+$", "")
-  local lines = {}
-  for l in s:gmatch("[^\n]+") do lines[#lines + 1] = l end
-  if #lines == 0 then return none or "" end
-  local first = #lines > n and #lines - n + 1 or 1
-  return concat(lines, "\n", first, #lines)
-end
-
-local function remaining(deadline)
-  return math.max(deadline - core.now(), 1)
-end
-
-local function run(sb, cmd, deadline)
-  return sb.process:exec(cmd, { timeout = remaining(deadline) })
-end
-
-local function fail(f, message, fields)
-  error(errors.DaytonaError(f .. ": " .. message, fields), 0)
-end
-
 ---------------------------------------------------------------------------
 -- installing the tools
 ---------------------------------------------------------------------------
 
--- Debian's packages for the commands a mount needs.
-local DEBIAN = {
-  s3fs = "s3fs", sshfs = "sshfs", rclone = "rclone", fusermount = "fuse3",
-  ["fuse-overlayfs"] = "fuse-overlayfs",
-}
-
--- The vendors' installs, as Daytona's "Mount External Storage" guide does
--- them (their bookworm repositories, which also serve trixie); `probe` is a
--- URL that must answer first, so a sandbox without the network gets a clear
--- "cannot reach" instead of apt-get's retries.
-local VENDOR = {
+-- Debian's packages for the commands a mount needs (default: the
+-- command's name), and the vendors' installs, as Daytona's "Mount External
+-- Storage" guide does them (their bookworm repositories, which also serve
+-- trixie); `probe` is a URL that must answer first.
+local PACKAGES = {
+  fusermount = "fuse3",
   gcsfuse = {
     probe = "https://packages.cloud.google.com/apt/doc/apt-key.gpg",
     script = [[
@@ -124,60 +93,8 @@ fi
   },
 }
 
--- The commands of `cmds` the sandbox lacks.
-local function missing_commands(sb, cmds, deadline)
-  local parts = {}
-  for _, c in ipairs(cmds) do
-    parts[#parts + 1] = ("command -v %s >/dev/null 2>&1 || echo %s"):format(q(c), q(c))
-  end
-  local r = run(sb, concat(parts, "; "), deadline)
-  local missing = {}
-  for c in r.result:gmatch("%S+") do missing[#missing + 1] = c end
-  return missing
-end
-
--- Make sure every command of `cmds` is there, installing what is missing
--- unless `install` is false; raises ENOTOOL naming the tool and why.
 local function ensure_tools(f, sb, cmds, install, deadline)
-  local missing = missing_commands(sb, cmds, deadline)
-  if #missing == 0 then return end
-  local names = concat(missing, ", ")
-  if not install then
-    fail(f, ("%s not installed in the sandbox (install = false): use a snapshot that has it"):format(names),
-      { code = "ENOTOOL", tool = missing[1] })
-  end
-  local debs, output = {}, {}
-  for _, c in ipairs(missing) do
-    local vendor = VENDOR[c]
-    if vendor then
-      local probe = run(sb, ("curl -fsS --max-time 10 -o /dev/null %s 2>&1"):format(q(vendor.probe)), deadline)
-      if probe.exit_code ~= 0 then
-        fail(f, ("%s is not installed in the sandbox and cannot be installed: its vendor's repository "
-          .. "is not reachable from the sandbox (%s); the sandbox needs the network, or a snapshot with %s")
-          :format(c, tail(probe.result, 2, "curl failed"), c),
-          { code = "ENOTOOL", tool = c })
-      end
-      local r = run(sb, vendor.script .. " 2>&1", deadline)
-      output[#output + 1] = r.result
-    else
-      debs[#debs + 1] = DEBIAN[c] or c
-    end
-  end
-  if #debs > 0 then
-    -- apt's lists may be empty in a fresh sandbox: update only when a plain
-    -- install cannot find the packages
-    local pkgs = concat(debs, " ")
-    local r = run(sb, ("{ sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q %s || "
-      .. "{ sudo -n apt-get update -q && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q %s; }; } 2>&1")
-      :format(pkgs, pkgs), deadline)
-    output[#output + 1] = r.result
-  end
-  local still = missing_commands(sb, missing, deadline)
-  if #still > 0 then
-    fail(f, ("%s not installed in the sandbox and installing failed (the sandbox may have no network: use a "
-      .. "snapshot that has it):\n%s"):format(concat(still, ", "), tail(concat(output, "\n"), 8)),
-      { code = "ENOTOOL", tool = still[1], output = concat(output, "\n") })
-  end
+  return common_.ensure_tools(f, sb, cmds, install, deadline, PACKAGES)
 end
 
 ---------------------------------------------------------------------------
@@ -188,31 +105,15 @@ local Mount = {}
 Mount.__index = Mount
 Mount.__name = "daytona.recipes.mount.Mount"
 
--- The session counter: with the time and a random number, a name no other
--- mount of this process or another uses.
-local serial = 0
-local function session_name(tool)
-  serial = serial + 1
-  return ("dtlua-mount-%s-%d-%d"):format(tool, serial, math.random(1, 1 << 30))
-end
-
 -- Run `command` in a session of its own, in the background; returns the
--- process record `{ session, cmd_id, path }`.
+-- process record `{ session, cmd_id, path, tool }`.
 local function start_process(sb, tool, command, path, deadline)
-  local session = session_name(tool)
-  sb.process:create_session(session)
-  local r = sb.process:execute_session_command(session, { command = command, run_async = true },
-    { timeout = remaining(deadline) })
-  return { session = session, cmd_id = r.cmd_id, path = path, tool = tool }
+  local p = common_.start(sb, "mount", tool, command, deadline)
+  p.path = path
+  return p
 end
 
-local function process_output(sb, p)
-  local ok, logs = pcall(sb.process.get_session_command_logs, sb.process, p.session, p.cmd_id)
-  if not ok then return "" end
-  local out = (logs.stdout or "") .. (logs.stderr or "")
-  if out == "" then out = logs.output or "" end
-  return out
-end
+local process_output = common_.output
 
 -- Unmount one process's mount (lazily if it is busy), then end its session.
 local function stop_process(sb, p, timeout)
@@ -311,9 +212,7 @@ end
 -- Check a recipe's arguments: the sandbox, then `opts` against the
 -- recipe's option set; returns the common options normalised.
 local function common(f, sb, opts, allowed)
-  if type(sb) ~= "table" or type(sb.process) ~= "table" or type(sb.fs) ~= "table" then
-    check.argerror(f, "sandbox", "a sandbox expected, got " .. type(sb))
-  end
+  common_.sandbox(f, sb)
   check.options(check.table(opts, f, "opts"), f, allowed, "opts")
   local c = {
     mount_path = check.string(opts.mount_path, f, "mount_path"),
