@@ -98,7 +98,7 @@ X11_PKGS := x11 xtst xfixes libpng libjpeg
 X11_OBJ  := $(patsubst %,$(BUILD)/obj/%.o,x11 x11_keys x11_image obj)
 X11_LIBS := $(or $(shell pkg-config --libs $(X11_PKGS) 2>/dev/null),-lX11 -lXtst -lXfixes -lpng -ljpeg) $(BASE_LIBS) -lm
 # dtlua-sandbox, the local server's launcher: libc only (csrc/sandbox.h)
-LAUNCH_OBJ := $(patsubst %,$(BUILD)/obj/%.o,sandbox_launcher sandbox_root sandbox_init)
+LAUNCH_OBJ := $(patsubst %,$(BUILD)/obj/%.o,sandbox_launcher sandbox_root sandbox_init sandbox_net)
 HDRS     := $(wildcard csrc/*.h)
 
 CORE_SO  := $(BUILD)/lib/lua/$(LUA_VER)/daytona/core.so

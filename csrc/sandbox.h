@@ -11,6 +11,8 @@
 **                       the binds, and the pivot into it
 **   sandbox_init.c      the sandbox's init (PID 1): from clone3 to the
 **                       program's exec, then reaping and forwarding signals
+**   sandbox_net.c       --net veth: the sandbox's link to the host, made
+**                       over rtnetlink between clone3 and init's release
 ** Only what one of them uses of another is declared here.
 */
 #ifndef DT_SANDBOX_H
@@ -61,7 +63,12 @@ typedef struct Opts {
   const char *hostname;
   unsigned long uid_base;
   int have_base;
-  int net_none;
+  int net_none;              /* a network namespace of its own (none or veth) */
+  int veth;                  /* --net veth:...: with a veth link to the host */
+  char veth_host[16];        /* the host end's name (IFNAMSIZ) */
+  unsigned veth_host_addr, veth_addr;   /* network byte order */
+  int veth_plen;
+  unsigned veth_group;       /* the host end's interface group (0: default) */
   int user_root;             /* --user root (else daytona) */
   const char *cwd;
   const char *env[MAX_ENV];
@@ -137,6 +144,14 @@ void prepare (Ctx *c);
 void build_tree (Ctx *c);
 void mount_inside (Ctx *c);
 void enter_root (Ctx *c);
+
+/* --- sandbox_net.c ------------------------------------------------------- */
+
+/* --net veth:HOSTIF:HOSTADDR/PLEN:SANDBOXADDR[:GROUP] into o; 0 if malformed. */
+int net_parse_veth (Opts *o, const char *spec);
+/* The veth pair and both ends' addresses, the sandbox's default route: by
+** the (root) launcher between clone3 and releasing init. */
+void net_plumb (Ctx *c, pid_t child);
 
 /* --- sandbox_init.c ------------------------------------------------------ */
 

@@ -133,7 +133,7 @@ void die_errno (int code, const char *fmt, ...) {
 
 static const char usage_text[] =
   "usage: " PROG " run --root-dir DIR --hostname NAME [--uid-base N]\n"
-  "           [--net host|none] [--user daytona|root] [--cwd DIR]\n"
+  "           [--net host|none|veth:HOSTIF:HOSTADDR/PLEN:SANDBOXADDR[:GROUP]] [--user daytona|root] [--cwd DIR]\n"
   "           [--env K=V]... [--env-file PATH] [--bind SRC DST]... [--ro-bind SRC DST]...\n"
   "           [--bind-beneath SRC SUBPATH DST]... [--volume SRC DST]...\n"
   "           [--volume-beneath SRC SUBPATH DST]... [--volume-migrate SRC]...\n"
@@ -159,6 +159,9 @@ static const char usage_text[] =
   "--image-layer DIR (repeated, bottom first): the root is an overlay of\n"
   "these layers of a container image (and the sandbox's upper dir) instead\n"
   "of the host's system.\n"
+  "--net veth:...: a network namespace of its own, linked to the host by a\n"
+  "veth pair (host end HOSTIF with HOSTADDR/PLEN in interface group GROUP;\n"
+  "the sandbox's eth0 with SANDBOXADDR, default route via HOSTADDR); root only.\n"
   "rm: delete the sandbox's directory (it must not be running).\n";
 
 static void usage (const char *fmt, ...) {
@@ -269,9 +272,15 @@ static void parse_run (Opts *o, int argc, char **argv) {
     }
     else if (strcmp(a, "--net") == 0) {
       const char *v = NEXT();
-      if (strcmp(v, "none") == 0) o->net_none = 1;
-      else if (strcmp(v, "host") == 0) o->net_none = 0;
-      else usage("--net: expected host or none, got '%s'", v);
+      if (strcmp(v, "none") == 0) o->net_none = 1, o->veth = 0;
+      else if (strcmp(v, "host") == 0) o->net_none = 0, o->veth = 0;
+      else if (strncmp(v, "veth:", 5) == 0) {
+        if (!net_parse_veth(o, v + 5))
+          usage("--net: expected veth:HOSTIF:HOSTADDR/PLEN:SANDBOXADDR[:GROUP] (an interface "
+                "name of 1..15 of [a-z0-9-], IPv4 addresses on one subnet, PLEN 8..31), got '%s'", v);
+        o->net_none = 1;
+      }
+      else usage("--net: expected host, none or veth:..., got '%s'", v);
     }
     else if (strcmp(a, "--user") == 0) {
       const char *v = NEXT();
@@ -671,6 +680,7 @@ static int cmd_run (int argc, char **argv) {
     c.base = o.uid_base;
     c.sub_mapped = 1;
   }
+  else if (o.veth) usage("--net veth: needs root (creating interfaces in the host's namespace)");
   /* nothing of the caller's leaks into the sandbox but stdin/out/err */
   if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0)
     die_errno(EXIT_INTERNAL, "close_range");
@@ -719,6 +729,7 @@ static int cmd_run (int argc, char **argv) {
     if (c.userns_fd < 0) die_errno(EXIT_NS, "open %s", path);
     build_tree(&c);
     close(c.userns_fd);
+    if (o.veth) net_plumb(&c, child);
   }
   /* init inherits the sub_mapped flag through its own copy of c: tell it */
   if (!c.privileged && c.sub_mapped) {

@@ -263,11 +263,12 @@ describe("dtlocal control plane", function()
     run(function()
       local s = create{}
       local port = 20000 + (core.util.getpid() % 20000)
-      -- a tiny HTTP server inside the sandbox, on the shared host network
+      -- a tiny HTTP server inside the sandbox, on its own network: previews
+      -- reach it at its address (servers bound to its loopback only are not)
       local st = tb(s.id, "/process/session", { sessionId = "web" })
       assert.are.equal(201, st)
       st = tb(s.id, "/process/session/web/exec", {
-        command = ("python3 -m http.server %d --bind 127.0.0.1 --directory /tmp"):format(port), runAsync = true })
+        command = ("python3 -m http.server %d --bind 0.0.0.0 --directory /tmp"):format(port), runAsync = true })
       assert.is_true(st == 200 or st == 202)
       exec(s.id, "echo preview-body > /tmp/hello.txt")
       local p = ok(200, "GET", "/sandbox/" .. s.id .. "/ports/" .. port .. "/preview-url")

@@ -173,7 +173,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
 ]]
   local function echo_server(id, port)
     local tb = srv.toolbox_url .. "/" .. id

@@ -59,6 +59,7 @@ local proxy = require "dtlocal.control.proxy"
 local events = require "dtlocal.control.events"
 local ports = require "dtlocal.control.ports"
 local objects = require "dtlocal.control.objects"
+local network = require "dtlocal.control.network"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table =
   type, pairs, ipairs, tostring, tonumber, setmetatable, pcall, error, io, os, string, table
@@ -337,24 +338,34 @@ function App:port_owner(rec, inst)
   return { init_pid = inst:init_pid() or "0" }
 end
 
---- A preview request: to the sandbox's port on the host's loopback.
+--- A preview request: to the sandbox's port, at its own address (its own
+-- network, as root), else on the host's loopback.
 function App:preview(ctx)
   local rec, port, rest = self:preview_target(ctx)
   local inst = running_instance(self, rec)
-  if rec.networkBlockAll then
-    raise(502, format("sandbox %s has networkBlockAll: its ports are not reachable from the host", rec.id),
-      "BAD_GATEWAY")
-  end
-  -- loopback ports are the host's: forward only to the sandbox's own
-  -- listener, never to another sandbox's, another service's or ours
-  local mine, why = ports.owned(port, self:port_owner(rec, inst))
-  if not mine then
-    raise(502, format("port %d of sandbox %s: %s", port, rec.id, why), "BAD_GATEWAY")
+  local host = "127.0.0.1"
+  if self.net and rec.dtlocal.uid_slot then
+    -- the sandbox's eth0 address: the host's route to it goes through its
+    -- own veth whatever the sandbox does inside, so only its servers
+    -- (bound to 0.0.0.0 or that address) answer; networkBlockAll drops
+    -- only what the sandbox sends out, not the replies to us
+    host = network.addrs(rec.dtlocal.uid_slot).sandbox
+  else
+    if rec.networkBlockAll then
+      raise(502, format("sandbox %s has networkBlockAll: its ports are not reachable from the host", rec.id),
+        "BAD_GATEWAY")
+    end
+    -- loopback ports are the host's: forward only to the sandbox's own
+    -- listener, never to another sandbox's, another service's or ours
+    local mine, why = ports.owned(port, self:port_owner(rec, inst))
+    if not mine then
+      raise(502, format("port %d of sandbox %s: %s", port, rec.id, why), "BAD_GATEWAY")
+    end
   end
   if ctx.headers["x-daytona-skip-last-activity-update"] ~= "true" then self.mgr:touch(rec) end
   local qs = strip_param(ctx.qs, "DAYTONA_SANDBOX_AUTH_KEY")
   local target = (rest == "" and "/" or rest) .. (qs ~= "" and ("?" .. qs) or "")
-  local base = format("http://127.0.0.1:%d", port)
+  local base = format("http://%s:%d", host, port)
   local opts = {
     what = format("port %d of sandbox %s", port, rec.id),
     headers = { ["X-Forwarded-Host"] = ctx.headers.host, ["X-Forwarded-Proto"] = "http",
@@ -363,7 +374,7 @@ function App:preview(ctx)
     on_close = function() self.mgr:connection(rec, -1) end,
   }
   if ctx.is_websocket then
-    return proxy.websocket(ctx, "ws://127.0.0.1:" .. port .. target, opts)
+    return proxy.websocket(ctx, format("ws://%s:%d", host, port) .. target, opts)
   end
   return proxy.forward(ctx, base .. target, opts)
 end
@@ -451,6 +462,9 @@ function App:start()
     if util.getuid() == 0 then
       self.uids = uids_mod.new{}
       self.uids:sweep()
+      -- every sandbox its own network namespace, linked to the host by a
+      -- veth pair, filtered by a table of ours (dtlocal.control.network)
+      self.net = network.new{ uids = self.uids, state_dir = self.state_dir, log = self.log }
     end
     self.vols = volumes.new{ store = self.store, runner = self.runner, log = self.log }
     self.vols:load()
@@ -483,7 +497,7 @@ function App:start()
     }
     self.mgr = sandboxes.new{
       store = self.store, runner = self.runner, uids = self.uids, log = self.log,
-      cgroups = self.cgroups, snapshots = self.snaps, images = self.images,
+      net = self.net, cgroups = self.cgroups, snapshots = self.snaps, images = self.images,
       on_event = function(name, rec, old) self.events:sandbox_event(name, rec, old) end,
       minute = self.minute, warm = self.warm, volumes = function(k) return self.vols:find(k) end,
     }
@@ -517,12 +531,21 @@ function App:start()
     end
     self.log("dtlocal: %d sandbox(es) in %s, %d being started again; listening on %s, previews on %s",
       n, self.state_dir, restarted, self.base_url, self.preview_base)
+    if self.net then
+      self.log("dtlocal: sandbox networks: own namespaces, veth links in 10.200.0.0/16, nftables table "
+        .. "inet %s; IPv4 forwarding (net.ipv4.ip_forward) is on%s", self.net.name,
+        self.net.forwarding_enabled and " (turned on by dtlocal)" or "")
+    else
+      self.log("dtlocal: sandbox networks: not root, sandboxes share the host's network "
+        .. "(networkBlockAll: none); allow lists are refused")
+    end
     self:write_info()
   end)
   if not started then
     if self.srv then self.srv:close() end
     if self.preview_srv then self.preview_srv:close() end
     if self.cgroups then self.cgroups:close() end
+    if self.net then self.net:close() end
     self:unlock()
     error(err, 0)
   end
@@ -554,6 +577,7 @@ function App:close()
   if self.mgr then self.mgr:shutdown() end
   -- after the shutdown: the sandboxes' processes are gone
   if self.cgroups then self.cgroups:close() end
+  if self.net then self.net:close() end
   if self.runner then self.runner:close() end
   for _, p in ipairs(self.info_paths or {}) do
     -- only our own: a newer server may have replaced the user's file

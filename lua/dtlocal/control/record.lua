@@ -252,16 +252,22 @@ function check.cidr_list(v, field)
   return concat(entries, ",")
 end
 
---- A network or domain allow list must be empty locally: dtlocal has no
--- way to enforce one (a sandbox has the host's network or, with
--- networkBlockAll, none), and recording it would let a client believe it
--- holds. Raises 400 naming `field` for a non-empty (already validated) list.
-function M.refuse_allow_list(list, field)
-  if list ~= nil and list ~= "" then
-    raise(400, format("%s: dtlocal cannot enforce an allow list (a local sandbox shares the "
-      .. "host's network); use networkBlockAll for no network at all, or run against "
-      .. "Daytona's cloud", field))
+--- An allow list dtlocal cannot enforce must be refused, not recorded (a
+-- client would believe it holds). Raises 400 naming `field` for a
+-- non-empty (already validated) list. networkAllowList is enforced as root
+-- (each sandbox its own network, filtered by dtlocal's nftables table),
+-- not unprivileged (sandboxes share the host's network); domainAllowList
+-- never (it would need a resolver and filter of dtlocal's).
+function M.refuse_allow_list(list, field, enforced)
+  if list == nil or list == "" or enforced then return end
+  if field == "domainAllowList" then
+    raise(400, "domainAllowList: dtlocal cannot enforce a domain allow list (filtering by name needs "
+      .. "a resolver of its own, which it does not have); use networkAllowList with CIDR blocks, "
+      .. "networkBlockAll, or run against Daytona's cloud")
   end
+  raise(400, format("%s: dtlocal cannot enforce an allow list here (not running as root, a local "
+    .. "sandbox shares the host's network); run dtlocal as root, use networkBlockAll for no network "
+    .. "at all, or run against Daytona's cloud", field))
 end
 
 --- A comma-separated list of domain names (`*.` wildcards allowed).
@@ -409,8 +415,9 @@ function M.check_create(body)
   if not absent(body.public) then c.public = check.boolean(body.public, "public") end
   if not absent(body.networkBlockAll) then c.networkBlockAll = check.boolean(body.networkBlockAll, "networkBlockAll") end
   if not absent(body.networkAllowList) then
+    -- enforced as root (dtlocal.control.network); the manager refuses it
+    -- where it cannot be (Manager:create)
     c.networkAllowList = check.cidr_list(body.networkAllowList, "networkAllowList")
-    M.refuse_allow_list(c.networkAllowList, "networkAllowList")
   end
   if not absent(body.domainAllowList) then
     c.domainAllowList = check.domain_list(body.domainAllowList, "domainAllowList")

@@ -365,7 +365,7 @@ local function network_settings(ctx, params)
   local block
   if not absent(body.networkBlockAll) then block = check.boolean(body.networkBlockAll, "networkBlockAll") end
   local allow = not absent(body.networkAllowList) and check.cidr_list(body.networkAllowList, "networkAllowList") or nil
-  record.refuse_allow_list(allow, "networkAllowList")
+  record.refuse_allow_list(allow, "networkAllowList", ctx.app.net ~= nil)
   local domains = not absent(body.domainAllowList) and check.domain_list(body.domainAllowList, "domainAllowList") or nil
   record.refuse_allow_list(domains, "domainAllowList")
   if block == nil and allow == nil and domains == nil then

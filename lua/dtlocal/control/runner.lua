@@ -181,7 +181,7 @@ Instance.__name = "dtlocal.SandboxProcess"
 
 --- Start a sandbox. spec: id, dir (the sandbox's root dir), uid_first
 -- (host id of sandbox id 0; required as root), user ("daytona"|"root"),
--- env ({NAME = value}), network_block_all, volumes ({{host=, sub=, path=,
+-- env ({NAME = value}), net (--net value), network_block_all, volumes ({{host=, sub=, path=,
 -- migrate=}}: migrate asks for --volume-migrate of host),
 -- cgroups (directories the launcher joins first: dtlocal.control.cgroups).
 -- Returns an Instance at once; raises DaytonaError if the launcher cannot
@@ -190,7 +190,9 @@ function Runner:launch(spec)
   local argv = { self.launcher, "run", "--root-dir", spec.dir, "--hostname", spec.id }
   local function add(...) for _, v in ipairs({ ... }) do argv[#argv + 1] = v end end
   if spec.uid_first then add("--uid-base", tostring(spec.uid_first)) end
-  add("--net", spec.network_block_all and "none" or "host")
+  -- net: the launcher's --net veth:... (dtlocal.control.network, as root);
+  -- else the host's network, or none for networkBlockAll
+  add("--net", spec.net or (spec.network_block_all and "none" or "host"))
   add("--user", spec.user == "root" and "root" or "daytona")
   for _, d in ipairs(spec.cgroups or {}) do add("--cgroup", d) end
   -- the sandbox's env goes through a file, not the command line (which

@@ -69,6 +69,7 @@ function M.new(opts)
     runner = assert(opts.runner, "runner"),
     cgroups = opts.cgroups,   -- dtlocal.control.cgroups manager, or nil
     uids = opts.uids,
+    net = opts.net,   -- dtlocal.control.network (root), or nil: the host's network
     log = opts.log or function() end,
     minute = opts.minute or 60,
     volumes = opts.volumes or function() return nil end,
@@ -265,6 +266,17 @@ function Manager:do_start(rec)
     rec.dtlocal.uid_first = first
     self:save(rec)
   end
+  -- its firewall exceptions (blocked, allow list, link) are in place before
+  -- its interface exists: they are keyed by the interface's name
+  local net_arg
+  if self.net and rec.dtlocal.uid_slot then
+    local parent = rec.linkedSandboxId and self.by_id[rec.linkedSandboxId]
+    if rec.linkedSandboxId and not (parent and parent.state == "started") then
+      error("its linked sandbox " .. rec.linkedSandboxId .. " is not started", 0)
+    end
+    self.net:apply(rec, parent)
+    net_arg = self.net:launch_arg(rec.dtlocal.uid_slot)
+  end
   -- the preview token rotates when the sandbox (re)starts (doc/protocol.md §3.3)
   rec.dtlocal.preview_token = record.token(32)
   local vols, migrating = {}, {}
@@ -285,6 +297,7 @@ function Manager:do_start(rec)
     user = rec.user,
     env = rec.env,
     network_block_all = rec.networkBlockAll,
+    net = net_arg,
     volumes = vols,
     image = image,
     -- the limits hold from the launcher's first instruction on (it joins
@@ -314,9 +327,59 @@ function Manager:do_start(rec)
     if inst.exit_code ~= runner_mod.EXIT_BUSY or attempt == 50 then error(err, 0) end
     scheduler.sleep(0.05)
   end
+  if self.net and rec.linkedSandboxId then self:link_hosts(rec) end
   if rec.state == "creating" or rec.state == "starting" or rec.state == "restoring" then
     self:set_state(rec, "started")
   end
+end
+
+-- Run `script` as root in a started sandbox (sudo, through its daemon);
+-- raises a plain error when it fails.
+local function run_as_root(inst, script)
+  local r, msg = require("daytona.runtime.http").request{
+    url = inst.base_url .. "/process/execute", method = "POST",
+    unix_socket = inst.unix_socket, peer_uids = inst.peer_uids,
+    headers = { ["Content-Type"] = "application/json" },
+    body = dtlocal_http.json.encode({ command = "sudo -n sh -c '" .. script .. "'", timeout = 20 }),
+    timeout = 30,
+  }
+  if not r then error(msg, 0) end
+  local body = r.status == 200 and dtlocal_http.json.decode(r.body or "")
+  if type(body) ~= "table" or body.exitCode ~= 0 then
+    error(format("its daemon answered %d: %s", r.status, tostring(type(body) == "table" and body.result or r.body)), 0)
+  end
+end
+
+-- The /etc/hosts line naming sandbox `rec` at its link address (its name
+-- only when it is a plain host name: it goes into a shell command).
+local function hosts_line(rec)
+  local a = require("dtlocal.control.network").addrs(rec.dtlocal.uid_slot)
+  local names = rec.id
+  if type(rec.name) == "string" and rec.name ~= rec.id and rec.name:match("^[%w][%w%-%.]*$") and #rec.name <= 253 then
+    names = rec.name .. " " .. rec.id
+  end
+  return format("%s %s # dtlocal link %s", a.sandbox, names, rec.id)
+end
+
+-- Replace sandbox `other`'s line in the /etc/hosts of the sandbox run by
+-- inst (removing it when add is false).
+local function hosts_entry(inst, other, add)
+  local script = format([[sed -i "/ # dtlocal link %s\$/d" /etc/hosts]], other.id)
+  if add then script = script .. format([[ && echo "%s" >> /etc/hosts]], hosts_line(other)) end
+  run_as_root(inst, script)
+end
+
+--- A linked sandbox and its parent resolve each other by name and id: a
+-- line for each in the other's /etc/hosts (the sandboxes' own files; their
+-- root may change them, as it may change its whole network).
+function Manager:link_hosts(child)
+  local parent = self.by_id[child.linkedSandboxId]
+  local crt, prt = self.rt[child.id], parent and self.rt[parent.id]
+  if not (parent and crt and crt.inst and prt and prt.inst) then
+    error("its linked sandbox " .. tostring(child.linkedSandboxId) .. " is not running", 0)
+  end
+  hosts_entry(crt.inst, parent, true)
+  hosts_entry(prt.inst, child, true)
 end
 
 --- Watch a sandbox's init: if it ends without being asked to, the sandbox
@@ -403,9 +466,21 @@ function Manager:create(c)
       raise(409, format("Sandbox with name %s already exists", c.name))
     end
   end
+  record.refuse_allow_list(c.networkAllowList, "networkAllowList", self.net ~= nil)
   if c.linkedSandbox then
-    local linked = self:find(c.linkedSandbox)
-    c.linkedSandboxId = linked.id
+    -- a link network between a started parent and its children (one level)
+    local parent = self:lookup(c.linkedSandbox)
+    if not parent or parent.state == "destroying" then
+      raise(400, format("linkedSandbox: sandbox %s not found", c.linkedSandbox))
+    end
+    if parent.linkedSandboxId then
+      raise(400, format("linkedSandbox: chained links are not allowed (sandbox %s is linked to %s)",
+        c.linkedSandbox, parent.linkedSandboxId))
+    end
+    if parent.state ~= "started" then
+      raise(400, format("linkedSandbox: sandbox %s is %s; it must be started", c.linkedSandbox, parent.state))
+    end
+    c.linkedSandboxId = parent.id
   end
   for _, v in ipairs(c.volumes or {}) do
     local vol = self.volumes(v.volumeId)
@@ -536,13 +611,15 @@ function Manager:resize(rec, r)
 end
 
 --- Network settings: `n` holds the validated block_all (boolean),
--- allow_list and domain_allow_list ("" clears one). Blocking can only
+-- allow_list and domain_allow_list ("" clears one). As root (own
+-- networks) applied at once, started or not; else blocking can only
 -- change while the sandbox is stopped (its network namespace is made when
--- it starts: 409 otherwise); as the docs say, blocking all or unblocking
+-- it starts: 409 otherwise). As the docs say, blocking all or unblocking
 -- clears the allow list, and an allow list unblocks.
 function Manager:set_network(rec, n)
   local block, allow, domains = n.block_all, n.allow_list, n.domain_allow_list
-  if block ~= nil and block ~= rec.networkBlockAll then
+  local old = { rec.networkBlockAll, rec.networkAllowList }
+  if block ~= nil and block ~= rec.networkBlockAll and not self.net then
     if rec.state ~= "stopped" and rec.state ~= "archived" then
       raise(409, format("networkBlockAll can only change while the sandbox is stopped locally "
         .. "(it is %s); stop it, update, start it again", rec.state))
@@ -557,6 +634,15 @@ function Manager:set_network(rec, n)
     if allow ~= "" and block == nil then rec.networkBlockAll = false end
   end
   if domains ~= nil then rec.domainAllowList = domains ~= "" and domains or nil end
+  if self.net and rec.dtlocal.uid_slot then
+    -- at once, started or not (the rules are keyed by the interface name)
+    local ok, err = pcall(self.net.apply, self.net, rec,
+      rec.linkedSandboxId and self.by_id[rec.linkedSandboxId])
+    if not ok then
+      rec.networkBlockAll, rec.networkAllowList = old[1], old[2]
+      raise(500, tostring(err))
+    end
+  end
   self:update(rec)
 end
 
@@ -622,8 +708,23 @@ end
 -- error (its record written again), and a later delete tries again.
 function Manager:do_delete(rec)
   if rec.state ~= "destroying" then self:set_state(rec, "destroying") end
+  -- its linked children go with it (Daytona's linked sandboxes)
+  for _, other in pairs(self.by_id) do
+    if other.linkedSandboxId == rec.id and other.state ~= "destroying" then
+      local ok, err = pcall(self.delete, self, other)
+      if not ok then self.log("sandbox %s: cannot delete its linked sandbox %s: %s", rec.id, other.id, tostring(err)) end
+    end
+  end
+  -- a child leaves its parent's /etc/hosts
+  local parent = rec.linkedSandboxId and self.by_id[rec.linkedSandboxId]
+  local prt = parent and self.rt[parent.id]
+  if self.net and prt and prt.inst and rec.dtlocal.uid_slot then
+    local ok, err = pcall(hosts_entry, prt.inst, rec, false)
+    if not ok then self.log("sandbox %s: cannot update %s's /etc/hosts: %s", rec.id, parent.id, tostring(err)) end
+  end
   self:kill(rec, true)
   self.runner:remove_tree(self.store:sandbox_dir(rec.id))
+  if self.net then self.net:forget(rec) end
   if self.uids and rec.dtlocal.uid_slot then
     self.uids:release(rec.dtlocal.uid_slot, self:record_path(rec))
   end

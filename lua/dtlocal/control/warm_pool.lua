@@ -48,6 +48,7 @@ local function plain(c)
   return c.image == nil and c.buildInfo == nil   -- the host's system
     and (c.user == nil or c.user == "daytona")
     and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
+    and not c.networkAllowList and not c.linkedSandbox
     and (c.cpu == nil or c.cpu == d.cpu) and (c.memory == nil or c.memory == d.memory)
     and (c.disk == nil or c.disk == d.disk)
 end

@@ -1,0 +1,281 @@
+--- dtlocal.control.network: every sandbox its own network (as root).
+--
+-- Each sandbox gets a network namespace of its own, owned by its user
+-- namespace (its root has CAP_NET_ADMIN there: tun devices, addresses,
+-- routes, its own firewall), linked to the host by a veth pair that the
+-- launcher makes over rtnetlink (`--net veth:...`, csrc/sandbox_net.c).
+-- The addresses come from the sandbox's uid slot (dtlocal.control.uids,
+-- unique across every dtlocal on the machine): slot S is the routed /30
+-- 10.200.0.0/16 + 4*S, host end `dtl<S>` with .1, the sandbox's eth0 .2.
+-- No bridge: sandboxes share no link, so no ARP or broadcast between them.
+--
+-- What a sandbox may reach is decided in the host's namespace, out of its
+-- reach (its root can flush only its own namespace's rules), by one
+-- nftables table per server, `inet dtlocal_<N>`, N the uid slot the server
+-- claims for itself (owner: `<state dir>/network`), which is also the
+-- interface group of its host ends, so that its rules match its own
+-- sandboxes only and several servers run side by side. The rules are
+-- static; a plain create runs no `nft`. Sets hold the exceptions, keyed by
+-- interface name or address pair, and can be filled before the interface
+-- exists:
+--   input     from a sandbox to the host itself (the gateway, every other
+--             host address; the host's loopback is unreachable anyway):
+--             dropped, but replies to the host's own connections
+--             (previews) and addresses in the sandbox's allow list
+--   forward   sandbox -> sandbox: dropped unless the pair is linked
+--             (`links`); into a sandbox from anywhere else: replies only;
+--             out of a `blocked` sandbox: dropped; out of a `listed` one:
+--             only to its allow list (`allow`, interface . CIDR); IPv6: none
+--   prerouting  anti-spoofing: a source address not routed back through
+--             the interface it came in by is dropped (fib)
+--   postrouting masquerade what leaves for elsewhere
+-- The host must forward IPv4 (net.ipv4.ip_forward = 1): the server turns
+-- it on at start and says so.
+--
+--   local net = network.new{ uids =, state_dir =, log = }   -- raises
+--   net:launch_arg(slot) -> "veth:dtl12:10.200.0.49/30:10.200.0.50:G"
+--   network.addrs(slot) -> { ifname =, host =, sandbox =, plen = }
+--   net:apply(rec, parent_rec)  -- blocked / allow list / link of rec
+--   net:forget(rec)             -- its set elements, at delete
+--   net:close()                 -- the table, at shutdown
+local core = require "daytona.core"
+local process = require "daytona.runtime.process"
+local fs = require "dtlocal.fs"
+local json = require("dtlocal.http").json
+
+local format, concat = string.format, table.concat
+local ipairs, pairs, tostring, tonumber, error, io, os, setmetatable, pcall =
+  ipairs, pairs, tostring, tonumber, error, io, os, setmetatable, pcall
+
+local M = {}
+
+M.PREFIX = "dtl"
+M.NET = 0x0AC80000         -- 10.200.0.0/16: 16384 /30s, one per uid slot
+M.PLEN = 30
+M.NFT = "nft"
+
+local function ip(n)
+  return format("%d.%d.%d.%d", (n >> 24) & 255, (n >> 16) & 255, (n >> 8) & 255, n & 255)
+end
+
+--- The link of uid slot `slot`: host end's name and address, the sandbox's.
+function M.addrs(slot)
+  local base = M.NET + 4 * slot
+  return { ifname = M.PREFIX .. slot, host = ip(base + 1), sandbox = ip(base + 2), plen = M.PLEN }
+end
+
+-- A CIDR as nftables takes it: host bits cleared ("10.1.2.3/8" -> "10.0.0.0/8").
+local function network_of(cidr)
+  local a, b, c, d, len = cidr:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)/(%d+)$")
+  local n = (tonumber(a) << 24) | (tonumber(b) << 16) | (tonumber(c) << 8) | tonumber(d)
+  len = tonumber(len)
+  local mask = len == 0 and 0 or ((0xFFFFFFFF << (32 - len)) & 0xFFFFFFFF)
+  return ip(n & mask) .. "/" .. len
+end
+M.network_of = network_of
+
+local function nft(script)
+  local r, msg = process.run({ M.NFT, "-f", "-" }, { input = script, timeout = 20, stderr = "stdout" })
+  if not r then return nil, msg end
+  if r.exit_code ~= 0 then return nil, (r.stdout or ""):gsub("%s+$", "") end
+  return true
+end
+M.nft = nft
+
+local function table_name(n) return "dtlocal_" .. n end
+
+local function ruleset(name, group)
+  return format([[
+table inet %s {
+  set links { type ipv4_addr . ipv4_addr; }
+  set blocked { type ifname; }
+  set listed { type ifname; }
+  set allow { type ifname . ipv4_addr; flags interval; }
+  chain pre {
+    type filter hook prerouting priority -300; policy accept;
+    iifgroup %d fib saddr . iif oif missing drop
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifgroup %d ct state established,related accept
+    iifgroup %d iifname @listed iifname . ip daddr @allow accept
+    iifgroup %d drop
+  }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifgroup %d oifname "%s*" ip saddr . ip daddr @links accept
+    iifgroup %d oifname "%s*" drop
+    oifgroup %d ct state established,related accept
+    oifgroup %d drop
+    iifgroup %d iifname @blocked drop
+    iifgroup %d meta nfproto ipv6 drop
+    iifgroup %d iifname @listed iifname . ip daddr != @allow drop
+  }
+  chain post {
+    type nat hook postrouting priority 100; policy accept;
+    ip saddr 10.200.0.0/16 oifname != "%s*" masquerade
+  }
+}
+]], name, group, group, group, group, group, M.PREFIX, group, M.PREFIX, group, group, group, group, group,
+    M.PREFIX)
+end
+
+local Net = {}
+Net.__index = Net
+Net.__name = "dtlocal.Network"
+
+-- The owner file of the server's own slot: "<pid> <start time>\n", so that
+-- a sweep can tell a live server's table from a dead one's.
+local function write_owner(path)
+  local pid = core.util.getpid()
+  local start = process.start_time(pid)
+  local ok, msg = require("dtlocal.control.store").write_atomic(path, format("%d %s\n", pid, tostring(start)))
+  if not ok then error("cannot write " .. path .. ": " .. tostring(msg), 0) end
+end
+
+local function owner_alive(path)
+  local s = fs.read_file(path)
+  local pid, start = (s or ""):match("^(%d+) (%d+)")
+  if not pid then return false end
+  return process.start_time(pid) == tonumber(start)
+end
+
+--- Tables `dtlocal_<N>` whose server is gone (its slot's owner file is
+-- missing or names a dead process): deleted, the slot released when its
+-- owner file is gone. Returns the names removed.
+function M.sweep(uids, log, keep)
+  local r = process.run({ M.NFT, "list", "tables", "inet" }, { timeout = 20 })
+  local removed = {}
+  if not r or r.exit_code ~= 0 then return removed end
+  for n in (r.stdout or ""):gmatch("table inet dtlocal_(%d+)") do
+    n = tonumber(n)
+    if n ~= keep then
+      local owner = fs.read_file(uids:slot_dir(n) .. "/owner")
+      if not owner or not owner_alive(owner) then
+        if nft(format("delete table inet %s\n", table_name(n))) then
+          removed[#removed + 1] = table_name(n)
+          if owner and not core.util.stat(owner) then uids:release(n, owner) end
+        end
+      end
+    end
+  end
+  if log then for _, t in ipairs(removed) do log("removed nftables table %s, left by a server that is gone", t) end end
+  return removed
+end
+
+--- The network of a server running as root. opts: uids (the uid pool),
+-- state_dir, log. Claims the server's slot (kept across restarts of the
+-- same state dir), replaces its table, turns IPv4 forwarding on.
+function M.new(opts)
+  local uids, log = opts.uids, opts.log or function() end
+  local owner = opts.state_dir .. "/network"
+  local saved = fs.read_file(owner .. ".json")
+  local slot = saved and tonumber(saved:match('"slot":%s*(%d+)'))
+  if not (slot and uids:keep(slot, owner)) then
+    local s, msg = uids:claim(owner)
+    if not s then error("cannot claim a network slot: " .. tostring(msg), 0) end
+    slot = s
+    local ok, werr = require("dtlocal.control.store").write_atomic(owner .. ".json",
+      json.encode({ slot = slot }))
+    if not ok then uids:release(slot, owner); error("cannot write " .. owner .. ".json: " .. tostring(werr), 0) end
+  end
+  write_owner(owner)
+  local self = setmetatable({ uids = uids, slot = slot, group = slot + 1, name = table_name(slot),
+                              owner = owner, log = log, elems = {} }, Net)
+  M.sweep(uids, log, slot)
+  local ok, msg = nft(format("table inet %s\ndelete table inet %s\n", self.name, self.name)
+    .. ruleset(self.name, self.group))
+  if not ok then error("cannot install the nftables table " .. self.name .. ": " .. tostring(msg), 0) end
+  local f = io.open("/proc/sys/net/ipv4/ip_forward", "rb")
+  local fwd = f and f:read("a") or ""
+  if f then f:close() end
+  if not fwd:match("^1") then
+    local w = io.open("/proc/sys/net/ipv4/ip_forward", "wb")
+    local wok = w and w:write("1\n")
+    if w then w:close() end
+    if not wok then
+      nft(format("delete table inet %s\n", self.name))
+      error("cannot turn IPv4 forwarding on (/proc/sys/net/ipv4/ip_forward): sandboxes would have no network", 0)
+    end
+    self.forwarding_enabled = true
+  end
+  return self
+end
+
+--- The launcher's --net value for the sandbox of uid slot `slot`.
+function Net:launch_arg(slot)
+  local a = M.addrs(slot)
+  return format("veth:%s:%s/%d:%s:%d", a.ifname, a.host, a.plen, a.sandbox, self.group)
+end
+
+-- The set elements a record needs: a list of "set { element }" strings.
+local function wanted(rec, parent)
+  local slot = rec.dtlocal.uid_slot
+  local out = {}
+  if not slot then return out end
+  local a = M.addrs(slot)
+  if rec.networkBlockAll then
+    out[#out + 1] = format('blocked { "%s" }', a.ifname)
+  elseif rec.networkAllowList and rec.networkAllowList ~= "" then
+    out[#out + 1] = format('listed { "%s" }', a.ifname)
+    local seen = {}
+    for cidr in rec.networkAllowList:gmatch("[^,]+") do
+      local n = network_of(cidr)
+      if not seen[n] then
+        seen[n] = true
+        out[#out + 1] = format('allow { "%s" . %s }', a.ifname, n)
+      end
+    end
+  end
+  if parent and parent.dtlocal.uid_slot then
+    local p = M.addrs(parent.dtlocal.uid_slot)
+    out[#out + 1] = format("links { %s . %s }", a.sandbox, p.sandbox)
+    out[#out + 1] = format("links { %s . %s }", p.sandbox, a.sandbox)
+  end
+  return out
+end
+
+--- Put rec's set elements in place (blocked, allow list, link to parent),
+-- replacing what it had: one `nft` run, none when nothing changes (a plain
+-- sandbox has none). Raises a plain error when nft refuses.
+function Net:apply(rec, parent)
+  local want = wanted(rec, parent)
+  local have = self.elems[rec.id] or {}
+  local wset, hset = {}, {}
+  for _, e in ipairs(want) do wset[e] = true end
+  for _, e in ipairs(have) do hset[e] = true end
+  local script = {}
+  for _, e in ipairs(have) do
+    if not wset[e] then script[#script + 1] = format("delete element inet %s %s\n", self.name, e) end
+  end
+  for _, e in ipairs(want) do
+    if not hset[e] then script[#script + 1] = format("add element inet %s %s\n", self.name, e) end
+  end
+  if #script == 0 then return end
+  local ok, msg = nft(concat(script))
+  if not ok then error("cannot apply the network settings: " .. tostring(msg), 0) end
+  self.elems[rec.id] = want
+end
+
+--- Remove rec's set elements (it is deleted).
+function Net:forget(rec)
+  local have = self.elems[rec.id]
+  self.elems[rec.id] = nil
+  if not have or #have == 0 then return end
+  local script = {}
+  for _, e in ipairs(have) do script[#script + 1] = format("delete element inet %s %s\n", self.name, e) end
+  local ok, msg = nft(concat(script))
+  if not ok then self.log("cannot remove the network elements of %s: %s", rec.id, tostring(msg)) end
+end
+
+--- Remove the table (server shutdown: its sandboxes are gone). The slot
+-- stays claimed (a restart takes it again) until the state dir goes.
+function Net:close()
+  if self.closed then return end
+  self.closed = true
+  local ok, msg = nft(format("delete table inet %s\n", self.name))
+  if not ok then self.log("cannot remove the nftables table %s: %s", self.name, tostring(msg)) end
+  os.remove(self.owner)
+end
+
+return M
