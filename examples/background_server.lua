@@ -20,12 +20,12 @@ print(("created sandbox %s"):format(sb.id))
 local site = sb:get_work_dir() .. "/site"
 sb.fs:upload_file({ data = "<h1>Hello from a sandbox</h1>\n" }, site .. "/index.html")
 
--- The local server's sandboxes share this machine's network, so a port in
--- one is a port here: take one unlikely to be in use (on Daytona's cloud
--- any port is free), and keep the server on loopback locally. (Lua 5.4
--- seeds math.random differently on each run.)
+-- Any port will do: the sandbox has a network of its own. The server
+-- listens on all its addresses, where the preview link reaches it (a
+-- server bound to the sandbox's loopback only is not reachable from
+-- outside). (Lua 5.4 seeds math.random differently on each run.)
 local port = math.random(20000, 29999)
-local bind = client.is_local and "127.0.0.1" or "0.0.0.0"
+local bind = "0.0.0.0"
 
 local session = "web"
 sb.process:create_session(session)

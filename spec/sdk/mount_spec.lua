@@ -58,11 +58,18 @@ describe("daytona.recipes.mount", function()
     server_sb = client:create{ linked_sandbox = sb.id, ephemeral = true }
     -- s3rver on port 0: it prints the port it got
     local data = helper.tmpdir()
-    s3 = process.spawn({ "node", S3RVER, "-d", data, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", "data" },
+    -- a sandbox has a network of its own and reaches none of the host's
+    -- addresses unless its allow list names them: s3rver listens on every
+    -- address of the host, and sb may reach its gateway's (the host end of
+    -- its link)
+    s3 = process.spawn({ "node", S3RVER, "-d", data, "-a", "0.0.0.0", "-p", "0", "--configure-bucket", "data" },
       { stdin = "null", stderr = "stdout" })
+    local gw = sb.process:exec("ip route show default").result:match("via (%d+%.%d+%.%d+%.%d+)")
+    assert(gw, "no default route in the sandbox")
+    sb:update_network_settings{ network_allow_list = gw .. "/32" }
     for line in s3:lines("stdout", 30) do
       local port = line:match("listening on [%d.]+:(%d+)")
-      if port then s3_url = "http://127.0.0.1:" .. port break end
+      if port then s3_url = "http://" .. gw .. ":" .. port break end
     end
     assert(s3_url, "s3rver did not start")
     -- keep reading its log so it never blocks on a full pipe
@@ -169,12 +176,12 @@ describe("daytona.recipes.mount", function()
       server_sb.fs:upload_file({ data = read(keys .. "/host") }, "/tmp/sshd/host_key")
       server_sb.process:exec("chmod 600 /tmp/sshd/host_key; mkdir -p share; echo served > share/f.txt; "
         .. "sudo -n mkdir -p /run/sshd")
-      -- sshd as the sandbox's root on a free high port, its own config only;
-      -- sandboxes share the host's loopback, so the other one reaches it there
+      -- sshd as the sandbox's root on a high port, its own config only; the
+      -- linked sandbox reaches it over their link, by the server's id
       for _ = 1, 5 do
         port = math.random(20000, 39999)
         local ok = pcall(serve, server_sb, "sshd-" .. port, ("sudo -n /usr/sbin/sshd -D -e -f /dev/null -p %d "
-          .. "-o ListenAddress=127.0.0.1 -h /tmp/sshd/host_key -o AuthorizedKeysFile=/tmp/sshd/authorized_keys "
+          .. "-o ListenAddress=0.0.0.0 -h /tmp/sshd/host_key -o AuthorizedKeysFile=/tmp/sshd/authorized_keys "
           .. "-o StrictModes=no -o PasswordAuthentication=no -o UsePAM=no -o PidFile=none "
           .. "-o 'Subsystem sftp internal-sftp'"):format(port), "Server listening")
         if ok then return end
@@ -185,7 +192,7 @@ describe("daytona.recipes.mount", function()
     it("mounts a directory of an SSH server in another sandbox, both ways", function()
       local host_key = read(keys .. "/host.pub"):match("^(%S+ %S+)")
       do
-        local m <close> = mount.mount_sftp(sb, { host = "127.0.0.1", port = port, user = "daytona",
+        local m <close> = mount.mount_sftp(sb, { host = server_sb.id, port = port, user = "daytona",
           key = read(keys .. "/id"), path = home .. "/share", mount_path = "remote", host_key = host_key })
         assert.are.equal("sshfs", m.tool)
         local r = sb.process:exec("cat remote/f.txt && echo back > remote/g.txt")
@@ -197,7 +204,7 @@ describe("daytona.recipes.mount", function()
     end)
 
     it("a refused key is ssh's own error", function()
-      local err = fixture.fails(mount.mount_sftp, sb, { host = "127.0.0.1", port = port, user = "daytona",
+      local err = fixture.fails(mount.mount_sftp, sb, { host = server_sb.id, port = port, user = "daytona",
         key = read(keys .. "/host"), path = home .. "/share", mount_path = "remote", timeout = 60 })
       assert.are.equal("EMOUNT", err.code)
       assert.matches("Permission denied (publickey", tostring(err), 1, true)
@@ -210,14 +217,14 @@ describe("daytona.recipes.mount", function()
     local port
     for _ = 1, 5 do
       port = math.random(20000, 39999)
-      if pcall(serve, server_sb, "dav-" .. port, ("rclone serve webdav %s/dav --addr 127.0.0.1:%d --user u --pass p")
+      if pcall(serve, server_sb, "dav-" .. port, ("rclone serve webdav %s/dav --addr 0.0.0.0:%d --user u --pass p")
         :format(home, port), "WebDav Server started") then break end
       port = nil
     end
     assert(port, "rclone serve did not start")
     local obscured = sh("rclone obscure p"):gsub("%s+$", "")
-    local conf = ("[dav]\ntype = webdav\nurl = http://127.0.0.1:%d\nvendor = other\nuser = u\npass = %s\n")
-      :format(port, obscured)
+    local conf = ("[dav]\ntype = webdav\nurl = http://%s:%d\nvendor = other\nuser = u\npass = %s\n")
+      :format(server_sb.id, port, obscured)
     do
       local m <close> = mount.mount_rclone(sb, { remote_config = conf, remote = "dav:", mount_path = "dav" })
       assert.are.equal("rclone", m.tool)

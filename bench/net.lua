@@ -1,0 +1,180 @@
+--- Sandbox networking figures (printed, not asserted; doc/sandbox.md "Network").
+--
+--   build/bin/dtlua bench/net.lua [--peer BUILD_DIR] [--n N]      (as root)
+--
+-- 1. The launcher alone: spawn -> ready line of `dtlua-sandbox run` with
+--    `true`, --net host / none / veth (the link dtlocal makes), interleaved,
+--    first starts (a new DIR each time).
+-- 2. dtlocal: POST /api/sandbox -> started, p50, warm pool (`{}` after the
+--    pool refilled) and cold (`{"user":"root"}`, which the pool cannot
+--    serve), against this build and, with --peer, the same against another
+--    build's dtlocal (e.g. the commit before the network change: `git
+--    worktree add /tmp/peer <commit> && make -C /tmp/peer`), interleaved in
+--    the same run.
+-- 3. iperf3 (Debian) for 3 s: from a sandbox to a server on the host
+--    (reached at the sandbox's gateway, which its allow list names) beside
+--    the host to itself over loopback: the ratio.
+-- The launcher runs use uid ranges above dtlocal's registry (2^31 + i*65536)
+-- and links outside its 10.200/16. Only this machine's addresses and dtlocal's namespaces see traffic.
+local core = require "daytona.core"
+local daytona = require "daytona"
+local process = daytona.process
+local http = daytona.http
+local json = require("dtlocal.http").json
+
+local ROOT = arg[0]:match("^(.*)/bench/[^/]*$") or "."
+local BUILD = os.getenv("DTLUA_BUILD") or (ROOT .. "/build")
+local peer, N = nil, 15
+do
+  local i = 1
+  while arg[i] do
+    if arg[i] == "--peer" then peer = arg[i + 1]; i = i + 2
+    elseif arg[i] == "--n" then N = tonumber(arg[i + 1]); i = i + 2
+    else error("unknown argument " .. arg[i]) end
+  end
+end
+assert(core.util.getuid() == 0, "run as root (the sandboxes' own networks need it)")
+
+local function pct(list, p)
+  local s = {}
+  for i, v in ipairs(list) do s[i] = v end
+  table.sort(s)
+  return s[math.max(1, math.ceil(p / 100 * #s))]
+end
+
+local function sh(cmd)
+  local r = assert(process.run({ "sh", "-c", cmd }, { timeout = 120, stderr = "stdout" }))
+  return r.stdout, r.exit_code
+end
+
+local function tmpdir()
+  return (sh("mktemp -d /tmp/dtl-netbench.XXXXXX"):gsub("%s+$", ""))
+end
+
+-- 1. the launcher
+local function launcher_figures()
+  local launcher = BUILD .. "/libexec/dtlua/dtlua-sandbox"
+  local dir = tmpdir()
+  local ms = { host = {}, none = {}, veth = {} }
+  for i = 1, N do
+    for _, mode in ipairs({ "host", "none", "veth" }) do
+      local net = mode
+      if mode == "veth" then net = ("veth:dtlb%d:10.201.%d.1/30:10.201.%d.2"):format(i, i, i) end
+      local t0 = core.now()
+      local p = assert(process.spawn({ launcher, "run", "--root-dir", ("%s/%s%d"):format(dir, mode, i),
+        "--hostname", "b", "--uid-base", tostring((1 << 31) + i * 65536), "--net", net, "--user", "root",
+        "--ready-fd", "1", "--", "sleep", "0.2" }, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
+      local line = p:read() or ""
+      local dt = (core.now() - t0) * 1000
+      assert(line:match("^ready"), mode .. ": " .. line)
+      p:wait(10)
+      p:close()
+      ms[mode][#ms[mode] + 1] = dt
+    end
+  end
+  sh("rm -rf " .. dir)
+  print(("launcher, first start -> ready, p50 of %d (p90):"):format(N))
+  for _, mode in ipairs({ "host", "none", "veth" }) do
+    print(("  --net %-5s %6.1f ms (%5.1f)"):format(mode, pct(ms[mode], 50), pct(ms[mode], 90)))
+  end
+end
+
+-- a dtlocal of `build` with a warm pool of 2
+local function start_server(build)
+  local dir = tmpdir()
+  local token = "bench-" .. core.util.hex(core.util.random_bytes(8))
+  local p = assert(process.spawn({ build .. "/bin/dtlocal", "serve", "--port", "0", "--state", dir .. "/state",
+    "--token", token, "--warm", "2" }, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
+  local api
+  for line in p:lines("stdout", 30) do
+    api = line:match("^dtlocal: API (%S+)")
+    if api then break end
+  end
+  assert(api, "dtlocal of " .. build .. " did not start")
+  local drain = daytona.spawn(function() for _ in p:lines("stdout") do end end)
+  local srv = { api = api, token = token, proc = p, dir = dir, drain = drain }
+  function srv.call(method, path, body)
+    local r = http.request{ url = api .. path, method = method, timeout = 60,
+      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" },
+      body = body and json.encode(body) or nil }
+    return r.status, r.body and r.body ~= "" and json.decode(r.body) or nil
+  end
+  function srv.stop()
+    p:kill("TERM")
+    p:wait(30)
+    p:close()
+    sh("rm -rf " .. dir)
+  end
+  return srv
+end
+
+local function create_ms(srv, body)
+  local t0 = core.now()
+  local st, b = srv.call("POST", "/sandbox", body)
+  local dt = (core.now() - t0) * 1000
+  assert(st == 200 and b.state == "started", "create: " .. tostring(st) .. " " .. json.encode(b or {}))
+  return dt, b.id
+end
+
+-- 2. create -> started, this build and the peer, interleaved
+local function create_figures()
+  local servers = { { name = "this build", srv = start_server(BUILD), warm = {}, cold = {} } }
+  if peer then servers[2] = { name = "peer " .. peer, srv = start_server(peer), warm = {}, cold = {} } end
+  daytona.sleep(3)   -- the pools fill
+  for _ = 1, N do
+    for _, s in ipairs(servers) do
+      local w, wid = create_ms(s.srv, { labels = { bench = "warm" } })
+      local c, cid = create_ms(s.srv, { user = "root", labels = { bench = "cold" } })
+      s.warm[#s.warm + 1], s.cold[#s.cold + 1] = w, c
+      s.srv.call("DELETE", "/sandbox/" .. wid)
+      s.srv.call("DELETE", "/sandbox/" .. cid)
+    end
+    daytona.sleep(1.5)   -- the pools refill, the deletes end
+  end
+  print(("dtlocal, POST /api/sandbox -> started, p50 of %d (p90):"):format(N))
+  for _, s in ipairs(servers) do
+    print(("  %-40s warm pool %6.1f ms (%5.1f)   cold %6.1f ms (%5.1f)"):format(s.name,
+      pct(s.warm, 50), pct(s.warm, 90), pct(s.cold, 50), pct(s.cold, 90)))
+  end
+  return servers[1].srv, servers
+end
+
+-- 3. iperf3: sandbox -> host beside host -> host (loopback)
+local function iperf_figures(srv)
+  local port = 25201
+  local server = assert(process.spawn({ "iperf3", "-s", "-p", tostring(port) },
+    { stdin = "null", stdout = "pipe", stderr = "stdout" }))
+  local drain = daytona.spawn(function() for _ in server:lines("stdout") do end end)
+  daytona.sleep(0.5)
+  local function gbps(out)
+    local d = json.decode(out:match("%b{}") or "{}")
+    return d and d["end"] and d["end"].sum_received and d["end"].sum_received.bits_per_second / 1e9
+  end
+  local host_out = sh(("iperf3 -c 127.0.0.1 -p %d -t 3 -J"):format(port))
+  local _, id = create_ms(srv, {})
+  local tb = srv.api:gsub("/api$", "/toolbox/") .. id
+  local function exec(cmd)
+    local r = http.request{ url = tb .. "/process/execute", method = "POST", timeout = 60,
+      headers = { Authorization = "Bearer " .. srv.token, ["Content-Type"] = "application/json" },
+      body = json.encode({ command = cmd, timeout = 30 }) }
+    return json.decode(r.body).result
+  end
+  local gw = exec("ip route show default"):match("via (%S+)")
+  assert(srv.call("POST", "/sandbox/" .. id .. "/network-settings", { networkAllowList = gw .. "/32" }) == 200)
+  local sb_out = exec(("iperf3 -c %s -p %d -t 3 -J"):format(gw, port))
+  srv.call("DELETE", "/sandbox/" .. id)
+  server:kill("TERM")
+  server:wait(5)
+  server:close()
+  drain:cancel()
+  local h, s = gbps(host_out), gbps(sb_out)
+  print("iperf3, 3 s, one stream (received):")
+  print(("  host -> host (loopback)          %6.2f Gbit/s"):format(h or 0))
+  print(("  sandbox -> host (veth, filtered) %6.2f Gbit/s   ratio %.2f"):format(s or 0, (s or 0) / (h or 1)))
+end
+
+launcher_figures()
+local srv, servers = create_figures()
+local ok, err = pcall(iperf_figures, srv)
+if not ok then print("iperf3: " .. tostring(err)) end
+for _, s in ipairs(servers) do s.srv.stop() end

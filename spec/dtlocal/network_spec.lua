@@ -1,0 +1,381 @@
+-- Every sandbox its own network (dtlocal as root, doc/sandbox.md "Network"):
+-- attacks from inside a sandbox on the host's loopback, dtlocal's API, the
+-- host's other addresses, other sandboxes' ports and abstract sockets; the
+-- sandbox's root owning its namespace (tun, addresses, routes); outbound
+-- NAT, allow lists and networkBlockAll enforced where the sandbox's root
+-- cannot lift them; linked sandboxes; and nothing left behind.
+--
+-- "Outside" is a network namespace this spec makes, linked to the host by
+-- a veth pair of its own (198.18.N.1 on the host, .2 and .3 inside, N from
+-- our pid): the sandboxes' traffic never leaves this machine.
+local core = require "daytona.core"
+local helper = require "support.helper"
+local dtlocal = require "support.dtlocal"
+local process = require "daytona.runtime.process"
+local server = require "daytona.runtime.server"
+
+local srv
+
+local function ok(want, method, path, body) return dtlocal.expect(srv, want, method, path, body) end
+local function call(method, path, body, opts) return dtlocal.request(srv, method, path, body, opts) end
+local function exec(id, command, timeout) return dtlocal.exec(srv, id, command, timeout or 60) end
+
+local function create(body)
+  local s = ok(200, "POST", "/sandbox", body or {})
+  helper.eventually(function() return ok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+  return s
+end
+
+local function sh(cmd)
+  local r = assert(process.run({ "sh", "-c", cmd }, { timeout = 30, stderr = "stdout" }))
+  return r.stdout, r.exit_code
+end
+
+-- A probe a sandbox runs: connect to host:port (TCP, or an abstract unix
+-- socket when host is "@name"), print "open <what the server said>" or
+-- "closed <why>".
+local PROBE = [[
+import socket, sys
+host, port = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "0"
+try:
+    if host.startswith("@"):
+        s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect("\0" + host[1:])
+    else:
+        s = socket.create_connection((host, int(port)), timeout=2)
+    s.settimeout(2)
+    try: data = s.recv(200).decode(errors="replace").strip()
+    except Exception: data = ""
+    print("open", data)
+except Exception as e:
+    print("closed", type(e).__name__)
+]]
+
+-- A server that answers each connection with its peer's address.
+local SERVE = [[
+import socket, sys, threading
+def serve(s):
+    while True:
+        c, a = s.accept()
+        try: c.sendall(("peer=%s\n" % a[0] if a else "peer=unix\n").encode())
+        except Exception: pass
+        c.close()
+host = sys.argv[1]
+if host.startswith("@"):
+    s = socket.socket(socket.AF_UNIX); s.bind("\0" + host[1:])
+else:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((host, int(sys.argv[2])))
+s.listen(16)
+print("listening", flush=True)
+serve(s)
+]]
+
+local function put_scripts(id)
+  exec(id, "cat > /tmp/probe.py <<'EOF'\n" .. PROBE .. "EOF\ncat > /tmp/serve.py <<'EOF'\n" .. SERVE .. "EOF")
+end
+
+local function probe(id, host, port)
+  return (exec(id, ("python3 /tmp/probe.py %s %s"):format(host, port or "")):gsub("%s+$", ""))
+end
+
+-- Serve in sandbox id (in a session), until it prints "listening".
+local function serve_in(id, name, host, port)
+  local tb = srv.toolbox_url .. "/" .. id
+  assert.are.equal(201, (call("POST", "/process/session", { sessionId = name }, { base = tb })))
+  call("POST", "/process/session/" .. name .. "/exec",
+    { command = ("python3 /tmp/serve.py %s %s"):format(host, port or ""), runAsync = true }, { base = tb })
+  helper.eventually(function()
+    if host:sub(1, 1) == "@" then return probe(id, host):match("^open") end
+    return probe(id, "127.0.0.1", port):match("^open")
+  end, 15, 0.1)
+end
+
+local function addr_of(id)
+  local out = exec(id, "ip -4 -o addr show dev eth0; ip route show default")
+  return out:match("inet (%d+%.%d+%.%d+%.%d+)/"), out:match("default via (%d+%.%d+%.%d+%.%d+)")
+end
+
+local function table_name()
+  return srv.log():match("nftables table inet (dtlocal_%d+)")
+end
+
+describe("dtlocal sandbox networks", function()
+  local N = core.util.getpid() % 250
+  local NS = "dtlspec" .. core.util.getpid()
+  local HOSTIF = "nsx" .. core.util.getpid()
+  local OUT_GW, OUT_A, OUT_B = ("198.18.%d.1"):format(N), ("198.18.%d.2"):format(N), ("198.18.%d.3"):format(N)
+  local OUT_PORT = 18080
+  local outside, host_lo, host_any
+
+  setup(function()
+    srv = dtlocal.start()
+    -- the outside: a namespace with two addresses, a server answering with
+    -- the address it sees
+    sh(("ip netns del %s 2>/dev/null; ip link del %s 2>/dev/null; true"):format(NS, HOSTIF))
+    local out, code = sh(table.concat({
+      "ip netns add " .. NS,
+      ("ip link add %s type veth peer name eth0 netns %s"):format(HOSTIF, NS),
+      ("ip addr add %s/24 dev %s && ip link set %s up"):format(OUT_GW, HOSTIF, HOSTIF),
+      ("ip -n %s addr add %s/24 dev eth0 && ip -n %s addr add %s/24 dev eth0"):format(NS, OUT_A, NS, OUT_B),
+      ("ip -n %s link set eth0 up && ip -n %s link set lo up"):format(NS, NS),
+    }, " && "))
+    assert(code == 0, out)
+    local path = helper.tmpdir() .. "/serve.py"
+    local f = assert(io.open(path, "w"))
+    f:write(SERVE)
+    f:close()
+    outside = assert(process.spawn({ "ip", "netns", "exec", NS, "python3", path, "0.0.0.0", tostring(OUT_PORT) },
+      { stdin = "null", stderr = "stdout" }))
+    helper.run(function()
+      local up = false
+      for line in outside:lines("stdout", 30) do
+        if line:find("listening", 1, true) then up = true break end
+      end
+      assert(up, "the outside server did not start")
+    end)
+  end)
+
+  teardown(function()
+    if outside then outside:kill("KILL"); pcall(outside.wait, outside, 5); outside:close() end
+    sh(("ip netns del %s 2>/dev/null; ip link del %s 2>/dev/null; true"):format(NS, HOSTIF))
+    if srv then srv.stop() end
+    helper.cleanup()
+  end)
+
+  it("gives the sandbox's root its own namespace: tun, addresses, routes", function()
+    helper.run(function()
+      local s = create()
+      local out, code = exec(s.id, table.concat({
+        "sudo -n ip tuntap add dev tun7 mode tun",
+        "sudo -n ip addr add 172.31.7.1/24 dev tun7",
+        "sudo -n ip link set tun7 up",
+        "sudo -n ip route add 172.31.8.0/24 dev tun7",
+        "ip -br addr show tun7",
+        "ip route show 172.31.8.0/24",
+        "python3 -c 'import os; fd = os.open(\"/dev/net/tun\", os.O_RDWR); print(\"tun open\", fd > 0)'",
+        "ip -br link | awk '{print $1}' | sort | tr '\\n' ' '",
+      }, " && "))
+      assert.are.equal(0, code, out)
+      assert.matches("tun7%s+%S+%s+172%.31%.7%.1/24", out)
+      assert.matches("172.31.8.0/24 dev tun7", out, 1, true)
+      assert.matches("tun open True", out, 1, true)
+      assert.matches("eth0@if%d+ lo tun7", out)
+      -- its own address, from its uid slot, and a default route to the host end
+      local addr, gw = addr_of(s.id)
+      assert.matches("^10%.200%.", addr)
+      assert.matches("^10%.200%.", gw)
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+    end)
+  end)
+
+  it("keeps the host's loopback, dtlocal's API, the host's addresses and other sandboxes out of reach", function()
+    helper.run(function()
+      local a, b = create(), create()
+      put_scripts(a.id)
+      put_scripts(b.id)
+      -- host services: one on loopback, one on every address
+      local lo <close> = server.listen{ host = "127.0.0.1", port = 0, handler = function(_, res) res:send(200, {}, "x") end }
+      local any <close> = server.listen{ host = "0.0.0.0", port = 0, handler = function(_, res) res:send(200, {}, "x") end }
+      local api_port = srv.base_url:match(":(%d+)$")
+      local a_addr, a_gw = addr_of(a.id)
+      local b_addr = addr_of(b.id)
+      local host_eth = sh("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | grep -v '^10\\.200\\.' | head -1")
+        :gsub("%s+$", "")
+      serve_in(b.id, "tcp", "0.0.0.0", 7001)
+      serve_in(b.id, "abstract", "@dtlspec-secret")
+      -- the controls: B reaches its own, the host reaches B's port
+      assert.matches("^open peer=127.0.0.1", probe(b.id, "127.0.0.1", 7001))
+      assert.matches("^open peer=unix", probe(b.id, "@dtlspec-secret"))
+      assert.matches("^open peer=", sh(("python3 -c 'import socket;s=socket.create_connection((\"%s\",7001),2);"
+        .. "print(\"open\", s.recv(99).decode())'"):format(b_addr)))
+      -- the attacks from A
+      for _, t in ipairs({
+        { "127.0.0.1", api_port, "dtlocal's API on the host's loopback" },
+        { "127.0.0.1", lo.port, "a loopback service of the host" },
+        { a_gw, any.port, "the host at A's gateway" },
+        { a_gw, api_port, "dtlocal's port at A's gateway" },
+        { host_eth ~= "" and host_eth or a_gw, any.port, "the host's own address " .. host_eth },
+        { b_addr, 7001, "B's port at B's address" },
+        { b_addr:gsub("%.2$", ".1"), any.port, "the host at B's gateway" },
+        { "127.0.0.1", 7001, "B's port on A's loopback" },
+        { "@dtlspec-secret", nil, "B's abstract socket" },
+      }) do
+        assert.matches("^closed", probe(a.id, t[1], t[2]), t[3])
+      end
+      -- sudo inside changes nothing of that: the filter is in the host's namespace
+      exec(a.id, "sudo -n nft flush ruleset 2>&1; sudo -n iptables -F 2>&1; sudo -n iptables -P OUTPUT ACCEPT 2>&1; true")
+      assert.matches("^closed", probe(a.id, b_addr, 7001))
+      assert.matches("^closed", probe(a.id, a_gw, any.port))
+      -- nor does taking B's address as its own (spoofing)
+      exec(a.id, ("sudo -n ip addr add %s/32 dev eth0 2>&1; true"):format(b_addr))
+      assert.are.equal("closed\n", exec(a.id, ("python3 -c 'import socket;s=socket.socket();s.bind((\"%s\",0));"
+        .. "s.settimeout(2);s.connect((\"%s\",%d));print(\"open\")' 2>/dev/null || echo closed"):format(b_addr, OUT_A, OUT_PORT)))
+      ok(200, "DELETE", "/sandbox/" .. a.id)
+      ok(200, "DELETE", "/sandbox/" .. b.id)
+      assert.is_truthy(a_addr)
+    end)
+  end)
+
+  it("gives outbound access through NAT, and resolves names", function()
+    helper.run(function()
+      local s = create()
+      put_scripts(s.id)
+      -- the outside sees the host's address on its link, not the sandbox's
+      assert.are.equal("open peer=" .. OUT_GW, probe(s.id, OUT_A, OUT_PORT))
+      -- the sandbox's resolver is the host's (reached through NAT): a name
+      -- of the host's own files resolves inside as well
+      local out, code = exec(s.id, "cat /etc/resolv.conf; getent hosts localhost")
+      assert.are.equal(0, code, out)
+      assert.matches("nameserver", out)
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+    end)
+  end)
+
+  it("enforces an allow list, on create and on a running sandbox, that sudo inside cannot lift", function()
+    helper.run(function()
+      local s = create{ networkAllowList = OUT_A .. "/32" }
+      assert.are.equal(OUT_A .. "/32", ok(200, "GET", "/sandbox/" .. s.id).networkAllowList)
+      put_scripts(s.id)
+      assert.matches("^open", probe(s.id, OUT_A, OUT_PORT))
+      assert.matches("^closed", probe(s.id, OUT_B, OUT_PORT))
+      exec(s.id, "sudo -n nft flush ruleset 2>&1; sudo -n iptables -F 2>&1; true")
+      assert.matches("^closed", probe(s.id, OUT_B, OUT_PORT))
+      -- changed while it runs
+      ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = OUT_B .. "/32" })
+      assert.matches("^open", probe(s.id, OUT_B, OUT_PORT))
+      assert.matches("^closed", probe(s.id, OUT_A, OUT_PORT))
+      -- blocked: nothing goes out, yet its preview still works
+      ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkBlockAll = true })
+      assert.matches("^closed", probe(s.id, OUT_B, OUT_PORT))
+      assert.matches("^closed", probe(s.id, OUT_A, OUT_PORT))
+      local tb = srv.toolbox_url .. "/" .. s.id
+      exec(s.id, "mkdir -p /tmp/www && echo preview-ok > /tmp/www/i.txt")
+      call("POST", "/process/session", { sessionId = "web" }, { base = tb })
+      call("POST", "/process/session/web/exec",
+        { command = "python3 -m http.server 7002 --bind 0.0.0.0 --directory /tmp/www", runAsync = true }, { base = tb })
+      local p = ok(200, "GET", "/sandbox/" .. s.id .. "/ports/7002/preview-url")
+      local http = require "daytona.runtime.http"
+      assert.are.equal("preview-ok\n", helper.eventually(function()
+        local r = http.request{ url = p.url .. "/i.txt", headers = { ["X-Daytona-Preview-Token"] = p.token }, timeout = 10 }
+        return r.status == 200 and r.body
+      end, 15, 0.1))
+      -- unblocked: everything again
+      ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkBlockAll = false })
+      assert.matches("^open", probe(s.id, OUT_A, OUT_PORT))
+      assert.matches("^open", probe(s.id, OUT_B, OUT_PORT))
+      -- a blocked create
+      local b = create{ networkBlockAll = true }
+      put_scripts(b.id)
+      assert.matches("^closed", probe(b.id, OUT_A, OUT_PORT))
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+      ok(200, "DELETE", "/sandbox/" .. b.id)
+    end)
+  end)
+
+  it("refuses bad network input with 400 naming the field, creating nothing", function()
+    helper.run(function()
+      local before = #ok(200, "GET", "/sandbox")
+      local function bad(body, field, words)
+        local st, b = call("POST", "/sandbox", body)
+        assert.are.equal(400, st, require("dtlocal.http").json.encode(b))
+        assert.matches(field, b.message, 1, true)
+        if words then assert.matches(words, b.message, 1, true) end
+      end
+      bad({ networkAllowList = "10.0.0.0/33" }, "networkAllowList")
+      bad({ networkAllowList = "10.0.0/8" }, "networkAllowList")
+      bad({ networkAllowList = "1.2.3.4/32,,5.6.7.8/32" }, "networkAllowList")
+      local many = {}
+      for i = 1, 11 do many[i] = ("10.%d.0.0/16"):format(i) end
+      bad({ networkAllowList = table.concat(many, ",") }, "networkAllowList", "at most 10")
+      bad({ domainAllowList = "example.com" }, "domainAllowList")
+      bad({ linkedSandbox = "no-such-sandbox", autoDeleteInterval = 0 }, "linkedSandbox", "not found")
+      local p = create{ name = "net-parent-" .. core.util.getpid() }
+      bad({ linkedSandbox = p.id }, "autoDeleteInterval")
+      bad({ linkedSandbox = p.id, autoDeleteInterval = 5 }, "autoDeleteInterval")
+      local c = create{ linkedSandbox = p.id, autoDeleteInterval = 0 }
+      bad({ linkedSandbox = c.id, autoDeleteInterval = 0 }, "linkedSandbox", "chained links are not allowed")
+      ok(200, "POST", "/sandbox/" .. p.id .. "/stop")
+      bad({ linkedSandbox = p.id, autoDeleteInterval = 0 }, "linkedSandbox", "stopped")
+      local st = call("POST", "/sandbox/" .. p.id .. "/network-settings", { networkAllowList = "300.1.1.1/8" })
+      assert.are.equal(400, st)
+      ok(200, "DELETE", "/sandbox/" .. p.id)
+      helper.eventually(function() return #ok(200, "GET", "/sandbox") == before end, 30, 0.1)
+    end)
+  end)
+
+  it("links a parent and its children both ways, by name and id, and deletes them with it", function()
+    helper.run(function()
+      local pname = "net-parent-" .. core.util.getpid()
+      local p = create{ name = pname }
+      local c = create{ name = "net-child-" .. core.util.getpid(), linkedSandbox = pname, autoDeleteInterval = 0 }
+      local u = create()
+      assert.are.equal(p.id, ok(200, "GET", "/sandbox/" .. c.id).linkedSandboxId)
+      for _, id in ipairs({ p.id, c.id, u.id }) do put_scripts(id) end
+      serve_in(p.id, "tcp", "0.0.0.0", 7003)
+      serve_in(c.id, "tcp", "0.0.0.0", 7004)
+      local p_addr = addr_of(p.id)
+      -- child -> parent by name and id, parent -> child by id
+      assert.matches("^open", probe(c.id, pname, 7003))
+      assert.matches("^open", probe(c.id, p.id, 7003))
+      assert.matches("^open", probe(p.id, c.id, 7004))
+      assert.matches("^open", probe(p.id, "net-child-" .. core.util.getpid(), 7004))
+      -- an unlinked sandbox neither resolves nor reaches the parent
+      assert.matches("^closed", probe(u.id, pname, 7003))
+      assert.matches("^closed", probe(u.id, p_addr, 7003))
+      -- deleting the parent deletes the child
+      ok(200, "DELETE", "/sandbox/" .. p.id)
+      helper.eventually(function() return call("GET", "/sandbox/" .. c.id) == 404 end, 30, 0.1)
+      -- a stopped child is deleted (it is ephemeral)
+      local p2 = create()
+      local c2 = create{ linkedSandbox = p2.id, autoDeleteInterval = 0 }
+      ok(200, "POST", "/sandbox/" .. c2.id .. "/stop")
+      helper.eventually(function() return call("GET", "/sandbox/" .. c2.id) == 404 end, 30, 0.1)
+      ok(200, "DELETE", "/sandbox/" .. p2.id)
+      ok(200, "DELETE", "/sandbox/" .. u.id)
+    end)
+  end)
+
+  it("leaves no interface, set element, table or namespace behind: delete, kill -9 and restart, stop", function()
+    helper.run(function()
+      local name = table_name()
+      assert.is_truthy(name, srv.log())
+      local group = tonumber(sh("nft -a list chain inet " .. name .. " input"):match("iifgroup (%d+)"))
+      assert.is_truthy(group)
+      local function links_of_group()
+        return (sh("ip -o link show group " .. group .. " | awk -F': ' '{print $2}'"):gsub("%s+$", ""))
+      end
+      local s = create{ networkAllowList = OUT_A .. "/32" }
+      local _, gw = addr_of(s.id)
+      assert.matches("dtl%d+", links_of_group())
+      assert.matches(OUT_A, sh("nft list set inet " .. name .. " allow"), 1, true)
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+      helper.eventually(function() return call("GET", "/sandbox/" .. s.id) == 404 end, 30, 0.1)
+      helper.eventually(function() return sh("ip -4 -o addr show to " .. gw .. "/32") == "" end, 10, 0.05)
+      local set = sh("nft list set inet " .. name .. " allow")
+      assert.is_nil(set:find(OUT_A, 1, true), set .. srv.log())
+      set = sh("nft list set inet " .. name .. " listed")
+      assert.is_nil(set:find("\"dtl", 1, true), set)
+      -- killed without cleaning up, then started again on the same state
+      local k = create{ networkBlockAll = true }
+      local _, kgw = addr_of(k.id)
+      srv.crash()
+      srv.restart()
+      helper.eventually(function() return ok(200, "GET", "/sandbox/" .. k.id).state == "started" end, 60, 0.1)
+      local tables = sh("nft list tables inet")
+      local _, count = tables:gsub(name .. "\n", "")
+      assert.are.equal(1, count, tables)
+      -- the restarted sandbox has its link again, once (the old one went with
+      -- its namespace when the restarted server ended the old launcher)
+      assert.are.equal(1, select(2, sh("ip -4 -o addr show to " .. kgw .. "/32"):gsub("\n", "")))
+      assert.matches("^dtl", sh("nft list set inet " .. name .. " blocked"):match('"(dtl%d+)"') or "", 1)
+      ok(200, "DELETE", "/sandbox/" .. k.id)
+      helper.eventually(function() return sh("ip -4 -o addr show to " .. kgw .. "/32") == "" end, 10, 0.05)
+      -- a server that stops removes its table; its sandboxes' links are gone
+      local t = create()
+      put_scripts(t.id)
+      srv.stop()
+      srv = nil
+      helper.eventually(function() return links_of_group() == "" end, 10, 0.05)
+      assert.is_nil(sh("nft list tables inet"):find(name .. "\n", 1, true))
+    end)
+  end)
+end)
