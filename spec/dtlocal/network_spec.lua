@@ -187,6 +187,17 @@ describe("dtlocal sandbox networks", function()
       assert.matches("^open peer=unix", probe(b.id, "@dtlspec-secret"))
       assert.matches("^open peer=", sh(("python3 -c 'import socket;s=socket.create_connection((\"%s\",7001),2);"
         .. "print(\"open\", s.recv(99).decode())'"):format(b_addr)))
+      -- GET /port lists a sandbox's own listeners, not another's nor the host's
+      local function ports_of(id)
+        local st, body = call("GET", "/port", nil, { base = srv.toolbox_url .. "/" .. id })
+        assert.are.equal(200, st)
+        local set = {}
+        for _, p in ipairs(body.ports) do set[p] = true end
+        return set
+      end
+      assert.is_true(ports_of(b.id)[7001])
+      assert.is_nil(ports_of(a.id)[7001])
+      assert.is_nil(ports_of(a.id)[tonumber(api_port)])
       -- the attacks from A
       for _, t in ipairs({
         { "127.0.0.1", api_port, "dtlocal's API on the host's loopback" },

@@ -57,6 +57,8 @@ describe("the official TypeScript SDK against dtlocal", function()
     end
     -- its LspServer against the daemon's real typescript-language-server
     assert.truthy(out:find("\nok lsp\n", 1, true), out)
+    -- network settings and a linked create (dtlocal as root: own networks)
+    assert.truthy(out:find("\nok network settings and a linked sandbox\n", 1, true), out)
     -- the Socket.IO channel is unref'd once connected: nothing keeps node
     -- alive (without the channel the SDK retries it for minutes)
     assert.is_true(exit_delay < 2, ("node took %.2f s to exit after the scenario"):format(exit_delay))

@@ -188,6 +188,36 @@ try {
       (e) => /start it first/.test(String(e.message)))
   })
 
+  await step('network settings and a linked sandbox', async () => {
+    // dtlocal as root: each sandbox its own network, limits enforced outside
+    // it (what gets through is spec/dtlocal/network_spec.lua's business)
+    const net = await daytona.create({ networkAllowList: '10.0.0.0/8', labels: { suite: 'ts-sdk' } })
+    created.push(net)
+    assert.equal(net.networkAllowList, '10.0.0.0/8')
+    await net.updateNetworkSettings({ networkBlockAll: true })
+    await net.refreshData()
+    assert.equal(net.networkBlockAll, true)
+    await net.updateNetworkSettings({ networkAllowList: '192.168.0.0/16' })
+    await net.refreshData()
+    assert.equal(net.networkAllowList, '192.168.0.0/16')
+    assert.equal(net.networkBlockAll, false)
+    await assert.rejects(net.updateNetworkSettings({ networkAllowList: '10.0.0.0/33' }), /networkAllowList/)
+    // a child linked to it finds it by id over their link
+    const child = await daytona.create({ linkedSandbox: net.id, ephemeral: true, labels: { suite: 'ts-sdk' } })
+    created.push(child)
+    assert.equal(child.linkedSandboxId, net.id)
+    const r = await child.process.executeCommand(`getent hosts ${net.id}`)
+    assert.equal(r.exitCode, 0, r.result)
+    assert.match(r.result, /^10\.200\./)
+    await assert.rejects(daytona.create({ linkedSandbox: child.id, ephemeral: true }), /chained links are not allowed/)
+    await net.delete()
+    let gone = false
+    for (let i = 0; i < 200 && !gone; i++) {
+      try { await daytona.get(child.id); await new Promise((res) => setTimeout(res, 50)) } catch { gone = true }
+    }
+    assert.ok(gone, 'the linked child went with its parent')
+  })
+
   await step('stop and start keep files', async () => {
     await sb.process.executeCommand('echo kept > /home/daytona/keep.txt')
     await sb.stop()

@@ -271,6 +271,9 @@ function Manager:do_start(rec)
   local net_arg
   if self.net and rec.dtlocal.uid_slot then
     local parent = rec.linkedSandboxId and self.by_id[rec.linkedSandboxId]
+    -- restarted together (a server's start-up): the parent first
+    local prt = parent and self.rt[parent.id]
+    if prt and prt.op and prt.op ~= self:rtof(rec).op then wait_op(prt, M.WAIT) end
     if rec.linkedSandboxId and not (parent and parent.state == "started") then
       error("its linked sandbox " .. rec.linkedSandboxId .. " is not started", 0)
     end
