@@ -474,6 +474,47 @@ c.sendall(b"x"); print("loopback-ok" if a.recv(1) == b"x" else "loopback-broken"
       assert.equal("lo\nloopback-ok\n", r.out)
     end)
 
+    it("links its own namespace to the host with --net veth, owned by its root (as root)", function()
+      if not need("net veth", IS_ROOT and HAVE_PY, "needs root and python3") then return end
+      local sb = new("netveth")
+      local n = (os.time() + nsandbox) % 200
+      local hostif, haddr, saddr = "dtlspec" .. n, ("10.202.%d.1"):format(n), ("10.202.%d.2"):format(n)
+      local script = [[
+        ip -4 -o addr show dev eth0 | awk '{print $4}'
+        ip route show default
+        ip tuntap add dev tun3 mode tun && ip link set tun3 up && echo tun-ok
+        python3 -c '
+import socket
+s = socket.create_connection(("]] .. haddr .. [[", 1), timeout=2)' 2>&1 | tail -1 | cut -d: -f1
+        sleep 0.5]]
+      local h = start(sb, script, { args = { "--user", "root", "--net",
+        ("veth:%s:%s/30:%s:4242"):format(hostif, haddr, saddr) } })
+      assert.matches("^ready %d+$", h.ready)
+      -- the host end: its address, in group 4242, linked to the sandbox
+      local _, link = sh("ip -d -o link show " .. hostif .. "; ip -4 -o addr show dev " .. hostif)
+      assert.matches("group 4242", link)
+      assert.matches(haddr .. "/30", link, 1, true)
+      local code, out, err = h.finish()
+      assert.equal(0, code, err)
+      -- a connection to the host end's closed port is refused: the link works
+      assert.equal(saddr .. "/30\ndefault via " .. haddr .. " dev eth0 \ntun-ok\nConnectionRefusedError\n", out)
+      -- the pair goes with the namespace
+      local gone = false
+      for _ = 1, 200 do
+        if sh("ip link show " .. hostif .. " >/dev/null 2>&1") ~= 0 then gone = true break end
+        sh("sleep 0.02")
+      end
+      assert.is_true(gone, hostif .. " outlived the sandbox")
+      -- malformed values: exit 64 naming the option
+      for _, v in ipairs({ "veth:", "veth:UPPER:10.0.0.1/30:10.0.0.2", "veth:x:10.0.0.1/30:10.1.0.2",
+                           "veth:x:10.0.0.1/33:10.0.0.2", "veth:x:10.0.0.1/30:10.0.0.1", "veth:waytoolonginterface:10.0.0.1/30:10.0.0.2" }) do
+        local c, o = sh(q(LAUNCHER) .. " run --root-dir " .. q(dir .. "/x") .. " --hostname h --uid-base "
+          .. sb.base .. " --net " .. q(v) .. " -- true")
+        assert.equal(64, c, v)
+        assert.matches("--net: expected veth:", o, 1, true)
+      end
+    end)
+
     it("shares the host's network without --net none", function()
       if not need("net host") then return end
       local sb = new("nethost")

@@ -330,7 +330,12 @@ function Manager:do_start(rec)
     if inst.exit_code ~= runner_mod.EXIT_BUSY or attempt == 50 then error(err, 0) end
     scheduler.sleep(0.05)
   end
-  if self.net and rec.linkedSandboxId then self:link_hosts(rec) end
+  if self.net and rec.linkedSandboxId then
+    -- names are a convenience over the link, which holds anyway (an image
+    -- without sudo cannot have its /etc/hosts written): logged, not fatal
+    local ok, err = pcall(self.link_hosts, self, rec)
+    if not ok then self.log("sandbox %s: cannot write the link's /etc/hosts entries: %s", rec.id, tostring(err)) end
+  end
   if rec.state == "creating" or rec.state == "starting" or rec.state == "restoring" then
     self:set_state(rec, "started")
   end
