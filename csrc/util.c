@@ -458,6 +458,18 @@ static int l_setxattr (lua_State *L) {
   return 1;
 }
 
+/* util.getxattr(path, name) -> value | nil, msg, code (ENODATA: not set)
+** On path itself (lgetxattr): the builder reads the opaque marks of the
+** image store's layers to see a path the way the overlay will. */
+static int l_getxattr (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
+  char value[256];
+  ssize_t n = lgetxattr(path, name, value, sizeof value);
+  if (n < 0) return sysfail(L, errno);
+  lua_pushlstring(L, value, (size_t)n);
+  return 1;
+}
+
 /* util.user(name) -> uid, gid, home | nil (no such user) */
 static int l_user (lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
@@ -574,7 +586,7 @@ void dt_open_util (lua_State *L) {
     {"open_file", l_open_file}, {"time", l_time},
     {"readdir", l_readdir}, {"mkdir", l_mkdir}, {"chmod", l_chmod},
     {"chown", l_chown}, {"user", l_user}, {"group", l_group},
-    {"whiteout", l_whiteout}, {"setxattr", l_setxattr},
+    {"whiteout", l_whiteout}, {"setxattr", l_setxattr}, {"getxattr", l_getxattr},
     {NULL, NULL}
   };
   static const luaL_Reg digest_methods[] = {

@@ -127,9 +127,8 @@ describe("dtlocal control plane", function()
       fails(400, "networkAllowList", "POST", "/sandbox", { networkAllowList = "10.0.0.0/33" })
       fails(400, "resources", "POST", "/sandbox", { cpu = 2 })
       fails(400, "buildInfo", "POST", "/sandbox", { snapshot = "x", buildInfo = { dockerfileContent = "FROM x\n" } })
-      -- a Dockerfile step cannot run without a builder: refused, not run on the host's system instead
-      fails(400, "buildInfo", "POST", "/sandbox",
-        { buildInfo = { dockerfileContent = "FROM debian:12\nRUN true\n" }, cpu = 2, memory = 2 })
+      fails(400, "buildInfo.contextHashes", "POST", "/sandbox",
+        { buildInfo = { dockerfileContent = "FROM debian:12\nRUN true\n", contextHashes = { 1 } } })
       fails(400, "not valid JSON", "POST", "/sandbox", "{nope")
       fails(400, "JSON object", "POST", "/sandbox", "[1,2]")
       fails(400, "code-toolbox-language", "POST", "/sandbox", { labels = { ["code-toolbox-language"] = "cobol" } })

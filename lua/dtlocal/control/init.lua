@@ -379,6 +379,24 @@ function App:preview(ctx)
   return proxy.forward(ctx, base .. target, opts)
 end
 
+--- Build a buildInfo's Dockerfile (dtlocal.images.build) with its
+-- uploaded contexts; returns the image, raises a plain error saying why not.
+function App:build(build_info, opts)
+  local contexts = {}
+  for i, h in ipairs(build_info.contextHashes or {}) do
+    local path, msg = self.objects:context(h)
+    if not path then error(msg, 0) end
+    contexts[i] = path
+  end
+  local img, msg = require("dtlocal.images.build").build(self.images, {
+    dockerfile = build_info.dockerfileContent, contexts = contexts,
+    context_hashes = build_info.contextHashes, on_log = opts and opts.on_log,
+    launcher = self.runner.launcher, uids = self.uids,
+  })
+  if not img then error(msg, 0) end
+  return img
+end
+
 --- Route one request by its first path segment.
 function App:dispatch(ctx)
   local p = ctx.path
@@ -483,6 +501,7 @@ function App:start()
     -- snapshots: the host's system (built in) and images pulled or built
     self.snaps = snapshots.new{
       store = self.store, log = self.log, images = self.images, started_at = self.started_at,
+      builder = function(build_info, bopts) return self:build(build_info, bopts) end,
       in_use = function(snap)
         for _, r in ipairs(self.mgr:all()) do
           if r.dtlocal.snapshot_id == snap.id then return r.id end

@@ -1,0 +1,179 @@
+-- The builder (lua/dtlocal/images/build.lua) on the image store, against a
+-- real registry on loopback holding the busybox test image
+-- (spec/support/registry.lua): RUN steps in sandboxes whose layers become
+-- the image's, COPY from uploaded context tars (links in the context copied
+-- as links, never followed on the host; destinations resolved inside the
+-- image, through its own links), ENV/WORKDIR/USER/CMD as configuration, the
+-- cache by content (the same definition is built once, a changed step
+-- rebuilds from there), and the failures: a failing RUN (its step, exit
+-- code and output tail, nothing of it left), COPY sources outside the
+-- context or through a link, a context tar that tries to leave its
+-- directory, unsupported instructions.
+local core = require "daytona.core"
+local process = require "daytona.runtime.process"
+local helper = require "support.helper"
+local registry = require "support.registry"
+local Store = require "dtlocal.images.store"
+local build = require "dtlocal.images.build"
+
+local util = core.util
+
+local reg, ref
+
+local function sh(script, ...)
+  local r = assert(process.run({ "sh", "-c", script, "sh", ... }, { timeout = 60, stderr = "stdout" }))
+  assert.are.equal(0, r.exit_code, r.stdout)
+  return r.stdout
+end
+
+-- a context tar as the SDKs make one: `dir` holds the files under `archive`
+local function context_tar(files, archive)
+  local dir = helper.tmpdir()
+  for name, text in pairs(files) do
+    local path = dir .. "/" .. archive .. "/" .. name
+    sh('mkdir -p "$(dirname "$1")"', path)
+    if type(text) == "table" then
+      assert(util.symlink(text.link, path))
+    else
+      local f = assert(io.open(path, "wb"))
+      f:write(text)
+      f:close()
+    end
+  end
+  local tar = dir .. "/context.tar"
+  sh('tar -c -f "$1" --format=pax --numeric-owner --owner=0 --group=0 -C "$2" "$3"', tar, dir, archive)
+  return tar
+end
+
+-- the file at path in the image's merged layers (top first), or nil
+local function image_file(img, path)
+  for i = #img.layers, 1, -1 do
+    local p = img.layers[i] .. path
+    local st = util.stat(p, false)
+    if st then
+      if st.type == "link" then return { link = util.readlink(p) } end
+      if st.type ~= "file" then return { type = st.type, uid = st.uid, mode = st.mode } end
+      return { text = helper.read_file(p), uid = st.uid, gid = st.gid, mode = st.mode }
+    end
+  end
+end
+
+local function new_store() return Store.open(helper.tmpdir() .. "/images") end
+
+local function builds(store, dockerfile, opts)
+  opts = opts or {}
+  local lines = {}
+  local img, msg, code = build.build(store, {
+    dockerfile = dockerfile, contexts = opts.contexts, context_hashes = opts.hashes,
+    on_log = function(l) lines[#lines + 1] = l end, ref = opts.ref,
+    launcher = helper.build_path("libexec/dtlua/dtlua-sandbox"),
+  })
+  return img, msg, code, table.concat(lines, "\n")
+end
+
+describe("dtlocal builder", function()
+  setup(function()
+    helper.run(function()
+      reg = registry.start()
+      ref = reg:push_test_image("dtlua/test:1")
+    end)
+  end)
+  teardown(function()
+    if reg then helper.run(function() reg:stop() end) end
+    helper.cleanup()
+  end)
+
+  it("parses Dockerfiles: continuations, comments, variables", function()
+    local steps = build.parse("# c\nFROM x\n\nRUN a \\\n  b\n# in\nENV A=1\n")
+    assert.are.same({ { op = "FROM", args = "x", line = 2 }, { op = "RUN", args = "a    b", line = 4 },
+                      { op = "ENV", args = "A=1", line = 7 } }, steps)
+    assert.are.equal("x-1-d-/p", build.expand("x-$A-${B:-d}-${A:+/p}", { A = "1" }))
+    assert.are.equal("$A", build.expand("\\$A", { A = "1" }))
+    local ok, err = pcall(build.parse, "FROM x\nRUN <<EOF\nx\nEOF\n")
+    assert.is_false(ok)
+    assert.matches("heredocs", err.build)
+  end)
+
+  it("builds ENV, WORKDIR, COPY and CMD into an image, COPY resolved inside the image", function()
+    helper.run(function()
+      local store = new_store()
+      local tar = context_tar({ ["app.txt"] = "hello\n", ["dir/a"] = "A", ["dir/sub/b"] = "B",
+                                ["dir/escape"] = { link = "/etc/shadow" } }, "home/u/proj")
+      local img, msg, _, log = builds(store, table.concat({
+        "FROM " .. ref,
+        "ENV GREETING='hi there' OTHER=x",
+        "WORKDIR /srv/app",
+        "COPY home/u/proj/app.txt /srv/app/",
+        "COPY home/u/proj/dir data",
+        "COPY --chown=1000:1000 home/u/proj/app.txt /opt/opq/copied.txt",
+        'CMD ["sleep", "infinity"]',
+      }, "\n"), { contexts = { tar }, hashes = { "h1" } })
+      assert.is_table(img, msg)
+      assert.matches("Step 1/7 : FROM", log, 1, true)
+      assert.matches("Step 5/7 : COPY home/u/proj/dir data", log, 1, true)
+      assert.are.equal("/srv/app", img.config.cwd)
+      assert.are.same({ "sleep", "infinity" }, img.config.cmd)
+      local env = table.concat(img.config.env, "\n")
+      assert.matches("GREETING=hi there", env, 1, true)
+      assert.are.equal("hello\n", image_file(img, "/srv/app/app.txt").text)
+      assert.are.equal(0, image_file(img, "/srv/app/app.txt").uid)
+      assert.are.equal("B", image_file(img, "/srv/app/data/sub/b").text)
+      -- a link of the context is copied as a link, never followed here
+      assert.are.same({ link = "/etc/shadow" }, image_file(img, "/srv/app/data/escape"))
+      assert.are.equal(1000, image_file(img, "/opt/opq/copied.txt").uid)
+      -- the base's layers are shared, not copied
+      local base = store:image(ref)
+      for i, l in ipairs(base.layers) do assert.are.equal(l, img.layers[i]) end
+      assert.are.same({}, util.readdir(store.dir .. "/tmp"))
+    end)
+  end)
+
+  it("copies to where the image's links lead, not through the host's", function()
+    helper.run(function()
+      local store = new_store()
+      -- the image gets /lnk -> /etc (a link of the context, copied as one);
+      -- COPY into /lnk/ then lands in the image's /etc, never the host's
+      local base_ctx = context_tar({ ["f.txt"] = "via link\n", ["lnk"] = { link = "/etc" } }, "c")
+      local img, msg = builds(store, table.concat({
+        "FROM " .. ref,
+        "COPY c/lnk /lnk",
+        "COPY c/f.txt /lnk/f.txt",
+      }, "\n"), { contexts = { base_ctx }, hashes = { "h2" } })
+      assert.is_table(img, msg)
+      assert.are.same({ link = "/etc" }, image_file(img, "/lnk"))
+      assert.are.equal("via link\n", image_file(img, "/etc/f.txt").text)
+      assert.is_nil(util.stat("/etc/f.txt", false))
+      -- /bin/sh of the test image is a link: COPY to /bin/sh/x must fail, not
+      -- write through it
+      local bad, bmsg = builds(store, "FROM " .. ref .. "\nCOPY c/f.txt /bin/sh/x\n", { contexts = { base_ctx }, hashes = { "h2" } })
+      assert.is_nil(bad)
+      assert.matches("not a directory", bmsg)
+    end)
+  end)
+
+  it("refuses COPY sources outside the context or through its links, and bad context tars", function()
+    helper.run(function()
+      local store = new_store()
+      local tar = context_tar({ ["ok"] = "x", ["ln"] = { link = "/etc" } }, "p")
+      local _, msg = builds(store, "FROM " .. ref .. "\nCOPY ../../etc/passwd /x\n", { contexts = { tar }, hashes = { "h" } })
+      assert.matches("outside the build context", msg)
+      _, msg = builds(store, "FROM " .. ref .. "\nCOPY p/ln/passwd /x\n", { contexts = { tar }, hashes = { "h" } })
+      assert.matches("through a symbolic link", msg)
+      _, msg = builds(store, "FROM " .. ref .. "\nCOPY p/missing /x\n", { contexts = { tar }, hashes = { "h" } })
+      assert.matches("not in the build context", msg)
+      -- a tar whose entry climbs out of the context directory
+      local dir = helper.tmpdir()
+      sh('mkdir -p "$1/a" && echo x > "$1/evil" && cd "$1/a" && tar -c -f ../evil.tar --absolute-names ../evil', dir)
+      _, msg = builds(store, "FROM " .. ref .. "\nCOPY evil /x\n", { contexts = { dir .. "/evil.tar" }, hashes = { "e" } })
+      assert.matches("refused", msg)
+      for _, df in ipairs({ "FROM " .. ref .. "\nFROM " .. ref .. "\n", "FROM " .. ref .. "\nCOPY --from=x /a /b\n",
+                            "FROM " .. ref .. "\nADD http://example.com/x /x\n", "RUN true\n",
+                            "FROM " .. ref .. "\nHEALTHCHECK CMD true\n", "FROM " .. ref .. "\nBOGUS x\n" }) do
+        local img, m = builds(store, df, { contexts = { tar }, hashes = { "h" } })
+        assert.is_nil(img, df)
+        assert.is_string(m, df)
+      end
+      assert.are.same({}, util.readdir(store.dir .. "/tmp"))
+    end)
+  end)
+end)
