@@ -151,6 +151,74 @@ describe("dtlocal builder", function()
     end)
   end)
 
+  it("runs RUN steps in sandboxes whose changes become layers, and caches by content", function()
+    helper.run(function()
+      local store = new_store()
+      local tar = context_tar({ ["in.txt"] = "from the context\n" }, "ctx")
+      local df = table.concat({
+        "FROM " .. ref,
+        "ENV GREETING=hello",
+        "RUN echo \"$GREETING from $(id -u)\" > /greeting && mkdir -p /opt/made && rm /etc/layer2",
+        "WORKDIR /work",
+        "COPY ctx/in.txt ./",
+        "RUN cat in.txt > copied && pwd > where && echo out-line",
+        "USER daytona",
+        "RUN id -un > /tmp/who",
+      }, "\n")
+      local t0 = core.now()
+      local img, msg, _, log = builds(store, df, { contexts = { tar }, hashes = { "c1" } })
+      local first = core.now() - t0
+      assert.is_table(img, tostring(msg) .. "\n" .. tostring(log))
+      assert.matches("\nout%-line\n", log)          -- the step's output
+      assert.are.equal("hello from 0\n", image_file(img, "/greeting").text)
+      assert.are.equal("from the context\n", image_file(img, "/work/copied").text)
+      assert.are.equal("/work\n", image_file(img, "/work/where").text)
+      assert.are.equal("daytona\n", image_file(img, "/tmp/who").text)
+      assert.are.equal("directory", image_file(img, "/opt/made").type)
+      -- a file the step removed is a whiteout in its layer
+      assert.are.equal("char", image_file(img, "/etc/layer2").type)
+      -- the layers hold what the steps did, not the launcher's own files
+      for _, l in ipairs(img.layers) do
+        assert.is_nil(util.stat(l .. "/etc/hostname", false), l)
+      end
+      -- the files made by RUN are the image's root's (0), not a host range's
+      assert.are.equal(0, image_file(img, "/greeting").uid)
+      assert.are.equal(1000, image_file(img, "/tmp/who").uid)
+      -- the same definition again: every step from the cache, the same image
+      t0 = core.now()
+      local again, msg2, _, log2 = builds(store, df, { contexts = { tar }, hashes = { "c1" } })
+      local second = core.now() - t0
+      assert.is_table(again, msg2)
+      assert.are.equal(img.id, again.id)
+      assert.is_nil(log2:find("\nout%-line\n"))     -- nothing ran
+      assert.matches("Using cache", log2, 1, true)
+      assert.is_true(second < first, ("cache hit %.3f s, first %.3f s"):format(second, first))
+      -- a changed step rebuilds from there on
+      local changed, msg3, _, log3 = builds(store, df:gsub("out%-line", "changed-line"), { contexts = { tar }, hashes = { "c1" } })
+      assert.is_table(changed, msg3)
+      assert.matches("\nchanged%-line\n", log3)
+      -- steps 2-5 from the cache, 6-8 run again
+      assert.are.equal(4, select(2, log3:gsub("Using cache", "")))
+      assert.are.same({}, util.readdir(store.dir .. "/tmp"))
+    end)
+  end)
+
+  it("fails a RUN step with its step, exit code and output, keeping nothing of it", function()
+    helper.run(function()
+      local store = new_store()
+      local img, msg, code, log = builds(store, "FROM " .. ref .. "\nRUN echo before\nRUN echo oops-output; echo to-stderr >&2; exit 3\n",
+        { ref = "dtlocal.local/never:1" })
+      assert.is_nil(img)
+      assert.are.equal("ESTEP", code)
+      assert.matches("step 3/3", msg, 1, true)
+      assert.matches("exit code 3", msg, 1, true)
+      assert.matches("oops-output", msg, 1, true)
+      assert.matches("to-stderr", log, 1, true)
+      assert.is_nil(store:image("dtlocal.local/never:1"))
+      assert.are.same({}, util.readdir(store.dir .. "/tmp"))
+    end)
+  end)
+
   it("refuses COPY sources outside the context or through its links, and bad context tars", function()
     helper.run(function()
       local store = new_store()

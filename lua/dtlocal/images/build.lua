@@ -9,7 +9,8 @@
 --     on_log = function(line) end,    -- every step's command and output
 --     ref = "name:tag",               -- optional: a ref for the image made
 --     launcher = path,                -- dtlua-sandbox (runs RUN steps)
---     uids = pool,                    -- dtlocal.control.uids as root (a host range per RUN)
+--     uids = pool,                    -- dtlocal.control.uids as root: the build's host range
+--                                     -- (default: a pool on the machine's registry)
 --     timeout = seconds,              -- for the whole build (default 3600)
 --   })
 --   -> the store's image | nil, message, code
@@ -749,7 +750,9 @@ end
 -- message (naming the step, its exit code and its output's tail), code.
 function M.build(store, opts)
   local self = setmetatable({
-    store = store, on_log = opts.on_log, launcher = opts.launcher, uids = opts.uids,
+    store = store, on_log = opts.on_log, launcher = opts.launcher,
+    -- as root each RUN needs a host range of its own (the machine's registry)
+    uids = opts.uids or (util.getuid() == 0 and require("dtlocal.control.uids").new{} or nil),
     contexts = opts.contexts or {}, context_hashes = opts.context_hashes or {},
     timeout = opts.timeout or M.TIMEOUT, temps = {}, args = {}, shell = { "/bin/sh", "-c" },
   }, Build)
