@@ -1,0 +1,67 @@
+-- client.snapshot against a private local server and the test registry
+-- (spec/support/registry.lua): create with the build log streamed to
+-- on_logs, get, list, deactivate, activate, delete; a failed pull raises
+-- with the server's reason.
+local errors = require "daytona.errors"
+local helper = require "support.helper"
+local registry = require "support.registry"
+local fixture = require "sdk.fixture"
+local core = require "daytona.core"
+
+describe("client.snapshot with images", function()
+  local srv, client, reg
+
+  setup(function()
+    srv = fixture.server()
+    client = fixture.client(srv)
+    helper.run(function()
+      reg = registry.start()
+      reg:push_test_image("dtlua/test:1")
+    end)
+  end)
+
+  teardown(function()
+    if reg then helper.run(function() reg:stop() end) end
+    fixture.release(srv)
+  end)
+
+  it("creates a snapshot from an image, streaming its build log, and manages it", function()
+    local name = "sdk-snap-" .. core.util.hex(core.util.random_bytes(4))
+    local image = reg.host .. "/dtlua/test:1"
+    local lines = {}
+    local snap = client.snapshot:create({ name = name, image = image, resources = { cpu = 2, memory = 2 } },
+      { on_logs = function(l) lines[#lines + 1] = l end, timeout = 120 })
+    assert.are.equal("active", snap.state)
+    assert.are.equal(name, snap.name)
+    assert.are.equal(image, snap.image_name)
+    assert.are.equal(2, snap.cpu)
+    local text = table.concat(lines, "\n")
+    assert.matches("Creating snapshot " .. name .. " (pending)", text, 1, true)
+    assert.matches("Pulling " .. image, text, 1, true)
+    assert.matches("Snapshot " .. name .. " is active", text, 1, true)
+
+    assert.are.equal(snap.id, client.snapshot:get(name).id)
+    local page = client.snapshot:list{ name = name }
+    assert.are.equal(1, page.total)
+    assert.are.equal(1, page.total_pages)
+    assert.are.equal(snap.id, page.items[1].id)
+
+    client.snapshot:deactivate(snap)
+    assert.are.equal("inactive", client.snapshot:get(snap.id).state)
+    assert.are.equal("active", client.snapshot:activate(snap).state)
+
+    client.snapshot:delete(snap)
+    assert.is_true(errors.is(fixture.fails(client.snapshot.get, client.snapshot, name), errors.DaytonaNotFoundError))
+  end)
+
+  it("raises with the server's reason when the image cannot be pulled", function()
+    local name = "sdk-missing-" .. core.util.hex(core.util.random_bytes(4))
+    local lines = {}
+    local err = fixture.fails(client.snapshot.create, client.snapshot,
+      { name = name, image = reg.host .. "/dtlua/nope:1" }, { on_logs = function(l) lines[#lines + 1] = l end })
+    assert.is_true(errors.is(err, errors.DaytonaError))
+    assert.matches("dtlua/nope", tostring(err.message or err), 1, true)
+    assert.matches("ERROR: ", table.concat(lines, "\n"), 1, true)
+    client.snapshot:delete(client.snapshot:get(name))
+  end)
+end)
