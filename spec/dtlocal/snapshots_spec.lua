@@ -229,4 +229,67 @@ describe("dtlocal snapshots", function()
       ok(200, "DELETE", "/snapshots/" .. s2.id)
     end)
   end)
+
+  it("snapshots a prepared sandbox; a new sandbox from the snapshot has the prepared files", function()
+    run(function()
+      local a = ok(200, "POST", "/sandbox", {})
+      dtlocal.exec(srv, a.id, "echo prepared > /home/daytona/prepared.txt && mkdir -p /home/daytona/proj/sub"
+        .. " && echo deep > /home/daytona/proj/sub/f && sudo sh -c 'echo tool > /usr/local/bin/spec-tool"
+        .. " && chmod 755 /usr/local/bin/spec-tool'")
+      local r = ok(200, "POST", "/sandbox/" .. a.id .. "/snapshot", { name = "spec-prepared" })
+      assert.are.equal("snapshotting", r.state)
+      fails(400, "includeMemory", "POST", "/sandbox/" .. a.id .. "/snapshot", { name = "x2", includeMemory = true })
+      fails(400, "name: Invalid snapshot name", "POST", "/sandbox/" .. a.id .. "/snapshot", { name = "a b" })
+      local snap = settle("spec-prepared", { pending = true, building = true })
+      assert.are.equal("active", snap.state, tostring(snap.errorReason))
+      -- the sandbox is back as it was
+      local deadline = core.now() + 30
+      while ok(200, "GET", "/sandbox/" .. a.id).state == "snapshotting" and core.now() < deadline do
+        require("daytona.runtime.scheduler").sleep(0.05)
+      end
+      assert.are.equal("started", ok(200, "GET", "/sandbox/" .. a.id).state)
+      fails(409, "already exists", "POST", "/sandbox/" .. a.id .. "/snapshot", { name = "spec-prepared" })
+
+      local b = ok(200, "POST", "/sandbox", { snapshot = "spec-prepared" })
+      assert.are.equal("started", b.state)
+      assert.are.equal("spec-prepared", b.snapshot)
+      assert.are.equal("prepared\ndeep\ntool\ndaytona daytona\n", dtlocal.exec(srv, b.id,
+        "cat /home/daytona/prepared.txt /home/daytona/proj/sub/f /usr/local/bin/spec-tool;"
+        .. " stat -c '%U %G' /home/daytona/prepared.txt"))
+      -- its own files from then on: a change in b is not in a
+      dtlocal.exec(srv, b.id, "echo changed > /home/daytona/prepared.txt")
+      assert.are.equal("prepared\n", dtlocal.exec(srv, a.id, "cat /home/daytona/prepared.txt"))
+      -- in use: not deleted
+      fails(409, "in use", "DELETE", "/snapshots/" .. snap.id)
+      ok(200, "DELETE", "/sandbox/" .. b.id)
+      local deadline2 = core.now() + 30
+      while api("GET", "/sandbox/" .. b.id) == 200 and core.now() < deadline2 do
+        require("daytona.runtime.scheduler").sleep(0.05)
+      end
+      ok(200, "DELETE", "/snapshots/" .. snap.id)
+      ok(200, "DELETE", "/sandbox/" .. a.id)
+    end)
+  end)
+
+  it("forks a sandbox: a new one with its files and settings, which knows its parent", function()
+    run(function()
+      local a = ok(200, "POST", "/sandbox", { env = { SPEC_FORK = "yes" }, labels = { team = "forks" } })
+      dtlocal.exec(srv, a.id, "echo before-fork > /home/daytona/f.txt")
+      local child = ok(200, "POST", "/sandbox/" .. a.id .. "/fork", { name = "spec-fork-child" })
+      assert.are_not.equal(a.id, child.id)
+      assert.are.equal("spec-fork-child", child.name)
+      assert.are.equal("started", child.state)
+      assert.are.equal("forks", child.labels.team)
+      assert.are.equal("before-fork\nyes\n", dtlocal.exec(srv, child.id, "cat /home/daytona/f.txt; echo $SPEC_FORK"))
+      assert.are.equal("started", ok(200, "GET", "/sandbox/" .. a.id).state)
+      assert.are.equal(a.id, ok(200, "GET", "/sandbox/" .. child.id .. "/parent").id)
+      local kids = ok(200, "GET", "/sandbox/" .. a.id .. "/forks")
+      assert.are.equal(1, #kids)
+      assert.are.equal(child.id, kids[1].id)
+      assert.are.equal(a.id, ok(200, "GET", "/sandbox/" .. child.id .. "/ancestors")[1].id)
+      fails(409, "already exists", "POST", "/sandbox/" .. a.id .. "/fork", { name = "spec-fork-child" })
+      ok(200, "DELETE", "/sandbox/" .. child.id)
+      ok(200, "DELETE", "/sandbox/" .. a.id)
+    end)
+  end)
 end)

@@ -1,7 +1,8 @@
 -- client.snapshot against a private local server and the test registry
 -- (spec/support/registry.lua): create with the build log streamed to
 -- on_logs, get, list, deactivate, activate, delete; a failed pull raises
--- with the server's reason.
+-- with the server's reason; a snapshot of a prepared sandbox and a fork
+-- (experimental) give new sandboxes its files.
 local errors = require "daytona.errors"
 local helper = require "support.helper"
 local registry = require "support.registry"
@@ -62,6 +63,24 @@ describe("client.snapshot with images", function()
     assert.is_true(errors.is(err, errors.DaytonaError))
     assert.matches("dtlua/nope", tostring(err.message or err), 1, true)
     assert.matches("ERROR: ", table.concat(lines, "\n"), 1, true)
+    client.snapshot:delete(client.snapshot:get(name))
+  end)
+
+  it("snapshots a prepared sandbox and forks one (experimental), for new sandboxes with its files", function()
+    local name = "sdk-prep-" .. core.util.hex(core.util.random_bytes(4))
+    local a = client:create{}
+    a.fs:upload_file({ data = "ready" }, "/home/daytona/ready.txt")
+    a:_experimental_create_snapshot(name, { timeout = 120 })
+    assert.are.equal("started", a.state)
+    assert.are.equal("active", client.snapshot:get(name).state)
+    local b = client:create{ snapshot = name }
+    assert.are.equal("ready", b.fs:download_file("/home/daytona/ready.txt"))
+    local f = a:_experimental_fork{ name = name .. "-fork" }
+    assert.are.equal(name .. "-fork", f.name)
+    assert.are.equal("ready", f.fs:download_file("/home/daytona/ready.txt"))
+    f:delete()
+    b:delete()
+    a:delete()
     client.snapshot:delete(client.snapshot:get(name))
   end)
 end)

@@ -509,7 +509,8 @@ function App:start()
       end,
       image_used = function(image)
         for _, r in ipairs(self.mgr:all()) do
-          if r.dtlocal.image == image then return true end
+          local d = r.dtlocal
+          if d.image == image or (d.seed == image and not d.seeded) then return true end
         end
         return false
       end,

@@ -454,14 +454,59 @@ local function build_logs(ctx, params)
   buildlog.serve(ctx, mgr:build_log_path(rec), mgr:rtof(rec).build_log, qbool(ctx, "follow"))
 end
 
+-- Snapshot a sandbox (experimental in the SDKs): answers with the sandbox
+-- in `snapshotting`; the snapshot is listed at once (`building`).
+local function snapshot_sandbox(ctx, params)
+  local rec = find(ctx, params)
+  local body = ctx:json_object(true)
+  local name = snapshots.check_name(body.name, "name")
+  if not absent(body.includeMemory) and check.boolean(body.includeMemory, "includeMemory") then
+    raise(400, "includeMemory: container sandboxes do not support memory snapshots")
+  end
+  ctx.app.mgr:snapshot(rec, name)
+  return sb(ctx, rec)
+end
+
+-- Fork a sandbox: answers with the new sandbox.
+local function fork(ctx, params)
+  local rec = find(ctx, params)
+  local body = ctx:json_object(false) or {}
+  local name = not absent(body.name) and check.name(body.name, "name") or nil
+  local child = ctx.app.mgr:fork(rec, name)
+  return started(ctx, child)
+end
+
+-- The live forks of a sandbox (includeDestroyed: destroyed ones are gone locally).
 local function forks(ctx, params)
-  find(ctx, params)
-  return 200, json.array()   -- dtlocal does not fork sandboxes: none has forks
+  local rec = find(ctx, params)
+  qbool(ctx, "includeDestroyed")
+  local out = json.array()
+  for _, r in ipairs(ctx.app.mgr:all()) do
+    if r.dtlocal.fork_parent == rec.id and not r.dtlocal.spare then
+      out[#out + 1] = record.wire(r, ctx.app.toolbox_url, false)
+    end
+  end
+  return 200, out
 end
 
 local function parent(ctx, params)
   local rec = find(ctx, params)
-  raise(404, format("Sandbox %s has no parent", rec.id))
+  local p = rec.dtlocal.fork_parent and ctx.app.mgr.by_id[rec.dtlocal.fork_parent]
+  if not p then raise(404, format("Sandbox %s has no parent", rec.id)) end
+  return sb(ctx, p)
+end
+
+-- The chain of parents, nearest first.
+local function ancestors(ctx, params)
+  local rec = find(ctx, params)
+  local out, seen = json.array(), {}
+  local p = rec.dtlocal.fork_parent and ctx.app.mgr.by_id[rec.dtlocal.fork_parent]
+  while p and not seen[p.id] do
+    seen[p.id] = true
+    out[#out + 1] = record.wire(p, ctx.app.toolbox_url, false)
+    p = p.dtlocal.fork_parent and ctx.app.mgr.by_id[p.dtlocal.fork_parent]
+  end
+  return 200, out
 end
 
 ---------------------------------------------------------------------------
@@ -631,12 +676,12 @@ function M.new()
   r:add("POST", "/sandbox/{id}/ssh-access", not_local("SSH access"))
   r:add("DELETE", "/sandbox/{id}/ssh-access", not_local("SSH access"))
   r:add("POST", "/sandbox/{id}/pause", not_local("Pausing a sandbox"))
-  r:add("POST", "/sandbox/{id}/fork", not_local("Forking a sandbox"))
-  r:add("POST", "/sandbox/{id}/snapshot", not_local("Creating a snapshot from a sandbox"))
+  r:add("POST", "/sandbox/{id}/fork", fork)
+  r:add("POST", "/sandbox/{id}/snapshot", snapshot_sandbox)
   r:add("POST", "/sandbox/{id}/backup", not_local("Backing up a sandbox"))
   r:add("GET", "/sandbox/{id}/forks", forks)
   r:add("GET", "/sandbox/{id}/parent", parent)
-  r:add("GET", "/sandbox/{id}/ancestors", forks)
+  r:add("GET", "/sandbox/{id}/ancestors", ancestors)
 
   r:add("GET", "/snapshots", list_snapshots)
   r:add("POST", "/snapshots", create_snapshot)

@@ -35,6 +35,7 @@ local volumes_mod = require "dtlocal.control.volumes"
 local leftovers = require "dtlocal.control.leftovers"
 local snapshots_mod = require "dtlocal.control.snapshots"
 local buildlog = require "dtlocal.control.buildlog"
+local capture = require "dtlocal.control.capture"
 local fs = require "dtlocal.fs"
 local localserver = require "daytona.localserver"
 
@@ -279,6 +280,15 @@ function Manager:do_start(rec)
     end
     self.net:apply(rec, parent)
     net_arg = self.net:launch_arg(rec.dtlocal.uid_slot)
+  end
+  local d = rec.dtlocal
+  if d.seed and not d.seeded then
+    -- a sandbox from a snapshot of a sandbox on the host's system: its
+    -- directory is filled from the snapshot before its first start
+    capture.seed(self.snapshots.images, d.seed, self.store:sandbox_dir(rec.id), d.uid_first)
+    d.seeded = true
+    self:save(rec)
+    if d.drop_seed then self.snapshots:release_image(d.seed) end
   end
   -- the preview token rotates when the sandbox (re)starts (doc/protocol.md §3.3)
   rec.dtlocal.preview_token = record.token(32)
@@ -546,7 +556,8 @@ function Manager:resolve_snapshot(c)
   -- the sandbox takes the snapshot's resources (the API's createFromSnapshot)
   c.cpu, c.memory, c.disk = s.cpu, s.mem, s.disk
   if not s.builtin then
-    c.image = s.dtlocal.image
+    -- a snapshot of a sandbox on the host's system is a seed for its dir
+    if s.dtlocal.seed then c.seed = s.dtlocal.image else c.image = s.dtlocal.image end
     c.snapshot_id = s.id
     c.snapshot = s.name
   end
@@ -582,6 +593,96 @@ function Manager:do_build_start(rec)
   log:finish()
   if rec.state ~= "creating" then self:set_state(rec, "creating") end
   self:do_start(rec)
+end
+
+---------------------------------------------------------------------------
+-- Snapshots of a sandbox, forks
+---------------------------------------------------------------------------
+
+-- A started or stopped sandbox with no transition under way; 409 otherwise.
+local function capturable(self, rec, what)
+  if rec.state ~= "started" and rec.state ~= "stopped" then
+    raise(409, format("Sandbox is %s; %s needs a started or stopped sandbox", rec.state, what))
+  end
+  local rt = self:rtof(rec)
+  if rt.op and not rt.op:done() then raise(409, "Sandbox state change in progress") end
+  if not (self.snapshots and self.snapshots.images) then
+    raise(400, "this dtlocal has no image store: " .. what .. " is not available")
+  end
+end
+
+-- Capture rec's files into the image store (dtlocal.control.capture):
+-- returns the image id and whether it is a seed (a sandbox on the host's
+-- system).
+function Manager:capture(rec, ref, log)
+  local images = self.snapshots.images
+  local dir = self.store:sandbox_dir(rec.id)
+  if rec.dtlocal.image then
+    local base = images:image(rec.dtlocal.image)
+    if not base then error("the sandbox's image " .. rec.dtlocal.image .. " is no longer stored", 0) end
+    return capture.image(images, rec, dir .. "/upper", base, ref, log).id, false
+  end
+  return capture.seed_image(images, rec, dir, log).id, true
+end
+
+--- Snapshot a sandbox's files under `name` (POST /sandbox/{id}/snapshot):
+-- the snapshot is recorded at once (409 for a taken name), the sandbox is
+-- `snapshotting` while its files are copied, then back in its state; the
+-- snapshot goes `building` -> `active` (or `build_failed`).
+function Manager:snapshot(rec, name)
+  capturable(self, rec, "a snapshot")
+  local prev = rec.state
+  local done = false
+  local snap = self.snapshots:create_from(
+    { name = name, cpu = rec.cpu, memory = rec.memory, disk = rec.disk, from_sandbox = rec.id },
+    function(log) return self:capture(rec, "dtlocal/snapshot/" .. name, log) end,
+    function() done = true end)
+  self:set_state(rec, "snapshotting")
+  self:transition(rec, "snapshot", 0, function(mgr, r)
+    local job = mgr.snapshots.jobs[snap.id]
+    while not done and job and not job:done() do scheduler.wait(job) end
+    if r.state == "snapshotting" then mgr:set_state(r, prev) end
+  end)
+  return rec
+end
+
+--- Fork a sandbox (POST /sandbox/{id}/fork): its files are captured (the
+-- sandbox `forking` meanwhile), and a new sandbox with its settings starts
+-- on them. Returns the new record (started, or on its way after M.WAIT).
+function Manager:fork(rec, name)
+  capturable(self, rec, "forking")
+  if name then
+    local other = self:lookup(name)
+    if other and other.state ~= "destroying" then raise(409, format("Sandbox with name %s already exists", name)) end
+  end
+  local prev = rec.state
+  self:set_state(rec, "forking")
+  local image, seed, failure
+  local log = { line = function(_, l) self.log("sandbox %s: fork: %s", rec.id, l) end }
+  self:transition(rec, "fork", 0, function(mgr, r)
+    local ok, err = pcall(function()
+      image, seed = mgr:capture(r, "dtlocal/fork/" .. r.id .. "/" .. record.uuid(), log)
+    end)
+    if not ok then failure = err end
+    -- the parent is as it was, whatever happened to the copy
+    if r.state == "forking" then mgr:set_state(r, prev) end
+  end)
+  self:rtof(rec).op:wait()
+  if not image then raise(500, "cannot fork the sandbox: " .. tostring(failure)) end
+  local c = {
+    name = name, user = rec.user, env = record.copy(rec.env), labels = record.copy(rec.labels),
+    public = rec.public, networkBlockAll = rec.networkBlockAll, cpu = rec.cpu, memory = rec.memory,
+    disk = rec.disk, autoStopInterval = rec.autoStopInterval, autoArchiveInterval = rec.autoArchiveInterval,
+    autoDeleteInterval = rec.autoDeleteInterval, volumes = record.copy(rec.volumes),
+    snapshot = rec.snapshot, snapshot_id = rec.dtlocal.snapshot_id, fork_parent = rec.id,
+  }
+  if seed then c.seed, c.drop_seed = image, true else c.image, c.own_image = image, true end
+  local ok, child = pcall(self.create, self, c)
+  if not ok then
+    self.snapshots:release_image(image)
+    error(child, 0)
+  end
+  return child
 end
 
 ---------------------------------------------------------------------------
@@ -737,6 +838,11 @@ function Manager:do_delete(rec)
     self.uids:release(rec.dtlocal.uid_slot, self:record_path(rec))
   end
   rec.state = "destroyed"
+  if rec.dtlocal.own_image and self.snapshots then
+    -- a fork's own image: gone with it, unless something else uses it
+    self.by_id[rec.id] = nil
+    self.snapshots:release_image(rec.dtlocal.image)
+  end
   rec.desiredState = "destroyed"
   self.by_id[rec.id] = nil
   self.rt[rec.id] = nil

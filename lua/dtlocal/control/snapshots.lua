@@ -166,14 +166,20 @@ local function check_build_info(b, field)
 end
 M.check_build_info = check_build_info
 
+--- A snapshot name as the API takes it; raises 400 naming `field`.
+function M.check_name(v, field)
+  check.string(v, field, { max = 255 })
+  if not valid_ref(v) then
+    raise(400, field .. ": Invalid snapshot name format. May contain letters, digits, dots, colons, and dashes")
+  end
+  return v
+end
+
 --- Validate a CreateSnapshot body; returns the accepted values, raises
 -- 400 naming the field.
 function M.check_create(body)
   local c = {}
-  c.name = check.string(body.name, "name", { max = 255 })
-  if not valid_ref(c.name) then
-    raise(400, "name: Invalid snapshot name format. May contain letters, digits, dots, colons, and dashes")
-  end
+  c.name = M.check_name(body.name, "name")
   if not absent(body.imageName) then c.imageName = M.check_image_name(body.imageName, "imageName") end
   if not absent(body.buildInfo) then c.buildInfo = check_build_info(body.buildInfo, "buildInfo") end
   if c.imageName and c.buildInfo then raise(400, "imageName and buildInfo cannot be used together: give one of them") end
@@ -600,8 +606,9 @@ function Snapshots:create(c)
 end
 
 --- Record a snapshot whose image `make(log)` produces (a sandbox's files):
--- `building` until it returns the image id, then active; `build_failed`
--- with the reason. Runs make in a task; returns the record at once.
+-- `building` until it returns the image id (and true when that image is a
+-- seed, dtlocal.control.capture), then active; `build_failed` with the
+-- reason. Runs make in a task; returns the record at once.
 function Snapshots:create_from(c, make, on_done)
   local rec = self:new_record(c)
   rec.dtlocal.from_sandbox = c.from_sandbox
@@ -612,7 +619,8 @@ function Snapshots:create_from(c, make, on_done)
     self.logs[rec.id] = log
     local ok, err = pcall(function()
       self:set_state(rec, "building")
-      rec.dtlocal.image = make(log)
+      -- seed: files to fill a new sandbox's directory with, not an image to run on
+      rec.dtlocal.image, rec.dtlocal.seed = make(log)
       rec.entrypoint = rec.entrypoint or { "sleep", "infinity" }
       log:line(format("Snapshot %s is active", rec.name))
       self:set_state(rec, "active")
@@ -632,21 +640,24 @@ function Snapshots:create_from(c, make, on_done)
   return rec
 end
 
+--- Remove an image from the store unless a snapshot, a sandbox or the
+-- build cache still uses it (its layers go with it when no other image
+-- has them).
+function Snapshots:release_image(img)
+  if not img or not self.images then return end
+  if self.image_used(img) then return end
+  for _, r in pairs(self.by_id) do
+    if r.dtlocal.image == img then return end
+  end
+  for _, v in pairs(self.builds) do if v == img then return end end
+  local ok, err = self.images:remove_image(img)
+  if not ok then self.log("cannot remove image %s: %s", img, tostring(err)) end
+end
+
 -- Remove a snapshot's files and its image (when nothing else uses it).
 function Snapshots:finish_delete(rec)
-  local img = rec.dtlocal and rec.dtlocal.image
   self.by_id[rec.id] = nil
-  if img and self.images then
-    local shared = self.image_used(img)
-    for _, r in pairs(self.by_id) do
-      if r.dtlocal.image == img then shared = true end
-    end
-    for _, v in pairs(self.builds) do if v == img then shared = true end end
-    if not shared then
-      local ok, err = self.images:remove_image(img)
-      if not ok then self.log("snapshot %s: cannot remove image %s: %s", rec.id, img, tostring(err)) end
-    end
-  end
+  self:release_image(rec.dtlocal and rec.dtlocal.image)
   local d = self:snapshot_dir(rec.id)
   os.remove(d .. "/build.log")
   os.remove(d .. "/snapshot.json")
