@@ -292,4 +292,76 @@ describe("dtlocal snapshots", function()
       ok(200, "DELETE", "/sandbox/" .. a.id)
     end)
   end)
+
+  -- wait until a sandbox leaves the states in `passing`
+  local function sandbox_settle(id, passing)
+    local deadline = core.now() + 120
+    while true do
+      local sb = ok(200, "GET", "/sandbox/" .. id)
+      if not passing[sb.state] then return sb end
+      assert.is_true(core.now() < deadline, "sandbox still " .. sb.state)
+      require("daytona.runtime.scheduler").sleep(0.05)
+    end
+  end
+  local function gone(id)
+    local deadline = core.now() + 30
+    while api("GET", "/sandbox/" .. id) == 200 and core.now() < deadline do
+      require("daytona.runtime.scheduler").sleep(0.05)
+    end
+  end
+
+  it("starts sandboxes on a snapshot of a registry's image, and from an image (buildInfo) with its build log", function()
+    run(function()
+      local image = reg.host .. "/dtlua/test:1"
+      local snap = ok(200, "POST", "/snapshots", { name = "spec-img", imageName = image, cpu = 2, memory = 2 })
+      assert.are.equal("active", settle(snap.id, PENDING).state)
+      local a = ok(200, "POST", "/sandbox", { snapshot = "spec-img" })
+      assert.are.equal("started", a.state, tostring(a.errorReason))
+      assert.are.equal("spec-img", a.snapshot)
+      assert.are.same({ 2, 2 }, { a.cpu, a.memory })
+      assert.matches("ID=dtlua-test", dtlocal.exec(srv, a.id, "cat /etc/os-release"), 1, true)
+
+      -- from an image: answered in pending_build, then building_snapshot, then started
+      local b = ok(200, "POST", "/sandbox", { buildInfo = { dockerfileContent = "FROM " .. image .. "\n" },
+                                              cpu = 2, memory = 3, disk = 4 })
+      assert.are.equal("pending_build", b.state)
+      assert.are.same({ 2, 3, 4 }, { b.cpu, b.memory, b.disk })
+      local url = ok(200, "GET", "/sandbox/" .. b.id .. "/build-logs-url").url
+      assert.are.equal(srv.api_url .. "/sandbox/" .. b.id .. "/build-logs", url)
+      local st, text = api("GET", "/sandbox/" .. b.id .. "/build-logs?follow=true")
+      assert.are.equal(200, st)
+      assert.matches("Pulling " .. image, text, 1, true)
+      local done = sandbox_settle(b.id, { pending_build = true, building_snapshot = true, creating = true })
+      assert.are.equal("started", done.state, tostring(done.errorReason))
+      assert.matches("ID=dtlua-test", dtlocal.exec(srv, b.id, "cat /etc/os-release"), 1, true)
+      assert.is_string(done.buildInfo.snapshotRef)
+      -- the same definition again: made once, reused
+      local c = ok(200, "POST", "/sandbox", { buildInfo = { dockerfileContent = "FROM " .. image .. "\n" } })
+      local _, text2 = api("GET", "/sandbox/" .. c.id .. "/build-logs?follow=true")
+      assert.matches("Using the image built before", text2, 1, true)
+      assert.are.equal("started", sandbox_settle(c.id, { pending_build = true, building_snapshot = true, creating = true }).state)
+      -- an image the registry does not have: build_failed with the reason
+      local d = ok(200, "POST", "/sandbox", { buildInfo = { dockerfileContent = "FROM " .. reg.host .. "/dtlua/nope:1\n" } })
+      local failed = sandbox_settle(d.id, { pending_build = true, building_snapshot = true })
+      assert.are.equal("build_failed", failed.state)
+      assert.matches("dtlua/nope", failed.errorReason, 1, true)
+      fails(404, "no build logs", "GET", "/sandbox/" .. a.id .. "/build-logs-url")
+
+      -- a snapshot of a sandbox on the image, and a fork of it, have its files
+      dtlocal.exec(srv, a.id, "echo on-image > /home/daytona/img.txt")
+      ok(200, "POST", "/sandbox/" .. a.id .. "/snapshot", { name = "spec-img-prepared" })
+      assert.are.equal("active", settle("spec-img-prepared", { pending = true, building = true }).state)
+      local e = ok(200, "POST", "/sandbox", { snapshot = "spec-img-prepared" })
+      assert.are.equal("on-image\nID=dtlua-test\n", dtlocal.exec(srv, e.id,
+        "cat /home/daytona/img.txt; grep ^ID= /etc/os-release"))
+      local f = ok(200, "POST", "/sandbox/" .. a.id .. "/fork", {})
+      assert.are.equal("on-image\n", dtlocal.exec(srv, f.id, "cat /home/daytona/img.txt"))
+
+      fails(409, "in use", "DELETE", "/snapshots/" .. snap.id)
+      for _, x in ipairs({ a, b, c, d, e, f }) do ok(200, "DELETE", "/sandbox/" .. x.id) end
+      for _, x in ipairs({ a, b, c, d, e, f }) do gone(x.id) end
+      ok(200, "DELETE", "/snapshots/spec-img-prepared")
+      ok(200, "DELETE", "/snapshots/" .. snap.id)
+    end)
+  end)
 end)

@@ -551,7 +551,8 @@ function Manager:resolve_snapshot(c)
     c.buildInfo.snapshotRef = snapshots_mod.build_ref(c.buildInfo)
     return
   end
-  if not c.snapshot then return end
+  -- a fork says what it runs on itself
+  if not c.snapshot or c.image or c.seed then return end
   local s = snaps:for_sandbox(c.snapshot)
   -- the sandbox takes the snapshot's resources (the API's createFromSnapshot)
   c.cpu, c.memory, c.disk = s.cpu, s.mem, s.disk
@@ -620,7 +621,8 @@ function Manager:capture(rec, ref, log)
   if rec.dtlocal.image then
     local base = images:image(rec.dtlocal.image)
     if not base then error("the sandbox's image " .. rec.dtlocal.image .. " is no longer stored", 0) end
-    return capture.image(images, rec, dir .. "/upper", base, ref, log).id, false
+    -- the upper dir over an image's layers (doc/sandbox.md)
+    return capture.image(images, rec, dir .. "/upper/image", base, ref, log).id, false
   end
   return capture.seed_image(images, rec, dir, log).id, true
 end
