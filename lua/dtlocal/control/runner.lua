@@ -121,8 +121,10 @@ end
 M.HOST_RUNTIME = "/run/dtlua-host"
 
 --- How the toolbox daemon runs in an image root, worked out once: the
--- host's /usr, the prefix and the Lua tree bound under HOST_RUNTIME, and the
--- daemon started through the host's dynamic loader with an explicit
+-- directories of the host's libraries it links (where the dynamic loader
+-- is too), the host's Lua module directories, the prefix and the Lua tree,
+-- bound read-only under HOST_RUNTIME at their host paths (so /usr/lib/x is
+-- HOST_RUNTIME/usr/lib/x), and the daemon started through the host's dynamic loader with an explicit
 -- library path (`ld.so --library-path ... dtlua`), so that the daemon uses
 -- the host's libraries while every process it starts uses the image's own
 -- programs and libraries: no LD_LIBRARY_PATH, nothing in the environment.
@@ -155,16 +157,37 @@ function Runner:image_runtime()
     end
   end
   if not loader then error("cannot find the dynamic loader of " .. dtlua .. " (ldd names none)", 0) end
-  local binds = { { "/usr", R .. "/usr" }, { self.prefix, R .. "/prefix" },
+  -- only what the daemon needs of the host, not all of /usr (where a state
+  -- dir or other host files may be that a sandbox has no business seeing)
+  local binds = { { self.prefix, R .. "/prefix" },
                   { fs.realpath(self.prefix .. "/share/lua/5.4"), R .. "/lua" } }
+  local bound = {}
   local function inside(path)
-    if path:sub(1, 5) == "/usr/" then return R .. path end
-    binds[#binds + 1] = { path, R .. "/lib" .. #binds }
-    return R .. "/lib" .. (#binds - 1)
+    if path:sub(1, 5) ~= "/usr/" then error("image sandboxes need the daemon's libraries under /usr, not in " .. path, 0) end
+    if not bound[path] then
+      bound[path] = true
+      binds[#binds + 1] = { path, R .. path }
+    end
+    return R .. path
   end
   local libpath = {}
   for _, d in ipairs(dirs) do libpath[#libpath + 1] = inside(d) end
   local ldir, lname = loader:match("^(.*)/([^/]*)$")
+  inside(ldir)
+  -- the Lua modules of the system (lua-cjson, ...): the default search path's
+  -- /usr directories that exist, below the library dirs already bound
+  for template in (package.path .. ";" .. package.cpath):gmatch("[^;]+") do
+    local dir = template:match("^(/usr/.-)/%?")
+    local st = dir and core.util.stat(dir, true)
+    if st and st.type == "directory" then
+      local real = fs.realpath(dir)
+      local covered = false
+      for b in pairs(bound) do
+        if real == b or real:sub(1, #b + 1) == b .. "/" then covered = true end
+      end
+      if not covered and real:sub(1, 5) == "/usr/" then inside(real) end
+    end
+  end
   local rt = {
     binds = binds,
     argv = { inside(ldir) .. "/" .. lname, "--inhibit-cache", "--library-path", concat(libpath, ":"),
