@@ -21,8 +21,9 @@
 --   (`Tunnel:logs()`), as root through `sudo`: a tunnel needs CAP_NET_ADMIN
 --   over the sandbox's network namespace, which the local server's
 --   sandboxes give their root (doc/sandbox.md);
--- * polls the real status until the deadline (`timeout`, 120 s by default,
---   one deadline for installing and connecting): the interface exists, is
+-- * polls the real status (every 25 ms at first, then every 0.2 s) until
+--   the deadline (`timeout`, 120 s by default, one deadline for installing
+--   and connecting): the interface exists, is
 --   up and has its address (OpenVPN: also its "Initialization Sequence
 --   Completed"; Tailscale: `tailscale status --json` says `Running` with
 --   the node's Tailscale IPs);
@@ -284,6 +285,9 @@ end
 -- with `why(t)` (what it was still waiting for) and the output so far.
 local function wait_up(f, t, deadline, ready, why)
   local sb = t.sandbox
+  -- a tunnel takes from a few ms (a server's) to seconds (a handshake over
+  -- a slow link): poll often at first, then every POLL
+  local pause = POLL / 8
   while true do
     for _, p in ipairs(t._procs) do
       if not p.done then
@@ -302,7 +306,8 @@ local function wait_up(f, t, deadline, ready, why)
       error(errors.DaytonaTimeoutError(("%s: the tunnel was not up in time (%s); the output so far: %s")
         :format(f, why(t), tail(out, 8, "(none)")), { code = "ETIMEDOUT", tool = t.tool, output = out }), 0)
     end
-    scheduler.sleep(POLL)
+    scheduler.sleep(pause)
+    pause = math.min(pause * 1.5, POLL)
   end
 end
 
@@ -418,7 +423,7 @@ echo $pid > "$dir/wireguard-go.pid"
 while [ ! -S "/var/run/wireguard/$1.sock" ]; do
   state=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
   if [ -z "$state" ] || [ "$state" = Z ]; then cat "$dir/wireguard-go.log" >&2; exit 1; fi
-  sleep 0.05
+  sleep 0.01
 done
 ]]
 
