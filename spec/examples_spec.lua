@@ -189,6 +189,42 @@ describe("examples", function()
     assert.matches("deleting sandbox", out, 1, true)
   end)
 
+  -- the two VPN examples: a server in sandbox A, a client in sandbox B
+  -- linked to it, keys made in the sandboxes, a ping through the tunnel
+  local function tunnel_ping(out, dir)
+    local n = out:match(dir .. " over the tunnel: (%d+) packets transmitted, (%d+) received")
+    assert.is_truthy(n, out)
+    assert.matches(dir .. " over the tunnel: (%d+) packets transmitted, %1 received, 0%% packet loss", out)
+  end
+
+  it("vpn_openvpn.lua: an OpenVPN server in A (a PKI made there), B connects through the link, pings", function()
+    local out = example("vpn_openvpn", "vpn-openvpn")
+    assert.matches("created sandbox A [%x-]+ %(server%) and sandbox B [%x-]+ %(client, linked to A%)", out)
+    assert.matches("B resolves A's id to %d+%.%d+%.%d+%.%d+\n", out)
+    assert.matches("made the keys in A: a CA, certificates for vpn-server and sandbox-b, a tls-crypt key", out, 1, true)
+    assert.matches("A: OpenVPN server up on tun%d+, address 10%.89%.0%.1\n", out)
+    assert.matches("B: connected on tun%d+, address 10%.89%.0%.%d+\n", out)
+    tunnel_ping(out, "B %-> A")
+    tunnel_ping(out, "A %-> B")
+    assert.matches('B: tunnel closed: Device "tun%d+" does not exist.', out)
+    assert.matches("deleting sandboxes", out, 1, true)
+  end)
+
+  it("vpn_wireguard.lua: wg-quick over wireguard-go in A and B, keys from wg genkey, a handshake, pings", function()
+    local out = example("vpn_wireguard", "vpn-wireguard")
+    assert.matches("created sandbox A [%x-]+ and sandbox B [%x-]+ %(linked to A%)", out)
+    local a_addr = out:match("B resolves A's id to (%d+%.%d+%.%d+%.%d+)\n")
+    assert.is_truthy(a_addr, out)
+    assert.matches("keys: A [%w+/]+%.%.%., B [%w+/]+%.%.%. %(public%)", out)
+    assert.matches("A: wg0 up, address 10.90.0.1, listening on 51820\n", out, 1, true)
+    assert.matches("B: wg0 up, address 10.90.0.2, peer A (" .. a_addr .. ") port 51820\n", out, 1, true)
+    tunnel_ping(out, "B %-> A")
+    tunnel_ping(out, "A %-> B")
+    assert.matches("A's peer: endpoint %d+%.%d+%.%d+%.%d+:%d+, latest handshake [^\n]+", out)
+    assert.is_nil(out:match("latest handshake none"), out)
+    assert.matches("tunnels closed; deleting sandboxes", out, 1, true)
+  end)
+
   it("snapshots_volumes.lua: the snapshot list, a volume shared by two sandboxes", function()
     local out = example("snapshots_volumes", "snapshots-volumes")
     assert.matches("snapshots: 4 in all\n  dtlocal: active\n  daytona-small: active\n"
