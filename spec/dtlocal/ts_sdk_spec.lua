@@ -82,4 +82,25 @@ describe("the official TypeScript SDK against dtlocal", function()
       error("code_run.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
     end
   end)
+
+  it("makes snapshots and sandboxes from the test registry's image (spec/ts/snapshots.mjs)", function()
+    sdk_installed()
+    local registry = require "support.registry"
+    helper.run(function()
+      local reg = registry.start()
+      local ok, err = pcall(function()
+        reg:push_test_image("dtlua/test:1")
+        local e = {}
+        for k, v in pairs(env) do e[k] = v end
+        e.DTLUA_TEST_IMAGE = reg.host .. "/dtlua/test:1"
+        local code, out = run_node({ "node", "spec/ts/snapshots.mjs" }, e, "snapshots: all steps passed", 240)
+        if code ~= 0 then
+          error("snapshots.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
+        end
+        assert.truthy(out:find("\nok sandbox from an image with its build log and resources\n", 1, true), out)
+      end)
+      reg:stop()
+      if not ok then error(err, 0) end
+    end)
+  end)
 end)
