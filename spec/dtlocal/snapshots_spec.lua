@@ -364,4 +364,37 @@ describe("dtlocal snapshots", function()
       ok(200, "DELETE", "/snapshots/" .. snap.id)
     end)
   end)
+
+  it("builds a snapshot from a Dockerfile: the steps' output in its log, a failing step build_failed", function()
+    run(function()
+      local image = reg.host .. "/dtlua/test:1"
+      local df = "FROM " .. image .. "\nRUN echo built-by-step > /built.txt && echo step-output\nENV SPEC_BUILT=yes\n"
+      local s = ok(200, "POST", "/snapshots", { name = "spec-built", buildInfo = { dockerfileContent = df } })
+      assert.are.equal("pending", s.state)
+      local _, text = api("GET", "/snapshots/" .. s.id .. "/build-logs?follow=true")
+      assert.matches("step-output", text, 1, true)
+      local done = settle(s.id, PENDING)
+      assert.are.equal("active", done.state, tostring(done.errorReason))
+      assert.are.equal(df, done.buildInfo.dockerfileContent)
+      local sb = ok(200, "POST", "/sandbox", { snapshot = "spec-built" })
+      assert.are.equal("built-by-step\nyes\n", dtlocal.exec(srv, sb.id, "cat /built.txt; echo $SPEC_BUILT"))
+
+      local bad = ok(200, "POST", "/snapshots", { name = "spec-bad-step",
+        buildInfo = { dockerfileContent = "FROM " .. image .. "\nRUN echo about-to-fail && exit 3\n" } })
+      local failed = settle(bad.id, PENDING)
+      assert.are.equal("build_failed", failed.state)
+      assert.is_string(failed.errorReason)
+      local _, btext = api("GET", "/snapshots/" .. bad.id .. "/build-logs")
+      assert.matches("about-to-fail", btext, 1, true)
+      assert.matches("ERROR: ", btext, 1, true)
+
+      ok(200, "DELETE", "/sandbox/" .. sb.id)
+      local deadline = core.now() + 30
+      while api("GET", "/sandbox/" .. sb.id) == 200 and core.now() < deadline do
+        require("daytona.runtime.scheduler").sleep(0.05)
+      end
+      ok(200, "DELETE", "/snapshots/" .. s.id)
+      ok(200, "DELETE", "/snapshots/" .. bad.id)
+    end)
+  end)
 end)

@@ -83,4 +83,21 @@ describe("client.snapshot with images", function()
     a:delete()
     client.snapshot:delete(client.snapshot:get(name))
   end)
+
+  it("creates a sandbox from an image with its build log and resources; gpu is refused", function()
+    local image = reg.host .. "/dtlua/test:1"
+    local lines = {}
+    local sb = client:create({ image = image, resources = { cpu = 2, memory = 2, disk = 5 } },
+      { on_snapshot_create_logs = function(l) lines[#lines + 1] = l end, timeout = 120 })
+    assert.are.equal("started", sb.state)
+    assert.are.same({ 2, 2, 5 }, { sb.cpu, sb.memory, sb.disk })
+    assert.matches("Pulling " .. image, table.concat(lines, "\n"), 1, true)
+    assert.matches("ID=dtlua-test", sb.process:exec("cat /etc/os-release").result, 1, true)
+    sb:delete()
+    local err = fixture.fails(client.create, client, { image = image, resources = { gpu = 1 } })
+    assert.matches("gpu", tostring(err.message or err), 1, true)
+    -- a snapshot name that does not exist: Daytona's error, not the host's system
+    err = fixture.fails(client.create, client, { snapshot = "no-such-snapshot-here" })
+    assert.matches("Snapshot no-such-snapshot-here not found", tostring(err.message or err), 1, true)
+  end)
 end)

@@ -252,7 +252,9 @@ function M.new(opts)
   }, Snapshots)
 end
 
+--- The directory of a made snapshot (its record and build log).
 function Snapshots:snapshot_dir(id) return self.dir .. "/" .. id end
+--- Where a snapshot's build log is.
 function Snapshots:log_path(id) return self:snapshot_dir(id) .. "/build.log" end
 
 --- Save a record atomically.
@@ -264,6 +266,7 @@ function Snapshots:save(rec)
   if not ok then error("cannot save snapshot " .. rec.id .. ": " .. tostring(msg), 0) end
 end
 
+-- Save the build cache (snapshotRef -> image id) as builds.json.
 local function save_builds(self)
   local ok, msg = store_mod.write_atomic(self.dir .. "/builds.json", json.encode(self.builds))
   if not ok then self.log("cannot save the build cache: %s", tostring(msg)) end
@@ -555,6 +558,7 @@ function Snapshots:job(rec)
   log:finish()
 end
 
+--- Run a snapshot's job (pull or build) in a task of its own.
 function Snapshots:start_job(rec)
   local t = scheduler.spawn(function()
     local ok, err = pcall(self.job, self, rec)
