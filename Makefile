@@ -75,8 +75,10 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-de
             gir1.2-atspi-2.0 dbus-x11 xterm x11-utils xdotool chromium \
             libxtst-dev libx11-dev libxfixes-dev libpng-dev libjpeg62-turbo-dev
 # installed without their recommends: wireguard-tools recommends a kernel
-# module, which Debian provides only through a whole linux-image package
-DEB_PKGS_NORECS := wireguard-tools
+# module, which Debian provides only through a whole linux-image package;
+# buildah (the peer of dtlocal's builder in bench/build_cache.lua, with
+# crun) recommends podman's whole stack
+DEB_PKGS_NORECS := wireguard-tools buildah crun
 # npm packages installed globally for sandboxes (pinned; see deps)
 NPM_GLOBALS := typescript@5.9.3 typescript-language-server@5.3.0 tsx@4.23.15
 
