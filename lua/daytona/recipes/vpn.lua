@@ -371,19 +371,24 @@ function M.openvpn(sandbox, opts)
   if (username == nil) ~= (password == nil) then
     check.argerror(f, username and "password" or "username", "give both username and password, or neither")
   end
+  local quiet = false
   for line in config:gmatch("[^\r\n]+") do
     local word = line:match("^%s*([%w-]+)")
     if word and OPENVPN_REFUSED[word] then
       check.argerror(f, "config", ("the config uses '%s': the recipe runs openvpn in the foreground and reads "
         .. "its output, remove that line"):format(word))
     end
+    -- verb 0 would hide "Initialization Sequence Completed"
+    if word == "verb" and tonumber(line:match("^%s*verb%s+(%d+)")) == 0 then quiet = true end
   end
   return bring_up(f, sandbox, c, "openvpn", function(t, deadline)
     common.ensure_tools(f, sandbox, { "openvpn", "ip" }, c.install, deadline, PACKAGES)
     local files = { ["config.ovpn"] = config }
     if username then files.auth = username .. "\n" .. password .. "\n" end
     put_files(t, files, deadline)
+    -- verb 3 unless the config says otherwise (at least 1: the recipe reads it)
     local argv = { "openvpn", "--verb", "3", "--config", q(t._dir .. "/config.ovpn") }
+    if quiet then argv[#argv + 1] = "--verb 1" end
     if username then argv[#argv + 1] = "--auth-user-pass " .. q(t._dir .. "/auth") end
     if interface then argv[#argv + 1] = "--dev " .. q(interface) end
     for _, o in ipairs(extra) do argv[#argv + 1] = q(o) end
