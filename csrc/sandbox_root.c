@@ -489,6 +489,15 @@ static int image_lookup (Ctx *c, const char *rel, struct stat *out) {
   if (len == 0 || len >= sizeof prefix) return -1;
   for (i = c->o->nlayers - 1; i >= 0; i--) {
     int cut = 0;
+    {
+      /* a layer whose root is opaque hides every layer below it */
+      char v = 0;
+      int dfd = openat(c->layerfd[i], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dfd >= 0) {
+        if (fgetxattr(dfd, opaque_xattr(c), &v, 1) == 1 && v == 'y') cut = 1;
+        close(dfd);
+      }
+    }
     for (k = 1; k <= len; k++) {
       struct stat st;
       int fd;

@@ -163,6 +163,41 @@ s.serve_forever()
     end)
   end)
 
+  it("gives up on a registry that never answers, and pulls the same image twice at once", function()
+    helper.run(function()
+      local store = Store.open(helper.tmpdir() .. "/images")
+      -- accepts connections and says nothing
+      local srv = assert(process.spawn({ "python3", "-c", [[
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
+print(s.getsockname()[1], flush=True)
+conns = []
+while True:
+    c, _ = s.accept(); conns.append(c)
+]] }, { stdin = "null", stdout = "pipe", stderr = "null" }))
+      local port = srv:read("stdout", 10):match("(%d+)")
+      local t0 = core.now()
+      local img, msg, code = store:pull("127.0.0.1:" .. port .. "/silent/image:1", { timeout = 2 })
+      srv:kill("KILL", true)
+      srv:wait(5)
+      assert.is_nil(img)
+      assert.are.equal("ETIMEDOUT", code)
+      assert.matches("registry 127.0.0.1:" .. port, msg, 1, true)
+      assert.truthy(core.now() - t0 < 10)
+      assert_empty(store)
+      -- two tasks pull the same image into one store at once: one copy of each layer
+      local scheduler = require "daytona.runtime.scheduler"
+      local results = scheduler.all({
+        scheduler.spawn(function() return store:pull(ref) end),
+        scheduler.spawn(function() return store:pull(ref) end),
+      })
+      assert.are.equal(results[1].id, results[2].id)
+      assert.are.equal(2, #util.readdir(store.dir .. "/layers"))
+      assert.are.equal(1, #store:images())
+      assert.are.same({}, util.readdir(store.dir .. "/tmp"))
+    end)
+  end)
+
   it("refuses layers whose entries would leave the layer directory", function()
     helper.run(function()
       local dir = helper.tmpdir()
