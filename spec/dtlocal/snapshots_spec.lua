@@ -397,4 +397,38 @@ describe("dtlocal snapshots", function()
       ok(200, "DELETE", "/snapshots/" .. bad.id)
     end)
   end)
+
+  it("copies a sandbox's links as links: a snapshot never takes in host files through them", function()
+    run(function()
+      local a = ok(200, "POST", "/sandbox", {})
+      -- links a capture as root would read host files through, were they followed
+      dtlocal.exec(srv, a.id, "ln -s /etc/shadow /home/daytona/shadow-link && ln -s / /home/daytona/root-link"
+        .. " && ln -s " .. srv.state_dir .. " /home/daytona/state-link && mkdir -p /home/daytona/d"
+        .. " && ln -s /root /home/daytona/d/root-dir-link")
+      ok(200, "POST", "/sandbox/" .. a.id .. "/snapshot", { name = "spec-links" })
+      local snap = settle("spec-links", { pending = true, building = true })
+      assert.are.equal("active", snap.state, tostring(snap.errorReason))
+      local b = ok(200, "POST", "/sandbox", { snapshot = "spec-links" })
+      assert.are.equal("symbolic link /etc/shadow\nsymbolic link /\nsymbolic link " .. srv.state_dir
+        .. "\nsymbolic link /root\n", dtlocal.exec(srv, b.id,
+        "for l in shadow-link root-link state-link d/root-dir-link; do"
+        .. " echo \"$(stat -c %F /home/daytona/$l) $(readlink /home/daytona/$l)\"; done"))
+      -- and nothing of the host's state dir or /etc/shadow is in the store's layers
+      local found = require("daytona.runtime.process").run({ "sh", "-c",
+        "grep -rl -e \"$1\" \"$2\" 2>/dev/null | head -1", "sh", srv.token,
+        srv.state_dir .. "/images/layers" }, { timeout = 60 })
+      assert.are.equal("", found.stdout)
+      -- a restart does not fill the new sandbox again: what it changed stays
+      dtlocal.exec(srv, b.id, "rm /home/daytona/shadow-link && echo mine > /home/daytona/mine.txt")
+      srv.restart()
+      local deadline = core.now() + 60
+      while ok(200, "GET", "/sandbox/" .. b.id).state ~= "started" and core.now() < deadline do
+        require("daytona.runtime.scheduler").sleep(0.05)
+      end
+      assert.are.equal("mine\nno\n", dtlocal.exec(srv, b.id,
+        "cat /home/daytona/mine.txt; test -L /home/daytona/shadow-link && echo yes || echo no"))
+      ok(200, "DELETE", "/sandbox/" .. b.id)
+      ok(200, "DELETE", "/sandbox/" .. a.id)
+    end)
+  end)
 end)
