@@ -256,6 +256,14 @@ sudo -n ip -n peer link set lo up]]):format(SERVER_ADDR))
       assert.are.equal("", leftovers(sb))
     end)
 
+    it("a daemon killed from inside the sandbox: close still cleans up, without an error", function()
+      local t = vpn.wireguard(sb, { timeout = 60, config = conf(a, b, "10.90.0.1/24",
+        { interface = "ListenPort = 51821", peer = "AllowedIPs = 10.90.0.2/32" }) })
+      sh(sb, "sudo -n pkill -KILL -x wireguard-go")
+      t:close()
+      assert.are.equal("", leftovers(sb))
+    end)
+
     it("a bad key: EVPN with wg-quick's message, nothing left", function()
       local ok, err = pcall(vpn.wireguard, sb, { timeout = 30, config = "[Interface]\nPrivateKey = nope\n"
         .. "Address = 10.90.0.9/24\n" })
