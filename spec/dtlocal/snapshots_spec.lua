@@ -431,4 +431,26 @@ describe("dtlocal snapshots", function()
       ok(200, "DELETE", "/sandbox/" .. a.id)
     end)
   end)
+
+  it("finishes the pulls and builds a crash of the server cut short, after its restart", function()
+    run(function()
+      local image = reg.host .. "/dtlua/test:1"
+      -- a fresh tag, so that the pull has to reach the registry
+      reg:push_test_image("dtlua/crash:1")
+      local s = ok(200, "POST", "/snapshots", { name = "spec-crash", imageName = reg.host .. "/dtlua/crash:1" })
+      local b = ok(200, "POST", "/sandbox", { buildInfo = { dockerfileContent = "FROM " .. image .. "\nENV CRASH=1\n" } })
+      srv.crash()
+      srv.restart()
+      assert.are.equal("active", settle(s.id, PENDING).state)
+      local done = sandbox_settle(b.id, { pending_build = true, building_snapshot = true, creating = true,
+                                          starting = true })
+      assert.are.equal("started", done.state, tostring(done.errorReason))
+      assert.are.equal("1\n", dtlocal.exec(srv, b.id, "echo $CRASH"))
+      -- nothing half-made left in the store's tmp
+      assert.are.same({}, core.util.readdir(srv.state_dir .. "/images/tmp") or {})
+      ok(200, "DELETE", "/sandbox/" .. b.id)
+      gone(b.id)
+      ok(200, "DELETE", "/snapshots/" .. s.id)
+    end)
+  end)
 end)
