@@ -83,6 +83,32 @@ describe("the official TypeScript SDK against dtlocal", function()
     end
   end)
 
+  it("builds Daytona's declarative-image flow, the context uploaded by the SDK (spec/ts/declarative_image.mjs)", function()
+    sdk_installed()
+    local registry = require "support.registry"
+    helper.run(function()
+      local reg = registry.start()
+      local ok, err = pcall(function()
+        reg:push_test_image("dtlua/test:1")
+        local e = {}
+        for k, v in pairs(env) do e[k] = v end
+        e.DTLUA_TEST_IMAGE = reg.host .. "/dtlua/test:1"
+        local code, out = run_node({ "node", "spec/ts/declarative_image.mjs" }, e,
+          "declarative_image: all steps passed", 300)
+        if code ~= 0 then
+          error("declarative_image.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
+        end
+        -- the AWS SDK's own requests reached the S3 endpoint: a listing, and
+        -- a multipart upload for the 6 MiB directory
+        local log = srv.log()
+        assert.truthy(log:find("GET /s3/daytona%-contexts/?%?list%-type=2"), log:sub(-4000))
+        assert.truthy(log:find("?uploads", 1, true), log:sub(-4000))
+      end)
+      reg:stop()
+      if not ok then error(err, 0) end
+    end)
+  end)
+
   it("makes snapshots and sandboxes from the test registry's image (spec/ts/snapshots.mjs)", function()
     sdk_installed()
     local registry = require "support.registry"
