@@ -234,6 +234,62 @@ describe("dtlocal sandboxes from a container image", function()
     end)
   end)
 
+  it("works unprivileged: a store and an image root made by a user without root", function()
+    if not IS_ROOT then
+      -- the other cases ran this way already
+      return
+    end
+    helper.run(function()
+      local parent = helper.tmpdir()
+      util.chmod(parent, 457)   -- 0711: nobody may pass through to its own dir
+      local dir = parent .. "/unpriv"
+      util.mkdir(dir, 448)
+      assert(util.chown(dir, 65534, 65534))
+      local as_nobody = { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env",
+                          "HOME=" .. dir, "PATH=/usr/bin:/bin" }
+      local function run_as_nobody(argv)
+        local full = {}
+        for _, a in ipairs(as_nobody) do full[#full + 1] = a end
+        for _, a in ipairs(argv) do full[#full + 1] = a end
+        local r = assert(process.run(full, { timeout = 120, stderr = "stdout", cwd = dir }))
+        return r.stdout, r.exit_code
+      end
+      local cwd = os.getenv("PWD")
+      local script = ([[
+package.path = %q .. "/lua/?.lua;" .. %q .. "/lua/?/init.lua;" .. package.path
+package.cpath = %q .. "/lib/lua/5.4/?.so;" .. package.cpath
+require("daytona.runtime.scheduler").run(function()
+  local st = require("dtlocal.images.store").open(%q)
+  local im = assert(st:pull(%q))
+  for _, l in ipairs(im.layers) do print(l) end
+end)
+]]):format(cwd, cwd, helper.build_path(""), dir .. "/store", ref)
+      local out, code = run_as_nobody({ "lua5.4", "-e", script })
+      assert.are.equal(0, code, out)
+      local argv = { helper.build_path("libexec/dtlua/dtlua-sandbox"), "run", "--root-dir", dir .. "/sb",
+                     "--hostname", "unpriv", "--user", "root" }
+      for layer in out:gmatch("[^\n]+") do
+        argv[#argv + 1] = "--image-layer"
+        argv[#argv + 1] = layer
+      end
+      argv[#argv + 1] = "--"
+      argv[#argv + 1] = "/bin/sh"
+      argv[#argv + 1] = "-c"
+      argv[#argv + 1] = "cat /etc/os-release; ls /opt/opq; test -e /etc/gone || echo gone-is-gone; " ..
+                        "grep ^daytona: /etc/passwd; echo w > /etc/w && cat /etc/w"
+      out, code = run_as_nobody(argv)
+      assert.are.equal(0, code, out)
+      assert.matches("ID=dtlua%-test", out)
+      assert.matches("\nnew\n", out)
+      assert.matches("gone%-is%-gone", out)
+      assert.matches("daytona:x:1000:1000:Daytona:/home/daytona:/bin/sh", out)
+      assert.matches("\nw\n", out)
+      assert.are.equal("w\n", helper.read_file(dir .. "/sb/upper/image/etc/w"))
+      run_as_nobody({ helper.build_path("libexec/dtlua/dtlua-sandbox"), "rm", "--root-dir", dir .. "/sb" })
+      run_as_nobody({ "rm", "-rf", dir .. "/store" })
+    end)
+  end)
+
   it("records which image a sandbox uses and applies the image's USER", function()
     assert.are.equal("root", sandboxes.image_user({ config = { user = "" } }))
     assert.are.equal("daytona", sandboxes.image_user({ config = { user = "daytona" } }))
