@@ -528,7 +528,10 @@ static void set_paths (lua_State *L) {
     if ((slash = strrchr(exe, '/')) == NULL) return;
     *slash = '\0';                                   /* prefix */
   }
-  if (luadir[0] == '\0') snprintf(luadir, sizeof luadir, "%s/share/lua/" LUA_VER, exe);
+  /* a prefix too long for PATH_MAX: keep the default package.path */
+  if (luadir[0] == '\0' &&
+      snprintf(luadir, sizeof luadir, "%s/share/lua/" LUA_VER, exe) >= (int)sizeof luadir)
+    return;
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", luadir, luadir, lua_tostring(L, -1));
