@@ -522,6 +522,9 @@ end
 -- Create, delete, activate
 ---------------------------------------------------------------------------
 
+-- The API's snapshot size: GB (a float), from bytes.
+local function gb(bytes) return math.floor(bytes / 2^30 * 1000 + 0.5) / 1000 end
+
 -- The job of a snapshot: pull or build its image, then active; a failure
 -- is `error` (pull) or `build_failed` (build) with the reason, in the log too.
 function Snapshots:job(rec)
@@ -540,8 +543,7 @@ function Snapshots:job(rec)
     rec.dtlocal.image = img
     local info = self.images and self.images:image(img)
     if type(info) == "table" then
-      -- the API's size is in GB
-      if type(info.size) == "number" then rec.size = math.floor(info.size / 2^30 * 1000 + 0.5) / 1000 end
+      if type(info.size) == "number" then rec.size = gb(info.size) end
       local ep = type(info.config) == "table" and info.config.entrypoint
       if not rec.entrypoint and type(ep) == "table" and #ep > 0 then rec.entrypoint = ep end
     end
@@ -625,6 +627,8 @@ function Snapshots:create_from(c, make, on_done)
       self:set_state(rec, "building")
       -- seed: files to fill a new sandbox's directory with, not an image to run on
       rec.dtlocal.image, rec.dtlocal.seed = make(log)
+      local info = self.images and self.images:image(rec.dtlocal.image)
+      if type(info) == "table" and type(info.size) == "number" then rec.size = gb(info.size) end
       rec.entrypoint = rec.entrypoint or { "sleep", "infinity" }
       log:line(format("Snapshot %s is active", rec.name))
       self:set_state(rec, "active")
