@@ -203,6 +203,36 @@ describe("dtlocal builder", function()
     end)
   end)
 
+  it("keeps a hostile RUN step's links inside the image (attacks from inside the build)", function()
+    helper.run(function()
+      local store = new_store()
+      local marker = "dtlua-build-attack-" .. util.hex(util.random_bytes(4))
+      local tar = context_tar({ ["payload"] = "pwned\n" }, "ctx")
+      -- the step plants links to the host's paths, a link where the
+      -- launcher's own /etc/hostname was, and a background process
+      local img, msg, _, log = builds(store, table.concat({
+        "FROM " .. ref,
+        "RUN ln -s /etc /hostetc && ln -s /tmp /hosttmp && rm -f /etc/hostname && ln -s /etc/shadow /etc/hostname"
+          .. " && (sleep 1000 &) && echo planted",
+        "COPY ctx/payload /hostetc/" .. marker,
+        "COPY ctx/payload /hosttmp/" .. marker,
+        "RUN cat /etc/" .. marker .. " /tmp/" .. marker,
+      }, "\n"), { contexts = { tar }, hashes = { "atk" } })
+      assert.is_table(img, tostring(msg) .. "\n" .. tostring(log))
+      -- the copies went where the image's links lead: the image's /etc and /tmp
+      assert.are.equal("pwned\n", image_file(img, "/etc/" .. marker).text)
+      assert.are.equal("pwned\n", image_file(img, "/tmp/" .. marker).text)
+      assert.is_nil(util.stat("/etc/" .. marker, false))
+      assert.is_nil(util.stat("/tmp/" .. marker, false))
+      -- the planted links are links in the layers, never followed by the import
+      assert.are.same({ link = "/etc" }, image_file(img, "/hostetc"))
+      assert.are.same({ link = "/etc/shadow" }, image_file(img, "/etc/hostname"))
+      -- its background process ended with its sandbox
+      local r = assert(process.run({ "pgrep", "-f", "sleep 1000" }, { timeout = 10 }))
+      assert.are_not.equal(0, r.exit_code, r.stdout)
+    end)
+  end)
+
   it("fails a RUN step with its step, exit code and output, keeping nothing of it", function()
     helper.run(function()
       local store = new_store()
