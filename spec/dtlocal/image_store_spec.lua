@@ -242,6 +242,34 @@ while True:
     end)
   end)
 
+  it("refuses an image from the registry whose layer tries to escape, leaving nothing", function()
+    helper.run(function()
+      local dir = helper.tmpdir()
+      sh('cd "$1" && python3 -c "$2"', dir, [[
+import tarfile, io
+def f(t, n, data=b"x"):
+    i = tarfile.TarInfo(n); i.size = len(data); t.addfile(i, io.BytesIO(data))
+with tarfile.open("good.tar", "w") as t:
+    i = tarfile.TarInfo("etc"); i.type = tarfile.DIRTYPE; t.addfile(i)
+    f(t, "etc/fine")
+with tarfile.open("evil.tar", "w") as t:
+    i = tarfile.TarInfo("x"); i.type = tarfile.SYMTYPE; i.linkname = "/"; t.addfile(i)
+    f(t, "x/tmp/escaped-by-a-layer")
+]])
+      local img = registry.image_from_tars(dir .. "/oci", { dir .. "/good.tar", dir .. "/evil.tar" })
+      local evil = reg:push(img.dir, img.tag, "evil/escape:1")
+      local store = Store.open(helper.tmpdir() .. "/images")
+      local lines = {}
+      local got, msg, code = store:pull(evil, { on_log = function(l) lines[#lines + 1] = l end })
+      assert.is_nil(got)
+      assert.are.equal("ELAYER", code)
+      assert.matches('entry "x/tmp/escaped-by-a-layer": goes through "x"', msg, 1, true)
+      assert.matches("error: ", table.concat(lines, "\n"), 1, true)
+      assert.is_nil(util.stat("/tmp/escaped-by-a-layer", false))
+      assert_empty(store)   -- the good layer, unpacked first, went too
+    end)
+  end)
+
   it("imports a directory as a layer and records an image of stored layers", function()
     helper.run(function()
       local store = Store.open(helper.tmpdir() .. "/images")

@@ -10,6 +10,8 @@
 --   reg:push(oci_dir, "name:tag")         -- any OCI layout, with skopeo
 --   reg:stop()                             -- kills it, removes its storage
 --   registry.test_image() -> { dir =, tag =, os_id = "dtlua-test" }
+--   registry.image_from_tars(dir, { tar... }, config) -> { dir =, tag = }
+--                                          -- an OCI layout of crafted layers
 --
 -- The test image (recipe below, cached in $DTLUA_SPEC_CACHE or
 -- /tmp/dtlua-spec-cache keyed by the recipe and the host's busybox) is made
@@ -65,12 +67,9 @@ local function cache_dir()
   return base .. "/images/" .. util.sha256(M.RECIPE .. "\n" .. busybox):sub(1, 16)
 end
 
--- one layer: tar (sorted, numeric owners 0, mtime 0) of dir, gzip -n;
+-- one layer from the tar at tarpath (removed): its gzip as a blob;
 -- returns { digest =, diff_id =, size = }
-local function layer(dir, blobs)
-  local tarpath = dir .. ".tar"
-  sh('tar -c -f "$1" -C "$2" --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 --format=pax ' ..
-     '--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime .', tarpath, dir)
+local function layer_blob(tarpath, blobs)
   local diff = util.sha256_file(tarpath)
   sh('gzip -n -c "$1" > "$2"', tarpath, tarpath .. ".gz")
   local digest, size = util.sha256_file(tarpath .. ".gz")
@@ -79,10 +78,56 @@ local function layer(dir, blobs)
   return { digest = "sha256:" .. digest, diff_id = "sha256:" .. diff, size = size }
 end
 
+-- one layer: tar (sorted, numeric owners 0, mtime 0) of dir
+local function layer(dir, blobs)
+  local tarpath = dir .. ".tar"
+  sh('tar -c -f "$1" -C "$2" --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 --format=pax ' ..
+     '--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime .', tarpath, dir)
+  return layer_blob(tarpath, blobs)
+end
+
 local function blob(blobs, text)
   local hex = util.sha256(text)
   write(blobs .. "/" .. hex, text)
   return "sha256:" .. hex, #text
+end
+
+-- An OCI layout at oci (made) of layers ({ digest, diff_id, size } in
+-- oci/blobs/sha256, bottom first) and the config object's `config`; tag "test".
+local function write_layout(oci, blobs, layers, config)
+  local diff_ids, descs = {}, {}
+  for i, l in ipairs(layers) do
+    diff_ids[i] = l.diff_id
+    descs[i] = { mediaType = "application/vnd.oci.image.layer.v1.tar+gzip", digest = l.digest, size = l.size }
+  end
+  local cdigest, csize = blob(blobs, json({
+    architecture = "amd64", os = "linux", config = config,
+    rootfs = { type = "layers", diff_ids = diff_ids },
+  }))
+  local mdigest, msize = blob(blobs, json({
+    schemaVersion = 2, mediaType = "application/vnd.oci.image.manifest.v1+json",
+    config = { mediaType = "application/vnd.oci.image.config.v1+json", digest = cdigest, size = csize },
+    layers = descs,
+  }))
+  write(oci .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}')
+  write(oci .. "/index.json", json({
+    schemaVersion = 2,
+    manifests = { { mediaType = "application/vnd.oci.image.manifest.v1+json", digest = mdigest,
+                    size = msize, annotations = { ["org.opencontainers.image.ref.name"] = "test" } } },
+  }))
+end
+
+--- An OCI layout in dir (made) whose layers are the given tar files
+-- (uncompressed, bottom first; they are consumed), for images a spec
+-- crafts (e.g. a layer that tries to leave its directory). Returns
+-- { dir =, tag = "test" }, to push with reg:push(img.dir, img.tag, name).
+function M.image_from_tars(dir, tars, config)
+  local blobs = dir .. "/blobs/sha256"
+  sh('mkdir -p "$1"', blobs)
+  local layers = {}
+  for i, t in ipairs(tars) do layers[i] = layer_blob(t, blobs) end
+  write_layout(dir, blobs, layers, config or { Cmd = { "/bin/sh" } })
+  return { dir = dir, tag = "test" }
 end
 
 --- Build the test image as an OCI layout (once; cached).
@@ -119,29 +164,10 @@ function M.test_image()
     local blobs = oci .. "/blobs/sha256"
     sh('mkdir -p "$1"', blobs)
     local L1, L2 = layer(l1, blobs), layer(l2, blobs)
-    local config = json({
-      architecture = "amd64", os = "linux",
-      config = { Env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                         "DTLUA_TEST_IMAGE=1" },
-                 Cmd = { "/bin/sh" }, WorkingDir = "/" },
-      rootfs = { type = "layers", diff_ids = { L1.diff_id, L2.diff_id } },
+    write_layout(oci, blobs, { L1, L2 }, {
+      Env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "DTLUA_TEST_IMAGE=1" },
+      Cmd = { "/bin/sh" }, WorkingDir = "/",
     })
-    local cdigest, csize = blob(blobs, config)
-    local manifest = json({
-      schemaVersion = 2, mediaType = "application/vnd.oci.image.manifest.v1+json",
-      config = { mediaType = "application/vnd.oci.image.config.v1+json", digest = cdigest, size = csize },
-      layers = {
-        { mediaType = "application/vnd.oci.image.layer.v1.tar+gzip", digest = L1.digest, size = L1.size },
-        { mediaType = "application/vnd.oci.image.layer.v1.tar+gzip", digest = L2.digest, size = L2.size },
-      },
-    })
-    local mdigest, msize = blob(blobs, manifest)
-    write(oci .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}')
-    write(oci .. "/index.json", json({
-      schemaVersion = 2,
-      manifests = { { mediaType = "application/vnd.oci.image.manifest.v1+json", digest = mdigest,
-                      size = msize, annotations = { ["org.opencontainers.image.ref.name"] = "test" } } },
-    }))
     -- into place at once: parallel spec runs may race to build it
     if not os.rename(oci, dir) and not util.stat(dir .. "/index.json", false) then
       error("cannot store the test image in " .. dir)
