@@ -944,12 +944,14 @@ describe("dtlocal toolbox", function()
   end)
 
   describe("unsupported features", function()
-    it("answers computer use and the proxy with errors, not fake successes", function()
+    it("answers the proxy with an error, not a fake success", function()
       helper.run(function()
+        -- computer use is served (spec/dtlocal/computeruse_spec.lua): before
+        -- start, its status is inactive and its input routes say why they fail
         local r = req("GET", "/computeruse/status")
-        assert_error(r, 503)
-        assert.are.equal("Computer-use functionality is not available", r.json.message)
-        assert.is_string(r.json.details)
+        assert.are.equal(200, r.status, r.body)
+        assert.are.same({ status = "inactive" }, r.json)
+        assert_error(req("GET", "/computeruse/mouse/position"), 503, nil, "POST /computeruse/start")
         -- language servers are served (spec/dtlocal/lsp_spec.lua): no 501 left
         assert_error(req("POST", "/lsp/start", { languageId = "cobol", pathToProject = "." }), 400,
           "LSP_INVALID_REQUEST", "unsupported languageId")

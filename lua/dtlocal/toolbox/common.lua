@@ -356,6 +356,9 @@ function M.child_env(app, extra)
   -- a warm sandbox gets its env after it started (see sandbox_env in init.lua)
   if app.sandbox_env then for k, v in pairs(app.sandbox_env) do env[k] = v end end
   env.HOME = app.home
+  -- while the desktop runs, programs find it as on Daytona's computer-use
+  -- sandboxes (dtlocal.toolbox.desktop)
+  if app.desktop_display and not env.DISPLAY then env.DISPLAY = app.desktop_display end
   if extra then for k, v in pairs(extra) do env[k] = v end end
   return env
 end

@@ -1,12 +1,10 @@
---- dtlocal.toolbox.extras: ports (doc/protocol.md §4.10) and the routes this
+--- dtlocal.toolbox.extras: ports (doc/protocol.md §4.10) and the route this
 -- daemon does not serve, answered with an error that says so.
 --
 -- GET /port lists the TCP ports listening in the sandbox (from
 -- /proc/net/tcp and tcp6); GET /port/{port}/in-use tells one.
--- Computer use answers the protocol's own 503 ("Computer-use functionality
--- is not available", with details and a solution); the port proxy
--- answers 501 NOT_IMPLEMENTED naming the feature. No route here pretends to
--- succeed.
+-- The port proxy answers 501 NOT_IMPLEMENTED naming the feature. No route
+-- here pretends to succeed.
 local http = require "dtlocal.http"
 
 local raise = http.raise
@@ -53,13 +51,6 @@ local function port_in_use(ctx)
   return 200, { isInUse = false }
 end
 
-local function computer_use()
-  raise(503, "Computer-use functionality is not available", "SERVICE_UNAVAILABLE", {
-    details = "dtlocal sandboxes have no desktop (no X server, VNC or input automation)",
-    solution = "use a Daytona sandbox created from a computer-use snapshot",
-  })
-end
-
 local function not_implemented(feature)
   return function()
     raise(501, feature .. " is not supported by the dtlocal toolbox", "NOT_IMPLEMENTED")
@@ -70,24 +61,6 @@ end
 function M.add_routes(r)
   r:add("GET", "/port", ports)
   r:add("GET", "/port/{port}/in-use", port_in_use)
-  -- computer use: every method, every depth under /computeruse
-  local cu = {
-    "/computeruse/start", "/computeruse/stop", "/computeruse/status", "/computeruse/process-status",
-    "/computeruse/process/{name}/status", "/computeruse/process/{name}/restart",
-    "/computeruse/process/{name}/logs", "/computeruse/process/{name}/errors",
-    "/computeruse/screenshot", "/computeruse/screenshot/region", "/computeruse/screenshot/compressed",
-    "/computeruse/screenshot/region/compressed", "/computeruse/mouse/position",
-    "/computeruse/mouse/move", "/computeruse/mouse/click", "/computeruse/mouse/drag",
-    "/computeruse/mouse/scroll", "/computeruse/keyboard/type", "/computeruse/keyboard/key",
-    "/computeruse/keyboard/hotkey", "/computeruse/display/info", "/computeruse/display/windows",
-    "/computeruse/a11y/tree", "/computeruse/a11y/find", "/computeruse/a11y/node/focus",
-    "/computeruse/a11y/node/invoke", "/computeruse/a11y/node/value",
-    "/computeruse/recordings", "/computeruse/recordings/start", "/computeruse/recordings/stop",
-    "/computeruse/recordings/{id}", "/computeruse/recordings/{id}/download",
-  }
-  for _, path in ipairs(cu) do
-    for _, m in ipairs { "GET", "POST", "DELETE" } do r:add(m, path, computer_use) end
-  end
   local proxy = not_implemented("The in-sandbox port proxy (/proxy/{port}/...)")
   for _, m in ipairs { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS" } do
     r:add(m, "/proxy/{port}/{path*}", proxy)

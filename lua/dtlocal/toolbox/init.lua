@@ -1,7 +1,8 @@
 --- dtlocal.toolbox: the in-sandbox toolbox daemon (doc/protocol.md §4, §5, §6.2).
 --
 -- Serves Daytona's toolbox API — files, one-shot execution, sessions, PTYs,
--- the Python code interpreter, git, language servers, ports, info — over
+-- the Python code interpreter, git, language servers, computer use, ports,
+-- info — over
 -- our core's HTTP/WebSocket server (daytona.runtime.server). Inside a
 -- sandbox it runs as the `daytona` user (home /home/daytona, also the
 -- working directory) and does every file, process and git operation itself
@@ -42,8 +43,8 @@
 --
 -- Conventions: every handler validates its input and answers errors with
 -- the structured body of dtlocal.http (statusCode, message, code, error,
--- timestamp, path, method). Unsupported features (computer use, the
--- port proxy) answer with an error that says so — never a fake success.
+-- timestamp, path, method). Unsupported features (the port proxy) answer
+-- with an error that says so — never a fake success.
 --
 -- Handlers are dtlocal.http's: `function(ctx, params) -> status, body
 -- [, headers]`, or answering through ctx (stream, file, upgrade). ctx.app
@@ -100,6 +101,7 @@ local function build_router()
   local files, exec, sessions = handlers.files, handlers.exec, handlers.sessions
   local pty, interpreter, git = handlers.pty, handlers.interpreter, handlers.git
   local lsp = handlers.lsp
+  local cu, rec = handlers.computeruse, handlers.recordings
   local r = router.new()
   local function add(method, pattern, fn) r:add(method, pattern, fn) end
   -- info
@@ -166,6 +168,41 @@ local function build_router()
   add("POST", "/lsp/completions", lsp.completions)
   add("GET", "/lsp/document-symbols", lsp.document_symbols)
   add("GET", "/lsp/workspacesymbols", lsp.workspace_symbols)
+  -- computer use (doc/dtlocal.md "Computer Use")
+  local function cuadd(method, path, fn) add(method, "/computeruse" .. path, fn) end
+  cuadd("POST", "/start", cu.start)
+  cuadd("POST", "/stop", cu.stop)
+  cuadd("GET", "/status", cu.status)
+  cuadd("GET", "/process-status", cu.status)
+  cuadd("GET", "/process/{name}/status", cu.process_status)
+  cuadd("POST", "/process/{name}/restart", cu.process_restart)
+  cuadd("GET", "/process/{name}/logs", cu.process_logs)
+  cuadd("GET", "/process/{name}/errors", cu.process_errors)
+  cuadd("GET", "/screenshot", cu.screenshot)
+  cuadd("GET", "/screenshot/region", cu.screenshot_region)
+  cuadd("GET", "/screenshot/compressed", cu.screenshot_compressed)
+  cuadd("GET", "/screenshot/region/compressed", cu.screenshot_region_compressed)
+  cuadd("GET", "/mouse/position", cu.mouse_position)
+  cuadd("POST", "/mouse/move", cu.mouse_move)
+  cuadd("POST", "/mouse/click", cu.mouse_click)
+  cuadd("POST", "/mouse/drag", cu.mouse_drag)
+  cuadd("POST", "/mouse/scroll", cu.mouse_scroll)
+  cuadd("POST", "/keyboard/type", cu.keyboard_type)
+  cuadd("POST", "/keyboard/key", cu.keyboard_key)
+  cuadd("POST", "/keyboard/hotkey", cu.keyboard_hotkey)
+  cuadd("GET", "/display/info", cu.display_info)
+  cuadd("GET", "/display/windows", cu.display_windows)
+  cuadd("GET", "/a11y/tree", cu.a11y_tree)
+  cuadd("POST", "/a11y/find", cu.a11y_find)
+  cuadd("POST", "/a11y/node/focus", cu.a11y_focus)
+  cuadd("POST", "/a11y/node/invoke", cu.a11y_invoke)
+  cuadd("POST", "/a11y/node/value", cu.a11y_value)
+  cuadd("POST", "/recordings/start", rec.start)
+  cuadd("POST", "/recordings/stop", rec.stop)
+  cuadd("GET", "/recordings", rec.list)
+  cuadd("GET", "/recordings/{id}/download", rec.download)
+  cuadd("GET", "/recordings/{id}", rec.get)
+  cuadd("DELETE", "/recordings/{id}", rec.delete)
   -- dtlocal's own: the env of a sandbox handed out from the warm pool,
   -- which started before its env was known (dtlocal.control.warm_pool,
   -- Pool:take). Only dtlocal sets the header: its proxy drops it from
@@ -286,6 +323,8 @@ function Server:close()
   shutdown("pty", self.app)
   shutdown("interpreter", self.app)
   shutdown("lsp", self.app)
+  shutdown("recordings", self.app)   -- ffmpeg finishes its files while X still runs
+  shutdown("computeruse", self.app)
   if self.app.own_state_dir then fs.remove_tree(self.app.state_dir) end
 end
 
