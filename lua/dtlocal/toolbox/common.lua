@@ -358,7 +358,9 @@ function M.child_env(app, extra)
   env.HOME = app.home
   -- while the desktop runs, programs find it as on Daytona's computer-use
   -- sandboxes (dtlocal.toolbox.desktop)
-  if app.desktop_display and not env.DISPLAY then env.DISPLAY = app.desktop_display end
+  if app.desktop_env then
+    for k, v in pairs(app.desktop_env) do if not env[k] then env[k] = v end end
+  end
   if extra then for k, v in pairs(extra) do env[k] = v end end
   return env
 end

@@ -119,7 +119,12 @@ local SPECS = {
   },
   xfce4 = {
     priority = 200, package = "xfce4 dbus-x11",
-    argv = function() return { "dbus-run-session", "--", "xfce4-session" } end,
+    -- the session bus's address goes to a file, so that what runs on the
+    -- desktop later (exec, sessions) joins this bus instead of starting one
+    -- of its own (dbus-launch --autolaunch, which would outlive a stop)
+    argv = function(d) return { "dbus-run-session", "--", "/bin/sh", "-c",
+      'printf %s "$DBUS_SESSION_BUS_ADDRESS" > "$1.tmp" && mv "$1.tmp" "$1"; exec xfce4-session',
+      "sh", d.bus_file } end,
     ready = function(_, env)
       local r = proc.run({ "xprop", "-display", M.DISPLAY, "-root", "_NET_SUPPORTING_WM_CHECK" },
                          { env = env, timeout = 5 })
@@ -129,7 +134,7 @@ local SPECS = {
   x11vnc = {
     priority = 300, package = "x11vnc",
     argv = function(d) return { "x11vnc", "-display", M.DISPLAY, "-forever", "-shared", "-nopw",
-                                "-rfbport", "0", "-unixsock", d.vnc_socket } end,
+                                "-rfbport", "0", "-rfbportv6", "-1", "-no6", "-localhost", "-unixsock", d.vnc_socket } end,
     ready = function(d) return unix_listening(d.vnc_socket) end,
   },
   novnc = {
@@ -176,7 +181,8 @@ Desktop.__index = Desktop
 local function new_desktop(app)
   local dir = app.state_dir .. "/computeruse"
   fs.mkdirs(dir, 448, 448)
-  local d = setmetatable({ app = app, procs = {}, dir = dir, vnc_socket = dir .. "/vnc.sock" }, Desktop)
+  local d = setmetatable({ app = app, procs = {}, dir = dir, vnc_socket = dir .. "/vnc.sock",
+                           bus_file = dir .. "/session-bus" }, Desktop)
   for _, name in ipairs(M.NAMES) do
     d.procs[name] = { name = name, spec = SPECS[name], failures = 0,
                       log_path = ("%s/%s.log"):format(dir, name), err_path = ("%s/%s.err"):format(dir, name) }
@@ -230,6 +236,7 @@ end
 --- The environment of the desktop's processes (and of what runs on it).
 function Desktop:env()
   local env = common.child_env(self.app, { DISPLAY = M.DISPLAY })
+  -- each process gets the session bus from its session (xfce4 starts it)
   self.xdg = self.xdg or self:xdg_config_dirs(env)
   env.XDG_CONFIG_DIRS = self.xdg
   -- GTK applications only register with the accessibility bus when it is
@@ -392,9 +399,18 @@ function Desktop:start()
     for i = #started, 1, -1 do self:stop_one(started[i]) end
   end
   self.busy = false
-  self.app.desktop_display = ok and M.DISPLAY or self.app.desktop_display
   if not ok then return nil, err, status end
+  self:announce()
   return true
+end
+
+-- What programs started later (exec, sessions, PTYs) get in their
+-- environment while the desktop runs (common.child_env): DISPLAY, and
+-- the session bus.
+function Desktop:announce()
+  local bus = fs.read_file(self.bus_file)
+  self.app.desktop_env = { DISPLAY = M.DISPLAY,
+                           DBUS_SESSION_BUS_ADDRESS = bus and bus ~= "" and bus or nil }
 end
 
 --- Stop every process, the last started first.
@@ -402,7 +418,8 @@ function Desktop:stop()
   while self.busy do sleep(0.05) end
   self.busy = true
   for i = #M.NAMES, 1, -1 do self:stop_one(self.procs[M.NAMES[i]]) end
-  self.app.desktop_display = nil
+  self.app.desktop_env = nil
+  os.remove(self.bus_file)
   self.busy = false
   return true
 end
@@ -417,6 +434,7 @@ function Desktop:restart(name)
   local ok, err, status = self:start_one(p)
   self.busy = false
   if not ok then return nil, err, status end
+  if name == "xfce4" and self.app.desktop_env then self:announce() end
   return true
 end
 
