@@ -154,12 +154,16 @@ describe("dtlocal computer use", function()
     end)
 
     it("restarts a process that dies by itself", function()
-      local pid = ok(cu("POST", "/start")).status.x11vnc.pid
-      sh("kill -9 " .. pid)
+      local pid = math.tointeger(ok(cu("POST", "/start")).status.x11vnc.pid)
+      local killed = sh("kill -9 " .. pid .. " && echo killed").result
       -- the supervisor notices and brings it back by itself
       eventually(function()
         return ok(cu("GET", "/process/x11vnc/errors")).errors:find("exited: signal SIGKILL\n[^\n]*restarting")
-      end, 20, function() return "x11vnc to be restarted; its errors: " .. ok(cu("GET", "/process/x11vnc/errors")).errors:sub(-1500) end)
+      end, 20, function()
+        local notes = {}
+        for l in ok(cu("GET", "/process/x11vnc/errors")).errors:gmatch("[^\n]*dtlocal%][^\n]*") do notes[#notes + 1] = l end
+        return ("x11vnc (pid %d, %s) to be restarted; the supervisor's notes: %s"):format(pid, killed, table.concat(notes, "\n"))
+      end)
       eventually(function() return ok(cu("GET", "/process/x11vnc/status")).running end, 20, "x11vnc to come back")
       eventually(function() return #running("^x11vnc") == 1 end, 20, "one x11vnc")
       assert.is_truthy(ok(cu("GET", "/process/x11vnc/errors")).errors:find("restarting", 1, true))
@@ -226,7 +230,8 @@ describe("dtlocal computer use", function()
 
     local function png_size(s)
       assert.are.equal("\137PNG\r\n\26\n", s:sub(1, 8))
-      return string.unpack(">I4I4", s, 17)
+      local w, h = string.unpack(">I4I4", s, 17)
+      return w, h
     end
 
     local function jpeg_size(s)

@@ -115,29 +115,35 @@ local function display(app)
   return d
 end
 
--- Call d[method](d, ...) and handle an operational failure: a connection
--- problem drops the display; `on_fail(msg, code)` turns the rest into the
--- right error (default 400 with the message).
-local function xcall(app, method, on_fail, ...)
+-- Call d[method](d, ...) and handle an operational failure (nil, msg,
+-- code [, { field = }]): a lost connection drops the display (503); EINVAL
+-- is a 400 naming the field (`fields` maps the part's argument names to
+-- the request's, `on_fail(msg, field)` may raise its own); the rest a 500
+-- naming the X error.
+local function xcall(app, method, fields, on_fail, ...)
   local d = display(app)
   local r = table.pack(pcall(d[method], d, ...))
   if not r[1] then
-    -- a raised error: misuse, or the connection broke mid-call
-    app.x11_display = nil
-    pcall(d.close, d)
-    raise(500, ("X11 %s failed: %s"):format(method, tostring(r[2])))
+    -- a raised error: wrong argument types, a bug of ours
+    error(("X11 %s: %s"):format(method, tostring(r[2])), 0)
   end
   if r[2] == nil and r.n >= 3 then
-    local msg, code = r[3], r[4]
-    if code == "ECONNRESET" or code == "EPIPE" or code == "EIO" or code == "ENOTCONN"
-       or code == "EBADF" or code == "ECLOSED" then
+    local msg, code, extra = r[3], r[4], r[5]
+    if code == "ECONNRESET" then
       app.x11_display = nil
       pcall(d.close, d)
-      raise(503, ("the display connection failed (%s): %s"):format(tostring(code), tostring(msg)),
+      raise(503, ("the connection to the display was lost (%s): is xvfb running?"):format(tostring(msg)),
             "SERVICE_UNAVAILABLE")
     end
-    if on_fail then on_fail(msg, code) end
-    bad(("%s: %s"):format(method, tostring(msg)))
+    if code == "EINVAL" then
+      local f = type(extra) == "table" and extra.field or nil
+      f = f and fields and fields[f] or f
+      if on_fail then on_fail(msg, f) end
+      if f then field(f, tostring(msg)) end
+      bad(tostring(msg))
+    end
+    if code == "ENOENT" then raise(404, tostring(msg), "NOT_FOUND") end
+    raise(500, ("X11 %s failed (%s): %s"):format(method, tostring(code), tostring(msg)))
   end
   return table.unpack(r, 2, r.n)
 end
@@ -295,7 +301,9 @@ end
 local function screenshot(region, compressed)
   return function(ctx)
     local o = screenshot_opts(ctx, region, compressed)
-    local bytes = xcall(ctx.app, "capture", nil, o)
+    local bytes = xcall(ctx.app, "capture", nil, function(msg, f)
+      if f then query_error(f, tostring(msg)) end
+    end, o)
     local body = { screenshot = base64(bytes), sizeBytes = #bytes }
     if o.cursor then
       local x, y = pointer(ctx.app)
@@ -341,7 +349,7 @@ end
 function M.mouse_move(ctx)
   local body = ctx:json_object(true)
   local x, y = coord(ctx.app, body, "x", "x"), coord(ctx.app, body, "y", "y")
-  xcall(ctx.app, "move", nil, x, y)
+  xcall(ctx.app, "move", nil, nil, x, y)
   x, y = pointer(ctx.app)
   return 200, { x = x, y = y }
 end
@@ -351,7 +359,7 @@ function M.mouse_click(ctx)
   local x, y = coord(ctx.app, body, "x", "x"), coord(ctx.app, body, "y", "y")
   local b = button(body)
   local double = common.bool(body, "double") or false
-  xcall(ctx.app, "click", nil, x, y, b, double)
+  xcall(ctx.app, "click", nil, nil, x, y, BUTTONS[b], double)
   x, y = pointer(ctx.app)
   return 200, { x = x, y = y }
 end
@@ -360,7 +368,8 @@ function M.mouse_drag(ctx)
   local body = ctx:json_object(true)
   local x1, y1 = coord(ctx.app, body, "startX", "x"), coord(ctx.app, body, "startY", "y")
   local x2, y2 = coord(ctx.app, body, "endX", "x"), coord(ctx.app, body, "endY", "y")
-  xcall(ctx.app, "drag", nil, x1, y1, x2, y2, button(body))
+  xcall(ctx.app, "drag", { x1 = "startX", y1 = "startY", x2 = "endX", y2 = "endY" }, nil,
+        x1, y1, x2, y2, BUTTONS[button(body)])
   local x, y = pointer(ctx.app)
   return 200, { x = x, y = y }
 end
@@ -370,8 +379,8 @@ function M.mouse_scroll(ctx)
   local x, y = coord(ctx.app, body, "x", "x"), coord(ctx.app, body, "y", "y")
   local dir = common.str(body, "direction", true)
   if dir ~= "up" and dir ~= "down" then field("direction", "must be up or down") end
-  local amount = common.int(body, "amount", 0, 1000) or 1
-  if amount > 0 then xcall(ctx.app, "scroll", nil, x, y, dir, amount) end
+  local amount = common.int(body, "amount", 0, 100) or 1
+  if amount > 0 then xcall(ctx.app, "scroll", nil, nil, x, y, dir, amount) end
   return 200, { success = true }
 end
 
@@ -384,8 +393,9 @@ function M.keyboard_type(ctx)
   if not utf8.len(text) then field("text", "must be valid UTF-8") end
   local delay = common.int(body, "delay", 0, 10000) or 0
   local function fail(msg) field("text", "cannot be typed: " .. tostring(msg)) end
+  local fields = { text = "text" }
   if delay == 0 then
-    xcall(ctx.app, "type", fail, text, 0)
+    xcall(ctx.app, "type", fields, fail, text, 0)
   else
     -- one character at a time, the pause on our loop rather than in C,
     -- so a slow typist does not stall the daemon
@@ -393,7 +403,7 @@ function M.keyboard_type(ctx)
     for _, c in utf8.codes(text) do
       if not first then scheduler.sleep(delay / 1000) end
       first = false
-      xcall(ctx.app, "type", fail, utf8.char(c), 0)
+      xcall(ctx.app, "type", fields, fail, utf8.char(c), 0)
     end
   end
   return 200, {}
@@ -411,14 +421,16 @@ function M.keyboard_key(ctx)
       field("modifiers", ("item %d (%q) must be one of ctrl, alt, shift, cmd"):format(i - 1, m))
     end
   end
-  xcall(ctx.app, "press", function(msg) field("key", tostring(msg)) end, key, mods)
+  xcall(ctx.app, "press", nil, function(msg, f)
+    field(f == "modifiers" and "modifiers" or "key", tostring(msg))
+  end, key, mods)
   return 200, {}
 end
 
 function M.keyboard_hotkey(ctx)
   local body = ctx:json_object(true)
   local keys = common.str(body, "keys", true)
-  xcall(ctx.app, "hotkey", function(msg) field("keys", tostring(msg)) end, keys)
+  xcall(ctx.app, "hotkey", nil, function(msg) field("keys", tostring(msg)) end, keys)
   return 200, {}
 end
 

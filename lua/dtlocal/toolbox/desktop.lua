@@ -7,7 +7,9 @@
 --           filesystem socket /tmp/.X11-unix/X0, in the sandbox's own /tmp
 --           (no TCP port, no abstract socket another network namespace's
 --           neighbour could reach). Ready: the socket exists and an X client
---           connects.
+--           connects. -noreset: by default the server resets when its last
+--           client leaves (our readiness probe), refusing connections
+--           meanwhile, and xfce4-session would meet that.
 --   xfce4   xfce4-session under dbus-run-session (a private session bus; the
 --           session starts the AT-SPI bus, so GTK applications expose their
 --           accessibility tree). Ready: a window manager owns the root
@@ -111,7 +113,7 @@ local SPECS = {
   xvfb = {
     priority = 100, package = "xvfb",
     argv = function() return { "Xvfb", M.DISPLAY, "-screen", "0", M.GEOMETRY,
-                               "-nolisten", "tcp", "-nolisten", "local" } end,
+                               "-nolisten", "tcp", "-nolisten", "local", "-noreset" } end,
     ready = function(_, env)
       local st = util.stat(X_SOCKET)
       return st and st.type == "socket" and x_connects(env)
@@ -126,6 +128,14 @@ local SPECS = {
       'printf %s "$DBUS_SESSION_BUS_ADDRESS" > "$1.tmp" && mv "$1.tmp" "$1"; exec xfce4-session',
       "sh", d.bus_file } end,
     ready = function(_, env)
+      local ok, x11 = pcall(require, "daytona.core.x11")
+      if ok and type(x11) == "table" and x11.open then
+        local d = x11.open(M.DISPLAY)
+        if not d then return false end
+        local wm = d:window_manager()
+        d:close()
+        return wm and true or false
+      end
       local r = proc.run({ "xprop", "-display", M.DISPLAY, "-root", "_NET_SUPPORTING_WM_CHECK" },
                          { env = env, timeout = 5 })
       return r and r.exit_code == 0 and r.output:find("window id", 1, true) ~= nil
