@@ -11,6 +11,7 @@
 --   dtlocal stop      stop the user's background server
 --   dtlocal status    say whether it runs (exit 0) or not (exit 3)
 --   dtlocal toolbox --socket PATH | --listen HOST:PORT | --listen-fd N [--workdir DIR]
+--                   [--own-network]
 --       The in-sandbox toolbox daemon (dtlocal.toolbox); --workdir: where
 --       commands start (default: the home directory).
 --
@@ -48,7 +49,7 @@ commands:
                    run it in the background for this user (no-op if running)
   stop             stop the background server
   status           show whether the background server runs (exit 3 if not)
-  toolbox --socket PATH | --listen HOST:PORT | --listen-fd N [--workdir DIR]
+  toolbox --socket PATH | --listen HOST:PORT | --listen-fd N [--workdir DIR] [--own-network]
                    run the toolbox daemon (inside a sandbox)
   help             show this text
 
@@ -329,7 +330,8 @@ end
 
 local function toolbox(args)
   local opts = parse_opts(args, 2, { socket = "string", listen = "string", ["listen-fd"] = "string",
-                                    workdir = "string" }, "toolbox")
+                                    workdir = "string", ["own-network"] = "flag" }, "toolbox")
+  opts.own_network, opts["own-network"] = opts["own-network"], nil
   if opts.workdir and opts.workdir:sub(1, 1) ~= "/" then
     usage_error("toolbox: --workdir must be an absolute path, not '%s'", opts.workdir)
   end

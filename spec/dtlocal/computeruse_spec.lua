@@ -127,6 +127,14 @@ describe("dtlocal computer use", function()
       local ports = sh("cat /proc/net/tcp /proc/net/tcp6").result
       assert.is_nil(ports:find(":1770 %x+:0000 0A"))   -- 6000
       assert.is_nil(ports:find(":170C %x+:0000 0A"))   -- 5900
+      -- and through the sandbox's preview link, as a person watching would
+      local pv = assert(http.request { url = srv.api_url .. "/sandbox/" .. sb.id .. "/ports/6080/preview-url",
+                                       headers = { Authorization = "Bearer " .. srv.token } })
+      assert.are.equal(200, pv.status, pv.body)
+      pv = json.decode(pv.body)
+      local page = assert(http.request { url = pv.url .. "/vnc.html", headers = { ["X-Daytona-Preview-Token"] = pv.token } })
+      assert.are.equal(200, page.status, page.body)
+      assert.is_truthy(page.body:find("noVNC", 1, true))
       -- start again: nothing new, the same processes
       local again = ok(cu("POST", "/start"))
       assert.are.equal(body.status.xvfb.pid, again.status.xvfb.pid)
@@ -181,9 +189,15 @@ describe("dtlocal computer use", function()
       assert.are.same({ { id = 0, x = 0, y = 0, width = 1024, height = 768, isActive = true } }, info.displays)
       assert.are.same({ x = 100, y = 200 }, ok(cu("POST", "/mouse/move", { x = 100, y = 200 })))
       assert.are.same({ x = 100, y = 200 }, ok(cu("GET", "/mouse/position")))
-      assert.are.same({ x = 300, y = 350 },
-        ok(cu("POST", "/mouse/drag", { startX = 10, startY = 20, endX = 300, endY = 350 })))
-      assert.are.same({ x = 300, y = 350 }, ok(cu("GET", "/mouse/position")))
+      -- on the empty middle of the desktop (a rubber band, not an icon's drag and drop)
+      assert.are.same({ x = 600, y = 500 },
+        ok(cu("POST", "/mouse/drag", { startX = 400, startY = 300, endX = 600, endY = 500 })))
+      -- where the pointer is: a client's synchronous grab (the rubber band)
+      -- may hold it back for a moment
+      eventually(function()
+        local p = ok(cu("GET", "/mouse/position"))
+        return p.x == 600 and p.y == 500
+      end, 10, "the pointer at the drag's end")
       assert.are.same({ x = 50, y = 60 }, ok(cu("POST", "/mouse/click", { x = 50, y = 60, button = "right" })))
       -- a right click opens xfdesktop's menu: close it again
       ok(cu("POST", "/keyboard/key", { key = "Escape" }))
@@ -410,6 +424,13 @@ for addr, fam in (("\0/tmp/.X11-unix/X0", socket.AF_UNIX), ("/tmp/.X11-unix/X0",
       -- the first one's VNC server has no port; its socket is in the daemon's private dir
       r = sh("ls -d /tmp/dtlocal-toolbox-*/computeruse/vnc.sock 2>/dev/null | wc -l", sb2)
       assert.are.equal("0", r.result:match("%d+"))
+      -- nor its noVNC, in a network of its own (dtlocal as root)
+      local addr = sh("ip -4 -o addr show dev eth0 2>/dev/null | awk '{print $4}' | cut -d/ -f1").result:match("[%d%.]+")
+      if addr then
+        r = sh(("curl -s -m 3 -o /dev/null -w '%%{http_code}' http://%s:6080/vnc.html"):format(addr), sb2)
+        assert.are.equal("000", r.result)
+        assert.are.equal("200", sh(("curl -s -m 3 -o /dev/null -w '%%{http_code}' http://%s:6080/vnc.html"):format(addr)).result)
+      end
       -- its own :0, at the same time, is another server (another size)
       sh("nohup Xvfb :0 -screen 0 640x480x24 -nolisten tcp -nolisten local >/dev/null 2>&1 &", sb2)
       local dims = eventually(function()

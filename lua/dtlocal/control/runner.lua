@@ -272,6 +272,9 @@ function Runner:launch(spec)
   else
     add("--", self.dtlocal, "toolbox", "--listen-fd", tostring(M.LISTEN_FD))
   end
+  -- a network of its own: the daemon's servers for previews (noVNC) then
+  -- listen on the sandbox's addresses, not only its loopback
+  if spec.net and spec.net:match("^veth:") then add("--own-network") end
   local socket = self:socket_path(spec.id)
   -- a socket left by a stopped (killed) daemon: nothing listens on it now
   os.remove(socket)

@@ -324,6 +324,11 @@ M.screenshot_region_compressed = screenshot(true, true)
 
 local BUTTONS = { left = 1, middle = 2, right = 3 }
 
+-- move, click and drag answer where the pointer was sent, as Daytona's do:
+-- where it is can lag behind while a client holds a synchronous grab (a
+-- window manager's click to focus freezes the pointer until it lets go);
+-- GET /mouse/position reads the server's.
+
 -- A coordinate field: a required integer on the screen.
 local function coord(app, body, name, limit_of)
   local v = common.int(body, name)
@@ -350,7 +355,6 @@ function M.mouse_move(ctx)
   local body = ctx:json_object(true)
   local x, y = coord(ctx.app, body, "x", "x"), coord(ctx.app, body, "y", "y")
   xcall(ctx.app, "move", nil, nil, x, y)
-  x, y = pointer(ctx.app)
   return 200, { x = x, y = y }
 end
 
@@ -360,7 +364,6 @@ function M.mouse_click(ctx)
   local b = button(body)
   local double = common.bool(body, "double") or false
   xcall(ctx.app, "click", nil, nil, x, y, BUTTONS[b], double)
-  x, y = pointer(ctx.app)
   return 200, { x = x, y = y }
 end
 
@@ -370,8 +373,7 @@ function M.mouse_drag(ctx)
   local x2, y2 = coord(ctx.app, body, "endX", "x"), coord(ctx.app, body, "endY", "y")
   xcall(ctx.app, "drag", { x1 = "startX", y1 = "startY", x2 = "endX", y2 = "endY" }, nil,
         x1, y1, x2, y2, BUTTONS[button(body)])
-  local x, y = pointer(ctx.app)
-  return 200, { x = x, y = y }
+  return 200, { x = x2, y = y2 }
 end
 
 function M.mouse_scroll(ctx)

@@ -149,8 +149,11 @@ local SPECS = {
   },
   novnc = {
     priority = 400, package = "novnc websockify",
+    -- in a network of its own the sandbox's address, which previews go to
+    -- (other sandboxes cannot reach it); on the host's shared network its
+    -- loopback only, which previews reach there
     argv = function(d) return { "websockify", "--web", M.NOVNC_WEB, "--unix-target=" .. d.vnc_socket,
-                                "127.0.0.1:" .. M.NOVNC_PORT } end,
+                                (d.app.own_network and "0.0.0.0:" or "127.0.0.1:") .. M.NOVNC_PORT } end,
     ready = function()
       local r = rhttp.request { url = ("http://127.0.0.1:%d/vnc.html"):format(M.NOVNC_PORT),
                                 timeout = 3, connect_timeout = 2 }

@@ -31,6 +31,9 @@
 --     on_ready    function(srv) called once listening (srv.url, srv.port);
 --                 without it a line "dtlocal toolbox: listening on ..." goes
 --                 to stderr
+--     own_network true when the sandbox has a network of its own (dtlocal
+--                 as root): servers meant for previews (noVNC) listen on
+--                 every address of it, not only its loopback
 --     shell       the shell for commands and sessions (default: zsh or bash
 --                 as listed in /etc/shells, else $SHELL, else /bin/sh)
 --     log         function(line): one line per request, and the traceback
@@ -256,7 +259,7 @@ local function new_app(opts)
   local app = {
     home = home, workdir = workdir, version = opts.version or M.VERSION,
     shell = opts.shell or common.find_shell(), log = opts.log,
-    tmpdir = os.getenv("TMPDIR") or "/tmp",
+    tmpdir = os.getenv("TMPDIR") or "/tmp", own_network = opts.own_network and true or false,
   }
   if opts.state_dir then
     app.state_dir = opts.state_dir
