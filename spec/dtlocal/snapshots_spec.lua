@@ -335,6 +335,8 @@ describe("dtlocal snapshots", function()
       assert.are.equal("started", done.state, tostring(done.errorReason))
       assert.matches("ID=dtlua-test", dtlocal.exec(srv, b.id, "cat /etc/os-release"), 1, true)
       assert.is_string(done.buildInfo.snapshotRef)
+      -- the image's user, as for a sandbox on a snapshot of the image
+      assert.are.equal(a.user, done.user)
       -- the same definition again: made once, reused
       local c = ok(200, "POST", "/sandbox", { buildInfo = { dockerfileContent = "FROM " .. image .. "\n" } })
       local _, text2 = api("GET", "/sandbox/" .. c.id .. "/build-logs?follow=true")

@@ -520,6 +520,7 @@ function Manager:create(c)
   if c.buildInfo then
     rec.state = "pending_build"
     rec.dtlocal.build_log = true
+    rec.dtlocal.user_named = c.user ~= nil
   end
   self.by_id[id] = rec
   local ok, err = pcall(self.save, self, rec)
@@ -573,25 +574,30 @@ end
 -- (`building_snapshot`, the log in the sandbox's build log), then start it
 -- as any other; a failure to make the image is `build_failed`.
 function Manager:do_build_start(rec)
-  local rt = self:rtof(rec)
-  local log = buildlog.open(self:build_log_path(rec))
-  rt.build_log = log
-  local ok, err = pcall(function()
-    if not rec.dtlocal.image then
+  if not rec.dtlocal.image then
+    local rt = self:rtof(rec)
+    local log = buildlog.open(self:build_log_path(rec))
+    rt.build_log = log
+    local ok, err = pcall(function()
       self:set_state(rec, "building_snapshot")
-      rec.dtlocal.image = self.snapshots:resolve_build(rec.buildInfo, log)
+      local image = self.snapshots:resolve_build(rec.buildInfo, log)
+      -- the image's USER when the create named none, as for a snapshot's image
+      local img = self.images and self.images:image(image)
+      if img and not rec.dtlocal.user_named then rec.user = M.image_user(img) end
+      rec.dtlocal.image = image
       self:save(rec)
+    end)
+    if not ok then
+      local why = dtlocal_http.is_http_error(err) and err.message or tostring(err)
+      log:line("ERROR: " .. why)
+      log:finish()
+      if errors.is(err, errors.CancelledError) then error(err, 0) end
+      self:set_state(rec, "build_failed", why)
+      return
     end
-  end)
-  if not ok then
-    log:line("ERROR: " .. (dtlocal_http.is_http_error(err) and err.message or tostring(err)))
+    log:line("Starting the sandbox")
     log:finish()
-    if errors.is(err, errors.CancelledError) then error(err, 0) end
-    self:set_state(rec, "build_failed", dtlocal_http.is_http_error(err) and err.message or tostring(err))
-    return
   end
-  log:line("Starting the sandbox")
-  log:finish()
   if rec.state ~= "creating" then self:set_state(rec, "creating") end
   self:do_start(rec)
 end
