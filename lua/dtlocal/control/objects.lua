@@ -538,16 +538,21 @@ local function list(self, ctx, bucket)
   end
   sort(found, function(a, b) return a.key < b.key end)
   local out, truncated = {}, #found > max
+  -- encoding-type=url (boto3 asks for it): keys and the prefix URL-encoded
+  local enc = q["encoding-type"] == "url" and function(k) return uri_encode(k, true) end
+    or function(k) return k end
   for i = 1, math.min(max, #found) do
     local m = found[i]
-    out[i] = "<Contents>" .. elements("Key", m.key, "LastModified", record.iso(m.modified),
-      "ETag", '"' .. m.etag .. '"', "Size", m.size, "StorageClass", "STANDARD") .. "</Contents>"
+    out[i] = "<Contents>" .. elements("Key", enc(m.key), "LastModified", record.iso(math.tointeger(m.modified) or 0),
+      "ETag", '"' .. m.etag .. '"', "Size", format("%d", m.size), "StorageClass", "STANDARD") .. "</Contents>"
   end
   local next_token = truncated and #out > 0
     and (found[#out].key:gsub(".", function(c) return format("%02x", c:byte()) end)) or nil
-  xml_reply(ctx, 200, "<ListBucketResult" .. NS .. ">" .. elements("Name", bucket, "Prefix", prefix,
-    "KeyCount", #out, "MaxKeys", max, "IsTruncated", truncated and "true" or "false",
-    "ContinuationToken", token, "NextContinuationToken", next_token, "StartAfter", q["start-after"])
+  xml_reply(ctx, 200, "<ListBucketResult" .. NS .. ">" .. elements("Name", bucket, "Prefix", enc(prefix),
+    "KeyCount", #out, "MaxKeys", format("%d", max), "IsTruncated", truncated and "true" or "false",
+    "EncodingType", q["encoding-type"] == "url" and "url" or nil,
+    "ContinuationToken", token, "NextContinuationToken", next_token,
+    "StartAfter", q["start-after"] and enc(q["start-after"]))
     .. concat(out) .. "</ListBucketResult>")
 end
 
@@ -560,13 +565,10 @@ local function head_or_get(self, ctx, bucket, key, get)
   end
   local headers = {
     ["Content-Type"] = "application/octet-stream", ETag = '"' .. m.etag .. '"',
-    ["Last-Modified"] = http_date(m.modified),
+    ["Last-Modified"] = http_date(math.tointeger(m.modified) or 0),
   }
-  if not get then
-    headers["Content-Length"] = tostring(m.size)
-    ctx:reply(200, nil, headers)
-    return
-  end
+  -- HEAD too: the server answers a HEAD with the file's headers (its
+  -- Content-Length) and no body
   ctx:file(200, headers, base .. ".data")
 end
 
