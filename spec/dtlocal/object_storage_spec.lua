@@ -116,6 +116,28 @@ describe("dtlocal object storage for build contexts", function()
     end)
   end)
 
+  it("takes the Python SDK's way of uploading: boto3's list_objects_v2, upload_fileobj, head_object", function()
+    helper.run(function()
+      local dir = helper.tmpdir()
+      assert(util.mkdir(dir .. "/py", 493))
+      -- over boto3's 8 MiB multipart threshold
+      helper.bigfile(dir .. "/py", "big.bin", 9 * 1024 * 1024)
+      local function upload()
+        local r = assert(process.run({ "/usr/bin/python3", "spec/support/boto3_context.py", srv.api_url, srv.token,
+          dir .. "/py", "pyctx" }, { timeout = 120, env = helper.child_env() }))
+        assert.are.equal(0, r.exit_code, r.stderr)
+        return require("dtlocal.http").json.decode(r.stdout)
+      end
+      local first = upload()
+      assert.is_false(first.existed)
+      assert.is_true(first.size > 9 * 1024 * 1024)
+      assert.are.equal(first.size, stored()["local/pyctx/context.tar"])
+      assert.truthy(srv.log():find("?uploads", 1, true))
+      -- the same hash again: found, not sent
+      assert.is_true(upload().existed)
+    end)
+  end)
+
   it("refuses context paths that are missing, of the wrong kind, or outside the project", function()
     helper.run(function()
       local img = Image.base("busybox")
