@@ -42,8 +42,8 @@ end
 
 -- Copy the entries `names` of directory src into directory dst (made if
 -- missing), keeping owners (numeric), modes, hard links, devices (overlay
--- whiteouts) and the overlay xattrs; no link is followed. Names that src
--- lacks are skipped.
+-- whiteouts), holes (a sandbox's huge sparse file stays sparse) and the
+-- overlay xattrs; no link is followed. Names that src lacks are skipped.
 local function copy(src, names, dst)
   local ok, msg = fs.mkdirs(dst, 448)
   if not ok then error("cannot create " .. dst .. ": " .. tostring(msg), 0) end
@@ -56,7 +56,7 @@ local function copy(src, names, dst)
   local x = xattrs()
   -- the paths are arguments of the shell, never part of its script
   local script = 'src=$1; dst=$2; shift 2; set -o pipefail 2>/dev/null; '
-    .. 'tar -c -f - -C "$src" --numeric-owner ' .. x .. ' --warning=no-file-ignored -- "$@" '
+    .. 'tar -c -f - -C "$src" --numeric-owner --sparse ' .. x .. ' --warning=no-file-ignored -- "$@" '
     .. '| tar -x -f - -C "$dst" --numeric-owner' .. same .. ' ' .. x
   local argv = { "bash", "-c", script, "copy", src, dst }
   for _, n in ipairs(present) do argv[#argv + 1] = n end
