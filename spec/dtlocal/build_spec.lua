@@ -233,6 +233,26 @@ describe("dtlocal builder", function()
     end)
   end)
 
+  it("holds RUN steps to a sandbox's limits (their own cgroup: pids, memory)", function()
+    helper.run(function()
+      local store = new_store()
+      local cg = require("dtlocal.control.cgroups").new{}
+      local lines = {}
+      local img, msg = build.build(store, {
+        dockerfile = "FROM " .. ref .. "\nRUN cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max"
+          .. " /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; true\n",
+        launcher = helper.build_path("libexec/dtlua/dtlua-sandbox"), cgroups = cg,
+        on_log = function(l) lines[#lines + 1] = l end })
+      local enforced = cg.enforced
+      cg:close()
+      assert.is_table(img, msg)
+      local log = table.concat(lines, "\n") .. "\n"
+      -- where the machine lets dtlocal enforce them (else the build runs without)
+      if enforced.pids then assert.matches("\n4096\n", log) end
+      if enforced.memory then assert.truthy(log:find("\n4294967296\n", 1, true), log) end
+    end)
+  end)
+
   it("fails a RUN step with its step, exit code and output, keeping nothing of it", function()
     helper.run(function()
       local store = new_store()

@@ -11,6 +11,8 @@
 --     launcher = path,                -- dtlua-sandbox (runs RUN steps)
 --     uids = pool,                    -- dtlocal.control.uids as root: the build's host range
 --                                     -- (default: a pool on the machine's registry)
+--     cgroups = cg,                   -- dtlocal.control.cgroups: each RUN in a group of
+--                                     -- its own (M.CPU cores, M.MEMORY GiB, the pids limit)
 --     timeout = seconds,              -- for the whole build (default 3600)
 --   })
 --   -> the store's image | nil, message, code
@@ -64,6 +66,7 @@ M.TAIL = 20                  -- output lines a failure quotes
 M.CACHE_REF = "dtlocal.local/build-cache:"
 M.MAX_STEPS = 500
 M.MAX_LINKS = 40             -- symbolic links followed resolving one path in an image
+M.CPU, M.MEMORY = 2, 4       -- a RUN step's limits (cores, GiB), as a medium sandbox
 
 local function fail(msg, code) error({ build = msg, code = code or "EBUILD" }, 0) end
 
@@ -543,8 +546,9 @@ end
 
 -- Start the launcher on a root of `layers` and dir; returns exit code and
 -- whether the program ran (a "ready" came), streaming its output to on_out.
-function Build:launch(dir, layers, argv, env, cwd, user, on_out)
+function Build:launch(dir, layers, argv, env, cwd, user, on_out, cgroups)
   local cmd = { self.launcher, "run", "--root-dir", dir, "--hostname", "buildkitsandbox", "--user", user }
+  for _, d in ipairs(cgroups or {}) do cmd[#cmd + 1] = "--cgroup"; cmd[#cmd + 1] = d end
   if self.uid_first then cmd[#cmd + 1] = "--uid-base"; cmd[#cmd + 1] = tostring(self.uid_first) end
   if cwd and cwd ~= "" then cmd[#cmd + 1] = "--cwd"; cmd[#cmd + 1] = cwd end
   for _, l in ipairs(layers) do cmd[#cmd + 1] = "--image-layer"; cmd[#cmd + 1] = l end
@@ -592,6 +596,17 @@ function Build:launch(dir, layers, argv, env, cwd, user, on_out)
   return code, launcher_err
 end
 
+-- The cgroups of one RUN (dirs for --cgroup), or {} when none are enforced:
+-- a build step is sandbox code, held to a sandbox's limits (a fork bomb in
+-- a RUN stops at the pids limit, not at the host's).
+function Build:cgroup()
+  if not self.cgroups then return {} end
+  local id = "build-" .. util.hex(util.random_bytes(6))
+  local dirs = self.cgroups:create(id, { cpu = M.CPU, memory = M.MEMORY })
+  self.cgids[#self.cgids + 1] = id
+  return dirs
+end
+
 -- A RUN step: the command in a sandbox on the layers so far; its upper dir
 -- becomes a layer (nil when it changed nothing).
 function Build:run(step, layers, n, total)
@@ -613,8 +628,9 @@ function Build:run(step, layers, n, total)
   if not env.PATH then env.PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" end
   local root = self:tmpdir("run.")
   local dir = root .. "/sandbox"
+  local cgroups = self:cgroup()
   -- first the launcher alone: what it puts in the upper dir is not the step's
-  local code, lerr = self:launch(dir, layers, { "true" }, env, "/", "root", function() end)
+  local code, lerr = self:launch(dir, layers, { "true" }, env, "/", "root", function() end, cgroups)
   if code ~= 0 then
     fail(format("step %d/%d: cannot start a sandbox on the image: %s", n, total,
       lerr[1] or ("the launcher exited with " .. tostring(code))), "EIO")
@@ -626,7 +642,7 @@ function Build:run(step, layers, n, total)
     self:log("%s", line)
     tail[#tail + 1] = line
     if #tail > M.TAIL then table.remove(tail, 1) end
-  end)
+  end, cgroups)
   if code ~= 0 then
     if #lerr > 0 and code >= 64 and code <= 72 then
       fail(format("step %d/%d: RUN %s: the sandbox did not start: %s", n, total, step.args, lerr[1]), "EIO")
@@ -642,6 +658,11 @@ function Build:run(step, layers, n, total)
 end
 
 function Build:finish()
+  for _, id in ipairs(self.cgids) do
+    pcall(self.cgroups.kill, self.cgroups, id)
+    self.cgroups:remove(id)
+  end
+  self.cgids = {}
   for _, d in ipairs(self.temps) do
     if util.stat(d .. "/sandbox", false) and self.launcher then
       process.run({ self.launcher, "rm", "--root-dir", d .. "/sandbox" }, { timeout = 600, stderr = "stdout" })
@@ -754,6 +775,7 @@ function M.build(store, opts)
     -- as root each RUN needs a host range of its own (the machine's registry)
     uids = opts.uids or (util.getuid() == 0 and require("dtlocal.control.uids").new{} or nil),
     contexts = opts.contexts or {}, context_hashes = opts.context_hashes or {},
+    cgroups = opts.cgroups, cgids = {},
     timeout = opts.timeout or M.TIMEOUT, temps = {}, args = {}, shell = { "/bin/sh", "-c" },
   }, Build)
   self.deadline = core.now() + self.timeout
