@@ -403,6 +403,51 @@ describe("dtlocal computer use", function()
     end)
   end)
 
+  describe("accessibility actions", function()
+    -- a GTK window of ours: an entry, and a button that writes the entry's
+    -- text to a file, so that set_value and invoke are read back
+    local APP = [[
+import gi, sys
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gtk
+w = Gtk.Window(title="cu-a11y-app")
+box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL)
+entry = Gtk.Entry()
+button = Gtk.Button(label="Save it")
+def save(_):
+    with open(sys.argv[1], "w") as f:
+        f.write(entry.get_text())
+button.connect("clicked", save)
+box.add(entry); box.add(button); w.add(box)
+w.connect("destroy", Gtk.main_quit)
+w.show_all()
+Gtk.main()
+]]
+
+    it("sets a value and invokes an action, read back from the application", function()
+      sh("cat > /home/daytona/cu_app.py <<'EOF'\n" .. APP .. "EOF\nrm -f /home/daytona/cu_saved")
+      local pid = tonumber(sh("nohup /usr/bin/python3 /home/daytona/cu_app.py /home/daytona/cu_saved >/dev/null 2>&1 & echo $!").result:match("%d+"))
+      local entry = eventually(function()
+        return ok(cu("POST", "/a11y/find", { scope = "pid", pid = pid, role = "text" })).matches[1]
+      end, 30, "the entry in the application's tree")
+      assert.is_truthy(entry.id:match("^" .. pid .. "/"))
+      local button = ok(cu("POST", "/a11y/find", { scope = "pid", pid = pid, role = "push_button",
+                                                    name = "Save it", nameMatch = "exact" })).matches[1]
+      assert.is_table(button)
+      assert.is_truthy(table.concat(button.actions or {}, ","):find("click", 1, true))
+      ok(cu("POST", "/a11y/node/value", { id = entry.id, value = "typed by AT-SPI" }))
+      ok(cu("POST", "/a11y/node/invoke", { id = button.id, action = "click" }))
+      eventually(function()
+        return sh("cat /home/daytona/cu_saved 2>/dev/null").result == "typed by AT-SPI"
+      end, 10, "the button's handler to write the entry's text")
+      -- the focused scope: the window of ours, once it is active
+      ok(cu("POST", "/a11y/node/focus", { id = entry.id }))
+      bad(cu("POST", "/a11y/node/invoke", { id = button.id, action = "explode" }), "explode")
+      bad(cu("POST", "/a11y/node/value", { id = button.id, value = "x" }), "takes no value")
+      sh("kill " .. pid)
+    end)
+  end)
+
   describe("isolation", function()
     it("keeps a second sandbox away from the first one's display", function()
       assert.are.same({ status = "active" }, ok(cu("GET", "/status")))

@@ -481,7 +481,10 @@ local function atspi(ctx, req)
     raise(503, "the desktop is not running (its session carries the accessibility bus): "
       .. "POST /computeruse/start first", "SERVICE_UNAVAILABLE")
   end
-  local r, msg = proc.run({ "python3", ATSPI }, { input = json.encode(req), env = desktop.get(ctx.app):env(),
+  -- Debian's python3 (python3-gi, gir1.2-atspi-2.0), not whatever python3
+  -- comes first on the sandbox's PATH (a virtualenv has no gi)
+  local python = proc.which("/usr/bin/python3") or "python3"
+  local r, msg = proc.run({ python, ATSPI }, { input = json.encode(req), env = desktop.get(ctx.app):env(),
                                                   timeout = A11Y_TIMEOUT, merge = false })
   if not r then raise(503, "cannot run python3 for accessibility: " .. tostring(msg), "SERVICE_UNAVAILABLE") end
   local out = json.decode(r.output or "")
