@@ -499,5 +499,26 @@ for addr, fam in (("\0/tmp/.X11-unix/X0", socket.AF_UNIX), ("/tmp/.X11-unix/X0",
       assert.are.same({}, left)
       assert.are.equal(503, cu("GET", "/mouse/position").status)
     end)
+
+    it("starts again in a sandbox that was stopped with its desktop running", function()
+      ok(cu("POST", "/start"))
+      sb:stop()
+      sb:start()
+      -- a lock file a killed X server left in /tmp (which outlives the PID
+      -- namespace), naming a pid that is no X server now: not in the way
+      sh("printf '%10d\\n' 1 > /tmp/.X0-lock")
+      assert.are.same({ status = "inactive" }, ok(cu("GET", "/status")))
+      local body = ok(cu("POST", "/start"))
+      assert.is_true(body.status.xvfb.running and body.status.novnc.running)
+      ok(cu("POST", "/stop"))
+      -- an X server the sandbox runs itself on :0 is: 409 naming the display
+      sh("nohup Xvfb :0 -nolisten tcp -nolisten local >/dev/null 2>&1 &")
+      eventually(function() return sh("DISPLAY=:0 xdpyinfo >/dev/null 2>&1 && echo up").result:find("up") end,
+                 20, "the sandbox's own Xvfb")
+      local r = cu("POST", "/start")
+      assert.are.equal(409, r.status, r.body)
+      assert.is_truthy(r.json.message:find("display :0 is already in use", 1, true), r.body)
+      sh("pkill -x Xvfb")
+    end)
   end)
 end)

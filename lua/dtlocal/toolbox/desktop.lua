@@ -355,7 +355,10 @@ function Desktop:start_one(p)
     -- lock left by one that was killed (then Xvfb would refuse to start)
     local lock = "/tmp/.X" .. M.DISPLAY:sub(2) .. "-lock"
     local holder = tonumber((fs.read_file(lock) or ""):match("%d+"))
-    if holder and util.stat("/proc/" .. holder) then
+    -- /tmp outlives the sandbox's PID namespace (a stop, a restart): the
+    -- pid is the holder only if it is an X server now
+    local comm = holder and fs.read_file("/proc/" .. holder .. "/comm")
+    if comm and comm:match("^X") then
       return nil, ("display %s is already in use in this sandbox (%s names pid %d): stop that X server first")
         :format(M.DISPLAY, lock, holder), 409
     end
