@@ -2,9 +2,9 @@
 --
 --   build/bin/dtlua bench/net.lua [--peer BUILD_DIR] [--n N]      (as root)
 --
--- 1. The launcher alone: spawn -> ready line of `dtlua-sandbox run` with
---    `true`, --net host / none / veth (the link dtlocal makes), interleaved,
---    first starts (a new DIR each time).
+-- 1. The launcher alone: spawn -> the first line of its program (`sh -c
+--    'echo up'`) for --net host / none / veth (the link dtlocal makes),
+--    interleaved, first starts (a new DIR each time).
 -- 2. dtlocal: POST /api/sandbox -> started, p50, warm pool (`{}` after the
 --    pool refilled) and cold (`{"user":"root"}`, which the pool cannot
 --    serve), against this build and, with --peer, the same against another
@@ -63,17 +63,17 @@ local function launcher_figures()
       local t0 = core.now()
       local p = assert(process.spawn({ launcher, "run", "--root-dir", ("%s/%s%d"):format(dir, mode, i),
         "--hostname", "b", "--uid-base", tostring((1 << 31) + i * 65536), "--net", net, "--user", "root",
-        "--ready-fd", "1", "--", "sleep", "0.2" }, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
+        "--", "sh", "-c", "echo up; sleep 0.2" }, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
       local line = p:read() or ""
       local dt = (core.now() - t0) * 1000
-      assert(line:match("^ready"), mode .. ": " .. line)
+      assert(line:match("^up"), mode .. ": " .. line)
       p:wait(10)
       p:close()
       ms[mode][#ms[mode] + 1] = dt
     end
   end
   sh("rm -rf " .. dir)
-  print(("launcher, first start -> ready, p50 of %d (p90):"):format(N))
+  print(("launcher, first start -> program's first line, p50 of %d (p90):"):format(N))
   for _, mode in ipairs({ "host", "none", "veth" }) do
     print(("  --net %-5s %6.1f ms (%5.1f)"):format(mode, pct(ms[mode], 50), pct(ms[mode], 90)))
   end
@@ -173,8 +173,52 @@ local function iperf_figures(srv)
   print(("  sandbox -> host (veth, filtered) %6.2f Gbit/s   ratio %.2f"):format(s or 0, (s or 0) / (h or 1)))
 end
 
+-- 4. previews: a server on the sandbox's address (direct) beside one on its
+-- loopback only (through its daemon): small GETs and a 256 MiB download
+local function preview_figures(srv)
+  local _, id = create_ms(srv, {})
+  local tb = srv.api:gsub("/api$", "/toolbox/") .. id
+  local function tbcall(method, path, body)
+    local r = http.request{ url = tb .. path, method = method, timeout = 120,
+      headers = { Authorization = "Bearer " .. srv.token, ["Content-Type"] = "application/json" },
+      body = body and json.encode(body) or nil }
+    return r.status, r.body
+  end
+  tbcall("POST", "/process/execute", { command = "mkdir -p /tmp/www && echo small > /tmp/www/s.txt && "
+    .. "head -c 268435456 /dev/zero > /tmp/www/big.bin" })
+  tbcall("POST", "/process/session", { sessionId = "web" })
+  tbcall("POST", "/process/session/web/exec", { command = "python3 -m http.server 7101 --bind 0.0.0.0 --directory /tmp/www", runAsync = true })
+  tbcall("POST", "/process/session", { sessionId = "lo" })
+  tbcall("POST", "/process/session/lo/exec", { command = "python3 -m http.server 7102 --bind 127.0.0.1 --directory /tmp/www", runAsync = true })
+  print("previews (python3 -m http.server in the sandbox; GET through dtlocal's preview listener):")
+  for _, port in ipairs({ 7101, 7102 }) do
+    local _, b = srv.call("GET", "/sandbox/" .. id .. "/ports/" .. port .. "/preview-url")
+    local url, hdr = b.url, { ["X-Daytona-Preview-Token"] = b.token }
+    for _ = 1, 100 do
+      local r = http.request{ url = url .. "/s.txt", headers = hdr, timeout = 5 }
+      if r.status == 200 then break end
+      daytona.sleep(0.1)
+    end
+    local ms = {}
+    for _ = 1, 100 do
+      local t0 = core.now()
+      local r = http.request{ url = url .. "/s.txt", headers = hdr, timeout = 10 }
+      assert(r.status == 200, "preview " .. port .. ": " .. r.status)
+      ms[#ms + 1] = (core.now() - t0) * 1000
+    end
+    local out = sh(("curl -s -o /dev/null -w '%%{speed_download}' -H 'X-Daytona-Preview-Token: %s' %s/big.bin")
+      :format(b.token, url))
+    print(("  %-28s small GET p50 %5.2f ms (p90 %5.2f)   256 MiB at %6.0f MB/s"):format(
+      port == 7101 and "on 0.0.0.0 (direct)" or "on 127.0.0.1 (via daemon)",
+      pct(ms, 50), pct(ms, 90), (tonumber(out) or 0) / 1e6))
+  end
+  srv.call("DELETE", "/sandbox/" .. id)
+end
+
 launcher_figures()
 local srv, servers = create_figures()
 local ok, err = pcall(iperf_figures, srv)
 if not ok then print("iperf3: " .. tostring(err)) end
+ok, err = pcall(preview_figures, srv)
+if not ok then print("previews: " .. tostring(err)) end
 for _, s in ipairs(servers) do s.srv.stop() end

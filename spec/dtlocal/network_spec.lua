@@ -269,6 +269,19 @@ describe("dtlocal sandbox networks", function()
         local r = http.request{ url = p.url .. "/i.txt", headers = { ["X-Daytona-Preview-Token"] = p.token }, timeout = 10 }
         return r.status == 200 and r.body
       end, 15, 0.1))
+      -- a server on the sandbox's loopback only: reached through its daemon
+      call("POST", "/process/session", { sessionId = "lo" }, { base = tb })
+      call("POST", "/process/session/lo/exec",
+        { command = "python3 -m http.server 7005 --bind 127.0.0.1 --directory /tmp/www", runAsync = true }, { base = tb })
+      local pl = ok(200, "GET", "/sandbox/" .. s.id .. "/ports/7005/preview-url")
+      assert.are.equal("preview-ok\n", helper.eventually(function()
+        local r = http.request{ url = pl.url .. "/i.txt?x=1", headers = { ["X-Daytona-Preview-Token"] = pl.token }, timeout = 10 }
+        return r.status == 200 and r.body
+      end, 15, 0.1))
+      -- the daemon's route is dtlocal's alone: a client's request for it is a plain 404
+      local st = call("GET", "/dtlocal/port/7005/i.txt", nil,
+        { base = srv.toolbox_url .. "/" .. s.id, headers = { ["X-Dtlocal-Internal"] = "preview" } })
+      assert.are.equal(404, st)
       -- unblocked: everything again
       ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkBlockAll = false })
       assert.matches("^open", probe(s.id, OUT_A, OUT_PORT))

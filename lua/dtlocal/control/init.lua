@@ -344,12 +344,15 @@ function App:preview(ctx)
   local rec, port, rest = self:preview_target(ctx)
   local inst = running_instance(self, rec)
   local host = "127.0.0.1"
+  local via_daemon = false
   if self.net and rec.dtlocal.uid_slot then
     -- the sandbox's eth0 address: the host's route to it goes through its
     -- own veth whatever the sandbox does inside, so only its servers
-    -- (bound to 0.0.0.0 or that address) answer; networkBlockAll drops
-    -- only what the sandbox sends out, not the replies to us
+    -- answer; networkBlockAll drops only what the sandbox sends out, not
+    -- the replies to us. A server on its loopback only is reached through
+    -- its daemon instead, which forwards inside its namespace.
     host = network.addrs(rec.dtlocal.uid_slot).sandbox
+    via_daemon = ports.sandbox_listener(inst:init_pid() or "0", port) == "loopback"
   else
     if rec.networkBlockAll then
       raise(502, format("sandbox %s has networkBlockAll: its ports are not reachable from the host", rec.id),
@@ -373,6 +376,13 @@ function App:preview(ctx)
     on_open = function() self.mgr:connection(rec, 1) end,
     on_close = function() self.mgr:connection(rec, -1) end,
   }
+  if via_daemon then
+    base = inst.base_url .. "/dtlocal/port/" .. port
+    opts.unix_socket, opts.peer_uids = inst.unix_socket, inst.peer_uids
+    opts.headers[proxy.INTERNAL_HEADER] = "preview"
+    if ctx.is_websocket then return proxy.websocket(ctx, base:gsub("^http", "ws") .. target, opts) end
+    return proxy.forward(ctx, base .. target, opts)
+  end
   if ctx.is_websocket then
     return proxy.websocket(ctx, format("ws://%s:%d", host, port) .. target, opts)
   end

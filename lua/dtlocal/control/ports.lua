@@ -70,6 +70,30 @@ local function in_namespace(inode, init_pid)
   return false
 end
 
+--- How a sandbox with a network of its own serves `port`, from its
+-- namespace's socket table (/proc/<init pid>/net/tcp, tcp6, read from the
+-- host): "any" when a listener takes connections from outside its
+-- loopback (the wildcard or another address), "loopback" when only its
+-- loopback does, nil when nothing listens.
+function M.sandbox_listener(init_pid, port)
+  local hex, best = format("%04X", port), nil
+  for _, file in ipairs({ "/proc/" .. init_pid .. "/net/tcp", "/proc/" .. init_pid .. "/net/tcp6" }) do
+    local f = io.open(file, "rb")
+    if f then
+      for line in f:lines() do
+        local addr, lport, st = line:match("^%s*%d+:%s+(%x+):(%x+)%s+%x+:%x+%s+(%x+)")
+        if st == "0A" and lport == hex then
+          local loop = addr == "0100007F" or addr == "00000000000000000000000001000000"
+            or addr == "0000000000000000FFFF00000100007F" or addr:match("^..0000..$") and addr:sub(-2) == "7F"
+          if loop then best = best or "loopback" else best = "any" end
+        end
+      end
+      f:close()
+    end
+  end
+  return best
+end
+
 --- Whether something of the sandbox listens on `port` (and nothing but it
 -- would be reached). who: uid_first (the sandbox's first host uid, as
 -- root) or init_pid (its init on the host, unprivileged). Returns true, or

@@ -226,9 +226,33 @@ end
 -- Serving
 ---------------------------------------------------------------------------
 
+-- dtlocal's own: a preview of a server that listens on the sandbox's
+-- loopback only, which dtlocal cannot reach at the sandbox's address (its
+-- own network, doc/dtlocal.md "Preview links"): forwarded here, inside the
+-- sandbox's network namespace, to 127.0.0.1:PORT, any method, WebSockets
+-- too. Only dtlocal sets the header (its proxy drops it from what clients
+-- send); the daemon's socket is dtlocal's alone.
+local function loopback_preview(ctx, port, rest)
+  local proxy = require "dtlocal.control.proxy"
+  port = math.tointeger(tonumber(port))
+  if not port or port < 1 or port > 65535 then http.raise(400, "port must be 1-65535", "BAD_REQUEST") end
+  local target = (rest == "" and "/" or rest) .. (ctx.qs ~= "" and ("?" .. ctx.qs) or "")
+  local opts = { what = ("port %d of this sandbox"):format(port),
+                 headers = { ["X-Forwarded-Host"] = ctx.headers["x-forwarded-host"],
+                             ["X-Forwarded-Proto"] = ctx.headers["x-forwarded-proto"] } }
+  if ctx.is_websocket then
+    return proxy.websocket(ctx, ("ws://127.0.0.1:%d"):format(port) .. target, opts)
+  end
+  return proxy.forward(ctx, ("http://127.0.0.1:%d"):format(port) .. target, opts)
+end
+
 local function dispatch(ctx)
   for _, p in ipairs(ctx.subprotocols) do
     if p:match("^X%-Daytona%-SDK%-Version~") then ctx.subprotocol_choice = p; break end
+  end
+  if ctx.headers["x-dtlocal-internal"] == "preview" then
+    local port, rest = ctx.path:match("^/dtlocal/port/(%d+)(.*)$")
+    if port then return loopback_preview(ctx, port, rest) end
   end
   return ctx.app.router:dispatch(ctx)
 end
