@@ -358,6 +358,73 @@ describe("dtlocal sandbox networks", function()
     end)
   end)
 
+  it("unprivileged: each sandbox its own namespace linked to the outside by pasta, which goes with it", function()
+    if core.util.getuid() ~= 0 or not os.execute("command -v setpriv >/dev/null 2>&1")
+      or not os.execute("command -v pasta >/dev/null 2>&1") then
+      pending("needs root (to run a server as nobody), setpriv and pasta")
+      return
+    end
+    helper.run(function()
+      local dir = helper.tmpdir()
+      assert(core.util.chmod(dir, 457))                 -- 0711: nobody passes through
+      local state = dir .. "/nobody"
+      assert(core.util.mkdir(state, 448))
+      assert(core.util.chown(state, 65534, 65534))
+      local token = "spec-" .. core.util.hex(core.util.random_bytes(12))
+      local p <close> = process.spawn({ "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        dtlocal.binary(), "serve", "--port", "0", "--state", state .. "/state", "--warm", "0", "--token", token },
+        { stdin = "null", stdout = "pipe", stderr = "stdout", env = { HOME = state, XDG_STATE_HOME = state,
+          XDG_RUNTIME_DIR = state, PATH = os.getenv("PATH") } })
+      local api, netline
+      for l in p:lines("stdout", 20) do
+        netline = netline or l:match("dtlocal: sandbox networks: (.*)$")
+        api = l:match("^dtlocal: API (%S+)")
+        if api then break end
+      end
+      assert(api, "the unprivileged server did not start")
+      local drain = require("daytona.runtime.scheduler").spawn(function() for _ in p:lines("stdout") do end end)
+      drain.observed = true
+      assert.matches("linked to the outside by .*pasta", netline)
+      local u = { api_url = api, token = token, toolbox_url = api:gsub("/api$", "/toolbox") }
+      local function uok(want, method, path, body) return dtlocal.expect(u, want, method, path, body) end
+      local function uexec(id, cmd) return dtlocal.exec(u, id, cmd, 60) end
+      -- no subordinate ids for nobody here: its sandboxes run as root
+      local s = uok(200, "POST", "/sandbox", { user = "root" })
+      helper.eventually(function() return uok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+      uexec(s.id, "cat > /tmp/probe.py <<'EOF'\n" .. PROBE .. "EOF")
+      local out = uexec(s.id, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '")
+      assert.matches("eth0 lo", out)
+      -- out through pasta: the outside sees the host's address on its link
+      assert.are.equal("open peer=" .. OUT_GW, (uexec(s.id, ("python3 /tmp/probe.py %s %d"):format(OUT_A, OUT_PORT)):gsub("%s+$", "")))
+      -- the host's loopback (dtlocal's API, the root server's) is not the sandbox's
+      local api_port = api:match(":(%d+)/api$")
+      assert.matches("^closed", uexec(s.id, "python3 /tmp/probe.py 127.0.0.1 " .. api_port))
+      assert.matches("^closed", uexec(s.id, "python3 /tmp/probe.py 127.0.0.1 " .. srv.base_url:match(":(%d+)$")))
+      -- an allow list cannot be enforced here: 400 saying so
+      local st, b = dtlocal.request(u, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "10.0.0.0/8" })
+      assert.are.equal(400, st)
+      assert.matches("networkAllowList: dtlocal cannot enforce", b.message, 1, true)
+      -- a preview reaches its server through its daemon
+      local tb = u.toolbox_url .. "/" .. s.id
+      uexec(s.id, "mkdir -p /tmp/www && echo unpriv-ok > /tmp/www/i.txt")
+      dtlocal.request(u, "POST", "/process/session", { sessionId = "web" }, { base = tb })
+      dtlocal.request(u, "POST", "/process/session/web/exec",
+        { command = "python3 -m http.server 7006 --bind 0.0.0.0 --directory /tmp/www", runAsync = true }, { base = tb })
+      local pv = uok(200, "GET", "/sandbox/" .. s.id .. "/ports/7006/preview-url")
+      local http = require "daytona.runtime.http"
+      assert.are.equal("unpriv-ok\n", helper.eventually(function()
+        local r = http.request{ url = pv.url .. "/i.txt", headers = { ["X-Daytona-Preview-Token"] = pv.token }, timeout = 10 }
+        return r.status == 200 and r.body
+      end, 15, 0.1))
+      -- pasta runs as the server's user while the sandbox does, and goes with it
+      assert.are.equal(0, select(2, sh("pgrep -u 65534 -f -- \"--no-map-gw .* " .. "--pid\"")))
+      uok(200, "DELETE", "/sandbox/" .. s.id)
+      helper.eventually(function() return select(2, sh("pgrep -u 65534 -f -- \"--no-map-gw .* " .. "--pid\"")) ~= 0 end, 15, 0.05)
+      p:kill("TERM")
+      p:wait(20)
+    end)
+  end)
+
   it("leaves no interface, set element, table or namespace behind: delete, kill -9 and restart, stop", function()
     helper.run(function()
       local name = table_name()

@@ -353,6 +353,9 @@ function App:preview(ctx)
     -- its daemon instead, which forwards inside its namespace.
     host = network.addrs(rec.dtlocal.uid_slot).sandbox
     via_daemon = ports.sandbox_listener(inst:init_pid() or "0", port) == "loopback"
+  elseif inst.pasta then
+    -- its own namespace, reached only through its daemon inside
+    via_daemon = true
   else
     if rec.networkBlockAll then
       raise(502, format("sandbox %s has networkBlockAll: its ports are not reachable from the host", rec.id),
@@ -493,6 +496,10 @@ function App:start()
       -- every sandbox its own network namespace, linked to the host by a
       -- veth pair, filtered by a table of ours (dtlocal.control.network)
       self.net = network.new{ uids = self.uids, state_dir = self.state_dir, log = self.log }
+    else
+      -- unprivileged: a network namespace of its own per sandbox, linked to
+      -- the outside by pasta when it is installed (else the host's network)
+      self.pasta = network.find_pasta()
     end
     self.vols = volumes.new{ store = self.store, runner = self.runner, log = self.log }
     self.vols:load()
@@ -527,7 +534,7 @@ function App:start()
     }
     self.mgr = sandboxes.new{
       store = self.store, runner = self.runner, uids = self.uids, log = self.log,
-      net = self.net, cgroups = self.cgroups, snapshots = self.snaps, images = self.images,
+      net = self.net, pasta = self.pasta, cgroups = self.cgroups, snapshots = self.snaps, images = self.images,
       on_event = function(name, rec, old) self.events:sandbox_event(name, rec, old) end,
       minute = self.minute, warm = self.warm, volumes = function(k) return self.vols:find(k) end,
     }
@@ -565,9 +572,13 @@ function App:start()
       self.log("dtlocal: sandbox networks: own namespaces, veth links in 10.200.0.0/16, nftables table "
         .. "inet %s; IPv4 forwarding (net.ipv4.ip_forward) is on%s", self.net.name,
         self.net.forwarding_enabled and " (turned on by dtlocal)" or "")
+    elseif self.pasta then
+      self.log("dtlocal: sandbox networks: not root: own namespaces linked to the outside by %s "
+        .. "(no host port published, the host's loopback unreachable); allow lists are refused "
+        .. "(nothing outside a sandbox's reach could enforce them)", self.pasta)
     else
-      self.log("dtlocal: sandbox networks: not root, sandboxes share the host's network "
-        .. "(networkBlockAll: none); allow lists are refused")
+      self.log("dtlocal: sandbox networks: not root and no pasta (passt), sandboxes share the host's "
+        .. "network (networkBlockAll: none); allow lists are refused")
     end
     self:write_info()
   end)

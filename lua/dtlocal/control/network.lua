@@ -202,6 +202,16 @@ function M.new(opts)
   return self
 end
 
+--- pasta (Debian's passt) for unprivileged sandboxes: its path, or nil.
+function M.find_pasta()
+  for dir in ((os.getenv("PATH") or "") .. ":/usr/bin:/usr/sbin"):gmatch("[^:]+") do
+    local p = dir .. "/pasta"
+    local st = core.util.stat(p, true)
+    if st and st.type == "file" then return p end
+  end
+  return nil
+end
+
 --- The launcher's --net value for the sandbox of uid slot `slot`.
 function Net:launch_arg(slot)
   local a = M.addrs(slot)

@@ -214,8 +214,10 @@ function Runner:launch(spec)
   local function add(...) for _, v in ipairs({ ... }) do argv[#argv + 1] = v end end
   if spec.uid_first then add("--uid-base", tostring(spec.uid_first)) end
   -- net: the launcher's --net veth:... (dtlocal.control.network, as root);
-  -- else the host's network, or none for networkBlockAll
-  add("--net", spec.net or (spec.network_block_all and "none" or "host"))
+  -- unprivileged, a namespace of its own that pasta links to the outside
+  -- (spec.pasta, once it is ready), else the host's network; none for
+  -- networkBlockAll
+  add("--net", spec.net or ((spec.network_block_all or spec.pasta) and "none" or "host"))
   add("--user", spec.user == "root" and "root" or "daytona")
   for _, d in ipairs(spec.cgroups or {}) do add("--cgroup", d) end
   -- the sandbox's env goes through a file, not the command line (which
@@ -299,6 +301,7 @@ function Runner:launch(spec)
     socket = socket, peer_uids = { first, spec.uid_first and first + M.ID_COUNT - 1 or first },
     stderr = {}, stderr_len = 0,
     envfile = envfile,   -- removed once the launcher has read it
+    pasta = spec.pasta,  -- its network's link to the outside (unprivileged)
   }, Instance)
   -- stderr: kept (for the error reason) and logged, line by line
   inst.err_task = scheduler.spawn(function()
@@ -365,6 +368,13 @@ function Instance:wait_ready(timeout)
     end)
   end)
   if self.envfile then os.remove(self.envfile); self.envfile = nil end
+  if ok and res and self.pasta then
+    local pok, why = self:attach_pasta()
+    if not pok then
+      self:stop(0)
+      error("cannot give the sandbox its network with pasta: " .. tostring(why), 0)
+    end
+  end
   if ok and res then
     -- from now on the daemon's stdout is only logged, never left to fill up
     self.out_task = scheduler.spawn(function()
@@ -392,9 +402,62 @@ function Instance:wait_ready(timeout)
   error(words and (why .. ": " .. words) or why, 0)
 end
 
+--- Unprivileged: link the sandbox's own network namespace to the outside
+-- with pasta (Debian's passt), as our user, joining its user and network
+-- namespaces through its init's pid. It copies the host's addresses and
+-- routes into the namespace and forwards what the sandbox sends through
+-- sockets of its own. No port of either side is forwarded to the other
+-- (-t/-u/-T/-U none: nothing of the sandbox published on the host, the
+-- host's loopback not in the sandbox), nor the gateway mapped to the
+-- host's loopback (--no-map-gw). pasta goes to the background once the
+-- link is up, its pid in a file of ours; this version does not quit when
+-- the namespace's processes are gone (it holds the namespace), so
+-- end_pasta() ends it when the sandbox ends (and a restarted server ends
+-- one a killed server left: rec.dtlocal.pasta_pid, Manager:kill_stale).
+-- Returns true, or nil and why.
+function Instance:attach_pasta()
+  local init = self:init_pid()
+  if not init then return nil, "the sandbox's init pid is unknown" end
+  -- init is not dumpable (its /proc/PID/ns files are root's): pasta joins
+  -- through its child, the daemon, a process of ours like any other
+  local pid
+  for _, name in ipairs(core.util.readdir("/proc") or {}) do
+    if name:match("^%d+$") then
+      local st = fs.read_file("/proc/" .. name .. "/status")
+      if st and st:match("\nPPid:%s*(%d+)") == init then pid = name break end
+    end
+  end
+  if not pid then return nil, "the sandbox's daemon is not running" end
+  local pidfile = self.socket .. ".pasta"
+  os.remove(pidfile)
+  local r, msg = process.run({ self.pasta, "--config-net", "--no-map-gw", "-t", "none", "-u", "none",
+    "-T", "none", "-U", "none", "--quiet", "--pid", pidfile, pid }, { timeout = 20, stderr = "stdout" })
+  local ppid = math.tointeger(tonumber((fs.read_file(pidfile) or ""):match("%d+")))
+  os.remove(pidfile)
+  if ppid then self.pasta_pid = ppid end
+  if not r then self:end_pasta(); return nil, msg end
+  if r.exit_code ~= 0 then self:end_pasta(); return nil, ((r.stdout or ""):gsub("%s+$", "")) end
+  if not ppid then return nil, "pasta wrote no pid file" end
+  return true
+end
+
+--- End the sandbox's pasta (a no-op without one, or when it is gone).
+function Instance:end_pasta()
+  local pid = self.pasta_pid
+  self.pasta_pid = nil
+  if pid then M.kill_pasta(pid) end
+end
+
+--- SIGKILL process pid if it is a pasta (its command line says so).
+function M.kill_pasta(pid)
+  local cmd = fs.read_file("/proc/" .. tostring(pid) .. "/cmdline") or ""
+  if cmd:find("pasta", 1, true) and cmd:find("--no-map-gw", 1, true) then fs.kill(pid, "KILL") end
+end
+
 --- Wait until the sandbox has ended; returns a description of the status.
 function Instance:wait_exit()
   local code, sig = self.proc:wait()
+  self:end_pasta()
   if self.err_task then pcall(scheduler.timeout, 1, function() self.err_task:wait() end) end
   local words = self:last_words()
   local d = describe(code, sig)
@@ -422,13 +485,17 @@ end
 -- and the daemon), SIGKILL after `grace` seconds (0: SIGKILL at once; the
 -- kernel then kills everything in the sandbox's PID namespace).
 function Instance:stop(grace)
-  if self.proc:status() ~= nil then return end
-  if grace and grace > 0 then
-    self.proc:kill("TERM", false)
-    if self.proc:wait(grace) then return end
+  if self.proc:status() == nil then
+    if grace and grace > 0 then
+      self.proc:kill("TERM", false)
+      self.proc:wait(grace)
+    end
+    if self.proc:status() == nil then
+      self.proc:kill("KILL", false)
+      self.proc:wait()
+    end
   end
-  self.proc:kill("KILL", false)
-  self.proc:wait()
+  self:end_pasta()
 end
 
 --- Where the host reaches a sandbox's daemon: a socket in our private dir.

@@ -71,6 +71,7 @@ function M.new(opts)
     cgroups = opts.cgroups,   -- dtlocal.control.cgroups manager, or nil
     uids = opts.uids,
     net = opts.net,   -- dtlocal.control.network (root), or nil: the host's network
+    pasta = opts.pasta,   -- unprivileged: pasta's path (own networks), or nil
     log = opts.log or function() end,
     minute = opts.minute or 60,
     volumes = opts.volumes or function() return nil end,
@@ -311,6 +312,7 @@ function Manager:do_start(rec)
     env = rec.env,
     network_block_all = rec.networkBlockAll,
     net = net_arg,
+    pasta = not net_arg and not rec.networkBlockAll and self.pasta or nil,
     volumes = vols,
     image = image,
     -- the limits hold from the launcher's first instruction on (it joins
@@ -328,6 +330,8 @@ function Manager:do_start(rec)
     -- launcher at its next start (see kill_stale)
     rec.dtlocal.pid = inst.pid
     local ok, err = pcall(inst.wait_ready, inst)
+    -- its pasta too (unprivileged), for the same reason
+    rec.dtlocal.pasta_pid = inst.pasta_pid
     if ok then
       for vol in pairs(migrating) do
         -- the files are migrated; a data dir left as it was only means
@@ -914,6 +918,8 @@ local cmdline = localserver.cmdline
 -- sandbox down (its init dies with the launcher), then wait until it is
 -- gone. Only a process whose command line is this sandbox's launcher.
 function Manager:kill_stale(rec)
+  -- its pasta (unprivileged) outlives the sandbox: ended first
+  if math.tointeger(rec.dtlocal.pasta_pid) then runner_mod.kill_pasta(rec.dtlocal.pasta_pid) end
   local pid = math.tointeger(rec.dtlocal.pid)
   if not pid or pid <= 1 then return end
   local cmd = cmdline(pid)

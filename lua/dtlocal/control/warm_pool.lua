@@ -88,7 +88,7 @@ function Pool:take(c)
       local fresh = record.new_record(c, spare.id, record.now_ms())
       fresh.state, fresh.desiredState = "started", "started"
       fresh.linkedSandboxId = c.linkedSandboxId
-      for _, k in ipairs({ "uid_slot", "uid_first", "preview_token", "pid" }) do fresh.dtlocal[k] = d[k] end
+      for _, k in ipairs({ "uid_slot", "uid_first", "preview_token", "pid", "pasta_pid" }) do fresh.dtlocal[k] = d[k] end
       for k in pairs(spare) do spare[k] = nil end
       for k, v in pairs(fresh) do spare[k] = v end
       mgr.by_id[spare.id] = spare
