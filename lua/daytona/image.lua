@@ -22,9 +22,10 @@
 -- path of the wrong kind or a relative path that leaves the current
 -- directory ("../x", outside the project: the builder could not find it in
 -- the context) a DaytonaValidationError, raised by the method itself.
--- `from_dockerfile` and `dockerfile_commands` take COPY/ADD only from
--- other stages (`--from=`) or heredocs: their local sources are refused
--- with a DaytonaValidationError rather than built from something else.
+-- `from_dockerfile` and `dockerfile_commands` upload the sources of their
+-- COPY lines (relative to the Dockerfile's directory, or `context_dir`) the
+-- same way; ADD of local files and wildcards are refused with a
+-- DaytonaValidationError rather than built from something else.
 local check = require "daytona.check"
 local errors = require "daytona.errors"
 
@@ -88,33 +89,74 @@ function M.debian_slim(python_version)
   }, "\n") .. "\n")
 end
 
-local function no_context(text, fname, arg)
+-- The sources of a COPY line (flags and destination left out), or nil when
+-- the line is no COPY of local files (another instruction, --from, a heredoc).
+local function copy_sources(line)
+  local rest = line:match("^%s*[Cc][Oo][Pp][Yy]%s+(.-)%s*$")
+  if not rest or rest:find("--from=", 1, true) or rest:find("<<", 1, true) then return nil end
+  while rest:match("^%-%-%S+%s+") do rest = rest:gsub("^%-%-%S+%s+", "", 1) end
+  local words = {}
+  if rest:match("^%[") then
+    local v = require("daytona.wire").json.decode(rest)
+    if type(v) == "table" then for _, w in ipairs(v) do words[#words + 1] = tostring(w) end end
+  else
+    for w in rest:gmatch("%S+") do words[#words + 1] = w end
+  end
+  words[#words] = nil
+  return words
+end
+
+-- COPY sources of Dockerfile text as build contexts (the Python SDK's
+-- from_dockerfile / dockerfile_commands): each relative to `prefix` (the
+-- Dockerfile's directory, "" for the current one, or a context_dir), stored
+-- in the archive under the path the COPY line names. ADD of local files is
+-- refused (the SDKs upload only COPY sources).
+local function add_copy_contexts(self, text, prefix, fname, arg)
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     local l = line:gsub("^%s+", "")
-    if (l:match("^[Cc][Oo][Pp][Yy]%s") and not l:find("--from=", 1, true) and not l:find("<<", 1, true))
-      or l:match("^[Aa][Dd][Dd]%s") then
-      check.argerror(fname, arg, "COPY/ADD of local files is taken only from add_local_file, "
-        .. "add_local_dir or pip_install_from_requirements: " .. l)
+    if l:match("^[Aa][Dd][Dd]%s") and not l:match("^%S+%s+[%a][%w+.-]*://") then
+      check.argerror(fname, arg, "ADD of local files is not uploaded with the build context; use COPY: " .. l)
+    end
+    for _, src in ipairs(copy_sources(l) or {}) do
+      if src:find("[*?%[]") then
+        check.argerror(fname, arg, "COPY sources with wildcards are not supported: " .. src)
+      end
+      local full = src:sub(1, 1) == "/" and src or (prefix .. src)
+      if not core.util.stat(full) then
+        error(errors.DaytonaNotFoundError(("COPY source %s (%s) does not exist"):format(src, full),
+          { code = "ENOENT" }), 0)
+      end
+      local archive = full
+      if prefix ~= "" and src:sub(1, #prefix) ~= prefix then archive = full:sub(#prefix + 1) end
+      archive = object_storage.archive_base_path(archive)
+      if archive == ".." or archive:sub(1, 3) == "../" then
+        check.argerror(fname, arg, ("COPY source %s is outside the project"):format(src))
+      end
+      self._contexts[#self._contexts + 1] = { source_path = full, archive_path = archive }
     end
   end
 end
 
---- An image from a Dockerfile on this machine (COPY/ADD only from other
--- stages or heredocs; see the module doc).
+--- An image from a Dockerfile on this machine; its COPY sources (relative
+-- to the Dockerfile's directory) are uploaded as its build context, as the
+-- Python SDK does.
 -- @param path the Dockerfile
 -- @return Image
--- @raise DaytonaNotFoundError if it does not exist; DaytonaValidationError
---   for COPY/ADD from the build context
+-- @raise DaytonaNotFoundError if it or a COPY source does not exist;
+--   DaytonaValidationError for ADD of local files, wildcards, a source
+--   outside the project
 function M.from_dockerfile(path)
   path = check.string(path, "Image.from_dockerfile", "path")
+  path = object_storage.expanduser(path)
   local f = io.open(path, "rb")
   if not f then error(errors.DaytonaNotFoundError("Dockerfile " .. path .. " does not exist", { code = "ENOENT" }), 0) end
   local text = f:read("a")
   f:close()
   if not text then check.argerror("Image.from_dockerfile", "path", "a readable file expected") end
-  no_context(text, "Image.from_dockerfile", "path")
   if text:sub(-1) ~= "\n" then text = text .. "\n" end
-  return new(text)
+  local img = new(text)
+  add_copy_contexts(img, text, path:match("^(.*/)") or "", "Image.from_dockerfile", "path")
+  return img
 end
 
 local function flatten(v, out, fname, arg)
@@ -349,14 +391,26 @@ function Image:cmd(commands)
   return self
 end
 
---- Raw Dockerfile lines (COPY/ADD only from other stages or heredocs; local
--- files go through add_local_file / add_local_dir).
+--- Raw Dockerfile lines; COPY sources in them (relative to `context_dir`,
+-- default the current directory) are uploaded as build context, as the
+-- Python SDK does.
 -- @param lines list of strings
+-- @param context_dir optional directory the COPY sources are relative to
 -- @return self
-function Image:dockerfile_commands(lines)
+-- @raise as from_dockerfile; DaytonaNotFoundError for a missing context_dir
+function Image:dockerfile_commands(lines, context_dir)
   lines = check.strlist(lines, "dockerfile_commands", "lines")
+  local prefix = ""
+  if context_dir ~= nil then
+    context_dir = object_storage.expanduser(check.string(context_dir, "dockerfile_commands", "context_dir"))
+    local st = core.util.stat(context_dir)
+    if not st or st.type ~= "directory" then
+      error(errors.DaytonaNotFoundError("Context directory " .. context_dir .. " does not exist", { code = "ENOENT" }), 0)
+    end
+    prefix = context_dir:gsub("/*$", "/")
+  end
   local text = concat(lines, "\n")
-  no_context(text, "dockerfile_commands", "lines")
+  add_copy_contexts(self, text, prefix, "dockerfile_commands", "lines")
   self.dockerfile = self.dockerfile .. text .. "\n"
   return self
 end

@@ -236,13 +236,25 @@ function S3:_exists(prefix, deadline)
   return (res.body or ""):find("<Contents>", 1, true) ~= nil
 end
 
--- tar the context into a temp file (GNU tar, numeric owners 0, sorted)
+-- tar the context into a temp file (GNU tar, numeric owners 0, sorted),
+-- source stored under its archive path: the archive path is the end of the
+-- source path (add_local_*: all of it, without a leading "/"; a Dockerfile's
+-- COPY: the part below its directory), or "." for the source's contents
 local function make_tar(source, archive)
+  local src, arc = M.normpath(source), M.archive_base_path(archive)
+  local base, target
+  if arc == "." then
+    base, target = src, "."
+  elseif src == arc or src:sub(-(#arc + 1)) == "/" .. arc then
+    base, target = src:sub(1, #src - #arc), arc
+    if base == "" then base = "." end
+  else
+    error(errors.DaytonaError(format("the build context %s cannot be stored as %s", source, archive), { code = "EINVAL" }), 0)
+  end
   local tmpdir = assert(util.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/dtlua-context.XXXXXX"))
   local out = tmpdir .. "/context.tar"
-  local base = source:sub(1, 1) == "/" and "/" or "."
   local r = process.run({ "tar", "-c", "-f", out, "--format=pax", "--sort=name", "--numeric-owner",
-    "--owner=0", "--group=0", "-C", base, "--", archive }, { timeout = M.TAR_TIMEOUT })
+    "--owner=0", "--group=0", "-C", base, "--", target }, { timeout = M.TAR_TIMEOUT })
   if r.exit_code ~= 0 then
     os.remove(out)
     os.remove(tmpdir)

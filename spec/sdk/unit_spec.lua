@@ -407,12 +407,38 @@ describe("daytona.Image", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
-  it("refuses COPY of local files outside add_local_*, and bad versions", function()
-    local ok, err = pcall(Image.base("x").dockerfile_commands, Image.base("x"), { "COPY ./app /app" })
+  it("takes a Dockerfile's COPY sources as build context, as the Python SDK does", function()
+    local util = require("daytona.core").util
+    local dir = assert(util.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/dtlua-image.XXXXXX"))
+    assert(util.mkdir(dir .. "/app", 493))
+    assert(util.mkdir(dir .. "/app/src", 493))
+    local f = assert(io.open(dir .. "/app/src/m.py", "wb")); f:write("x\n"); f:close()
+    local text = "FROM python:3.12\nCOPY --chown=1000 src /app/src\nCOPY [\"src/m.py\", \"/m.py\"]\n"
+      .. "COPY --from=build /a /b\n"
+    f = assert(io.open(dir .. "/app/Dockerfile", "wb")); f:write(text); f:close()
+    local img = Image.from_dockerfile(dir .. "/app/Dockerfile")
+    assert.are.equal(text, img.dockerfile)
+    assert.are.same({ { source_path = dir .. "/app/src", archive_path = "src" },
+                      { source_path = dir .. "/app/src/m.py", archive_path = "src/m.py" } }, img._contexts)
+    -- dockerfile_commands: relative to context_dir
+    local img2 = Image.base("x"):dockerfile_commands({ "COPY src /s" }, dir .. "/app")
+    assert.are.same({ { source_path = dir .. "/app/src", archive_path = "src" } }, img2._contexts)
+    -- a missing source, ADD of local files, wildcards, a source above the project
+    local ok, err = pcall(Image.base("x").dockerfile_commands, Image.base("x"), { "COPY ./no-such-app /app" })
     assert.is_false(ok)
-    assert.is_true(errors.is(err, errors.DaytonaValidationError))
+    assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
+    for _, bad in ipairs({ "ADD src /s", "COPY src/*.py /s", "COPY ../x /s" }) do
+      f = assert(io.open(dir .. "/app/x", "wb")); f:close()
+      ok, err = pcall(img2.dockerfile_commands, Image.base("x"), { bad }, dir .. "/app/src")
+      assert.is_false(ok, bad)
+      assert.is_true(errors.is(err, errors.DaytonaValidationError), bad .. ": " .. tostring(err))
+    end
     assert.is_true(pcall(Image.base("x").dockerfile_commands, Image.base("x"), { "COPY --from=build /a /b" }))
-    ok, err = pcall(Image.debian_slim, "2.7")
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("refuses bad versions and missing Dockerfiles", function()
+    local ok, err = pcall(Image.debian_slim, "2.7")
     assert.is_false(ok)
     assert.matches("'python_version'", err.message)
     ok, err = pcall(Image.from_dockerfile, "/no/such/Dockerfile")
