@@ -14,12 +14,13 @@
 -- The warm pool is off, so every create is cold.
 --
 -- A run on the development machine (2 cores shared with other work, --n 5 --mib 20):
---   host's system: snapshot -> active 428 ms (p90 540); create plain 36 ms,
---   from the snapshot 173 ms (4.8x: each new sandbox gets its own copy of the
---   20 MiB, owners shifted); fork -> started 841 ms (23x: capture + seed).
---   test image: snapshot -> active 100 ms (one add_layer); create plain 21 ms,
---   from the snapshot 22 ms (1.04x: the prepared files are a shared layer,
---   nothing is copied); fork -> started 141 ms (6.7x).
+--   host's system: snapshot -> active 528 ms (p90 588); create plain 59 ms,
+--   from the snapshot 259 ms (4.4x: each new sandbox gets its own copy of the
+--   20 MiB, owners shifted); fork -> started 269 ms (4.6x: one copy, moved
+--   into the fork's dir; it was 23x through a seed image).
+--   test image: snapshot -> active 107 ms (one add_layer); create plain 20 ms,
+--   from the snapshot 25 ms (1.3x: the prepared files are a shared layer,
+--   nothing is copied); fork -> started 218 ms (11x: a layer, then a create).
 local core = require "daytona.core"
 local daytona = require "daytona"
 local process = daytona.process

@@ -19,15 +19,19 @@
 -- starts on the host's system with its directory filled from the seed
 -- first (owners shifted to its own host range), as if it had written those
 -- files itself.
+-- A fork of one skips the store: its files are copied once into a staging
+-- dir and moved into the fork's directory when it first starts.
 --
 --   capture.image(images, rec, dir, base_image, log) -> image
 --   capture.seed_image(images, rec, dir, log) -> image
 --   capture.seed(images, image_id, dir, uid_first)
+--   capture.fork_files(images, rec, dir, log) -> staging dir   (a fork of one on the host)
+--   capture.seed_from_dir(staging, dir, uid_first)
 local core = require "daytona.core"
 local process = require "daytona.runtime.process"
 local fs = require "dtlocal.fs"
 
-local ipairs, tostring, error, format = ipairs, tostring, error, string.format
+local ipairs, tostring, error, pcall, os, format = ipairs, tostring, error, pcall, os, string.format
 local util = core.util
 
 local M = {}
@@ -68,17 +72,20 @@ local function copy(src, names, dst)
 end
 M.copy = copy
 
---- Give the files under dir (a tree nothing else writes: a new sandbox's,
--- before it starts) the owners of the host range starting at `base`:
--- sandbox id k becomes base + k. chown clears set-user-ID bits, which are
--- put back.
-function M.shift_up(dir, base)
+--- Move the owners of the files under dir (a tree nothing else writes: a
+-- new sandbox's before it starts, a staging copy) from one id range to
+-- another: ids in [from, from + 65536) become id - from + to (0: sandbox
+-- ids). chown clears set-user-ID bits, which are put back.
+function M.shift(dir, from, to)
+  local function map(id)
+    if id >= from and id < from + 65536 then return id - from + to end
+    return id
+  end
   local function walk(path)
     local st = util.stat(path, false)
     if not st then return end
-    if st.uid < 65536 or st.gid < 65536 then
-      local nu = st.uid < 65536 and st.uid + base or st.uid
-      local ng = st.gid < 65536 and st.gid + base or st.gid
+    local nu, ng = map(st.uid), map(st.gid)
+    if nu ~= st.uid or ng ~= st.gid then
       local ok, msg = util.chown(path, nu, ng, true)
       if not ok then error("cannot give " .. path .. " its owner: " .. tostring(msg), 0) end
       if st.type == "file" and st.mode & 3072 ~= 0 then util.chmod(path, st.mode & 4095) end
@@ -89,6 +96,10 @@ function M.shift_up(dir, base)
   end
   walk(dir)
 end
+
+--- Give the files under dir the host range starting at `base`: sandbox id
+-- k becomes base + k.
+function M.shift_up(dir, base) M.shift(dir, 0, base) end
 
 -- A staging directory in the store's tmp (removed by the caller).
 local function stage(images, what)
@@ -129,6 +140,44 @@ function M.seed(images, image_id, dir, uid_first)
     M.shift_up(dir .. "/rootfs", uid_first)
     M.shift_up(dir .. "/upper", uid_first)
   end
+end
+
+--- A fork's copy of a sandbox on the host's system, taken now: its
+-- `rootfs/` and `upper/` copied into a staging dir of the store's tmp,
+-- owners moved to sandbox ids. Returns the staging dir, for
+-- `seed_from_dir` (one copy, where a seed image would take several).
+function M.fork_files(images, rec, dir, log)
+  local st = stage(images, "fork.")
+  local ok, err = pcall(function()
+    log:line("Copying the sandbox's files")
+    copy(dir, { "rootfs", "upper" }, st .. "/seed")
+    local base = rec.dtlocal.uid_first
+    if base and base > 0 then M.shift(st .. "/seed", base, 0) end
+  end)
+  if not ok then
+    fs.remove_tree(st)
+    error(err, 0)
+  end
+  return st
+end
+
+--- Fill a new sandbox's directory from a fork's staging dir (moved, not
+-- copied, on the same file system), owners shifted to its host range at
+-- `uid_first`; the staging dir goes.
+function M.seed_from_dir(st, dir, uid_first)
+  if not util.stat(st .. "/seed", false) then
+    error("the fork's files are gone (the server restarted before the fork first started)", 0)
+  end
+  for _, name in ipairs({ "rootfs", "upper" }) do
+    local src = st .. "/seed/" .. name
+    if util.stat(src, false) and not os.rename(src, dir .. "/" .. name) then
+      copy(st .. "/seed", { name }, dir)   -- another file system: a copy
+    end
+    if uid_first and uid_first > 0 and util.stat(dir .. "/" .. name, false) then
+      M.shift(dir .. "/" .. name, 0, uid_first)
+    end
+  end
+  fs.remove_tree(st)
 end
 
 --- The files of a sandbox on an image (`base`, the store's image) as a new

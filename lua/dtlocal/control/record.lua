@@ -595,8 +595,9 @@ function M.new_record(c, id, now)
   rec.dtlocal.image = c.image
   rec.dtlocal.snapshot_id = c.snapshot_id
   -- a snapshot of a sandbox on the host's system: files to start with
-  -- (dtlocal.control.capture); drop_seed: a fork's, removed once used
-  rec.dtlocal.seed, rec.dtlocal.drop_seed = c.seed, c.drop_seed
+  -- (dtlocal.control.capture)
+  rec.dtlocal.seed = c.seed
+  rec.dtlocal.seed_dir = c.seed_dir             -- a fork's copy (dtlocal.control.capture)
   rec.dtlocal.own_image = c.own_image          -- a fork's image, removed with it
   rec.dtlocal.fork_parent = c.fork_parent
   if c.ttlMinutes and c.ttlMinutes > 0 then rec.dtlocal.ttl_minutes = c.ttlMinutes end

@@ -289,7 +289,11 @@ function Manager:do_start(rec)
     capture.seed(self.snapshots.images, d.seed, self.store:sandbox_dir(rec.id), d.uid_first)
     d.seeded = true
     self:save(rec)
-    if d.drop_seed then self.snapshots:release_image(d.seed) end
+  elseif d.seed_dir and not d.seeded then
+    -- a fork of a sandbox on the host's system: its copy, taken at the fork
+    capture.seed_from_dir(d.seed_dir, self.store:sandbox_dir(rec.id), d.uid_first)
+    d.seeded, d.seed_dir = true, nil
+    self:save(rec)
   end
   -- the preview token rotates when the sandbox (re)starts (doc/protocol.md §3.3)
   rec.dtlocal.preview_token = record.token(32)
@@ -557,7 +561,7 @@ function Manager:resolve_snapshot(c)
     return
   end
   -- a fork says what it runs on itself
-  if not c.snapshot or c.image or c.seed then return end
+  if not c.snapshot or c.image or c.seed or c.seed_dir then return end
   local s = snaps:for_sandbox(c.snapshot)
   -- the sandbox takes the snapshot's resources (the API's createFromSnapshot)
   c.cpu, c.memory, c.disk = s.cpu, s.mem, s.disk
@@ -669,18 +673,23 @@ function Manager:fork(rec, name)
   end
   local prev = rec.state
   self:set_state(rec, "forking")
-  local image, seed, failure
+  local image, seed_dir, failure
   local log = { line = function(_, l) self.log("sandbox %s: fork: %s", rec.id, l) end }
   self:transition(rec, "fork", 0, function(mgr, r)
     local ok, err = pcall(function()
-      image, seed = mgr:capture(r, "dtlocal/fork/" .. r.id .. "/" .. record.uuid(), log)
+      if r.dtlocal.image then
+        image = mgr:capture(r, "dtlocal/fork/" .. r.id .. "/" .. record.uuid(), log)
+      else
+        -- on the host's system: one copy, moved into the fork's dir at its start
+        seed_dir = capture.fork_files(mgr.snapshots.images, r, mgr.store:sandbox_dir(r.id), log)
+      end
     end)
     if not ok then failure = err end
     -- the parent is as it was, whatever happened to the copy
     if r.state == "forking" then mgr:set_state(r, prev) end
   end)
   self:rtof(rec).op:wait()
-  if not image then raise(500, "cannot fork the sandbox: " .. tostring(failure)) end
+  if not image and not seed_dir then raise(500, "cannot fork the sandbox: " .. tostring(failure)) end
   local c = {
     name = name, user = rec.user, env = record.copy(rec.env), labels = record.copy(rec.labels),
     public = rec.public, networkBlockAll = rec.networkBlockAll, cpu = rec.cpu, memory = rec.memory,
@@ -688,10 +697,10 @@ function Manager:fork(rec, name)
     autoDeleteInterval = rec.autoDeleteInterval, volumes = record.copy(rec.volumes),
     snapshot = rec.snapshot, snapshot_id = rec.dtlocal.snapshot_id, fork_parent = rec.id,
   }
-  if seed then c.seed, c.drop_seed = image, true else c.image, c.own_image = image, true end
+  if seed_dir then c.seed_dir = seed_dir else c.image, c.own_image = image, true end
   local ok, child = pcall(self.create, self, c)
   if not ok then
-    self.snapshots:release_image(image)
+    if seed_dir then fs.remove_tree(seed_dir) else self.snapshots:release_image(image) end
     error(child, 0)
   end
   return child
@@ -850,6 +859,8 @@ function Manager:do_delete(rec)
     self.uids:release(rec.dtlocal.uid_slot, self:record_path(rec))
   end
   rec.state = "destroyed"
+  -- a fork deleted before its first start: its copy goes too
+  if rec.dtlocal.seed_dir then fs.remove_tree(rec.dtlocal.seed_dir) end
   if rec.dtlocal.own_image and self.snapshots then
     -- a fork's own image: gone with it, unless something else uses it
     self.by_id[rec.id] = nil

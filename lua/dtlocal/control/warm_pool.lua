@@ -45,7 +45,7 @@ M.RETRY = 30
 -- its env is handed to its daemon (set_env) when it is taken.
 local function plain(c)
   local d = record.DEFAULTS
-  return c.image == nil and c.seed == nil and c.buildInfo == nil   -- the host's system as it is
+  return c.image == nil and c.seed == nil and c.seed_dir == nil and c.buildInfo == nil   -- the host's system as it is
     and (c.user == nil or c.user == "daytona")
     and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
     and not c.networkAllowList and not c.linkedSandbox
