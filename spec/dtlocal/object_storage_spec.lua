@@ -64,8 +64,9 @@ end
 local function count(t) local n = 0 for _ in pairs(t) do n = n + 1 end return n end
 
 describe("dtlocal object storage for build contexts", function()
-  -- a short "minute": push-access credentials live 15 of them (3 s)
-  setup(function() srv = dtlocal.start{ minute_seconds = 0.2 } end)
+  -- a short "minute": push-access credentials live 15 of them (7.5 s: long
+  -- enough for an upload on a busy machine, short enough to wait for)
+  setup(function() srv = dtlocal.start{ minute_seconds = 0.5 } end)
   teardown(function() if srv then srv.stop() end helper.cleanup() end)
 
   it("issues push-access credentials with the API token only", function()
@@ -246,6 +247,51 @@ describe("dtlocal object storage for build contexts", function()
     end)
   end)
 
+  it("aborts multipart uploads, and bounds those in progress", function()
+    helper.run(function()
+      -- a server of its own with the real 15 minutes: 66 uploads must not
+      -- outlive their credentials on a slow machine
+      local short = srv
+      srv = dtlocal.start()
+      local ok, err = pcall(function()
+        local c = access()
+        local ids = {}
+        local function start(n)
+          local st, body = s3(c, "POST", "local/mp" .. n .. "/context.tar", { { "uploads", "" } }, "")
+          return st, body, body:match("<UploadId>(.-)</UploadId>")
+        end
+        local st, body, id = start(0)
+        assert.are.equal(200, st, body)
+        st, body = s3(c, "PUT", "local/mp0/context.tar", { { "partNumber", "1" }, { "uploadId", id } }, "part one")
+        assert.are.equal(200, st, body)
+        st = s3(c, "DELETE", "local/mp0/context.tar", { { "uploadId", id } }, nil)
+        assert.are.equal(204, st)
+        -- gone: completing it now is NoSuchUpload, and its parts are removed
+        st, body = s3(c, "POST", "local/mp0/context.tar", { { "uploadId", id } },
+          "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>x</ETag></Part></CompleteMultipartUpload>")
+        assert.are.equal(404, st)
+        assert.are.equal("NoSuchUpload", s3_code(body))
+        assert.are.same({}, util.readdir(srv.state_dir .. "/objects/.multipart"))
+        -- at most 64 in progress
+        for n = 1, 64 do
+          local s2, b2, i2 = start(n)
+          assert.are.equal(200, s2, b2)
+          ids[n] = i2
+        end
+        st, body = start(65)
+        assert.are.equal(503, st)
+        assert.are.equal("SlowDown", s3_code(body))
+        for n = 1, 64 do
+          assert.are.equal(204, (s3(c, "DELETE", "local/mp" .. n .. "/context.tar", { { "uploadId", ids[n] } }, nil)))
+        end
+        assert.are.same({}, util.readdir(srv.state_dir .. "/objects/.multipart"))
+      end)
+      srv.stop()
+      srv = short
+      if not ok then error(err, 0) end
+    end)
+  end)
+
   it("refuses bad signatures, unknown keys, stolen tokens and skewed dates with S3 errors", function()
     helper.run(function()
       local c = access()
@@ -347,7 +393,7 @@ describe("dtlocal object storage for build contexts", function()
       local c = access()
       local st = s3(c, "PUT", "local/e1/context.tar", {}, "x")
       assert.are.equal(200, st)
-      -- they live 15 server minutes (3 s here): poll until refused
+      -- they live 15 server minutes (7.5 s here): poll until refused
       local body, key
       local n = 0
       helper.eventually(function()

@@ -68,6 +68,7 @@ M.MAX_OBJECT = 5 * 1024 ^ 3         -- S3's own limit for one PUT (and one part)
 M.MAX_PARTS = 10000                 -- S3's multipart limit
 M.MAX_CREDENTIALS = 1000            -- live credentials kept; the oldest go first
 M.MAX_KEY = 1024                    -- bytes, as S3
+M.MAX_UPLOADS = 64                  -- multipart uploads in progress at once
 
 local Objects = {}
 Objects.__index = Objects
@@ -588,11 +589,25 @@ local function upload_of(self, id, bucket, key)
 end
 
 local function create_multipart(self, ctx, bucket, key)
+  -- uploads nobody completed or aborted: gone once their credentials could
+  -- no longer have finished them; and a bound on those in progress
+  local n = 0
+  for uid, u in pairs(self.uploads) do
+    if u.started + 2 * self.ttl < now() then
+      self.uploads[uid] = nil
+      fs.remove_tree(u.dir)
+    else
+      n = n + 1
+    end
+  end
+  if n >= M.MAX_UPLOADS then
+    fail(503, "SlowDown", format("too many multipart uploads in progress (%d): complete or abort some", n))
+  end
   local id = record.token(32)
   local dir = self.dir .. "/.multipart/" .. id
   local ok, msg = fs.mkdirs(dir, 448, 448)
   if not ok then fail(500, "InternalError", "cannot start the upload: " .. tostring(msg)) end
-  self.uploads[id] = { bucket = bucket, key = key, dir = dir, parts = {} }
+  self.uploads[id] = { bucket = bucket, key = key, dir = dir, parts = {}, started = now() }
   xml_reply(ctx, 200, "<InitiateMultipartUploadResult" .. NS .. ">"
     .. elements("Bucket", bucket, "Key", key, "UploadId", id) .. "</InitiateMultipartUploadResult>")
 end
