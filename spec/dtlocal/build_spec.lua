@@ -269,6 +269,27 @@ describe("dtlocal builder", function()
     end)
   end)
 
+  it("sees paths as the overlay will: whiteouts and opaque directories hide what is below", function()
+    helper.run(function()
+      local store = new_store()
+      -- the test image's /opt/opq is opaque over a lower /opt/opq/old; a step
+      -- deletes /opt/opq (a whiteout over a directory that had "new")
+      local img, msg, _, log = builds(store, table.concat({
+        "FROM " .. ref,
+        "WORKDIR /opt/opq/old",
+        "RUN pwd > /where-old",
+        "RUN rm -rf /opt/opq",
+        "WORKDIR /opt/opq/new",
+        "RUN pwd > /where-new && ls -a /opt/opq/new | wc -l > /count",
+      }, "\n"))
+      assert.is_table(img, tostring(msg) .. "\n" .. tostring(log))
+      assert.are.equal("/opt/opq/old\n", image_file(img, "/where-old").text)
+      assert.are.equal("/opt/opq/new\n", image_file(img, "/where-new").text)
+      -- made afresh: empty (only . and ..)
+      assert.matches("^%s*2\n$", image_file(img, "/count").text)
+    end)
+  end)
+
   it("refuses COPY sources outside the context or through its links, and bad context tars", function()
     helper.run(function()
       local store = new_store()

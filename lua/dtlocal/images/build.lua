@@ -194,15 +194,16 @@ local function lookup(layers, rel)
       if st.type == "char" and st.size == 0 then return nil end   -- a whiteout
       return st, layers[i]
     end
-    -- an opaque directory on the way hides the layers below
+    -- an opaque directory on the way hides the layers below, and so does a
+    -- whiteout (or any non-directory) in the place of a parent
     local parent = rel
     local hidden = false
     while true do
       parent = parent:match("^(.*)/[^/]*$")
       if not parent then break end
       local pst = util.stat(layers[i] .. "/" .. parent, false)
-      if pst and pst.type == "directory"
-        and util.getxattr(layers[i] .. "/" .. parent, Store.OPAQUE_XATTR) == "y" then
+      if pst and (pst.type ~= "directory"
+                  or util.getxattr(layers[i] .. "/" .. parent, Store.OPAQUE_XATTR) == "y") then
         hidden = true
         break
       end
