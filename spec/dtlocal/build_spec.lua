@@ -106,11 +106,12 @@ describe("dtlocal builder", function()
         "COPY home/u/proj/app.txt /srv/app/",
         "COPY home/u/proj/dir data",
         "COPY --chown=1000:1000 home/u/proj/app.txt /opt/opq/copied.txt",
+        'COPY --chown=1000 --chmod=600 ["home/u/proj/app.txt", "/srv/json form.txt"]',
         'CMD ["sleep", "infinity"]',
       }, "\n"), { contexts = { tar }, hashes = { "h1" } })
       assert.is_table(img, msg)
-      assert.matches("Step 1/7 : FROM", log, 1, true)
-      assert.matches("Step 5/7 : COPY home/u/proj/dir data", log, 1, true)
+      assert.matches("Step 1/8 : FROM", log, 1, true)
+      assert.matches("Step 5/8 : COPY home/u/proj/dir data", log, 1, true)
       assert.are.equal("/srv/app", img.config.cwd)
       assert.are.same({ "sleep", "infinity" }, img.config.cmd)
       local env = table.concat(img.config.env, "\n")
@@ -121,6 +122,10 @@ describe("dtlocal builder", function()
       -- a link of the context is copied as a link, never followed here
       assert.are.same({ link = "/etc/shadow" }, image_file(img, "/srv/app/data/escape"))
       assert.are.equal(1000, image_file(img, "/opt/opq/copied.txt").uid)
+      local jf = image_file(img, "/srv/json form.txt")
+      assert.are.equal("hello\n", jf.text)
+      assert.are.equal(1000, jf.uid)
+      assert.are.equal(384, jf.mode)
       -- the base's layers are shared, not copied
       local base = store:image(ref)
       for i, l in ipairs(base.layers) do assert.are.equal(l, img.layers[i]) end

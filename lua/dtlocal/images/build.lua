@@ -469,7 +469,9 @@ function Build:copy(step, args, layers, is_add)
     elseif k == "link" or k == "parents" then -- harmless here
     else fail(format("%s %s is not supported by dtlocal's builder", step.op, flag), "EINVAL") end
   end
-  local j = exec_form(args:gsub("^%-%-%S+%s+", ""))
+  local rest = args
+  while rest:match("^%-%-%S+%s+") do rest = rest:gsub("^%-%-%S+%s+", "", 1) end
+  local j = exec_form(rest)
   if j then ws = j end
   if #ws < 2 then fail(step.op .. " needs a source and a destination", "EINVAL") end
   local vars = self:vars()
