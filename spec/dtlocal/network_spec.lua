@@ -358,6 +358,42 @@ describe("dtlocal sandbox networks", function()
     end)
   end)
 
+  it("relays WebSocket previews, to the sandbox's address and through its daemon for a loopback server", function()
+    helper.run(function()
+      local websocket = require "daytona.runtime.websocket"
+      local s = create()
+      local tb = srv.toolbox_url .. "/" .. s.id
+      -- WebSocket servers inside: toolbox daemons of the installation (bound
+      -- in every sandbox), one on all addresses, one on loopback only
+      local bin = dtlocal.binary()
+      for port, host in pairs({ [7008] = "0.0.0.0", [7009] = "127.0.0.1" }) do
+        call("POST", "/process/session", { sessionId = "ws" .. port }, { base = tb })
+        call("POST", "/process/session/ws" .. port .. "/exec",
+          { command = ("%s toolbox --listen %s:%d"):format(bin, host, port), runAsync = true }, { base = tb })
+      end
+      for _, port in ipairs({ 7008, 7009 }) do
+        local p = ok(200, "GET", "/sandbox/" .. s.id .. "/ports/" .. port .. "/preview-url")
+        local ws
+        helper.eventually(function()
+          ws = websocket.connect(p.url:gsub("^http", "ws") .. "/process/pty/create-connect?id=p" .. port .. "&cols=80&rows=24",
+            { headers = { ["X-Daytona-Preview-Token"] = p.token } })
+          return ws
+        end, 20, 0.1)
+        local first = ws:receive(10)
+        assert.matches("connected", first)
+        ws:send("echo ws-$((" .. port .. "+1))\n", "binary")
+        local seen = ""
+        while not seen:find("ws-" .. (port + 1), 1, true) do
+          local data = ws:receive(10)
+          assert.is_not_nil(data, "port " .. port .. ": closed early: " .. seen)
+          seen = seen .. data
+        end
+        ws:close()
+      end
+      ok(200, "DELETE", "/sandbox/" .. s.id)
+    end)
+  end)
+
   it("unprivileged: each sandbox its own namespace linked to the outside by pasta, which goes with it", function()
     if core.util.getuid() ~= 0 or not os.execute("command -v setpriv >/dev/null 2>&1")
       or not os.execute("command -v pasta >/dev/null 2>&1") then
