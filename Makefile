@@ -69,7 +69,7 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libwebsockets-de
             libreadline-dev zip \
             lua-discount python3-pylsp python3-matplotlib \
             s3fs rclone sshfs fuse3 openssh-server fuse-overlayfs \
-            nftables iptables passt openvpn wireguard-go iperf3 iputils-ping openssl \
+            nftables iptables iproute2 passt openvpn wireguard-go iperf3 iputils-ping openssl \
             skopeo umoci docker-registry mmdebstrap python3-boto3 \
             xvfb xfce4 x11vnc novnc websockify ffmpeg at-spi2-core python3-pyatspi \
             gir1.2-atspi-2.0 dbus-x11 xterm x11-utils xdotool chromium \
