@@ -144,9 +144,8 @@ static int nl_open (void) {
   return s;
 }
 
-/* Send m, wait for its answer: 0 (acked), or -errno.  When reply is given,
-** the first non-error message (a RTM_GETLINK answer) is copied there. */
-static int nl_talk (int s, Msg *m, void *reply, size_t replysz) {
+/* Send m, wait for its answer: 0 (acked), or -errno. */
+static int nl_talk (int s, Msg *m) {
   static unsigned seq;
   char buf[8192];
   m->h->nlmsg_seq = ++seq;
@@ -155,48 +154,26 @@ static int nl_talk (int s, Msg *m, void *reply, size_t replysz) {
   for (;;) {
     ssize_t n = recv(s, buf, sizeof buf, 0);
     struct nlmsghdr *h;
+    int len;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) die_errno(EXIT_NS, "network: netlink receive");
-    for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+    len = (int)n;
+    for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
       if (h->nlmsg_seq != m->h->nlmsg_seq) continue;
       if (h->nlmsg_type == NLMSG_ERROR) {
         struct nlmsgerr *e = NLMSG_DATA(h);
         return e->error;
-      }
-      if (reply && h->nlmsg_len <= replysz) {
-        memcpy(reply, h, h->nlmsg_len);
-        reply = NULL;
       }
     }
   }
 }
 
 static void nl_do (int s, Msg *m, const char *what, const char *ifname) {
-  int r = nl_talk(s, m, NULL, 0);
+  int r = nl_talk(s, m);
   if (r < 0) {
     errno = -r;
     die_errno(EXIT_NS, "network: %s %s", what, ifname);
   }
-}
-
-/* The index of ifname in the namespace of socket s. */
-static int nl_ifindex (int s, const char *ifname) {
-  Msg m;
-  struct ifinfomsg ifi;
-  union { struct nlmsghdr h; char b[4096]; } rep;
-  int r;
-  msg_init(&m, RTM_GETLINK, 0);
-  memset(&ifi, 0, sizeof ifi);
-  ifi.ifi_family = AF_UNSPEC;
-  msg_put(&m, &ifi, sizeof ifi);
-  attr_put(&m, IFLA_IFNAME, ifname, strlen(ifname) + 1);
-  memset(&rep, 0, sizeof rep);
-  r = nl_talk(s, &m, &rep, sizeof rep);
-  if (r < 0 || rep.h.nlmsg_type != RTM_NEWLINK) {
-    errno = r < 0 ? -r : ENODEV;
-    die_errno(EXIT_NS, "network: find %s", ifname);
-  }
-  return ((struct ifinfomsg *)NLMSG_DATA(&rep.h))->ifi_index;
 }
 
 static void link_up (int s, int index, const char *ifname) {
@@ -246,7 +223,7 @@ void net_plumb (Ctx *c, pid_t child) {
   ifi.ifi_family = AF_UNSPEC;
   msg_put(&m, &ifi, sizeof ifi);
   attr_put(&m, IFLA_IFNAME, o->veth_host, strlen(o->veth_host) + 1);
-  r = nl_talk(s, &m, NULL, 0);
+  r = nl_talk(s, &m);
   if (r < 0 && r != -ENODEV) {
     errno = -r;
     die_errno(EXIT_NS, "network: remove the leftover %s", o->veth_host);
@@ -283,11 +260,12 @@ void net_plumb (Ctx *c, pid_t child) {
   if (self_ns < 0 || child_ns < 0) die_errno(EXIT_NS, "network: open %s", path);
   if (setns(child_ns, CLONE_NEWNET) != 0) die_errno(EXIT_NS, "network: enter the sandbox's namespace");
   cs = nl_open();
+  eth0 = (int)if_nametoindex("eth0");   /* an ioctl on a socket made here */
+  if (eth0 == 0) die_errno(EXIT_NS, "network: find eth0 in the sandbox's namespace");
   if (setns(self_ns, CLONE_NEWNET) != 0) die_errno(EXIT_NS, "network: back to the host's namespace");
   close(self_ns);
   close(child_ns);
 
-  eth0 = nl_ifindex(cs, "eth0");
   addr_add(cs, eth0, o->veth_addr, o->veth_plen, "eth0");
   link_up(cs, eth0, "eth0");
   {

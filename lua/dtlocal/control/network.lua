@@ -75,7 +75,10 @@ end
 M.network_of = network_of
 
 local function nft(script)
-  local r, msg = process.run({ M.NFT, "-f", "-" }, { input = script, timeout = 20, stderr = "stdout" })
+  local r, msg, code = process.run({ M.NFT, "-f", "-" }, { input = script, timeout = 20, stderr = "stdout" })
+  if not r and code == "ENOENT" then
+    return nil, "nft is missing: install nftables (make deps); dtlocal as root filters its sandboxes' networks with it"
+  end
   if not r then return nil, msg end
   if r.exit_code ~= 0 then return nil, (r.stdout or ""):gsub("%s+$", "") end
   return true
