@@ -117,6 +117,26 @@ describe("SDK declarative images on dtlocal", function()
     end)
   end)
 
+  it("runs RUN steps in a network of their own as root, as sandboxes have (not the host's)", function()
+    helper.run(function()
+      local host_ns = util.readlink("/proc/self/ns/net")
+      local logs = {}
+      local sb <close> = client:create({ image = Image.base(ref):run_commands(
+        "echo ns=$(readlink /proc/self/ns/net) ifs=$(ls /sys/class/net | tr '\\n' ,)") },
+        { timeout = 300, on_snapshot_create_logs = function(line) logs[#logs + 1] = line end })
+      local log = table.concat(logs, "\n")
+      local ns, ifs = log:match("\nns=(%S+) ifs=(%S+)")
+      assert.is_string(ns, log)
+      if util.getuid() == 0 then
+        assert.are_not.equal(host_ns, ns)
+        assert.matches("eth0,", ifs)
+      else
+        -- unprivileged sandboxes share the host's network: so do build steps
+        assert.are.equal(host_ns, ns)
+      end
+    end)
+  end)
+
   it("ends the create of a failing RUN step with its output, the sandbox build_failed", function()
     helper.run(function()
       local img = Image.base(ref):run_commands("echo about-to-fail; exit 7")

@@ -404,7 +404,7 @@ function App:build(build_info, opts)
   local img, msg = require("dtlocal.images.build").build(self.images, {
     dockerfile = build_info.dockerfileContent, contexts = contexts,
     context_hashes = build_info.contextHashes, on_log = opts and opts.on_log,
-    launcher = self.runner.launcher, uids = self.uids, cgroups = self.cgroups,
+    launcher = self.runner.launcher, uids = self.uids, cgroups = self.cgroups, net = self.net,
   })
   if not img then error(msg, 0) end
   return img

@@ -11,6 +11,8 @@
 --     launcher = path,                -- dtlua-sandbox (runs RUN steps)
 --     uids = pool,                    -- dtlocal.control.uids as root: the build's host range
 --                                     -- (default: a pool on the machine's registry)
+--     net = network,                  -- dtlocal.control.network (root): RUN steps get a
+--                                     -- network of their own as sandboxes do (else the host's)
 --     cgroups = cg,                   -- dtlocal.control.cgroups: each RUN in a group of
 --                                     -- its own (M.CPU cores, M.MEMORY GiB, the pids limit)
 --     timeout = seconds,              -- for the whole build (default 3600)
@@ -552,6 +554,7 @@ end
 function Build:launch(dir, layers, argv, env, cwd, user, on_out, cgroups)
   local cmd = { self.launcher, "run", "--root-dir", dir, "--hostname", "buildkitsandbox", "--user", user }
   for _, d in ipairs(cgroups or {}) do cmd[#cmd + 1] = "--cgroup"; cmd[#cmd + 1] = d end
+  if self.net_arg then cmd[#cmd + 1] = "--net"; cmd[#cmd + 1] = self.net_arg end
   if self.uid_first then cmd[#cmd + 1] = "--uid-base"; cmd[#cmd + 1] = tostring(self.uid_first) end
   if cwd and cwd ~= "" then cmd[#cmd + 1] = "--cwd"; cmd[#cmd + 1] = cwd end
   for _, l in ipairs(layers) do cmd[#cmd + 1] = "--image-layer"; cmd[#cmd + 1] = l end
@@ -790,6 +793,9 @@ function M.build(store, opts)
       local slot, first = self.uids:claim(self.owner)
       if not slot then fail("no free uid range for the build: " .. tostring(first), "EBUSY") end
       self.slot, self.uid_first = slot, first
+      -- the build's network: its slot's veth, behind the server's rules (no
+      -- way to the host nor to sandboxes), as a sandbox's
+      if opts.net then self.net_arg = opts.net:launch_arg(slot) end
     end
     local image, k = self:steps(steps)
     if opts.ref then
