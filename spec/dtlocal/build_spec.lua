@@ -212,13 +212,15 @@ describe("dtlocal builder", function()
     helper.run(function()
       local store = new_store()
       local marker = "dtlua-build-attack-" .. util.hex(util.random_bytes(4))
+      -- a sleep no other process on the machine runs
+      local secs = 100000 + string.unpack("<I3", util.random_bytes(3))
       local tar = context_tar({ ["payload"] = "pwned\n" }, "ctx")
       -- the step plants links to the host's paths, a link where the
       -- launcher's own /etc/hostname was, and a background process
       local img, msg, _, log = builds(store, table.concat({
         "FROM " .. ref,
         "RUN ln -s /etc /hostetc && ln -s /tmp /hosttmp && rm -f /etc/hostname && ln -s /etc/shadow /etc/hostname"
-          .. " && (sleep 1000 &) && echo planted",
+          .. " && (sleep " .. secs .. " &) && echo planted",
         "COPY ctx/payload /hostetc/" .. marker,
         "COPY ctx/payload /hosttmp/" .. marker,
         "RUN cat /etc/" .. marker .. " /tmp/" .. marker,
@@ -233,7 +235,7 @@ describe("dtlocal builder", function()
       assert.are.same({ link = "/etc" }, image_file(img, "/hostetc"))
       assert.are.same({ link = "/etc/shadow" }, image_file(img, "/etc/hostname"))
       -- its background process ended with its sandbox
-      local r = assert(process.run({ "pgrep", "-f", "sleep 1000" }, { timeout = 10 }))
+      local r = assert(process.run({ "pgrep", "-f", "sleep " .. secs }, { timeout = 10 }))
       assert.are_not.equal(0, r.exit_code, r.stdout)
     end)
   end)
