@@ -179,6 +179,25 @@ describe("dtlocal computer use", function()
     end)
   end)
 
+  describe("restarting the X server", function()
+    it("brings the desktop back: what depends on the display is restarted by itself", function()
+      ok(cu("POST", "/process/xvfb/restart"))
+      eventually(function() return ok(cu("GET", "/status")).status == "active" and #running("^x11vnc") == 1 end,
+                 30, "the desktop to be active again")
+      -- input works on the new server (the daemon's connection was renewed)
+      assert.are.same({ x = 77, y = 88 }, ok(cu("POST", "/mouse/move", { x = 77, y = 88 })))
+      eventually(function()
+        local p = ok(cu("GET", "/mouse/position"))
+        return p.x == 77 and p.y == 88
+      end, 10, "the pointer on the new server")
+      -- what starts from now on joins the new session's bus
+      eventually(function()
+        local bus = sh("echo $DBUS_SESSION_BUS_ADDRESS").result:match("%S+")
+        return bus and sh("dbus-send --session --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.GetId >/dev/null 2>&1 && echo ok").result:find("ok")
+      end, 20, "the new session bus in the environment")
+    end)
+  end)
+
   describe("display, mouse and keyboard", function()
     local function xit(name, fn)
       if has_x11() then it(name, fn) else pending(name .. " (needs daytona.core.x11)") end
@@ -222,6 +241,14 @@ describe("dtlocal computer use", function()
       end, 20, "the xterm's window")
       assert.is_true(win.width > 0 and win.height > 0)
       ok(cu("POST", "/mouse/click", { x = win.x + win.width // 2, y = win.y + win.height // 2 }))
+      eventually(function()
+        for _, w in ipairs(ok(cu("GET", "/display/windows")).windows) do
+          if w.title == "cu-typing" then return w.isActive end
+        end
+      end, 10, "the xterm to be the active window")
+      -- ctrl+u (the terminal's kill character) erases what was typed so far
+      ok(cu("POST", "/keyboard/type", { text = "junk" }))
+      ok(cu("POST", "/keyboard/key", { key = "u", modifiers = { "ctrl" } }))
       ok(cu("POST", "/keyboard/type", { text = "hello from dtlua" }))
       ok(cu("POST", "/keyboard/key", { key = "Return" }))
       ok(cu("POST", "/keyboard/type", { text = "slow", delay = 20 }))
@@ -440,8 +467,11 @@ Gtk.main()
       eventually(function()
         return sh("cat /home/daytona/cu_saved 2>/dev/null").result == "typed by AT-SPI"
       end, 10, "the button's handler to write the entry's text")
-      -- the focused scope: the window of ours, once it is active
+      -- the focused scope (the default): the application of the active window, ours
       ok(cu("POST", "/a11y/node/focus", { id = entry.id }))
+      eventually(function()
+        return ok(cu("GET", "/a11y/tree", nil, { maxDepth = "0" })).root.id == tostring(pid)
+      end, 10, "our window's application as the focused scope")
       bad(cu("POST", "/a11y/node/invoke", { id = button.id, action = "explode" }), "explode")
       bad(cu("POST", "/a11y/node/value", { id = button.id, value = "x" }), "takes no value")
       sh("kill " .. pid)

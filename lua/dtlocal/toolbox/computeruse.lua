@@ -534,6 +534,30 @@ local function arrays(node)
   return node
 end
 
+-- The focused scope as the X server knows it: the pid of the active
+-- window (nil when none, or its client set no _NET_WM_PID). AT-SPI's own
+-- "active" state is also set on windows nobody sees (xfwm4's 5x5 helper
+-- window off screen), so it only decides when X cannot.
+local function focused_pid(ctx)
+  local ok, id = pcall(xcall, ctx.app, "active_window")
+  if not ok or not id then return nil end
+  local ok2, list = pcall(xcall, ctx.app, "windows")
+  if not ok2 then return nil end
+  for _, w in ipairs(list or {}) do
+    if w.id == id then return w.pid end
+  end
+  return nil
+end
+
+-- The helper's request for a scope: focused becomes pid when X names one.
+local function scoped(ctx, scope, pid)
+  if scope == "focused" then
+    local fpid = focused_pid(ctx)
+    if fpid then return "pid", fpid end
+  end
+  return scope, pid
+end
+
 function M.a11y_tree(ctx)
   local q = ctx.query
   local pid = q_int(q, "pid")
@@ -541,7 +565,8 @@ function M.a11y_tree(ctx)
   local depth = q_int(q, "maxDepth") or -1
   if depth < -1 then query_error("maxDepth", "must be -1 (unbounded) or at least 0") end
   local scope = scope_of(q.scope ~= "" and q.scope or nil, pid, query_error)
-  local res = atspi(ctx, { op = "tree", scope = scope, pid = pid, maxDepth = depth })
+  local s2, p2 = scoped(ctx, scope, pid)
+  local res = atspi(ctx, { op = "tree", scope = s2, pid = p2, maxDepth = depth })
   return 200, { root = arrays(res.root), truncated = res.truncated and true or false }
 end
 
@@ -554,7 +579,8 @@ function M.a11y_find(ctx)
   local how = common.str(body, "nameMatch")
   if how and how ~= "" and not NAME_MATCH[how] then field("nameMatch", "must be exact, substring or regex") end
   local limit = common.int(body, "limit", 0, 10000)
-  local res = atspi(ctx, { op = "find", scope = scope, pid = pid, role = common.str(body, "role"),
+  local s2, p2 = scoped(ctx, scope, pid)
+  local res = atspi(ctx, { op = "find", scope = s2, pid = p2, role = common.str(body, "role"),
                            name = common.str(body, "name"), nameMatch = how ~= "" and how or nil,
                            states = common.str_list(body, "states"),
                            limit = (limit and limit > 0) and limit or nil })

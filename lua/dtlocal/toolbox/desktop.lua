@@ -319,8 +319,16 @@ function Desktop:spawn(p)
     sleep(math.min(5, 0.5 * (1 << p.failures)))
     if p.gen ~= gen or p.stopping or not p.wanted then return end
     self:note(p, "restarting")
+    if p.name == "xfce4" then os.remove(self.bus_file) end
     local ok, err = self:spawn(p)
-    if not ok then self:note(p, err); p.gave_up = true end
+    if not ok then self:note(p, err); p.gave_up = true; return end
+    -- a new session has a new bus: tell what starts from now on, once the
+    -- session has written its address
+    if p.name == "xfce4" and self.app.desktop_env then
+      local deadline = core.now() + 20
+      while p.gen == gen + 1 and not util.stat(self.bus_file) and core.now() < deadline do sleep(0.05) end
+      if self.app.desktop_env then self:announce() end
+    end
   end)
   watcher.observed = true
   p.watcher = watcher

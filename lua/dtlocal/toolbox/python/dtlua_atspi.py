@@ -134,10 +134,15 @@ def app_by_pid(pid):
 
 
 def focused_app():
-    """The application whose window is active, or None."""
+    """The application whose window is active, or None. The daemon asks
+    the X server first (the active window's pid); this is the fallback.
+    AT-SPI also marks windows nobody sees as active (a window manager's
+    helper window off screen): only one on the screen counts."""
     for pid, app in applications():
         for _, win in children(app):
-            if "active" in states_of(win):
+            b = bounds_of(win)
+            if "active" in states_of(win) and "showing" in states_of(win) \
+                    and b["width"] > 10 and b["height"] > 10 and b["x"] + b["width"] > 0 and b["y"] + b["height"] > 0:
                 return pid, app
     return None, None
 
