@@ -183,7 +183,7 @@ Registry.__index = Registry
 
 local function get(url)
   local r = process.run({ "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", url },
-                        { timeout = 5 })
+                        { timeout = 5, env = helper.child_env() })
   return r and r.stdout or ""
 end
 
@@ -206,7 +206,8 @@ http:
   addr: 127.0.0.1:%d
 ]]):format(dir, port))
     local proc = assert(process.spawn({ "docker-registry", "serve", conf },
-                                      { stdin = "null", stdout = "null", stderr = "null" }))
+                                      { stdin = "null", stdout = "null", stderr = "null",
+                                        env = helper.child_env() }))
     local up = false
     local deadline = core.now() + 15
     while core.now() < deadline do

@@ -130,6 +130,30 @@ M.HOST_RUNTIME = "/run/dtlua-host"
 -- programs and libraries: no LD_LIBRARY_PATH, nothing in the environment.
 -- Returns { binds = { {src, dst}... }, argv = { loader, options..., dtlua }, env = {...} };
 -- raises a plain error naming what is missing.
+-- The program interpreter (dynamic loader) an ELF executable names
+-- (PT_INTERP), or nil, message.
+local function elf_interp(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local head = f:read(64) or ""
+  local function close(...) f:close(); return ... end
+  if #head < 64 or head:sub(1, 4) ~= "\127ELF" or head:byte(5) ~= 2 or head:byte(6) ~= 1 then
+    return close(nil, path .. " is not a 64-bit little-endian ELF file")
+  end
+  local phoff = string.unpack("<I8", head, 33)
+  local phentsize, phnum = string.unpack("<I2I2", head, 55)
+  for i = 0, phnum - 1 do
+    f:seek("set", phoff + i * phentsize)
+    local ph = f:read(phentsize) or ""
+    if #ph >= 56 and string.unpack("<I4", ph, 1) == 3 then   -- PT_INTERP
+      local off, size = string.unpack("<I8", ph, 9), string.unpack("<I8", ph, 33)
+      f:seek("set", off)
+      return close(((f:read(size) or ""):gsub("%z.*$", "")))
+    end
+  end
+  return close(nil, path .. " names no dynamic loader (a static program?)")
+end
+
 function Runner:image_runtime()
   if self.runtime then return self.runtime end
   local R = M.HOST_RUNTIME
@@ -141,22 +165,24 @@ function Runner:image_runtime()
   end
   local argv = { "ldd" }
   for _, o in ipairs(objects) do argv[#argv + 1] = o end
-  local r, msg = process.run(argv, { timeout = 30 })
+  -- ldd without a preload of ours (a sanitizer's runtime would be listed)
+  local env = core.util.environ()
+  env.LD_PRELOAD = nil
+  local r, msg = process.run(argv, { timeout = 30, env = env })
   if not r or r.exit_code ~= 0 then
     error("cannot list the libraries of " .. dtlua .. " (ldd): " .. tostring(msg or (r and r.stderr)), 0)
   end
-  local loader
+  local interp, ierr = elf_interp(dtlua)
+  if not interp then error("cannot find the dynamic loader of " .. dtlua .. ": " .. tostring(ierr), 0) end
+  local loader = fs.realpath(interp)
   local dirs, seen = {}, {}
   for line in r.stdout:gmatch("[^\n]+") do
     local lib = line:match("=>%s*(/%S+)")
-    local interp = not lib and line:match("^%s*(/%S+)%s+%(")
-    if interp then loader = loader or fs.realpath(interp) end
     if lib then
       local dir = fs.realpath(lib):match("^(.*)/[^/]*$")
       if dir and not seen[dir] then seen[dir] = true; dirs[#dirs + 1] = dir end
     end
   end
-  if not loader then error("cannot find the dynamic loader of " .. dtlua .. " (ldd names none)", 0) end
   -- only what the daemon needs of the host, not all of /usr (where a state
   -- dir or other host files may be that a sandbox has no business seeing)
   local binds = { { self.prefix, R .. "/prefix" },
