@@ -264,9 +264,13 @@ function Client:create(params, opts)
     deadline = deadline, what = "create sandbox" })
   local sb = sandbox.new(self, dto)
   if on_logs and (sb.state == "pending_build" or sb.state == "building_snapshot") then
+    local poll = 0.1
     while sb.state == "pending_build" do
       transport.remaining(deadline, "create sandbox", timeout)
-      scheduler.sleep(1)
+      -- from 0.1 s up to the SDKs' 1 s: a local build (or a cached one) is
+      -- often done well within the first second
+      scheduler.sleep(poll)
+      poll = math.min(1, poll * 1.5)
       sb:_refresh(deadline, "wait for build")
     end
     stream_build_logs(sb, on_logs, deadline)

@@ -162,7 +162,8 @@ function SnapshotService:create(params, opts)
     deadline = deadline, what = "create snapshot" }))
   local last_state, streamer = nil, nil
   local log_state = {}
-  local interval = 1
+  -- from 0.1 s up to the SDKs' 1 s (a pull from a cache is done at once)
+  local interval = 0.1
   local function start_logs()
     if on_logs and not streamer then
       streamer = scheduler.spawn(function() pcall(stream_logs, self, snap, on_logs, deadline, log_state) end)
@@ -192,6 +193,7 @@ function SnapshotService:create(params, opts)
     if st ~= "pending" then start_logs() end
     transport.remaining(deadline, "create snapshot", timeout)
     scheduler.sleep(interval)
+    interval = math.min(1, interval * 1.5)
     snap = wire.to_lua(self._t:request({ method = "GET", path = "/snapshots/" .. wire.urlencode(snap.id),
       deadline = deadline, what = "get snapshot" }))
   end

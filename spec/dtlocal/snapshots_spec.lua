@@ -348,11 +348,13 @@ describe("dtlocal snapshots", function()
       assert.is_string(done.buildInfo.snapshotRef)
       -- the image's user, as for a sandbox on a snapshot of the image
       assert.are.equal(a.user, done.user)
-      -- the same definition again: made once, reused
+      -- the same definition again: made once, reused; started at once, as
+      -- a create from a snapshot (no pending_build)
       local c = ok(200, "POST", "/sandbox", { buildInfo = { dockerfileContent = "FROM " .. image .. "\n" } })
+      assert.are.equal("started", c.state)
+      assert.are.equal(a.user, c.user)
       local _, text2 = api("GET", "/sandbox/" .. c.id .. "/build-logs?follow=true")
       assert.matches("Using the image built before", text2, 1, true)
-      assert.are.equal("started", sandbox_settle(c.id, { pending_build = true, building_snapshot = true, creating = true }).state)
       -- an image the registry does not have: build_failed with the reason
       local d = ok(200, "POST", "/sandbox", { buildInfo = { dockerfileContent = "FROM " .. reg.host .. "/dtlua/nope:1\n" } })
       local failed = sandbox_settle(d.id, { pending_build = true, building_snapshot = true })

@@ -525,19 +525,26 @@ function Manager:create(c)
   local id = record.uuid()
   local rec = record.new_record(c, id, record.now_ms())
   if c.linkedSandboxId then rec.linkedSandboxId = c.linkedSandboxId end
-  if c.buildInfo then
+  local build = c.buildInfo and not c.image
+  if build then
     rec.state = "pending_build"
-    rec.dtlocal.build_log = true
     rec.dtlocal.user_named = c.user ~= nil
   end
+  rec.dtlocal.build_log = c.buildInfo and true or nil
   self.by_id[id] = rec
   local ok, err = pcall(self.save, self, rec)
   if not ok then
     self.by_id[id] = nil
     error(err, 0)
   end
+  if c.buildInfo and not build then
+    -- a build made before: its log says so
+    local log = buildlog.open(self:build_log_path(rec))
+    log:line("Using the image built before for this definition (" .. c.buildInfo.snapshotRef .. ")")
+    log:finish()
+  end
   self.on_event("sandbox.created", rec)
-  if c.buildInfo then
+  if build then
     -- answered at once in pending_build, as the API does, so that the SDKs
     -- stream the build log while the image is pulled or built
     self:transition(rec, "start", 0, self.do_build_start)
@@ -558,6 +565,9 @@ function Manager:resolve_snapshot(c)
   if c.buildInfo then
     snaps:check_build(c.buildInfo, "buildInfo")
     c.buildInfo.snapshotRef = snapshots_mod.build_ref(c.buildInfo)
+    -- made before: created on that image at once, as the API does when a
+    -- runner has the build (no pending_build)
+    c.image = snaps:cached_build(c.buildInfo)
     return
   end
   -- a fork says what it runs on itself

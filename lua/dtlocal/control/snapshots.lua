@@ -495,6 +495,13 @@ function M.build_ref(build_info)
   return "dtlocal-build-" .. util.sha256(table.concat(parts, "\0")):sub(1, 32)
 end
 
+--- The image already made for a buildInfo (the build cache), or nil.
+function Snapshots:cached_build(build_info)
+  local id = self.builds[M.build_ref(build_info)]
+  if id and self.images and self.images:image(id) then return id end
+  return nil
+end
+
 --- The image of a buildInfo: a cached build, a pull (`FROM <image>`
 -- only) or the builder's run; progress into `log`. Returns the image id.
 function Snapshots:resolve_build(build_info, log)
