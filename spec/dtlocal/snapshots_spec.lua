@@ -391,6 +391,12 @@ describe("dtlocal snapshots", function()
       local done = settle(s.id, PENDING)
       assert.are.equal("active", done.state, tostring(done.errorReason))
       assert.are.equal(df, done.buildInfo.dockerfileContent)
+      -- the same definition under another name: built before, active at once
+      local again = ok(200, "POST", "/snapshots", { name = "spec-built-again", buildInfo = { dockerfileContent = df } })
+      assert.are.equal("active", again.state)
+      assert.matches("Using the image built before", select(2, api("GET", "/snapshots/" .. again.id .. "/build-logs")),
+        1, true)
+      ok(200, "DELETE", "/snapshots/" .. again.id)
       local sb = ok(200, "POST", "/sandbox", { snapshot = "spec-built" })
       assert.are.equal("built-by-step\nyes\n", dtlocal.exec(srv, sb.id, "cat /built.txt; echo $SPEC_BUILT"))
 

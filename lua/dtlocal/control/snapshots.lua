@@ -612,9 +612,24 @@ end
 function Snapshots:create(c)
   if c.buildInfo then self:check_build(c.buildInfo, "buildInfo") end
   local rec = self:new_record(c)
+  -- a definition built before: active at once, as the API makes it when
+  -- a runner has the build
+  local cached = c.buildInfo and self:cached_build(c.buildInfo)
+  if cached then
+    rec.state, rec.dtlocal.image = "active", cached
+    local info = self.images:image(cached)
+    if type(info.size) == "number" then rec.size = gb(info.size) end
+    rec.entrypoint = rec.entrypoint or { "sleep", "infinity" }
+  end
   self:save(rec)
   self.by_id[rec.id] = rec
-  self:start_job(rec)
+  if cached then
+    local log = buildlog.open(self:log_path(rec.id))
+    log:line("Using the image built before for this definition (" .. rec.buildInfo.snapshotRef .. ")")
+    log:finish()
+  else
+    self:start_job(rec)
+  end
   return rec
 end
 
