@@ -108,7 +108,13 @@ typedef struct Ctx {
   int layerfd[MAX_LAYERS];   /* the image's layers, while prepare reads them */
   const char *shell;         /* daytona's login shell and SHELL: /bin/sh when the
                                 image has no bash (NULL: /bin/bash) */
+  unsigned long daytona_uid, daytona_gid;  /* an image's own daytona user (its USER
+                                daytona made with useradd -r), 0: DAYTONA_ID */
 } Ctx;
+
+/* daytona's ids in this sandbox: DAYTONA_ID, unless the image has its own */
+#define DAYTONA_UID(c) ((c)->daytona_uid ? (c)->daytona_uid : DAYTONA_ID)
+#define DAYTONA_GID(c) ((c)->daytona_gid ? (c)->daytona_gid : DAYTONA_ID)
 
 /* --- sandbox_launcher.c: errors ---------------------------------------- */
 

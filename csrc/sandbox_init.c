@@ -64,7 +64,8 @@ static void run_program (Ctx *c, int errfd) {
   Opts *o = c->o;
   static char *envp[MAX_ENV + 16];
   static char envbuf[MAX_ENV + 16][PATH_MAX + 64];
-  uid_t uid = o->user_root ? 0 : DAYTONA_ID;
+  uid_t uid = o->user_root ? 0 : (uid_t)DAYTONA_UID(c);
+  gid_t gid = o->user_root ? 0 : (gid_t)DAYTONA_GID(c);
   const char *home = o->user_root ? "/root" : "/home/daytona";
   const char *user = o->user_root ? "root" : "daytona";
   const char *cwd = o->cwd ? o->cwd : home;
@@ -85,10 +86,9 @@ static void run_program (Ctx *c, int errfd) {
         "no usable subordinate uid/gid range (/etc/subuid, /etc/subgid, newuidmap); run with --user root",
         DAYTONA_ID);
   if (c->sub_mapped) {
-    gid_t g = (gid_t)uid;
-    if (setgroups(1, &g) != 0) die_errno(EXIT_USER, "setgroups(%d)", (int)uid);
+    if (setgroups(1, &gid) != 0) die_errno(EXIT_USER, "setgroups(%d)", (int)gid);
   }
-  if (setresgid(uid, uid, uid) != 0) die_errno(EXIT_USER, "setresgid(%d)", (int)uid);
+  if (setresgid(gid, gid, gid) != 0) die_errno(EXIT_USER, "setresgid(%d)", (int)gid);
   if (setresuid(uid, uid, uid) != 0) die_errno(EXIT_USER, "setresuid(%d)", (int)uid);
   if (chdir(cwd) != 0) die_errno(EXIT_USER, "chdir %s as %s", cwd, user);
 #define ENV(...) (snprintf(envbuf[n], sizeof envbuf[n], __VA_ARGS__), envp[n] = envbuf[n], n++)

@@ -225,14 +225,14 @@ static void write_accounts (Ctx *c, int etcfd, Buf hp, Buf hg) {
     field(line, 0, name, sizeof name);
     field(line, 2, id, sizeof id);
     if (name[0] == '\0' || name[0] == '#' || strcmp(name, "daytona") == 0 ||
-        strcmp(id, "1000") == 0)
+        strtoul(id, NULL, 10) == DAYTONA_UID(c))
       continue;
     buf_adds(&pw, line);
     buf_adds(&pw, "\n");
     buf_adds(&sh, name);
     buf_adds(&sh, ":*:::::::\n");
   }
-  buf_addf(&pw, "daytona:x:%d:%d:Daytona:/home/daytona:%s\n", DAYTONA_ID, DAYTONA_ID,
+  buf_addf(&pw, "daytona:x:%lu:%lu:Daytona:/home/daytona:%s\n", DAYTONA_UID(c), DAYTONA_GID(c),
            c->shell ? c->shell : "/bin/bash");
   buf_addf(&sh, "daytona:*:::::::\n");
   for (line = strtok_r(hg.p, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -241,7 +241,7 @@ static void write_accounts (Ctx *c, int etcfd, Buf hp, Buf hg) {
     field(line, 0, name, sizeof name);
     field(line, 2, id, sizeof id);
     if (name[0] == '\0' || name[0] == '#' || strcmp(name, "daytona") == 0 ||
-        strcmp(id, "1000") == 0)
+        strtoul(id, NULL, 10) == DAYTONA_GID(c))
       continue;
     for (k = 0; k < 3 && members != NULL; k++) {  /* the rest after the 3rd ':' */
       members = strchr(members, ':');
@@ -255,7 +255,7 @@ static void write_accounts (Ctx *c, int etcfd, Buf hp, Buf hg) {
     buf_adds(&gsh, members ? members : "");
     buf_adds(&gsh, "\n");
   }
-  buf_addf(&gr, "daytona:x:%d:\n", DAYTONA_ID);
+  buf_addf(&gr, "daytona:x:%lu:\n", DAYTONA_GID(c));
   buf_addf(&gsh, "daytona:*::\n");
   write_new_file(c, etcfd, "passwd", pw.p, pw.n, 0644, 0, 0, "/etc/passwd");
   write_new_file(c, etcfd, "group", gr.p, gr.n, 0644, 0, 0, "/etc/group");
@@ -563,6 +563,47 @@ static int image_upper_dir (Ctx *c, int dirfd, const char *name, const char *rel
   return fd;
 }
 
+/* Open the image's layers (c->layerfd, until prepare_image closes them)
+** and read what the start needs of it before anything is made: its shell
+** and its own daytona user.  An image may make daytona itself (Daytona's
+** docs show `useradd -r ... daytona` and `USER daytona`: a system uid, its
+** files owned by it); the sandbox's daytona is then that user, not 1000,
+** so the image's files stay daytona's.  Root (uid or gid 0) or an id
+** beyond the sandbox's range is not taken. */
+static void image_open (Ctx *c) {
+  Opts *o = c->o;
+  struct stat st;
+  Buf pw = {0};
+  char *line, *save;
+  int i;
+  for (i = 0; i < o->nlayers; i++) {
+    c->layerfd[i] = openat2_(AT_FDCWD, o->layers[i], O_PATH | O_DIRECTORY, RESOLVE_NO_MAGICLINKS);
+    if (c->layerfd[i] < 0) die_errno(EXIT_STATE, "open image layer %s", o->layers[i]);
+  }
+  c->shell = (image_lookup(c, "bin/bash", &st) >= 0 || image_lookup(c, "usr/bin/bash", &st) >= 0)
+             ? "/bin/bash" : "/bin/sh";
+  if (image_read(c, "etc/passwd", &pw) && pw.p != NULL) {
+    for (line = strtok_r(pw.p, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+      char name[64], uid[32], gid[32];
+      char *end1, *end2;
+      unsigned long u, g;
+      field(line, 0, name, sizeof name);
+      if (strcmp(name, "daytona") != 0) continue;
+      field(line, 2, uid, sizeof uid);
+      field(line, 3, gid, sizeof gid);
+      u = strtoul(uid, &end1, 10);
+      g = strtoul(gid, &end2, 10);
+      if (uid[0] != '\0' && gid[0] != '\0' && *end1 == '\0' && *end2 == '\0' &&
+          u > 0 && g > 0 && u < OVERFLOW_ID && g < OVERFLOW_ID) {
+        c->daytona_uid = u;
+        c->daytona_gid = g;
+      }
+      break;
+    }
+  }
+  free(pw.p);
+}
+
 /* prepare() for an image root: the overlay's upper and work dirs, the
 ** mountpoints the image lacks, and the accounts, sudo rule, name and
 ** resolver in the upper layer's /etc, from the image's own /etc (never the
@@ -577,10 +618,6 @@ static void prepare_image (Ctx *c) {
   char what[PATH_MAX + 64];
   struct stat st;
   int fd, ufd, efd, sfd, i;
-  for (i = 0; i < o->nlayers; i++) {
-    c->layerfd[i] = openat2_(AT_FDCWD, o->layers[i], O_PATH | O_DIRECTORY, RESOLVE_NO_MAGICLINKS);
-    if (c->layerfd[i] < 0) die_errno(EXIT_STATE, "open image layer %s", o->layers[i]);
-  }
   fd = openat2_(c->dirfd, "upper", O_PATH | O_DIRECTORY, BENEATH);
   if (fd < 0) die_errno(EXIT_STATE, "open %s", c->upper);
   snprintf(what, sizeof what, "%s/image", c->upper);
@@ -591,10 +628,6 @@ static void prepare_image (Ctx *c) {
   snprintf(what, sizeof what, "%s/image", c->work);
   close(ensure_dir(c, fd, "image", 0700, HOST_OWNED, NULL, what));
   close(fd);
-
-  /* the shell: the image's bash, else its sh */
-  c->shell = (image_lookup(c, "bin/bash", &st) >= 0 || image_lookup(c, "usr/bin/bash", &st) >= 0)
-             ? "/bin/bash" : "/bin/sh";
 
   /* mountpoints must be directories; the sandbox's own dirs exist */
   for (i = 0; tops[i].name != NULL; i++) {
@@ -609,7 +642,12 @@ static void prepare_image (Ctx *c) {
   if (c->sub_mapped && image_lookup(c, "home/daytona", &st) < 0) {
     int hfd = image_upper_dir(c, ufd, "home", "home");
     if (hfd >= 0) {
-      close(ensure_dir(c, hfd, "daytona", 0750, DAYTONA_ID, NULL, "/home/daytona"));
+      int created;
+      int dfd = ensure_dir(c, hfd, "daytona", 0750, DAYTONA_UID(c), &created, "/home/daytona");
+      if (created && fchownat(hfd, "daytona", own_id(c, DAYTONA_UID(c)), own_id(c, DAYTONA_GID(c)),
+                              AT_SYMLINK_NOFOLLOW) != 0)
+        die_errno(EXIT_STATE, "chown /home/daytona");
+      close(dfd);
       close(hfd);
     }
   }
@@ -662,8 +700,9 @@ void prepare (Ctx *c) {
   close(ensure_dir(c, c->dirfd, "run", 0700, HOST_OWNED, NULL, c->run));
   /* <root>/run is /run/dtlua inside: the program's user must create its
   ** socket there; the root dir's own mode keeps other host users out. */
+  if (o->nlayers > 0) image_open(c);
   {
-    unsigned long rid = o->user_root ? 0 : DAYTONA_ID;
+    unsigned long rid = o->user_root ? 0 : DAYTONA_UID(c);
     mode_t mode = (!c->privileged && !o->user_root) ? 0777 : 0700;
     if (!c->privileged) rid = 0;
     if (fchownat(c->dirfd, "run", own_id(c, rid), own_id(c, rid), AT_SYMLINK_NOFOLLOW) != 0 ||

@@ -234,6 +234,30 @@ describe("dtlocal sandboxes from a container image", function()
     end)
   end)
 
+  it("runs as the image's own daytona user when the image made one (USER daytona)", function()
+    helper.run(function()
+      local img = assert(store:pull(ref))
+      -- as Daytona's docs make it: useradd -r (a system uid), its home chowned to it
+      local up = helper.tmpdir() .. "/daytona-layer"
+      host_sh('mkdir -p "$1/etc" "$1/home/daytona" && cp "$2/etc/passwd" "$2/etc/group" "$1/etc/" && ' ..
+              'echo "daytona:x:999:998::/home/daytona:/bin/sh" >> "$1/etc/passwd" && ' ..
+              'echo "daytona:x:998:" >> "$1/etc/group" && echo mine > "$1/home/daytona/made-in-image" && ' ..
+              'chown -R 999:998 "$1/home/daytona"', up, img.layers[1])
+      local _, ldigest = assert(store:add_layer(up))
+      local own = assert(store:put_image{ ref = "spec/own-daytona:1",
+        layers = { img.layer_digests[1], img.layer_digests[2], ldigest },
+        config = { env = img.config.env, user = "daytona", cwd = "/home/daytona" } })
+      assert.are.equal("daytona", sandboxes.image_user(own))
+      local inst = launch(own, { user = "daytona" })
+      assert.are.equal("uid=999(daytona) gid=998(daytona) groups=998(daytona)\n", sh(inst, "id"))
+      assert.are.equal("/home/daytona\n", sh(inst, "pwd"))
+      sh(inst, "echo more >> /home/daytona/made-in-image && touch /home/daytona/new")
+      local passwd = sh(inst, "cat /etc/passwd")
+      assert.matches("\ndaytona:x:999:998:Daytona:/home/daytona:/bin/sh\n", passwd)
+      assert.is_nil(passwd:find(":1000:", 1, true))
+    end)
+  end)
+
   it("works unprivileged: a store and an image root made by a user without root", function()
     if not IS_ROOT then
       -- the other cases ran this way already
