@@ -264,10 +264,11 @@ local function running(p)
   return p.process ~= nil and p.process:status() == nil
 end
 
--- A clear message for a program that is missing, or nil.
-local function missing(name)
+-- A clear message for a program that is missing, or nil. `path`: the
+-- PATH the process will be started with (the sandbox's, when its env sets one).
+local function missing(name, path)
   for _, prog in ipairs(PROGRAMS[name]) do
-    if not proc.which(prog) then
+    if not proc.which(prog, path) then
       return ("%s is not installed: %s needs the Debian package(s) %s (`make deps` installs them)")
         :format(prog, name, SPECS[name].package)
     end
@@ -356,7 +357,7 @@ end
 -- Start one process (if it is not running) and wait until it is ready.
 function Desktop:start_one(p)
   if running(p) then return true end
-  local why = missing(p.name)
+  local why = missing(p.name, self:env().PATH)
   if why then return nil, why, 503 end
   if p.name == "xvfb" then
     -- :0 held by an X server another program of the sandbox started, or a

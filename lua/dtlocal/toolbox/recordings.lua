@@ -109,7 +109,7 @@ function M.start(ctx)
   else
     label = nil
   end
-  if not proc.which("ffmpeg") then
+  if not proc.which("ffmpeg", common.child_env(app).PATH) then
     raise(503, "ffmpeg is not installed: recordings need the Debian package ffmpeg (`make deps` installs it)",
           "SERVICE_UNAVAILABLE")
   end
