@@ -6,10 +6,12 @@
 --                                          -- (Debian's distribution/registry) on 127.0.0.1
 --   reg.host                               -- "127.0.0.1:PORT"
 --   local ref, digest = reg:push_test_image("dtlua/test:1")
+--   reg:push_tools_image("dtlua/tools:1")  -- the test image plus python3 and git
 --                                          -- the test image (built once, cached), pushed
 --   reg:push(oci_dir, "name:tag")         -- any OCI layout, with skopeo
 --   reg:stop()                             -- kills it, removes its storage
 --   registry.test_image() -> { dir =, tag =, os_id = "dtlua-test" }
+--   registry.tools_image() -> { dir =, tag = }   -- the same plus python3 and git
 --   registry.image_from_tars(dir, { tar... }, config) -> { dir =, tag = }
 --                                          -- an OCI layout of crafted layers
 --
@@ -60,11 +62,11 @@ local function json(v)
   return require("dtlocal.http").json.encode(v)
 end
 
-local function cache_dir()
+local function cache_dir(extra)
   local base = os.getenv("DTLUA_SPEC_CACHE") or "/tmp/dtlua-spec-cache"
   os.execute("mkdir -p '" .. base .. "/images'")
   local busybox = util.sha256_file("/usr/bin/busybox")
-  return base .. "/images/" .. util.sha256(M.RECIPE .. "\n" .. busybox):sub(1, 16)
+  return base .. "/images/" .. util.sha256(M.RECIPE .. "\n" .. busybox .. (extra or "")):sub(1, 16)
 end
 
 -- one layer from the tar at tarpath (removed): its gzip as a blob;
@@ -130,52 +132,90 @@ function M.image_from_tars(dir, tars, config)
   return { dir = dir, tag = "test" }
 end
 
---- Build the test image as an OCI layout (once; cached).
-function M.test_image()
-  local dir = cache_dir()
-  local img = { dir = dir, tag = "test", os_id = M.OS_ID }
-  if util.stat(dir .. "/index.json", false) then return img end
+-- The two layers of the test image, made under work (l1, l2) and stored
+-- as blobs.
+local function base_layers(work, blobs)
+  local l1, l2 = work .. "/l1", work .. "/l2"
+  sh([[set -e
+    mkdir -p "$1/bin" "$1/lib/x86_64-linux-gnu" "$1/lib64" "$1/etc" "$1/tmp" "$1/root" \
+             "$1/home" "$1/opt/opq" "$1/usr/bin" "$1/var/tmp"
+    chmod 1777 "$1/tmp" "$1/var/tmp"; chmod 700 "$1/root"
+    cp -L /usr/bin/busybox "$1/bin/busybox"
+    for l in libc.so.6 libresolv.so.2; do cp -L "/lib/x86_64-linux-gnu/$l" "$1/lib/x86_64-linux-gnu/$l"; done
+    cp -L /lib64/ld-linux-x86-64.so.2 "$1/lib64/ld-linux-x86-64.so.2"
+    l1=$1; shift
+    for a in "$@"; do ln -s busybox "$l1/bin/$a"; done
+    ln -s ../../bin/env "$l1/usr/bin/env"
+  ]], l1, table.unpack(APPLETS))
+  write(l1 .. "/etc/os-release", 'PRETTY_NAME="dtlua test image"\nNAME="dtlua-test"\nID=' ..
+        M.OS_ID .. '\nVERSION_ID="1"\n')
+  write(l1 .. "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+  write(l1 .. "/etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")
+  write(l1 .. "/etc/gone", "removed by the second layer\n")
+  write(l1 .. "/opt/opq/old", "hidden by the opaque directory of the second layer\n")
+  sh('mkdir -p "$1/etc" "$1/opt/opq"', l2)
+  write(l2 .. "/etc/layer2", "second layer\n")
+  write(l2 .. "/etc/.wh.gone", "")
+  write(l2 .. "/opt/opq/.wh..wh..opq", "")
+  write(l2 .. "/opt/opq/new", "new\n")
+  return layer(l1, blobs), layer(l2, blobs)
+end
+
+local BASE_CONFIG = {
+  Env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "DTLUA_TEST_IMAGE=1" },
+  Cmd = { "/bin/sh" }, WorkingDir = "/",
+}
+
+-- Build an OCI layout into dir (unless there) with make(work, blobs) ->
+-- layers; atomically, as parallel spec runs may race to build it.
+local function cached_layout(dir, make, config)
+  if util.stat(dir .. "/index.json", false) then return end
   local work = assert(util.mkdtemp(dir .. ".build"))
   local ok, err = pcall(function()
-    local l1, l2 = work .. "/l1", work .. "/l2"
-    sh([[set -e
-      mkdir -p "$1/bin" "$1/lib/x86_64-linux-gnu" "$1/lib64" "$1/etc" "$1/tmp" "$1/root" \
-               "$1/home" "$1/opt/opq" "$1/usr/bin" "$1/var/tmp"
-      chmod 1777 "$1/tmp" "$1/var/tmp"; chmod 700 "$1/root"
-      cp -L /usr/bin/busybox "$1/bin/busybox"
-      for l in libc.so.6 libresolv.so.2; do cp -L "/lib/x86_64-linux-gnu/$l" "$1/lib/x86_64-linux-gnu/$l"; done
-      cp -L /lib64/ld-linux-x86-64.so.2 "$1/lib64/ld-linux-x86-64.so.2"
-      l1=$1; shift
-      for a in "$@"; do ln -s busybox "$l1/bin/$a"; done
-      ln -s ../../bin/env "$l1/usr/bin/env"
-    ]], l1, table.unpack(APPLETS))
-    write(l1 .. "/etc/os-release", 'PRETTY_NAME="dtlua test image"\nNAME="dtlua-test"\nID=' ..
-          M.OS_ID .. '\nVERSION_ID="1"\n')
-    write(l1 .. "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-    write(l1 .. "/etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")
-    write(l1 .. "/etc/gone", "removed by the second layer\n")
-    write(l1 .. "/opt/opq/old", "hidden by the opaque directory of the second layer\n")
-    sh('mkdir -p "$1/etc" "$1/opt/opq"', l2)
-    write(l2 .. "/etc/layer2", "second layer\n")
-    write(l2 .. "/etc/.wh.gone", "")
-    write(l2 .. "/opt/opq/.wh..wh..opq", "")
-    write(l2 .. "/opt/opq/new", "new\n")
     local oci = work .. "/oci"
     local blobs = oci .. "/blobs/sha256"
     sh('mkdir -p "$1"', blobs)
-    local L1, L2 = layer(l1, blobs), layer(l2, blobs)
-    write_layout(oci, blobs, { L1, L2 }, {
-      Env = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "DTLUA_TEST_IMAGE=1" },
-      Cmd = { "/bin/sh" }, WorkingDir = "/",
-    })
-    -- into place at once: parallel spec runs may race to build it
+    write_layout(oci, blobs, make(work, blobs), config)
     if not os.rename(oci, dir) and not util.stat(dir .. "/index.json", false) then
       error("cannot store the test image in " .. dir)
     end
   end)
   sh('rm -rf "$1"', work)
   assert(ok, err)
-  return img
+end
+
+--- Build the test image as an OCI layout (once; cached).
+function M.test_image()
+  local dir = cache_dir()
+  cached_layout(dir, function(work, blobs) return { base_layers(work, blobs) } end, BASE_CONFIG)
+  return { dir = dir, tag = "test", os_id = M.OS_ID }
+end
+
+--- The test image plus a third layer with the host's python3 (its
+-- standard library without tests, caches and site packages) and git, and
+-- the libraries they link: for code_run and git in an image. Cached like
+-- the test image (keyed by the two programs too); about 45 MB unpacked.
+function M.tools_image()
+  local py = "/usr/bin/python3.11"
+  local dir = cache_dir("tools\n" .. util.sha256_file(py) .. util.sha256_file("/usr/bin/git"))
+  cached_layout(dir, function(work, blobs)
+    local L1, L2 = base_layers(work, blobs)
+    local l3 = work .. "/l3"
+    sh([[set -e
+      mkdir -p "$1/usr/bin" "$1/usr/lib" "$1/lib/x86_64-linux-gnu"
+      cp -L "$2" "$1/usr/bin/python3.11"; ln -s python3.11 "$1/usr/bin/python3"
+      cp -L /usr/bin/git "$1/usr/bin/git"
+      for lib in $(ldd "$2" /usr/bin/git | awk '/=>/ { print $3 }' | sort -u); do
+        [ -e "$1/lib/x86_64-linux-gnu/$(basename "$lib")" ] || cp -L "$lib" "$1/lib/x86_64-linux-gnu/"
+      done
+      rm -f "$1/lib/x86_64-linux-gnu/libc.so.6"     # the first layer's
+      tar -C / -c --exclude=__pycache__ --exclude=site-packages --exclude=dist-packages \
+          --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter --exclude=ensurepip \
+          --exclude=lib2to3 usr/lib/python3.11 | tar -C "$1" -x
+    ]], l3, py)
+    return { L1, L2, layer(l3, blobs) }
+  end, BASE_CONFIG)
+  return { dir = dir, tag = "test", os_id = M.OS_ID }
 end
 
 local Registry = {}
@@ -243,6 +283,12 @@ end
 function Registry:push_test_image(name)
   local img = M.test_image()
   return self:push(img.dir, img.tag, name or "dtlua/test:1")
+end
+
+--- Push the tools image (M.tools_image) as name (default "dtlua/tools:1").
+function Registry:push_tools_image(name)
+  local img = M.tools_image()
+  return self:push(img.dir, img.tag, name or "dtlua/tools:1")
 end
 
 function Registry:stop()

@@ -678,93 +678,103 @@ function Store:pull(ref, opts)
     says("error: %s", msg)
     return fail(msg, code)
   end
-  -- skopeo: the manifest (for this host's platform), the config and the
-  -- layer blobs, checked against their digests, into an OCI layout
-  local argv = { "skopeo", "--tmpdir", tmp, "copy", "--retry-times", "0" }
-  if loopback(p.registry) then argv[#argv + 1] = "--src-tls-verify=false" end
-  argv[#argv + 1] = "docker://" .. p.ref
-  argv[#argv + 1] = "oci:" .. tmp .. "/oci:image"
-  local proc, smsg = process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "stdout",
-                                           env = { PATH = os.getenv("PATH") or "/usr/bin:/bin",
-                                                   HOME = tmp } })
-  if not proc then return abort(format("cannot pull %s: cannot run skopeo: %s", where, tostring(smsg)), "EIO") end
-  local out = {}
-  local timeout = opts.timeout or M.PULL_TIMEOUT
-  local ok, terr = pcall(function()
-    require("daytona.runtime.scheduler").timeout(timeout, function()
-      for line in proc:lines("stdout") do
-        out[#out + 1] = line
-        if #out > 200 then table.remove(out, 1) end
-        log(line)
-      end
+  -- whatever raises meanwhile (a cancelled task) leaves nothing behind either
+  local function fetch()
+    -- skopeo: the manifest (for this host's platform), the config and the
+    -- layer blobs, checked against their digests, into an OCI layout
+    local argv = { "skopeo", "--tmpdir", tmp, "copy", "--retry-times", "0" }
+    if loopback(p.registry) then argv[#argv + 1] = "--src-tls-verify=false" end
+    argv[#argv + 1] = "docker://" .. p.ref
+    argv[#argv + 1] = "oci:" .. tmp .. "/oci:image"
+    local proc, smsg = process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "stdout",
+                                             env = { PATH = os.getenv("PATH") or "/usr/bin:/bin",
+                                                     HOME = tmp } })
+    if not proc then return abort(format("cannot pull %s: cannot run skopeo: %s", where, tostring(smsg)), "EIO") end
+    local out = {}
+    local timeout = opts.timeout or M.PULL_TIMEOUT
+    local ok, terr = pcall(function()
+      require("daytona.runtime.scheduler").timeout(timeout, function()
+        for line in proc:lines("stdout") do
+          out[#out + 1] = line
+          if #out > 200 then table.remove(out, 1) end
+          log(line)
+        end
+      end)
     end)
-  end)
-  if not ok then
-    proc:kill("KILL", true)
-    proc:wait(5)
-    proc:close()
-    if require("daytona.errors").is(terr, require("daytona.errors").DaytonaTimeoutError) then
-      return abort(format("cannot pull %s: no answer within %g s", where, timeout), "ETIMEDOUT")
+    if not ok then
+      proc:kill("KILL", true)
+      proc:wait(5)
+      proc:close()
+      if require("daytona.errors").is(terr, require("daytona.errors").DaytonaTimeoutError) then
+        return abort(format("cannot pull %s: no answer within %g s", where, timeout), "ETIMEDOUT")
+      end
+      fs.remove_tree(tmp)
+      self:_gc_layers(created)
+      error(terr, 0)
     end
+    local code = proc:wait()
+    proc:close()
+    if code ~= 0 then
+      local text = concat(out, "\n")
+      local last = (text:match("([^\n]*level=fatal[^\n]*)") or text:match("([^\n]+)%s*$") or ""):gsub('^.*msg="', ""):gsub('"$', "")
+      local kind = classify(text)
+      local what = kind == "ENOTFOUND" and "no such image" or kind == "EUNREACHABLE" and "registry unreachable"
+                   or "the registry's answer is not an image"
+      return abort(format("cannot pull %s: %s: %s", where, what, last:sub(1, 500)), kind)
+    end
+    local img, lerr = read_layout(tmp .. "/oci")
+    if not img then return abort(format("cannot pull %s: %s", where, lerr), "EREGISTRY") end
+    if img.os and img.os ~= "linux" then
+      return abort(format("cannot pull %s: an image for %s, not linux", where, tostring(img.os)), "EREGISTRY")
+    end
+    -- layers: decompressed, checked against their diff ids, unpacked once
+    local size = 0
+    local hexes = {}
+    for i, l in ipairs(img.layers) do
+      hexes[i] = l.diff
+      if self:layer_path(l.diff) then
+        says("layer sha256:%s: already in the store", l.diff:sub(1, 12))
+      else
+        local tarpath = l.blob
+        if l.compression then
+          tarpath = tmp .. "/layer-" .. i .. ".tar"
+          local dec = DECOMPRESS[l.compression]
+          local sh = format("exec %s %s \"$1\" > \"$2\"", dec[1], dec[2])
+          local r, dmsg = run({ "sh", "-c", sh, "sh", l.blob, tarpath })
+          if not r then return abort(format("cannot pull %s: layer %d: %s", where, i, dmsg), "ELAYER") end
+        end
+        local hex = util.sha256_file(tarpath)
+        if hex ~= l.diff then
+          return abort(format("cannot pull %s: layer %d does not match its diff_id sha256:%s", where, i, l.diff), "ELAYER")
+        end
+        local path, umsg, ucode = self:_unpack(tarpath, l.diff, log)
+        if not path then return abort(format("cannot pull %s: %s", where, umsg), ucode) end
+        if umsg == true then created[#created + 1] = l.diff end
+        if tarpath ~= l.blob then os.remove(tarpath) end
+      end
+    end
+    for _, l in ipairs(img.layers) do size = size + (math.tointeger(l.size) or 0) end
+    -- the record (ref added to an image already stored under another name)
+    local rec = self:_find(img.id) or { id = img.id, refs = {}, digest = img.digest, layers = hexes,
+                                        config = img.config, size = size, created = now_iso() }
+    local seen = false
+    for _, r in ipairs(rec.refs) do if r == p.ref then seen = true end end
+    if not seen then rec.refs[#rec.refs + 1] = p.ref end
+    rec.ref = p.ref
+    rec.digest = img.digest
+    local sok, serr, scode = self:_save(rec)
+    if not sok then return abort(serr, scode) end
+    fs.remove_tree(tmp)
+    says("%s: stored as %s (%d layers)", p.ref, img.id, #hexes)
+    return self:_image(rec)
+  end
+  local res = table.pack(pcall(fetch))
+  if not res[1] then
     fs.remove_tree(tmp)
     self:_gc_layers(created)
-    error(terr, 0)
+    error(res[2], 0)
   end
-  local code = proc:wait()
-  proc:close()
-  if code ~= 0 then
-    local text = concat(out, "\n")
-    local last = (text:match("([^\n]*level=fatal[^\n]*)") or text:match("([^\n]+)%s*$") or ""):gsub('^.*msg="', ""):gsub('"$', "")
-    local kind = classify(text)
-    local what = kind == "ENOTFOUND" and "no such image" or kind == "EUNREACHABLE" and "registry unreachable"
-                 or "the registry's answer is not an image"
-    return abort(format("cannot pull %s: %s: %s", where, what, last:sub(1, 500)), kind)
-  end
-  local img, lerr = read_layout(tmp .. "/oci")
-  if not img then return abort(format("cannot pull %s: %s", where, lerr), "EREGISTRY") end
-  if img.os and img.os ~= "linux" then
-    return abort(format("cannot pull %s: an image for %s, not linux", where, tostring(img.os)), "EREGISTRY")
-  end
-  -- layers: decompressed, checked against their diff ids, unpacked once
-  local size = 0
-  local hexes = {}
-  for i, l in ipairs(img.layers) do
-    hexes[i] = l.diff
-    if self:layer_path(l.diff) then
-      says("layer sha256:%s: already in the store", l.diff:sub(1, 12))
-    else
-      local tarpath = l.blob
-      if l.compression then
-        tarpath = tmp .. "/layer-" .. i .. ".tar"
-        local dec = DECOMPRESS[l.compression]
-        local sh = format("exec %s %s \"$1\" > \"$2\"", dec[1], dec[2])
-        local r, dmsg = run({ "sh", "-c", sh, "sh", l.blob, tarpath })
-        if not r then return abort(format("cannot pull %s: layer %d: %s", where, i, dmsg), "ELAYER") end
-      end
-      local hex = util.sha256_file(tarpath)
-      if hex ~= l.diff then
-        return abort(format("cannot pull %s: layer %d does not match its diff_id sha256:%s", where, i, l.diff), "ELAYER")
-      end
-      local path, umsg, ucode = self:_unpack(tarpath, l.diff, log)
-      if not path then return abort(format("cannot pull %s: %s", where, umsg), ucode) end
-      if umsg == true then created[#created + 1] = l.diff end
-      if tarpath ~= l.blob then os.remove(tarpath) end
-    end
-  end
-  for _, l in ipairs(img.layers) do size = size + (math.tointeger(l.size) or 0) end
-  -- the record (ref added to an image already stored under another name)
-  local rec = self:_find(img.id) or { id = img.id, refs = {}, digest = img.digest, layers = hexes,
-                                      config = img.config, size = size, created = now_iso() }
-  local seen = false
-  for _, r in ipairs(rec.refs) do if r == p.ref then seen = true end end
-  if not seen then rec.refs[#rec.refs + 1] = p.ref end
-  rec.ref = p.ref
-  rec.digest = img.digest
-  local sok, serr, scode = self:_save(rec)
-  if not sok then return abort(serr, scode) end
-  fs.remove_tree(tmp)
-  says("%s: stored as %s (%d layers)", p.ref, img.id, #hexes)
-  return self:_image(rec)
+  return table.unpack(res, 2, res.n)
 end
 
 
