@@ -260,6 +260,26 @@ describe("dtlocal builder", function()
     end)
   end)
 
+  it("clips a step's endless output in the log (lines cut at 16 KiB, 2 MiB a step)", function()
+    helper.run(function()
+      local store = new_store()
+      local n, longest, clipped = 0, 0, false
+      local img, msg = build.build(store, {
+        -- 8 MiB without a newline, then lines
+        dockerfile = "FROM " .. ref .. "\nRUN head -c 8388608 /dev/zero | tr '\\0' x; seq 1 100000\n",
+        launcher = helper.build_path("libexec/dtlua/dtlua-sandbox"),
+        on_log = function(l)
+          n = n + #l
+          if #l > longest then longest = #l end
+          if l:find("output clipped", 1, true) then clipped = true end
+        end })
+      assert.is_table(img, msg)
+      assert.is_true(clipped)
+      assert.is_true(longest <= build.MAX_LINE)
+      assert.is_true(n <= build.LOG_LIMIT + 4096, tostring(n))
+    end)
+  end)
+
   it("fails a RUN step with its step, exit code and output, keeping nothing of it", function()
     helper.run(function()
       local store = new_store()

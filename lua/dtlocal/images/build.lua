@@ -65,6 +65,8 @@ local M = {}
 
 M.TIMEOUT = 3600
 M.TAIL = 20                  -- output lines a failure quotes
+M.MAX_LINE = 16384           -- bytes of one output line (a longer one is cut)
+M.LOG_LIMIT = 2 * 1024 * 1024  -- bytes of a step's output that are logged
 M.CACHE_REF = "dtlocal.local/build-cache:"
 M.MAX_STEPS = 500
 M.MAX_LINKS = 40             -- symbolic links followed resolving one path in an image
@@ -579,12 +581,41 @@ function Build:launch(dir, layers, argv, env, cwd, user, on_out, cgroups)
   end
   local launcher_err = {}
   local readers = {}
+  -- the step's output, line by line, but a line is cut at M.MAX_LINE and
+  -- only M.LOG_LIMIT bytes of a step are logged (BuildKit clips at 2 MiB
+  -- too): a step printing without end costs neither memory nor disk
+  local logged, clipped = 0, false
+  local function emit(stream, line)
+    if stream == "stderr" and line:match("^dtlua%-sandbox: ") then launcher_err[#launcher_err + 1] = line end
+    logged = logged + #line + 1
+    if logged <= M.LOG_LIMIT then
+      on_out(line)
+    elseif not clipped then
+      clipped = true
+      on_out(format("[output clipped: the step printed more than %d bytes]", M.LOG_LIMIT))
+    end
+  end
   for _, stream in ipairs{ "stdout", "stderr" } do
     local t = scheduler.spawn(function()
-      for line in p:lines(stream) do
-        if stream == "stderr" and line:match("^dtlua%-sandbox: ") then launcher_err[#launcher_err + 1] = line end
-        on_out(line)
+      local buf = ""
+      while true do
+        local chunk = p:read(stream)
+        if not chunk then break end
+        buf = buf .. chunk
+        while true do
+          local nl = buf:find("\n", 1, true)
+          if nl and nl <= M.MAX_LINE + 1 then
+            emit(stream, buf:sub(1, nl - 1))
+            buf = buf:sub(nl + 1)
+          elseif #buf > M.MAX_LINE then
+            emit(stream, buf:sub(1, M.MAX_LINE))
+            buf = buf:sub(M.MAX_LINE + 1)
+          else
+            break
+          end
+        end
       end
+      if buf ~= "" then emit(stream, buf) end
     end)
     t.observed = true
     readers[#readers + 1] = t
@@ -646,7 +677,8 @@ function Build:run(step, layers, n, total)
   local tail = {}
   code, lerr = self:launch(dir, layers, argv, env, self.config.cwd, as, function(line)
     self:log("%s", line)
-    tail[#tail + 1] = line
+    -- the failure's message (a snapshot's errorReason) stays short
+    tail[#tail + 1] = #line > 512 and (line:sub(1, 512) .. "...") or line
     if #tail > M.TAIL then table.remove(tail, 1) end
   end, cgroups)
   if code ~= 0 then
