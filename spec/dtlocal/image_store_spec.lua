@@ -221,6 +221,7 @@ while True:
         { make("link2.tar", "d('a')\nl('a/b', '../..')\nf('a/b/c/evil')"), "goes through" },
         { make("hard.tar", "l('h', '../etc/passwd', tarfile.LNKTYPE)"), "hard link" },
         { make("hard2.tar", "l('s', '/etc')\nl('h', 's/passwd', tarfile.LNKTYPE)"), "hard link through" },
+        { make("redef.tar", "l('x', '/')\nd('x')\nf('x/evil')"), "a directory over a link" },
       }
       for _, c in ipairs(cases) do
         local res, msg = Store.check_tar(c[1])

@@ -458,8 +458,14 @@ function M.check_tar(path)
       local name, why = clean_name(raw)
       if not name then return bad(raw, why) end
       if name == "" and kind ~= "directory" then return bad(raw, "the layer's root is not a directory") end
-      local via = name ~= "" and through_link(name .. "/") and through_link(name)
+      local via = through_link(name)
       if via then return bad(raw, format("goes through %q, which this layer made a link or file", via)) end
+      -- a directory over a link of the same layer: a tar that keeps the
+      -- link (--keep-directory-symlink, or another version's default)
+      -- would then write what follows through it
+      if kind == "directory" and kinds[name] == "symlink" then
+        return bad(raw, "a directory over a link this layer made")
+      end
       if kind == "hardlink" then
         local target, twhy = clean_name(link)
         if not target or target == "" then return bad(raw, "a hard link to " .. (twhy or "the root")) end
@@ -479,10 +485,9 @@ function M.check_tar(path)
       end
       kinds[name] = kind
       res.entries = res.entries + 1
-      if data_blocks > 0 and kind == "file" then
-        if not f:seek("cur", data_blocks * 512) then f:close(); return nil, "truncated tar" end
-      elseif data_blocks > 0 then
-        if not f:seek("cur", data_blocks * 512) then f:close(); return nil, "truncated tar" end
+      if data_blocks > 0 and not f:seek("cur", data_blocks * 512) then
+        f:close()
+        return nil, "truncated tar"
       end
     end
   end
