@@ -158,6 +158,15 @@ local ran, rerr, rtb = scheduler.run(function()
     end
   end)
   reg:stop()
+  -- buildah's overlay storage leaves mounts under its root (its storage dir
+  -- and containers' merged dirs): unmounted, deepest first, before removal
+  local mounts = {}
+  for line in io.lines("/proc/mounts") do
+    local m = line:match("^%S+ (%S+)")
+    if m and m:sub(1, #tmp + 1) == tmp .. "/" then mounts[#mounts + 1] = m end
+  end
+  table.sort(mounts, function(a, b) return #a > #b end)
+  for _, m in ipairs(mounts) do process.run({ "umount", m }, { timeout = 60 }) end
   fs.remove_tree(tmp)
   if not ok then error(err, 0) end
 end)
