@@ -137,18 +137,43 @@ local LOCAL = {
   EINVAL = true, ENOENT = true, EACCES = true, EISDIR = true, ENOSPC = true, EROFS = true,
   EEXIST = true, ENOTDIR = true, ENOMEM = true, ENOTSUP = true, EPERM = true, EBADF = true,
 }
--- codes where nothing reached the application: worth retrying
-local RETRYABLE = {
-  ECONNREFUSED = true, ECONNRESET = true, ENOTFOUND = true,
-  EHOSTUNREACH = true, ENETUNREACH = true, EPIPE = true,
+--- Which runtime failures (`nil, message, code`) a retry may cure, and for
+-- which requests: the one table that both the transport's retry policy
+-- (`transport.lua`) and an error's `retryable` field read.
+--
+-- * `"any"`: nothing reached the server (refused, no such host, no route):
+--   sending any request again cannot run it twice.
+-- * `"idempotent"`: the connection broke after the request may have reached
+--   the server (reset, broken pipe, aborted, a garbled answer): only a request
+--   that may run twice (`GET`, `PUT`, `DELETE`, ...) is sent again.
+--
+-- Any other code is not retried: a timeout (the deadline is spent), TLS and
+-- certificate failures, a refused upgrade, a peer of the wrong uid, too many
+-- redirects, local failures. An HTTP status is classified by the transport.
+M.TRANSPORT_RETRY = {
+  ECONNREFUSED = "any", ENOTFOUND = "any", EHOSTUNREACH = "any", ENETUNREACH = "any",
+  EAI_NONAME = "any", EAI_AGAIN = "any", EADDRNOTAVAIL = "any",
+  ECONNRESET = "idempotent", EPIPE = "idempotent", ECONNABORTED = "idempotent",
+  EPROTO = "idempotent",
 }
+
+--- Whether the transport retries a request that failed with a runtime code.
+-- @param code the runtime's code ("ECONNRESET")
+-- @param idempotent whether the request may run twice
+-- @return boolean
+function M.retries_failure(code, idempotent)
+  local class = M.TRANSPORT_RETRY[code]
+  return class == "any" or (class == "idempotent" and idempotent == true)
+end
 
 --- The error for a failure the runtime returned as `nil, message, code`:
 -- the one place where the runtime's mechanism meets the SDK's classes.
 -- ECANCELED is a `CancelledError`, ETIMEDOUT a `DaytonaTimeoutError`, a
 -- local code (ENOENT, EACCES, EINVAL, ...) a `DaytonaError`, any other a
--- `DaytonaConnectionError`; `retryable` is set for codes where nothing
--- reached the application unless `fields` says otherwise.
+-- `DaytonaConnectionError`; `retryable` is set, unless `fields` says
+-- otherwise, for the codes in `TRANSPORT_RETRY` (transient failures: the
+-- transport retries them for any request when nothing reached the server,
+-- for idempotent requests only otherwise, as it does a 502).
 -- @param message the runtime's message
 -- @param code the runtime's code (a string such as "ECONNREFUSED")
 -- @param[opt] fields more fields for the error (copied): status_code, url,
@@ -159,7 +184,7 @@ function M.from_failure(message, code, fields, what)
   local f = {}
   if fields then for k, v in pairs(fields) do f[k] = v end end
   f.code = code
-  if f.retryable == nil then f.retryable = RETRYABLE[code] or false end
+  if f.retryable == nil then f.retryable = M.TRANSPORT_RETRY[code] ~= nil end
   local text = what and (what .. ": " .. tostring(message)) or message
   if code == "ECANCELED" then return M.CancelledError(text, f) end
   if code == "ETIMEDOUT" then return M.DaytonaTimeoutError(text, f) end

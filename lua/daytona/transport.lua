@@ -165,16 +165,6 @@ function M.transient_503(headers, decoded)
   return type(decoded) ~= "table"
 end
 
-local CONNECT_CODES = {            -- nothing reached the server: safe to retry any call
-  ECONNREFUSED = true, EAI_NONAME = true, EAI_AGAIN = true, ENOTFOUND = true,
-  EHOSTUNREACH = true, ENETUNREACH = true, EADDRNOTAVAIL = true, ECONNECT = true,
-  ERESOLVE = true,
-}
-local RESET_CODES = {              -- may have reached it: retry idempotent calls only
-  ECONNRESET = true, EPIPE = true, ECONNABORTED = true, EPROTO = true, ERECV = true,
-  ESEND = true, EEOF = true, EPARTIAL = true,
-}
-
 ---------------------------------------------------------------------------
 -- The transport
 ---------------------------------------------------------------------------
@@ -277,8 +267,7 @@ local function retryable(err, idempotent)
     return idempotent and (s == 502 or s == 504)
   end
   if errors.is(err, errors.DaytonaConnectionError) then
-    if CONNECT_CODES[err.code] then return true end  -- never reached the server
-    return idempotent and RESET_CODES[err.code] or false
+    return errors.retries_failure(err.code, idempotent)   -- errors.TRANSPORT_RETRY
   end
   return false
 end

@@ -209,6 +209,35 @@ describe("daytona.wire and daytona.transport helpers", function()
     assert.is_true(r(errors.DaytonaConnectionError("x", { code = "ECONNRESET" }), true))
     assert.is_false(r(errors.DaytonaTimeoutError("x", { code = "ETIMEDOUT" }), true))
   end)
+
+  it("treats each transport failure code one way: the retry and err.retryable agree", function()
+    local r = transport._retryable
+    -- code -> { retried for a POST, retried for a GET }
+    local cases = {
+      ECONNREFUSED = { true, true }, ENOTFOUND = { true, true }, EHOSTUNREACH = { true, true },
+      ENETUNREACH = { true, true }, EAI_NONAME = { true, true }, EAI_AGAIN = { true, true },
+      EADDRNOTAVAIL = { true, true },
+      ECONNRESET = { false, true }, EPIPE = { false, true }, ECONNABORTED = { false, true },
+      EPROTO = { false, true },
+      ETLS = { false, false }, EPEER = { false, false }, EHANDSHAKE = { false, false },
+      EPROXY = { false, false }, ETOOMANYREDIRECTS = { false, false }, EIO = { false, false },
+      ETIMEDOUT = { false, false }, ECANCELED = { false, false }, ENOENT = { false, false },
+      EINVAL = { false, false },
+    }
+    for code, want in pairs(cases) do
+      local err = errors.from_failure("x", code)
+      local post = err.status_code == nil and r(err, false)
+      local get = err.status_code == nil and r(err, true)
+      assert.are.equal(want[1], post, code .. " for a POST")
+      assert.are.equal(want[2], get, code .. " for a GET")
+      -- retryable says "transient", as it does for a 502: retried at least for a GET
+      assert.are.equal(want[2], err.retryable, code .. ".retryable")
+      assert.are.equal(want[1], errors.retries_failure(code, false), code)
+      assert.are.equal(want[2], errors.retries_failure(code, true), code)
+    end
+    -- every code of the table is in the list above
+    for code in pairs(errors.TRANSPORT_RETRY) do assert.is_not_nil(cases[code], code) end
+  end)
 end)
 
 describe("session log demultiplexing", function()
