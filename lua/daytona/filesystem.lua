@@ -17,6 +17,7 @@ local transport = require "daytona.transport"
 local wire = require "daytona.wire"
 local core = require "daytona.core"
 local errors = require "daytona.errors"
+local rfs = require "daytona.runtime.fs"
 local multipart    -- daytona.runtime.multipart, loaded by the first download
 
 local type, pairs, ipairs, tostring, setmetatable, error, pcall, io, os =
@@ -611,15 +612,12 @@ function Reader:close()
   if self.s then self.s:close() end
 end
 
+-- Make the local parent directories of a download's destination, with the
+-- core's mkdir (no shell: a path is data, whatever it holds).
 local function mkparents(path)
   local dir = path:match("^(.*)/[^/]*$")
-  local probe = dir and dir ~= "" and io.open(dir, "r")
-  if probe then probe:close(); return true end
-  if dir and dir ~= "" then
-    local ok = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
-    return ok
-  end
-  return true
+  if dir == nil or dir == "" then return true end
+  return rfs.mkdirs(dir, 511)
 end
 
 -- Drive a bulk download: for each requested path, write the file part to
@@ -643,12 +641,11 @@ local function bulk_download(self, paths, dests, f, timeout, on_progress, cancel
         if name == "file" and path then
           local dest = dests[path]
           if dest then
-            mkparents(dest)
             -- into a temp file beside it, renamed at the end: a failed
             -- download never leaves half a file (nor clobbers an old one)
-            local e
+            local made, e = mkparents(dest)
             cur.tmp = dest .. ".dtlua-part-" .. core.util.hex(core.util.random_bytes(4))
-            fh, e = io.open(cur.tmp, "wb")
+            if made then fh, e = io.open(cur.tmp, "wb") end
             if not fh then
               results[path] = { error = errors.DaytonaError(f .. ": cannot write " .. dest .. ": " .. tostring(e),
                 { code = "EIO", path = path }) }

@@ -11,40 +11,19 @@
 --   fs.kill(pid, signal)               -> true | nil, message, code   (kill)
 --   fs.read_file(path)                 -> the content | nil, message  (cat)
 local core = require "daytona.core"
+local rfs = require "daytona.runtime.fs"
 
 local util = core.util
 local io, os, ipairs, type, math = io, os, ipairs, type, math
 
 local M = {}
 
-local function dirname(path)
-  local d = path:match("^(.*)/[^/]*$")
-  if d == nil then return "." end
-  if d == "" then return "/" end
-  return d
-end
-
---- Make a directory and its missing parents. A directory already there is
--- fine; anything else there is ENOTDIR.
+--- Make a directory and its missing parents (`daytona.runtime.fs.mkdirs`).
+-- A directory already there is fine; anything else there is ENOTDIR.
 -- @param path the directory
 -- @param[opt=0700] mode of the directory
 -- @param[opt=mode] parent_mode of the parents it makes
-function M.mkdirs(path, mode, parent_mode)
-  mode = mode or 448
-  local st = util.stat(path, true)
-  if st then
-    if st.type == "directory" then return true end
-    return nil, path .. ": exists and is not a directory", "ENOTDIR"
-  end
-  local parent = dirname((path:gsub("/+$", "")))
-  if parent ~= path and parent ~= "." then
-    local ok, msg, code = M.mkdirs(parent, parent_mode or mode, parent_mode)
-    if not ok then return nil, msg, code end
-  end
-  local ok, msg, code = util.mkdir(path, mode)
-  if not ok and code ~= "EEXIST" then return nil, path .. ": " .. msg, code end
-  return true
-end
+M.mkdirs = rfs.mkdirs
 
 -- errno numbers os.remove reports, by the names core.util uses
 local ERRNO = { [1] = "EPERM", [2] = "ENOENT", [13] = "EACCES", [16] = "EBUSY", [20] = "ENOTDIR",

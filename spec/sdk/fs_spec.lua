@@ -37,6 +37,39 @@ describe("sandbox.fs", function()
     assert.are.equal(core.util.sha256_file(src), core.util.sha256_file(dst))
   end)
 
+  it("makes a download's local directories without a shell: quotes, spaces, $(...) and a leading - are data", function()
+    sb.fs:upload_file({ data = "odd path" }, home .. "/odd.txt")
+    -- a child dtlua in `dir` with no PATH: `mkdir -p` through a shell could
+    -- neither be found nor take "-x" for a directory
+    local rel = "-x/it's a \"dir\"/$(touch pwned)/`touch pwned2`/; touch pwned3/f.txt"
+    local script = [[
+      local daytona = require "daytona"
+      local c = daytona.new { api_key = arg[1], api_url = arg[2], target = "local", retry = false }
+      local sb = c:get(arg[3])
+      sb.fs:download_file(arg[4], arg[5])
+      io.write("downloaded")
+    ]]
+    local env = helper.child_env()
+    env.PATH = "/nonexistent"
+    local process = require "daytona.runtime.process"
+    local f = assert(io.open(dir .. "/download.lua", "w"))
+    f:write(script); f:close()
+    local r = assert(process.run({ helper.build_path("bin/dtlua"), dir .. "/download.lua",
+      srv.token, srv.api_url, sb.id, home .. "/odd.txt", rel }, { cwd = dir, env = env, timeout = 60 }))
+    assert.are.equal("downloaded", r.stdout, r.stderr)
+    assert.are.equal(0, r.exit_code)
+    assert.are.equal("odd path", slurp(dir .. "/" .. rel))
+    for _, name in ipairs { "pwned", "pwned2", "pwned3" } do
+      assert.is_nil(core.util.stat(dir .. "/" .. name), name)
+      assert.is_nil(core.util.stat(name), name)
+    end
+    -- in this process too, with an absolute path
+    local dst = dir .. "/a b/'q'/$(touch pwned)/f.txt"
+    sb.fs:download_file(home .. "/odd.txt", dst)
+    assert.are.equal("odd path", slurp(dst))
+    assert.is_nil(core.util.stat(dir .. "/pwned"))
+  end)
+
   it("raises DaytonaNotFoundError for a missing file, leaving no local file", function()
     local err = fixture.fails(sb.fs.download_file, sb.fs, "/no/such/file")
     assert.is_true(errors.is(err, errors.DaytonaNotFoundError))
