@@ -234,15 +234,9 @@ end
 function Store:_records()
   local out = {}
   for _, name in ipairs(util.readdir(self.images_dir) or {}) do
-    if name:match("^%x+%.json$") then
-      local text = fs.read_file(self.images_dir .. "/" .. name)
-      local rec = text and json.decode(text)
-      if type(rec) == "table" and hex_of(rec.id) and type(rec.layers) == "table" then
-        rec.refs = strings(rec.refs)
-        rec.layers = strings(rec.layers)
-        out[#out + 1] = rec
-      end
-    end
+    local hex = name:match("^(%x+)%.json$")
+    local rec = hex and self:_record(hex)
+    if rec then out[#out + 1] = rec end
   end
   return out
 end
@@ -255,8 +249,24 @@ function Store:_save(rec)
   return true
 end
 
+-- One record by its id's hex, or nil.
+function Store:_record(hex)
+  local text = fs.read_file(self.images_dir .. "/" .. hex .. ".json")
+  local rec = text and json.decode(text)
+  if type(rec) ~= "table" or hex_of(rec.id) ~= hex or type(rec.layers) ~= "table" then return nil end
+  rec.refs = strings(rec.refs)
+  rec.layers = strings(rec.layers)
+  return rec
+end
+
 function Store:_find(key)
   if type(key) ~= "string" or key == "" then return nil end
+  -- a full id (what sandbox records hold): its file, without reading the others
+  local full = key:match("^sha256:(%x+)$") or key:match("^(%x+)$")
+  if full and #full == 64 then
+    local rec = self:_record(full)
+    if rec then return rec end
+  end
   local recs = self:_records()
   local hex = key:match("^sha256:(%x+)$") or (key:match("^%x+$") and key)
   if hex and #hex >= 12 then
