@@ -135,6 +135,9 @@ describe("dtlocal computer use", function()
       local page = assert(http.request { url = pv.url .. "/vnc.html", headers = { ["X-Daytona-Preview-Token"] = pv.token } })
       assert.are.equal(200, page.status, page.body)
       assert.is_truthy(page.body:find("noVNC", 1, true))
+      -- not without the sandbox's preview token
+      local anon = assert(http.request { url = pv.url .. "/vnc.html" })
+      assert.are.equal(401, anon.status)
       -- start again: nothing new, the same processes
       local again = ok(cu("POST", "/start"))
       assert.are.equal(body.status.xvfb.pid, again.status.xvfb.pid)
@@ -553,6 +556,8 @@ for addr, fam in (("\0/tmp/.X11-unix/X0", socket.AF_UNIX), ("/tmp/.X11-unix/X0",
       ok(cu("POST", "/start"))
       sb:stop()
       sb:start()
+      -- nothing of the desktop outlived the sandbox's stop
+      assert.are.same({}, running("Xvfb|xfce|xfwm|x11vnc|websockify|dbus|at-spi"))
       -- a lock file a killed X server left in /tmp (which outlives the PID
       -- namespace), naming a pid that is no X server now: not in the way
       sh("printf '%10d\\n' 1 > /tmp/.X0-lock")
