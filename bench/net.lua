@@ -1,6 +1,6 @@
 --- Sandbox networking figures (printed, not asserted; doc/sandbox.md "Network").
 --
---   build/bin/dtlua bench/net.lua [--peer BUILD_DIR] [--n N]      (as root)
+--   build/bin/dtlua bench/net.lua [--peer BUILD_DIR] [--n N] [--only launcher]   (as root)
 --
 -- 1. The launcher alone: spawn -> the first line of its program (`sh -c
 --    'echo up'`) for --net host / none / veth (the link dtlocal makes),
@@ -24,12 +24,13 @@ local json = require("dtlocal.http").json
 
 local ROOT = arg[0]:match("^(.*)/bench/[^/]*$") or "."
 local BUILD = os.getenv("DTLUA_BUILD") or (ROOT .. "/build")
-local peer, N = nil, 15
+local peer, N, only = nil, 15, nil
 do
   local i = 1
   while arg[i] do
     if arg[i] == "--peer" then peer = arg[i + 1]; i = i + 2
     elseif arg[i] == "--n" then N = tonumber(arg[i + 1]); i = i + 2
+    elseif arg[i] == "--only" then only = arg[i + 1]; i = i + 2
     else error("unknown argument " .. arg[i]) end
   end
 end
@@ -60,6 +61,7 @@ local function launcher_figures()
     for _, mode in ipairs({ "host", "none", "veth" }) do
       local net = mode
       if mode == "veth" then net = ("veth:dtlb%d:10.201.%d.1/30:10.201.%d.2"):format(i, i, i) end
+      daytona.sleep(0.05)   -- the previous sandbox's teardown out of the way
       local t0 = core.now()
       local p = assert(process.spawn({ launcher, "run", "--root-dir", ("%s/%s%d"):format(dir, mode, i),
         "--hostname", "b", "--uid-base", tostring((1 << 31) + i * 65536), "--net", net, "--user", "root",
@@ -225,6 +227,7 @@ local function preview_figures(srv)
 end
 
 launcher_figures()
+if only == "launcher" then return end
 local srv, servers = create_figures()
 local ok, err = pcall(iperf_figures, srv)
 if not ok then print("iperf3: " .. tostring(err)) end
