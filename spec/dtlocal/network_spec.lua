@@ -3,7 +3,9 @@
 -- host's other addresses, other sandboxes' ports and abstract sockets; the
 -- sandbox's root owning its namespace (tun, addresses, routes); outbound
 -- NAT, allow lists and networkBlockAll enforced where the sandbox's root
--- cannot lift them; linked sandboxes; and nothing left behind.
+-- cannot lift them; linked sandboxes; previews (HTTP, WebSockets, to the
+-- sandbox's address and through its daemon); nothing left behind; and an
+-- unprivileged server (run as nobody) whose sandboxes pasta links.
 --
 -- "Outside" is a network namespace this spec makes, linked to the host by
 -- a veth pair of its own (198.18.N.1 on the host, .2 and .3 inside, N from
@@ -394,7 +396,7 @@ describe("dtlocal sandbox networks", function()
     end)
   end)
 
-  it("unprivileged: each sandbox its own namespace linked to the outside by pasta, which goes with it", function()
+  it("unprivileged: each sandbox its own namespace linked by pasta, which goes with it, also after kill -9 + restart", function()
     if core.util.getuid() ~= 0 or not os.execute("command -v setpriv >/dev/null 2>&1")
       or not os.execute("command -v pasta >/dev/null 2>&1") then
       pending("needs root (to run a server as nobody), setpriv and pasta")
@@ -407,19 +409,24 @@ describe("dtlocal sandbox networks", function()
       assert(core.util.mkdir(state, 448))
       assert(core.util.chown(state, 65534, 65534))
       local token = "spec-" .. core.util.hex(core.util.random_bytes(12))
-      local p <close> = process.spawn({ "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-        dtlocal.binary(), "serve", "--port", "0", "--state", state .. "/state", "--warm", "0", "--token", token },
-        { stdin = "null", stdout = "pipe", stderr = "stdout", env = { HOME = state, XDG_STATE_HOME = state,
-          XDG_RUNTIME_DIR = state, PATH = os.getenv("PATH") } })
-      local api, netline
-      for l in p:lines("stdout", 20) do
-        netline = netline or l:match("dtlocal: sandbox networks: (.*)$")
-        api = l:match("^dtlocal: API (%S+)")
-        if api then break end
+      local p, api, netline
+      local function serve()
+        p = process.spawn({ "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+          dtlocal.binary(), "serve", "--port", "0", "--state", state .. "/state", "--warm", "0", "--token", token },
+          { stdin = "null", stdout = "pipe", stderr = "stdout", env = { HOME = state, XDG_STATE_HOME = state,
+            XDG_RUNTIME_DIR = state, PATH = os.getenv("PATH") } })
+        api, netline = nil, nil
+        for l in p:lines("stdout", 20) do
+          netline = netline or l:match("dtlocal: sandbox networks: (.*)$")
+          api = l:match("^dtlocal: API (%S+)")
+          if api then break end
+        end
+        assert(api, "the unprivileged server did not start")
+        local proc = p
+        local drain = require("daytona.runtime.scheduler").spawn(function() for _ in proc:lines("stdout") do end end)
+        drain.observed = true
       end
-      assert(api, "the unprivileged server did not start")
-      local drain = require("daytona.runtime.scheduler").spawn(function() for _ in p:lines("stdout") do end end)
-      drain.observed = true
+      serve()
       assert.matches("linked to the outside by .*pasta", netline)
       local u = { api_url = api, token = token, toolbox_url = api:gsub("/api$", "/toolbox") }
       local function uok(want, method, path, body) return dtlocal.expect(u, want, method, path, body) end
@@ -452,12 +459,30 @@ describe("dtlocal sandbox networks", function()
         local r = http.request{ url = pv.url .. "/i.txt", headers = { ["X-Daytona-Preview-Token"] = pv.token }, timeout = 10 }
         return r.status == 200 and r.body
       end, 15, 0.1))
-      -- pasta runs as the server's user while the sandbox does, and goes with it
-      assert.are.equal(0, select(2, sh("pgrep -u 65534 -f -- \"--no-map-gw .* " .. "--pid\"")))
+      -- pasta runs as the server's user while the sandbox does
+      local function pastas()
+        return (sh("pgrep -u 65534 -f -- \"--no-map-gw .* " .. "--pid\" | sort | tr '\\n' ' '"))
+      end
+      local first = pastas()
+      assert.matches("^%d+ $", first)
+      -- the server killed, started again: the old pasta is ended with the old
+      -- sandbox, the sandbox started again with a pasta of its own
+      p:kill("KILL")
+      p:wait(10)
+      p:close()
+      serve()
+      u.api_url, u.toolbox_url = api, api:gsub("/api$", "/toolbox")
+      helper.eventually(function() return uok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+      local second = pastas()
+      assert.matches("^%d+ $", second)
+      assert.are_not.equal(first, second)
+      assert.are.equal("open peer=" .. OUT_GW, (uexec(s.id, ("python3 /tmp/probe.py %s %d"):format(OUT_A, OUT_PORT)):gsub("%s+$", "")))
+      -- and goes with it
       uok(200, "DELETE", "/sandbox/" .. s.id)
-      helper.eventually(function() return select(2, sh("pgrep -u 65534 -f -- \"--no-map-gw .* " .. "--pid\"")) ~= 0 end, 15, 0.05)
+      helper.eventually(function() return pastas() == "" end, 15, 0.05)
       p:kill("TERM")
       p:wait(20)
+      p:close()
     end)
   end)
 
