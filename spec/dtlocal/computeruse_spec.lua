@@ -554,10 +554,30 @@ for addr, fam in (("\0/tmp/.X11-unix/X0", socket.AF_UNIX), ("/tmp/.X11-unix/X0",
 
     it("starts again in a sandbox that was stopped with its desktop running", function()
       ok(cu("POST", "/start"))
+      -- a recording finished, one still running when the sandbox stops
+      local done = ok(cu("POST", "/recordings/start", { label = "kept" }), 201)
+      scheduler.sleep(1)
+      done = ok(cu("POST", "/recordings/stop", { id = done.id }))
+      local cut = ok(cu("POST", "/recordings/start", { label = "cut" }), 201)
+      scheduler.sleep(1)
       sb:stop()
       sb:start()
       -- nothing of the desktop outlived the sandbox's stop
-      assert.are.same({}, running("Xvfb|xfce|xfwm|x11vnc|websockify|dbus|at-spi"))
+      assert.are.same({}, running("Xvfb|xfce|xfwm|x11vnc|websockify|dbus|at-spi|ffmpeg"))
+      -- the recordings did: the daemon finished the running one as it stopped
+      local list = ok(cu("GET", "/recordings")).recordings
+      assert.are.equal(2, #list)
+      assert.are.same(done, ok(cu("GET", "/recordings/" .. done.id)))
+      local again = ok(cu("GET", "/recordings/" .. cut.id))
+      assert.are.equal("completed", again.status)
+      assert.is_true(again.sizeBytes > 0)
+      local dl = assert(http.request { url = srv.toolbox_url .. "/" .. sb.id .. "/computeruse/recordings/" .. done.id .. "/download",
+                                       headers = { Authorization = "Bearer " .. srv.token } })
+      assert.are.equal(200, dl.status)
+      assert.are.equal(done.sizeBytes, #dl.body)
+      assert.are.equal(204, cu("DELETE", "/recordings/" .. done.id).status)
+      assert.are.equal(204, cu("DELETE", "/recordings/" .. cut.id).status)
+      assert.are.same({}, ok(cu("GET", "/recordings")).recordings)
       -- a lock file a killed X server left in /tmp (which outlives the PID
       -- namespace), naming a pid that is no X server now: not in the way
       sh("printf '%10d\\n' 1 > /tmp/.X0-lock")

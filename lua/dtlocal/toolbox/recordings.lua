@@ -6,8 +6,9 @@
 -- DAYTONA_RECORDINGS_DIR (relative to the home) or ~/.daytona/recordings,
 -- as Daytona's. Stopping one sends ffmpeg `q` on its stdin, so it writes
 -- the MP4's index and the file plays; SIGINT after 10 s, SIGKILL after 5 more
--- (the recording is then "failed"). The list is the daemon's: what it
--- recorded since it started.
+-- (the recording is then "failed"). The list is kept beside the files
+-- (.dtlocal-recordings.json), so it outlives the daemon: after a sandbox's
+-- stop and start its recordings are still listed, served and deletable.
 --
 -- Answers: start 201 Recording (503 without ffmpeg, naming the Debian
 -- package, or without a running display; 400 for a bad label); stop 200
@@ -27,8 +28,8 @@ local json = http.json
 local raise = http.raise
 local util = core.util
 local sleep = scheduler.sleep
-local ipairs, pairs, tostring, table, math, os, pcall =
-  ipairs, pairs, tostring, table, math, os, pcall
+local ipairs, pairs, tostring, type, table, math, os, io, pcall =
+  ipairs, pairs, tostring, type, table, math, os, io, pcall
 
 local M = {}
 
@@ -36,9 +37,58 @@ local FRAMERATE = "15"
 local STOP_GRACE = 10
 local MAX_LABEL = 100
 
+local INDEX = ".dtlocal-recordings.json"
+
+local dir_of
+
+-- The recordings' index beside them, so that they outlive the daemon (a
+-- sandbox stopped and started again lists and serves them still): written
+-- whole, through a rename.
+local function save(s)
+  local list = json.array()
+  for _, rec in ipairs(s.order) do
+    list[#list + 1] = { id = rec.id, fileName = rec.file_name, filePath = rec.path,
+                        startTime = rec.start_time, started = rec.started, ended = rec.ended,
+                        status = rec.status }
+  end
+  local path = s.dir .. "/" .. INDEX
+  local tmp = path .. ".tmp"
+  local f = io.open(tmp, "wb")
+  if not f then return end
+  local ok = f:write(json.encode(list))
+  ok = f:close() and ok
+  if ok then os.rename(tmp, path) else os.remove(tmp) end
+end
+
+-- What a previous daemon recorded here: one still "recording" then was cut
+-- off with its ffmpeg (the sandbox stopped), so it is "failed"; one whose
+-- file is gone is left out.
+local function load(s)
+  local text = fs.read_file(s.dir .. "/" .. INDEX)
+  local list = text and json.decode(text)
+  if type(list) ~= "table" then return end
+  for _, e in ipairs(list) do
+    if type(e) == "table" and type(e.id) == "string" and type(e.filePath) == "string"
+       and type(e.fileName) == "string" and type(e.started) == "number"
+       and e.filePath == s.dir .. "/" .. e.fileName and util.stat(e.filePath) then
+      local rec = { id = e.id, file_name = e.fileName, path = e.filePath, start_time = tostring(e.startTime),
+                    started = e.started, ended = type(e.ended) == "number" and e.ended or nil,
+                    status = e.status == "completed" and "completed" or "failed",
+                    err_path = ("%s/computeruse/recording-%s.err"):format(s.app.state_dir, e.id) }
+      rec.ended = rec.ended or rec.started
+      s.by_id[rec.id] = rec
+      s.order[#s.order + 1] = rec
+    end
+  end
+end
+
 local function state(app)
   local s = app.recordings
-  if not s then s = { by_id = {}, order = {} }; app.recordings = s end
+  if not s then
+    s = { by_id = {}, order = {}, app = app, dir = dir_of(app) }
+    app.recordings = s
+    load(s)
+  end
   return s
 end
 
@@ -48,7 +98,7 @@ local function now()
   return t, common.rfc3339(sec, math.floor((t - sec) * 1e9))
 end
 
-local function dir_of(app)
+function dir_of(app)
   local env = common.child_env(app)
   local d = env.DAYTONA_RECORDINGS_DIR
   if d and d ~= "" then
@@ -68,6 +118,7 @@ local function refresh(rec)
       rec.ended = rec.ended or util.time()
       rec.process = nil
       p:close()
+      if rec.s then save(rec.s) end
     end
   end
   return rec
@@ -117,7 +168,8 @@ function M.start(ctx)
   if not d:is_running("xvfb") then
     raise(503, "the desktop is not running: POST /computeruse/start first", "SERVICE_UNAVAILABLE")
   end
-  local dir = dir_of(app)
+  local s = state(app)
+  local dir = s.dir
   local ok, msg = fs.mkdirs(dir, 493, 493)
   if not ok then raise(500, ("cannot create the recordings directory %s: %s"):format(dir, tostring(msg))) end
   local id = common.uuid()
@@ -147,10 +199,10 @@ function M.start(ctx)
     raise(500, "ffmpeg did not start recording: " .. why:sub(-600))
   end
   local rec = { id = id, file_name = name, path = path, start_time = start_time, started = started,
-                status = "recording", process = p, err_path = err_path }
-  local s = state(app)
+                status = "recording", process = p, err_path = err_path, s = s }
   s.by_id[id] = rec
   s.order[#s.order + 1] = rec
+  save(s)
   return 201, wire(rec)
 end
 
@@ -224,6 +276,7 @@ function M.delete(ctx)
   for i, r in ipairs(s.order) do
     if r == rec then table.remove(s.order, i); break end
   end
+  save(s)
   return 204
 end
 
