@@ -228,6 +228,22 @@ describe("dtlocal sandbox networks", function()
     end)
   end)
 
+  it("tells a host whose nameservers are all on loopback (which sandboxes cannot reach)", function()
+    local network = require "dtlocal.control.network"
+    local path = helper.tmpdir() .. "/resolv.conf"
+    local function check(text)
+      local f = assert(io.open(path, "w"))
+      f:write(text)
+      f:close()
+      return network.loopback_resolvers(path)
+    end
+    assert.are.same({ "127.0.0.53" }, check("nameserver 127.0.0.53\noptions edns0 trust-ad\n"))
+    assert.are.same({ "127.0.0.1", "::1" }, check("search lan\n nameserver 127.0.0.1\nnameserver ::1\n"))
+    assert.is_nil(check("nameserver 127.0.0.53\nnameserver 10.255.255.53\n"))
+    assert.is_nil(check("nameserver 10.255.255.53\n"))
+    assert.is_nil(check("# none\n"))
+  end)
+
   it("gives outbound access through NAT, and resolves names", function()
     helper.run(function()
       local s = create()

@@ -215,6 +215,21 @@ function M.find_pasta()
   return nil
 end
 
+--- The host's nameservers (/etc/resolv.conf, which a sandbox sees through
+-- its overlay) if every one is on loopback: a sandbox, with a loopback of
+-- its own, cannot reach them (systemd-resolved's 127.0.0.53, say). Returns
+-- the list then, else nil.
+function M.loopback_resolvers(path)
+  local text = "\n" .. (fs.read_file(path or "/etc/resolv.conf") or "")
+  local all, loop = 0, {}
+  for ns in text:gmatch("\n[ \t]*nameserver[ \t]+(%S+)") do
+    all = all + 1
+    if ns:match("^127%.") or ns == "::1" then loop[#loop + 1] = ns end
+  end
+  if all > 0 and #loop == all then return loop end
+  return nil
+end
+
 --- The launcher's --net value for the sandbox of uid slot `slot`.
 function Net:launch_arg(slot)
   local a = M.addrs(slot)
