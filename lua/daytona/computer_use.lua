@@ -109,8 +109,12 @@ end
 ---------------------------------------------------------------------------
 
 local ComputerUse = class("ComputerUse")
-
-local Mouse, Keyboard, Screenshot, Display, Recording, Accessibility
+local Mouse = class("Mouse")
+local Keyboard = class("Keyboard")
+local Screenshot = class("Screenshot")
+local Display = class("Display")
+local Recording = class("RecordingService")
+local Accessibility = class("Accessibility")
 
 --- The computer-use object of a sandbox (made by the Sandbox): `start`,
 -- `stop`, the processes, and the sub-objects `mouse`, `keyboard`,
@@ -250,8 +254,6 @@ end
 -- Mouse
 ---------------------------------------------------------------------------
 
-Mouse = class("Mouse")
-
 local BUTTONS = check.set("left", "right", "middle")
 local BUTTON_LIST = "'left', 'right', 'middle'"
 
@@ -342,8 +344,6 @@ end
 -- Keyboard
 ---------------------------------------------------------------------------
 
-Keyboard = class("Keyboard")
-
 local TYPE_OPTS = check.set("delay")
 
 --- Type text, as key presses (Unicode included).
@@ -395,15 +395,13 @@ end
 -- Screenshots
 ---------------------------------------------------------------------------
 
-Screenshot = class("Screenshot")
-
---- A screenshot: Python's `ScreenshotResponse` fields `screenshot` (the
+-- A screenshot: Python's `ScreenshotResponse` fields `screenshot` (the
 -- image, base64), `cursor_position` (`{ x, y }`, when the server gives it)
 -- and `size_bytes`, with methods to use the picture.
 -- @type ScreenshotResponse
-local Shot = {}
-M.ScreenshotResponse = Shot
-local shot_mt = { __index = Shot, __name = "daytona.computer_use.ScreenshotResponse",
+local ScreenshotResponse = {}
+M.ScreenshotResponse = ScreenshotResponse
+local shot_mt = { __index = ScreenshotResponse, __name = "daytona.computer_use.ScreenshotResponse",
   __tostring = function(s)
     return wire.model_text({ screenshot = s.screenshot, cursor_position = s.cursor_position,
       size_bytes = s.size_bytes }, "ScreenshotResponse")
@@ -422,7 +420,7 @@ end
 --- The image's bytes (PNG or JPEG), decoded from `screenshot`.
 -- @return string
 -- @raise DaytonaError when `screenshot` is not base64
-function Shot:bytes()
+function ScreenshotResponse:bytes()
   local b = rawget(self, "_bytes")
   if b then return b end
   local msg
@@ -434,7 +432,7 @@ end
 
 --- The image's format, from its first bytes.
 -- @return "png", "jpeg" or nil for anything else
-function Shot:format()
+function ScreenshotResponse:format()
   local b = self:bytes()
   if b:sub(1, 8) == "\137PNG\r\n\26\n" then return "png" end
   if b:sub(1, 3) == "\255\216\255" then return "jpeg" end
@@ -472,14 +470,14 @@ M._image_size = image_size
 --- The image's size in pixels, from its header (a PNG's IHDR, a JPEG's
 -- frame header).
 -- @return width, height (nil for an image of another format)
-function Shot:dimensions()
+function ScreenshotResponse:dimensions()
   return image_size(self:bytes())
 end
 
 --- A digest of the image (SHA-256, hex): equal for two shots of the same
 -- pixels taken with the same options. `changed_since` compares these.
 -- @return string
-function Shot:digest()
+function ScreenshotResponse:digest()
   local d = rawget(self, "_digest")
   if not d then
     -- of the base64 text: one to one with the bytes, and no decoding needed
@@ -494,7 +492,7 @@ end
 -- @param path string
 -- @return the number of bytes written
 -- @raise DaytonaError when the file cannot be written
-function Shot:save(path)
+function ScreenshotResponse:save(path)
   path = check.string(path, "save", "path")
   local bytes = self:bytes()
   -- into a temp file renamed at the end: never half a picture under its name
@@ -650,8 +648,6 @@ end
 -- Display
 ---------------------------------------------------------------------------
 
-Display = class("Display")
-
 local function list_of(r, key, name)
   local t = model(r, name)
   local out = {}
@@ -679,8 +675,6 @@ end
 ---------------------------------------------------------------------------
 -- Recordings
 ---------------------------------------------------------------------------
-
-Recording = class("RecordingService")
 
 local function rec_id(v, f)
   return check.id(v, f, "recording_id")
@@ -790,8 +784,6 @@ end
 ---------------------------------------------------------------------------
 -- Accessibility (AT-SPI)
 ---------------------------------------------------------------------------
-
-Accessibility = class("Accessibility")
 
 local SCOPES = check.set("focused", "pid", "all")
 local SCOPE_LIST = "'focused', 'pid', 'all'"
@@ -919,6 +911,6 @@ check.methods(Screenshot, "screenshot")
 check.methods(Display, "display")
 check.methods(Recording, "recording")
 check.methods(Accessibility, "accessibility")
-check.methods(Shot, "shot", shot_mt)
+check.methods(ScreenshotResponse, "shot", shot_mt)
 
 return M
