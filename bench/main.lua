@@ -4,7 +4,7 @@
 --   bench/run [--quick] [--only a,b,...] [--runs N] [--keep]
 --
 -- Scenarios (names for --only): bigfile, roundtrip, fanout, smallops,
--- manyfiles, cold, server. Every client measurement runs in its own process
+-- manyfiles, cold, server, computeruse. Every client measurement runs in its own process
 -- (bench/clients/*.lua under build/bin/dtlua, bench/clients/*.mjs under
 -- node) under /usr/bin/time -v, whose peak RSS is reported. Each figure is
 -- the median over runs, the clients interleaved within each run (A B C A B
@@ -34,7 +34,7 @@ local CLIENTS = ROOT .. "/bench/clients"
 -- options and sizes
 ---------------------------------------------------------------------------
 
-local SCENARIOS = { "bigfile", "roundtrip", "fanout", "smallops", "manyfiles", "cold", "server" }
+local SCENARIOS = { "bigfile", "roundtrip", "fanout", "smallops", "manyfiles", "cold", "server", "computeruse" }
 
 local function usage(msg)
   if msg then io.stderr:write("bench: ", msg, "\n") end
@@ -78,6 +78,7 @@ local P = opts.quick and {
   files_n = 200, files_runs = 1,
   cold_runs = 3,
   create_n = 5,
+  cu_n = 20, cu_warmup = 3, cu_runs = 1, cu_start_runs = 2,
 } or {
   big_mib = 1024, big_runs = 5,
   rt_n = 500, rt_warmup = 10, rt_runs = 5,
@@ -86,6 +87,7 @@ local P = opts.quick and {
   files_n = 2000, files_runs = 3,
   cold_runs = 7,
   create_n = 20,
+  cu_n = 100, cu_warmup = 5, cu_runs = 3, cu_start_runs = 5,
 }
 
 if opts.runs then
@@ -591,6 +593,54 @@ local function scenario_server()
 end
 
 ---------------------------------------------------------------------------
+-- 8. Computer Use
+---------------------------------------------------------------------------
+
+local function scenario_computeruse()
+  local label = ("computer use (%d × each)"):format(P.cu_n)
+  local cu = sb.computer_use
+  -- start to all four processes running, seen through the SDK's polling
+  -- (50 ms apart): the server's work, in the dtlua column
+  log("%s: stop, start, wait until the four processes run; %d run(s)", label, P.cu_start_runs)
+  local starts = {}
+  for i = 1, P.cu_start_runs do
+    cu:stop()
+    measure.settle()
+    local t0 = core.now()
+    cu:start()
+    cu:wait_until_ready{ timeout = 120, interval = 0.05 }
+    starts[i] = core.now() - t0
+    log("  run %d/%d start → running %.2f s", i, P.cu_start_runs, starts[i])
+  end
+  log("%s: sequential full-screen PNG, JPEG at scale 0.5, mouse move; %d run(s)", label, P.cu_runs)
+  local got, failed = interleave(P.cu_runs, { "dtlua", "ts_sdk" }, function(c)
+    local r = run_client(c == "dtlua" and dtlua_client("computeruse.lua", sb.id, P.cu_n, P.cu_warmup)
+      or node_client("computeruse.mjs", sb.id, P.cu_n, P.cu_warmup))
+    local res = { rss = rss_mib(r) }
+    for _, k in ipairs({ "png", "jpeg", "move" }) do
+      local ms = r.figures[k] or {}
+      if #ms ~= P.cu_n then error(("%s: %d latencies instead of %d"):format(k, #ms, P.cu_n), 0) end
+      res[k] = measure.percentile(ms, 50)
+      res[k .. "99"] = measure.percentile(ms, 99)
+    end
+    res.png_kb = measure.figure(r, "png_bytes") / 1000
+    res.jpeg_kb = measure.figure(r, "jpeg_bytes") / 1000
+    return res
+  end)
+  failures(label, failed)
+  cu:stop()
+  local rows = rows_of(label, got, {
+    { "png", "full-screen PNG p50", "ms" }, { "png99", "full-screen PNG p99", "ms" },
+    { "jpeg", "JPEG scale 0.5 p50", "ms" }, { "jpeg99", "JPEG scale 0.5 p99", "ms" },
+    { "move", "mouse move p50", "ms" }, { "move99", "mouse move p99", "ms" },
+    { "png_kb", "PNG size", "kB" }, { "jpeg_kb", "JPEG size", "kB" },
+    { "rss", "peak RSS", "MiB" } })
+  rows[#rows + 1] = { name = label, metric = "start → four processes running (median; server side)", unit = "s",
+    better = "lower", dtlua = measure.median(starts) }
+  return rows
+end
+
+---------------------------------------------------------------------------
 -- targets
 ---------------------------------------------------------------------------
 
@@ -649,7 +699,7 @@ end
 local RUNNERS = {
   bigfile = scenario_bigfile, roundtrip = scenario_roundtrip, fanout = scenario_fanout,
   smallops = scenario_smallops, manyfiles = scenario_manyfiles, cold = scenario_cold,
-  server = scenario_server,
+  server = scenario_server, computeruse = scenario_computeruse,
 }
 
 local METHOD = {
@@ -682,6 +732,11 @@ local METHOD = {
     "warm pool; `{\"user\":\"root\"}` cannot be (warm sandboxes run as daytona), so it starts a sandbox " ..
     "cold (a `networkBlockAll` one costs ~8 ms more: its network namespace). Each create is followed by a delete, " ..
     "and the machine settles (pool refilled) before the next.",
+  "Computer use: in the bench's sandbox, the desktop stopped and started, timed until `wait_until_ready` " ..
+    "(50 ms polls) sees Xvfb, xfce4, x11vnc and noVNC running; then, with it running, one client process does " ..
+    "warm-up calls and N sequential `take_full_screen()` / `takeFullScreen()` (1024x768 PNG), N " ..
+    "`take_compressed{format=\"jpeg\", scale=0.5}` / `takeCompressed({format:'jpeg', scale:0.5})`, N mouse moves; " ..
+    "the sizes are those of the last images, decoded from base64.",
 }
 
 local function markdown(meta, rows, tg)
@@ -695,7 +750,7 @@ local function markdown(meta, rows, tg)
     "",
     report.markdown_table(rows),
     "Medians over runs (big file " .. P.big_runs .. ", round trip " .. P.rt_runs .. ", fan-out " .. P.fan_runs ..
-      ", small ops " .. P.ops_runs .. ", many files " .. P.files_runs .. ", cold script " .. P.cold_runs ..
+      ", small ops " .. P.ops_runs .. ", many files " .. P.files_runs .. ", cold script " .. P.cold_runs .. ", computer use " .. P.cu_runs ..
       "), clients interleaved within each run. MB = 10^6 bytes, MiB = 2^20. Ratios are dtlua's figure over the other's.",
     "",
     "## Targets (goals, not tests)",

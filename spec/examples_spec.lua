@@ -52,11 +52,11 @@ describe("examples", function()
   -- directory (so no .env of the checkout applies); asserts exit 0 and
   -- that no sandbox labelled example=<label> is left. Returns the output,
   -- the seconds it took, process.run's result and the directory it ran in.
-  local function example(name, label)
+  local function example(name, label, timeout)
     local dir = helper.tmpdir()
     local r, secs = run({ DTLUA, ROOT .. "/examples/" .. name .. ".lua" },
       { DAYTONA_API_URL = srv.api_url, DAYTONA_API_KEY = srv.token, XDG_STATE_HOME = dir .. "/state" },
-      { cwd = dir })
+      { cwd = dir, timeout = timeout })
     assert.are.equal(0, r.exit_code, describe_run(r))
     local left = client:list{ labels = { example = label } }:all()
     assert.are.equal(0, #left, "sandboxes left by " .. name .. ": " .. #left)
@@ -223,6 +223,34 @@ describe("examples", function()
     assert.matches("A's peer: endpoint %d+%.%d+%.%d+%.%d+:%d+, latest handshake [^\n]+", out)
     assert.is_nil(out:match("latest handshake none"), out)
     assert.matches("tunnels closed; deleting sandboxes", out, 1, true)
+  end)
+
+  it("computer_use.lua: a terminal on the desktop typed into, a screenshot, a recording", function()
+    local out, _, _, dir = example("computer_use", "computer-use", 300)
+    assert.matches("running: xvfb, xfce4, x11vnc, novnc", out, 1, true)
+    local dw, dh = out:match("display: (%d+)x(%d+)")
+    assert.is_truthy(dw, out)
+    assert.matches("watch it: http://%S+/vnc%.html%?autoconnect=true&path=%S+websockify", out)
+    assert.matches('window "dtlua terminal" at %d+,%d+, %d+x%d+', out)
+    -- the keys reached the terminal: its shell renamed the window
+    assert.matches('the window is now "typed by dtlua"', out, 1, true)
+    -- the PNG it saved is a PNG of the display's size (read from its IHDR here)
+    local png = helper.read_file(dir .. "/screen.png")
+    assert.are.equal("\137PNG\r\n\26\n", png:sub(1, 8))
+    assert.are.equal("IHDR", png:sub(13, 16))
+    local w, h = string.unpack(">I4I4", png, 17)
+    assert.are.same({ tonumber(dw), tonumber(dh) }, { w, h })
+    assert.matches(("saved ./screen.png: %d bytes of png, %sx%s"):format(#png, dw, dh), out, 1, true)
+    assert.matches(("compressed: jpeg, %dx%d"):format(dw // 2, dh // 2), out, 1, true)
+    -- the recording is a video ffprobe can read, a few seconds long
+    assert.matches("recording %S+: completed", out)
+    local r = process.run({ "ffprobe", "-v", "error", "-show_entries", "format=duration",
+      "-of", "default=noprint_wrappers=1:nokey=1", dir .. "/recording.mp4" }, { timeout = 60, stderr = "pipe" })
+    assert.are.equal(0, r.exit_code, r.stderr)
+    local duration = tonumber(r.stdout:match("[%d.]+"))
+    assert.is_truthy(duration and duration >= 1, "ffprobe: " .. r.stdout)
+    assert.matches("stopped: inactive", out, 1, true)
+    assert.matches("deleting sandbox", out, 1, true)
   end)
 
   it("snapshots_volumes.lua: the snapshot list, a volume shared by two sandboxes", function()

@@ -75,6 +75,15 @@ describe("the official TypeScript SDK against dtlocal", function()
     assert.is_true(exit_delay < 2, ("node took %.2f s to exit after events.mjs"):format(exit_delay))
   end)
 
+  it("drives the desktop with computerUse (spec/ts/computer_use.mjs)", function()
+    sdk_installed()
+    local code, out = run_node({ "node", "spec/ts/computer_use.mjs" }, env, "computer_use: all steps passed", 300)
+    if code ~= 0 then
+      error("computer_use.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
+    end
+    assert.truthy(out:find("ok keyboard type into a terminal", 1, true), out)
+  end)
+
   it("runs codeRun in a TypeScript sandbox and the interpreter's callbacks (spec/ts/code_run.mjs)", function()
     sdk_installed()
     local code, out = run_node({ "node", "spec/ts/code_run.mjs" }, env, "code_run: all steps passed", 120)
