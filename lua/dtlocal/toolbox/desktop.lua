@@ -143,8 +143,13 @@ local SPECS = {
   },
   x11vnc = {
     priority = 300, package = "x11vnc",
+    -- no TCP listener at all (-rfbport 0, -rfbportv6 -1, -no6): the unix
+    -- socket is the only way in. Not -localhost: x11vnc then checks every
+    -- client's address against 127.0.0.1, and a unix-socket client's is
+    -- "localhost", so it denied websockify ("localhost does not match
+    -- 127.0.0.1") and noVNC could never connect.
     argv = function(d) return { "x11vnc", "-display", M.DISPLAY, "-forever", "-shared", "-nopw",
-                                "-rfbport", "0", "-rfbportv6", "-1", "-no6", "-localhost", "-unixsock", d.vnc_socket } end,
+                                "-rfbport", "0", "-rfbportv6", "-1", "-no6", "-unixsock", d.vnc_socket } end,
     ready = function(d) return unix_listening(d.vnc_socket) end,
   },
   novnc = {
