@@ -62,13 +62,27 @@ describe("noVNC in a real browser", function()
 
     local b <close> = chromium.open(url)
     local cjson = require "cjson"
-    local function state() return cjson.decode(b:eval(STATE)) end
-    -- poll noVNC's own state until it has connected and painted
+    local function state()
+      -- while the page (re)loads there may be no context to evaluate in
+      local ok, v = pcall(b.eval, b, STATE)
+      return ok and cjson.decode(v) or { connected = false, status = tostring(v) }
+    end
+    -- poll noVNC's own state until it has connected and painted. Chromium
+    -- aborts the requests in flight when the host's network changes
+    -- (net::ERR_NETWORK_CHANGED), and every sandbox started or deleted on
+    -- this machine adds or removes a veth link: a page whose scripts were
+    -- cut off that way never starts noVNC, so it is reloaded, as a person
+    -- would reload it (up to 4 loads)
     local st
-    local deadline = core.now() + 60
+    local deadline = core.now() + 90
+    local loads, loaded_at = 1, core.now()
     repeat
       st = state()
       if st.connected and st.canvas and st.canvas.colours > 1 then break end
+      if not st.connected and loads < 4 and core.now() - loaded_at > 15 then
+        b:send("Page.reload", { ignoreCache = true })
+        loads, loaded_at = loads + 1, core.now()
+      end
       scheduler.sleep(0.2)
     until core.now() > deadline
     local why = ("noVNC state: %s\n--- dtlocal:\n%s"):format(cjson.encode(st),
