@@ -38,14 +38,16 @@
 --   net:apply(rec, parent_rec)  -- blocked / allow list / link of rec
 --   net:forget(rec)             -- its set elements, at delete
 --   net:close()                 -- the table, at shutdown
+--   network.find_pasta() -> path | nil         (unprivileged servers)
+--   network.loopback_resolvers() -> { "127.0.0.53" } | nil   (the start line's warning)
 local core = require "daytona.core"
 local process = require "daytona.runtime.process"
 local fs = require "dtlocal.fs"
 local json = require("dtlocal.http").json
 
 local format, concat = string.format, table.concat
-local ipairs, pairs, tostring, tonumber, error, io, os, setmetatable, pcall =
-  ipairs, pairs, tostring, tonumber, error, io, os, setmetatable, pcall
+local ipairs, tostring, tonumber, error, io, os, setmetatable =
+  ipairs, tostring, tonumber, error, io, os, setmetatable
 
 local M = {}
 
