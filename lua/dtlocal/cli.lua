@@ -11,9 +11,10 @@
 --   dtlocal stop      stop the user's background server
 --   dtlocal status    say whether it runs (exit 0) or not (exit 3)
 --   dtlocal toolbox --socket PATH | --listen HOST:PORT | --listen-fd N [--workdir DIR]
---                   [--own-network]
+--                   [--own-network] [--entrypoint COMMAND]
 --       The in-sandbox toolbox daemon (dtlocal.toolbox); --workdir: where
---       commands start (default: the home directory).
+--       commands start (default: the home directory); --entrypoint: a shell
+--       command run as the `entrypoint` session (a snapshot's entrypoint).
 --
 -- The user's server is described by `$XDG_STATE_HOME/dtlua/dtlocal.json`
 -- (mode 0600; doc/dtlocal.md), which the SDK reads when no credentials are
@@ -50,6 +51,7 @@ commands:
   stop             stop the background server
   status           show whether the background server runs (exit 3 if not)
   toolbox --socket PATH | --listen HOST:PORT | --listen-fd N [--workdir DIR] [--own-network]
+          [--entrypoint COMMAND]
                    run the toolbox daemon (inside a sandbox)
   help             show this text
 
@@ -330,7 +332,8 @@ end
 
 local function toolbox(args)
   local opts = parse_opts(args, 2, { socket = "string", listen = "string", ["listen-fd"] = "string",
-                                    workdir = "string", ["own-network"] = "flag" }, "toolbox")
+                                    workdir = "string", ["own-network"] = "flag",
+                                    entrypoint = "string" }, "toolbox")
   opts.own_network, opts["own-network"] = opts["own-network"], nil
   if opts.workdir and opts.workdir:sub(1, 1) ~= "/" then
     usage_error("toolbox: --workdir must be an absolute path, not '%s'", opts.workdir)

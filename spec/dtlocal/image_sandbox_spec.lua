@@ -182,6 +182,12 @@ describe("dtlocal sandboxes from a container image", function()
       local out, code = exec(inst, "git --version")
       assert.are_not.equal(0, code)
       assert.matches("not found", out)
+      -- sessions work with the image's sh
+      status, info = call(inst, "POST", "/process/session", { sessionId = "s1" })
+      assert.are.equal(201, status, json.encode(info))
+      status, info = call(inst, "POST", "/process/session/s1/exec", { command = "cd /etc && echo in-$(pwd)" })
+      assert.are.equal(200, status, json.encode(info))
+      assert.matches("in%-/etc", json.encode(info))
       -- shell code runs with the image's sh
       status, info = call(inst, "POST", "/process/code-run", { code = "echo shell-ok", language = "shell" })
       assert.are.equal(200, status)
@@ -413,6 +419,25 @@ describe("dtlocal API: sandboxes from a snapshot of an image", function()
       for _, id in ipairs(ids) do
         assert.are.equal(200, (dtlocal.request(srv, "DELETE", "/sandbox/" .. id)))
       end
+    end)
+  end)
+
+  it("runs the snapshot's entrypoint as the daemon's entrypoint session", function()
+    helper.run(function()
+      local s = ok(200, "POST", "/snapshots", { name = "spec-entrypoint", imageName = aref,
+        entrypoint = { "sh", "-c", "echo 'it ran' > /tmp/entrypoint-ran; exec sleep 1000" } })
+      until_state("/snapshots/" .. s.id, "active", { pending = true, pulling = true })
+      local sb = ok(200, "POST", "/sandbox", { snapshot = "spec-entrypoint" })
+      until_state("/sandbox/" .. sb.id, "started", { creating = true, starting = true })
+      helper.eventually(function()
+        local out, code = dtlocal.exec(srv, sb.id, "cat /tmp/entrypoint-ran", 10)
+        return code == 0 and out == "it ran\n"
+      end, 20)
+      local st, session = dtlocal.request(srv, "GET", "/process/session/entrypoint", nil,
+                                          { base = srv.toolbox_url .. "/" .. sb.id })
+      assert.are.equal(200, st, type(session) == "table" and json.encode(session) or tostring(session))
+      assert.matches("exec sleep 1000", json.encode(session), 1, true)
+      assert.are.equal(200, (dtlocal.request(srv, "DELETE", "/sandbox/" .. sb.id)))
     end)
   end)
 end)

@@ -35,14 +35,14 @@ local util = core.util
 
 local M = {}
 
-M.RECIPE = "dtlua-test-image/3"
+M.RECIPE = "dtlua-test-image/4"
 M.OS_ID = "dtlua-test"
 local APPLETS = { "sh", "ls", "cat", "echo", "id", "mkdir", "rm", "touch", "stat", "env",
                   "sleep", "head", "tail", "grep", "sed", "uname", "whoami", "true", "false",
                   "ps", "printf", "pwd", "test", "wc", "sort", "cp", "mv", "ln", "chmod",
                   "readlink", "dirname", "basename", "find", "kill", "hostname", "tr", "du",
                   "df", "mount", "xargs", "su", "sha256sum", "vi", "tee", "date", "expr",
-                  "seq", "cut", "awk", "tar", "gzip" }
+                  "seq", "cut", "awk", "tar", "gzip", "mkfifo" }
 
 local function sh(script, ...)
   local r, msg = process.run({ "sh", "-c", script, "sh", ... }, { timeout = 120, stderr = "stdout" })

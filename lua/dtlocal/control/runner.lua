@@ -22,7 +22,8 @@
 --   local runner = runner.new{ prefix =, log = }
 --   local inst = runner:launch{ id =, dir =, uid_first =, user =, env =,
 --                               network_block_all =, volumes = {{host=, sub=, path=, migrate=}},
---                               cgroups = { dir, ... }, image = <dtlocal.images.store image> }
+--                               cgroups = { dir, ... }, image = <dtlocal.images.store image>,
+--                               entrypoint = { word... } (run by the daemon as a session) }
 --   inst:wait_ready([timeout])   -- raises a plain error with the reason
 --   inst:wait_exit() -> "exit status 0" | "killed by SIGKILL" ...
 --   inst:stop(grace)             -- SIGTERM, SIGKILL after grace s (0: at once)
@@ -303,6 +304,13 @@ function Runner:launch(spec)
   -- a network of its own: the daemon's servers for previews (noVNC) then
   -- listen on the sandbox's addresses, not only its loopback
   if spec.net and spec.net:match("^veth:") then add("--own-network") end
+  -- a snapshot's entrypoint, which the daemon runs as its `entrypoint`
+  -- session as Daytona's does (one shell command, each word quoted)
+  if type(spec.entrypoint) == "table" and #spec.entrypoint > 0 then
+    local words = {}
+    for i, w in ipairs(spec.entrypoint) do words[i] = "'" .. tostring(w):gsub("'", "'\\''") .. "'" end
+    add("--entrypoint", concat(words, " "))
+  end
   local socket = self:socket_path(spec.id)
   -- a socket left by a stopped (killed) daemon: nothing listens on it now
   os.remove(socket)

@@ -252,6 +252,17 @@ function M.image_user(image)
   return "root"
 end
 
+--- What a sandbox on an image runs as its entrypoint (Daytona's daemon runs
+-- it as the `entrypoint` session): its snapshot's entrypoint; nil on the
+-- host's system or without a snapshot.
+function Manager:entrypoint_of(rec, image)
+  local id = rec.dtlocal.snapshot_id
+  local snap = image and id and self.snapshots and self.snapshots.by_id and self.snapshots.by_id[id]
+  local ep = snap and snap.entrypoint
+  if type(ep) == "table" and #ep > 0 then return ep end
+  return nil
+end
+
 --- The body of start/create: launch the sandbox and wait until its toolbox
 -- daemon answers.
 function Manager:do_start(rec)
@@ -319,6 +330,8 @@ function Manager:do_start(rec)
     pasta = not net_arg and not rec.networkBlockAll and self.pasta or nil,
     volumes = vols,
     image = image,
+    -- the snapshot's entrypoint, run by the daemon as its `entrypoint` session
+    entrypoint = self:entrypoint_of(rec, image),
     -- the limits hold from the launcher's first instruction on (it joins
     -- these groups before anything else)
     cgroups = self.cgroups and self.cgroups:create(rec.id, { cpu = rec.cpu, memory = rec.memory }),
