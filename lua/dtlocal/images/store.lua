@@ -63,6 +63,10 @@
 --     -> image | nil, message, code   -- its id is the sha256 of its layers
 --                                        and config; digest = id
 --   store:layer_path("sha256:<hex>") -> path | nil
+--   store:mktemp(prefix) -> dir | nil, message, code
+--     A new private directory in tmp/ (on the store's file system, so what
+--     is made there can be renamed into place; emptied at the next open):
+--     for builders of layers. store.tmp is that directory's parent.
 --
 -- Unpacking is our own (no umoci): each layer is decompressed to a tar,
 -- checked against its diff_id, read entry by entry here and refused when an
@@ -526,6 +530,8 @@ function Store:_mktemp(what)
   if not d then return fail("cannot create a temporary directory in " .. self.tmp .. ": " .. tostring(msg), "EIO") end
   return d
 end
+--- A private directory in the store's tmp/ (see the top).
+Store.mktemp = Store._mktemp
 
 local OPAQUE = privileged() and "trusted.overlay.opaque" or "user.overlay.opaque"
 M.OPAQUE_XATTR = OPAQUE
