@@ -4,7 +4,8 @@
 **   core.process.spawn{argv = {...}, env = {...}, cwd = "...",
 **                      stdin = "pipe"|"null"|"inherit"|fd,
 **                      stdout = ..., stderr = ... | "stdout",
-**                      pty = {cols = 80, rows = 24}, new_group = true}
+**                      pty = {cols = 80, rows = 24}, new_group = true,
+**                      detached = true}
 **     -> Process | nil, message, code
 **   core.process.kill(pid, sig) -> true | nil, message, code
 **
@@ -28,7 +29,12 @@
 ** The object is pinned while any uv handle is open or the child has not
 ** been reaped, so it is collected only once nothing is left to clean up.
 ** dt_process_shutdown kills (SIGKILL, whole group) and reaps every child
-** still running when the loop is torn down, so nothing outlives a script.
+** still running when the loop is torn down, so nothing outlives a script --
+** except a `detached` child: a daemon we start on purpose (`dtlocal start`).
+** It leads its own session with none of our pipes, close and collection
+** let it go instead of killing it, its exit is no work that keeps the loop
+** running, and the shutdown leaves it to init; while we run it is still
+** reaped like any child (a zombie would look alive to kill(pid, 0)).
 */
 #define _GNU_SOURCE   /* pipe2, ptsname_r, posix_openpt, POSIX_SPAWN_SETSID */
 #include <errno.h>
@@ -124,6 +130,7 @@ struct Process {
   dt_obj base;
   int pty;                /* PTY mode: out[0] is the master, used both ways */
   int group;              /* the child leads its own process group */
+  int detached;           /* let go, never killed by us (`detached`) */
   int pid;                /* 0 until spawned */
   int exited;             /* reaped */
   int exit_code;
@@ -435,7 +442,7 @@ static int resolve_program (const char *file, char **env, char *out, size_t outs
 
 static void child_reaped (ProcState *st, Process *p, int status) {
   record_status(p, status);
-  if (--st->nchild == 0) uv_unref((uv_handle_t *)&st->sigchld);
+  if (!p->detached && --st->nchild == 0) uv_unref((uv_handle_t *)&st->sigchld);
   /* a PTY's end of file was held back until now (see on_read) */
   if (p->pty && p->out[0].eof) stream_close(&p->out[0]);
   dt_signal(&p->base);
@@ -499,7 +506,7 @@ typedef struct Spec {
   char path[PATH_MAX];
   int io[3], fd[3];        /* IO_* and the fd for IO_FD / IO_INHERIT */
   int pty, cols, rows;
-  int group;
+  int group, detached;
   int nfds, fds[MAX_PASS_FDS];   /* `fds`: the child's 3, 4, ... */
 } Spec;
 
@@ -517,6 +524,14 @@ static void check_io (lua_State *L, Spec *sp, int i, const char *key) {
     sp->io[i] = IO_FD;
     sp->fd[i] = (int)fd;
   }
+  else if (t == LUA_TUSERDATA && luaL_testudata(L, -1, LUA_FILEHANDLE)) {
+    /* an open io file: its descriptor (dup2'd into the child at spawn) */
+    luaL_Stream *f = (luaL_Stream *)lua_touserdata(L, -1);
+    if (f->closef == NULL || f->f == NULL || fileno(f->f) < 0)
+      luaL_error(L, "bad argument #1 to 'spawn' ('%s' is a closed file)", key);
+    sp->io[i] = IO_FD;
+    sp->fd[i] = fileno(f->f);
+  }
   else if (t == LUA_TSTRING) {
     const char *s = lua_tostring(L, -1);
     int k;
@@ -527,7 +542,7 @@ static void check_io (lua_State *L, Spec *sp, int i, const char *key) {
     sp->fd[i] = i;
   }
   else
-    luaL_error(L, "bad argument #1 to 'spawn' ('%s' must be a string or a descriptor)", key);
+    luaL_error(L, "bad argument #1 to 'spawn' ('%s' must be a string, a descriptor or a file)", key);
   lua_pop(L, 1);
 }
 
@@ -546,7 +561,8 @@ static int getdim (lua_State *L, int t, const char *key, int def) {
 ** anything is acquired. */
 static void read_spec (lua_State *L, Spec *sp, int anchor) {
   static const char *const keys[] = {"argv", "env", "cwd", "stdin", "stdout",
-                                     "stderr", "pty", "new_group", "fds", NULL};
+                                     "stderr", "pty", "new_group", "fds", "detached",
+                                     NULL};
   int i;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_pushnil(L);
@@ -632,6 +648,26 @@ static void read_spec (lua_State *L, Spec *sp, int anchor) {
     check_io(L, sp, 0, "stdin");
     check_io(L, sp, 1, "stdout");
     check_io(L, sp, 2, "stderr");
+  }
+  sp->detached = 0;
+  if (lua_getfield(L, 1, "detached") != LUA_TNIL) {
+    if (!lua_isboolean(L, -1))
+      luaL_error(L, "bad argument #1 to 'spawn' ('detached' must be a boolean)");
+    sp->detached = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
+  if (sp->detached) {
+    /* a daemon outlives us: a pipe to us would break (SIGPIPE on its first
+    ** write after we exit), a terminal would hang it up, and it must lead
+    ** its own session so that no signal to our group reaches it */
+    if (sp->pty)
+      luaL_error(L, "bad argument #1 to 'spawn' ('detached' cannot be combined with 'pty')");
+    if (!sp->group)
+      luaL_error(L, "bad argument #1 to 'spawn' ('detached' cannot be combined with 'new_group = false')");
+    for (i = 0; i < 3; i++)
+      if (sp->io[i] == IO_PIPE)
+        luaL_error(L, "bad argument #1 to 'spawn' ('detached' needs stdin, stdout and stderr "
+                      "that are not pipes: \"null\", a descriptor or a file)");
   }
 }
 
@@ -741,7 +777,9 @@ done:
   }
   p->pid = pid;
   p->group = sp->group;
-  if (st->nchild++ == 0) uv_ref((uv_handle_t *)&st->sigchld);   /* its exit is work */
+  p->detached = sp->detached;
+  /* its exit is work -- unless it is a daemon let go */
+  if (!p->detached && st->nchild++ == 0) uv_ref((uv_handle_t *)&st->sigchld);
   dt_pin(L, &p->base, -1);
   list_add(st, p);
   if (ours[0] >= 0) stream_open(p, &p->in, ours[0], 0);
@@ -1103,13 +1141,13 @@ static int proc_resize (lua_State *L) {
 }
 
 static void kill_running (Process *p) {
-  if (p->pid > 0 && !p->exited)
+  if (p->pid > 0 && !p->exited && !p->detached)
     kill(p->group ? -p->pid : p->pid, SIGKILL);
 }
 
-/* p:close(): kill the child's group (SIGKILL) if it still runs, close the
-** pipes and drop buffered output.  Idempotent; also __close and __gc.  The
-** object stays pinned until the child is reaped. */
+/* p:close(): kill the child's group (SIGKILL) if it still runs (unless it
+** is detached), close the pipes and drop buffered output.  Idempotent; also
+** __close and __gc.  The object stays pinned until the child is reaped. */
 static int proc_close (lua_State *L) {
   Process *p = checkproc(L);
   int i;
@@ -1154,7 +1192,8 @@ static void sigchld_closed (uv_handle_t *h) {
 }
 
 /* At loop teardown: SIGKILL every child still running (its whole group),
-** close every handle, and reap -- nothing may outlive the script. */
+** close every handle, and reap -- nothing may outlive the script but a
+** detached child, which is left running. */
 void dt_process_shutdown (dt_loop *loop) {
   ProcState *st = (ProcState *)loop->proc;
   Process *p;
@@ -1165,7 +1204,7 @@ void dt_process_shutdown (dt_loop *loop) {
     int i;
     stream_close(&p->in);
     for (i = 0; i < 2; i++) stream_close(&p->out[i]);
-    while (!p->exited && p->pid > 0) {
+    while (!p->exited && p->pid > 0 && !p->detached) {   /* a daemon is init's */
       int status;
       pid_t r = waitpid(p->pid, &status, WNOHANG);
       if (r == p->pid || (r < 0 && errno == ECHILD)) {

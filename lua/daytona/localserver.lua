@@ -116,9 +116,9 @@ function M.start(bin, timeout)
   -- stdout to /dev/null and stderr to a file, not pipes: the server it
   -- leaves behind may keep inherited descriptors open
   local ok, code, failed = pcall(function()
-    local p <close>, smsg = rprocess.spawn({ "sh", "-c", 'exec "$0" start </dev/null >/dev/null 2>"$1"', bin, errfile },
-      { stdin = "null", stdout = "null", stderr = "null" })
-    if not p then return nil, smsg end
+    local ef <close> = assert(io.open(errfile, "wb"))
+    local p <close>, smsg, scode = rprocess.spawn({ bin, "start" }, { stdin = "null", stdout = "null", stderr = ef })
+    if not p then return scode == "ENOENT" and 127 or nil, smsg end
     local status, wmsg = p:wait(timeout or 60)
     if status == nil then return nil, wmsg end
     return status

@@ -27,6 +27,7 @@ local scheduler = require "daytona.runtime.scheduler"
 local errors = require "daytona.errors"
 local localserver = require "daytona.localserver"
 local fs = require "dtlocal.fs"
+local process = require "daytona.runtime.process"
 
 local io, os, type, tostring, tonumber, pcall, error, string, setmetatable, getmetatable, math =
   io, os, type, tostring, tonumber, pcall, error, string, setmetatable, getmetatable, math
@@ -227,10 +228,6 @@ end
 -- start / stop / status
 ---------------------------------------------------------------------------
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
 local function self_binary()
   local prefix = package.dtlua_prefix
   if type(prefix) == "string" and prefix ~= "" then return prefix .. "/bin/dtlocal" end
@@ -254,34 +251,26 @@ local function start(opts)
   if not ok then error("cannot create " .. M.state_home() .. ": " .. msg, 0) end
   os.remove(info_path)
   -- the log shows the token: only for this user
-  local lf = io.open(M.log_file(), "ab")
-  if lf then lf:close() end
+  local lf, why = util.open_file(M.log_file(), "ab")
+  if not lf then error("cannot open " .. M.log_file() .. ": " .. tostring(why), 0) end
   util.chmod(M.log_file(), 384)
-  local cmd = { shell_quote(self_binary()), "serve" }
-  if opts.host then cmd[#cmd + 1] = "--host " .. shell_quote(opts.host) end
-  if opts.port then cmd[#cmd + 1] = "--port " .. opts.port end
-  -- setsid: the server outlives this command and the caller's terminal
-  local line = format("setsid %s </dev/null >>%s 2>&1 & echo $!", table.concat(cmd, " "),
-    shell_quote(M.log_file()))
-  local p = io.popen(line)
-  local pid = p and math.tointeger(tonumber(p:read("l") or ""))
-  if p then p:close() end
-  if not pid then error("could not start `dtlocal serve` in the background", 0) end
+  local argv = { self_binary(), "serve" }
+  if opts.host then argv[#argv + 1] = "--host"; argv[#argv + 1] = opts.host end
+  if opts.port then argv[#argv + 1] = "--port"; argv[#argv + 1] = tostring(opts.port) end
+  -- detached: its own session, so it outlives this command and the
+  -- caller's terminal; started without a shell, so its pid is the server's
+  local p <close>, msg = process.spawn(argv, { detached = true, stdin = "null", stdout = lf, stderr = "stdout" })
+  lf:close()
+  if not p then error("could not start `dtlocal serve` in the background: " .. tostring(msg), 0) end
   -- ready once it has announced itself (it does so after listening)
-  -- ($! may name a process that forked away: setsid forks when it leads a
-  -- process group, so the server's own pid is the one in the info file)
   local deadline = core.now() + 15
-  local gone_at
   while core.now() < deadline do
     local i = M.read_info(info_path)
     if i then   -- read_info checked that its pid is alive
       io.stdout:write(format("dtlocal: started (pid %d): API %s\n", math.tointeger(i.pid), i.api_url))
       return 0
     end
-    if not M.alive(pid) then
-      gone_at = gone_at or core.now()
-      if core.now() - gone_at > 3 then break end   -- no server came of it
-    end
+    if p:status() ~= nil then break end   -- it exited (reaped by us): no server came of it
     scheduler.sleep(0.02)
   end
   local log = io.open(M.log_file(), "rb")

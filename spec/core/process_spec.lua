@@ -510,6 +510,78 @@ describe("process", function()
     end)
   end)
 
+  describe("detached (a daemon that outlives us)", function()
+    -- the session id of a process (field 6 of /proc/PID/stat)
+    local function sid(pid)
+      local s = slurp("/proc/" .. pid .. "/stat")
+      return s and tonumber(s:match("^%d+ %b() %a %d+ %d+ (%d+)"))
+    end
+
+    it("survives close, collection and the end of the script that started it, in its own session", function()
+      local dir = helper.tmpdir()
+      -- a child dtlua starts a detached sleep (output to a file) and a
+      -- plain one, prints both pids and ends at once: the plain one dies
+      -- with it, the detached one runs on, and its exit kept no loop running
+      local script = dir .. "/start.lua"
+      local f = assert(io.open(script, "w"))
+      f:write([[
+        local process = require "daytona.runtime.process"
+        local log = assert(io.open(arg[1], "ab"))
+        local d = assert(process.spawn({ "sh", "-c", "echo started; exec sleep 300" },
+          { detached = true, stdin = "null", stdout = log, stderr = "stdout" }))
+        log:close()
+        local plain = assert(process.spawn({ "sleep", "300" }))
+        io.write(d:pid(), " ", plain:pid(), "\n")
+        d:close()   -- lets it go
+      ]])
+      f:close()
+      local r = assert(process.run({ helper.build_path("bin/dtlua"), script, dir .. "/log" },
+        { env = helper.child_env(), timeout = 30 }))
+      assert.are.equal(0, r.exit_code, r.stderr)
+      local dpid, ppid = r.stdout:match("^(%d+) (%d+)")
+      dpid, ppid = tonumber(dpid), tonumber(ppid)
+      helper.eventually(function() return dead(ppid) end)
+      assert.is_true(alive(dpid))
+      assert.are.equal(dpid, sid(dpid))   -- leads its own session
+      helper.eventually(function() return helper.read_file(dir .. "/log") == "started\n" end)
+      assert.is_true(core.process.kill(dpid, "KILL"))
+      helper.eventually(function() return dead(dpid) end)
+    end)
+
+    it("is reaped while we run, and collection does not kill it", function()
+      helper.run(function()
+        local p = assert(process.spawn({ "sleep", "300" }, { detached = true, stdin = "null", stdout = "null",
+          stderr = "null" }))
+        local pid = p:pid()
+        p = nil
+        collectgarbage(); collectgarbage()
+        assert.is_true(alive(pid))
+        local q <close> = assert(process.spawn({ "sh", "-c", "exit 7" }, { detached = true, stdin = "null",
+          stdout = "null", stderr = "null" }))
+        assert.are.equal(7, q:wait(5))
+        assert.is_nil(state(q:pid()))   -- reaped: no zombie
+        core.process.kill(pid, "KILL")
+        helper.eventually(function() return state(pid) == nil end)
+      end)
+    end)
+
+    it("refuses pipes, a PTY and new_group = false", function()
+      for _, opts in ipairs {
+        { detached = true },
+        { detached = true, stdin = "null", stdout = "null" },
+        { detached = true, stdin = "null", stdout = "null", stderr = "null", new_group = false },
+        { detached = true, pty = true },
+      } do
+        local ok, err = pcall(process.spawn, { "true" }, opts)
+        assert.is_false(ok)
+        assert.matches("detached", tostring(err))
+      end
+      local f = assert(io.tmpfile())
+      f:close()
+      assert.matches("closed file", tostring(select(2, pcall(process.spawn, { "true" }, { stdout = f }))))
+    end)
+  end)
+
   describe("reaping and concurrency", function()
     it("leaves no zombies after 200 short processes", function()
       helper.run(function()

@@ -46,6 +46,38 @@ describe("the local server default", function()
     assert.matches("not found", err.message)
   end)
 
+  it("dtlocal start leaves the server in its own session, stop ends it, a failed start says why", function()
+    local process = require "daytona.runtime.process"
+    local dtlocal = helper.build_path("bin/dtlocal")
+    local env = helper.child_env()
+    env.XDG_STATE_HOME, env.HOME = dir .. "/state", dir
+    local function run(...)
+      return assert(process.run({ dtlocal, ... }, { env = env, timeout = 60, stderr = "stdout" }))
+    end
+    local r = run("start")
+    local ok, err = pcall(function()
+      assert.are.equal(0, r.exit_code, r.stdout)
+      local pid = tonumber(r.stdout:match("started %(pid (%d+)%)"))
+      assert.is_not_nil(pid, r.stdout)
+      local info = assert(ls.read(dir .. "/state/dtlua/dtlocal.json"))
+      assert.are.equal(pid, math.tointeger(info.pid))   -- the server's own pid, no shell between
+      local stat = assert(helper.read_file("/proc/" .. pid .. "/stat"))
+      assert.are.equal(pid, tonumber(stat:match("^%d+ %b() %a %d+ %d+ (%d+)")))   -- its session
+      assert.matches("already running %(pid " .. pid, run("start").stdout)
+      -- a second server on the same port cannot listen: the error carries its log
+      local port = info.api_url:match(":(%d+)/")
+      local env2 = helper.child_env()
+      env2.XDG_STATE_HOME, env2.HOME = dir .. "/state2", dir
+      local r2 = assert(process.run({ dtlocal, "start", "--port", port }, { env = env2, timeout = 60, stderr = "stdout" }))
+      assert.are.equal(1, r2.exit_code)
+      assert.matches("did not start.*Address already in use", r2.stdout)
+    end)
+    local s = run("stop")
+    assert.is_true(ok, err)
+    assert.matches("stopped", s.stdout)
+    assert.matches("not running", run("status").stdout)
+  end)
+
   it("starts the user's server when none runs, uses it, and says so on stderr", function()
     local dtlua = build .. "/bin/dtlua"
     local script = dir .. "/s.lua"

@@ -259,7 +259,7 @@ end
 
 local SPAWN_KEYS = {
   cwd = true, env = true, stdin = true, stdout = true, stderr = true, pty = true, new_group = true,
-  fds = true,
+  fds = true, detached = true,
 }
 
 local function spawn(fname, argv, opts)
@@ -278,7 +278,7 @@ local function spawn(fname, argv, opts)
 end
 
 --- Start a process.
--- The process is killed (SIGKILL, whole group) when the handle is closed
+-- Unless `detached`, the process is killed (SIGKILL, whole group) when the handle is closed
 -- (`local p <close> = ...`), collected, or when the loop shuts down; a
 -- task cancelled while waiting on it closes it through its `<close>`
 -- variable.
@@ -288,8 +288,8 @@ end
 -- @param[opt] opts.cwd working directory of the child
 -- @param[opt] opts.env `{ NAME = "value" }` or `{ "NAME=value", ... }`: the
 -- child's whole environment (nil inherits ours)
--- @param[opt="pipe"] opts.stdin "pipe", "null", "inherit" or a descriptor
--- number
+-- @param[opt="pipe"] opts.stdin "pipe", "null", "inherit", a descriptor
+-- number or an open io file
 -- @param[opt="pipe"] opts.stdout the same
 -- @param[opt="pipe"] opts.stderr the same, or "stdout": merged into the
 -- stdout pipe
@@ -303,6 +303,11 @@ end
 -- @param[opt] opts.fds a list of up to 8 open descriptors of ours that
 -- become the child's descriptors 3, 4, ... (not with `pty`); every other
 -- descriptor of ours is closed in the child as always
+-- @param[opt=false] opts.detached true: a daemon that outlives us. It
+-- leads its own session; closing or collecting the handle and the loop's
+-- shutdown leave it running (only `p:kill` signals it), and its exit keeps
+-- no loop running. Needs stdin, stdout and stderr that are not pipes
+-- ("null", a descriptor or a file); not with `pty` or `new_group = false`
 -- @return a `Process`, or nil, message, code when the process cannot be
 -- started: ENOENT (no such program or cwd), EACCES (not executable) or
 -- another errno-style code
