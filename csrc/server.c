@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -36,6 +37,9 @@
 #define EVICT_GRACE_MS 1000                 /* the youngest a connection is evicted at */
 #define FD_MARGIN 256                       /* descriptors the process needs besides */
 #define DEF_WS_MAX_MESSAGE ((size_t)64 * 1024 * 1024)
+#define LINGER_MS 3000                      /* a closed connection is drained at most this long */
+#define LINGER_BYTES ((size_t)4 << 20)      /* ... and at most this much */
+#define LINGER_MAX 64                       /* connections drained at once */
 
 
 /* ---------------------------------------------------------------------- */
@@ -286,9 +290,107 @@ static void conn_started (Server *srv, struct MHD_Connection *c, void **sock_ctx
   if (srv->nconn - srv->dropping > srv->high_water) sweep(srv);
 }
 
+/* Lingering close.  When MHD refuses a request line or header block larger
+** than its connection's pool (414, 431), it answers and closes while the
+** client is still sending the rest: closing a socket with unread input
+** makes the kernel answer with a reset, and a reset that reaches the client
+** before it has read the answer discards it -- the client sees ECONNRESET
+** (or EPIPE on its send), not the 414.  So a connection that MHD closes
+** with input still unread is kept open on a duplicate of its descriptor
+** (MHD notifies the close before it closes its own, and has already shut
+** our sending side down, so the answer is out and followed by FIN) and
+** drained until the client closes, for at most LINGER_MS and LINGER_BYTES,
+** as web servers do (Apache's lingering close).  At most LINGER_MAX at
+** once, so this cannot hold more descriptors than that beyond the
+** connection limit; connections we cut ourselves (timeouts, eviction) and
+** upgraded ones are not drained. */
+typedef struct Linger {
+  uv_poll_t poll;
+  uv_timer_t timer;
+  Server *srv;
+  struct Linger *prev, *next;
+  int fd, nopen, done;
+  size_t drained;
+} Linger;
+
+static void linger_closed (uv_handle_t *h) {
+  Linger *l = (Linger *)h->data;
+  Server *srv = l->srv;
+  if (--l->nopen > 0) return;
+  close(l->fd);
+  free(l);
+  if (--srv->handles == 0) dt_release(&srv->base);
+}
+
+static void linger_end (Linger *l) {
+  Server *srv = l->srv;
+  if (l->done) return;
+  l->done = 1;
+  if (l->prev) l->prev->next = l->next;
+  else srv->lingers = l->next;
+  if (l->next) l->next->prev = l->prev;
+  srv->nlinger--;
+  uv_close((uv_handle_t *)&l->poll, linger_closed);
+  uv_close((uv_handle_t *)&l->timer, linger_closed);
+}
+
+static void on_linger_read (uv_poll_t *p, int status, int events) {
+  Linger *l = (Linger *)p->data;
+  char buf[16384];
+  (void)events;
+  if (status < 0) { linger_end(l); return; }
+  for (;;) {
+    ssize_t n = recv(l->fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      l->drained += (size_t)n;
+      if (l->drained >= LINGER_BYTES) break;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    break;   /* the client closed (0) or the connection failed */
+  }
+  linger_end(l);
+}
+
+static void on_linger_timer (uv_timer_t *t) {
+  linger_end((Linger *)t->data);
+}
+
+static void linger_start (Server *srv, int fd) {
+  Linger *l;
+  int unread = 0;
+  if (fd < 0 || srv->nlinger >= LINGER_MAX) return;
+  if (ioctl(fd, FIONREAD, &unread) != 0 || unread <= 0) return;   /* nothing to reset it */
+  l = (Linger *)calloc(1, sizeof *l);
+  if (l == NULL) return;
+  l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (l->fd < 0 || uv_poll_init(&srv->loop->uv, &l->poll, l->fd) != 0) {
+    if (l->fd >= 0) close(l->fd);
+    free(l);
+    return;
+  }
+  uv_timer_init(&srv->loop->uv, &l->timer);
+  l->poll.data = l->timer.data = l;
+  l->srv = srv;
+  l->nopen = 2;
+  srv->handles += 2;   /* the Server outlives its handles' close callbacks */
+  l->next = srv->lingers;
+  if (srv->lingers) srv->lingers->prev = l;
+  srv->lingers = l;
+  srv->nlinger++;
+  /* draining is no work that should keep a script's loop running */
+  uv_unref((uv_handle_t *)&l->poll);
+  uv_unref((uv_handle_t *)&l->timer);
+  uv_poll_start(&l->poll, UV_READABLE, on_linger_read);
+  uv_timer_start(&l->timer, on_linger_timer, LINGER_MS, 0);
+}
+
 static void conn_closed (Server *srv, Conn *cn) {
   Req *r;
   if (cn == NULL) return;
+  if (srv->open && !srv->closing && !cn->dropped && cn->state != CONN_UPGRADED)
+    linger_start(srv, cn->fd);
   for (r = srv->all; r; r = r->next)   /* MHD completes requests first: a guard */
     if (r->cn == cn) r->cn = NULL;
   conn_unwait(cn);
@@ -334,6 +436,7 @@ static void server_close (Server *srv) {
   uv_close((uv_handle_t *)&srv->timer, srv_handle_closed);
   uv_close((uv_handle_t *)&srv->sweep, srv_handle_closed);
   ws_close_all(srv);
+  while (srv->lingers) linger_end(srv->lingers);
   /* MHD_stop_daemon() panics on a suspended connection, and resuming only
   ** raises a flag that MHD_run() acts on; our handlers refuse to park
   ** anything while closing, so a couple of runs settle it. */

@@ -69,6 +69,8 @@ struct Server {
   Req *qhead, *qtail;      /* requests waiting for accept() */
   Req *all;                /* every live Req */
   WS *wss;                 /* every WebSocket not closed */
+  struct Linger *lingers;  /* closed connections still drained (server.c) */
+  int nlinger;
   /* figures for stats() */
   lua_Integer nreq, nws, nconn, peak_conn, total_req;
   lua_Integer evicted, timed_out, refused, rejected;

@@ -115,6 +115,45 @@ describe("core.server limits", function()
     end)
   end)
 
+  it("answers a request line or header block beyond the pool with 414 or 431, never a reset", function()
+    -- MHD answers and closes while the client is still sending: a close
+    -- with unread input resets the connection, and the client lost the
+    -- answer (ECONNRESET). The server drains such a connection first.
+    local http = require "daytona.runtime.http"
+    helper.run(function()
+      local srv = start()
+      for _, n in ipairs { 70000, 150000, 500000 } do
+        local h = {}
+        for j = 1, n // 110 do h["X-H" .. j] = ("v"):rep(100) end
+        for _ = 1, 5 do
+          local r, msg, code = http.request{ url = srv.url .. "/hello?x=" .. ("a"):rep(n), timeout = 10 }
+          assert.is_not_nil(r, ("a %d-byte target: %s (%s)"):format(n, tostring(msg), tostring(code)))
+          assert.are.equal(414, r.status)
+          r, msg, code = http.request{ url = srv.url .. "/hello", headers = h, timeout = 10 }
+          assert.is_not_nil(r, ("%d bytes of headers: %s (%s)"):format(n, tostring(msg), tostring(code)))
+          assert.are.equal(431, r.status)
+        end
+      end
+      srv:close()
+    end)
+  end)
+
+  it("drains a refused client for a bounded time and amount only", function()
+    helper.run(function()
+      local srv = start()
+      local r = raw(srv.port, { "endless", 20 })
+      assert.are.equal(431, r.status)
+      assert.is_true(r.closed, ("still open after %.2f s, %d bytes"):format(r.elapsed, r.sent))
+      -- 3 s or 4 MiB of draining (server.c, LINGER_MS, LINGER_BYTES), and the pool before it
+      assert.is_true(r.elapsed < 8, ("closed after %.2f s"):format(r.elapsed))
+      assert.is_true(r.sent < 6 * 1024 * 1024, ("took %d bytes"):format(r.sent))
+      -- and it still serves
+      local ok = raw(srv.port, { "raw", 5 }, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert.are.same({ 200 }, statuses(ok.data))
+      srv:close()
+    end)
+  end)
+
   it("answers a smuggling attempt with 400 and closes before the handler sees it", function()
     helper.run(function()
       local srv, seen = start()

@@ -17,6 +17,11 @@ is not ours, puts on the wire, byte for byte.  Python's standard library only.
         Sends stdin as-is, half-closes nothing, reads until the server
         closes (or WAIT seconds, default 5); prints {"data" (latin-1),
         "closed", "elapsed"}.
+    raw_http.py PORT endless LIMIT
+        Sends a request line and then header lines without end (as fast as
+        the server takes them), reading what comes back, for at most LIMIT
+        seconds; prints {"status" (of the first answer, or null), "closed",
+        "elapsed", "sent"}.
     raw_http.py PORT slowupload TOTAL CHUNK INTERVAL
         POST /upload with Content-Length TOTAL, CHUNK bytes every INTERVAL
         seconds; prints {"status", "body", "elapsed", "cut"}.
@@ -251,6 +256,40 @@ def wsidle(port, idle):
     out({"echo": echo, "elapsed": time.monotonic() - t0})
 
 
+def endless(port, limit):
+    s = connect(port)
+    t0 = time.monotonic()
+    s.setblocking(False)
+    line = b"X-Endless: " + b"e" * 1000 + b"\r\n"
+    pending = b"GET /hello HTTP/1.1\r\nHost: x\r\n"
+    sent, data, closed = 0, b"", False
+    p = select.poll()
+    p.register(s, select.POLLIN | select.POLLOUT)
+    while time.monotonic() - t0 < limit and not closed:
+        for _, ev in p.poll(100):
+            if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                try:
+                    d = s.recv(65536)
+                    if not d:
+                        closed = True
+                    data += d
+                except BlockingIOError:
+                    pass
+                except (ConnectionResetError, BrokenPipeError):
+                    closed = True
+            if ev & select.POLLOUT and not closed:
+                try:
+                    n = s.send(pending or line)
+                    sent += n
+                    pending = (pending or line)[n:]
+                except BlockingIOError:
+                    pass
+                except (ConnectionResetError, BrokenPipeError):
+                    closed = True
+    status = int(data.split(b" ")[1]) if data.startswith(b"HTTP/1.1 ") else None
+    out({"status": status, "closed": closed, "elapsed": time.monotonic() - t0, "sent": sent})
+
+
 def main():
     port, what, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
     if what == "flood":
@@ -259,6 +298,8 @@ def main():
         slowloris(port, float(args[0]), float(args[1]))
     elif what == "raw":
         raw(port, *(float(a) for a in args))
+    elif what == "endless":
+        endless(port, float(args[0]))
     elif what == "slowupload":
         slowupload(port, int(args[0]), int(args[1]), float(args[2]))
     elif what == "slowdownload":
