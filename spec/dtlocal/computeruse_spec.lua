@@ -199,6 +199,21 @@ describe("dtlocal computer use", function()
         return bus and sh("dbus-send --session --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.GetId >/dev/null 2>&1 && echo ok").result:find("ok")
       end, 20, "the new session bus in the environment")
     end)
+
+    it("comes back after the X server is killed, and the routes with it", function()
+      ok(cu("GET", "/mouse/position"))   -- the daemon holds a connection to this server
+      local pid = math.tointeger(ok(cu("POST", "/start")).status.xvfb.pid)
+      sh("kill -9 " .. pid)
+      eventually(function()
+        return ok(cu("GET", "/process/xvfb/errors")).errors:find("exited: signal SIGKILL\n[^\n]*restarting")
+      end, 20, "xvfb to be restarted")
+      eventually(function() return ok(cu("GET", "/status")).status == "active" and #running("^x11vnc") == 1 end,
+                 30, "the desktop to be active again")
+      -- the old connection is dead: the daemon makes a new one by itself
+      assert.are.same({ x = 33, y = 44 }, ok(cu("POST", "/mouse/move", { x = 33, y = 44 })))
+      local png = wire.base64_decode(ok(cu("GET", "/screenshot")).screenshot)
+      assert.are.equal("\137PNG", png:sub(1, 4))
+    end)
   end)
 
   describe("display, mouse and keyboard", function()

@@ -137,6 +137,14 @@ end
 local function xcall(app, method, fields, on_fail, ...)
   local d = display(app)
   local r = table.pack(pcall(d[method], d, ...))
+  if r[1] and r[2] == nil and r[4] == "ECONNRESET" then
+    -- the X server went away since the connection was made (xvfb restarted
+    -- by the supervisor): once more on a new connection
+    app.x11_display = nil
+    pcall(d.close, d)
+    d = display(app)
+    r = table.pack(pcall(d[method], d, ...))
+  end
   if not r[1] then
     -- a raised error: wrong argument types, a bug of ours
     error(("X11 %s: %s"):format(method, tostring(r[2])), 0)
