@@ -42,15 +42,15 @@ M.RETRY = 30
 
 -- Whether validated create values `c` can be served by a warm sandbox.
 -- Its cgroup limits are those of the default resources, set when it started;
--- its env is handed to its daemon (set_env) when it is taken. With own
--- networks (`net`, as root) its network limits are set when it is taken
--- (the firewall's sets, outside it); else networkBlockAll needs a sandbox
--- started without network.
-local function plain(c, net)
+-- its env is handed to its daemon (set_env) when it is taken. An allow
+-- list (as root: enforced outside it, by the firewall's sets) is set when
+-- it is taken. networkBlockAll starts a sandbox of its own (unprivileged
+-- it has no network at all, and specs rely on it for a fresh sandbox).
+local function plain(c)
   local d = record.DEFAULTS
   return c.image == nil and c.seed == nil and c.seed_dir == nil and c.buildInfo == nil   -- the host's system as it is
     and (c.user == nil or c.user == "daytona")
-    and (c.volumes == nil or #c.volumes == 0) and (net or not c.networkBlockAll)
+    and (c.volumes == nil or #c.volumes == 0) and not c.networkBlockAll
     and not c.linkedSandbox
     and (c.cpu == nil or c.cpu == d.cpu) and (c.memory == nil or c.memory == d.memory)
     and (c.disk == nil or c.disk == d.disk)
@@ -74,7 +74,7 @@ end
 -- sandbox's record; nil when there is none (or c needs something else).
 function Pool:take(c)
   local mgr = self.mgr
-  if not plain(c, mgr.net) then return nil end
+  if not plain(c) then return nil end
   while #self.spares > 0 do
     local spare = table.remove(self.spares, 1)
     local rt = mgr.rt[spare.id]
@@ -94,7 +94,7 @@ function Pool:take(c)
       for _, k in ipairs({ "uid_slot", "uid_first", "preview_token", "pid", "pasta_pid" }) do fresh.dtlocal[k] = d[k] end
       for k in pairs(spare) do spare[k] = nil end
       for k, v in pairs(fresh) do spare[k] = v end
-      if mgr.net and (spare.networkBlockAll or spare.networkAllowList) then
+      if mgr.net and spare.networkAllowList then
         -- before its record says it exists: no code of the caller's has run in it yet
         local aok, aerr = pcall(mgr.net.apply, mgr.net, spare)
         if not aok then
