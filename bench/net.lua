@@ -14,6 +14,10 @@
 -- 3. iperf3 (Debian) for 3 s: from a sandbox to a server on the host
 --    (reached at the sandbox's gateway, which its allow list names) beside
 --    the host to itself over loopback: the ratio.
+-- 4. previews: a server on the sandbox's address (direct) and one on its
+--    loopback only (through its daemon): small GET p50 and a big download.
+-- 5. unprivileged (a server as nobody, pasta): create -> started p50, and
+--    iperf3 to a server in a namespace made here, via pasta and via veth.
 -- The launcher runs use uid ranges above dtlocal's registry (2^31 + i*65536)
 -- and links outside its 10.200/16. Only this machine's addresses and dtlocal's namespaces see traffic.
 local core = require "daytona.core"
@@ -82,11 +86,23 @@ local function launcher_figures()
 end
 
 -- a dtlocal of `build` with a warm pool of 2
-local function start_server(build)
+-- (as_nobody: run as uid 65534, the unprivileged mode, without a warm pool)
+local function start_server(build, as_nobody)
   local dir = tmpdir()
   local token = "bench-" .. core.util.hex(core.util.random_bytes(8))
-  local p = assert(process.spawn({ build .. "/bin/dtlocal", "serve", "--port", "0", "--state", dir .. "/state",
-    "--token", token, "--warm", "2" }, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
+  local argv = { build .. "/bin/dtlocal", "serve", "--port", "0", "--state", dir .. "/state",
+    "--token", token, "--warm", as_nobody and "0" or "2" }
+  local env
+  if as_nobody then
+    sh("chmod 0711 " .. dir .. " && mkdir -m 0700 " .. dir .. "/n && chown 65534:65534 " .. dir .. "/n")
+    argv[6] = dir .. "/n/state"
+    table.insert(argv, 1, "--clear-groups")
+    table.insert(argv, 1, "--regid=65534")
+    table.insert(argv, 1, "--reuid=65534")
+    table.insert(argv, 1, "setpriv")
+    env = { HOME = dir .. "/n", XDG_STATE_HOME = dir .. "/n", XDG_RUNTIME_DIR = dir .. "/n", PATH = os.getenv("PATH") }
+  end
+  local p = assert(process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "stdout", env = env }))
   local api
   for line in p:lines("stdout", 30) do
     api = line:match("^dtlocal: API (%S+)")
@@ -226,6 +242,54 @@ local function preview_figures(srv)
   srv.call("DELETE", "/sandbox/" .. id)
 end
 
+-- 5. unprivileged (a server as nobody: pasta): create -> started, and
+-- iperf3 from a sandbox to a server in a namespace made here (linked to
+-- the host by a veth pair), beside a root sandbox to the same server
+local function unprivileged_figures(root_srv)
+  local ns, hostif = "dtlbench" .. core.util.getpid(), "nsb" .. core.util.getpid()
+  sh(("ip netns add %s && ip link add %s type veth peer name eth0 netns %s && "
+    .. "ip addr add 198.18.251.1/24 dev %s && ip link set %s up && ip -n %s addr add 198.18.251.2/24 dev eth0 && "
+    .. "ip -n %s link set eth0 up && ip -n %s link set lo up"):format(ns, hostif, ns, hostif, hostif, ns, ns, ns))
+  local server = assert(process.spawn({ "ip", "netns", "exec", ns, "iperf3", "-s", "-p", "25202" },
+    { stdin = "null", stdout = "pipe", stderr = "stdout" }))
+  local drain = daytona.spawn(function() for _ in server:lines("stdout") do end end)
+  daytona.sleep(0.5)
+  local function gbps(out)
+    local d = json.decode((out or ""):match("%b{}") or "{}")
+    return d and d["end"] and d["end"].sum_received and d["end"].sum_received.bits_per_second / 1e9 or 0
+  end
+  local function iperf_from(srv, id)
+    local tb = srv.api:gsub("/api$", "/toolbox/") .. id
+    local r = http.request{ url = tb .. "/process/execute", method = "POST", timeout = 60,
+      headers = { Authorization = "Bearer " .. srv.token, ["Content-Type"] = "application/json" },
+      body = json.encode({ command = "iperf3 -c 198.18.251.2 -p 25202 -t 3 -J", timeout = 30 }) }
+    return gbps(json.decode(r.body).result)
+  end
+  local u = start_server(BUILD, true)
+  local ms = {}
+  local id
+  for i = 1, math.min(N, 10) do
+    local dt, sid = create_ms(u, { user = "root" })
+    ms[#ms + 1] = dt
+    if i == 1 then id = sid else u.call("DELETE", "/sandbox/" .. sid) end
+  end
+  local up = iperf_from(u, id)
+  u.call("DELETE", "/sandbox/" .. id)
+  local _, rid = create_ms(root_srv, {})
+  local rp = iperf_from(root_srv, rid)
+  root_srv.call("DELETE", "/sandbox/" .. rid)
+  u.stop()
+  server:kill("TERM")
+  server:wait(5)
+  server:close()
+  drain:cancel()
+  sh(("ip netns del %s; ip link del %s 2>/dev/null; true"):format(ns, hostif))
+  print(("unprivileged (as nobody, pasta), create {user: root} -> started, p50 of %d: %.1f ms (p90 %.1f)")
+    :format(#ms, pct(ms, 50), pct(ms, 90)))
+  print(("iperf3 to a server in a namespace of this machine: sandbox via pasta %.2f Gbit/s, via veth (root) %.2f Gbit/s")
+    :format(up, rp))
+end
+
 launcher_figures()
 if only == "launcher" then return end
 local srv, servers = create_figures()
@@ -233,4 +297,6 @@ local ok, err = pcall(iperf_figures, srv)
 if not ok then print("iperf3: " .. tostring(err)) end
 ok, err = pcall(preview_figures, srv)
 if not ok then print("previews: " .. tostring(err)) end
+ok, err = pcall(unprivileged_figures, srv)
+if not ok then print("unprivileged: " .. tostring(err)) end
 for _, s in ipairs(servers) do s.srv.stop() end
