@@ -286,3 +286,46 @@ size_t dt_base64 (const unsigned char *in, size_t n, char *out) {
   out[o] = '\0';
   return o;
 }
+
+/* the value of a base64 letter, 64 for whitespace, 65 for '=', 66 for
+** anything else (computed, not a table filled on first use: no state
+** shared between threads) */
+static unsigned b64_value (unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  if (c == ' ' || (c >= '\t' && c <= '\r')) return 64;
+  if (c == '=') return 65;
+  return 66;
+}
+
+ptrdiff_t dt_base64_decode (const char *in, size_t n, unsigned char *out, const char **why) {
+  size_t i, o = 0;
+  uint32_t acc = 0;
+  int k = 0, pad = 0;
+  for (i = 0; i < n; i++) {
+    unsigned v = b64_value((unsigned char)in[i]);
+    if (v == 64) continue;
+    if (v == 65) { pad++; continue; }
+    /* a letter after '=': the padding was not at the end */
+    if (v == 66 || pad > 0) { *why = "not base64: a character outside the alphabet"; return -1; }
+    acc = acc << 6 | v;
+    if (++k == 4) {
+      out[o++] = (unsigned char)(acc >> 16);
+      out[o++] = (unsigned char)(acc >> 8);
+      out[o++] = (unsigned char)acc;
+      acc = 0;
+      k = 0;
+    }
+  }
+  if (pad > 2) { *why = "not base64: too much padding"; return -1; }
+  if (k == 1) { *why = "not base64: its length is not a whole number of bytes"; return -1; }
+  if (k == 2) out[o++] = (unsigned char)(acc >> 4);
+  else if (k == 3) {
+    out[o++] = (unsigned char)(acc >> 10);
+    out[o++] = (unsigned char)(acc >> 2);
+  }
+  return (ptrdiff_t)o;
+}

@@ -271,6 +271,20 @@ static int l_environ (lua_State *L) {
   return 1;
 }
 
+/* util.base64_decode(s) -> bytes | nil, msg, "EINVAL"
+** Standard base64, padding optional, whitespace skipped (digest.h). */
+static int l_base64_decode (lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  const char *why = NULL;
+  luaL_Buffer b;
+  unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, n / 4 * 3 + 3);
+  ptrdiff_t len = dt_base64_decode(s, n, out, &why);
+  if (len < 0) return dt_fail(L, why, "EINVAL");
+  luaL_pushresultsize(&b, (size_t)len);
+  return 1;
+}
+
 /* A failed system call as nil, message, code with the errno's stable name
 ** ("ENOENT", "EACCES", "ENOTDIR", ...). */
 static int sysfail (lua_State *L, int e) {
@@ -576,7 +590,7 @@ static int l_close (lua_State *L) {
 
 void dt_open_util (lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"sha256", l_sha256}, {"sha256_file", l_sha256_file},
+    {"sha256", l_sha256}, {"sha256_file", l_sha256_file}, {"base64_decode", l_base64_decode},
     {"hmac_sha256", l_hmac_sha256}, {"digest", l_digest},
     {"random_bytes", l_random_bytes}, {"hex", l_hex},
     {"equal_ct", l_equal_ct}, {"isatty", l_isatty}, {"getpid", l_getpid},

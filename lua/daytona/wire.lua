@@ -4,7 +4,8 @@
 -- the conversion of decoded wire objects to snake_case Lua tables, and the
 -- one URL codec: percent-encoding, query strings built by the clients and
 -- parsed by the servers. A leaf module: it requires only cjson and
--- `daytona.errors`, so the runtime may use it without pulling in the SDK.
+-- `daytona.errors` (and the C core, for base64), so the runtime may use it
+-- without pulling in the SDK.
 local cjson = require "cjson"
 local errors = require "daytona.errors"
 
@@ -185,41 +186,18 @@ end
 -- base64 (chart PNGs, screenshots)
 ---------------------------------------------------------------------------
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
--- four letters -> the three bytes they stand for; built on first use
-local quad_bytes
+local core_util   -- daytona.core's util, loaded on the first decode
 
 --- Decode standard base64 (RFC 4648 section 4, padding optional; line
--- breaks and spaces are skipped, as MIME writes them).
+-- breaks and spaces are skipped, as MIME writes them). Done by the core
+-- (`core.util.base64_decode`): a 1024x768 screenshot took about 45 ms in
+-- Lua, 3 ms there.
 -- @param s string
 -- @return the bytes, or nil and a message when s is not base64
 function M.base64_decode(s)
-  if not quad_bytes then
-    -- pairs of letters, so that a group of four is two table lookups
-    local v = {}
-    for i = 1, 64 do v[i] = B64:sub(i, i) end
-    quad_bytes = {}
-    for i = 0, 63 do
-      for j = 0, 63 do quad_bytes[v[i + 1] .. v[j + 1]] = i * 64 + j end
-    end
-  end
-  s = s:gsub("[%s]", "")
-  local pad = #s:match("=*$")
-  if pad > 2 then return nil, "not base64: too much padding" end
-  s = s:sub(1, #s - pad)
-  if s:find("[^%w+/]") then return nil, "not base64: a character outside the alphabet" end
-  local rest = #s % 4
-  if rest == 1 then return nil, "not base64: its length is not a whole number of bytes" end
-  if rest > 0 then s = s .. ("A"):rep(4 - rest) end
-  local out = {}
-  for i = 1, #s, 4 do
-    local n = quad_bytes[s:sub(i, i + 1)] * 4096 + quad_bytes[s:sub(i + 2, i + 3)]
-    out[#out + 1] = char(n >> 16, (n >> 8) & 255, n & 255)
-  end
-  local bytes = concat(out)
-  -- the "A"s stood for nothing: drop what they added
-  if rest > 0 then bytes = bytes:sub(1, #bytes - (4 - rest)) end
-  return bytes
+  if not core_util then core_util = require("daytona.core").util end
+  local bytes, msg = core_util.base64_decode(s)
+  return bytes, msg
 end
 
 ---------------------------------------------------------------------------

@@ -128,3 +128,48 @@ describe("core.util.hmac_sha256 and core.util.digest", function()
     end)
   end)
 end)
+
+-- core.util.base64_decode (csrc/digest.c): what coreutils' base64 encodes
+-- decodes back, at every length modulo 3 and wrapped in lines as MIME
+-- writes it; padding optional; what is not base64 is nil, a message, EINVAL.
+describe("core.util.base64_decode", function()
+  teardown(function()
+    helper.cleanup()
+  end)
+
+  it("gives back what base64 encoded, wrapped or not, padded or not", function()
+    helper.run(function()
+      local dir = helper.tmpdir()
+      local src = helper.bigfile(dir, "src.bin", 4096)
+      local f = assert(io.open(src, "rb"))
+      local data = f:read("a")
+      f:close()
+      for _, n in ipairs{ 0, 1, 2, 3, 4, 5, 56, 57, 58, 1000, 4095, 4096 } do
+        local path = ("%s/p%d"):format(dir, n)
+        local out = assert(io.open(path, "wb"))
+        out:write(data:sub(1, n))
+        out:close()
+        for _, wrap in ipairs{ "0", "76" } do
+          local r = process.run({ "base64", "-w", wrap, path }, { timeout = 60 })
+          assert.are.equal(0, r.exit_code, r.stderr)
+          assert.are.equal(data:sub(1, n), util.base64_decode(r.stdout), ("%d bytes, -w %s"):format(n, wrap))
+          assert.are.equal(data:sub(1, n), util.base64_decode((r.stdout:gsub("[=%s]", ""))), n .. " bytes, no padding")
+        end
+      end
+    end)
+  end)
+
+  it("refuses what is not base64, saying why", function()
+    for s, why in pairs{
+      ["QQ==="] = "too much padding", ["Q"] = "not a whole number of bytes", ["QUJDR"] = "not a whole number of bytes",
+      ["QQ!="] = "outside the alphabet", ["QQ=Q"] = "outside the alphabet", ["QU\0J"] = "outside the alphabet",
+      ["QUJD-_"] = "outside the alphabet",
+    } do
+      local v, msg, code = util.base64_decode(s)
+      assert.is_nil(v, s)
+      assert.matches(why, msg, 1, true)
+      assert.are.equal("EINVAL", code)
+    end
+    assert.has_error(function() util.base64_decode({}) end)
+  end)
+end)
