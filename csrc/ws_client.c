@@ -67,6 +67,24 @@
 #define DEF_PING         30                   /* idle seconds before a ping */
 #define DEF_PING_TIMEOUT 30                   /* seconds for the pong after that */
 #define MAX_REASON       123                  /* close reason bytes (RFC 6455) */
+/* The largest upgrade request and response header block.  lws 4.1 builds
+** the request in its per-thread service buffer (pt_serv_buf_size) and keeps
+** the URL and the response's headers in a per-connection header table
+** (max_http_header_data): both 4 KiB by default, so a handshake with a few
+** KiB of headers or a long URL failed -- a URL before any byte was sent,
+** seen as "cannot start the connection" (ECONNREFUSED).  64 KiB matches
+** what our own server takes (core.server's memory_limit).  The service
+** buffer gets HS_SLACK more for the lines lws writes itself. */
+#define HANDSHAKE_MAX    (64 * 1024)
+#define HS_SLACK         1024
+/* lws 4.1 also writes the request line and the Host header into fixed room
+** (lws_snprintf into 2048 and 128 bytes, lib/roles/http/client/
+** client-http.c; 4.2 bounds them by the buffer): a longer request-target or
+** host was cut, and a garbled request sent.  So those are refused here. */
+#if LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR < 2
+#define TARGET_MAX       (2048 - 1 - sizeof "GET  HTTP/1.1\r\n" + 1)   /* 2032 */
+#define HOST_MAX         (128 - 1 - sizeof "Host: \r\n" + 1)           /* 119 */
+#endif
 
 /* lws's own opcode for a close frame: private in lws 4.1 (lib/core/
 ** private-lib-core.h), the hole at 4 in the public lws_write_protocol ABI.
@@ -410,6 +428,13 @@ static void on_connect_error (Conn *c, struct lws *wsi, const char *why) {
     set_error(ws, "ETIMEDOUT", msg);
   else if (contains(why, "HS:") || contains(why, "handshake"))
     set_error(ws, "EHANDSHAKE", msg);
+  else if (contains(why, "parsing header")) {
+    /* lws's parser fails alike on a malformed answer and on one whose
+    ** headers overflow its header table (HANDSHAKE_MAX) */
+    snprintf(msg, sizeof msg, "cannot connect to %s: the WebSocket upgrade response is "
+             "malformed or its headers exceed the 64 KiB handshake limit", c->host);
+    set_error(ws, "EHANDSHAKE", msg);
+  }
   else if (err != 0) {
     snprintf(msg, sizeof msg, "cannot connect to %s: %s", c->host,
              uv_strerror(-err));
@@ -598,7 +623,8 @@ static int ws_callback (struct lws *wsi, enum lws_callback_reasons reason,
       if (c->peer_uids[0] >= 0 && !peer_ok(c, wsi)) return -1;
       if (c->headers_len == 0) return 0;
       if (c->headers_len >= len) {   /* does not fit the handshake buffer */
-        if (ws) set_error(ws, "EINVAL", "request headers too large");
+        if (ws) set_error(ws, "EINVAL", "WebSocket upgrade request too large: over the "
+                          "64 KiB handshake limit (URL, headers and subprotocols)");
         return -1;
       }
       memcpy(*p, c->headers, c->headers_len);
@@ -725,6 +751,9 @@ static struct lws_context *get_context (WsState *st, const char **why) {
   info.timeout_secs = 60;   /* lws's handshake timeouts; callers may use shorter */
   info.gid = -1;
   info.uid = -1;
+  info.pt_serv_buf_size = HANDSHAKE_MAX + HS_SLACK;   /* see HANDSHAKE_MAX */
+  info.max_http_header_data = 0;                      /* 0: the unsigned int one counts */
+  info.max_http_header_data2 = HANDSHAKE_MAX;
   st->ctx = lws_create_context(&info);
   if (st->ctx == NULL)
     *why = "cannot create the WebSocket context (is libwebsockets-evlib-uv installed?)";
@@ -996,8 +1025,10 @@ static void check_options (lua_State *L, int opts) {
 /* ---------------------------------------------------------------------- */
 
 /* core.ws.connect(opts) -> WebSocket (connecting), or nil, msg, code when
-** the WebSocket machinery itself cannot start.  Connection failures are
-** reported by the object (ws:state() "closed", ws:error()). */
+** the WebSocket machinery itself cannot start, or the upgrade request could
+** not be sent whole (EINVAL: over HANDSHAKE_MAX, TARGET_MAX or HOST_MAX).
+** Connection failures are reported by the object (ws:state() "closed",
+** ws:error()). */
 static int l_connect (lua_State *L) {
   dt_loop *loop = dt_loopup(L);
   WsState *st;
@@ -1045,6 +1076,30 @@ static int l_connect (lua_State *L) {
   lua_concat(L, 2);                                     /* base+3: the path */
   headers = lua_tolstring(L, base + 1, &headers_len);
   protos = lua_tostring(L, base + 2);
+  {
+    /* what the upgrade request carries of ours; lws adds HS_SLACK at most */
+    size_t target = strlen(lua_tostring(L, base + 3));
+    size_t req = target + strlen(u.host) + headers_len + (protos ? strlen(protos) : 0);
+#ifdef TARGET_MAX
+    if (target > TARGET_MAX) {
+      lua_pushfstring(L, "WebSocket URL too long: a path and query of %I bytes, over the %I "
+                      "bytes libwebsockets %s sends", (lua_Integer)target,
+                      (lua_Integer)TARGET_MAX, LWS_LIBRARY_VERSION);
+      return dt_fail(L, lua_tostring(L, -1), "EINVAL");
+    }
+    if (strlen(u.host) > HOST_MAX) {
+      lua_pushfstring(L, "WebSocket URL's host too long: %I bytes, over the %I bytes "
+                      "libwebsockets %s sends", (lua_Integer)strlen(u.host),
+                      (lua_Integer)HOST_MAX, LWS_LIBRARY_VERSION);
+      return dt_fail(L, lua_tostring(L, -1), "EINVAL");
+    }
+#endif
+    if (req > HANDSHAKE_MAX - HS_SLACK) {
+      lua_pushfstring(L, "WebSocket upgrade request too large: %I bytes of URL, headers and "
+                      "subprotocols, over the 64 KiB handshake limit", (lua_Integer)req);
+      return dt_fail(L, lua_tostring(L, -1), "EINVAL");
+    }
+  }
   /* from here on nothing raises until the C memory has an owner */
   st = get_state(loop);
   if (st == NULL) return dt_fail(L, "out of memory", "ENOMEM");

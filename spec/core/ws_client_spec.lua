@@ -50,7 +50,12 @@ local function extra_handler(seen)
     end
     local offered
     for _, p in ipairs(req.protocols) do if p == "echo" then offered = p end end
-    local ws = res:websocket{ protocol = offered }
+    local rh   -- resp_kb=N: N KiB of headers in the 101 answer
+    if req.args.resp_kb then
+      rh = {}
+      for i = 1, tonumber(req.args.resp_kb) * 1024 // 100 do rh["X-Resp-" .. i] = ("r"):rep(90) end
+    end
+    local ws = res:websocket{ protocol = offered, headers = rh }
     if req.path == "/ws/headers" then
       ws:send(cjson.encode{ headers = req.headers, protocol = ws.protocol or "", target = req.target })
     elseif req.path == "/ws/flood" then
@@ -168,6 +173,42 @@ describe("websocket client", function()
         assert.are.equal("/ws/headers?x=1", got.target)
         assert.are.equal("echo", got.protocol)
         assert.are.equal("echo", ws:protocol())
+      end)
+    end)
+
+    it("opens handshakes of 6 and 12 KiB either way, refuses one over the limit naming it", function()
+      -- lws 4.1's header buffers are 4 KiB by default: these failed with
+      -- "request headers too large", or ECONNREFUSED for a long URL
+      helper.run(function()
+        for _, kb in ipairs { 6, 12 } do
+          local h = {}
+          for i = 1, kb * 1024 // 100 do h["X-Big-" .. i] = ("v"):rep(88) end
+          local ws <close> = assert(core.ws.connect{ url = xbase .. "/ws/headers?resp_kb=" .. kb, headers = h })
+          assert.are.equal("open", opened(ws), tostring((ws:error())))
+          local got = cjson.decode((recv(ws)))
+          for i = 1, kb * 1024 // 100 do assert.are.equal(("v"):rep(88), got.headers["x-big-" .. i]) end
+        end
+        -- a URL up to what lws 4.1 writes in its request line
+        local q = ("q"):rep(2000)
+        local ws <close> = assert(core.ws.connect{ url = xbase .. "/ws/headers?x=" .. q })
+        assert.are.equal("open", opened(ws), tostring((ws:error())))
+        assert.are.equal("/ws/headers?x=" .. q, cjson.decode((recv(ws))).target)
+        -- over the limits: refused at once, saying which
+        local h = {}
+        for i = 1, 700 do h["X-Big-" .. i] = ("v"):rep(88) end
+        local none, msg, code = core.ws.connect{ url = xbase .. "/ws/headers", headers = h }
+        assert.is_nil(none)
+        assert.are.equal("EINVAL", code)
+        assert.matches("64 KiB handshake limit", msg)
+        none, msg, code = core.ws.connect{ url = xbase .. "/ws/headers?x=" .. ("q"):rep(3000) }
+        assert.is_nil(none)
+        assert.are.equal("EINVAL", code)
+        assert.matches("over the %d+ bytes libwebsockets", msg)
+        -- and through the runtime wrapper
+        none, msg, code = websocket.connect(xbase .. "/ws/headers", { headers = h, timeout = 5 })
+        assert.is_nil(none)
+        assert.are.equal("EINVAL", code)
+        assert.matches("64 KiB", msg)
       end)
     end)
 
