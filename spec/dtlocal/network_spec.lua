@@ -244,6 +244,80 @@ describe("dtlocal sandbox networks", function()
     assert.is_nil(check("# none\n"))
   end)
 
+  it("reaches a resolver on the host's loopback through the sandbox's gateway, and nothing else there", function()
+    helper.run(function()
+      -- a resolver on 127.0.0.N of the host that answers every A query with one
+      -- address; a server told (DTLOCAL_RESOLV_CONF) that it is the host's
+      local lo_ns = ("127.0.%d.%d"):format(N, 53)
+      local dir = helper.tmpdir()
+      local conf = dir .. "/resolv.conf"
+      local f = assert(io.open(conf, "w"))
+      f:write("nameserver " .. lo_ns .. "\n")
+      f:close()
+      f = assert(io.open(dir .. "/dns.py", "w"))
+      f:write([=[
+import socket, struct, sys
+ip = bytes(int(x) for x in sys.argv[2].split("."))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("listening", flush=True)
+while True:
+    q, a = s.recvfrom(512)
+    qid = struct.unpack(">H", q[:2])[0]
+    i = 12
+    while q[i] != 0: i += q[i] + 1
+    qtype = struct.unpack(">H", q[i+1:i+3])[0]
+    ans = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + ip if qtype == 1 else b""
+    s.sendto(struct.pack(">HHHHHH", qid, 0x8180, 1, 1 if ans else 0, 0, 0) + q[12:i+5] + ans, a)
+]=])
+      f:close()
+      local dns <close> = assert(process.spawn({ "python3", dir .. "/dns.py", lo_ns, OUT_A },
+        { stdin = "null", stdout = "pipe", stderr = "stdout" }))
+      for l in dns:lines("stdout", 10) do if l:find("listening", 1, true) then break end end
+      local env = core.util.environ()
+      env.DTLOCAL_RESOLV_CONF = conf
+      local token = "spec-" .. core.util.hex(core.util.random_bytes(12))
+      local p <close> = assert(process.spawn({ dtlocal.binary(), "serve", "--port", "0", "--state", dir .. "/state",
+        "--warm", "0", "--token", token }, { stdin = "null", stdout = "pipe", stderr = "stdout", env = env }))
+      local api, line
+      for l in p:lines("stdout", 20) do
+        line = line or l:match("dtlocal: the host's nameserver is on its loopback .*$")
+        api = l:match("^dtlocal: API (%S+)")
+        if api then break end
+      end
+      assert(api, "the server did not start")
+      local drain = require("daytona.runtime.scheduler").spawn(function() for _ in p:lines("stdout") do end end)
+      drain.observed = true
+      assert.matches(lo_ns, line or "", 1, true)
+      local d = { api_url = api, token = token, toolbox_url = api:gsub("/api$", "/toolbox") }
+      local s = dtlocal.expect(d, 200, "POST", "/sandbox", {})
+      helper.eventually(function() return dtlocal.expect(d, 200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+      -- as the host's file would be seen through the overlay, then a start
+      dtlocal.exec(d, s.id, "sudo -n sh -c 'echo nameserver " .. lo_ns .. " > /etc/resolv.conf'")
+      dtlocal.expect(d, 200, "POST", "/sandbox/" .. s.id .. "/stop")
+      dtlocal.expect(d, 200, "POST", "/sandbox/" .. s.id .. "/start")
+      helper.eventually(function() return dtlocal.expect(d, 200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+      local out = dtlocal.exec(d, s.id, "cat /etc/resolv.conf; getent hosts anything.dtlspec")
+      assert.matches("^nameserver 10%.200%.%d+%.%d+\n", out)
+      assert.matches(OUT_A .. "%s+anything%.dtlspec", out)
+      -- its root sends to the host's loopback over its link (its own loopback
+      -- gone, route_localnet on, 127/8 routed to its gateway): the host end
+      -- accepts 127/8 destinations now, but the input chain lets in only
+      -- what was DNATed to the resolver
+      dtlocal.exec(d, s.id, "cat > /tmp/probe.py <<'EOF'\n" .. PROBE .. "EOF")
+      local gw = out:match("^nameserver (%S+)")
+      dtlocal.exec(d, s.id, "sudo -n ip addr flush dev lo; "
+        .. "sudo -n sysctl -qw net.ipv4.conf.eth0.route_localnet=1 net.ipv4.conf.all.route_localnet=1; "
+        .. "sudo -n ip route add 127.0.0.0/8 via " .. gw .. " dev eth0 onlink; true")
+      assert.matches("^closed", dtlocal.exec(d, s.id, "python3 /tmp/probe.py 127.0.0.1 " .. api:match(":(%d+)/api$")))
+      assert.matches("^closed", dtlocal.exec(d, s.id, "python3 /tmp/probe.py 127.0.0.1 " .. srv.base_url:match(":(%d+)$")))
+      dtlocal.expect(d, 200, "DELETE", "/sandbox/" .. s.id)
+      p:kill("TERM")
+      p:wait(20)
+      dns:kill("KILL")
+    end)
+  end)
+
   it("gives outbound access through NAT, and resolves names", function()
     helper.run(function()
       local s = create()

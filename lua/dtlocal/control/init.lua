@@ -572,11 +572,9 @@ function App:start()
       self.log("dtlocal: sandbox networks: own namespaces, veth links in 10.200.0.0/16, nftables table "
         .. "inet %s; IPv4 forwarding (net.ipv4.ip_forward) is on%s", self.net.name,
         self.net.forwarding_enabled and " (turned on by dtlocal)" or "")
-      local loop = network.loopback_resolvers()
-      if loop then
-        self.log("dtlocal: warning: the host's nameservers are on its loopback (%s), which a sandbox "
-          .. "cannot reach: names will not resolve in sandboxes unless their /etc/resolv.conf names "
-          .. "another nameserver", table.concat(loop, ", "))
+      if self.net.dns then
+        self.log("dtlocal: the host's nameserver is on its loopback (%s): sandboxes reach it at their "
+          .. "gateway (DNAT), their /etc/resolv.conf pointed there at start", self.net.dns)
       end
     elseif self.pasta then
       self.log("dtlocal: sandbox networks: not root: own namespaces linked to the outside by %s "

@@ -89,7 +89,24 @@ M.nft = nft
 
 local function table_name(n) return "dtlocal_" .. n end
 
-local function ruleset(name, group)
+-- With a host resolver on loopback (dns: its address), a sandbox's DNS to
+-- its gateway is DNATed to it: the host end accepts 127/8 destinations
+-- (route_localnet, set per link: Net:link_up), and the input chain lets
+-- those DNATed packets in, and nothing else addressed to loopback.
+local function dns_chain(group, dns)
+  if not dns then return "" end
+  return format([[
+table inet %%s {
+  chain dns {
+    type nat hook prerouting priority -100; policy accept;
+    iifgroup %d fib daddr type local udp dport 53 dnat ip to %s
+    iifgroup %d fib daddr type local tcp dport 53 dnat ip to %s
+  }
+}
+]], group, dns, group, dns)
+end
+
+local function ruleset(name, group, dns)
   return format([[
 table inet %s {
   set links { type ipv4_addr . ipv4_addr; }
@@ -103,6 +120,8 @@ table inet %s {
   chain input {
     type filter hook input priority 0; policy accept;
     iifgroup %d ct state established,related accept
+    iifgroup %d iifname @blocked drop
+    iifgroup %d ct status dnat th dport 53 accept
     iifgroup %d iifname @listed iifname . ip daddr @allow accept
     iifgroup %d drop
   }
@@ -121,8 +140,8 @@ table inet %s {
     ip saddr 10.200.0.0/16 oifname != "%s*" masquerade
   }
 }
-]], name, group, group, group, group, group, M.PREFIX, group, M.PREFIX, group, group, group, group, group,
-    M.PREFIX)
+]], name, group, group, group, group, group, group, group, M.PREFIX, group, M.PREFIX, group, group, group,
+    group, group, M.PREFIX) .. dns_chain(group, dns):gsub("%%s", name, 1)
 end
 
 local Net = {}
@@ -188,8 +207,12 @@ function M.new(opts)
   local self = setmetatable({ uids = uids, slot = slot, group = slot + 1, name = table_name(slot),
                               owner = owner, log = log, elems = {} }, Net)
   M.sweep(uids, log, slot)
+  -- a resolver on the host's loopback: reached through the gateway (DNAT)
+  for _, ns in ipairs(M.loopback_resolvers() or {}) do
+    if ns:match("^127%.%d+%.%d+%.%d+$") then self.dns = ns break end
+  end
   local ok, msg = nft(format("table inet %s\ndelete table inet %s\n", self.name, self.name)
-    .. ruleset(self.name, self.group))
+    .. ruleset(self.name, self.group, self.dns))
   if not ok then error("cannot install the nftables table " .. self.name .. ": " .. tostring(msg), 0) end
   local f = io.open("/proc/sys/net/ipv4/ip_forward", "rb")
   local fwd = f and f:read("a") or ""
@@ -217,12 +240,19 @@ function M.find_pasta()
   return nil
 end
 
+--- The file the host's nameservers are read from: /etc/resolv.conf, or
+-- $DTLOCAL_RESOLV_CONF (for specs, which cannot change the host's).
+function M.resolv_conf()
+  local p = os.getenv("DTLOCAL_RESOLV_CONF")
+  return (p and p ~= "") and p or "/etc/resolv.conf"
+end
+
 --- The host's nameservers (/etc/resolv.conf, which a sandbox sees through
 -- its overlay) if every one is on loopback: a sandbox, with a loopback of
 -- its own, cannot reach them (systemd-resolved's 127.0.0.53, say). Returns
 -- the list then, else nil.
 function M.loopback_resolvers(path)
-  local text = "\n" .. (fs.read_file(path or "/etc/resolv.conf") or "")
+  local text = "\n" .. (fs.read_file(path or M.resolv_conf()) or "")
   local all, loop = 0, {}
   for ns in text:gmatch("\n[ \t]*nameserver[ \t]+(%S+)") do
     all = all + 1
@@ -230,6 +260,20 @@ function M.loopback_resolvers(path)
   end
   if all > 0 and #loop == all then return loop end
   return nil
+end
+
+--- Once a sandbox of uid slot `slot` runs (its host end exists), with a
+-- loopback resolver: its host end accepts packets for 127/8 (the DNATed
+-- DNS; the input chain drops every other one). Returns the line to put
+-- in the sandbox's /etc/resolv.conf (its gateway), or nil when not needed.
+function Net:link_up(slot)
+  if not self.dns then return nil end
+  local a = M.addrs(slot)
+  local f = io.open("/proc/sys/net/ipv4/conf/" .. a.ifname .. "/route_localnet", "wb")
+  local ok = f and f:write("1\n")
+  if f then f:close() end
+  if not ok then error("cannot set route_localnet on " .. a.ifname, 0) end
+  return "nameserver " .. a.host
 end
 
 --- The launcher's --net value for the sandbox of uid slot `slot`.

@@ -361,6 +361,7 @@ function Manager:do_start(rec)
     if inst.exit_code ~= runner_mod.EXIT_BUSY or attempt == 50 then error(err, 0) end
     scheduler.sleep(0.05)
   end
+  if self.net and rec.dtlocal.uid_slot then self:point_resolver(rec) end
   if self.net and rec.linkedSandboxId then
     -- names are a convenience over the link, which holds anyway (an image
     -- without sudo cannot have its /etc/hosts written): logged, not fatal
@@ -387,6 +388,25 @@ local function run_as_root(inst, script)
   if type(body) ~= "table" or body.exitCode ~= 0 then
     error(format("its daemon answered %d: %s", r.status, tostring(type(body) == "table" and body.result or r.body)), 0)
   end
+end
+
+--- With the host's resolver on its loopback (dtlocal.control.network,
+-- Net:link_up): the started sandbox's resolv.conf names its gateway
+-- instead (DNATed to that resolver), unless it names another nameserver
+-- (the sandbox's own choice, or a host with one off loopback). Logged,
+-- not fatal (an image without sudo keeps its file).
+function Manager:point_resolver(rec)
+  local lok, line = pcall(self.net.link_up, self.net, rec.dtlocal.uid_slot)
+  if not lok then
+    self.log("sandbox %s: its DNS through its gateway will not work: %s", rec.id, tostring(line))
+    return
+  end
+  local rt = self.rt[rec.id]
+  if not (line and rt and rt.inst) then return end
+  local ok, err = pcall(run_as_root, rt.inst, format([=[if [ ! -e /etc/resolv.conf ] || ! grep -qvE ]=]
+    .. [=["^[[:space:]]*(nameserver[[:space:]]+(127\.|::1)|#|;|search|domain|options|$)" /etc/resolv.conf; ]=]
+    .. [=[then rm -f /etc/resolv.conf && echo "%s" > /etc/resolv.conf; fi]=], line))
+  if not ok then self.log("sandbox %s: cannot point its resolv.conf at its gateway: %s", rec.id, tostring(err)) end
 end
 
 -- The /etc/hosts line naming sandbox `rec` at its link address (its name
