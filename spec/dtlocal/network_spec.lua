@@ -576,6 +576,32 @@ while True:
     end)
   end)
 
+  it("removes the table of a server killed with SIGKILL whose state went away, at any server's start", function()
+    helper.run(function()
+      local other = dtlocal.start()
+      local name = other.log():match("nftables table inet (dtlocal_%d+)")
+      assert.is_truthy(name, other.log())
+      assert.is_truthy(sh("nft list tables inet"):find(name .. "\n", 1, true))
+      other.crash()
+      -- its warm sandboxes outlive it: ended here (a restart on the same
+      -- state would have), then its state dir goes; its table stays behind
+      local pat = "[d]tlua-sandbox run --root-dir " .. other.state_dir .. "/"   -- [d]: not the pgrep's shell
+      for pid in sh("pgrep -f -- " .. ("%q"):format(pat)):gmatch("%d+") do sh("kill -9 " .. pid) end
+      helper.eventually(function() return select(2, sh("pgrep -f -- " .. ("%q"):format(pat))) ~= 0 end, 10, 0.05)
+      -- (their namespaces go a moment later: until then files may still appear)
+      helper.eventually(function() return select(2, sh("rm -rf " .. ("%q"):format(other.state_dir))) == 0 end, 10, 0.1)
+      other.stop()
+      assert.is_truthy(sh("nft list tables inet"):find(name .. "\n", 1, true))
+      local third = dtlocal.start()
+      local ok_, err = pcall(function()
+        assert.is_truthy(third.log():find("removed nftables table " .. name, 1, true), third.log())
+        assert.is_nil(sh("nft list tables inet"):find(name .. "\n", 1, true))
+      end)
+      third.stop()
+      if not ok_ then error(err, 0) end
+    end)
+  end)
+
   it("leaves no interface, set element, table or namespace behind: delete, kill -9 and restart, stop", function()
     helper.run(function()
       local name = table_name()
