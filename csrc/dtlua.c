@@ -18,9 +18,12 @@
 **
 ** A chunk run as a task may call anything in the SDK straight-line: every
 ** wait yields to the scheduler.  The process exits when the chunk and every
-** task it spawned have finished; an uncaught error exits 1 with a traceback,
-** Ctrl-C cancels all tasks (closing their connections and processes) and
-** exits 130.
+** task it spawned have finished (a server it started keeps it running).  An
+** uncaught error in the chunk is printed at once with its traceback, the
+** tasks it left (servers, background work) are cancelled, their cleanup
+** bounded by the scheduler's cleanup_timeout, and dtlua exits 1.  Ctrl-C
+** cancels all tasks (closing their connections and processes) and exits
+** 130; SIGTERM the same with 143, unless the script watches SIGTERM itself.
 */
 #include <errno.h>
 #include <limits.h>
@@ -55,17 +58,6 @@ static void l_message (const char *pname, const char *msg) {
   fflush(stderr);
 }
 
-/* Report a non-ok status with the message on top of the stack. */
-static int report (lua_State *L, int status) {
-  if (status != LUA_OK) {
-    const char *msg = lua_tostring(L, -1);
-    if (msg == NULL) msg = luaL_typename(L, -1);
-    l_message(progname, msg);
-    lua_pop(L, 1);
-  }
-  return status;
-}
-
 static int msghandler (lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
@@ -88,10 +80,48 @@ static int docall (lua_State *L, int narg, int nres) {
 }
 
 /*
+** The message a failed dotask leaves when it has printed the error itself
+** (report then prints nothing more).
+*/
+static char reported;
+
+/* Report a non-ok status with the message on top of the stack. */
+static int report (lua_State *L, int status) {
+  if (status != LUA_OK) {
+    if (lua_touserdata(L, -1) == &reported) {
+      lua_pop(L, 1);
+      return status;
+    }
+    {
+      const char *msg = lua_tostring(L, -1);
+      if (msg == NULL) msg = luaL_typename(L, -1);
+      l_message(progname, msg);
+    }
+    lua_pop(L, 1);
+  }
+  return status;
+}
+
+/* scheduler.shutdown(): cancel the tasks a failed chunk left (a server it
+** started, background tasks) and wait, bounded by cleanup_timeout, for
+** their cleanup. */
+static void shutdown_tasks (lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "daytona.runtime.scheduler");
+  if (docall(L, 1, 1) != LUA_OK) { report(L, LUA_ERRRUN); return; }
+  lua_getfield(L, -1, "shutdown");
+  lua_remove(L, -2);
+  report(L, docall(L, 0, 0));
+}
+
+/*
 ** Run the function below its narg arguments on the stack as the scheduler's
 ** main task, driving the loop until every task is done.  Leaves nres results
-** (or an error message) like docall.  Exit code 130 is reported through
-** *interrupted.
+** (or an error message) like docall.  A failure of the main task is printed
+** at once, before the tasks it left are cancelled and their cleanup waited
+** for (as lua exits at an error, not when its servers stop), and leaves
+** &reported.  Ctrl-C (SIGINT) and SIGTERM set *interrupted to the exit
+** status, 130 or 143.
 */
 static int dotask (lua_State *L, int narg, int nres, int *interrupted) {
   int status, base, n;
@@ -107,10 +137,12 @@ static int dotask (lua_State *L, int narg, int nres, int *interrupted) {
   if (status != LUA_OK) return status;
   n = lua_gettop(L) - base + 1;  /* ok, results... */
   if (!lua_toboolean(L, base)) {
-    /* false, err, traceback | false, "interrupted" */
-    if (n == 2 && lua_isstring(L, base + 1) &&
+    /* false, err, traceback | false, "interrupted", "INT"|"TERM" */
+    if (n >= 2 && lua_type(L, base + 1) == LUA_TSTRING &&
         strcmp(lua_tostring(L, base + 1), "interrupted") == 0) {
-      *interrupted = 1;
+      int term = n >= 3 && lua_type(L, base + 2) == LUA_TSTRING &&
+                 strcmp(lua_tostring(L, base + 2), "TERM") == 0;
+      *interrupted = term ? 128 + 15 : 128 + 2;
       lua_settop(L, base - 1);
       lua_pushliteral(L, "interrupted");
       return LUA_ERRRUN;
@@ -123,6 +155,9 @@ static int dotask (lua_State *L, int narg, int nres, int *interrupted) {
     }
     lua_replace(L, base);
     lua_settop(L, base);
+    report(L, LUA_ERRRUN);
+    shutdown_tasks(L);
+    lua_pushlightuserdata(L, &reported);
     return LUA_ERRRUN;
   }
   lua_remove(L, base);
@@ -589,7 +624,7 @@ static int pmain (lua_State *L) {
     lua_remove(L, -2);
     lua_getglobal(L, "arg");
     if (report(L, dotask(L, 1, 1, &intr)) != LUA_OK) {
-      sm->status = intr ? 130 : EXIT_FAILURE;
+      sm->status = intr ? intr : EXIT_FAILURE;
       return 0;
     }
     sm->status = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : EXIT_SUCCESS;
@@ -633,7 +668,7 @@ static int pmain (lua_State *L) {
   sm->status = EXIT_SUCCESS;
   return 0;
 failed:
-  sm->status = intr ? 130 : EXIT_FAILURE;
+  sm->status = intr ? intr : EXIT_FAILURE;
   return 0;
 }
 

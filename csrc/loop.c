@@ -186,6 +186,7 @@ typedef struct Signal {
   int active;
   int signum;
   int borrowed;             /* close puts `saved` back */
+  int fallback;             /* counts only while no other watcher has it */
   struct sigaction saved;   /* the disposition found by a borrowing watcher */
   lua_Integer count;   /* deliveries not yet taken */
 } Signal;
@@ -200,7 +201,8 @@ static void signal_closed (uv_handle_t *h) {
 
 static void signal_fire (uv_signal_t *h, int signum) {
   Signal *s = (Signal *)h->data;
-  (void)signum;
+  /* the program watches it itself: the fallback (dtlua's SIGTERM) stands back */
+  if (s->fallback && watching[signum] > 0) return;
   s->count++;
   dt_signal(&s->base);
 }
@@ -218,12 +220,16 @@ static int signum_of (lua_State *L, int idx) {
 ** the disposition it found (lua.c's SIGINT handler, a host's, the default)
 ** where libuv would leave the default.  It is not made (nil) when the
 ** signal is ignored (a background job must stay deaf to Ctrl-C) or when a
-** watcher that is not borrowing has it (dtlua, a server). */
+** watcher that is not borrowing has it (dtlua, a server).
+** A "fallback" watcher counts deliveries only while no "watch" watcher
+** has the signal: dtlua's SIGTERM, which ends a script cleanly unless the
+** script handles SIGTERM itself (a server with its own graceful stop). */
 static int l_signal (lua_State *L) {
-  static const char *const modes[] = {"watch", "borrow", NULL};
+  static const char *const modes[] = {"watch", "borrow", "fallback", NULL};
   dt_loop *loop = dt_loopup(L);
   int signum = signum_of(L, 1);
-  int borrow = luaL_checkoption(L, 2, "watch", modes);
+  int mode = luaL_checkoption(L, 2, "watch", modes);
+  int borrow = mode == 1;
   struct sigaction found;
   Signal *s;
   int rc;
@@ -238,6 +244,7 @@ static int l_signal (lua_State *L) {
   memset(s, 0, sizeof *s);
   s->signum = signum;
   if ((s->borrowed = borrow)) s->saved = found;
+  s->fallback = mode == 2;
   dt_obj_init(loop, &s->base);
   luaL_setmetatable(L, SIGNAL_TNAME);
   uv_signal_init(&loop->uv, &s->h);
@@ -252,7 +259,7 @@ static int l_signal (lua_State *L) {
   dt_pin(L, &s->base, -1);
   loop->npinned--;   /* a watcher is not "work under way" for alive() */
   s->active = 1;
-  if (!borrow) watching[signum]++;
+  if (mode == 0) watching[signum]++;
   return 1;
 }
 
@@ -278,7 +285,7 @@ static int signal_close (lua_State *L) {
     sigprocmask(SIG_BLOCK, &block, &old);
     uv_close((uv_handle_t *)&s->h, signal_closed);
     if (s->borrowed) sigaction(s->signum, &s->saved, NULL);
-    else watching[s->signum]--;
+    else if (!s->fallback) watching[s->signum]--;
     sigprocmask(SIG_SETMASK, &old, NULL);
   }
   return 0;

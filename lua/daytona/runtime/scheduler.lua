@@ -24,8 +24,9 @@
 -- the program unwinds through its `<close>` handlers. A second Ctrl-C
 -- during that cleanup, up to `cleanup_timeout` seconds after the first,
 -- ends the process as an uncaught SIGINT does. Under dtlua, `run` watches
--- SIGINT itself (it cancels every task and exits 130) and nothing is
--- borrowed; a SIGINT that is ignored (a background job) stays ignored.
+-- SIGINT itself (it cancels every task and exits 130; SIGTERM likewise,
+-- 143, unless the program watches SIGTERM) and nothing is borrowed; a
+-- SIGINT that is ignored (a background job) stays ignored.
 local core = require "daytona.core"
 local errors = require "daytona.errors"
 
@@ -391,35 +392,91 @@ function M.cancel_all()
   for _, t in ipairs(list) do t:cancel() end
 end
 
+-- Whatever failed and was never waited for is reported now, not at exit's GC.
+local function report_unobserved()
+  local failed = S.failed
+  S.failed = setmetatable({}, { __mode = "k" })
+  for t in pairs(failed) do
+    if not t.observed then t.observed = true; report(t) end
+  end
+end
+
+-- Cancel once more the tasks whose cleanup overran `cleanup_timeout` and
+-- give them one turn to unwind to their next wait; they are then left.
+local function abandon()
+  io.stderr:write("dtlua: ", S.ntasks, " task(s) still cleaning up after ",
+    M.cleanup_timeout, " s (cleanup_timeout): ending without them\n")
+  local list = {}
+  for _, t in pairs(S.tasks) do list[#list + 1] = t end
+  for _, t in ipairs(list) do t.cancelling = nil; t:cancel() end
+  run_queue()
+end
+
+local function ms_until(deadline)
+  return math.max(0, math.ceil((deadline - core.now()) * 1000))
+end
+
 --- Run fn(...) as the main task and drive the loop until it and every task
--- it spawned have finished. Ctrl-C cancels all tasks; the result is then
--- `false, "interrupted"`. Returns true, results... or false, err, traceback.
+-- it spawned have finished. This is how dtlua runs a chunk.
+--
+-- A main task that returns while other tasks run (a server it started)
+-- leaves them running: `run` goes on until they finish. SIGINT, and
+-- SIGTERM unless the program watches SIGTERM itself (`core.signal("TERM")`,
+-- a server with its own graceful stop), cancel every task; their cleanup
+-- is bounded by `cleanup_timeout` (then they are cancelled once more, get
+-- one turn and are left) and a second signal ends the wait for it at once.
+-- The result is then `false, "interrupted", "INT"|"TERM"`.
+--
+-- A main task that fails (or is cancelled) returns `false, err, traceback`
+-- at once, with the other tasks still there, so that the error can be
+-- reported before they are cleaned up: call `shutdown` next.
+-- @return true, results... | false, err, traceback | false, "interrupted", signal
 function M.run(fn, ...)
   local main = M.spawn(fn, ...)
   main.observed = true
   main.name = "main"
   local sigint = core.signal("INT")
+  local sigterm = core.signal("TERM", "fallback")
   S.interrupted = false
-  local watching = { [sigint] = true }
+  local watching = { [sigint] = "INT", [sigterm] = "TERM" }
+  local deadline   -- of the cleanup after a signal
   while S.ntasks > 0 or has_runnable() do
     run_queue()
+    -- the main chunk failed: its error goes out now, not after the
+    -- servers and background tasks it leaves (shutdown ends those)
+    if main.status ~= "running" and main.status ~= "done" and not S.interrupted then break end
     -- the last task may have finished just now: then there is nothing to
     -- wait for, and a blocking step would sleep until some idle timer of
     -- the core (libwebsockets keeps a 30 s one) fires
     if S.ntasks == 0 and not has_runnable() then break end
     local buf = S.buf
-    local n = core.step(has_runnable() and 0 or -1, buf)
+    local n = core.step(has_runnable() and 0 or deadline and ms_until(deadline) or -1, buf)
+    local again = false
     for i = 1, n do
       local obj = buf[i]
       buf[i] = nil
-      if watching[obj] then
-        if obj:take() > 0 and not S.interrupted then
-          S.interrupted = true
-          M.cancel_all()
+      local sig = watching[obj]
+      if sig then
+        if obj:take() > 0 then
+          if not S.interrupted then
+            S.interrupted = sig
+            deadline = core.now() + M.cleanup_timeout
+            M.cancel_all()
+          else
+            again = true
+          end
         end
       else
         dispatch(obj)
       end
+    end
+    if again then
+      io.stderr:write("dtlua: interrupted again: ending without the rest of the cleanup\n")
+      break
+    end
+    if deadline and core.now() >= deadline and S.ntasks > 0 then
+      abandon()
+      break
     end
     if not has_runnable() and S.ntasks > 0 and not core.alive() then
       -- every task waits on something nothing will signal
@@ -430,15 +487,49 @@ function M.run(fn, ...)
     end
   end
   sigint:close()
-  -- whatever failed and was never waited for is reported now, not at exit's GC
-  local failed = S.failed
-  S.failed = setmetatable({}, { __mode = "k" })
-  for t in pairs(failed) do
-    if not t.observed then t.observed = true; report(t) end
-  end
-  if S.interrupted then return false, "interrupted" end
+  sigterm:close()
+  report_unobserved()
+  if S.interrupted then return false, "interrupted", S.interrupted end
   if main.status == "done" then return true, unpack(main.results, 1, main.results.n) end
   return false, main.err, main.traceback
+end
+
+--- After `run` returned an error: cancel every task still running (the
+-- servers and background tasks the main task left) and drive the loop
+-- until they have finished their cleanup, at most `cleanup_timeout`
+-- seconds (then they are cancelled once more, get one turn and are left;
+-- the process ending closes what they hold). A SIGINT or SIGTERM meanwhile
+-- ends the wait at once. Returns the number of tasks left unfinished.
+function M.shutdown()
+  if S.ntasks == 0 and not has_runnable() then report_unobserved(); return 0 end
+  M.cancel_all()
+  local sigint <close> = core.signal("INT")
+  local sigterm <close> = core.signal("TERM")
+  local deadline = core.now() + M.cleanup_timeout
+  while S.ntasks > 0 or has_runnable() do
+    run_queue()
+    if S.ntasks == 0 and not has_runnable() then break end
+    if core.now() >= deadline then abandon(); break end
+    if not has_runnable() and not core.alive() then run_queue(); break end
+    local buf = S.buf
+    local n = core.step(has_runnable() and 0 or ms_until(deadline), buf)
+    local stop = false
+    for i = 1, n do
+      local obj = buf[i]
+      buf[i] = nil
+      if obj == sigint or obj == sigterm then
+        if obj:take() > 0 then stop = true end
+      else
+        dispatch(obj)
+      end
+    end
+    if stop then
+      io.stderr:write("dtlua: interrupted: ending without the rest of the cleanup\n")
+      break
+    end
+  end
+  report_unobserved()
+  return S.ntasks
 end
 
 ---------------------------------------------------------------------------

@@ -374,6 +374,7 @@ function M.main(opts)
   local ok, res, tb = scheduler.run(serve)
   if not ok then
     if res == "interrupted" then return true end
+    scheduler.shutdown()   -- the request tasks it left
     error(tostring(res) .. (tb and ("\n" .. tb) or ""), 0)
   end
   return res
