@@ -162,7 +162,11 @@ end
 local function traceback_handler(err)
   local task = S.tasks[coroutine.running()]
   if task then
-    task.traceback = debug.traceback(type(err) == "string" and err or tostring(err), 2)
+    local tb = debug.traceback(type(err) == "string" and err or tostring(err), 2)
+    -- the frames below the task's function are the scheduler's own
+    -- (task_body's xpcall): they say nothing about the error, so they go
+    local cut = tb:find("\n\t%[C%]: in function 'xpcall'\n[^\n]*daytona/runtime/scheduler%.lua:[^\n]*\n?[^\n]*$")
+    task.traceback = cut and tb:sub(1, cut - 1) or tb
   end
   return err
 end

@@ -546,7 +546,9 @@ end
 
 --- Start a server.
 -- The server keeps the scheduler alive (`scheduler.run` does not return)
--- until closed.
+-- until closed: a dtlua script that starts one and returns keeps serving
+-- until SIGINT or SIGTERM. A main chunk that fails does not wait for it:
+-- dtlua prints the error and cancels the server's tasks.
 -- @param opts options:
 -- @param[opt] opts.handler `function(req, res)` for every request;
 -- required unless `websocket` is given
