@@ -152,4 +152,70 @@ describe("scheduler", function()
       assert.is_true(worst < 0.02, "a step blocked for " .. worst .. " s")
     end)
   end)
+
+  describe("run and shutdown", function()
+    it("returns at the main task's failure, leaving the others to shutdown", function()
+      local cleaned
+      local ok, err, tb = scheduler.run(function()
+        scheduler.spawn(function()
+          local _ <close> = setmetatable({}, { __close = function(_, e)
+            scheduler.sleep(0.01)   -- cleanup that waits
+            cleaned = e
+          end })
+          scheduler.sleep(3600)
+        end)
+        scheduler.sleep(0.01)
+        error("main failed")
+      end)
+      assert.is_false(ok)
+      assert.is_truthy(err:find("main failed", 1, true))
+      assert.is_truthy(tb:find("stack traceback", 1, true))
+      assert.is_falsy(tb:find("xpcall", 1, true), tb)   -- none of the scheduler's frames
+      assert.are.equal(1, scheduler.count())             -- the other one still runs
+      assert.is_nil(cleaned)
+      assert.are.equal(0, scheduler.shutdown())
+      assert.are.equal(0, scheduler.count())
+      assert.is_true(errors.is(cleaned, errors.CancelledError))
+    end)
+
+    it("bounds shutdown by cleanup_timeout, then cancels the overrunning cleanup once more", function()
+      local saved = scheduler.cleanup_timeout
+      scheduler.cleanup_timeout = 0.05
+      local stuck
+      local ok = scheduler.run(function()
+        stuck = scheduler.spawn(function()
+          pcall(scheduler.sleep, 3600)
+          scheduler.sleep(3600)   -- a cleanup that would never end
+        end)
+        scheduler.sleep(0.01)
+        error("main failed")
+      end)
+      assert.is_false(ok)
+      local left = scheduler.shutdown()
+      scheduler.cleanup_timeout = saved
+      -- cancelled once more at the bound: it unwound and is done
+      assert.are.equal(0, left)
+      assert.are.equal("cancelled", stuck.status)
+    end)
+
+    it("a fallback signal watcher stands back while the signal is watched", function()
+      local pid = tonumber(io.open("/proc/self/stat"):read("a"):match("^(%d+)"))
+      local function deliver(w)
+        os.execute("kill -TERM " .. pid)
+        local t <close> = core.timer(2000)
+        scheduler.wait(w, t)      -- signalled at once when counted
+        local deadline = core.timer(50)
+        scheduler.wait(deadline)  -- a delivery to the other watcher meanwhile
+      end
+      local fb <close> = core.signal("TERM", "fallback")
+      do
+        local own <close> = core.signal("TERM")
+        deliver(own)
+        assert.are.equal(1, own:take())
+        assert.are.equal(0, fb:take())
+      end
+      deliver(fb)
+      assert.are.equal(1, fb:take())
+    end)
+  end)
 end)
