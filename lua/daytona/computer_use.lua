@@ -46,6 +46,7 @@ local errors = require "daytona.errors"
 local transport = require "daytona.transport"
 local scheduler = require "daytona.runtime.scheduler"
 local core = require "daytona.core"
+local fsutil = require "daytona.runtime.fs"
 
 local type, ipairs, select, setmetatable, getmetatable, rawget, rawset, tostring, error, pcall, io, os =
   type, ipairs, select, setmetatable, getmetatable, rawget, rawset, tostring, error, pcall, io, os
@@ -743,11 +744,13 @@ function Recording:download(recording_id, local_path, opts)
   local_path = check.string(local_path, f, "local_path")
   opts = check.options(opts, f, DOWNLOAD_OPTS)
   local timeout = check.timeout(opts.timeout, f, 1800)
+  -- the parent directories, made without a shell (as fs downloads make them)
   local dir = local_path:match("^(.*)/[^/]*$")
   if dir and dir ~= "" then
-    local probe = io.open(dir, "r")
-    if probe then probe:close()
-    else os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null") end
+    local ok, msg = fsutil.mkdirs(dir, 511)
+    if not ok then
+      error(errors.DaytonaError(f .. ": cannot make " .. tostring(msg), { code = "EIO" }), 0)
+    end
   end
   local s <close> = call(self, { method = "GET", stream = true, raw = true, timeout = timeout,
     headers = { Accept = "application/octet-stream" }, what = "download recording",

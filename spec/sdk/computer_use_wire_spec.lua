@@ -269,9 +269,12 @@ describe("computer_use on the wire", function()
     assert.are.equal(2.5, stopped.duration_seconds)
     assert.are.equal("r1", r:list().recordings[1].id)
     assert.are.equal("/home/daytona/.daytona/recordings/demo.mp4", r:get("r1").file_path)
-    local out = helper.tmpdir() .. "/new/dir/demo.mp4"
+    -- missing parents are made without a shell: a name a shell would run is only a name
+    local base = helper.tmpdir()
+    local out = base .. "/new/it's $(touch pwned) `touch pwned2`; x/demo.mp4"
     assert.are.equal(#video, r:download("r1", out))
     assert.are.equal(video, helper.read_file(out))
+    assert.is_nil(io.open(base .. "/new/pwned")); assert.is_nil(io.open("pwned")); assert.is_nil(io.open("pwned2"))
     assert.is_nil(r:delete("r1"))
     assert.are.same({ label = "demo" }, seen[1].json)
     assert.are.same({ id = "r1" }, seen[2].json)
