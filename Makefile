@@ -87,7 +87,7 @@ NPM_GLOBALS := typescript@5.9.3 typescript-language-server@5.3.0 tsx@4.23.15
 # plain lua5.4; each part is daytona/core/<part>.so, loaded on first use of
 # core.<part>, with its own libraries.  obj.c is compiled into every one;
 # digest.c (SHA-256, SHA-1, base64) into the base and the server part.
-BASE_OBJ := $(patsubst %,$(BUILD)/obj/%.o,core loop util process obj digest)
+BASE_OBJ := $(patsubst %,$(BUILD)/obj/%.o,core loop udp util process obj digest)
 BASE_LIBS:= $(shell pkg-config --libs libuv 2>/dev/null)
 HTTP_OBJ := $(BUILD)/obj/http_client.o $(BUILD)/obj/obj.o
 HTTP_LIBS:= $(shell pkg-config --libs libcurl libuv 2>/dev/null)

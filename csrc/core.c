@@ -5,7 +5,7 @@
 ** that re-requiring it (busted does, per spec file) returns the same table
 ** and the same loop instead of starting a second loop.
 **
-** The base holds the loop, timers, signals, util and process.  core.http,
+** The base holds the loop, timers, signals, UDP sockets, util and process.  core.http,
 ** core.ws and core.server are parts in their own shared objects (dt.h):
 ** the first read of one requires daytona.core.<name>, whose luaopen stores
 ** its table in the base's table, so later reads are plain field reads.
@@ -55,6 +55,7 @@ LUAMOD_API int luaopen_daytona_core (lua_State *L) {
   lua_pushvalue(L, -2);
   lua_pushvalue(L, -2);            /* module, loop, module, loop */
   dt_open_loop(L);
+  dt_open_udp(L);
   lua_pop(L, 2);
   submodule(L, "util", dt_open_util);
   submodule(L, "process", dt_open_process);

@@ -13,8 +13,8 @@
 ** metamethods and nested Lua functions.
 **
 ** The core is split so that a program maps only the libraries it uses:
-**   daytona.core         the base: loop, timers, signals, util, process
-**                        (liblua + libuv); core.c, loop.c, util.c, process.c
+**   daytona.core         the base: loop, timers, signals, UDP, util, process
+**                        (liblua + libuv); core.c, loop.c, udp.c, util.c, process.c
 **   daytona.core.http    http_client.c + libcurl
 **   daytona.core.ws      ws_client.c + libwebsockets
 **   daytona.core.server  server.c, server_request.c, server_ws.c
@@ -178,6 +178,7 @@ void dt_open_ws (lua_State *L);
 void dt_open_server (lua_State *L);
 void dt_open_process (lua_State *L);
 void dt_open_util (lua_State *L);
+void dt_open_udp (lua_State *L);
 
 /* Called from the loop's __gc before uv_loop_close, so each submodule can
 ** release library state (curl multi, lws context).  The parts' ones reach

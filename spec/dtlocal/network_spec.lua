@@ -402,7 +402,7 @@ while True:
       local many = {}
       for i = 1, 11 do many[i] = ("10.%d.0.0/16"):format(i) end
       bad({ networkAllowList = table.concat(many, ",") }, "networkAllowList", "at most 10")
-      bad({ domainAllowList = "example.com" }, "domainAllowList")
+      bad({ domainAllowList = "*example.com" }, "domainAllowList")
       bad({ linkedSandbox = "no-such-sandbox", autoDeleteInterval = 0 }, "linkedSandbox", "not found")
       local p = create{ name = "net-parent-" .. core.util.getpid() }
       bad({ linkedSandbox = p.id }, "autoDeleteInterval")

@@ -61,7 +61,7 @@ local function launch(srv)
     argv[#argv + 1] = tostring(srv.minute_seconds)
   end
   os.remove(srv.state_dir .. "/server.json")
-  local p = process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "stdout" })
+  local p = process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "stdout", env = srv.env })
   srv.proc = p
   srv.pid = p:pid()
   -- the server's output is drained at all times (a full pipe would stall
@@ -120,6 +120,7 @@ function M.start(opts)
       token = "spec-" .. core.util.hex(core.util.random_bytes(16)),
       state_dir = opts.state_dir or (dir .. "/state"),
       minute_seconds = opts.minute_seconds,
+      env = opts.env,   -- the server's environment (nil: ours)
       lines = {},
     }
     function srv.log() return table.concat(srv.lines, "\n") end

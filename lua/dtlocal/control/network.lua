@@ -66,6 +66,15 @@ function M.addrs(slot)
   return { ifname = M.PREFIX .. slot, host = ip(base + 1), sandbox = ip(base + 2), plen = M.PLEN }
 end
 
+--- The uid slot whose sandbox has address `addr` (its eth0), or nil.
+function M.slot_of(addr)
+  local a, b, c, d = addr:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return nil end
+  local n = (tonumber(a) << 24) | (tonumber(b) << 16) | (tonumber(c) << 8) | tonumber(d)
+  if n & 3 ~= 2 or n < M.NET or n >= M.NET + 0x10000 then return nil end
+  return (n - M.NET) // 4
+end
+
 -- A CIDR as nftables takes it: host bits cleared ("10.1.2.3/8" -> "10.0.0.0/8").
 local function network_of(cidr)
   local a, b, c, d, len = cidr:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)/(%d+)$")
@@ -89,30 +98,59 @@ M.nft = nft
 
 local function table_name(n) return "dtlocal_" .. n end
 
--- With a host resolver on loopback (dns: its address), a sandbox's DNS to
--- its gateway is DNATed to it: the host end accepts 127/8 destinations
--- (route_localnet, set per link: Net:link_up), and the input chain lets
--- those DNATed packets in, and nothing else addressed to loopback.
-local function dns_chain(group, dns)
-  if not dns then return "" end
+-- The nat chain ahead of routing: a sandbox with a domain allow list has
+-- every UDP datagram to port 53 DNATed to the DNS filter (dtlocal.control.dns,
+-- on 127.0.0.1:fport), whatever resolver it names. With a host resolver on
+-- loopback (dns: its address), another sandbox's DNS to its gateway is
+-- DNATed to it. Both reach 127.0.0.1 because the host end accepts 127/8
+-- destinations (route_localnet, set per link: Net:link_up), and the input
+-- chain lets those DNATed packets in, and nothing else addressed to loopback.
+local function dns_chain(group, dns, fport)
+  local lines = { format("    iifgroup %d iifname @domained udp dport 53 dnat ip to 127.0.0.1:%d", group, fport) }
+  if dns then
+    lines[#lines + 1] = format("    iifgroup %d fib daddr type local udp dport 53 dnat ip to %s", group, dns)
+    lines[#lines + 1] = format("    iifgroup %d fib daddr type local tcp dport 53 dnat ip to %s", group, dns)
+  end
   return format([[
-table inet %%s {
   chain dns {
     type nat hook prerouting priority -100; policy accept;
-    iifgroup %d fib daddr type local udp dport 53 dnat ip to %s
-    iifgroup %d fib daddr type local tcp dport 53 dnat ip to %s
+%s
   }
-}
-]], group, dns, group, dns)
+]], concat(lines, "\n"))
 end
 
-local function ruleset(name, group, dns)
+-- A sandbox with a domain allow list: the domained/dom elements key its
+-- interface; its reachable addresses are the set dallow_<slot> (with
+-- timeouts, filled by the DNS filter), looked up from the chain dom_<slot>
+-- that the map `dom` jumps to. Made at apply, deleted with everything in
+-- it when the list goes (nothing of one sandbox is left to the next
+-- sandbox of the same slot).
+local function domain_objs(tbl, slot, ifname, add)
+  if add then
+    return format("add set inet %s dallow_%d { type ipv4_addr; flags timeout; }\n", tbl, slot)
+      .. format("add chain inet %s dom_%d\n", tbl, slot)
+      .. format("flush chain inet %s dom_%d\n", tbl, slot)
+      .. format("add rule inet %s dom_%d ip daddr @dallow_%d accept\n", tbl, slot, slot)
+      .. format('add element inet %s dom { "%s" : jump dom_%d }\n', tbl, ifname, slot)
+      .. format('add element inet %s domained { "%s" }\n', tbl, ifname)
+  end
+  return format('delete element inet %s dom { "%s" }\n', tbl, ifname)
+    .. format('delete element inet %s domained { "%s" }\n', tbl, ifname)
+    .. format("flush chain inet %s dom_%d\n", tbl, slot)
+    .. format("delete chain inet %s dom_%d\n", tbl, slot)
+    .. format("delete set inet %s dallow_%d\n", tbl, slot)
+end
+
+local function ruleset(name, group, dns, fport)
+  local g = group
   return format([[
 table inet %s {
   set links { type ipv4_addr . ipv4_addr; }
   set blocked { type ifname; }
   set listed { type ifname; }
   set allow { type ifname . ipv4_addr; flags interval; }
+  set domained { type ifname; }
+  map dom { type ifname : verdict; }
   chain pre {
     type filter hook prerouting priority -300; policy accept;
     iifgroup %d fib saddr . iif oif missing drop
@@ -121,8 +159,12 @@ table inet %s {
     type filter hook input priority 0; policy accept;
     iifgroup %d ct state established,related accept
     iifgroup %d iifname @blocked drop
+    iifgroup %d iifname @domained ip daddr 127.0.0.1 udp dport %d ct status dnat accept
+    iifgroup %d iifname . ip daddr @allow accept
+    iifgroup %d iifname vmap @dom
+    iifgroup %d iifname @domained meta l4proto tcp reject with tcp reset
+    iifgroup %d iifname @domained drop
     iifgroup %d ct status dnat th dport 53 accept
-    iifgroup %d iifname @listed iifname . ip daddr @allow accept
     iifgroup %d drop
   }
   chain forward {
@@ -133,15 +175,20 @@ table inet %s {
     oifgroup %d drop
     iifgroup %d iifname @blocked drop
     iifgroup %d meta nfproto ipv6 drop
-    iifgroup %d iifname @listed iifname . ip daddr != @allow drop
+    iifgroup %d iifname . ip daddr @allow accept
+    iifgroup %d iifname @domained ct state established accept
+    iifgroup %d iifname vmap @dom
+    iifgroup %d iifname @listed drop
+    iifgroup %d iifname @domained drop
   }
   chain post {
     type nat hook postrouting priority 100; policy accept;
     ip saddr 10.200.0.0/16 oifname != "%s*" masquerade
   }
-}
-]], name, group, group, group, group, group, group, group, M.PREFIX, group, M.PREFIX, group, group, group,
-    group, group, M.PREFIX) .. dns_chain(group, dns):gsub("%%s", name, 1)
+%s}
+]], name, g, g, g, g, fport, g, g, g, g, g, g,
+    g, M.PREFIX, g, M.PREFIX, g, g, g, g, g, g, g, g, g,
+    M.PREFIX, dns_chain(g, dns, fport))
 end
 
 local Net = {}
@@ -205,15 +252,21 @@ function M.new(opts)
   end
   write_owner(owner)
   local self = setmetatable({ uids = uids, slot = slot, group = slot + 1, name = table_name(slot),
-                              owner = owner, log = log, elems = {} }, Net)
+                              owner = owner, log = log, elems = {}, domained = {} }, Net)
   M.sweep(uids, log, slot)
   -- a resolver on the host's loopback: reached through the gateway (DNAT)
   for _, ns in ipairs(M.loopback_resolvers() or {}) do
     if ns:match("^127%.%d+%.%d+%.%d+$") then self.dns = ns break end
   end
+  -- the DNS filter of the sandboxes with a domain allow list
+  self.filter = require("dtlocal.control.dns").new{ nft = nft, table = self.name, log = log,
+    addr_slot = M.slot_of }
   local ok, msg = nft(format("table inet %s\ndelete table inet %s\n", self.name, self.name)
-    .. ruleset(self.name, self.group, self.dns))
-  if not ok then error("cannot install the nftables table " .. self.name .. ": " .. tostring(msg), 0) end
+    .. ruleset(self.name, self.group, self.dns, self.filter.port))
+  if not ok then
+    self.filter:close()
+    error("cannot install the nftables table " .. self.name .. ": " .. tostring(msg), 0)
+  end
   local f = io.open("/proc/sys/net/ipv4/ip_forward", "rb")
   local fwd = f and f:read("a") or ""
   if f then f:close() end
@@ -222,6 +275,7 @@ function M.new(opts)
     local wok = w and w:write("1\n")
     if w then w:close() end
     if not wok then
+      self.filter:close()
       nft(format("delete table inet %s\n", self.name))
       error("cannot turn IPv4 forwarding on (/proc/sys/net/ipv4/ip_forward): sandboxes would have no network", 0)
     end
@@ -262,17 +316,19 @@ function M.loopback_resolvers(path)
   return nil
 end
 
---- Once a sandbox of uid slot `slot` runs (its host end exists), with a
--- loopback resolver: its host end accepts packets for 127/8 (the DNATed
--- DNS; the input chain drops every other one). Returns the line to put
--- in the sandbox's /etc/resolv.conf (its gateway), or nil when not needed.
-function Net:link_up(slot)
-  if not self.dns then return nil end
+--- Once a sandbox of uid slot `slot` runs (its host end exists): its host
+-- end accepts packets for 127/8 (DNATed DNS, to a loopback resolver or
+-- the DNS filter; the input chain drops every other one). Returns the
+-- line to put in the sandbox's /etc/resolv.conf (its gateway) when its
+-- DNS must leave it (a loopback resolver on the host, or a domain allow
+-- list), or nil.
+function Net:link_up(slot, domained)
   local a = M.addrs(slot)
   local f = io.open("/proc/sys/net/ipv4/conf/" .. a.ifname .. "/route_localnet", "wb")
   local ok = f and f:write("1\n")
   if f then f:close() end
   if not ok then error("cannot set route_localnet on " .. a.ifname, 0) end
+  if not (self.dns or domained) then return nil end
   return "nameserver " .. a.host
 end
 
@@ -325,19 +381,36 @@ function Net:apply(rec, parent)
   for _, e in ipairs(want) do
     if not hset[e] then script[#script + 1] = format("add element inet %s %s\n", self.name, e) end
   end
-  if #script == 0 then return end
-  local ok, msg = nft(concat(script))
-  if not ok then error("cannot apply the network settings: " .. tostring(msg), 0) end
+  -- the domain allow list (not with networkBlockAll: nothing goes out)
+  local slot = rec.dtlocal.uid_slot
+  local list = slot and not rec.networkBlockAll and rec.domainAllowList ~= "" and rec.domainAllowList or nil
+  local had = self.domained[rec.id]
+  if slot and (list ~= nil) ~= (had ~= nil) then
+    script[#script + 1] = domain_objs(self.name, slot, M.addrs(slot).ifname, list ~= nil)
+  elseif list and had ~= list then
+    -- another list: what the old one let through goes
+    script[#script + 1] = format("flush set inet %s dallow_%d\n", self.name, slot)
+  end
+  if #script > 0 then
+    local ok, msg = nft(concat(script))
+    if not ok then error("cannot apply the network settings: " .. tostring(msg), 0) end
+  end
   self.elems[rec.id] = want
+  self.domained[rec.id] = list
+  if slot then self.filter:set(slot, list) end
 end
 
 --- Remove rec's set elements (it is deleted).
 function Net:forget(rec)
   local have = self.elems[rec.id]
   self.elems[rec.id] = nil
-  if not have or #have == 0 then return end
+  local dslot = self.domained[rec.id] and rec.dtlocal.uid_slot
+  self.domained[rec.id] = nil
+  if dslot then self.filter:set(dslot, nil) end
+  if (not have or #have == 0) and not dslot then return end
   local script = {}
-  for _, e in ipairs(have) do script[#script + 1] = format("delete element inet %s %s\n", self.name, e) end
+  for _, e in ipairs(have or {}) do script[#script + 1] = format("delete element inet %s %s\n", self.name, e) end
+  if dslot then script[#script + 1] = domain_objs(self.name, dslot, M.addrs(dslot).ifname, false) end
   local ok, msg = nft(concat(script))
   if not ok then self.log("cannot remove the network elements of %s: %s", rec.id, tostring(msg)) end
 end
@@ -347,6 +420,7 @@ end
 function Net:close()
   if self.closed then return end
   self.closed = true
+  self.filter:close()
   local ok, msg = nft(format("delete table inet %s\n", self.name))
   if not ok then self.log("cannot remove the nftables table %s: %s", self.name, tostring(msg)) end
   os.remove(self.owner)

@@ -254,15 +254,16 @@ end
 
 --- An allow list dtlocal cannot enforce must be refused, not recorded (a
 -- client would believe it holds). Raises 400 naming `field` for a
--- non-empty (already validated) list. networkAllowList is enforced as root
--- (each sandbox its own network, filtered by dtlocal's nftables table),
--- not unprivileged (sandboxes share the host's network); domainAllowList
--- never (it would need a resolver and filter of dtlocal's).
+-- non-empty (already validated) list. Both lists are enforced as root
+-- (each sandbox its own network, filtered by dtlocal's nftables table;
+-- domainAllowList through dtlocal's DNS filter, dtlocal.control.dns), not
+-- unprivileged (sandboxes share the host's network).
 function M.refuse_allow_list(list, field, enforced)
   if list == nil or list == "" or enforced then return end
   if field == "domainAllowList" then
-    raise(400, "domainAllowList: dtlocal cannot enforce a domain allow list (filtering by name needs "
-      .. "a resolver of its own, which it does not have); use networkAllowList with CIDR blocks, "
+    raise(400, "domainAllowList: dtlocal enforces a domain allow list only when it runs as root (it "
+      .. "filters the sandbox's DNS and its traffic in the host's firewall); unprivileged, a local "
+      .. "sandbox's network is pasta's, which dtlocal cannot filter. Run dtlocal as root, use "
       .. "networkBlockAll, or run against Daytona's cloud")
   end
   raise(400, format("%s: dtlocal cannot enforce an allow list here (not running as root, a local "
@@ -270,18 +271,37 @@ function M.refuse_allow_list(list, field, enforced)
     .. "at all, or run against Daytona's cloud", field))
 end
 
---- A comma-separated list of domain names (`*.` wildcards allowed).
+M.MAX_DOMAINS = 64   -- entries of a domainAllowList (dtlocal's own bound)
+
+local LABEL = "^[%w]([%w%-]*)$"
+
+--- A comma-separated list of domain names, each a host name
+-- ("example.com") or a wildcard over the names under one ("*.example.com");
+-- at most MAX_DOMAINS, whitespace trimmed, lower-cased, a final dot
+-- dropped. Returns the normalised string ("" clears).
 function check.domain_list(v, field)
   check.string(v, field, { empty = true, max = 4096 })
   local entries = {}
   for part in (v .. ","):gmatch("([^,]*),") do
-    local e = part:match("^%s*(.-)%s*$")
-    if e ~= "" then
-      if not e:match("^%*?%.?[%w][%w%-%.]*$") or e:find("%.%.") or #e > 253 then
-        raise(400, format("%s: %q is not a domain name", field, e))
+    local e = part:match("^%s*(.-)%s*$"):lower()
+    if e == "" then
+      if v:match("%S") then raise(400, field .. " has an empty entry") end
+    else
+      local name = e:gsub("%.$", ""):gsub("^%*%.", "")
+      local good = #name > 0 and #name <= 253 and name:find(".", 1, true) ~= nil
+      for label in (name .. "."):gmatch("([^.]*)%.") do
+        if not good then break end
+        good = #label >= 1 and #label <= 63 and label:match(LABEL) ~= nil and label:sub(-1) ~= "-"
       end
-      entries[#entries + 1] = e:lower()
+      if not good then
+        raise(400, format("%s: %q is not a domain name (a host name such as example.com, or *.example.com "
+          .. "for the names under one)", field, part:match("^%s*(.-)%s*$")))
+      end
+      entries[#entries + 1] = (e:sub(1, 2) == "*." and "*." or "") .. name
     end
+  end
+  if #entries > M.MAX_DOMAINS then
+    raise(400, format("%s must have at most %d entries", field, M.MAX_DOMAINS))
   end
   return concat(entries, ",")
 end
@@ -420,8 +440,8 @@ function M.check_create(body)
     c.networkAllowList = check.cidr_list(body.networkAllowList, "networkAllowList")
   end
   if not absent(body.domainAllowList) then
+    -- enforced as root (dtlocal.control.dns); refused by the manager elsewhere
     c.domainAllowList = check.domain_list(body.domainAllowList, "domainAllowList")
-    M.refuse_allow_list(c.domainAllowList, "domainAllowList")
   end
   if not absent(body.target) then c.target = check.string(body.target, "target", { max = 255 }) end
 

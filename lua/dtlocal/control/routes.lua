@@ -367,7 +367,7 @@ local function network_settings(ctx, params)
   local allow = not absent(body.networkAllowList) and check.cidr_list(body.networkAllowList, "networkAllowList") or nil
   record.refuse_allow_list(allow, "networkAllowList", ctx.app.net ~= nil)
   local domains = not absent(body.domainAllowList) and check.domain_list(body.domainAllowList, "domainAllowList") or nil
-  record.refuse_allow_list(domains, "domainAllowList")
+  record.refuse_allow_list(domains, "domainAllowList", ctx.app.net ~= nil)
   if block == nil and allow == nil and domains == nil then
     raise(400, "at least one of networkBlockAll, networkAllowList or domainAllowList is required")
   end

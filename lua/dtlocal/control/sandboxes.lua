@@ -396,7 +396,8 @@ end
 -- (the sandbox's own choice, or a host with one off loopback). Logged,
 -- not fatal (an image without sudo keeps its file).
 function Manager:point_resolver(rec)
-  local lok, line = pcall(self.net.link_up, self.net, rec.dtlocal.uid_slot)
+  local lok, line = pcall(self.net.link_up, self.net, rec.dtlocal.uid_slot,
+    rec.domainAllowList ~= nil and rec.domainAllowList ~= "" and not rec.networkBlockAll)
   if not lok then
     self.log("sandbox %s: its DNS through its gateway will not work: %s", rec.id, tostring(line))
     return
@@ -526,6 +527,7 @@ function Manager:create(c)
     end
   end
   record.refuse_allow_list(c.networkAllowList, "networkAllowList", self.net ~= nil)
+  record.refuse_allow_list(c.domainAllowList, "domainAllowList", self.net ~= nil)
   if c.linkedSandbox then
     -- a link network between a started parent and its children (one level)
     local parent = self:lookup(c.linkedSandbox)
@@ -791,7 +793,7 @@ end
 -- clears the allow list, and an allow list unblocks.
 function Manager:set_network(rec, n)
   local block, allow, domains = n.block_all, n.allow_list, n.domain_allow_list
-  local old = { rec.networkBlockAll, rec.networkAllowList }
+  local old = { rec.networkBlockAll, rec.networkAllowList, rec.domainAllowList }
   if block ~= nil and block ~= rec.networkBlockAll and not self.net then
     if rec.state ~= "stopped" and rec.state ~= "archived" then
       raise(409, format("networkBlockAll can only change while the sandbox is stopped locally "
@@ -812,7 +814,7 @@ function Manager:set_network(rec, n)
     local ok, err = pcall(self.net.apply, self.net, rec,
       rec.linkedSandboxId and self.by_id[rec.linkedSandboxId])
     if not ok then
-      rec.networkBlockAll, rec.networkAllowList = old[1], old[2]
+      rec.networkBlockAll, rec.networkAllowList, rec.domainAllowList = old[1], old[2], old[3]
       raise(500, tostring(err))
     end
   end

@@ -43,9 +43,10 @@ M.RETRY = 30
 -- Whether validated create values `c` can be served by a warm sandbox.
 -- Its cgroup limits are those of the default resources, set when it started;
 -- its env is handed to its daemon (set_env) when it is taken. An allow
--- list (as root: enforced outside it, by the firewall's sets) is set when
--- it is taken. networkBlockAll starts a sandbox of its own (unprivileged
--- it has no network at all, and specs rely on it for a fresh sandbox).
+-- list or a domain allow list (as root: enforced outside it, by the
+-- firewall's sets and the DNS filter) is set when it is taken.
+-- networkBlockAll starts a sandbox of its own (unprivileged it has no
+-- network at all, and specs rely on it for a fresh sandbox).
 local function plain(c)
   local d = record.DEFAULTS
   return c.image == nil and c.seed == nil and c.seed_dir == nil and c.buildInfo == nil   -- the host's system as it is
@@ -94,7 +95,7 @@ function Pool:take(c)
       for _, k in ipairs({ "uid_slot", "uid_first", "preview_token", "pid", "pasta_pid" }) do fresh.dtlocal[k] = d[k] end
       for k in pairs(spare) do spare[k] = nil end
       for k, v in pairs(fresh) do spare[k] = v end
-      if mgr.net and spare.networkAllowList then
+      if mgr.net and (spare.networkAllowList or spare.domainAllowList) then
         -- before its record says it exists: no code of the caller's has run in it yet
         local aok, aerr = pcall(mgr.net.apply, mgr.net, spare)
         if not aok then
