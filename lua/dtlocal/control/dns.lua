@@ -263,7 +263,9 @@ function Filter:forward(slot, data, q, ip, port)
           if rip == up and rport == 53 then
             local addrs = M.answer_addrs(r, q, data)
             if addrs then
-              if self.lists[slot] and self:allow(slot, addrs) then self.sock:send(r, ip, port) end
+              -- still allowed (the list may have changed meanwhile)
+              local now = self.lists[slot]
+              if now and M.allowed(now, q.name) and self:allow(slot, addrs) then self.sock:send(r, ip, port) end
               return
             end
           end

@@ -570,8 +570,9 @@ function App:start()
       n, self.state_dir, restarted, self.base_url, self.preview_base)
     if self.net then
       self.log("dtlocal: sandbox networks: own namespaces, veth links in 10.200.0.0/16, nftables table "
-        .. "inet %s; IPv4 forwarding (net.ipv4.ip_forward) is on%s", self.net.name,
-        self.net.forwarding_enabled and " (turned on by dtlocal)" or "")
+        .. "inet %s; IPv4 forwarding (net.ipv4.ip_forward) is on%s; domain allow lists through "
+        .. "dtlocal's DNS filter on 127.0.0.1:%d", self.net.name,
+        self.net.forwarding_enabled and " (turned on by dtlocal)" or "", self.net.filter.port)
       if self.net.dns then
         self.log("dtlocal: the host's nameserver is on its loopback (%s): sandboxes reach it at their "
           .. "gateway (DNAT), their /etc/resolv.conf pointed there at start", self.net.dns)

@@ -26,6 +26,11 @@
 --             (`links`); into a sandbox from anywhere else: replies only;
 --             out of a `blocked` sandbox: dropped; out of a `listed` one:
 --             only to its allow list (`allow`, interface . CIDR); IPv6: none
+--   a sandbox with a domain allow list (`domained`): its UDP DNS DNATed to
+--             the DNS filter (dtlocal.control.dns) on 127.0.0.1, whatever
+--             the resolver; out of it only to the addresses the filter
+--             answered (its own timeout set `dallow_<slot>`, through the
+--             map `dom` and chain `dom_<slot>`) or its allow list
 --   prerouting  anti-spoofing: a source address not routed back through
 --             the interface it came in by is dropped (fib)
 --   postrouting masquerade what leaves for elsewhere
@@ -35,7 +40,7 @@
 --   local net = network.new{ uids =, state_dir =, log = }   -- raises
 --   net:launch_arg(slot) -> "veth:dtl12:10.200.0.49/30:10.200.0.50:G"
 --   network.addrs(slot) -> { ifname =, host =, sandbox =, plen = }
---   net:apply(rec, parent_rec)  -- blocked / allow list / link of rec
+--   net:apply(rec, parent_rec)  -- blocked / allow list / domain list / link of rec
 --   net:forget(rec)             -- its set elements, at delete
 --   net:close()                 -- the table, at shutdown
 --   network.find_pasta() -> path | nil         (unprivileged servers)
