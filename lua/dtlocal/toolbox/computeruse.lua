@@ -136,6 +136,10 @@ end
 -- naming the X error.
 local function xcall(app, method, fields, on_fail, ...)
   local d = display(app)
+  if desktop.get(app):x_stopped() then
+    raise(503, "the X server (xvfb) is stopped (SIGSTOP): continue it (SIGCONT) or restart it",
+          "SERVICE_UNAVAILABLE")
+  end
   local r = table.pack(pcall(d[method], d, ...))
   if r[1] and r[2] == nil and r[4] == "ECONNRESET" then
     -- the X server went away since the connection was made (xvfb restarted

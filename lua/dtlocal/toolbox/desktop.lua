@@ -482,6 +482,15 @@ end
 
 function Desktop:is_running(name) return running(self.procs[name]) end
 
+--- Whether the X server is stopped (SIGSTOP, state T): an X call would
+-- then block the daemon until it runs again (Xlib has no timeouts).
+function Desktop:x_stopped()
+  local p = self.procs.xvfb
+  if not running(p) then return false end
+  local st = process.stat(p.process:pid())
+  return st ~= nil and (st.state == "T" or st.state == "t")
+end
+
 --- "active" (all running), "partial", "inactive" (none), "error" (one was
 -- given up after failing again and again).
 function Desktop:overall()
