@@ -315,7 +315,23 @@ function Desktop:spawn(p)
     self:note(p, "exited: " .. (sig and ("signal " .. sig) or ("status " .. tostring(code))))
     tag:kill()   -- what it left behind (a session's children)
     if p.stopping or not p.wanted then return end
-    -- autoRestart
+    -- autoRestart. What runs on the display died with it when the X server
+    -- went (killed, restarted): wait until the server is back, and do not
+    -- count that death as the program's failure.
+    if p.name ~= "xvfb" and not self:x_ready() then
+      self:note(p, "waiting for the X server")
+      local deadline = core.now() + 60
+      while not self:x_ready() do
+        if p.gen ~= gen or p.stopping or not p.wanted then return end
+        if core.now() > deadline then
+          p.gave_up = true
+          self:note(p, "not restarted: the X server did not come back within 60 s")
+          return
+        end
+        sleep(0.2)
+      end
+      p.started_at = core.now() - QUICK
+    end
     if core.now() - p.started_at < QUICK then p.failures = p.failures + 1 else p.failures = 0 end
     if p.failures >= MAX_QUICK_FAILURES then
       p.gave_up = true
@@ -481,6 +497,13 @@ function Desktop:status()
 end
 
 function Desktop:is_running(name) return running(self.procs[name]) end
+
+--- Whether the X server runs and takes clients.
+function Desktop:x_ready()
+  if not running(self.procs.xvfb) then return false end
+  local ok, ready = pcall(SPECS.xvfb.ready, self, self:env())
+  return ok and ready and true or false
+end
 
 --- Whether the X server is stopped (SIGSTOP, state T): an X call would
 -- then block the daemon until it runs again (Xlib has no timeouts).
