@@ -213,12 +213,15 @@ describe("dtlocal control plane", function()
 
       fails(400, "at least one", "POST", "/sandbox/" .. s.id .. "/network-settings", {})
       fails(400, "networkAllowList", "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "example.com" })
-      -- as root an allow list is enforced (spec/dtlocal/network_spec.lua), a
-      -- domain allow list never: refused, not recorded
+      -- as root both allow lists are enforced (spec/dtlocal/network_spec.lua,
+      -- spec/dtlocal/domain_allow_spec.lua)
       local n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "10.0.0.0/8, 192.168.1.0/24" })
       assert.are.equal("10.0.0.0/8,192.168.1.0/24", n.networkAllowList)
-      fails(400, "domainAllowList: dtlocal cannot enforce", "POST", "/sandbox/" .. s.id .. "/network-settings", { domainAllowList = "example.com" })
-      fails(400, "domainAllowList: dtlocal cannot enforce", "POST", "/sandbox", { domainAllowList = "*.example.com" })
+      n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { domainAllowList = "Example.com, *.daytona.io" })
+      assert.are.equal("example.com,*.daytona.io", n.domainAllowList)
+      fails(400, "domainAllowList", "POST", "/sandbox/" .. s.id .. "/network-settings", { domainAllowList = "*example.com" })
+      fails(400, "domainAllowList", "POST", "/sandbox", { domainAllowList = "a..example.com" })
+      assert.is_nil(ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { domainAllowList = "" }).domainAllowList)
       n = ok(200, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "" })
       assert.is_nil(n.networkAllowList)
       -- blocking changes at once on a running sandbox (its own network, filtered outside)

@@ -163,11 +163,15 @@ describe("daytona client", function()
   it("updates the network settings", function()
     local sb = create{}
     -- as root the local server enforces them on a running sandbox (what
-    -- gets through: spec/dtlocal/network_spec.lua); a domain list it cannot
+    -- gets through: spec/dtlocal/network_spec.lua, domain_allow_spec.lua)
     sb:update_network_settings{ network_allow_list = { "10.0.0.0/8", "192.168.0.0/16" } }
     sb:refresh_data()
     assert.are.equal("10.0.0.0/8,192.168.0.0/16", sb.network_allow_list)
-    local derr = fixture.fails(sb.update_network_settings, sb, { domain_allow_list = "example.com" })
+    sb:update_network_settings{ domain_allow_list = "example.com" }
+    sb:refresh_data()
+    assert.are.equal("example.com", sb.domain_allow_list)
+    sb:update_network_settings{ domain_allow_list = "" }
+    local derr = fixture.fails(sb.update_network_settings, sb, { domain_allow_list = "*example.com" })
     assert.is_true(errors.is(derr, errors.DaytonaError))
     assert.are.equal(400, derr.status_code)
     assert.is_truthy(derr.message:find("domainAllowList", 1, true))
