@@ -537,6 +537,13 @@ while True:
       local st, b = dtlocal.request(u, "POST", "/sandbox/" .. s.id .. "/network-settings", { networkAllowList = "10.0.0.0/8" })
       assert.are.equal(400, st)
       assert.matches("networkAllowList: dtlocal cannot enforce", b.message, 1, true)
+      -- nor a domain allow list (its filter needs the host's firewall), at create or after
+      st, b = dtlocal.request(u, "POST", "/sandbox/" .. s.id .. "/network-settings", { domainAllowList = "example.com" })
+      assert.are.equal(400, st)
+      assert.matches("^domainAllowList: .*only when it runs as root", b.message)
+      st, b = dtlocal.request(u, "POST", "/sandbox", { domainAllowList = "example.com" })
+      assert.are.equal(400, st)
+      assert.matches("^domainAllowList: ", b.message)
       -- a preview reaches its server through its daemon
       local tb = u.toolbox_url .. "/" .. s.id
       uexec(s.id, "mkdir -p /tmp/www && echo unpriv-ok > /tmp/www/i.txt")
