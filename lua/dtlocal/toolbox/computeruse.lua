@@ -135,11 +135,13 @@ end
 -- the request's, `on_fail(msg, field)` may raise its own); the rest a 500
 -- naming the X error.
 local function xcall(app, method, fields, on_fail, ...)
-  local d = display(app)
+  -- before any X call, opening the connection included (its handshake
+  -- would wait for the server too)
   if desktop.get(app):x_stopped() then
     raise(503, "the X server (xvfb) is stopped (SIGSTOP): continue it (SIGCONT) or restart it",
           "SERVICE_UNAVAILABLE")
   end
+  local d = display(app)
   local r = table.pack(pcall(d[method], d, ...))
   if r[1] and r[2] == nil and r[4] == "ECONNRESET" then
     -- the X server went away since the connection was made (xvfb restarted
