@@ -44,7 +44,7 @@ M.MIN_TTL = 60           -- seconds an answered address stays reachable, at leas
 M.MAX_TTL = 86400        -- and at most
 M.MAX_QUERY = 1024       -- bytes of a query taken (one question, an OPT record)
 M.MAX_PENDING = 32       -- queries of one sandbox waiting on the upstream
-M.RATE, M.BURST = 100, 200   -- queries per second per sandbox, and the bucket
+M.RATE, M.BURST = 200, 400   -- queries per second per sandbox, and the bucket
 M.UPSTREAM_TIMEOUT = 4   -- seconds, per upstream server tried
 
 M.FORMERR, M.SERVFAIL, M.REFUSED = 1, 2, 5
@@ -208,7 +208,10 @@ function Filter:set(slot, list)
   local patterns = {}
   for e in list:gmatch("[^,]+") do patterns[#patterns + 1] = e:lower() end
   self.lists[slot] = patterns
-  self.state[slot] = self.state[slot] or { tokens = M.BURST, at = core.now(), pending = 0 }
+  local st = self.state[slot] or { tokens = M.BURST, at = core.now(), pending = 0, seen = {} }
+  -- another list empties the set (Net:apply): what it held is forgotten
+  if st.list ~= list then st.seen, st.list = {}, list end
+  self.state[slot] = st
 end
 
 function Filter:serve()
@@ -279,17 +282,28 @@ function Filter:forward(slot, data, q, ip, port)
   if self.lists[slot] then self.sock:send(M.reply(data, q, M.SERVFAIL), ip, port) end
 end
 
--- Put the addresses in the slot's set; false when nft refused.
+-- Put the addresses in the slot's set; false when nft refused. An address
+-- put there with more than half of this answer's TTL still to go is left
+-- as it is: a name asked again and again costs no `nft` run each time.
 function Filter:allow(slot, addrs)
-  if #addrs == 0 then return true end
-  local parts = {}
+  local st = self.state[slot]
+  local now = core.now()
+  local parts, ttls = {}, {}
   for _, a in ipairs(addrs) do
     local ttl = math.min(M.MAX_TTL, math.max(M.MIN_TTL, a[2]))
-    parts[#parts + 1] = format("%s timeout %ds", a[1], ttl)
+    if not ttls[a[1]] and (st.seen[a[1]] or 0) < now + ttl / 2 then
+      ttls[a[1]] = ttl
+      parts[#parts + 1] = format("%s timeout %ds", a[1], ttl)
+    end
   end
+  if #parts == 0 then return true end
   local ok, msg = self.nft(format("add element inet %s dallow_%d { %s }\n", self.table, slot, concat(parts, ", ")))
-  if not ok then self.log("DNS filter: cannot allow %s: %s", parts[1], tostring(msg)) end
-  return ok
+  if not ok then
+    self.log("DNS filter: cannot allow %s: %s", parts[1], tostring(msg))
+    return false
+  end
+  for ip, ttl in pairs(ttls) do st.seen[ip] = now + ttl end
+  return true
 end
 
 function Filter:close()
