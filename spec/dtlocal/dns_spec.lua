@@ -3,6 +3,9 @@
 -- spec/dtlocal/domain_allow_spec.lua), and the domainAllowList checks.
 local dns = require "dtlocal.control.dns"
 local record = require "dtlocal.control.record"
+local core = require "daytona.core"
+local helper = require "support.helper"
+local scheduler = require "daytona.runtime.scheduler"
 
 local function name(n)
   local out = {}
@@ -127,5 +130,91 @@ describe("dtlocal DNS filter parsing", function()
     assert.is_false(ok)
     assert.are.equal(400, err.status)
     assert.matches("^domainAllowList: .*root", err.message)
+  end)
+
+  -- The filter itself, on the host: queries from a socket of the spec's
+  -- (its address standing for a sandbox's), a fake upstream on
+  -- 127.1.N.53:53 (core.udp, as root), the nft scripts recorded.
+  it("answers, forwards, puts answered addresses in the set, and limits a sandbox's rate", function()
+    if core.util.getuid() ~= 0 then pending("binds port 53: needs root") return end
+    helper.run(function()
+      local up_addr = ("127.1.%d.53"):format(core.util.getpid() % 250)
+      local up = assert(core.udp(up_addr, 53))
+      local conf = helper.tmpdir() .. "/resolv.conf"
+      local f = assert(io.open(conf, "w")); f:write("nameserver " .. up_addr .. "\n"); f:close()
+      local asked = 0
+      local upstream = scheduler.spawn(function()
+        while true do
+          local q, ip, port = up:recv()
+          if q then
+            asked = asked + 1
+            local pq = assert(dns.parse_query(q))
+            local ans = string.pack(">I2I2I2I2I2I2", pq.id, 0x8180, 1, 2, 0, 0) .. q:sub(13, pq.qend - 1)
+              .. "\xc0\x0c" .. string.pack(">I2I2I4I2", 1, 1, 5, 4) .. "\10\1\2\3"
+              .. "\xc0\x0c" .. string.pack(">I2I2I4I2", 1, 1, 7200, 4) .. "\10\1\2\4"
+            up:send(ans, ip, port)
+          else
+            scheduler.wait(up)
+          end
+        end
+      end)
+      local scripts = {}
+      local client = assert(core.udp("127.0.0.1", 0))
+      local filter = dns.new{ table = "t", resolv_conf = conf,
+        nft = function(script) scripts[#scripts + 1] = script; return true end,
+        addr_slot = function(ip) return ip == "127.0.0.1" and 7 or nil end }
+      local function answer(msg, wait)
+        assert(client:send(msg, "127.0.0.1", filter.port))
+        local deadline = core.now() + (wait or 5)
+        while core.now() < deadline do
+          local r = client:recv()
+          if r then return r end
+          local t <close> = core.timer(100)
+          scheduler.wait(client, t)
+        end
+      end
+      -- no list for this address yet: ignored
+      assert.is_nil(answer(query(1, "a.example.com"), 0.5))
+      filter:set(7, "a.example.com,*.wild.example")
+      -- refused, FORMERR, forwarded
+      local r = assert(answer(query(2, "b.example.com")))
+      assert.are.equal(dns.REFUSED, r:byte(4) & 15)
+      r = assert(answer(query(3, "a.example.com"):sub(1, -2)))
+      assert.are.equal(dns.FORMERR, r:byte(4) & 15)
+      r = assert(answer(query(4, "x.wild.example")))
+      assert.are.equal(0, r:byte(4) & 15)
+      assert.are.equal(4, string.unpack(">I2", r))
+      assert.are.equal(1, asked)
+      -- the addresses went to slot 7's set first, TTLs floored and kept
+      assert.are.equal(1, #scripts)
+      assert.matches("add element inet t dallow_7 { 10.1.2.3 timeout 60s, 10.1.2.4 timeout 7200s }", scripts[1], 1, true)
+      -- asked again: answered, no nft run (both still have more than half their TTL)
+      assert.is_truthy(answer(query(5, "a.example.com")))
+      assert.are.equal(1, #scripts)
+      -- another list: the set was emptied, so they go in again
+      filter:set(7, "a.example.com")
+      assert.is_truthy(answer(query(6, "a.example.com")))
+      assert.are.equal(2, #scripts)
+      -- a flood, in batches the sockets' queues (64) hold: the burst and
+      -- what refills meanwhile are answered, the rest dropped
+      local got, t0 = 0, core.now()
+      for b = 1, 20 do
+        for i = 1, 50 do client:send(query(b * 100 + i, "b.example.com"), "127.0.0.1", filter.port) end
+        local n, deadline = 0, core.now() + 0.05
+        while n < 50 and core.now() < deadline do
+          if client:recv() then n = n + 1 else scheduler.sleep(0.002) end
+        end
+        got = got + n
+      end
+      local bound = dns.BURST + dns.RATE * (core.now() - t0)
+      assert.is_true(got >= dns.BURST - 50 and got <= bound + 5, ("answered %d of 1000 (bound %.0f)"):format(got, bound))
+      -- the list gone: ignored again
+      filter:set(7, nil)
+      assert.is_nil(answer(query(7, "a.example.com"), 0.5))
+      filter:close()
+      upstream:cancel()
+      up:close()
+      client:close()
+    end)
   end)
 end)

@@ -172,10 +172,11 @@ function M.allowed(patterns, name)
   return false
 end
 
--- The host's nameservers (IPv4): the filter's upstreams.
-local function upstreams()
+-- The nameservers (IPv4) of resolv.conf file `path` (nil: the host's,
+-- /etc/resolv.conf or $DTLOCAL_RESOLV_CONF): the filter's upstreams.
+local function upstreams(path)
   local p = os.getenv("DTLOCAL_RESOLV_CONF")
-  local text = "\n" .. (fs.read_file((p and p ~= "") and p or "/etc/resolv.conf") or "")
+  local text = "\n" .. (fs.read_file(path or ((p and p ~= "") and p or "/etc/resolv.conf")) or "")
   local out = {}
   for ns in text:gmatch("\n[ \t]*nameserver[ \t]+(%S+)") do
     if ns:match("^%d+%.%d+%.%d+%.%d+$") then out[#out + 1] = ns end
@@ -188,13 +189,15 @@ Filter.__index = Filter
 Filter.__name = "dtlocal.DnsFilter"
 
 --- opts: nft (runs a script, true | nil, msg), table (the nft table's
--- name), addr_slot (sandbox address -> uid slot or nil), log.
+-- name), addr_slot (sandbox address -> uid slot or nil), log,
+-- resolv_conf (the file naming the upstreams; nil: the host's).
 function M.new(opts)
   local sock, msg = core.udp("127.0.0.1", 0)
   if not sock then error("cannot open the DNS filter's socket: " .. tostring(msg), 0) end
   local _, port = sock:sockname()
   local self = setmetatable({ sock = sock, port = port, nft = opts.nft, table = opts.table,
-    addr_slot = opts.addr_slot, log = opts.log or function() end, lists = {}, state = {} }, Filter)
+    addr_slot = opts.addr_slot, log = opts.log or function() end, resolv_conf = opts.resolv_conf,
+    lists = {}, state = {} }, Filter)
   self.task = scheduler.spawn(function() self:serve() end)
   return self
 end
@@ -256,7 +259,7 @@ end
 -- Ask the upstreams in turn; the first well-formed answer has its
 -- addresses put in the sandbox's set, then goes back to the sandbox.
 function Filter:forward(slot, data, q, ip, port)
-  for _, up in ipairs(upstreams()) do
+  for _, up in ipairs(upstreams(self.resolv_conf)) do
     local s <close> = core.udp("0.0.0.0", 0)
     if s and s:send(data, up, 53) then
       local deadline = core.now() + M.UPSTREAM_TIMEOUT
