@@ -46,6 +46,8 @@ M.MAX_QUERY = 1024       -- bytes of a query taken (one question, an OPT record)
 M.MAX_PENDING = 32       -- queries of one sandbox waiting on the upstream
 M.RATE, M.BURST = 200, 400   -- queries per second per sandbox, and the bucket
 M.UPSTREAM_TIMEOUT = 4   -- seconds, per upstream server tried
+M.MAX_ADDRS = 4096       -- addresses in one sandbox's set at once (its size: a name the
+                         -- sandbox controls cannot grow it without end)
 
 M.FORMERR, M.SERVFAIL, M.REFUSED = 1, 2, 5
 
@@ -211,9 +213,9 @@ function Filter:set(slot, list)
   local patterns = {}
   for e in list:gmatch("[^,]+") do patterns[#patterns + 1] = e:lower() end
   self.lists[slot] = patterns
-  local st = self.state[slot] or { tokens = M.BURST, at = core.now(), pending = 0, seen = {} }
+  local st = self.state[slot] or { tokens = M.BURST, at = core.now(), pending = 0, seen = {}, nseen = 0 }
   -- another list empties the set (Net:apply): what it held is forgotten
-  if st.list ~= list then st.seen, st.list = {}, list end
+  if st.list ~= list then st.seen, st.nseen, st.list = {}, 0, list end
   self.state[slot] = st
 end
 
@@ -305,7 +307,18 @@ function Filter:allow(slot, addrs)
     self.log("DNS filter: cannot allow %s: %s", parts[1], tostring(msg))
     return false
   end
-  for ip, ttl in pairs(ttls) do st.seen[ip] = now + ttl end
+  local seen = st.seen
+  for ip, ttl in pairs(ttls) do
+    if not seen[ip] then st.nseen = (st.nseen or 0) + 1 end
+    seen[ip] = now + ttl
+  end
+  if st.nseen > 2 * M.MAX_ADDRS then
+    -- what the kernel has let expire is forgotten here too
+    st.nseen = 0
+    for ip, exp in pairs(seen) do
+      if exp <= now then seen[ip] = nil else st.nseen = st.nseen + 1 end
+    end
+  end
   return true
 end
 

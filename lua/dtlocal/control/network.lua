@@ -132,7 +132,8 @@ end
 -- sandbox of the same slot).
 local function domain_objs(tbl, slot, ifname, add)
   if add then
-    return format("add set inet %s dallow_%d { type ipv4_addr; flags timeout; }\n", tbl, slot)
+    return format("add set inet %s dallow_%d { type ipv4_addr; size %d; flags timeout; }\n", tbl, slot,
+        require("dtlocal.control.dns").MAX_ADDRS)
       .. format("add chain inet %s dom_%d\n", tbl, slot)
       .. format("flush chain inet %s dom_%d\n", tbl, slot)
       .. format("add rule inet %s dom_%d ip daddr @dallow_%d accept\n", tbl, slot, slot)
