@@ -6,7 +6,7 @@ local errors = require "daytona.errors"
 local check = require "daytona.check"
 local core = require "daytona.core"
 
-local type, ipairs, pcall, error, tostring, math = type, ipairs, pcall, error, tostring, math
+local type, ipairs, pcall, error, tostring, math, io = type, ipairs, pcall, error, tostring, math, io
 local concat = table.concat
 
 local M = {}
@@ -146,6 +146,43 @@ function M.output(sb, p)
   local out = (logs.stdout or "") .. (logs.stderr or "")
   if out == "" then out = logs.output or "" end
   return out
+end
+
+--- The output so far of every process record of `procs`, one after the other.
+function M.logs(sb, procs)
+  local out = {}
+  for _, p in ipairs(procs) do out[#out + 1] = M.output(sb, p) end
+  return concat(out)
+end
+
+--- The option set of a recipe: the module's common names, then `extra`.
+function M.option_set(common_names, extra)
+  local names = {}
+  for _, k in ipairs(common_names) do names[#names + 1] = k end
+  for _, k in ipairs(extra) do names[#names + 1] = k end
+  return check.set(table.unpack(names))
+end
+
+--- The `install` (default true) and `timeout` (0: none) options of a recipe.
+function M.install_timeout(f, opts, default_timeout)
+  local install = check.optboolean(opts.install, f, "install")
+  if install == nil then install = true end
+  local timeout = check.timeout(opts.timeout, f, default_timeout)
+  if timeout == 0 then timeout = math.huge end
+  return install, timeout
+end
+
+--- A handle's __close: `obj:close()`; when the scope ends by an error (`err`),
+-- a failure of close goes to stderr as "daytona: could not WHAT: ..." and
+-- the original error goes on.
+function M.close_scope(obj, err, what)
+  local ok, e = pcall(obj.close, obj)
+  if ok then return end
+  if err ~= nil then
+    io.stderr:write("daytona: could not ", what, ": ", tostring(e), "\n")
+  else
+    error(e, 0)
+  end
 end
 
 --- The exit code of a session command, nil while it runs.

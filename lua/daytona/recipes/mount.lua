@@ -173,22 +173,14 @@ end
 -- and then fuse-overlayfs's).
 -- @return string
 function Mount:logs()
-  local out = {}
-  for _, p in ipairs(self._procs) do out[#out + 1] = process_output(self.sandbox, p) end
-  return concat(out)
+  return common_.logs(self.sandbox, self._procs)
 end
 
 -- `local m <close> = mount.mount_s3(...)`: unmount at the scope's end. When
 -- the scope ends by an error, a failure to unmount goes to stderr and the
 -- original error goes on.
 function Mount:__close(err)
-  local ok, e = pcall(self.close, self)
-  if ok then return end
-  if err ~= nil then
-    io.stderr:write("daytona: could not unmount ", tostring(self.mount_path), ": ", tostring(e), "\n")
-  else
-    error(e, 0)
-  end
+  common_.close_scope(self, err, "unmount " .. tostring(self.mount_path))
 end
 
 function Mount:__tostring()
@@ -203,10 +195,7 @@ end
 local COMMON = { "mount_path", "read_only", "copy_on_write", "install", "timeout", "options" }
 
 local function option_set(extra)
-  local names = {}
-  for _, k in ipairs(COMMON) do names[#names + 1] = k end
-  for _, k in ipairs(extra) do names[#names + 1] = k end
-  return check.set(table.unpack(names))
+  return common_.option_set(COMMON, extra)
 end
 
 -- Check a recipe's arguments: the sandbox, then `opts` against the
@@ -218,12 +207,9 @@ local function common(f, sb, opts, allowed)
     mount_path = check.string(opts.mount_path, f, "mount_path"),
     read_only = check.optboolean(opts.read_only, f, "read_only") or false,
     copy_on_write = check.optboolean(opts.copy_on_write, f, "copy_on_write") or false,
-    install = check.optboolean(opts.install, f, "install"),
-    timeout = check.timeout(opts.timeout, f, DEFAULT_TIMEOUT),
-    options = opts.options and check.strlist(opts.options, f, "options") or {},
   }
-  if c.install == nil then c.install = true end
-  if c.timeout == 0 then c.timeout = math.huge end
+  c.install, c.timeout = common_.install_timeout(f, opts, DEFAULT_TIMEOUT)
+  c.options = opts.options and check.strlist(opts.options, f, "options") or {}
   if c.copy_on_write and c.read_only then
     check.argerror(f, "copy_on_write", "a copy-on-write mount is writable: drop read_only")
   end

@@ -189,22 +189,14 @@ end
 -- `tailscale up`).
 -- @return string
 function Tunnel:logs()
-  local out = {}
-  for _, p in ipairs(self._procs) do out[#out + 1] = common.output(self.sandbox, p) end
-  return concat(out)
+  return common.logs(self.sandbox, self._procs)
 end
 
 -- `local t <close> = vpn.openvpn(...)`: down at the scope's end. When the
 -- scope ends by an error, a failure to take it down goes to stderr and the
 -- original error goes on.
 function Tunnel:__close(err)
-  local ok, e = pcall(self.close, self)
-  if ok then return end
-  if err ~= nil then
-    io.stderr:write("daytona: could not take the tunnel down: ", tostring(e), "\n")
-  else
-    error(e, 0)
-  end
+  common.close_scope(self, err, "take the tunnel down")
 end
 
 function Tunnel:__tostring()
@@ -219,22 +211,15 @@ end
 local COMMON = { "install", "timeout", "netns" }
 
 local function option_set(extra)
-  local names = {}
-  for _, k in ipairs(COMMON) do names[#names + 1] = k end
-  for _, k in ipairs(extra) do names[#names + 1] = k end
-  return check.set(table.unpack(names))
+  return common.option_set(COMMON, extra)
 end
 
 local function common_options(f, sb, opts, allowed)
   common.sandbox(f, sb)
   check.options(check.table(opts, f, "opts"), f, allowed, "opts")
-  local c = {
-    install = check.optboolean(opts.install, f, "install"),
-    timeout = check.timeout(opts.timeout, f, DEFAULT_TIMEOUT),
-    netns = opts.netns ~= nil and check.string(opts.netns, f, "netns") or nil,
-  }
-  if c.install == nil then c.install = true end
-  if c.timeout == 0 then c.timeout = math.huge end
+  local c = {}
+  c.install, c.timeout = common.install_timeout(f, opts, DEFAULT_TIMEOUT)
+  c.netns = opts.netns ~= nil and check.string(opts.netns, f, "netns") or nil
   if c.netns and not c.netns:match("^[%w_.-]+$") then
     check.argerror(f, "netns", ("%q is not a network namespace name"):format(c.netns))
   end
