@@ -25,40 +25,19 @@
 --   against 45300 KiB for 15 copies.
 local core = require "daytona.core"
 local daytona = require "daytona"
-local process = daytona.process
-local http = daytona.http
 local json = require("dtlocal.http").json
 
 local ROOT = arg[0]:match("^(.*)/bench/[^/]*$") or "."
-package.path = ROOT .. "/spec/?.lua;" .. ROOT .. "/lua/?.lua;" .. package.path
+package.path = ROOT .. "/?.lua;" .. ROOT .. "/spec/?.lua;" .. ROOT .. "/lua/?.lua;" .. package.path
+local script = require "bench.lib.script"
 local registry = require "support.registry"
 local Store = require "dtlocal.images.store"
 local BUILD = os.getenv("DTLUA_BUILD") or (ROOT .. "/build")
-local N = 15
-do
-  local i = 1
-  while arg[i] do
-    if arg[i] == "--n" then N = tonumber(arg[i + 1]); i = i + 2
-    else error("unknown argument " .. arg[i]) end
-  end
-end
+local N = script.args{ n = 15 }.n
 assert(core.util.getuid() == 0, "run as root (as dtlocal's CI does: idmapped layers)")
 
-local function pct(list, p)
-  local s = {}
-  for i, v in ipairs(list) do s[i] = v end
-  table.sort(s)
-  return s[math.max(1, math.ceil(p / 100 * #s))]
-end
-
-local function sh(cmd)
-  local r = assert(process.run({ "sh", "-c", cmd }, { timeout = 300, stderr = "stdout" }))
-  return r.stdout, r.exit_code
-end
-
-local function tmpdir()
-  return (sh("mktemp -d /tmp/dtl-imgbench.XXXXXX"):gsub("%s+$", ""))
-end
+local pct, sh = script.pct, script.sh
+local function tmpdir() return script.tmpdir("imgbench") end
 
 local function du_kib(path)
   return tonumber((sh("du -sk " .. path .. " | cut -f1")):match("%d+")) or 0
@@ -93,31 +72,7 @@ local function store_figures()
 end
 
 local function start_server()
-  local dir = tmpdir()
-  local token = "bench-" .. core.util.hex(core.util.random_bytes(8))
-  local p = assert(process.spawn({ BUILD .. "/bin/dtlocal", "serve", "--port", "0", "--state", dir .. "/state",
-    "--token", token, "--warm", "0" }, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
-  local api
-  for line in p:lines("stdout", 30) do
-    api = line:match("^dtlocal: API (%S+)")
-    if api then break end
-  end
-  assert(api, "dtlocal did not start")
-  local drain = daytona.spawn(function() for _ in p:lines("stdout") do end end)
-  local srv = { api = api, token = token, proc = p, dir = dir, drain = drain, state = dir .. "/state" }
-  function srv.call(method, path, body)
-    local r = http.request{ url = api .. path, method = method, timeout = 120,
-      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" },
-      body = body and json.encode(body) or nil }
-    return r.status, r.body and r.body ~= "" and json.decode(r.body) or nil
-  end
-  function srv.stop()
-    p:kill("TERM")
-    p:wait(30)
-    p:close()
-    sh("rm -rf " .. dir)
-  end
-  return srv
+  return script.start_server{ build = BUILD, timeout = 120 }
 end
 
 local function create_ms(srv, body)

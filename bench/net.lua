@@ -27,34 +27,16 @@ local http = daytona.http
 local json = require("dtlocal.http").json
 
 local ROOT = arg[0]:match("^(.*)/bench/[^/]*$") or "."
+package.path = ROOT .. "/?.lua;" .. package.path
+local script = require "bench.lib.script"
 local BUILD = os.getenv("DTLUA_BUILD") or (ROOT .. "/build")
-local peer, N, only = nil, 15, nil
-do
-  local i = 1
-  while arg[i] do
-    if arg[i] == "--peer" then peer = arg[i + 1]; i = i + 2
-    elseif arg[i] == "--n" then N = tonumber(arg[i + 1]); i = i + 2
-    elseif arg[i] == "--only" then only = arg[i + 1]; i = i + 2
-    else error("unknown argument " .. arg[i]) end
-  end
-end
+local opt = script.args{ peer = false, n = 15, only = false }
+local peer, N, only = opt.peer or nil, opt.n, opt.only or nil
 assert(core.util.getuid() == 0, "run as root (the sandboxes' own networks need it)")
 
-local function pct(list, p)
-  local s = {}
-  for i, v in ipairs(list) do s[i] = v end
-  table.sort(s)
-  return s[math.max(1, math.ceil(p / 100 * #s))]
-end
-
-local function sh(cmd)
-  local r = assert(process.run({ "sh", "-c", cmd }, { timeout = 120, stderr = "stdout" }))
-  return r.stdout, r.exit_code
-end
-
-local function tmpdir()
-  return (sh("mktemp -d /tmp/dtl-netbench.XXXXXX"):gsub("%s+$", ""))
-end
+local pct = script.pct
+local function sh(cmd) return script.sh(cmd, 120) end
+local function tmpdir() return script.tmpdir("netbench") end
 
 -- 1. the launcher
 local function launcher_figures()
@@ -88,42 +70,7 @@ end
 -- a dtlocal of `build` with a warm pool of 2
 -- (as_nobody: run as uid 65534, the unprivileged mode, without a warm pool)
 local function start_server(build, as_nobody)
-  local dir = tmpdir()
-  local token = "bench-" .. core.util.hex(core.util.random_bytes(8))
-  local argv = { build .. "/bin/dtlocal", "serve", "--port", "0", "--state", dir .. "/state",
-    "--token", token, "--warm", as_nobody and "0" or "2" }
-  local env
-  if as_nobody then
-    sh("chmod 0711 " .. dir .. " && mkdir -m 0700 " .. dir .. "/n && chown 65534:65534 " .. dir .. "/n")
-    argv[6] = dir .. "/n/state"
-    table.insert(argv, 1, "--clear-groups")
-    table.insert(argv, 1, "--regid=65534")
-    table.insert(argv, 1, "--reuid=65534")
-    table.insert(argv, 1, "setpriv")
-    env = { HOME = dir .. "/n", XDG_STATE_HOME = dir .. "/n", XDG_RUNTIME_DIR = dir .. "/n", PATH = os.getenv("PATH") }
-  end
-  local p = assert(process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "stdout", env = env }))
-  local api
-  for line in p:lines("stdout", 30) do
-    api = line:match("^dtlocal: API (%S+)")
-    if api then break end
-  end
-  assert(api, "dtlocal of " .. build .. " did not start")
-  local drain = daytona.spawn(function() for _ in p:lines("stdout") do end end)
-  local srv = { api = api, token = token, proc = p, dir = dir, drain = drain }
-  function srv.call(method, path, body)
-    local r = http.request{ url = api .. path, method = method, timeout = 60,
-      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" },
-      body = body and json.encode(body) or nil }
-    return r.status, r.body and r.body ~= "" and json.decode(r.body) or nil
-  end
-  function srv.stop()
-    p:kill("TERM")
-    p:wait(30)
-    p:close()
-    sh("rm -rf " .. dir)
-  end
-  return srv
+  return script.start_server{ build = build, warm = 2, as_nobody = as_nobody, timeout = 60 }
 end
 
 local function create_ms(srv, body)

@@ -23,69 +23,29 @@
 --   nothing is copied); fork -> started 218 ms (11x: a layer, then a create).
 local core = require "daytona.core"
 local daytona = require "daytona"
-local process = daytona.process
 local http = daytona.http
 local json = require("dtlocal.http").json
 
 local ROOT = arg[0]:match("^(.*)/bench/[^/]*$") or "."
-package.path = ROOT .. "/spec/?.lua;" .. ROOT .. "/lua/?.lua;" .. package.path
+package.path = ROOT .. "/?.lua;" .. ROOT .. "/spec/?.lua;" .. ROOT .. "/lua/?.lua;" .. package.path
+local script = require "bench.lib.script"
 local registry = require "support.registry"
 local BUILD = os.getenv("DTLUA_BUILD") or (ROOT .. "/build")
-local N, MIB = 9, 20
-do
-  local i = 1
-  while arg[i] do
-    if arg[i] == "--n" then N = tonumber(arg[i + 1]); i = i + 2
-    elseif arg[i] == "--mib" then MIB = tonumber(arg[i + 1]); i = i + 2
-    else error("unknown argument " .. arg[i]) end
-  end
-end
+local opt = script.args{ n = 9, mib = 20 }
+local N, MIB = opt.n, opt.mib
 assert(core.util.getuid() == 0, "run as root (as dtlocal's CI does: sandboxes in uid ranges)")
 
-local function pct(list, p)
-  local s = {}
-  for i, v in ipairs(list) do s[i] = v end
-  table.sort(s)
-  return s[math.max(1, math.ceil(p / 100 * #s))]
-end
-
-local function sh(cmd)
-  local r = assert(process.run({ "sh", "-c", cmd }, { timeout = 300, stderr = "stdout" }))
-  return r.stdout, r.exit_code
-end
+local pct = script.pct
 
 local function start_server()
-  local dir = (sh("mktemp -d /tmp/dtl-snapbench.XXXXXX"):gsub("%s+$", ""))
-  local token = "bench-" .. core.util.hex(core.util.random_bytes(8))
-  local p = assert(process.spawn({ BUILD .. "/bin/dtlocal", "serve", "--port", "0", "--state", dir .. "/state",
-    "--token", token, "--warm", "0" }, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
-  local api
-  for line in p:lines("stdout", 30) do
-    api = line:match("^dtlocal: API (%S+)")
-    if api then break end
-  end
-  assert(api, "dtlocal did not start")
-  local drain = daytona.spawn(function() for _ in p:lines("stdout") do end end)
-  local srv = { api = api, token = token, proc = p, dir = dir, drain = drain }
-  function srv.call(method, path, body)
-    local r = http.request{ url = api .. path, method = method, timeout = 300,
-      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" },
-      body = body and json.encode(body) or nil }
-    return r.status, r.body and r.body ~= "" and json.decode(r.body) or nil
-  end
+  local srv = script.start_server{ build = BUILD, timeout = 300 }
   function srv.exec(id, command)
-    local r = http.request{ url = api:gsub("/api$", "") .. "/toolbox/" .. id .. "/process/execute",
+    local r = http.request{ url = srv.api:gsub("/api$", "") .. "/toolbox/" .. id .. "/process/execute",
       method = "POST", timeout = 300,
-      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" },
+      headers = { Authorization = "Bearer " .. srv.token, ["Content-Type"] = "application/json" },
       body = json.encode({ command = "sh -c '" .. command .. "'", timeout = 300 }) }
     local b = json.decode(r.body)
     assert(r.status == 200 and b.exitCode == 0, "exec: " .. tostring(r.body))
-  end
-  function srv.stop()
-    p:kill("TERM")
-    p:wait(30)
-    p:close()
-    sh("rm -rf " .. dir)
   end
   return srv
 end

@@ -14,7 +14,8 @@
 -- (spec/support/dtlocal.lua starts DTLUA_BUILD's dtlocal, default build).
 local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
 local build = os.getenv("DTLUA_BUILD") or "build"
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;" .. package.path
+package.path = root .. "/?.lua;" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;"
+  .. package.path
 if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
 package.cpath = build .. "/lib/lua/5.4/?.so;" .. package.cpath
 
@@ -25,18 +26,12 @@ local vpn = require "daytona.recipes.vpn"
 local wire = require "daytona.wire"
 local scheduler = require "daytona.runtime.scheduler"
 
-local runs, seconds = 3, 3
-local i = 1
-while i <= #arg do
-  if arg[i] == "--runs" then runs = assert(tonumber(arg[i + 1]), "--runs N"); i = i + 2
-  elseif arg[i] == "--seconds" then seconds = assert(tonumber(arg[i + 1]), "--seconds S"); i = i + 2
-  else error("unknown argument " .. arg[i]) end
-end
+local script = require "bench.lib.script"
 
-local function median(t)
-  table.sort(t)
-  return t[(#t + 1) // 2]
-end
+local opt = script.args{ runs = 3, seconds = 3 }
+local runs, seconds = opt.runs, opt.seconds
+
+local function median(t) return script.pct(t, 50) end
 
 scheduler.run(function()
   local srv = dtlocal.start()

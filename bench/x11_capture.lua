@@ -12,7 +12,8 @@
 -- directory (default build).
 local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
 local build = os.getenv("DTLUA_BUILD") or "build"
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;" .. package.path
+package.path = root .. "/?.lua;" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;"
+  .. package.path
 if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
 package.cpath = build .. "/lib/lua/5.4/?.so;" .. package.cpath
 
@@ -20,18 +21,12 @@ local core = require "daytona.core"
 local process = require "daytona.runtime.process"
 local scheduler = require "daytona.runtime.scheduler"
 
-local runs, display = 50, nil
-local i = 1
-while i <= #arg do
-  if arg[i] == "--runs" then runs = assert(tonumber(arg[i + 1]), "--runs N"); i = i + 2
-  elseif arg[i] == "--display" then display = arg[i + 1]; i = i + 2
-  else error("unknown argument " .. arg[i]) end
-end
+local script = require "bench.lib.script"
 
-local function median(t)
-  table.sort(t)
-  return t[(#t + 1) // 2]
-end
+local opt = script.args{ runs = 50, display = false }
+local runs, display = opt.runs, opt.display or nil
+
+local function median(t) return script.pct(t, 50) end
 
 -- median milliseconds of fn() over n calls (after one warm-up call)
 local function time_ms(n, fn)
