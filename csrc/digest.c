@@ -8,6 +8,59 @@
 
 #include "digest.h"
 
+/* --- the framing SHA-256 and MD5 share ------------------------------------ */
+
+/* Both cut the message into 64-byte blocks for their compression function
+** and end it with 0x80, zeros and the bit length in the last 8 bytes (MD5
+** little-endian, SHA-256 big-endian): one copy of that here. */
+typedef void (*block_fn) (void *ctx, const unsigned char *p);
+
+static void md_update (void *ctx, block_fn block, unsigned char buf[64], size_t *nbuf,
+                       uint64_t *len, const void *data, size_t n) {
+  const unsigned char *p = (const unsigned char *)data;
+  *len += n;
+  if (*nbuf > 0) {
+    size_t take = 64 - *nbuf < n ? 64 - *nbuf : n;
+    memcpy(buf + *nbuf, p, take);
+    *nbuf += take;
+    p += take;
+    n -= take;
+    if (*nbuf < 64) return;
+    block(ctx, buf);
+    *nbuf = 0;
+  }
+  for (; n >= 64; p += 64, n -= 64) block(ctx, p);
+  memcpy(buf, p, n);
+  *nbuf = n;
+}
+
+static void md_pad (void *ctx, block_fn block, unsigned char buf[64], size_t nbuf, uint64_t len,
+                    int big_endian) {
+  uint64_t bits = len * 8;
+  int i;
+  buf[nbuf++] = 0x80;
+  if (nbuf > 56) {
+    memset(buf + nbuf, 0, 64 - nbuf);
+    block(ctx, buf);
+    nbuf = 0;
+  }
+  memset(buf + nbuf, 0, 56 - nbuf);
+  for (i = 0; i < 8; i++)
+    buf[56 + i] = (unsigned char)(bits >> (big_endian ? 56 - 8 * i : 8 * i));
+  block(ctx, buf);
+}
+
+/* the state words of SHA-256 and SHA-1 out as their big-endian digest */
+static void put_be32 (unsigned char *md, const uint32_t *h, int n) {
+  int i;
+  for (i = 0; i < n; i++) {
+    md[4 * i] = (unsigned char)(h[i] >> 24);
+    md[4 * i + 1] = (unsigned char)(h[i] >> 16);
+    md[4 * i + 2] = (unsigned char)(h[i] >> 8);
+    md[4 * i + 3] = (unsigned char)h[i];
+  }
+}
+
 /* --- SHA-256 ------------------------------------------------------------ */
 
 static const uint32_t sha256_k[64] = {
@@ -36,7 +89,8 @@ void dt_sha256_init (dt_sha256 *c) {
   c->nblock = 0;
 }
 
-static void sha256_block (dt_sha256 *c, const unsigned char *p) {
+static void sha256_block (void *ctx, const unsigned char *p) {
+  dt_sha256 *c = (dt_sha256 *)ctx;
   uint32_t w[64], a, b, d, e, f, g, h, cc, t1, t2;
   int i;
   for (i = 0; i < 16; i++)
@@ -61,41 +115,12 @@ static void sha256_block (dt_sha256 *c, const unsigned char *p) {
 }
 
 void dt_sha256_update (dt_sha256 *c, const void *data, size_t n) {
-  const unsigned char *p = (const unsigned char *)data;
-  c->len += n;
-  if (c->nblock > 0) {
-    size_t take = 64 - c->nblock < n ? 64 - c->nblock : n;
-    memcpy(c->block + c->nblock, p, take);
-    c->nblock += take;
-    p += take;
-    n -= take;
-    if (c->nblock < 64) return;
-    sha256_block(c, c->block);
-    c->nblock = 0;
-  }
-  for (; n >= 64; p += 64, n -= 64) sha256_block(c, p);
-  memcpy(c->block, p, n);
-  c->nblock = n;
+  md_update(c, sha256_block, c->block, &c->nblock, &c->len, data, n);
 }
 
 void dt_sha256_final (dt_sha256 *c, unsigned char md[32]) {
-  uint64_t bits = c->len * 8;
-  int i;
-  c->block[c->nblock++] = 0x80;
-  if (c->nblock > 56) {
-    memset(c->block + c->nblock, 0, 64 - c->nblock);
-    sha256_block(c, c->block);
-    c->nblock = 0;
-  }
-  memset(c->block + c->nblock, 0, 56 - c->nblock);
-  for (i = 0; i < 8; i++) c->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-  sha256_block(c, c->block);
-  for (i = 0; i < 8; i++) {
-    md[4 * i] = (unsigned char)(c->h[i] >> 24);
-    md[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
-    md[4 * i + 2] = (unsigned char)(c->h[i] >> 8);
-    md[4 * i + 3] = (unsigned char)c->h[i];
-  }
+  md_pad(c, sha256_block, c->block, c->nblock, c->len, 1);
+  put_be32(md, c->h, 8);
 }
 
 /* --- HMAC-SHA256 ------------------------------------------------------- */
@@ -150,7 +175,8 @@ static const unsigned char md5_r[64] = {
 
 #define ROL32(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
 
-static void md5_block (dt_md5 *c, const unsigned char *p) {
+static void md5_block (void *ctx, const unsigned char *p) {
+  dt_md5 *c = (dt_md5 *)ctx;
   uint32_t w[16], a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], f, t;
   int i, g;
   for (i = 0; i < 16; i++)   /* little-endian words, unlike SHA */
@@ -178,35 +204,12 @@ void dt_md5_init (dt_md5 *c) {
 }
 
 void dt_md5_update (dt_md5 *c, const void *data, size_t n) {
-  const unsigned char *p = (const unsigned char *)data;
-  c->len += n;
-  if (c->nblock > 0) {
-    size_t take = 64 - c->nblock < n ? 64 - c->nblock : n;
-    memcpy(c->block + c->nblock, p, take);
-    c->nblock += take;
-    p += take;
-    n -= take;
-    if (c->nblock < 64) return;
-    md5_block(c, c->block);
-    c->nblock = 0;
-  }
-  for (; n >= 64; p += 64, n -= 64) md5_block(c, p);
-  memcpy(c->block, p, n);
-  c->nblock = n;
+  md_update(c, md5_block, c->block, &c->nblock, &c->len, data, n);
 }
 
 void dt_md5_final (dt_md5 *c, unsigned char md[16]) {
-  uint64_t bits = c->len * 8;
   int i;
-  c->block[c->nblock++] = 0x80;
-  if (c->nblock > 56) {
-    memset(c->block + c->nblock, 0, 64 - c->nblock);
-    md5_block(c, c->block);
-    c->nblock = 0;
-  }
-  memset(c->block + c->nblock, 0, 56 - c->nblock);
-  for (i = 0; i < 8; i++) c->block[56 + i] = (unsigned char)(bits >> (8 * i));
-  md5_block(c, c->block);
+  md_pad(c, md5_block, c->block, c->nblock, c->len, 0);
   for (i = 0; i < 4; i++) {
     md[4 * i] = (unsigned char)c->h[i];
     md[4 * i + 1] = (unsigned char)(c->h[i] >> 8);
@@ -217,7 +220,8 @@ void dt_md5_final (dt_md5 *c, unsigned char md[16]) {
 
 /* --- SHA-1 -------------------------------------------------------------- */
 
-static void sha1_block (uint32_t h[5], const unsigned char *p) {
+static void sha1_block (void *ctx, const unsigned char *p) {
+  uint32_t *h = (uint32_t *)ctx;
   uint32_t w[80], a, b, c, d, e, f, k, t;
   int i;
   for (i = 0; i < 16; i++)
@@ -240,27 +244,11 @@ void dt_sha1 (const void *data, size_t n, unsigned char md[20]) {
   uint32_t h[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
   const unsigned char *p = (const unsigned char *)data;
   unsigned char block[64];
-  uint64_t bits = (uint64_t)n * 8;
-  size_t rest;
-  int i;
+  uint64_t len = n;
   for (; n >= 64; p += 64, n -= 64) sha1_block(h, p);
-  rest = n;
-  memcpy(block, p, rest);
-  block[rest++] = 0x80;
-  if (rest > 56) {
-    memset(block + rest, 0, 64 - rest);
-    sha1_block(h, block);
-    rest = 0;
-  }
-  memset(block + rest, 0, 56 - rest);
-  for (i = 0; i < 8; i++) block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-  sha1_block(h, block);
-  for (i = 0; i < 5; i++) {
-    md[4 * i] = (unsigned char)(h[i] >> 24);
-    md[4 * i + 1] = (unsigned char)(h[i] >> 16);
-    md[4 * i + 2] = (unsigned char)(h[i] >> 8);
-    md[4 * i + 3] = (unsigned char)h[i];
-  }
+  memcpy(block, p, n);
+  md_pad(h, sha1_block, block, n, len, 1);
+  put_be32(md, h, 5);
 }
 
 /* --- base64 ------------------------------------------------------------- */
