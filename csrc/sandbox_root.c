@@ -1162,6 +1162,50 @@ static void mount_cgroup_view (Ctx *c, int rootfd) {
   close(tfd);
 }
 
+/* Add DIR as the next lower layer of the overlay being configured on FS.
+** Privileged: an idmapped, read-only clone of DIR, by fd, which is
+** returned: it must stay open until the overlay is mounted (closing the
+** last fd of a detached mount dissolves it).  Unprivileged: by path, -1. */
+static int overlay_lower (Ctx *c, int fs, const char *dir, const char *what) {
+  struct mount_attr a;
+  int lfd;
+  if (!c->privileged) {
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", dir, 0) != 0)
+      die_errno(EXIT_MOUNT, "mount overlay on %s: lowerdir+ %s", what, dir);
+    return -1;
+  }
+  lfd = open_tree(AT_FDCWD, dir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  if (lfd < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: open_tree %s", what, dir);
+  memset(&a, 0, sizeof a);
+  a.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
+  a.userns_fd = (uint64_t)c->userns_fd;
+  if (mount_setattr(lfd, "", AT_EMPTY_PATH, &a, sizeof a) != 0)
+    die_errno(EXIT_MOUNT, "mount overlay on %s: idmap the lower layer %s "
+              "(needs a filesystem with idmapped mounts)", what, dir);
+  if (fsconfig(fs, FSCONFIG_SET_FD, "lowerdir+", NULL, lfd) != 0)
+    die_errno(EXIT_MOUNT, "mount overlay on %s: lowerdir+ %s by fd "
+              "(needs Linux 6.13 or later)", what, dir);
+  return lfd;
+}
+
+/* Finish the overlay configured on FS (its lower layers given) with UPPER
+** and WORK, and return it mounted, detached, nodev; FS is closed. */
+static int overlay_mount (int fs, const char *upper, const char *work, const char *what) {
+  int mfd;
+  if (fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) != 0 ||
+      fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work, 0) != 0)
+    die_errno(EXIT_MOUNT, "mount overlay on %s: upperdir/workdir", what);
+  /* upper-layer metadata the sandbox could steer is never trusted */
+  if (fsconfig(fs, FSCONFIG_SET_STRING, "metacopy", "off", 0) != 0 ||
+      fsconfig(fs, FSCONFIG_SET_STRING, "index", "off", 0) != 0)
+    die_errno(EXIT_MOUNT, "mount overlay on %s: metacopy/index", what);
+  fs_create(fs, "overlay", what);
+  mfd = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
+  if (mfd < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: fsmount", what);
+  close(fs);
+  return mfd;
+}
+
 /* The root of an image sandbox: one overlay, the image's layers as lower
 ** layers (topmost first; idmapped and read-only when privileged, like the
 ** host's directories: the layers hold sandbox ids 0..65535, which the
@@ -1178,37 +1222,10 @@ static void mount_image_root (Ctx *c) {
   snprintf(what, sizeof what, "/ (%d image layers, upper %s)", o->nlayers, upper);
   fs = fsopen("overlay", FSOPEN_CLOEXEC);
   if (fs < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: fsopen", what);
-  for (i = o->nlayers - 1; i >= 0; i--) {
-    const char *layer = o->layers[i];
-    lfds[i] = -1;
-    if (c->privileged) {
-      struct mount_attr a;
-      lfds[i] = open_tree(AT_FDCWD, layer, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-      if (lfds[i] < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: open_tree %s", what, layer);
-      memset(&a, 0, sizeof a);
-      a.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
-      a.userns_fd = (uint64_t)c->userns_fd;
-      if (mount_setattr(lfds[i], "", AT_EMPTY_PATH, &a, sizeof a) != 0)
-        die_errno(EXIT_MOUNT, "mount overlay on %s: idmap the layer %s "
-                  "(needs a filesystem with idmapped mounts)", what, layer);
-      if (fsconfig(fs, FSCONFIG_SET_FD, "lowerdir+", NULL, lfds[i]) != 0)
-        die_errno(EXIT_MOUNT, "mount overlay on %s: lowerdir+ %s by fd", what, layer);
-    }
-    else if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", layer, 0) != 0)
-      die_errno(EXIT_MOUNT, "mount overlay on %s: lowerdir+ %s", what, layer);
-  }
+  for (i = o->nlayers - 1; i >= 0; i--) lfds[i] = overlay_lower(c, fs, o->layers[i], what);
   if (!c->privileged && fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) != 0)
     die_errno(EXIT_MOUNT, "mount overlay on %s: userxattr", what);
-  if (fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) != 0 ||
-      fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work, 0) != 0)
-    die_errno(EXIT_MOUNT, "mount overlay on %s: upperdir/workdir", what);
-  if (fsconfig(fs, FSCONFIG_SET_STRING, "metacopy", "off", 0) != 0 ||
-      fsconfig(fs, FSCONFIG_SET_STRING, "index", "off", 0) != 0)
-    die_errno(EXIT_MOUNT, "mount overlay on %s: metacopy/index", what);
-  fs_create(fs, "overlay", what);
-  mfd = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
-  if (mfd < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: fsmount", what);
-  close(fs);
+  mfd = overlay_mount(fs, upper, work, what);
   for (i = 0; i < o->nlayers; i++) if (lfds[i] >= 0) close(lfds[i]);
   fd = rootfd_open(c);
   attach(mfd, fd, what);
@@ -1249,46 +1266,17 @@ void build_tree (Ctx *c) {
   for (i = 0; i < c->ntops; i++) {
     const char *name = c->tops[i];
     char upper[PATH_MAX + 64], work[PATH_MAX + 64], lower[64];
-    int fs, mfd, lfd = -1;
+    int fs, mfd, lfd;
     snprintf(lower, sizeof lower, "/%s", name);
     snprintf(upper, sizeof upper, "%s/%s", c->upper, name);
     snprintf(work, sizeof work, "%s/%s", c->work, name);
     snprintf(what, sizeof what, "/%s (lower %s, upper %s)", name, lower, upper);
     fs = fsopen("overlay", FSOPEN_CLOEXEC);
     if (fs < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: fsopen", what);
-    if (c->privileged) {
-      struct mount_attr a;
-      lfd = open_tree(AT_FDCWD, lower, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-      if (lfd < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: open_tree %s", what, lower);
-      memset(&a, 0, sizeof a);
-      a.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
-      a.userns_fd = (uint64_t)c->userns_fd;
-      if (mount_setattr(lfd, "", AT_EMPTY_PATH, &a, sizeof a) != 0)
-        die_errno(EXIT_MOUNT, "mount overlay on %s: idmap the lower layer %s "
-                  "(needs a filesystem with idmapped mounts)", what, lower);
-      if (fsconfig(fs, FSCONFIG_SET_FD, "lowerdir+", NULL, lfd) != 0)
-        die_errno(EXIT_MOUNT, "mount overlay on %s: lowerdir+ by fd "
-                  "(needs Linux 6.13 or later)", what);
-      /* lfd stays open until the overlay exists: closing the last fd of a
-      ** detached mount dissolves it */
-    }
-    else {
-      if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", lower, 0) != 0)
-        die_errno(EXIT_MOUNT, "mount overlay on %s: lowerdir+", what);
-      if (fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) != 0)
-        die_errno(EXIT_MOUNT, "mount overlay on %s: userxattr", what);
-    }
-    if (fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) != 0 ||
-        fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work, 0) != 0)
-      die_errno(EXIT_MOUNT, "mount overlay on %s: upperdir/workdir", what);
-    /* upper-layer metadata the sandbox could steer is never trusted */
-    if (fsconfig(fs, FSCONFIG_SET_STRING, "metacopy", "off", 0) != 0 ||
-        fsconfig(fs, FSCONFIG_SET_STRING, "index", "off", 0) != 0)
-      die_errno(EXIT_MOUNT, "mount overlay on %s: metacopy/index", what);
-    fs_create(fs, "overlay", what);
-    mfd = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
-    if (mfd < 0) die_errno(EXIT_MOUNT, "mount overlay on %s: fsmount", what);
-    close(fs);
+    lfd = overlay_lower(c, fs, lower, what);
+    if (!c->privileged && fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) != 0)
+      die_errno(EXIT_MOUNT, "mount overlay on %s: userxattr", what);
+    mfd = overlay_mount(fs, upper, work, what);
     if (lfd >= 0) close(lfd);
     fd = sub(rootfd, name, what);
     attach(mfd, fd, what);
