@@ -56,39 +56,6 @@ static int l_sha256 (lua_State *L) {
   return 1;
 }
 
-/* util.sha256_file(path) -> hex digest, size | nil, msg, code
-** Blocking file reads are fine here: it is for tests and benchmarks, and it
-** reads in fixed chunks so memory stays flat whatever the size. */
-static int l_sha256_file (lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  char hex[64];
-  unsigned char md[32];
-  static unsigned char chunk[DT_CHUNK_SIZE];
-  lua_Integer total = 0;
-  ssize_t n;
-  dt_sha256 c;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return luaL_fileresult(L, 0, path);
-  dt_sha256_init(&c);
-  while ((n = read(fd, chunk, sizeof chunk)) != 0) {
-    if (n < 0) {
-      int e = errno;
-      if (e == EINTR) continue;
-      close(fd);
-      errno = e;
-      return luaL_fileresult(L, 0, path);
-    }
-    dt_sha256_update(&c, chunk, (size_t)n);
-    total += n;
-  }
-  close(fd);
-  dt_sha256_final(&c, md);
-  tohex(md, sizeof md, hex);
-  lua_pushlstring(L, hex, sizeof hex);
-  lua_pushinteger(L, total);
-  return 2;
-}
-
 /* util.hmac_sha256(key, message [, raw]) -> hex digest (raw: the 32 bytes) */
 static int l_hmac_sha256 (lua_State *L) {
   size_t klen, mlen;
@@ -152,29 +119,59 @@ static int digest_update (lua_State *L) {
   return 1;
 }
 
-static int digest_update_file (lua_State *L) {
-  Digest *d = check_digest(L);
-  const char *path = luaL_checkstring(L, 2);
+/* Feed what is left of FD to D in fixed chunks (memory stays flat
+** whatever the size), adding the bytes read to *TOTAL; FD is closed.
+** 0, or -1 with errno set on a read error. */
+static int digest_fd (Digest *d, int fd, lua_Integer *total) {
   static unsigned char chunk[DT_CHUNK_SIZE];
-  lua_Integer total = 0;
   ssize_t n;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return luaL_fileresult(L, 0, path);
   while ((n = read(fd, chunk, sizeof chunk)) != 0) {
     if (n < 0) {
       int e = errno;
       if (e == EINTR) continue;
       close(fd);
       errno = e;
-      return luaL_fileresult(L, 0, path);
+      return -1;
     }
     digest_feed(d, chunk, (size_t)n);
-    total += n;
+    *total += n;
   }
   close(fd);
+  return 0;
+}
+
+static int digest_update_file (lua_State *L) {
+  Digest *d = check_digest(L);
+  const char *path = luaL_checkstring(L, 2);
+  lua_Integer total = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return luaL_fileresult(L, 0, path);
+  if (digest_fd(d, fd, &total) != 0) return luaL_fileresult(L, 0, path);
   lua_pushinteger(L, total);
   return 1;
 }
+
+/* util.sha256_file(path) -> hex digest, size | nil, msg, code
+** Blocking file reads are fine here: it is for tests and benchmarks, and it
+** reads in fixed chunks so memory stays flat whatever the size. */
+static int l_sha256_file (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char hex[64];
+  unsigned char md[32];
+  lua_Integer total = 0;
+  Digest d;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return luaL_fileresult(L, 0, path);
+  d.md5 = 0;
+  dt_sha256_init(&d.u.sha);
+  if (digest_fd(&d, fd, &total) != 0) return luaL_fileresult(L, 0, path);
+  dt_sha256_final(&d.u.sha, md);
+  tohex(md, sizeof md, hex);
+  lua_pushlstring(L, hex, sizeof hex);
+  lua_pushinteger(L, total);
+  return 2;
+}
+
 
 static int digest_hex (lua_State *L) {
   Digest *d = check_digest(L);
