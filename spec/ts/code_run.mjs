@@ -4,23 +4,10 @@
 // users never change, so codeRun must run it as upstream does: the code
 // transpiled without type checking, argv and env as JavaScript gets them.
 // Prints "ok <step>" per step and exits non-zero on the first failure.
-import { Daytona } from '@daytonaio/sdk'
 import assert from 'node:assert/strict'
+import { client, step } from './common.mjs'
 
-const daytona = new Daytona({
-  apiUrl: process.env.DAYTONA_API_URL,
-  apiKey: process.env.DAYTONA_API_KEY,
-})
-
-async function step(name, fn) {
-  try {
-    await fn()
-    console.log(`ok ${name}`)
-  } catch (err) {
-    console.log(`FAIL ${name}: ${err && err.stack ? err.stack : err}`)
-    throw err
-  }
-}
+const daytona = client()
 
 let sb
 try {

@@ -2,23 +2,10 @@
 // by spec/dtlocal/ts_sdk_spec.lua): start, status, mouse move and position,
 // keyboard typing, a screenshot of the display's size, display info, stop.
 // Prints "ok <step>" per step and exits non-zero on the first failure.
-import { Daytona } from '@daytonaio/sdk'
 import assert from 'node:assert/strict'
+import { client, step } from './common.mjs'
 
-const daytona = new Daytona({
-  apiUrl: process.env.DAYTONA_API_URL,
-  apiKey: process.env.DAYTONA_API_KEY,
-})
-
-async function step(name, fn) {
-  try {
-    await fn()
-    console.log(`ok ${name}`)
-  } catch (err) {
-    console.log(`FAIL ${name}: ${err && err.stack ? err.stack : err}`)
-    throw err
-  }
-}
+const daytona = client()
 
 // Poll fn until it returns a truthy value (the desktop's processes take a
 // moment to come up; a fixed sleep would be a guess).

@@ -7,28 +7,16 @@
 // endpoint), streams the build log, and a second create of the same
 // definition is a cache hit. Prints one line per step ("ok <step>") and
 // exits non-zero on the first failure, naming the step.
-import { Daytona, Image } from '@daytonaio/sdk'
+import { Image } from '@daytonaio/sdk'
 import assert from 'node:assert/strict'
+import { client, step } from './common.mjs'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
-const daytona = new Daytona({
-  apiUrl: process.env.DAYTONA_API_URL,
-  apiKey: process.env.DAYTONA_API_KEY,
-})
+const daytona = client()
 const base = process.env.DTLUA_TEST_IMAGE
 const created = []
-
-async function step(name, fn) {
-  try {
-    await fn()
-    console.log(`ok ${name}`)
-  } catch (err) {
-    console.log(`FAIL ${name}: ${err && err.stack ? err.stack : err}`)
-    throw err
-  }
-}
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dtlua-ts-decl-'))
 try {

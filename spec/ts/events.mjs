@@ -14,14 +14,14 @@
 // its last line `events: all steps passed <Date.now()>`; it then ends
 // without process.exit, so the caller can time how long node takes to exit
 // on its own (no reconnect loop may keep it alive).
-import { Daytona } from '@daytonaio/sdk'
 import assert from 'node:assert/strict'
+import { client } from './common.mjs'
 
 const rounds = Number(process.argv[2] ?? 3)
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`rounds: a positive integer expected, got ${process.argv[2]}`)
 const check = process.env.EVENTS_CHECK !== '0'
 
-const daytona = new Daytona({ apiUrl: process.env.DAYTONA_API_URL, apiKey: process.env.DAYTONA_API_KEY })
+const daytona = client()
 const now = () => performance.now() / 1000
 const timings = { create: [], stop: [], start: [], 'delete-wait': [] }
 const created = []

@@ -3,28 +3,16 @@
 // protocol. Reads DAYTONA_API_URL and DAYTONA_API_KEY like any user script.
 // Prints one line per step ("ok <step>") and exits non-zero on the first
 // failure, naming the step.
-import { Daytona, ChartType } from '@daytonaio/sdk'
+import { ChartType } from '@daytonaio/sdk'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
+import { client, step } from './common.mjs'
 
-const daytona = new Daytona({
-  apiUrl: process.env.DAYTONA_API_URL,
-  apiKey: process.env.DAYTONA_API_KEY,
-})
+const daytona = client()
 const local = mkdtempSync(join(tmpdir(), 'dtlua-ts-'))
 const created = []
-
-async function step(name, fn) {
-  try {
-    await fn()
-    console.log(`ok ${name}`)
-  } catch (err) {
-    console.log(`FAIL ${name}: ${err && err.stack ? err.stack : err}`)
-    throw err
-  }
-}
 
 let sb
 try {

@@ -3,26 +3,13 @@
 // (spec/support/registry.lua): DTLUA_TEST_IMAGE names its test image.
 // Prints one line per step ("ok <step>") and exits non-zero on the first
 // failure, naming the step.
-import { Daytona } from '@daytonaio/sdk'
 import assert from 'node:assert/strict'
+import { client, step } from './common.mjs'
 
-const daytona = new Daytona({
-  apiUrl: process.env.DAYTONA_API_URL,
-  apiKey: process.env.DAYTONA_API_KEY,
-})
+const daytona = client()
 const image = process.env.DTLUA_TEST_IMAGE
 const suffix = Math.random().toString(16).slice(2, 10)
 const created = []
-
-async function step(name, fn) {
-  try {
-    await fn()
-    console.log(`ok ${name}`)
-  } catch (err) {
-    console.log(`FAIL ${name}: ${err && err.stack ? err.stack : err}`)
-    throw err
-  }
-}
 
 const osId = async (sb) => (await sb.process.executeCommand('grep ^ID= /etc/os-release')).result.trim()
 
