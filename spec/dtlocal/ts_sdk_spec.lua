@@ -48,13 +48,42 @@ describe("the official TypeScript SDK against dtlocal", function()
     f:close()
   end
 
-  it("passes the scenario script (spec/ts/scenario.mjs) and node exits on its own", function()
+  -- Run spec/ts/NAME.mjs (opts.args after it) with the server's env plus
+  -- opts.env; raises with its output and dtlocal's log unless it exits 0
+  -- having printed "NAME: all steps passed" (with opts.exits: and node
+  -- exited on its own after it). Returns its output and that exit delay.
+  local function run_script(name, opts)
     sdk_installed()
-    local code, out, exit_delay = run_node({ "node", "spec/ts/scenario.mjs" }, env,
-      "scenario: all steps passed", 240)
-    if code ~= 0 or not exit_delay then
-      error("scenario failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
+    local e = env
+    if opts.env then
+      e = {}
+      for k, v in pairs(env) do e[k] = v end
+      for k, v in pairs(opts.env) do e[k] = v end
     end
+    local argv = { "node", "spec/ts/" .. name .. ".mjs", table.unpack(opts.args or {}) }
+    local code, out, exit_delay = run_node(argv, e, name .. ": all steps passed", opts.timeout)
+    if code ~= 0 or (opts.exits and not exit_delay) then
+      error(name .. ".mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
+    end
+    return out, exit_delay
+  end
+
+  -- fn(image) with the test image pushed to a registry of the spec's
+  local function with_test_image(fn)
+    local registry = require "support.registry"
+    helper.run(function()
+      local reg = registry.start()
+      local ok, err = pcall(function()
+        reg:push_test_image("dtlua/test:1")
+        fn(reg.host .. "/dtlua/test:1")
+      end)
+      reg:stop()
+      if not ok then error(err, 0) end
+    end)
+  end
+
+  it("passes the scenario script (spec/ts/scenario.mjs) and node exits on its own", function()
+    local out, exit_delay = run_script("scenario", { timeout = 240, exits = true })
     -- its LspServer against the daemon's real typescript-language-server
     assert.truthy(out:find("\nok lsp\n", 1, true), out)
     -- network settings and a linked create (dtlocal as root: own networks)
@@ -65,77 +94,35 @@ describe("the official TypeScript SDK against dtlocal", function()
   end)
 
   it("receives sandbox events: its waits end on them, not on its 1 s poll (spec/ts/events.mjs)", function()
-    sdk_installed()
-    local code, out, exit_delay = run_node({ "node", "spec/ts/events.mjs", "3" }, env,
-      "events: all steps passed", 120)
-    if code ~= 0 or not exit_delay then
-      error("events.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
-    end
+    local out, exit_delay = run_script("events", { args = { "3" }, timeout = 120, exits = true })
     assert.truthy(out:find("ok waits end on events", 1, true))
     assert.is_true(exit_delay < 2, ("node took %.2f s to exit after events.mjs"):format(exit_delay))
   end)
 
   it("drives the desktop with computerUse (spec/ts/computer_use.mjs)", function()
-    sdk_installed()
-    local code, out = run_node({ "node", "spec/ts/computer_use.mjs" }, env, "computer_use: all steps passed", 300)
-    if code ~= 0 then
-      error("computer_use.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
-    end
+    local out = run_script("computer_use", { timeout = 300 })
     assert.truthy(out:find("ok keyboard type into a terminal", 1, true), out)
   end)
 
   it("runs codeRun in a TypeScript sandbox and the interpreter's callbacks (spec/ts/code_run.mjs)", function()
-    sdk_installed()
-    local code, out = run_node({ "node", "spec/ts/code_run.mjs" }, env, "code_run: all steps passed", 120)
-    if code ~= 0 then
-      error("code_run.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
-    end
+    run_script("code_run", { timeout = 120 })
   end)
 
   it("builds Daytona's declarative-image flow, the context uploaded by the SDK (spec/ts/declarative_image.mjs)", function()
-    sdk_installed()
-    local registry = require "support.registry"
-    helper.run(function()
-      local reg = registry.start()
-      local ok, err = pcall(function()
-        reg:push_test_image("dtlua/test:1")
-        local e = {}
-        for k, v in pairs(env) do e[k] = v end
-        e.DTLUA_TEST_IMAGE = reg.host .. "/dtlua/test:1"
-        local code, out = run_node({ "node", "spec/ts/declarative_image.mjs" }, e,
-          "declarative_image: all steps passed", 300)
-        if code ~= 0 then
-          error("declarative_image.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
-        end
-        -- the AWS SDK's own requests reached the S3 endpoint: a listing, and
-        -- a multipart upload for the 6 MiB directory
-        local log = srv.log()
-        assert.truthy(log:find("GET /s3/daytona%-contexts/?%?list%-type=2"), log:sub(-4000))
-        assert.truthy(log:find("?uploads", 1, true), log:sub(-4000))
-      end)
-      reg:stop()
-      if not ok then error(err, 0) end
+    with_test_image(function(image)
+      run_script("declarative_image", { env = { DTLUA_TEST_IMAGE = image }, timeout = 300 })
+      -- the AWS SDK's own requests reached the S3 endpoint: a listing, and
+      -- a multipart upload for the 6 MiB directory
+      local log = srv.log()
+      assert.truthy(log:find("GET /s3/daytona%-contexts/?%?list%-type=2"), log:sub(-4000))
+      assert.truthy(log:find("?uploads", 1, true), log:sub(-4000))
     end)
   end)
 
   it("makes snapshots and sandboxes from the test registry's image (spec/ts/snapshots.mjs)", function()
-    sdk_installed()
-    local registry = require "support.registry"
-    helper.run(function()
-      local reg = registry.start()
-      local ok, err = pcall(function()
-        reg:push_test_image("dtlua/test:1")
-        local e = {}
-        for k, v in pairs(env) do e[k] = v end
-        e.DTLUA_TEST_IMAGE = reg.host .. "/dtlua/test:1"
-        local code, out = run_node({ "node", "spec/ts/snapshots.mjs" }, e, "snapshots: all steps passed", 240)
-        if code ~= 0 then
-          error("snapshots.mjs failed:\n" .. out .. "\n--- dtlocal log ---\n" .. srv.log():sub(-4000), 0)
-        end
-        assert.truthy(out:find("\nok sandbox from an image with its build log and resources\n", 1, true), out)
-      end)
-      reg:stop()
-      if not ok then error(err, 0) end
+    with_test_image(function(image)
+      local out = run_script("snapshots", { env = { DTLUA_TEST_IMAGE = image }, timeout = 240 })
+      assert.truthy(out:find("\nok sandbox from an image with its build log and resources\n", 1, true), out)
     end)
   end)
 end)
