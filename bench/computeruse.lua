@@ -18,22 +18,10 @@ local http = daytona.http
 local json = require("dtlocal.http").json
 
 local ROOT = arg[0]:match("^(.*)/bench/[^/]*$") or "."
-package.path = ROOT .. "/spec/?.lua;" .. package.path
-local N = 5
-do
-  local i = 1
-  while arg[i] do
-    if arg[i] == "--n" then N = assert(tonumber(arg[i + 1]), "--n N"); i = i + 2
-    else error("unknown argument " .. arg[i]) end
-  end
-end
-
-local function pct(list, p)
-  local s = {}
-  for i, v in ipairs(list) do s[i] = v end
-  table.sort(s)
-  return s[math.max(1, math.ceil(p / 100 * #s))]
-end
+package.path = ROOT .. "/?.lua;" .. ROOT .. "/spec/?.lua;" .. package.path
+local script = require "bench.lib.script"
+local N = script.args{ n = 5 }.n
+local pct = script.pct
 
 local function main()
   local support = require "support.dtlocal"

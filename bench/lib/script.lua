@@ -1,4 +1,4 @@
---- What the standalone bench scripts (bench/images.lua, net.lua,
+--- What the standalone bench scripts (bench/images.lua, net.lua, computeruse.lua,
 -- snapshots.lua, vpn_tunnel.lua, x11_capture.lua) share: their argument
 -- parsing, percentiles, a shell line's output, temp dirs and a private
 -- dtlocal of a build to time requests against.
