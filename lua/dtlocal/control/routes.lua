@@ -574,16 +574,21 @@ local function deactivate_snapshot(ctx, params)
   return 204, nil
 end
 
-local function snapshot_build_logs_url(ctx, params)
-  local s = ctx.app.snaps:find(params.id)
+-- the snapshot `id` names, 404 for the host's system (it was never built)
+local function built_snapshot(ctx, id)
+  local s = ctx.app.snaps:find(id)
   if s.builtin then raise(404, format("Snapshot %s has no build logs: it is the host's system", s.name)) end
+  return s
+end
+
+local function snapshot_build_logs_url(ctx, params)
+  local s = built_snapshot(ctx, params.id)
   return 200, { url = format("%s/snapshots/%s/build-logs", ctx.app.api_url, s.id) }
 end
 
 local function snapshot_build_logs(ctx, params)
   local snaps = ctx.app.snaps
-  local s = snaps:find(params.id)
-  if s.builtin then raise(404, format("Snapshot %s has no build logs: it is the host's system", s.name)) end
+  local s = built_snapshot(ctx, params.id)
   buildlog.serve(ctx, snaps:log_path(s.id), snaps.logs[s.id], qbool(ctx, "follow"))
 end
 
