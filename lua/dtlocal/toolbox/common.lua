@@ -21,6 +21,21 @@ local M = {}
 M.json = json
 M.raise = raise
 
+--- The absolute path of `name` in the toolbox's python/ directory (beside
+-- this file), nil when it is not there (an installation without it). Absolute:
+-- what uses it runs in a sandbox's work directory, not ours; in a sandbox it
+-- is the dtlua installation, bind-mounted at the same path (doc/dtlocal.md).
+function M.python_path(name)
+  local dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+  if dir:sub(1, 1) ~= "/" then
+    local cwd = util.readlink("/proc/self/cwd")
+    if not cwd then return nil end
+    dir = cwd .. "/" .. dir:gsub("^%./", "")
+  end
+  local path = dir .. "/python/" .. name
+  return util.stat(path) and path or nil
+end
+
 --- A random UUID (version 4), for command and context ids.
 function M.uuid()
   local b = { util.random_bytes(16):byte(1, 16) }

@@ -487,16 +487,7 @@ end
 -- Accessibility (python/dtlua_atspi.py)
 ---------------------------------------------------------------------------
 
-local ATSPI = (function()
-  local dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-  if dir:sub(1, 1) ~= "/" then
-    local cwd = util.readlink("/proc/self/cwd")
-    if not cwd then return nil end
-    dir = cwd .. "/" .. dir:gsub("^%./", "")
-  end
-  local path = dir .. "/python/dtlua_atspi.py"
-  return util.stat(path) and path or nil
-end)()
+local ATSPI = common.python_path("dtlua_atspi.py")
 
 local A11Y_TIMEOUT = 30
 

@@ -91,16 +91,8 @@ local ARTIFACT = "dtn_artifact_k39fd2:"
 -- directory, not ours. In a sandbox it is the dtlua installation, bind-mounted
 -- at the same path (doc/dtlocal.md). nil when the file is not there (an
 -- installation without it): Python then runs as it would anyway.
-local CHARTS_DIR = (function()
-  local dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-  if dir:sub(1, 1) ~= "/" then
-    local cwd = util.readlink("/proc/self/cwd")
-    if not cwd then return nil end
-    dir = cwd .. "/" .. dir:gsub("^%./", "")
-  end
-  dir = dir .. "/python"
-  return util.stat(dir .. "/dtlua_charts.py") and dir or nil
-end)()
+local CHARTS_DIR = common.python_path("dtlua_charts.py")
+CHARTS_DIR = CHARTS_DIR and CHARTS_DIR:match("^(.*)/[^/]*$")
 M.charts_dir = CHARTS_DIR
 
 -- Point matplotlib at the hook, unless the caller or the sandbox chose a
