@@ -22,11 +22,7 @@ local function ok(want, method, path, body) return dtlocal.expect(srv, want, met
 local function call(method, path, body, opts) return dtlocal.request(srv, method, path, body, opts) end
 local function exec(id, command, timeout) return dtlocal.exec(srv, id, command, timeout or 60) end
 
-local function create(body)
-  local s = ok(200, "POST", "/sandbox", body or {})
-  helper.eventually(function() return ok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
-  return s
-end
+local function create(body) return dtlocal.create_started(srv, body) end
 
 local function sh(cmd)
   local r = assert(process.run({ "sh", "-c", cmd }, { timeout = 30, stderr = "stdout" }))
@@ -290,13 +286,12 @@ while True:
       drain.observed = true
       assert.matches(lo_ns, line or "", 1, true)
       local d = { api_url = api, token = token, toolbox_url = api:gsub("/api$", "/toolbox") }
-      local s = dtlocal.expect(d, 200, "POST", "/sandbox", {})
-      helper.eventually(function() return dtlocal.expect(d, 200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+      local s = dtlocal.create_started(d)
       -- as the host's file would be seen through the overlay, then a start
       dtlocal.exec(d, s.id, "sudo -n sh -c 'echo nameserver " .. lo_ns .. " > /etc/resolv.conf'")
       dtlocal.expect(d, 200, "POST", "/sandbox/" .. s.id .. "/stop")
       dtlocal.expect(d, 200, "POST", "/sandbox/" .. s.id .. "/start")
-      helper.eventually(function() return dtlocal.expect(d, 200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+      dtlocal.wait_started(d, s.id)
       local out = dtlocal.exec(d, s.id, "cat /etc/resolv.conf; getent hosts anything.dtlspec")
       assert.matches("^nameserver 10%.200%.%d+%.%d+\n", out)
       assert.matches(OUT_A .. "%s+anything%.dtlspec", out)
@@ -522,8 +517,7 @@ while True:
       local function uok(want, method, path, body) return dtlocal.expect(u, want, method, path, body) end
       local function uexec(id, cmd) return dtlocal.exec(u, id, cmd, 60) end
       -- no subordinate ids for nobody here: its sandboxes run as root
-      local s = uok(200, "POST", "/sandbox", { user = "root" })
-      helper.eventually(function() return uok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+      local s = dtlocal.create_started(u, { user = "root" })
       uexec(s.id, "cat > /tmp/probe.py <<'EOF'\n" .. PROBE .. "EOF")
       local out = uexec(s.id, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '")
       assert.matches("eth0 lo", out)
@@ -569,7 +563,7 @@ while True:
       p:close()
       serve()
       u.api_url, u.toolbox_url = api, api:gsub("/api$", "/toolbox")
-      helper.eventually(function() return uok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
+      dtlocal.wait_started(u, s.id)
       local second = pastas()
       assert.matches("^%d+ $", second)
       assert.are_not.equal(first, second)
@@ -634,7 +628,7 @@ while True:
       local _, kgw = addr_of(k.id)
       srv.crash()
       srv.restart()
-      helper.eventually(function() return ok(200, "GET", "/sandbox/" .. k.id).state == "started" end, 60, 0.1)
+      dtlocal.wait_started(srv, k.id, 60, 0.1)
       local tables = sh("nft list tables inet")
       local _, count = tables:gsub(name .. "\n", "")
       assert.are.equal(1, count, tables)

@@ -12,11 +12,7 @@ local function ok(want, method, path, body) return dtlocal.expect(srv, want, met
 local function call(method, path, body, opts) return dtlocal.request(srv, method, path, body, opts) end
 local function exec(id, command, timeout) return dtlocal.exec(srv, id, command, timeout or 30) end
 
-local function create(body)
-  local s = ok(200, "POST", "/sandbox", body or {})
-  helper.eventually(function() return ok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
-  return s
-end
+local function create(body) return dtlocal.create_started(srv, body) end
 
 local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 

@@ -196,4 +196,19 @@ function M.exec(srv, id, command, timeout)
   return b.result, b.exitCode
 end
 
+--- Wait until sandbox `id` of srv is started, polling its state (raises
+-- after `timeout` seconds, default 30).
+function M.wait_started(srv, id, timeout, interval)
+  helper.eventually(function() return M.expect(srv, 200, "GET", "/sandbox/" .. id).state == "started" end,
+    timeout or 30, interval)
+end
+
+--- POST /sandbox with `body` (default {}) and wait until it is started;
+-- returns the create's answer.
+function M.create_started(srv, body, timeout)
+  local s = M.expect(srv, 200, "POST", "/sandbox", body or {})
+  M.wait_started(srv, s.id, timeout)
+  return s
+end
+
 return M
