@@ -4,7 +4,8 @@
 --
 -- In one sandbox of a private dtlocal: the sandbox's own network namespace
 -- and one it makes (`ip netns add peer`), joined by a veth pair, as
--- spec/sdk/vpn_spec.lua sets them up. For OpenVPN (TLS mode, keys from
+-- spec/sdk/vpn_spec.lua sets them up (spec/support/vpn.lua, with the two
+-- ends' configurations). For OpenVPN (TLS mode, keys from
 -- vpn.openvpn_keys) and WireGuard (wg-quick over wireguard-go): the time
 -- from the call to the return of the server's and the client's tunnel,
 -- the median of --runs bring-ups (default 3); then iperf3 (TCP, --seconds,
@@ -22,6 +23,7 @@ package.cpath = build .. "/lib/lua/5.4/?.so;" .. package.cpath
 local core = require "daytona.core"
 local daytona = require "daytona"
 local dtlocal = require "support.dtlocal"
+local tunnel = require "support.vpn"
 local vpn = require "daytona.recipes.vpn"
 local wire = require "daytona.wire"
 local scheduler = require "daytona.runtime.scheduler"
@@ -43,27 +45,15 @@ scheduler.run(function()
       assert(r.exit_code == 0, cmd .. ": " .. r.result)
       return r.result
     end
-    sh([[set -e
-sudo -n ip netns add peer
-sudo -n ip link add vpn0 type veth peer name vpn1 netns peer
-sudo -n ip addr add 192.168.77.1/24 dev vpn0
-sudo -n ip link set vpn0 up
-sudo -n ip -n peer addr add 192.168.77.2/24 dev vpn1
-sudo -n ip -n peer link set vpn1 up
-sudo -n ip -n peer link set lo up]])
+    sh(tunnel.PEER_NETNS)
     local keys = vpn.openvpn_keys(sb)
-    local inline = function(tag, text) return ("<%s>\n%s</%s>\n"):format(tag, text, tag) end
-    local ovpn_server = "dev tun\nproto udp\nport 1194\ntopology subnet\nserver 10.89.0.0 255.255.255.0\n"
-      .. "dh none\n" .. inline("ca", keys.ca) .. inline("cert", keys.server.cert) .. inline("key", keys.server.key)
-      .. inline("tls-crypt", keys.tls_crypt)
-    local ovpn_client = "client\ndev tun\nproto udp\nremote 192.168.77.1 1194\nnobind\nremote-cert-tls server\n"
-      .. inline("ca", keys.ca) .. inline("cert", keys.clients.client.cert)
-      .. inline("key", keys.clients.client.key) .. inline("tls-crypt", keys.tls_crypt)
+    local ovpn_server = tunnel.openvpn_server(keys, 1194)
+    local ovpn_client = tunnel.openvpn_client(keys, tunnel.SERVER_ADDR, 1194)
     local a, b = vpn.wireguard_keys(sb), vpn.wireguard_keys(sb)
-    local wg_server = ("[Interface]\nPrivateKey = %s\nAddress = 10.90.0.1/24\nListenPort = 51820\n"
-      .. "[Peer]\nPublicKey = %s\nAllowedIPs = 10.90.0.2/32\n"):format(a.private_key, b.public_key)
-    local wg_client = ("[Interface]\nPrivateKey = %s\nAddress = 10.90.0.2/24\n[Peer]\nPublicKey = %s\n"
-      .. "Endpoint = 192.168.77.1:51820\nAllowedIPs = 10.90.0.0/24\n"):format(b.private_key, a.public_key)
+    local wg_server = tunnel.wireguard_conf(a, b, "10.90.0.1/24",
+      { interface = "ListenPort = 51820", peer = "AllowedIPs = 10.90.0.2/32" })
+    local wg_client = tunnel.wireguard_conf(b, a, "10.90.0.2/24",
+      { peer = "Endpoint = " .. tunnel.SERVER_ADDR .. ":51820\nAllowedIPs = 10.90.0.0/24" })
 
     local kinds = {
       { name = "OpenVPN",

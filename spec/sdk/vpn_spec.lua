@@ -15,9 +15,10 @@ local errors = require "daytona.errors"
 local helper = require "support.helper"
 local fixture = require "sdk.fixture"
 local vpn = require "daytona.recipes.vpn"
+local tunnel = require "support.vpn"
 
 -- the server's namespace is the sandbox's own; the client's is "peer"
-local SERVER_ADDR = "192.168.77.1"
+local SERVER_ADDR = tunnel.SERVER_ADDR
 
 local function sh(sb, cmd, timeout)
   local r = sb.process:exec(cmd, { timeout = timeout or 60 })
@@ -25,44 +26,7 @@ local function sh(sb, cmd, timeout)
   return r.result
 end
 
-local function openvpn_server(keys, port)
-  return ([[
-dev tun
-proto udp
-port %d
-topology subnet
-server 10.89.0.0 255.255.255.0
-dh none
-keepalive 10 60
-<ca>
-%s</ca>
-<cert>
-%s</cert>
-<key>
-%s</key>
-<tls-crypt>
-%s</tls-crypt>
-]]):format(port, keys.ca, keys.server.cert, keys.server.key, keys.tls_crypt)
-end
-
-local function openvpn_client(keys, remote, port)
-  return ([[
-client
-dev tun
-proto udp
-remote %s %d
-nobind
-remote-cert-tls server
-<ca>
-%s</ca>
-<cert>
-%s</cert>
-<key>
-%s</key>
-<tls-crypt>
-%s</tls-crypt>
-]]):format(remote, port, keys.ca, keys.clients.client.cert, keys.clients.client.key, keys.tls_crypt)
-end
+local openvpn_server, openvpn_client = tunnel.openvpn_server, tunnel.openvpn_client
 
 -- What is left of the tunnels in the sandbox: their daemons, interfaces
 -- and private directories.
@@ -80,14 +44,7 @@ describe("daytona.recipes.vpn", function()
     client = fixture.client(srv)
     -- a network namespace of its own, where its root may make tun devices
     sb = client:create{ network_block_all = true }
-    sh(sb, ([[set -e
-sudo -n ip netns add peer
-sudo -n ip link add vpn0 type veth peer name vpn1 netns peer
-sudo -n ip addr add %s/24 dev vpn0
-sudo -n ip link set vpn0 up
-sudo -n ip -n peer addr add 192.168.77.2/24 dev vpn1
-sudo -n ip -n peer link set vpn1 up
-sudo -n ip -n peer link set lo up]]):format(SERVER_ADDR))
+    sh(sb, tunnel.PEER_NETNS)
   end)
 
   teardown(function()
@@ -228,10 +185,7 @@ sudo -n ip -n peer link set lo up]]):format(SERVER_ADDR))
       a, b = vpn.wireguard_keys(sb), vpn.wireguard_keys(sb)
     end)
 
-    local function conf(own, peer, address, extra)
-      return ("[Interface]\nPrivateKey = %s\nAddress = %s\n%s\n[Peer]\nPublicKey = %s\n%s\n")
-        :format(own.private_key, address, extra.interface or "", peer.public_key, extra.peer)
-    end
+    local conf = tunnel.wireguard_conf
 
     it("wireguard_keys: a key pair wg accepts", function()
       assert.matches("^[%w+/]+=$", a.private_key)
