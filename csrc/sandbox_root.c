@@ -210,6 +210,24 @@ void field (const char *line, int i, char *out, size_t outsz) {
   out[n] = '\0';
 }
 
+/* daytona's sudo rule in the sudoers.d directory SFD (closed; -1: none
+** to write) and the sandbox's /etc/hostname and /etc/hosts in ETCFD: the
+** same for a sandbox on the host's system and on an image. */
+static void write_sudo_and_name (Ctx *c, int etcfd, int sfd) {
+  static const char rule[] = "daytona ALL=(ALL:ALL) NOPASSWD: ALL\n";
+  char hosts[512];
+  if (sfd >= 0) {
+    write_new_file(c, sfd, "daytona", rule, sizeof rule - 1, 0440, 0, 0, "/etc/sudoers.d/daytona");
+    close(sfd);
+  }
+  snprintf(hosts, sizeof hosts, "%s\n", c->o->hostname);
+  write_new_file(c, etcfd, "hostname", hosts, strlen(hosts), 0644, 0, 0, "/etc/hostname");
+  snprintf(hosts, sizeof hosts,
+           "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+           "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n", c->o->hostname);
+  write_new_file(c, etcfd, "hosts", hosts, strlen(hosts), 0644, 0, 0, "/etc/hosts");
+}
+
 /* /etc/passwd, /etc/group, /etc/shadow and /etc/gshadow of a new sandbox:
 ** the host's accounts minus whatever holds the name daytona or id 1000,
 ** plus daytona; shadow files carry no password of the host ("*": no
@@ -617,7 +635,7 @@ static void prepare_image (Ctx *c) {
   Opts *o = c->o;
   char what[PATH_MAX + 64];
   struct stat st;
-  int fd, ufd, efd, sfd, i;
+  int fd, ufd, efd, i;
   fd = openat2_(c->dirfd, "upper", O_PATH | O_DIRECTORY, BENEATH);
   if (fd < 0) die_errno(EXIT_STATE, "open %s", c->upper);
   snprintf(what, sizeof what, "%s/image", c->upper);
@@ -655,22 +673,10 @@ static void prepare_image (Ctx *c) {
   efd = image_upper_dir(c, ufd, "etc", "etc");
   if (efd >= 0) {
     Buf pw = {0}, gr = {0}, rc = {0};
-    char hosts[512];
     image_read(c, "etc/passwd", &pw);
     image_read(c, "etc/group", &gr);
     write_accounts(c, efd, pw, gr);
-    sfd = image_upper_dir(c, efd, "sudoers.d", "etc/sudoers.d");
-    if (sfd >= 0) {
-      static const char rule[] = "daytona ALL=(ALL:ALL) NOPASSWD: ALL\n";
-      write_new_file(c, sfd, "daytona", rule, sizeof rule - 1, 0440, 0, 0, "/etc/sudoers.d/daytona");
-      close(sfd);
-    }
-    snprintf(hosts, sizeof hosts, "%s\n", o->hostname);
-    write_new_file(c, efd, "hostname", hosts, strlen(hosts), 0644, 0, 0, "/etc/hostname");
-    snprintf(hosts, sizeof hosts,
-             "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-             "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n", o->hostname);
-    write_new_file(c, efd, "hosts", hosts, strlen(hosts), 0644, 0, 0, "/etc/hosts");
+    write_sudo_and_name(c, efd, image_upper_dir(c, efd, "sudoers.d", "etc/sudoers.d"));
     /* the resolver the host uses (as a container engine gives one): the
     ** image's own names no server of this network */
     if (read_host_file("/etc/resolv.conf", &rc) == 0 && rc.p != NULL)
@@ -772,8 +778,6 @@ void prepare (Ctx *c) {
   /* the sandbox's accounts, sudo rule and name, in the upper layer of /etc */
   if (overlaid(c, "etc")) {
     int ufd = openat2_(c->dirfd, "upper/etc", O_PATH | O_DIRECTORY, BENEATH);
-    int sfd;
-    char hosts[512];
     Buf hp = {0}, hg = {0};
     if (ufd < 0) die_errno(EXIT_STATE, "open %s/etc", c->upper);
     if (read_host_file("/etc/passwd", &hp) != 0)
@@ -791,19 +795,7 @@ void prepare (Ctx *c) {
         "@includedir /etc/sudoers.d\n";
       write_new_file(c, ufd, "sudoers", sudoers, sizeof sudoers - 1, 0440, 0, 0, "/etc/sudoers");
     }
-    sfd = upper_subdir(c, ufd, "sudoers.d", "/etc/sudoers.d");
-    if (sfd >= 0) {
-      static const char rule[] = "daytona ALL=(ALL:ALL) NOPASSWD: ALL\n";
-      write_new_file(c, sfd, "daytona", rule, sizeof rule - 1, 0440, 0, 0,
-                     "/etc/sudoers.d/daytona");
-      close(sfd);
-    }
-    snprintf(hosts, sizeof hosts, "%s\n", o->hostname);
-    write_new_file(c, ufd, "hostname", hosts, strlen(hosts), 0644, 0, 0, "/etc/hostname");
-    snprintf(hosts, sizeof hosts,
-             "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-             "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n", o->hostname);
-    write_new_file(c, ufd, "hosts", hosts, strlen(hosts), 0644, 0, 0, "/etc/hosts");
+    write_sudo_and_name(c, ufd, upper_subdir(c, ufd, "sudoers.d", "/etc/sudoers.d"));
     close(ufd);
     /* the host's SSH host keys */
     {
