@@ -17,11 +17,7 @@
 -- figure is the median of --runs runs (default 3), each in a fresh store.
 -- Needs root (both builders run steps in user namespaces of host ranges)
 -- and buildah (Debian's; optional: without it only dtlocal's figures).
-local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
-local build_dir = os.getenv("DTLUA_BUILD") or "build"
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;" .. package.path
-if build_dir:sub(1, 1) ~= "/" then build_dir = root .. "/" .. build_dir end
-package.cpath = build_dir .. "/lib/lua/5.4/?.so;" .. package.cpath
+local _, build_dir = dofile((arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/bench/lib/paths.lua")
 
 local core = require "daytona.core"
 local process = require "daytona.runtime.process"
@@ -33,12 +29,7 @@ local fs = require "dtlocal.fs"
 
 local util = core.util
 
-local runs = 3
-local i = 1
-while i <= #arg do
-  if arg[i] == "--runs" then runs = assert(tonumber(arg[i + 1]), "--runs N"); i = i + 2
-  else error("unknown argument " .. arg[i]) end
-end
+local runs = require("bench.lib.script").args{ runs = 3 }.runs
 
 local function sh(script, ...)
   local r = assert(process.run({ "sh", "-c", script, "sh", ... }, { timeout = 600, stderr = "stdout" }))

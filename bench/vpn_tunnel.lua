@@ -13,12 +13,7 @@
 -- plain veth and through each tunnel, in the same run, with the ratio to
 -- the veth. Every address is inside the sandbox. Run from the checkout
 -- (spec/support/dtlocal.lua starts DTLUA_BUILD's dtlocal, default build).
-local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
-local build = os.getenv("DTLUA_BUILD") or "build"
-package.path = root .. "/?.lua;" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;"
-  .. package.path
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.cpath = build .. "/lib/lua/5.4/?.so;" .. package.cpath
+dofile((arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/bench/lib/paths.lua")
 
 local core = require "daytona.core"
 local daytona = require "daytona"

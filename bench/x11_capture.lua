@@ -10,12 +10,7 @@
 -- getmouselocation.  The screen shows two xterms full of text, so that
 -- the encoders have something to compress.  DTLUA_BUILD selects the build
 -- directory (default build).
-local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
-local build = os.getenv("DTLUA_BUILD") or "build"
-package.path = root .. "/?.lua;" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/spec/?.lua;"
-  .. package.path
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.cpath = build .. "/lib/lua/5.4/?.so;" .. package.cpath
+dofile((arg[0]:match("^(.*)/bench/[^/]*$") or ".") .. "/bench/lib/paths.lua")
 
 local core = require "daytona.core"
 local process = require "daytona.runtime.process"
