@@ -19,6 +19,12 @@ sudo -n ip -n peer addr add 192.168.77.2/24 dev vpn1
 sudo -n ip -n peer link set vpn1 up
 sudo -n ip -n peer link set lo up]]):format(M.SERVER_ADDR)
 
+-- the keys of one end (vpn.openvpn_keys) inline, as OpenVPN's config takes them
+local function inline_keys(keys, own)
+  return ("<ca>\n%s</ca>\n<cert>\n%s</cert>\n<key>\n%s</key>\n<tls-crypt>\n%s</tls-crypt>\n")
+    :format(keys.ca, own.cert, own.key, keys.tls_crypt)
+end
+
 --- An OpenVPN server (TLS mode, 10.89.0.0/24) on UDP `port`, with the
 -- keys of vpn.openvpn_keys.
 function M.openvpn_server(keys, port)
@@ -30,15 +36,7 @@ topology subnet
 server 10.89.0.0 255.255.255.0
 dh none
 keepalive 10 60
-<ca>
-%s</ca>
-<cert>
-%s</cert>
-<key>
-%s</key>
-<tls-crypt>
-%s</tls-crypt>
-]]):format(port, keys.ca, keys.server.cert, keys.server.key, keys.tls_crypt)
+]]):format(port) .. inline_keys(keys, keys.server)
 end
 
 --- Its client, to `remote`:`port`.
@@ -50,15 +48,7 @@ proto udp
 remote %s %d
 nobind
 remote-cert-tls server
-<ca>
-%s</ca>
-<cert>
-%s</cert>
-<key>
-%s</key>
-<tls-crypt>
-%s</tls-crypt>
-]]):format(remote, port, keys.ca, keys.clients.client.cert, keys.clients.client.key, keys.tls_crypt)
+]]):format(remote, port) .. inline_keys(keys, keys.clients.client)
 end
 
 --- A WireGuard end: its own key pair, the peer's (vpn.wireguard_keys),
