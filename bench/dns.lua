@@ -20,15 +20,10 @@ local http = daytona.http
 local json = require("dtlocal.http").json
 
 local ROOT = arg[0]:match("^(.*)/bench/[^/]*$") or "."
+package.path = ROOT .. "/?.lua;" .. package.path
+local script = require "bench.lib.script"
 local BUILD = os.getenv("DTLUA_BUILD") or (ROOT .. "/build")
-local N = 200
-do
-  local i = 1
-  while arg[i] do
-    if arg[i] == "--n" then N = tonumber(arg[i + 1]); i = i + 2
-    else error("unknown argument " .. arg[i]) end
-  end
-end
+local N = script.args{ n = 200 }.n
 assert(core.util.getuid() == 0, "run as root (domain allow lists are enforced as root)")
 -- the filter takes a burst of 400 queries from one sandbox, then 200 a
 -- second (dtlocal.control.dns): a run stays within the burst, and the
@@ -68,12 +63,7 @@ ts.sort()
 print("%.3f %.3f" % (ts[len(ts) // 2], ts[int(len(ts) * 0.9)]))
 ]=]
 
-local function pct(list, p)
-  local s = {}
-  for i, v in ipairs(list) do s[i] = v end
-  table.sort(s)
-  return s[math.max(1, math.ceil(p / 100 * #s))]
-end
+local pct = script.pct
 
 do
   local dir = assert(process.run({ "mktemp", "-d", "/tmp/dtl-dnsbench.XXXXXX" })).stdout:gsub("%s+$", "")
@@ -85,19 +75,9 @@ do
   write(dir .. "/resolv.conf", "nameserver " .. UP .. "\n")
   local up <close> = assert(process.spawn({ "python3", dir .. "/dns.py", UP }, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
   for l in up:lines("stdout", 10) do if l:find("listening", 1, true) then break end end
-  local env = core.util.environ()
-  env.DTLOCAL_RESOLV_CONF = dir .. "/resolv.conf"
-  local token = "bench-" .. core.util.hex(core.util.random_bytes(12))
-  local srv <close> = assert(process.spawn({ BUILD .. "/bin/dtlocal", "serve", "--port", "0", "--state", dir .. "/state",
-    "--warm", "0", "--token", token }, { stdin = "null", stdout = "pipe", stderr = "stdout", env = env }))
-  local api
-  for l in srv:lines("stdout", 30) do
-    api = l:match("^dtlocal: API (%S+)")
-    if api then break end
-  end
-  assert(api, "dtlocal did not start")
-  local drain = daytona.spawn(function() for _ in srv:lines("stdout") do end end)
-  drain.observed = true
+  local srv = script.start_server{ build = BUILD, env = { DTLOCAL_RESOLV_CONF = dir .. "/resolv.conf" } }
+  local api, token = srv.api, srv.token
+  srv.drain.observed = true
   local function call(method, path, body, base)
     local r = assert(http.request{ url = (base or api) .. path, method = method, timeout = 120,
       headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" },
@@ -145,8 +125,7 @@ do
   end
   print(("create -> started p50, cold, n=%d: plain %.1f ms, with a domainAllowList %.1f ms"):format(
     #plain, pct(plain, 50), pct(listed, 50)))
-  srv:kill("TERM")
-  srv:wait(30)
+  srv.stop()
   up:kill("KILL")
   os.execute("rm -rf '" .. dir .. "'")
 end

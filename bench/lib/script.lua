@@ -50,7 +50,8 @@ end
 --- A dtlocal of `opts.build` on a new state dir, its output drained.
 -- opts: `build` (the build dir), `warm` (warm pool size, default 0),
 -- `as_nobody` (run as uid 65534, the unprivileged mode, no warm pool),
--- `timeout` (of each srv.call, default 120 s).
+-- `timeout` (of each srv.call, default 120 s), `env` (variables added to
+-- ours).
 -- @return `{ api, token, proc, dir, state, call(method, path, body) ->
 --   status, decoded body, stop() }`
 function M.start_server(opts)
@@ -58,6 +59,10 @@ function M.start_server(opts)
   local token = "bench-" .. core.util.hex(core.util.random_bytes(8))
   local state = dir .. "/state"
   local env
+  if opts.env then
+    env = core.util.environ()
+    for k, v in pairs(opts.env) do env[k] = v end
+  end
   local argv = { opts.build .. "/bin/dtlocal", "serve", "--port", "0", "--state", state,
     "--token", token, "--warm", tostring(not opts.as_nobody and opts.warm or 0) }
   if opts.as_nobody then
