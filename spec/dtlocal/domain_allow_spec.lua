@@ -26,11 +26,7 @@ local function sh(cmd)
   return r.stdout, r.exit_code
 end
 
-local function create(body)
-  local s = ok(200, "POST", "/sandbox", body or {})
-  helper.eventually(function() return ok(200, "GET", "/sandbox/" .. s.id).state == "started" end, 30)
-  return s
-end
+local function create(body) return dtlocal.create_started(srv, body) end
 
 -- A DNS server: answers A queries for the names given as name=ip (any name
 -- with "*=ip"), NXDOMAIN otherwise; AAAA and the rest: no records.
@@ -298,7 +294,7 @@ describe("dtlocal domainAllowList", function()
       local k = create{ domainAllowList = "allowed.dtlspec" }
       srv.crash()
       srv.restart()
-      helper.eventually(function() return ok(200, "GET", "/sandbox/" .. k.id).state == "started" end, 60, 0.1)
+      dtlocal.wait_started(srv, k.id, 60, 0.1)
       put_scripts(k.id)
       assert.are.equal("rcode=5", ask(k.id, "other.dtlspec", OUT_B))
       assert.are.equal("rcode=0 " .. OUT_A, ask(k.id, "allowed.dtlspec", OUT_B))
