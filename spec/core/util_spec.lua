@@ -15,6 +15,27 @@ local function sha256sum(path)
   return (r.stdout:match("^(%x+)"))
 end
 
+-- For each length n of `lengths`: n, a file of a temp dir holding the first
+-- n bytes of 4096 random ones, and those 4096 bytes (a for-in iterator).
+local function prefixes(lengths)
+  local dir = helper.tmpdir()
+  local src = helper.bigfile(dir, "src.bin", 4096)
+  local f = assert(io.open(src, "rb"))
+  local data = f:read("a")
+  f:close()
+  local k = 0
+  return function()
+    k = k + 1
+    local n = lengths[k]
+    if n == nil then return nil end
+    local path = ("%s/p%d"):format(dir, n)
+    local out = assert(io.open(path, "wb"))
+    out:write(data:sub(1, n))
+    out:close()
+    return n, path, data
+  end
+end
+
 describe("core.util.sha256", function()
   teardown(function()
     helper.cleanup()
@@ -31,16 +52,7 @@ describe("core.util.sha256", function()
 
   it("agrees with sha256sum around block and padding edges, for strings and files", function()
     helper.run(function()
-      local dir = helper.tmpdir()
-      local src = helper.bigfile(dir, "src.bin", 4096)
-      local f = assert(io.open(src, "rb"))
-      local data = f:read("a")
-      f:close()
-      for _, n in ipairs{ 0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096 } do
-        local path = ("%s/p%d"):format(dir, n)
-        local out = assert(io.open(path, "wb"))
-        out:write(data:sub(1, n))
-        out:close()
+      for n, path, data in prefixes{ 0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096 } do
         local want = sha256sum(path)
         assert.are.equal(want, util.sha256(data:sub(1, n)), "string of " .. n)
         local got, size = util.sha256_file(path)
@@ -139,16 +151,7 @@ describe("core.util.base64_decode", function()
 
   it("gives back what base64 encoded, wrapped or not, padded or not", function()
     helper.run(function()
-      local dir = helper.tmpdir()
-      local src = helper.bigfile(dir, "src.bin", 4096)
-      local f = assert(io.open(src, "rb"))
-      local data = f:read("a")
-      f:close()
-      for _, n in ipairs{ 0, 1, 2, 3, 4, 5, 56, 57, 58, 1000, 4095, 4096 } do
-        local path = ("%s/p%d"):format(dir, n)
-        local out = assert(io.open(path, "wb"))
-        out:write(data:sub(1, n))
-        out:close()
+      for n, path, data in prefixes{ 0, 1, 2, 3, 4, 5, 56, 57, 58, 1000, 4095, 4096 } do
         for _, wrap in ipairs{ "0", "76" } do
           local r = process.run({ "base64", "-w", wrap, path }, { timeout = 60 })
           assert.are.equal(0, r.exit_code, r.stderr)
