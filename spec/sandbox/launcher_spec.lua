@@ -298,6 +298,12 @@ describe("dtlua-sandbox", function()
       local h = start(sb, "trap 'echo got-term; exit 42' TERM; echo started; while :; do sleep 0.05; done",
                       { args = { "--user", "root" } })
       assert.matches("^ready %d+$", h.ready)
+      -- "ready" is the launcher's: the shell sets its trap after that, so
+      -- TERM waits for the line the shell prints once the trap is set
+      helper.eventually(function()
+        local so_far = helper.read_file(h.stdout)
+        return so_far and so_far:find("started", 1, true)
+      end, 10)
       assert.is_true(os.execute("kill -TERM " .. h.pid))
       local code, out = h.finish()
       assert.equal(42, code)
