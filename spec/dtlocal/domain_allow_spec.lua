@@ -13,6 +13,7 @@
 local core = require "daytona.core"
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
+local outside_ns = require "support.outside"
 local process = require "daytona.runtime.process"
 
 local srv
@@ -21,10 +22,7 @@ local function ok(want, method, path, body) return dtlocal.expect(srv, want, met
 local function call(method, path, body, opts) return dtlocal.request(srv, method, path, body, opts) end
 local function exec(id, command, timeout) return dtlocal.exec(srv, id, command, timeout or 60) end
 
-local function sh(cmd)
-  local r = assert(process.run({ "sh", "-c", cmd }, { timeout = 30, stderr = "stdout" }))
-  return r.stdout, r.exit_code
-end
+local sh, start_listening = outside_ns.sh, outside_ns.start_listening
 
 local function create(body) return dtlocal.create_started(srv, body) end
 
@@ -140,35 +138,16 @@ local function table_name()
 end
 
 -- A process started from a script, once it prints "listening".
-local function start_listening(argv)
-  local p = assert(process.spawn(argv, { stdin = "null", stdout = "pipe", stderr = "stdout" }))
-  local up = false
-  for line in p:lines("stdout", 20) do
-    if line:find("listening", 1, true) then up = true break end
-  end
-  assert(up, "did not start: " .. table.concat(argv, " "))
-  return p
-end
-
 describe("dtlocal domainAllowList", function()
   local N = core.util.getpid() % 250
-  local NS = "dtldom" .. core.util.getpid()
-  local HOSTIF = "dmx" .. core.util.getpid()
-  local OUT_GW, OUT_A, OUT_B = ("198.19.%d.1"):format(N), ("198.19.%d.2"):format(N), ("198.19.%d.3"):format(N)
+  local ns, OUT_GW, OUT_A, OUT_B
   local UP = ("127.1.%d.53"):format(N)
   local OUT_PORT = 18081
   local procs = {}
 
   setup(function()
-    sh(("ip netns del %s 2>/dev/null; ip link del %s 2>/dev/null; true"):format(NS, HOSTIF))
-    local out, code = sh(table.concat({
-      "ip netns add " .. NS,
-      ("ip link add %s type veth peer name eth0 netns %s"):format(HOSTIF, NS),
-      ("ip addr add %s/24 dev %s && ip link set %s up"):format(OUT_GW, HOSTIF, HOSTIF),
-      ("ip -n %s addr add %s/24 dev eth0 && ip -n %s addr add %s/24 dev eth0"):format(NS, OUT_A, NS, OUT_B),
-      ("ip -n %s link set eth0 up && ip -n %s link set lo up"):format(NS, NS),
-    }, " && "))
-    assert(code == 0, out)
+    ns = outside_ns.make("dom", "198.19")
+    OUT_GW, OUT_A, OUT_B = ns.gw, ns.a, ns.b
     local dir = helper.tmpdir()
     for file, text in pairs({ ["dns.py"] = DNS, ["serve.py"] = SERVE }) do
       local f = assert(io.open(dir .. "/" .. file, "w"))
@@ -185,8 +164,8 @@ describe("dtlocal domainAllowList", function()
       -- and another resolver outside that would answer every name
       procs[1] = start_listening({ "python3", dir .. "/dns.py", UP, "allowed.dtlspec=" .. OUT_A,
         "other.dtlspec=" .. OUT_B, "x.wild.dtlspec=" .. OUT_A, "wild.dtlspec=" .. OUT_B })
-      procs[2] = start_listening({ "ip", "netns", "exec", NS, "python3", dir .. "/serve.py", "0.0.0.0", tostring(OUT_PORT) })
-      procs[3] = start_listening({ "ip", "netns", "exec", NS, "python3", dir .. "/dns.py", OUT_B, "*=" .. OUT_B })
+      procs[2] = start_listening(ns:argv{ "python3", dir .. "/serve.py", "0.0.0.0", tostring(OUT_PORT) })
+      procs[3] = start_listening(ns:argv{ "python3", dir .. "/dns.py", OUT_B, "*=" .. OUT_B })
     end)
     local env = core.util.environ()
     env.DTLOCAL_RESOLV_CONF = conf
@@ -196,7 +175,7 @@ describe("dtlocal domainAllowList", function()
   teardown(function()
     for _, p in ipairs(procs) do p:kill("KILL"); pcall(p.wait, p, 5); p:close() end
     if procs.conf then os.remove(procs.conf) end
-    sh(("ip netns del %s 2>/dev/null; ip link del %s 2>/dev/null; true"):format(NS, HOSTIF))
+    if ns then ns:remove() end
     if srv then srv.stop() end
     helper.cleanup()
   end)

@@ -13,6 +13,7 @@
 local core = require "daytona.core"
 local helper = require "support.helper"
 local dtlocal = require "support.dtlocal"
+local outside_ns = require "support.outside"
 local process = require "daytona.runtime.process"
 local server = require "daytona.runtime.server"
 
@@ -24,10 +25,7 @@ local function exec(id, command, timeout) return dtlocal.exec(srv, id, command, 
 
 local function create(body) return dtlocal.create_started(srv, body) end
 
-local function sh(cmd)
-  local r = assert(process.run({ "sh", "-c", cmd }, { timeout = 30, stderr = "stdout" }))
-  return r.stdout, r.exit_code
-end
+local sh = outside_ns.sh
 
 -- A probe a sandbox runs: connect to host:port (TCP, or an abstract unix
 -- socket when host is "@name"), print "open <what the server said>" or
@@ -98,43 +96,28 @@ end
 
 describe("dtlocal sandbox networks", function()
   local N = core.util.getpid() % 250
-  local NS = "dtlspec" .. core.util.getpid()
-  local HOSTIF = "nsx" .. core.util.getpid()
-  local OUT_GW, OUT_A, OUT_B = ("198.18.%d.1"):format(N), ("198.18.%d.2"):format(N), ("198.18.%d.3"):format(N)
+  local ns, NS, OUT_GW, OUT_A, OUT_B
   local OUT_PORT = 18080
   local outside, host_lo, host_any
 
   setup(function()
     srv = dtlocal.start()
+    ns = outside_ns.make("spec", "198.18")
+    NS, OUT_GW, OUT_A, OUT_B = ns.ns, ns.gw, ns.a, ns.b
     -- the outside: a namespace with two addresses, a server answering with
     -- the address it sees
-    sh(("ip netns del %s 2>/dev/null; ip link del %s 2>/dev/null; true"):format(NS, HOSTIF))
-    local out, code = sh(table.concat({
-      "ip netns add " .. NS,
-      ("ip link add %s type veth peer name eth0 netns %s"):format(HOSTIF, NS),
-      ("ip addr add %s/24 dev %s && ip link set %s up"):format(OUT_GW, HOSTIF, HOSTIF),
-      ("ip -n %s addr add %s/24 dev eth0 && ip -n %s addr add %s/24 dev eth0"):format(NS, OUT_A, NS, OUT_B),
-      ("ip -n %s link set eth0 up && ip -n %s link set lo up"):format(NS, NS),
-    }, " && "))
-    assert(code == 0, out)
     local path = helper.tmpdir() .. "/serve.py"
     local f = assert(io.open(path, "w"))
     f:write(SERVE)
     f:close()
-    outside = assert(process.spawn({ "ip", "netns", "exec", NS, "python3", path, "0.0.0.0", tostring(OUT_PORT) },
-      { stdin = "null", stderr = "stdout" }))
     helper.run(function()
-      local up = false
-      for line in outside:lines("stdout", 30) do
-        if line:find("listening", 1, true) then up = true break end
-      end
-      assert(up, "the outside server did not start")
+      outside = outside_ns.start_listening(ns:argv{ "python3", path, "0.0.0.0", tostring(OUT_PORT) }, 30)
     end)
   end)
 
   teardown(function()
     if outside then outside:kill("KILL"); pcall(outside.wait, outside, 5); outside:close() end
-    sh(("ip netns del %s 2>/dev/null; ip link del %s 2>/dev/null; true"):format(NS, HOSTIF))
+    if ns then ns:remove() end
     if srv then srv.stop() end
     helper.cleanup()
   end)
