@@ -1,10 +1,14 @@
---- dtlocal.control.ports: which loopback listeners belong to a sandbox.
+--- dtlocal.control.ports: which listeners of a port belong to a sandbox.
 --
--- Sandboxes share the host's network namespace (unless networkBlockAll),
--- so "port 3000 of sandbox X" is whatever listens on the host's loopback
--- port 3000. A preview must reach only the sandbox's own servers, never
--- another sandbox's, dtlocal's own API or another host service, so before
--- forwarding dtlocal checks who owns the listening socket:
+-- A sandbox with a network of its own (a veth as root, pasta unprivileged)
+-- is reached at its own address or through its daemon; only which of its
+-- listeners take a port is asked then (`sandbox_listener`, from its
+-- namespace's socket table). Without one (unprivileged and no pasta),
+-- sandboxes share the host's network, so "port 3000 of sandbox X" is
+-- whatever listens on the host's loopback port 3000. A preview must reach
+-- only the sandbox's own servers, never another sandbox's, dtlocal's own
+-- API or another host service, so before forwarding dtlocal checks who
+-- owns the listening socket (`owned`):
 -- - as root, each sandbox runs under its own host uid range, and the
 --   kernel's socket table (/proc/net/tcp, tcp6) names each listener's uid;
 -- - unprivileged, every sandbox runs under dtlocal's own uid, so the
@@ -13,6 +17,7 @@
 --
 --   ports.listeners(port) -> { {uid =, inode =}, ... }   (loopback or any address)
 --   ports.owned(port, { uid_first =, init_pid = }) -> true | false, why
+--   ports.sandbox_listener(init_pid, port) -> "any" | "loopback" | nil
 local core = require "daytona.core"
 
 local io, ipairs, tonumber, format = io, ipairs, tonumber, string.format
@@ -31,25 +36,32 @@ local REACHABLE = {
   ["0000000000000000FFFF000000000000"] = true,
 }
 
---- The listening TCP sockets on `port` that a connection to 127.0.0.1 can
--- reach: a list of {uid =, inode =}.
-function M.listeners(port)
-  local out = {}
+-- Calls fn(addr, uid, inode) for each socket listening on `port` in the
+-- socket tables under `dir` (/proc/net, or /proc/<pid>/net for another
+-- namespace's): addr in /proc's hex.
+local function each_listener(dir, port, fn)
   local hex = format("%04X", port)
-  for _, file in ipairs({ "/proc/net/tcp", "/proc/net/tcp6" }) do
+  for _, file in ipairs({ dir .. "/tcp", dir .. "/tcp6" }) do
     local f = io.open(file, "rb")
     if f then
       for line in f:lines() do
         -- sl local rem st tx:rx tr:when retrnsmt uid timeout inode
         local addr, lport, st, uid, inode =
           line:match("^%s*%d+:%s+(%x+):(%x+)%s+%x+:%x+%s+(%x+)%s+%S+%s+%S+%s+%S+%s+(%d+)%s+%d+%s+(%d+)")
-        if st == "0A" and lport == hex and REACHABLE[addr] then
-          out[#out + 1] = { uid = tonumber(uid), inode = inode }
-        end
+        if st == "0A" and lport == hex then fn(addr, tonumber(uid), inode) end
       end
       f:close()
     end
   end
+end
+
+--- The listening TCP sockets on `port` that a connection to 127.0.0.1 can
+-- reach: a list of {uid =, inode =}.
+function M.listeners(port)
+  local out = {}
+  each_listener("/proc/net", port, function(addr, uid, inode)
+    if REACHABLE[addr] then out[#out + 1] = { uid = uid, inode = inode } end
+  end)
   return out
 end
 
@@ -76,21 +88,12 @@ end
 -- loopback (the wildcard or another address), "loopback" when only its
 -- loopback does, nil when nothing listens.
 function M.sandbox_listener(init_pid, port)
-  local hex, best = format("%04X", port), nil
-  for _, file in ipairs({ "/proc/" .. init_pid .. "/net/tcp", "/proc/" .. init_pid .. "/net/tcp6" }) do
-    local f = io.open(file, "rb")
-    if f then
-      for line in f:lines() do
-        local addr, lport, st = line:match("^%s*%d+:%s+(%x+):(%x+)%s+%x+:%x+%s+(%x+)")
-        if st == "0A" and lport == hex then
-          local loop = addr == "0100007F" or addr == "00000000000000000000000001000000"
-            or addr == "0000000000000000FFFF00000100007F" or addr:match("^..0000..$") and addr:sub(-2) == "7F"
-          if loop then best = best or "loopback" else best = "any" end
-        end
-      end
-      f:close()
-    end
-  end
+  local best
+  each_listener("/proc/" .. init_pid .. "/net", port, function(addr)
+    local loop = addr == "0100007F" or addr == "00000000000000000000000001000000"
+      or addr == "0000000000000000FFFF00000100007F" or addr:match("^..0000..$") and addr:sub(-2) == "7F"
+    if loop then best = best or "loopback" else best = "any" end
+  end)
   return best
 end
 
