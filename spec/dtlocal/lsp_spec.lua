@@ -56,17 +56,7 @@ describe("dtlocal toolbox: language servers", function()
     f:close()
   end
 
-  local function by_name(list)
-    local t = {}
-    for _, s in ipairs(list) do t[s.name] = s end
-    return t
-  end
-
-  local function labels(list)
-    local t = {}
-    for _, it in ipairs(list.items) do t[it.label] = it end
-    return t
-  end
+  local by_name, labels = projects.by_name, projects.labels
 
   setup(function()
     home = helper.tmpdir()

@@ -7,17 +7,7 @@ local fixture = require "sdk.fixture"
 local projects = require "support.lsp_projects"
 local PY, TS = projects.PY, projects.TS
 
-local function by_name(list)
-  local t = {}
-  for _, s in ipairs(list) do t[s.name] = s end
-  return t
-end
-
-local function labels(list)
-  local t = {}
-  for _, it in ipairs(list.items) do t[it.label] = it end
-  return t
-end
+local by_name, labels = projects.by_name, projects.labels
 
 describe("sb:create_lsp_server", function()
   local srv, client, sb, home

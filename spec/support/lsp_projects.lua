@@ -37,4 +37,18 @@ const c = makeCircle(1);
 c.
 ]]
 
+--- Symbols by name (document or workspace symbols, a list of {name =, ...}).
+function M.by_name(list)
+  local t = {}
+  for _, s in ipairs(list) do t[s.name] = s end
+  return t
+end
+
+--- Completion items by label (a completion list, {items = {...}}).
+function M.labels(list)
+  local t = {}
+  for _, it in ipairs(list.items) do t[it.label] = it end
+  return t
+end
+
 return M
