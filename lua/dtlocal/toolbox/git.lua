@@ -83,7 +83,10 @@ local GIT_RULES = {
     "protocol .- is not supported", "remote%-.- is not a git command", "unable to find remote helper",
     -- a path of the request that leaves the repository, or is no pathspec;
     -- a name past the file system's limit
-    "is outside repository", "is not a valid pathspec", "file name too long" } },
+    "is outside repository", "is not a valid pathspec", "file name too long",
+    -- an author name git refuses (only punctuation, e.g. ","); a clone URL
+    -- with no path
+    "name consists only of disallowed characters", "no path specified" } },
 }
 
 local function classify(text)
@@ -136,7 +139,9 @@ local function git(app, dir, args, creds, opts)
   if r.exit_code ~= 0 and not (opts and opts.ok_codes and opts.ok_codes[r.exit_code]) then
     local text = (r.stderr ~= "" and r.stderr or r.output):gsub("%s+$", "")
     local status, code = classify(text)
-    raise(status, ("git %s failed: %s"):format(args[1] == "-c" and args[3] or args[1], text), code,
+    local sub = 1   -- the git command, past its -c NAME=VALUE pairs
+    while args[sub] == "-c" do sub = sub + 2 end
+    raise(status, ("git %s failed: %s"):format(args[sub], text), code,
           code:find("^GIT_") and DAEMON or nil)
   end
   return r.output, r.exit_code
